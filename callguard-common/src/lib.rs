@@ -1,0 +1,17 @@
+#![no_std]
+//! The kernel's view of callguard's rules, shared by the XDP program (`callguard-ebpf`) and the
+//! daemon (`callguard`).
+//!
+//! One concept, one home: every map name, map size, key and value layout, reason code and
+//! policy flag the two sides must agree on is defined here and nowhere else. Map values are
+//! `#[repr(C)]` with explicit padding and no `bool`/`Option`/Rust-enum fields, so their bytes
+//! mean the same thing on both sides; a compile-time assertion pins the size of each.
+
+pub mod config;
+pub mod maps;
+pub mod net;
+pub mod stats;
+
+pub use config::KernelConfig;
+pub use net::{NetEntry, NetMatch};
+pub use stats::{Action, Counter, Reason};

@@ -1,0 +1,54 @@
+//! Map names and sizes. The kernel program declares its maps with these names and sizes; the
+//! daemon finds them, pins them and sizes them by the same constants.
+//!
+//! Names stay within the kernel's 15-character limit for map names (`BPF_OBJ_NAME_LEN` - 1), so
+//! the name the kernel reports is the name written here.
+
+/// Exact-match rules for single IPv4 addresses (/32): `HashMap<[u8; 4], NetEntry>`.
+pub const NET_V4_EXACT: &str = "CG_NET4_EXACT";
+/// Exact-match rules for single IPv6 addresses (/128): `HashMap<[u8; 16], NetEntry>`.
+pub const NET_V6_EXACT: &str = "CG_NET6_EXACT";
+/// IPv4 prefix rules (/0 to /31): `LpmTrie<[u8; 4], NetEntry>`.
+pub const NET_V4_LPM: &str = "CG_NET4_LPM";
+/// IPv6 prefix rules (/0 to /127): `LpmTrie<[u8; 16], NetEntry>`.
+pub const NET_V6_LPM: &str = "CG_NET6_LPM";
+/// Guarded ports: `Array<u8>` indexed by destination port, [`crate::config::PORT_UDP`] and
+/// [`crate::config::PORT_TCP`] bits.
+pub const PORTS: &str = "CG_PORTS";
+/// The single [`crate::KernelConfig`] record: `HashMap<u32, KernelConfig>` with key 0.
+pub const CONFIG: &str = "CG_CONFIG";
+/// Per-CPU packet and byte counters by action and reason: `PerCpuArray<Counter>` indexed by
+/// [`crate::stats::stats_index`].
+pub const STATS: &str = "CG_STATS";
+/// Per-CPU packet and byte counters by rule id: `LruPerCpuHashMap<u32, Counter>`.
+pub const RULE_STATS: &str = "CG_RULE_STATS";
+
+/// Every map the daemon pins, in one list (detach and adoption walk it).
+pub const ALL: [&str; 8] = [
+    NET_V4_EXACT,
+    NET_V6_EXACT,
+    NET_V4_LPM,
+    NET_V6_LPM,
+    PORTS,
+    CONFIG,
+    STATS,
+    RULE_STATS,
+];
+
+/// The XDP program's function name (and its ELF symbol).
+pub const PROGRAM: &str = "callguard";
+
+/// Capacity of each exact-match map. Entries are allocated on insert (`BPF_F_NO_PREALLOC`), so an
+/// empty map costs nothing.
+pub const NET_EXACT_MAX: u32 = 1 << 21;
+/// Capacity of each LPM trie (LPM tries never preallocate).
+pub const NET_LPM_MAX: u32 = 1 << 21;
+/// Number of destination ports (the size of [`PORTS`]).
+pub const PORT_COUNT: u32 = 1 << 16;
+/// How many rules keep their own counters at once; the least recently hit are evicted first.
+pub const RULE_STATS_MAX: u32 = 1 << 16;
+
+/// `BPF_F_NO_PREALLOC`: allocate hash entries on insert. Besides saving memory, it makes an
+/// update of an existing key replace the element under RCU, so a reader sees the old or the new
+/// value, never a mix.
+pub const BPF_F_NO_PREALLOC: u32 = 1;

@@ -1,0 +1,397 @@
+//! The daemon's configuration file (TOML).
+//!
+//! Every key is optional: with no file at all the built-in defaults below apply (they are
+//! also printed by `callguard config default`). Unknown keys and bad values are rejected with
+//! the line and column where they stand, and nothing is applied.
+
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, de};
+
+use crate::rules::{Kind, Scope};
+
+/// The default configuration file path.
+pub const DEFAULT_PATH: &str = "/etc/callguard/callguard.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Interfaces to guard. Empty: the daemon serves its API and keeps the maps, but attaches
+    /// nowhere (`-i` on the command line adds interfaces).
+    pub interfaces: Vec<String>,
+    /// How to attach: `auto` (native, falling back to generic), `native` or `generic`.
+    pub xdp_mode: XdpModeSetting,
+    /// Where program links and maps are pinned (on bpffs; mounted when absent).
+    pub pin_dir: PathBuf,
+    /// The control socket (root only, mode 0600).
+    pub socket: PathBuf,
+    /// The rule database (SQLite).
+    pub database: PathBuf,
+    /// How often expired rules are removed from the store and the maps, in seconds.
+    pub sweep_interval_secs: u64,
+    /// Guarded ports.
+    pub ports: Ports,
+    /// Policies for defective packets.
+    pub policy: Policy,
+    /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
+    /// reload, and cannot be deleted through the CLI.
+    pub networks: Vec<NetworkEntry>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            xdp_mode: XdpModeSetting::Auto,
+            pin_dir: PathBuf::from("/sys/fs/bpf/callguard"),
+            socket: PathBuf::from("/run/callguard/callguard.sock"),
+            database: PathBuf::from("/var/lib/callguard/callguard.db"),
+            sweep_interval_secs: 5,
+            ports: Ports::default(),
+            policy: Policy::default(),
+            networks: Vec::new(),
+        }
+    }
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Native (driver) mode, falling back to generic when the driver has no XDP support.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works on every interface, slower.
+    Generic,
+}
+
+/// Guarded ports, per transport protocol.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    /// UDP ports or ranges (`5060`, `"5060-5080"`). Default: 5060, 5061.
+    pub udp: Vec<PortRange>,
+    /// TCP ports or ranges. Default: 5060, 5061.
+    pub tcp: Vec<PortRange>,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        let sip = vec![PortRange {
+            first: 5060,
+            last: 5061,
+        }];
+        Self {
+            udp: sip.clone(),
+            tcp: sip,
+        }
+    }
+}
+
+/// An inclusive port range; a single port is a range of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("`{p}` is not a port (1-65535)")),
+                Ok(n) => Ok(n),
+            }
+        };
+        let (first, last) = match s.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(s)?, port(s)?),
+        };
+        if first > last {
+            return Err(format!("range `{s}` ends before it starts"));
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => n.to_string().parse().map_err(de::Error::custom),
+            Raw::Text(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            s.serialize_u16(self.first)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+/// What to do with packets the program cannot fully judge.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Later IPv4 fragments and IPv6 fragments without a transport header: `pass` (default) or `drop`.
+    pub fragments: PassDrop,
+    /// Defective UDP/TCP headers aimed at a guarded port: `pass` (default) or `drop`.
+    pub malformed: PassDrop,
+}
+
+/// Pass or drop.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PassDrop {
+    /// Pass and count.
+    #[default]
+    Pass,
+    /// Drop and count.
+    Drop,
+}
+
+/// A network rule written in the configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    /// Address or prefix (`198.18.0.0/15`, `2001:db8::1`).
+    #[serde(deserialize_with = "de_net")]
+    pub cidr: IpNet,
+    /// `allow` (authorized) or `deny` (blocked).
+    pub action: Kind,
+    /// For deny: `sip` (guarded ports only, default) or `all`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// When the rule stops applying (RFC 3339).
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+    /// Free text shown in `net list`.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Parses an address or a prefix; a bare address is a /32 or /128.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(format!("`{s}` has host bits set; did you mean {}?", net.trunc()));
+        }
+        return Ok(net);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(addr) => Ok(IpNet::from(addr)),
+        Err(_) => Err(format!("`{s}` is not an IP address or CIDR prefix")),
+    }
+}
+
+fn de_net<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_net(&s).map_err(de::Error::custom)
+}
+
+/// A configuration error, with the file and the position of the fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid (syntax, unknown key, bad value).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and validates configuration text. The error names the line and column.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!("line {line}, column {col}: {msg}")
+                }
+                None => msg,
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.sweep_interval_secs == 0 {
+            return Err("sweep_interval_secs: must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.networks {
+            if !seen.insert((n.cidr, n.action)) {
+                return Err(format!("networks: {} {} is listed twice", n.action, n.cidr));
+            }
+        }
+        Ok(())
+    }
+
+    /// The guarded-port bitmap as the kernel's `CG_PORTS` holds it.
+    pub fn port_bits(&self) -> Vec<u8> {
+        use callguard_common::config::{PORT_TCP, PORT_UDP};
+        let mut bits = vec![0u8; 1 << 16];
+        for (ranges, bit) in [(&self.ports.udp, PORT_UDP), (&self.ports.tcp, PORT_TCP)] {
+            for r in ranges {
+                for p in r.first..=r.last {
+                    bits[usize::from(p)] |= bit;
+                }
+            }
+        }
+        bits
+    }
+
+    /// The kernel's policy record.
+    pub fn kernel_config(&self) -> callguard_common::KernelConfig {
+        use callguard_common::config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED};
+        let mut flags = 0;
+        if self.policy.fragments == PassDrop::Drop {
+            flags |= FLAG_DROP_FRAGMENTS;
+        }
+        if self.policy.malformed == PassDrop::Drop {
+            flags |= FLAG_DROP_MALFORMED;
+        }
+        callguard_common::KernelConfig { flags, _reserved: 0 }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg, Config::default());
+        let bits = cfg.port_bits();
+        assert_eq!(bits[5060], 3);
+        assert_eq!(bits[5061], 3);
+        assert_eq!(bits[5062], 0);
+        assert_eq!(bits.iter().filter(|b| **b != 0).count(), 2);
+    }
+
+    #[test]
+    fn ports_accept_numbers_and_ranges() {
+        let cfg = Config::parse("[ports]\nudp = [5060, \"5070-5072\"]\ntcp = []\n").unwrap();
+        let bits = cfg.port_bits();
+        assert_eq!(
+            [bits[5060], bits[5061], bits[5070], bits[5072], bits[5073]],
+            [1, 0, 1, 1, 0]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_position() {
+        let err = Config::parse("interfaces = [\"eth0\"]\n\n[policy]\nfragment = \"drop\"\n").unwrap_err();
+        assert!(err.starts_with("line 4, column 1"), "{err}");
+        assert!(err.contains("unknown field `fragment`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_position() {
+        let err = Config::parse("[ports]\nudp = [\"5070-5060\"]\n").unwrap_err();
+        assert!(err.starts_with("line 2, column 8"), "{err}");
+        assert!(err.contains("ends before it starts"), "{err}");
+
+        let err = Config::parse("[[networks]]\ncidr = \"198.18.0.1/24\"\naction = \"deny\"\n").unwrap_err();
+        assert!(err.starts_with("line 2"), "{err}");
+        assert!(err.contains("did you mean 198.18.0.0/24"), "{err}");
+
+        let err = Config::parse("xdp_mode = \"turbo\"\n").unwrap_err();
+        assert!(
+            err.contains("line 1, column 12") && err.contains("turbo"),
+            "{err}"
+        );
+
+        let err = Config::parse("[policy]\nmalformed = \"explode\"").unwrap_err();
+        assert!(err.starts_with("line 2"), "{err}");
+    }
+
+    #[test]
+    fn networks_parse_with_scope_and_expiry() {
+        let cfg = Config::parse(
+            "[[networks]]\ncidr = \"2001:db8::/32\"\naction = \"deny\"\nscope = \"all\"\nexpires = \"2030-01-01T00:00:00Z\"\n\
+             [[networks]]\ncidr = \"198.18.0.7\"\naction = \"allow\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.networks[0].scope, Scope::All);
+        assert!(cfg.networks[0].expires.is_some());
+        assert_eq!(cfg.networks[1].cidr.to_string(), "198.18.0.7/32");
+        assert_eq!(cfg.networks[1].scope, Scope::Sip);
+    }
+
+    #[test]
+    fn duplicate_network_is_rejected() {
+        let err = Config::parse(
+            "[[networks]]\ncidr = \"198.18.0.0/24\"\naction = \"deny\"\n[[networks]]\ncidr = \"198.18.0.0/24\"\naction = \"deny\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+}

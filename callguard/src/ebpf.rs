@@ -1,0 +1,439 @@
+//! The kernel side as the daemon sees it: the embedded XDP object, loading it with pinned maps,
+//! attaching it with pinned links, and typed access to every map.
+//!
+//! Pin layout under the pin directory (default `/sys/fs/bpf/callguard`):
+//! - one file per map, named as in [`callguard_common::maps`];
+//! - `link_<interface>`: the XDP link of each guarded interface.
+//!
+//! Filtering outlives the daemon: a pinned link keeps the program attached and the program keeps
+//! its maps. A new daemon loads the (possibly newer) program against the same pinned maps and
+//! swaps it into the existing link with `bpf_link_update`, so no packet goes unfiltered during
+//! an upgrade or restart. `callguard detach` removes the pins, which detaches everything.
+
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    ffi::CString,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use callguard_common::{
+    Action, Counter, KernelConfig, NetEntry, Reason, config::CONFIG_KEY, maps, stats::stats_index,
+};
+use ipnet::IpNet;
+
+use crate::config::XdpModeSetting;
+
+/// The XDP object built by `build.rs` from `callguard-ebpf`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs on `/sys/fs/bpf` when it is not mounted (a fresh machine of this kind has none)
+/// and creates `dir` on it.
+pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        std::fs::create_dir_all(root).ok();
+        let src = CString::new("bpf")?;
+        let target = CString::new("/sys/fs/bpf")?;
+        // SAFETY: valid NUL-terminated strings; a null data pointer is allowed for bpffs.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            bail!(
+                "mounting bpffs on /sys/fs/bpf: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        tracing::info!("mounted bpffs on /sys/fs/bpf");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating pin directory {}", dir.display()))?;
+    if !is_bpffs(dir) {
+        bail!("{} is not on a BPF file system (bpffs)", dir.display());
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
+    rc == 0 && st.f_type == BPF_FS_MAGIC
+}
+
+fn link_pin(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("link_{iface}"))
+}
+
+/// Removes every pin callguard made in `dir` (links first, so nothing filters against half-removed
+/// maps), then the directory. Returns the interfaces that were detached.
+pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut detached = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(detached);
+    };
+    let mut others = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(iface) = name.strip_prefix("link_") {
+            std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
+            detached.push(iface.to_owned());
+        } else {
+            others.push(e.path());
+        }
+    }
+    for p in others {
+        std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(detached)
+}
+
+/// Interfaces with a pinned callguard link in `dir`.
+pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("link_")
+                .map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How an interface ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attached {
+    /// Native (driver) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+    /// An existing pinned link was adopted; the program in it was replaced atomically.
+    Adopted,
+}
+
+/// The loaded program and its maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    v4_exact: HashMap<MapData, [u8; 4], NetEntry>,
+    v6_exact: HashMap<MapData, [u8; 16], NetEntry>,
+    v4_lpm: LpmTrie<MapData, [u8; 4], NetEntry>,
+    v6_lpm: LpmTrie<MapData, [u8; 16], NetEntry>,
+    ports: Array<MapData, u8>,
+    config: HashMap<MapData, u32, KernelConfig>,
+    stats: PerCpuArray<MapData, Counter>,
+    rule_stats: PerCpuHashMap<MapData, u32, Counter>,
+    /// What the network maps hold (read once at load, then kept in step with every write).
+    nets: BTreeMap<IpNet, NetEntry>,
+    /// What `CG_PORTS` holds.
+    port_bits: Vec<u8>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("pin_dir", &self.pin_dir)
+            .field("nets", &self.nets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Kernel {
+    /// Loads the program and verifies it, reusing the maps pinned in `pin_dir` (or creating
+    /// and pinning them there). Nothing is attached yet.
+    pub fn load(pin_dir: &Path) -> anyhow::Result<Self> {
+        if OBJECT.is_empty() {
+            bail!("this build has no XDP object (built with AYA_BUILD_SKIP)");
+        }
+        ensure_pin_dir(pin_dir)?;
+        raise_memlock();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(OBJECT)
+            .with_context(|| {
+                format!(
+                    "loading the XDP program with maps pinned in {} (if an older callguard pinned \
+                     incompatible maps there, run `callguard detach` first)",
+                    pin_dir.display()
+                )
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(maps::PROGRAM)
+            .ok_or_else(|| anyhow!("program {} missing", maps::PROGRAM))?
+            .try_into()?;
+        prog.load()
+            .context("the kernel verifier rejected the XDP program")?;
+        let mut k = Self {
+            v4_exact: take(&mut ebpf, maps::NET_V4_EXACT)?,
+            v6_exact: take(&mut ebpf, maps::NET_V6_EXACT)?,
+            v4_lpm: take(&mut ebpf, maps::NET_V4_LPM)?,
+            v6_lpm: take(&mut ebpf, maps::NET_V6_LPM)?,
+            ports: take(&mut ebpf, maps::PORTS)?,
+            config: take(&mut ebpf, maps::CONFIG)?,
+            stats: take(&mut ebpf, maps::STATS)?,
+            rule_stats: take(&mut ebpf, maps::RULE_STATS)?,
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            nets: BTreeMap::new(),
+            port_bits: Vec::new(),
+        };
+        k.nets = k.read_nets()?;
+        k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
+        Ok(k)
+    }
+
+    /// The XDP program (for `BPF_PROG_TEST_RUN`).
+    pub fn program(&mut self) -> &mut Xdp {
+        // The program was found and converted in `load`; both lookups are infallible here.
+        self.ebpf
+            .program_mut(maps::PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Kernel::load")
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Attaches to `iface`, or adopts the link pinned for it by an earlier daemon, replacing the
+    /// program in that link atomically.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> anyhow::Result<Attached> {
+        let pin = link_pin(&self.pin_dir, iface);
+        if pin.exists() {
+            match self.adopt(&pin) {
+                Ok(()) => return Ok(Attached::Adopted),
+                Err(e) => {
+                    tracing::warn!(iface, "pinned link is stale ({e:#}); attaching afresh");
+                    std::fs::remove_file(&pin).ok();
+                }
+            }
+        }
+        let attempts: &[(XdpMode, Attached)] = match mode {
+            XdpModeSetting::Auto => &[
+                (XdpMode::Driver, Attached::Native),
+                (XdpMode::Skb, Attached::Generic),
+            ],
+            XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
+            XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
+        };
+        let prog = self.program();
+        let mut last = None;
+        for &(xdp_mode, how) in attempts {
+            match prog.attach(iface, xdp_mode) {
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    let fd: FdLink = link.try_into().map_err(|e| {
+                        anyhow!(
+                            "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
+                        )
+                    })?;
+                    fd.pin(&pin)
+                        .with_context(|| format!("pinning {}", pin.display()))?;
+                    return Ok(how);
+                }
+                Err(e) => {
+                    last = Some(
+                        anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
+                    )
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no attach mode")))
+    }
+
+    fn adopt(&mut self, pin: &Path) -> anyhow::Result<()> {
+        let pinned = PinnedLink::from_pin(pin)?;
+        let fd: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd)?;
+        let prog = self.program();
+        let id = prog.attach_to_link(link)?;
+        // The pin file keeps the link; our descriptor may close when the daemon exits.
+        let _ = prog.take_link(id)?;
+        Ok(())
+    }
+
+    /// Makes the network maps hold exactly `desired`. Additions and changes go in before
+    /// removals: at every moment a packet's longest match is either its match under the old rules
+    /// or its match under the new ones, never a third verdict. Returns (written, removed).
+    pub fn apply_nets(&mut self, desired: &BTreeMap<IpNet, NetEntry>) -> anyhow::Result<(usize, usize)> {
+        self.apply_nets_with_progress(desired, |_| {})
+    }
+
+    /// [`Self::apply_nets`], calling `progress` with the number of map writes done so far.
+    pub fn apply_nets_with_progress(
+        &mut self,
+        desired: &BTreeMap<IpNet, NetEntry>,
+        mut progress: impl FnMut(usize),
+    ) -> anyhow::Result<(usize, usize)> {
+        let mut written = 0;
+        for (net, entry) in desired {
+            if self.nets.get(net) != Some(entry) {
+                self.write_net(*net, Some(entry))?;
+                self.nets.insert(*net, *entry);
+                written += 1;
+                if written % 4096 == 0 {
+                    progress(written);
+                }
+            }
+        }
+        let stale: Vec<IpNet> = self
+            .nets
+            .keys()
+            .filter(|n| !desired.contains_key(n))
+            .copied()
+            .collect();
+        for net in &stale {
+            self.write_net(*net, None)?;
+            self.nets.remove(net);
+        }
+        progress(written + stale.len());
+        Ok((written, stale.len()))
+    }
+
+    fn write_net(&mut self, net: IpNet, entry: Option<&NetEntry>) -> anyhow::Result<()> {
+        let res = match (net, entry) {
+            (IpNet::V4(n), e) if n.prefix_len() == 32 => {
+                let k = n.addr().octets();
+                match e {
+                    Some(e) => self.v4_exact.insert(k, e, 0),
+                    None => self.v4_exact.remove(&k),
+                }
+            }
+            (IpNet::V6(n), e) if n.prefix_len() == 128 => {
+                let k = n.addr().octets();
+                match e {
+                    Some(e) => self.v6_exact.insert(k, e, 0),
+                    None => self.v6_exact.remove(&k),
+                }
+            }
+            (IpNet::V4(n), e) => {
+                let k = Key::new(u32::from(n.prefix_len()), n.addr().octets());
+                match e {
+                    Some(e) => self.v4_lpm.insert(&k, e, 0),
+                    None => self.v4_lpm.remove(&k),
+                }
+            }
+            (IpNet::V6(n), e) => {
+                let k = Key::new(u32::from(n.prefix_len()), n.addr().octets());
+                match e {
+                    Some(e) => self.v6_lpm.insert(&k, e, 0),
+                    None => self.v6_lpm.remove(&k),
+                }
+            }
+        };
+        res.with_context(|| format!("writing {net} to the kernel"))
+    }
+
+    fn read_nets(&self) -> anyhow::Result<BTreeMap<IpNet, NetEntry>> {
+        let mut out = BTreeMap::new();
+        for r in self.v4_exact.iter() {
+            let (k, v) = r?;
+            out.insert(IpNet::from(IpAddr::from(k)), v);
+        }
+        for r in self.v6_exact.iter() {
+            let (k, v) = r?;
+            out.insert(IpNet::from(IpAddr::from(k)), v);
+        }
+        for r in self.v4_lpm.iter() {
+            let (k, v) = r?;
+            let (len, data) = (k.prefix_len(), k.data());
+            out.insert(IpNet::new(IpAddr::from(data), len as u8)?, v);
+        }
+        for r in self.v6_lpm.iter() {
+            let (k, v) = r?;
+            let (len, data) = (k.prefix_len(), k.data());
+            out.insert(IpNet::new(IpAddr::from(data), len as u8)?, v);
+        }
+        Ok(out)
+    }
+
+    /// What the network maps hold.
+    pub fn nets(&self) -> &BTreeMap<IpNet, NetEntry> {
+        &self.nets
+    }
+
+    /// Makes `CG_PORTS` equal `bits` (65,536 bytes), writing only the ports that change.
+    pub fn set_ports(&mut self, bits: &[u8]) -> anyhow::Result<()> {
+        for (port, &b) in bits.iter().enumerate() {
+            if self.port_bits.get(port) != Some(&b) {
+                self.ports.set(port as u32, b, 0)?;
+                self.port_bits[port] = b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the policy record with one update.
+    pub fn set_config(&mut self, cfg: KernelConfig) -> anyhow::Result<()> {
+        self.config.insert(CONFIG_KEY, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Counters by (action, reason), summed over CPUs, zero rows left out.
+    pub fn stats(&self) -> anyhow::Result<Vec<(Action, Reason, Counter)>> {
+        let mut out = Vec::new();
+        for action in Action::ALL {
+            for &reason in Reason::ALL {
+                let per_cpu = self.stats.get(&stats_index(action, reason), 0)?;
+                let sum = per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c));
+                if sum.packets != 0 {
+                    out.push((action, reason, sum));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters by rule id, summed over CPUs.
+    pub fn rule_stats(&self) -> anyhow::Result<StdHashMap<u32, Counter>> {
+        let mut out = StdHashMap::new();
+        for r in self.rule_stats.iter() {
+            let (id, per_cpu) = r?;
+            out.insert(id, per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c)));
+        }
+        Ok(out)
+    }
+}
+
+fn raise_memlock() {
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (https://lwn.net/Articles/837122/);
+    // later ones use memory cgroups and ignore it.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) };
+}

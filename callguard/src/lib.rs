@@ -1,0 +1,8 @@
+//! callguard: a SIP security filter. The XDP program drops hostile packets at the NIC; this crate
+//! is everything else: the rule model and its store, the kernel loader, the daemon, its control
+//! API and the CLI.
+
+pub mod config;
+pub mod ebpf;
+pub mod rules;
+pub mod store;

@@ -1,0 +1,330 @@
+//! The network rule model: authorized (allow) and blocked (deny) networks, and how they compile
+//! into the kernel's entries.
+//!
+//! Semantics (the same in the kernel and here): the longest prefix containing the source wins;
+//! at equal length allow beats deny; an expired rule is as if it were absent.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use callguard_common::{
+    NetEntry,
+    net::{SCOPE_ALL, SCOPE_SIP},
+};
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Allow (authorized network) or deny (blocked network).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Authorized: skips SIP checks, never rate-limited or banned.
+    Allow,
+    /// Blocked: dropped at the NIC (on guarded ports, or everywhere with scope `all`).
+    Deny,
+}
+
+impl Kind {
+    /// The lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+    /// Parses `allow`/`deny`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "allow" => Some(Self::Allow),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a deny rule covers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Only packets to guarded (SIP) ports.
+    #[default]
+    Sip,
+    /// Every packet from the network.
+    All,
+}
+
+impl Scope {
+    /// The lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+            Self::All => "all",
+        }
+    }
+    /// Parses `sip`/`all`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sip" => Some(Self::Sip),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+/// Where a rule came from.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Added through the CLI or the API.
+    Manual,
+    /// Written in the configuration file (replaced on reload).
+    Config,
+    /// Loaded by `net import`.
+    Import,
+    /// Added by the daemon itself (automatic ban).
+    Auto,
+}
+
+impl Origin {
+    /// The lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Config => "config",
+            Self::Import => "import",
+            Self::Auto => "auto",
+        }
+    }
+    /// Parses the lower-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "manual" => Some(Self::Manual),
+            "config" => Some(Self::Config),
+            "import" => Some(Self::Import),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A stored network rule.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct NetRule {
+    /// Stable id; the kernel counts per id.
+    pub id: u32,
+    /// The network (host bits clear).
+    pub cidr: IpNet,
+    /// Allow or deny.
+    pub action: Kind,
+    /// For deny rules: what they cover.
+    pub scope: Scope,
+    /// When the rule stops applying.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Free text.
+    pub comment: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A rule to add (or update, when a rule with the same network and action exists).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct NewNetRule {
+    /// The network (host bits clear).
+    pub cidr: IpNet,
+    /// Allow or deny.
+    pub action: Kind,
+    /// For deny rules: what they cover.
+    #[serde(default)]
+    pub scope: Scope,
+    /// When the rule stops applying.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Free text.
+    #[serde(default)]
+    pub comment: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl NetRule {
+    /// Whether the rule applies at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// Maps wall-clock expiry times to the kernel's `CLOCK_BOOTTIME`, which does not jump when the
+/// wall clock is set. Taken once per compilation so every entry uses the same offset.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall: DateTime<Utc>,
+    boot_ns: u64,
+}
+
+impl Clock {
+    /// The clocks now.
+    pub fn now() -> Self {
+        Self {
+            wall: Utc::now(),
+            boot_ns: boot_ns(),
+        }
+    }
+
+    /// Wall-clock now.
+    pub const fn wall(&self) -> DateTime<Utc> {
+        self.wall
+    }
+
+    /// The boot-time instant matching a wall-clock instant; 0 (never) for `None`. A time already
+    /// past maps to 1 ns, which every later reading of the clock is beyond.
+    pub fn boot_ns_at(&self, t: Option<DateTime<Utc>>) -> u64 {
+        let Some(t) = t else { return 0 };
+        let delta = t
+            .signed_duration_since(self.wall)
+            .num_nanoseconds()
+            .unwrap_or(i64::MAX);
+        if delta <= 0 {
+            1
+        } else {
+            self.boot_ns.saturating_add(delta.unsigned_abs())
+        }
+    }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds (what `bpf_ktime_get_boot_ns` reads).
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Compiles rules into kernel entries, one per distinct network. Rules already expired at
+/// `clock` are left out; the others carry their expiry, which the program enforces itself.
+pub fn compile<'a>(rules: impl IntoIterator<Item = &'a NetRule>, clock: &Clock) -> BTreeMap<IpNet, NetEntry> {
+    let mut out: BTreeMap<IpNet, NetEntry> = BTreeMap::new();
+    for r in rules {
+        if !r.is_live(clock.wall()) {
+            continue;
+        }
+        let e = out.entry(r.cidr).or_insert_with(|| NetEntry {
+            prefix_len: r.cidr.prefix_len(),
+            ..NetEntry::default()
+        });
+        let expires = clock.boot_ns_at(r.expires_at);
+        match r.action {
+            Kind::Allow => {
+                e.allow_rule = r.id;
+                e.allow_expires_ns = expires;
+            }
+            Kind::Deny => {
+                e.deny_rule = r.id;
+                e.deny_expires_ns = expires;
+                e.deny_scope = match r.scope {
+                    Scope::Sip => SCOPE_SIP,
+                    Scope::All => SCOPE_ALL,
+                };
+            }
+        }
+    }
+    out
+}
+
+/// The rule that decides for `addr` at `now`: the longest live prefix containing it, allow
+/// before deny at equal length. The same semantics as the kernel's lookup.
+pub fn decide<'a>(
+    rules: impl IntoIterator<Item = &'a NetRule>,
+    addr: IpAddr,
+    now: DateTime<Utc>,
+) -> Option<&'a NetRule> {
+    rules
+        .into_iter()
+        .filter(|r| r.is_live(now) && r.cidr.contains(&addr))
+        .max_by_key(|r| (r.cidr.prefix_len(), r.action == Kind::Allow))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: u32, cidr: &str, action: Kind) -> NetRule {
+        NetRule {
+            id,
+            cidr: cidr.parse().unwrap(),
+            action,
+            scope: Scope::Sip,
+            expires_at: None,
+            comment: String::new(),
+            origin: Origin::Manual,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_both_ways() {
+        let rules = [
+            rule(1, "198.18.0.0/16", Kind::Deny),
+            rule(2, "198.18.5.0/24", Kind::Allow),
+            rule(3, "198.18.5.128/25", Kind::Deny),
+        ];
+        let now = Utc::now();
+        let at = |s: &str| decide(&rules, s.parse().unwrap(), now).map(|r| r.id);
+        assert_eq!(at("198.18.1.1"), Some(1));
+        assert_eq!(at("198.18.5.1"), Some(2));
+        assert_eq!(at("198.18.5.200"), Some(3));
+        assert_eq!(at("198.19.0.1"), None);
+        assert_eq!(at("2001:db8::1"), None);
+    }
+
+    #[test]
+    fn allow_beats_deny_at_equal_prefix_and_expiry_uncovers() {
+        let mut allow = rule(2, "198.18.0.0/24", Kind::Allow);
+        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow.clone()];
+        let now = Utc::now();
+        assert_eq!(
+            decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id),
+            Some(2)
+        );
+        allow.expires_at = Some(now - chrono::Duration::seconds(1));
+        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow];
+        assert_eq!(
+            decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn compile_merges_allow_and_deny_per_network_and_skips_expired() {
+        let clock = Clock::now();
+        let mut gone = rule(3, "198.18.9.0/24", Kind::Deny);
+        gone.expires_at = Some(clock.wall() - chrono::Duration::seconds(5));
+        let mut soon = rule(4, "2001:db8::/48", Kind::Deny);
+        soon.scope = Scope::All;
+        soon.expires_at = Some(clock.wall() + chrono::Duration::seconds(60));
+        let rules = [
+            rule(1, "198.18.0.0/24", Kind::Deny),
+            rule(2, "198.18.0.0/24", Kind::Allow),
+            gone,
+            soon,
+        ];
+        let out = compile(&rules, &clock);
+        assert_eq!(out.len(), 2);
+        let e = out[&"198.18.0.0/24".parse::<IpNet>().unwrap()];
+        assert_eq!((e.allow_rule, e.deny_rule, e.prefix_len), (2, 1, 24));
+        let e6 = out[&"2001:db8::/48".parse::<IpNet>().unwrap()];
+        assert_eq!((e6.deny_rule, e6.deny_scope, e6.prefix_len), (4, SCOPE_ALL, 48));
+        let left = e6.deny_expires_ns - clock.boot_ns_at(None).max(boot_ns());
+        assert!(left > 55_000_000_000 && left <= 60_000_000_000, "{left}");
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what building and testing callguard needs, and only what is missing:
+#   - Debian packages: llvm-22-dev (bpf-linker links against it), iproute2 (namespaces, veth),
+#     python3 (traffic helpers in tests)
+#   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
+#   - bpf-linker 0.13 built against Debian's LLVM 22
+# Safe to run again: each step checks first and prints what it skipped.
+set -euo pipefail
+
+log() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root to install $1 (no sudo on this kind of machine)"
+    exit 1
+  fi
+}
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "debian packages present: $*"
+    return
+  fi
+  need_root "${missing[*]}"
+  if [ $apt_updated -eq 0 ]; then
+    log "apt-get update"
+    apt-get update -q >/dev/null
+    apt_updated=1
+  fi
+  log "installing: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install llvm-22-dev iproute2 python3 libzstd-dev zlib1g-dev
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "installing nightly toolchain"
+  rustup toolchain install nightly --profile minimal --component rust-src
+elif ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  log "adding rust-src to nightly"
+  rustup component add rust-src --toolchain nightly
+else
+  log "nightly with rust-src present"
+fi
+
+if command -v bpf-linker >/dev/null 2>&1 && bpf-linker --version 2>/dev/null | grep -q '0\.13'; then
+  log "bpf-linker present: $(bpf-linker --version)"
+else
+  log "building bpf-linker 0.13 against LLVM 22 (takes a few minutes, once)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version '^0.13' --locked \
+    --no-default-features --features llvm-22
+fi

@@ -1,0 +1,134 @@
+//! Helpers for callguard's integration tests: a frame builder for `BPF_PROG_TEST_RUN`, a loaded
+//! program in a private pin directory that cleans up after itself, and network namespaces joined
+//! by veth pairs that are deleted when the test ends, passed or failed.
+
+pub mod frame;
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use callguard::{
+    config::Config,
+    ebpf::Kernel,
+    rules::{self, Kind, NetRule, Origin, Scope},
+};
+use callguard_common::{Action, Counter, Reason};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name for this process and call: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The XDP program loaded with its maps pinned in a private directory under `/sys/fs/bpf`,
+/// configured with the built-in defaults. Dropping it removes the pins.
+#[derive(Debug)]
+pub struct TestKernel {
+    /// The loaded program and maps.
+    pub kernel: Kernel,
+    dir: PathBuf,
+}
+
+impl TestKernel {
+    /// Loads the program with the default configuration (UDP/TCP 5060-5061 guarded).
+    pub fn new() -> Self {
+        Self::with_config(&Config::default())
+    }
+
+    /// Loads the program with the ports and policy of `cfg`.
+    pub fn with_config(cfg: &Config) -> Self {
+        assert!(
+            // SAFETY: geteuid has no preconditions.
+            unsafe { libc::geteuid() } == 0,
+            "kernel tests load XDP programs and must run as root"
+        );
+        let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
+        let mut kernel = match Kernel::load(&dir) {
+            Ok(k) => k,
+            Err(e) => {
+                // Maps were pinned before the verifier ran; leave nothing behind.
+                let _ = callguard::ebpf::detach_all(&dir);
+                panic!("loading the XDP program: {e:#}");
+            }
+        };
+        kernel.set_ports(&cfg.port_bits()).unwrap();
+        kernel.set_config(cfg.kernel_config()).unwrap();
+        Self { kernel, dir }
+    }
+
+    /// Makes the kernel's network maps hold exactly `rules`, compiled as the daemon does.
+    pub fn set_rules(&mut self, rules: &[NetRule]) {
+        let compiled = rules::compile(rules, &rules::Clock::now());
+        self.kernel.apply_nets(&compiled).unwrap();
+    }
+
+    /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the action.
+    pub fn run(&mut self, frame: &[u8]) -> Action {
+        let mut opts = TestRunOptions::default();
+        opts.data_in = Some(frame);
+        let res = self.kernel.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        Action::from_xdp(res.return_value)
+            .unwrap_or_else(|| panic!("unexpected XDP code {}", res.return_value))
+    }
+
+    /// The counter of one (action, reason).
+    pub fn counter(&self, action: Action, reason: Reason) -> Counter {
+        self.kernel
+            .stats()
+            .unwrap()
+            .into_iter()
+            .find(|(a, r, _)| *a == action && *r == reason)
+            .map_or(Counter::default(), |(_, _, c)| c)
+    }
+
+    /// Every non-zero (action, reason) counter.
+    pub fn counters(&self) -> Vec<(Action, Reason, Counter)> {
+        self.kernel.stats().unwrap()
+    }
+
+    /// The counter of one rule id.
+    pub fn rule_counter(&self, id: u32) -> Counter {
+        self.kernel
+            .rule_stats()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Default for TestKernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestKernel {
+    fn drop(&mut self) {
+        if let Err(e) = callguard::ebpf::detach_all(&self.dir) {
+            eprintln!("cleanup of {}: {e:#}", self.dir.display());
+        }
+    }
+}
+
+/// A rule for tests: `id`, network, action, scope; no expiry.
+pub fn rule(id: u32, cidr: &str, action: Kind, scope: Scope) -> NetRule {
+    NetRule {
+        id,
+        cidr: cidr.parse().expect("cidr"),
+        action,
+        scope,
+        expires_at: None,
+        comment: String::new(),
+        origin: Origin::Manual,
+        created_at: chrono::Utc::now(),
+    }
+}
