@@ -148,8 +148,9 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
     let mut pos = off + Ipv6Hdr::LEN;
     let mut later_fragment = false;
     let mut first_fragment = false;
-    // Bounded walk: the verifier needs a constant trip count.
-    for _ in 0..IPV6_EXT_MAX {
+    // Bounded walk: the verifier needs a constant trip count. One more round than headers
+    // allowed, to read the transport protocol after the last one.
+    for _ in 0..=IPV6_EXT_MAX {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next header, length in 8-byte units beyond the first 8.

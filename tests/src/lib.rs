@@ -123,7 +123,7 @@ impl Drop for TestKernel {
 pub fn rule(id: u32, cidr: &str, action: Kind, scope: Scope) -> NetRule {
     NetRule {
         id,
-        cidr: cidr.parse().expect("cidr"),
+        cidr: callguard::config::parse_net(cidr).expect("cidr"),
         action,
         scope,
         expires_at: None,
