@@ -121,7 +121,7 @@ pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
 }
 
 /// How an interface ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attached {
     /// Native (driver) XDP.
@@ -273,6 +273,12 @@ impl Kernel {
         Err(last.unwrap_or_else(|| anyhow!("no attach mode")))
     }
 
+    /// Stops guarding `iface`: removing the pinned link detaches the program from it.
+    pub fn detach(&mut self, iface: &str) -> anyhow::Result<()> {
+        let pin = link_pin(&self.pin_dir, iface);
+        std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))
+    }
+
     fn adopt(&mut self, pin: &Path) -> anyhow::Result<()> {
         let pinned = PinnedLink::from_pin(pin)?;
         let fd: FdLink = pinned.into();
@@ -284,42 +290,53 @@ impl Kernel {
         Ok(())
     }
 
-    /// Makes the network maps hold exactly `desired`. Additions and changes go in before
-    /// removals: at every moment a packet's longest match is either its match under the old rules
-    /// or its match under the new ones, never a third verdict. Returns (written, removed).
+    /// Makes the network maps hold exactly `desired` (startup, reload). Returns (written, removed).
     pub fn apply_nets(&mut self, desired: &BTreeMap<IpNet, NetEntry>) -> anyhow::Result<(usize, usize)> {
-        self.apply_nets_with_progress(desired, |_| {})
+        let mut changes: Vec<(IpNet, Option<NetEntry>)> = desired
+            .iter()
+            .filter(|(n, e)| self.nets.get(n) != Some(e))
+            .map(|(n, e)| (*n, Some(*e)))
+            .collect();
+        changes.extend(
+            self.nets
+                .keys()
+                .filter(|n| !desired.contains_key(n))
+                .map(|n| (*n, None)),
+        );
+        self.apply_changes(&changes, |_| {})
     }
 
-    /// [`Self::apply_nets`], calling `progress` with the number of map writes done so far.
-    pub fn apply_nets_with_progress(
+    /// Writes (`Some`) or removes (`None`) entries. All writes go in before any removal: at every
+    /// moment each packet's longest match is either its match under the old rules or its match
+    /// under the new ones, never a third verdict (see the README, "Atomic updates"). `progress`
+    /// is called with the number of map operations done so far. Returns (written, removed).
+    pub fn apply_changes(
         &mut self,
-        desired: &BTreeMap<IpNet, NetEntry>,
+        changes: &[(IpNet, Option<NetEntry>)],
         mut progress: impl FnMut(usize),
     ) -> anyhow::Result<(usize, usize)> {
-        let mut written = 0;
-        for (net, entry) in desired {
-            if self.nets.get(net) != Some(entry) {
-                self.write_net(*net, Some(entry))?;
-                self.nets.insert(*net, *entry);
-                written += 1;
-                if written % 4096 == 0 {
-                    progress(written);
+        let (mut written, mut removed) = (0, 0);
+        for (net, entry) in changes {
+            if let Some(e) = entry.filter(|e| !e.is_empty()) {
+                if self.nets.get(net) != Some(&e) {
+                    self.write_net(*net, Some(&e))?;
+                    self.nets.insert(*net, e);
+                    written += 1;
+                    if written % 8192 == 0 {
+                        progress(written);
+                    }
                 }
             }
         }
-        let stale: Vec<IpNet> = self
-            .nets
-            .keys()
-            .filter(|n| !desired.contains_key(n))
-            .copied()
-            .collect();
-        for net in &stale {
-            self.write_net(*net, None)?;
-            self.nets.remove(net);
+        for (net, entry) in changes {
+            if entry.is_none_or(|e| e.is_empty()) && self.nets.contains_key(net) {
+                self.write_net(*net, None)?;
+                self.nets.remove(net);
+                removed += 1;
+            }
         }
-        progress(written + stale.len());
-        Ok((written, stale.len()))
+        progress(written + removed);
+        Ok((written, removed))
     }
 
     fn write_net(&mut self, net: IpNet, entry: Option<&NetEntry>) -> anyhow::Result<()> {

@@ -2,7 +2,12 @@
 //! is everything else: the rule model and its store, the kernel loader, the daemon, its control
 //! API and the CLI.
 
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod ebpf;
+pub mod import;
 pub mod rules;
 pub mod store;

@@ -31,7 +31,7 @@ pub enum StoreError {
 }
 
 /// What the daemon needs from a rule store.
-pub trait Store: Send {
+pub trait Store: Send + std::fmt::Debug {
     /// Every network rule, expired ones included, ordered by id.
     fn nets(&self) -> Result<Vec<NetRule>, StoreError>;
     /// Adds rules, or updates the rule with the same network and action. One transaction: a

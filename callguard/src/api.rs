@@ -1,0 +1,208 @@
+//! The control API's requests and responses (JSON over HTTP on the daemon's Unix socket).
+//! The daemon serves these types and the CLI sends them: one definition for both.
+//!
+//! | method | path | body / query | answer |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | | [`Status`] |
+//! | GET | `/v1/stats` | | [`Stats`] |
+//! | GET | `/v1/nets` | [`NetQuery`] | `[NetRule]` |
+//! | POST | `/v1/nets` | [`AddNets`] | [`Added`] |
+//! | POST | `/v1/nets/delete` | [`DelNets`] | [`Removed`] |
+//! | GET | `/v1/nets/check` | `ip=ADDR` | [`Check`] |
+//! | POST | `/v1/reload` | | [`Reloaded`] |
+//!
+//! Errors answer 4xx/5xx with [`ApiError`].
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ebpf::Attached,
+    rules::{Kind, NetRule, Scope},
+};
+
+/// An error answer: what went wrong and, when one input caused it, which field.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// Human-readable message.
+    pub error: String,
+    /// The offending field or input line, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One guarded interface.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// How it was attached by this daemon.
+    pub mode: Attached,
+}
+
+/// Daemon status.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Status {
+    /// callguard version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Where program links and maps are pinned.
+    pub pin_dir: String,
+    /// The rule database.
+    pub database: String,
+    /// The configuration file, if any.
+    pub config: Option<String>,
+    /// Guarded interfaces.
+    pub interfaces: Vec<Interface>,
+    /// Allow rules in the store.
+    pub allow_rules: usize,
+    /// Deny rules in the store.
+    pub deny_rules: usize,
+    /// Entries in the kernel's network maps.
+    pub kernel_entries: usize,
+    /// Guarded UDP ports (as configured).
+    pub udp_ports: Vec<String>,
+    /// Guarded TCP ports (as configured).
+    pub tcp_ports: Vec<String>,
+}
+
+/// One (action, reason) counter.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ReasonCount {
+    /// `pass` or `drop`.
+    pub action: String,
+    /// The reason's name.
+    pub reason: String,
+    /// What the reason means.
+    pub description: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// One rule's counter.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RuleCount {
+    /// Rule id.
+    pub id: u32,
+    /// The rule's network, if the rule still exists.
+    pub cidr: Option<IpNet>,
+    /// The rule's action, if it still exists.
+    pub action: Option<Kind>,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// All counters.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Stats {
+    /// By action and reason.
+    pub reasons: Vec<ReasonCount>,
+    /// By rule (rules that decided at least one packet).
+    pub rules: Vec<RuleCount>,
+}
+
+/// Filters for listing network rules.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct NetQuery {
+    /// `true`: allow rules only; `false`: deny rules only.
+    pub allowed: Option<bool>,
+    /// Only rules whose network contains this address.
+    pub contains: Option<IpAddr>,
+}
+
+/// A rule to add, as the CLI and the API send it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// Address or prefix; host bits must be clear.
+    pub cidr: String,
+    /// `allow` or `deny`.
+    pub action: Kind,
+    /// For deny: `sip` (default) or `all`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Expiry: RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Free text (at most 256 characters).
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Add or update rules, all or none.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNets {
+    /// The rules.
+    pub rules: Vec<NetSpec>,
+    /// Mark them as imported (`net import`) rather than manual.
+    #[serde(default)]
+    pub import: bool,
+}
+
+/// Rules added or updated.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Added {
+    /// How many rules were written.
+    pub count: usize,
+    /// The stored rules (only when fewer than 100, to keep answers small).
+    pub rules: Vec<NetRule>,
+    /// Milliseconds from request to the kernel holding the change.
+    pub applied_ms: u64,
+}
+
+/// Which rules to delete: exactly one of `cidr`, `contains`, `all`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelNets {
+    /// The rule(s) for exactly this network.
+    pub cidr: Option<String>,
+    /// Every rule whose network contains this address.
+    pub contains: Option<String>,
+    /// Every rule (except those from the configuration file).
+    #[serde(default)]
+    pub all: bool,
+    /// `true`: allow rules only; `false`: deny rules only.
+    pub allowed: Option<bool>,
+}
+
+/// Rules deleted.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Removed {
+    /// How many.
+    pub count: usize,
+}
+
+/// The verdict for one address.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Check {
+    /// The address asked about.
+    pub ip: IpAddr,
+    /// `allow`, `deny`, or `none` (no rule matches: guarded traffic is inspected, others pass).
+    pub verdict: String,
+    /// The deciding rule.
+    pub rule: Option<NetRule>,
+    /// What the kernel map holds for the deciding network (a cross-check of the compiled state).
+    pub in_kernel: bool,
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Reloaded {
+    /// Kernel network entries written.
+    pub written: usize,
+    /// Kernel network entries removed.
+    pub removed: usize,
+    /// Interfaces newly attached.
+    pub attached: Vec<String>,
+    /// Interfaces detached.
+    pub detached: Vec<String>,
+}

@@ -1,0 +1,505 @@
+//! The command line: `callguard run` is the daemon; every other command talks to it over the
+//! control socket, except `detach`, which works on the pins directly (also with no daemon).
+
+use std::{
+    io::BufReader,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{
+    api,
+    client::Client,
+    config::{self, Config},
+    daemon, import,
+    rules::{Kind, NetRule, Scope},
+};
+
+/// callguard: drops SIP scanner floods, brute force and blocked networks at the NIC (XDP).
+#[derive(Debug, Parser)]
+#[command(name = "callguard", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file. `run` reads everything from it; the other commands read the
+    /// control socket and pin directory from it.
+    #[arg(short, long, global = true, env = "CALLGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Control socket of the daemon (overrides the configuration file).
+    #[arg(long, global = true, env = "CALLGUARD_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load and attach the XDP program, serve the control API.
+    ///
+    /// Without a configuration file the built-in defaults apply (see `callguard config default`).
+    /// The program, its link and maps are pinned, so filtering continues after the daemon
+    /// stops; a restarted daemon adopts them.
+    Run {
+        /// Interface to guard (repeatable); added to the configuration file's list.
+        #[arg(short, long = "interface", value_name = "IFACE")]
+        interfaces: Vec<String>,
+    },
+    /// Remove the XDP program from every interface and delete its pinned maps (rules stay in
+    /// the database and return with the next `callguard run`).
+    Detach {
+        /// Pin directory (default: from the configuration file, else /sys/fs/bpf/callguard).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Re-read the configuration file and apply the difference (same as SIGHUP).
+    Reload,
+    /// Show what the daemon guards and how many rules it holds.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show packet and byte counters by verdict reason and by rule.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage authorized (allow) and blocked (deny) networks.
+    #[command(subcommand)]
+    Net(NetCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `callguard net …`
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Authorize a network: it skips SIP checks and is never rate-limited or banned.
+    Allow(NetAdd),
+    /// Block a network: its packets to guarded ports (or all, with --scope all) are dropped.
+    Deny(NetAdd),
+    /// Delete rules: one network, every rule containing an address, or all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["cidr", "contains", "all"])))]
+    Del {
+        /// The network whose rule(s) to delete.
+        cidr: Option<String>,
+        /// Delete every rule whose network contains this address.
+        #[arg(long, value_name = "IP")]
+        contains: Option<String>,
+        /// Delete every rule (not those from the configuration file).
+        #[arg(long)]
+        all: bool,
+        /// Only allow rules (true) or only deny rules (false).
+        #[arg(long)]
+        allowed: Option<bool>,
+    },
+    /// Show the verdict for an address and the network that decides it.
+    Check {
+        /// The address.
+        ip: IpAddr,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List rules.
+    List {
+        /// Only allow rules (true) or only deny rules (false).
+        #[arg(long)]
+        allowed: Option<bool>,
+        /// Only rules whose network contains this address.
+        #[arg(long, value_name = "IP")]
+        contains: Option<IpAddr>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a list of addresses and prefixes: one a line with `#` comments, FireHOL netsets, or
+    /// `ipset save` output. All lines are checked first; a bad line is reported with its number
+    /// and nothing is applied.
+    Import {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// Add the entries as allow or deny rules.
+        #[arg(long, default_value = "deny", value_parser = ["allow", "deny"])]
+        action: String,
+        #[command(flatten)]
+        opts: RuleOpts,
+    },
+}
+
+/// Options common to rules.
+#[derive(Debug, Args)]
+pub struct RuleOpts {
+    /// When the rule stops applying: a duration (`90s`, `12h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_expiry, value_name = "DURATION|RFC3339")]
+    pub expires: Option<DateTime<Utc>>,
+    /// For deny rules: drop only SIP traffic (guarded ports) or everything.
+    #[arg(long, value_enum, default_value_t = Scope::Sip)]
+    pub scope: Scope,
+    /// Free text shown in `net list`.
+    #[arg(long, default_value = "")]
+    pub comment: String,
+}
+
+/// `net allow|deny CIDR …`
+#[derive(Debug, Args)]
+pub struct NetAdd {
+    /// Address or prefix (`198.18.0.0/15`, `2001:db8::/32`, `198.18.0.7`).
+    pub cidr: String,
+    #[command(flatten)]
+    pub opts: RuleOpts,
+}
+
+/// `callguard config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the built-in defaults as a configuration file.
+    Default,
+    /// Check a configuration file and print it with defaults filled in.
+    Check,
+}
+
+fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is neither a duration (90s, 12h, 7d) nor an RFC 3339 time: {e}"))?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    Ok(Utc::now() + d)
+}
+
+impl Cli {
+    fn file_config(&self) -> anyhow::Result<Config> {
+        match &self.config {
+            Some(p) => Ok(Config::load(p)?),
+            None if Path::new(config::DEFAULT_PATH).exists() => {
+                Ok(Config::load(Path::new(config::DEFAULT_PATH))?)
+            }
+            None => Ok(Config::default()),
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<Client> {
+        let socket = match &self.socket {
+            Some(s) => s.clone(),
+            None => self.file_config()?.socket,
+        };
+        Ok(Client::new(&socket))
+    }
+
+    /// Runs the command.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        match &self.command {
+            Command::Run { interfaces } => {
+                let config_path = self.config.clone().or_else(|| {
+                    Path::new(config::DEFAULT_PATH)
+                        .exists()
+                        .then(|| config::DEFAULT_PATH.into())
+                });
+                daemon::run(daemon::Options {
+                    config_path,
+                    interfaces: interfaces.clone(),
+                })
+                .await
+            }
+            Command::Detach { pin_dir } => {
+                let dir = match pin_dir {
+                    Some(d) => d.clone(),
+                    None => self.file_config()?.pin_dir,
+                };
+                let detached = daemon::detach(&dir)?;
+                if detached.is_empty() {
+                    println!("nothing attached from {}", dir.display());
+                } else {
+                    println!("detached from {}; removed {}", detached.join(", "), dir.display());
+                }
+                Ok(())
+            }
+            Command::Reload => {
+                let r: api::Reloaded = self.client()?.post("/v1/reload", &()).await?;
+                println!(
+                    "reloaded: {} kernel entries written, {} removed; attached [{}], detached [{}]",
+                    r.written,
+                    r.removed,
+                    r.attached.join(", "),
+                    r.detached.join(", ")
+                );
+                Ok(())
+            }
+            Command::Status { json } => {
+                let s: api::Status = self.client()?.get("/v1/status").await?;
+                if *json {
+                    return print_json(&s);
+                }
+                println!(
+                    "callguard {} up {}",
+                    s.version,
+                    humantime::format_duration(Duration::from_secs(s.uptime_secs))
+                );
+                let ifaces: Vec<String> = s
+                    .interfaces
+                    .iter()
+                    .map(|i| format!("{} ({:?})", i.name, i.mode))
+                    .collect();
+                println!(
+                    "guarding:   {}",
+                    if ifaces.is_empty() {
+                        "no interface".into()
+                    } else {
+                        ifaces.join(", ")
+                    }
+                );
+                println!(
+                    "ports:      udp {}  tcp {}",
+                    s.udp_ports.join(","),
+                    s.tcp_ports.join(",")
+                );
+                println!(
+                    "rules:      {} allow, {} deny ({} kernel entries)",
+                    s.allow_rules, s.deny_rules, s.kernel_entries
+                );
+                println!("pins:       {}", s.pin_dir);
+                println!("database:   {}", s.database);
+                println!(
+                    "config:     {}",
+                    s.config.as_deref().unwrap_or("(built-in defaults)")
+                );
+                Ok(())
+            }
+            Command::Stats { json } => {
+                let s: api::Stats = self.client()?.get("/v1/stats").await?;
+                if *json {
+                    return print_json(&s);
+                }
+                let mut t = table(&["action", "reason", "packets", "bytes", "meaning"]);
+                for r in &s.reasons {
+                    t.add_row(vec![
+                        r.action.clone(),
+                        r.reason.clone(),
+                        r.packets.to_string(),
+                        r.bytes.to_string(),
+                        r.description.clone(),
+                    ]);
+                }
+                println!("{t}");
+                if !s.rules.is_empty() {
+                    let mut t = table(&["rule", "action", "network", "packets", "bytes"]);
+                    for r in &s.rules {
+                        t.add_row(vec![
+                            r.id.to_string(),
+                            r.action.map_or("(deleted)".into(), |a| a.to_string()),
+                            r.cidr.map_or(String::new(), |c| c.to_string()),
+                            r.packets.to_string(),
+                            r.bytes.to_string(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+                Ok(())
+            }
+            Command::Net(cmd) => self.net(cmd).await,
+            Command::Config(ConfigCommand::Default) => {
+                print!("{}", toml::to_string_pretty(&Config::default())?);
+                Ok(())
+            }
+            Command::Config(ConfigCommand::Check) => {
+                let cfg = self.file_config()?;
+                print!("{}", toml::to_string_pretty(&cfg)?);
+                Ok(())
+            }
+        }
+    }
+
+    async fn net(&self, cmd: &NetCommand) -> anyhow::Result<()> {
+        let client = self.client()?;
+        match cmd {
+            NetCommand::Allow(add) | NetCommand::Deny(add) => {
+                let action = if matches!(cmd, NetCommand::Allow(_)) {
+                    Kind::Allow
+                } else {
+                    Kind::Deny
+                };
+                let req = api::AddNets {
+                    rules: vec![api::NetSpec {
+                        cidr: add.cidr.clone(),
+                        action,
+                        scope: add.opts.scope,
+                        expires_at: add.opts.expires,
+                        comment: add.opts.comment.clone(),
+                    }],
+                    import: false,
+                };
+                let r: api::Added = client.post("/v1/nets", &req).await?;
+                for rule in &r.rules {
+                    println!(
+                        "{} {} (rule {}){}",
+                        rule.action,
+                        rule.cidr,
+                        rule.id,
+                        expiry_note(rule)
+                    );
+                }
+                Ok(())
+            }
+            NetCommand::Del {
+                cidr,
+                contains,
+                all,
+                allowed,
+            } => {
+                let req = api::DelNets {
+                    cidr: cidr.clone(),
+                    contains: contains.clone(),
+                    all: *all,
+                    allowed: *allowed,
+                };
+                let r: api::Removed = client.post("/v1/nets/delete", &req).await?;
+                println!("removed {} rule{}", r.count, if r.count == 1 { "" } else { "s" });
+                Ok(())
+            }
+            NetCommand::Check { ip, json } => {
+                let c: api::Check = client.get(&format!("/v1/nets/check?ip={ip}")).await?;
+                if *json {
+                    return print_json(&c);
+                }
+                match &c.rule {
+                    Some(r) => println!(
+                        "{ip}: {} by {} (rule {}, {}{}){}",
+                        c.verdict,
+                        r.cidr,
+                        r.id,
+                        r.origin.as_str(),
+                        if r.action == Kind::Deny {
+                            format!(", scope {}", r.scope.as_str())
+                        } else {
+                            String::new()
+                        },
+                        expiry_note(r)
+                    ),
+                    None => println!("{ip}: no rule matches (guarded traffic is inspected, the rest passes)"),
+                }
+                Ok(())
+            }
+            NetCommand::List {
+                allowed,
+                contains,
+                json,
+            } => {
+                let mut q = Vec::new();
+                if let Some(a) = allowed {
+                    q.push(format!("allowed={a}"));
+                }
+                if let Some(c) = contains {
+                    q.push(format!("contains={c}"));
+                }
+                let rules: Vec<NetRule> = client.get(&format!("/v1/nets?{}", q.join("&"))).await?;
+                if *json {
+                    return print_json(&rules);
+                }
+                let mut t = table(&["id", "action", "network", "scope", "expires", "origin", "comment"]);
+                for r in &rules {
+                    t.add_row(vec![
+                        r.id.to_string(),
+                        r.action.to_string(),
+                        r.cidr.to_string(),
+                        if r.action == Kind::Deny {
+                            r.scope.as_str().into()
+                        } else {
+                            "-".into()
+                        },
+                        r.expires_at.map_or("never".into(), |t| {
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        }),
+                        r.origin.as_str().into(),
+                        r.comment.clone(),
+                    ]);
+                }
+                println!("{t}");
+                println!("{} rule{}", rules.len(), if rules.len() == 1 { "" } else { "s" });
+                Ok(())
+            }
+            NetCommand::Import { file, action, opts } => import_file(&client, file, action, opts).await,
+        }
+    }
+}
+
+async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts) -> anyhow::Result<()> {
+    let action = Kind::parse(action).unwrap_or(Kind::Deny);
+    let (nets, name) = if file == Path::new("-") {
+        (
+            import::parse(std::io::stdin().lock(), |_| {})?,
+            "standard input".to_owned(),
+        )
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let bar = ProgressBar::new(size).with_style(
+            ProgressStyle::with_template("reading {bytes}/{total_bytes} [{bar:30}] {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let nets = import::parse(BufReader::new(f), |n| bar.set_position(n))
+            .with_context(|| format!("{}: nothing was imported", file.display()))?;
+        bar.finish_and_clear();
+        (nets, file.display().to_string())
+    };
+    if nets.is_empty() {
+        bail!("{name} holds no address or prefix; nothing was imported");
+    }
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "applying {} {} rules (store and kernel, all or nothing)",
+        nets.len(),
+        action
+    ));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let req = api::AddNets {
+        rules: nets
+            .iter()
+            .map(|n| api::NetSpec {
+                cidr: n.to_string(),
+                action,
+                scope: opts.scope,
+                expires_at: opts.expires,
+                comment: opts.comment.clone(),
+            })
+            .collect(),
+        import: true,
+    };
+    let r: api::Added = client.post("/v1/nets", &req).await?;
+    spinner.finish_and_clear();
+    println!(
+        "imported {} {} rules from {name} in {} ms",
+        r.count, action, r.applied_ms
+    );
+    Ok(())
+}
+
+fn expiry_note(r: &NetRule) -> String {
+    match r.expires_at {
+        None => String::new(),
+        Some(t) => format!(
+            ", expires {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

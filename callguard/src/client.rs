@@ -1,0 +1,82 @@
+//! The CLI's side of the control API: HTTP/1.1 over the daemon's Unix socket.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, body::Bytes};
+use hyper_util::rt::TokioIo;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::api::ApiError;
+
+/// A connection target: the daemon's control socket.
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for the daemon listening on `socket`.
+    pub fn new(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_owned(),
+        }
+    }
+
+    /// GET `path` (with its query string).
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    /// POST `body` as JSON to `path`.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    "is the daemon running? (`callguard run`, or systemctl status callguard)"
+                }
+                std::io::ErrorKind::PermissionDenied => "the control socket is root-only",
+                _ => "",
+            };
+            anyhow!(
+                "cannot reach the daemon at {}: {e}; {hint}",
+                self.socket.display()
+            )
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b)?),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "callguard")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes))?;
+        let res = sender.send_request(req).await.context("sending the request")?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            match serde_json::from_slice::<ApiError>(&body) {
+                Ok(e) => match e.field {
+                    Some(f) => bail!("{f}: {}", e.error),
+                    None => bail!("{}", e.error),
+                },
+                Err(_) => bail!("daemon answered {status}: {}", String::from_utf8_lossy(&body)),
+            }
+        }
+        serde_json::from_slice(&body).with_context(|| format!("reading the daemon's answer to {path}"))
+    }
+}

@@ -1,0 +1,633 @@
+//! The daemon: owns the rule store and the kernel maps, keeps them in step, serves the control
+//! API on a root-only Unix socket, sweeps expired rules, and reloads its configuration on SIGHUP.
+//!
+//! All state sits behind one mutex ([`State`]): every change is store first (one transaction),
+//! then kernel, so an acknowledged change is durable and enforced before the answer leaves.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::{Query, State as AxState, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use callguard_common::NetEntry;
+use chrono::Utc;
+use ipnet::IpNet;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    api::{self, ApiError},
+    config::{Config, parse_net},
+    ebpf::{self, Kernel},
+    rules::{self, Clock, Kind, NetRule, NewNetRule, Origin},
+    store::{SqliteStore, Store, StoreError},
+};
+
+/// Longest comment accepted on a rule.
+pub const COMMENT_MAX: usize = 256;
+
+/// How the daemon was started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The configuration file (`None`: built-in defaults).
+    pub config_path: Option<PathBuf>,
+    /// Interfaces named on the command line, guarded in addition to the file's.
+    pub interfaces: Vec<String>,
+}
+
+/// Everything the daemon owns.
+#[derive(Debug)]
+pub struct State {
+    opts: Options,
+    cfg: Config,
+    store: Box<dyn Store>,
+    kernel: Kernel,
+    /// The store's rules by id (a cache: the store is the truth).
+    rules: BTreeMap<u32, NetRule>,
+    interfaces: Vec<api::Interface>,
+    started: Instant,
+}
+
+/// A failed request: status and body.
+#[derive(Debug)]
+pub struct Failure(StatusCode, ApiError);
+
+impl Failure {
+    fn bad(field: &str, msg: impl Into<String>) -> Self {
+        Self(
+            StatusCode::BAD_REQUEST,
+            ApiError {
+                error: msg.into(),
+                field: Some(field.into()),
+            },
+        )
+    }
+    fn internal(e: &anyhow::Error) -> Self {
+        tracing::error!("{e:#}");
+        Self(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError {
+                error: format!("{e:#}"),
+                field: None,
+            },
+        )
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self(
+                StatusCode::CONFLICT,
+                ApiError {
+                    error: m,
+                    field: None,
+                },
+            ),
+            e => Self::internal(&e.into()),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+
+impl State {
+    /// Opens the store, loads (or adopts) the kernel program and maps, brings the maps in step
+    /// with the store, and attaches to the configured interfaces.
+    pub fn start(opts: Options) -> anyhow::Result<Self> {
+        let cfg = match &opts.config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let mut store: Box<dyn Store> = Box::new(
+            SqliteStore::open(&cfg.database)
+                .with_context(|| format!("opening {}", cfg.database.display()))?,
+        );
+        store.replace_config_nets(&config_rules(&cfg))?;
+        let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
+        let kernel = Kernel::load(&cfg.pin_dir)?;
+        let mut state = Self {
+            opts,
+            cfg,
+            store,
+            kernel,
+            rules,
+            interfaces: Vec::new(),
+            started: Instant::now(),
+        };
+        state.push_policy()?;
+        let (written, removed) = state.sync_all()?;
+        tracing::info!(
+            rules = state.rules.len(),
+            written,
+            removed,
+            "kernel maps in step with the store"
+        );
+        for iface in state.wanted_interfaces() {
+            let mode = state.kernel.attach(&iface, state.cfg.xdp_mode)?;
+            tracing::info!(iface, ?mode, "guarding");
+            state.interfaces.push(api::Interface { name: iface, mode });
+        }
+        Ok(state)
+    }
+
+    fn wanted_interfaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .cfg
+            .interfaces
+            .iter()
+            .chain(&self.opts.interfaces)
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn push_policy(&mut self) -> anyhow::Result<()> {
+        self.kernel.set_ports(&self.cfg.port_bits())?;
+        self.kernel.set_config(self.cfg.kernel_config())
+    }
+
+    fn sync_all(&mut self) -> anyhow::Result<(usize, usize)> {
+        let compiled = rules::compile(self.rules.values(), &Clock::now());
+        self.kernel.apply_nets(&compiled)
+    }
+
+    /// Recompiles the kernel entries of the given networks only.
+    fn sync_nets(&mut self, nets: &BTreeSet<IpNet>) -> anyhow::Result<()> {
+        let affected = self.rules.values().filter(|r| nets.contains(&r.cidr));
+        let compiled = rules::compile(affected, &Clock::now());
+        let changes: Vec<(IpNet, Option<NetEntry>)> =
+            nets.iter().map(|n| (*n, compiled.get(n).copied())).collect();
+        self.kernel.apply_changes(&changes, |_| {})?;
+        Ok(())
+    }
+
+    /// Adds or updates rules: store (one transaction), then kernel.
+    pub fn add_nets(&mut self, req: &api::AddNets) -> Result<api::Added, Failure> {
+        let t0 = Instant::now();
+        let origin = if req.import {
+            Origin::Import
+        } else {
+            Origin::Manual
+        };
+        let mut new = Vec::with_capacity(req.rules.len());
+        for (i, spec) in req.rules.iter().enumerate() {
+            let field = |name: &str| {
+                if req.rules.len() == 1 {
+                    name.to_owned()
+                } else {
+                    format!("rules[{i}].{name}")
+                }
+            };
+            let cidr = parse_net(&spec.cidr).map_err(|m| Failure::bad(&field("cidr"), m))?;
+            if spec.comment.chars().count() > COMMENT_MAX {
+                return Err(Failure::bad(
+                    &field("comment"),
+                    format!("longer than {COMMENT_MAX} characters"),
+                ));
+            }
+            if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
+                return Err(Failure::bad(&field("expires_at"), "already in the past"));
+            }
+            new.push(NewNetRule {
+                cidr,
+                action: spec.action,
+                scope: spec.scope,
+                expires_at: spec.expires_at,
+                comment: spec.comment.clone(),
+                origin,
+            });
+        }
+        let stored = self.store.upsert_nets(&new)?;
+        let nets: BTreeSet<IpNet> = stored.iter().map(|r| r.cidr).collect();
+        let count = stored.len();
+        for r in &stored {
+            self.rules.insert(r.id, r.clone());
+        }
+        self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
+        let rules = if count < 100 { stored } else { Vec::new() };
+        Ok(api::Added {
+            count,
+            rules,
+            applied_ms: t0.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Deletes rules chosen by network, containment or all.
+    pub fn del_nets(&mut self, req: &api::DelNets) -> Result<api::Removed, Failure> {
+        let chosen = [req.cidr.is_some(), req.contains.is_some(), req.all]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if chosen != 1 {
+            return Err(Failure::bad("cidr", "give exactly one of cidr, contains, all"));
+        }
+        let cidr = req
+            .cidr
+            .as_deref()
+            .map(parse_net)
+            .transpose()
+            .map_err(|m| Failure::bad("cidr", m))?;
+        let contains = req
+            .contains
+            .as_deref()
+            .map(|s| {
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| Failure::bad("contains", format!("`{s}` is not an IP address")))
+            })
+            .transpose()?;
+        let kind = req.allowed.map(|a| if a { Kind::Allow } else { Kind::Deny });
+        let victims: Vec<&NetRule> = self
+            .rules
+            .values()
+            .filter(|r| kind.is_none_or(|k| r.action == k))
+            .filter(|r| cidr.is_none_or(|c| r.cidr == c))
+            .filter(|r| contains.is_none_or(|ip| r.cidr.contains(&ip)))
+            .collect();
+        if let Some(r) = victims.iter().find(|r| r.origin == Origin::Config && !req.all) {
+            return Err(Failure(
+                StatusCode::CONFLICT,
+                ApiError {
+                    error: format!(
+                        "{} {} is set in the configuration file; remove it there",
+                        r.action, r.cidr
+                    ),
+                    field: None,
+                },
+            ));
+        }
+        let victims: Vec<(u32, IpNet)> = victims
+            .iter()
+            .filter(|r| r.origin != Origin::Config)
+            .map(|r| (r.id, r.cidr))
+            .collect();
+        if victims.is_empty() && cidr.is_some() {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                ApiError {
+                    error: "no such rule".into(),
+                    field: Some("cidr".into()),
+                },
+            ));
+        }
+        let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
+        let count = self.store.delete_nets(&ids)?;
+        for id in &ids {
+            self.rules.remove(id);
+        }
+        let nets: BTreeSet<IpNet> = victims.iter().map(|v| v.1).collect();
+        self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
+        Ok(api::Removed { count })
+    }
+
+    /// Removes rules whose expiry has passed (the kernel already ignores them).
+    pub fn sweep(&mut self) -> anyhow::Result<usize> {
+        let now = Utc::now();
+        let expired: Vec<(u32, IpNet)> = self
+            .rules
+            .values()
+            .filter(|r| !r.is_live(now))
+            .map(|r| (r.id, r.cidr))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<u32> = expired.iter().map(|e| e.0).collect();
+        self.store.delete_nets(&ids)?;
+        for id in &ids {
+            self.rules.remove(id);
+        }
+        self.sync_nets(&expired.iter().map(|e| e.1).collect())?;
+        Ok(ids.len())
+    }
+
+    /// Re-reads the configuration file and applies only the difference. An invalid file
+    /// changes nothing.
+    pub fn reload(&mut self) -> anyhow::Result<api::Reloaded> {
+        let cfg = match &self.opts.config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if cfg.pin_dir != self.cfg.pin_dir
+            || cfg.database != self.cfg.database
+            || cfg.socket != self.cfg.socket
+        {
+            anyhow::bail!("pin_dir, database and socket take effect only on restart; nothing was changed");
+        }
+        self.store.replace_config_nets(&config_rules(&cfg))?;
+        self.rules = self.store.nets()?.into_iter().map(|r| (r.id, r)).collect();
+        self.cfg = cfg;
+        let (written, removed) = self.sync_all()?;
+        self.push_policy()?;
+        let wanted = self.wanted_interfaces();
+        let mut attached = Vec::new();
+        for iface in &wanted {
+            if !self.interfaces.iter().any(|i| &i.name == iface) {
+                let mode = self.kernel.attach(iface, self.cfg.xdp_mode)?;
+                self.interfaces.push(api::Interface {
+                    name: iface.clone(),
+                    mode,
+                });
+                attached.push(iface.clone());
+            }
+        }
+        let detached: Vec<String> = self
+            .interfaces
+            .iter()
+            .filter(|i| !wanted.contains(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        for iface in &detached {
+            self.kernel.detach(iface)?;
+        }
+        self.interfaces.retain(|i| wanted.contains(&i.name));
+        tracing::info!(written, removed, ?attached, ?detached, "configuration reloaded");
+        Ok(api::Reloaded {
+            written,
+            removed,
+            attached,
+            detached,
+        })
+    }
+
+    fn status(&self) -> api::Status {
+        let allow = self.rules.values().filter(|r| r.action == Kind::Allow).count();
+        api::Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            pin_dir: self.cfg.pin_dir.display().to_string(),
+            database: self.cfg.database.display().to_string(),
+            config: self.opts.config_path.as_ref().map(|p| p.display().to_string()),
+            interfaces: self.interfaces.clone(),
+            allow_rules: allow,
+            deny_rules: self.rules.len() - allow,
+            kernel_entries: self.kernel.nets().len(),
+            udp_ports: self.cfg.ports.udp.iter().map(ToString::to_string).collect(),
+            tcp_ports: self.cfg.ports.tcp.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn stats(&self) -> anyhow::Result<api::Stats> {
+        let reasons = self
+            .kernel
+            .stats()?
+            .into_iter()
+            .map(|(a, r, c)| api::ReasonCount {
+                action: a.name().into(),
+                reason: r.name().into(),
+                description: r.describe().into(),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect();
+        let mut rules: Vec<api::RuleCount> = self
+            .kernel
+            .rule_stats()?
+            .into_iter()
+            .map(|(id, c)| {
+                let r = self.rules.get(&id);
+                api::RuleCount {
+                    id,
+                    cidr: r.map(|r| r.cidr),
+                    action: r.map(|r| r.action),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }
+            })
+            .collect();
+        rules.sort_by_key(|r| std::cmp::Reverse(r.packets));
+        Ok(api::Stats { reasons, rules })
+    }
+
+    fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
+        let kind = q.allowed.map(|a| if a { Kind::Allow } else { Kind::Deny });
+        self.rules
+            .values()
+            .filter(|r| kind.is_none_or(|k| r.action == k))
+            .filter(|r| q.contains.is_none_or(|ip| r.cidr.contains(&ip)))
+            .cloned()
+            .collect()
+    }
+
+    fn check(&self, ip: IpAddr) -> api::Check {
+        let rule = rules::decide(self.rules.values(), ip, Utc::now());
+        let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
+        api::Check {
+            ip,
+            verdict: rule.map_or("none", |r| r.action.as_str()).into(),
+            rule: rule.cloned(),
+            in_kernel,
+        }
+    }
+}
+
+fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
+    cfg.networks
+        .iter()
+        .map(|n| NewNetRule {
+            cidr: n.cidr,
+            action: n.action,
+            scope: n.scope,
+            expires_at: n.expires,
+            comment: n.comment.clone(),
+            origin: Origin::Config,
+        })
+        .collect()
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves state that is still consistent with the store
+    // (store first, kernel second); keep serving.
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
+    body.map(|Json(b)| b).map_err(|e| {
+        Failure(
+            e.status(),
+            ApiError {
+                error: e.body_text(),
+                field: None,
+            },
+        )
+    })
+}
+
+/// The control API router.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/v1/status",
+            get(|AxState(s): AxState<Shared>| async move { Json(lock(&s).status()) }),
+        )
+        .route(
+            "/v1/stats",
+            get(|AxState(s): AxState<Shared>| async move {
+                let st = lock(&s).stats().map_err(|e| Failure::internal(&e))?;
+                Answer::Ok(Json(st))
+            }),
+        )
+        .route(
+            "/v1/nets",
+            get(
+                |AxState(s): AxState<Shared>, q: Result<Query<api::NetQuery>, _>| async move {
+                    let Query(q) = q.map_err(|e: axum::extract::rejection::QueryRejection| {
+                        Failure(
+                            StatusCode::BAD_REQUEST,
+                            ApiError {
+                                error: e.body_text(),
+                                field: None,
+                            },
+                        )
+                    })?;
+                    Answer::Ok(Json(lock(&s).list(&q)))
+                },
+            )
+            .post(
+                |AxState(s): AxState<Shared>, body: Result<Json<api::AddNets>, JsonRejection>| async move {
+                    let req = json_body(body)?;
+                    // Large imports take seconds: keep them off the async workers.
+                    let added = tokio::task::spawn_blocking(move || lock(&s).add_nets(&req))
+                        .await
+                        .map_err(|e| Failure::internal(&e.into()))??;
+                    Answer::Ok(Json(added))
+                },
+            ),
+        )
+        .route(
+            "/v1/nets/delete",
+            post(
+                |AxState(s): AxState<Shared>, body: Result<Json<api::DelNets>, JsonRejection>| async move {
+                    let req = json_body(body)?;
+                    Answer::Ok(Json(lock(&s).del_nets(&req)?))
+                },
+            ),
+        )
+        .route(
+            "/v1/nets/check",
+            get(
+                |AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>| async move {
+                    let ip = q.get("ip").ok_or_else(|| Failure::bad("ip", "missing"))?;
+                    let ip: IpAddr = ip
+                        .trim()
+                        .parse()
+                        .map_err(|_| Failure::bad("ip", format!("`{ip}` is not an IP address")))?;
+                    Answer::Ok(Json(lock(&s).check(ip)))
+                },
+            ),
+        )
+        .route(
+            "/v1/reload",
+            post(|AxState(s): AxState<Shared>| async move {
+                let r = lock(&s).reload().map_err(|e| {
+                    Failure(
+                        StatusCode::BAD_REQUEST,
+                        ApiError {
+                            error: format!("{e:#}"),
+                            field: None,
+                        },
+                    )
+                })?;
+                Answer::Ok(Json(r))
+            }),
+        )
+        .with_state(state)
+}
+
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        // A live daemon answers on it; a stale file from a killed one does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another callguard daemon is serving {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Filtering stays in place after it exits.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let state = State::start(opts)?;
+    let socket = state.cfg.socket.clone();
+    let sweep_every = Duration::from_secs(state.cfg.sweep_interval_secs);
+    let shared: Shared = Arc::new(Mutex::new(state));
+    let listener = bind_socket(&socket)?;
+    tracing::info!(socket = %socket.display(), "control API listening");
+
+    let sweeper = {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sweep_every);
+            loop {
+                tick.tick().await;
+                match lock(&s).sweep() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "removed expired rules"),
+                    Err(e) => tracing::error!("sweeping expired rules: {e:#}"),
+                }
+            }
+        })
+    };
+    let hup = {
+        let s = shared.clone();
+        let mut sig = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                if let Err(e) = lock(&s).reload() {
+                    tracing::error!("reload refused, nothing changed: {e:#}");
+                }
+            }
+        })
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    println!("callguard: ready (control socket {})", socket.display());
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        })
+        .await?;
+    sweeper.abort();
+    hup.abort();
+    std::fs::remove_file(&socket).ok();
+    tracing::info!(
+        "stopped; the XDP program stays attached and keeps enforcing (callguard detach removes it)"
+    );
+    Ok(())
+}
+
+/// `callguard detach`: removes links, maps and the pin directory.
+pub fn detach(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
+    ebpf::detach_all(pin_dir)
+}
