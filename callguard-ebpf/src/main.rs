@@ -87,6 +87,10 @@ impl Verdict {
 }
 
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro hands the context over by value"
+)]
 fn callguard(ctx: XdpContext) -> u32 {
     let verdict = decide(&ctx);
     finish(&ctx, verdict)
@@ -146,7 +150,7 @@ fn decide(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn config_flags() -> u32 {
     // SAFETY: CG_CONFIG is BPF_F_NO_PREALLOC, so the element we read is never recycled under us.
-    match unsafe { CG_CONFIG.get(&CONFIG_KEY) } {
+    match unsafe { CG_CONFIG.get(CONFIG_KEY) } {
         Some(cfg) => cfg.flags,
         None => 0,
     }
@@ -220,12 +224,12 @@ fn finish(ctx: &XdpContext, v: Verdict) -> u32 {
         }
     }
     if v.rule != 0 {
-        let mut slot = CG_RULE_STATS.get_ptr_mut(&v.rule);
+        let mut slot = CG_RULE_STATS.get_ptr_mut(v.rule);
         if slot.is_none() {
             // First hit of this rule since it was counted last: create its slot. If another CPU
             // creates it first, our insert fails and the lookup below finds theirs; no count is lost.
-            let _ = CG_RULE_STATS.insert(&v.rule, &Counter::default(), u64::from(BPF_NOEXIST));
-            slot = CG_RULE_STATS.get_ptr_mut(&v.rule);
+            let _ = CG_RULE_STATS.insert(v.rule, Counter::default(), u64::from(BPF_NOEXIST));
+            slot = CG_RULE_STATS.get_ptr_mut(v.rule);
         }
         if let Some(c) = slot {
             // SAFETY: this CPU's copy of a per-CPU value, as above.

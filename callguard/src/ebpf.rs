@@ -266,7 +266,7 @@ impl Kernel {
                 Err(e) => {
                     last = Some(
                         anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
-                    )
+                    );
                 }
             }
         }
@@ -317,8 +317,10 @@ impl Kernel {
     ) -> anyhow::Result<(usize, usize)> {
         let (mut written, mut removed) = (0, 0);
         for (net, entry) in changes {
-            if let Some(e) = entry.filter(|e| !e.is_empty()) {
-                if self.nets.get(net) != Some(&e) {
+            if let Some(e) = entry.filter(|e| !e.is_empty())
+                && self.nets.get(net) != Some(&e)
+            {
+                {
                     self.write_net(*net, Some(&e))?;
                     self.nets.insert(*net, e);
                     written += 1;

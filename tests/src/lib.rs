@@ -3,6 +3,7 @@
 //! by veth pairs that are deleted when the test ends, passed or failed.
 
 pub mod frame;
+pub mod netns;
 
 use std::{
     path::PathBuf,
@@ -72,8 +73,10 @@ impl TestKernel {
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the action.
     pub fn run(&mut self, frame: &[u8]) -> Action {
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(frame);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        };
         let res = self.kernel.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
         Action::from_xdp(res.return_value)
             .unwrap_or_else(|| panic!("unexpected XDP code {}", res.return_value))

@@ -1,1 +1,162 @@
-fn main() {}
+//! `cargo xtask …`: callguard's build, test, bench and demo orchestration.
+//!
+//! Each command first installs what it needs when it is missing (`scripts/bootstrap.sh`: Debian
+//! packages, nightly `rust-src`, `bpf-linker` built against LLVM 22) and skips what is there.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "callguard's build, test, bench and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install missing prerequisites (Debian packages, rust-src, bpf-linker).
+    Setup,
+    /// Run every check and test: formatting, clippy (userspace and eBPF), unit tests, kernel
+    /// verdict tests (BPF_PROG_TEST_RUN) and network-namespace integration tests. Needs root.
+    Test {
+        /// Skip formatting and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Clippy with -D warnings on the userspace crates and on the eBPF crate.
+    Lint,
+    /// The demo: two network namespaces, callguard guarding a UDP listener, allowed and blocked
+    /// traffic sent across, counters shown. Needs root; cleans up after itself.
+    Demo,
+    /// Kernel benchmark: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
+    /// pass-everything program, and lookup/load cost with 100, 10,000 and 1,000,000 prefixes.
+    Bench {
+        /// Repetitions per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("\x1b[1m$ {}\x1b[0m", format!("{cmd:?}").replace('"', ""));
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn setup() -> anyhow::Result<()> {
+    run(Command::new("bash").arg("scripts/bootstrap.sh"))
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    let out = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        bail!("{what} loads XDP programs and creates network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The eBPF crate has its own panic handler and cannot build for the host as a binary.
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "callguard-ebpf",
+            "--all-targets",
+            "--locked",
+        ])
+        .args(["--", "-D", "warnings"]))?;
+    // The eBPF crate is checked for its own target, as aya-build compiles it.
+    run(cargo()
+        .args([
+            "+nightly",
+            "clippy",
+            "-p",
+            "callguard-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(["--release", "--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Lint => {
+            setup()?;
+            lint()
+        }
+        Task::Test { no_lint, filter } => {
+            setup()?;
+            require_root("the test suite")?;
+            if !no_lint {
+                lint()?;
+            }
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--locked", "--release"]);
+            if let Some(f) = filter {
+                cmd.arg(f);
+            }
+            run(&mut cmd)
+        }
+        Task::Demo => {
+            setup()?;
+            require_root("the demo")?;
+            run(cargo().args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "callguard-tests",
+                "--bin",
+                "callguard-demo",
+            ]))
+        }
+        Task::Bench { repeat } => {
+            setup()?;
+            require_root("the benchmark")?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "callguard-tests",
+                    "--bin",
+                    "callguard-bench",
+                    "--",
+                ])
+                .arg(repeat.to_string()))
+        }
+    }
+}

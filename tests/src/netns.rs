@@ -1,0 +1,381 @@
+//! Test hosts in network namespaces, joined by a veth pair, with every resource released on drop
+//! (also when the test panics): namespaces, the daemon process, pinned objects.
+//!
+//! Addresses come from the benchmarking range 198.18.0.0/15 and the documentation range
+//! 2001:db8::/32, and live only inside the namespaces the test made; no packet leaves them.
+
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::unique;
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with `lo` up.
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> …`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets created there stay in the
+    /// namespace when handed back.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on a namespace fd we own; it changes only this (short-lived) thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace.
+    pub fn udp(&self, addr: SocketAddr) -> UdpSocket {
+        self.run(move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+    }
+
+    /// A TCP listener bound to `addr` inside this namespace.
+    pub fn tcp_listener(&self, addr: SocketAddr) -> TcpListener {
+        self.run(move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+    }
+
+    /// Connects from `src` to `dst` inside this namespace; `true` when the handshake completes
+    /// within `timeout` (shorter than the first SYN retransmission, so exactly one SYN is sent).
+    pub fn tcp_connects(&self, src: IpAddr, dst: SocketAddr, timeout: Duration) -> bool {
+        self.run(move || {
+            let sock = if dst.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            // std has no bind-before-connect: build the socket with libc.
+            // SAFETY: plain socket syscalls on a descriptor we own and close.
+            unsafe {
+                let fd = libc::socket(sock, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+                assert!(fd >= 0);
+                let (sa, len) = sockaddr(SocketAddr::new(src, 0));
+                assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0, "bind {src}");
+                let (da, dlen) = sockaddr(dst);
+                libc::connect(fd, (&raw const da).cast(), dlen);
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let n = libc::poll(&raw mut pfd, 1, timeout.as_millis() as i32);
+                let mut err: libc::c_int = 0;
+                let mut elen = size_of::<libc::c_int>() as libc::socklen_t;
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&raw mut err).cast(),
+                    &raw mut elen,
+                );
+                libc::close(fd);
+                n == 1 && err == 0
+            }
+        })
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; we fill the family-specific prefix.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
+            (ss, size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
+            (ss, size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+/// Two hosts: `pbx` (guarded by callguard, 198.18.0.1 and 2001:db8::1) and `peer`
+/// (198.18.0.2 and 2001:db8::2, plus the extra sources in [`Topology::SOURCES_V4`] and
+/// [`Topology::SOURCES_V6`]), joined by a veth pair.
+#[derive(Debug)]
+pub struct Topology {
+    /// The protected host.
+    pub pbx: Netns,
+    /// The traffic source.
+    pub peer: Netns,
+    /// The pbx side of the veth pair (where XDP attaches).
+    pub pbx_if: String,
+    /// The peer side.
+    pub peer_if: String,
+}
+
+impl Topology {
+    /// The PBX's IPv4 address.
+    pub const PBX_V4: &str = "198.18.0.1";
+    /// The PBX's IPv6 address.
+    pub const PBX_V6: &str = "2001:db8::1";
+    /// Extra IPv4 sources on the peer.
+    pub const SOURCES_V4: [&str; 4] = ["198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13"];
+    /// Extra IPv6 sources on the peer.
+    pub const SOURCES_V6: [&str; 3] = ["2001:db8::10", "2001:db8::11", "2001:db8::12"];
+
+    /// Creates both namespaces and the veth pair, with addresses up and IPv6 ready.
+    pub fn new() -> Self {
+        let pbx = Netns::new("cg-pbx");
+        let peer = Netns::new("cg-peer");
+        let tag = unique("v").replace('-', "");
+        let tag = &tag[tag.len().saturating_sub(9)..];
+        let (pbx_if, peer_if) = (format!("cgp{tag}"), format!("cga{tag}"));
+        sh(&[
+            "ip", "link", "add", &pbx_if, "netns", &pbx.name, "type", "veth", "peer", "name", &peer_if,
+            "netns", &peer.name,
+        ]);
+        pbx.ip(&["addr", "add", "198.18.0.1/24", "dev", &pbx_if]);
+        pbx.ip(&["addr", "add", "2001:db8::1/64", "dev", &pbx_if, "nodad"]);
+        peer.ip(&["addr", "add", "198.18.0.2/24", "dev", &peer_if]);
+        peer.ip(&["addr", "add", "2001:db8::2/64", "dev", &peer_if, "nodad"]);
+        for a in Self::SOURCES_V4 {
+            peer.ip(&["addr", "add", &format!("{a}/24"), "dev", &peer_if]);
+        }
+        for a in Self::SOURCES_V6 {
+            peer.ip(&["addr", "add", &format!("{a}/64"), "dev", &peer_if, "nodad"]);
+        }
+        pbx.ip(&["link", "set", &pbx_if, "up"]);
+        peer.ip(&["link", "set", &peer_if, "up"]);
+        Self {
+            pbx,
+            peer,
+            pbx_if,
+            peer_if,
+        }
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Paths of one daemon instance: config file, socket, database, pin directory. The pin
+/// directory is removed (everything detached) on drop.
+#[derive(Debug)]
+pub struct Instance {
+    /// Private directory for the config file, socket and database.
+    pub dir: tempfile::TempDir,
+    /// The pin directory under /sys/fs/bpf.
+    pub pin_dir: PathBuf,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The namespace the daemon runs in.
+    pub netns: String,
+}
+
+impl Instance {
+    /// Writes a configuration guarding `iface`, with `extra` TOML appended.
+    pub fn new(netns: &Netns, iface: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-it"));
+        let config = dir.path().join("callguard.toml");
+        let text = format!(
+            "interfaces = [\"{iface}\"]\npin_dir = \"{}\"\nsocket = \"{}\"\ndatabase = \"{}\"\nsweep_interval_secs = 1\n{extra}",
+            pin_dir.display(),
+            dir.path().join("callguard.sock").display(),
+            dir.path().join("rules.db").display(),
+        );
+        std::fs::write(&config, text).expect("writing config");
+        Self {
+            dir,
+            pin_dir,
+            config,
+            netns: netns.name.clone(),
+        }
+    }
+
+    /// `callguard -c <config> <args>` run to completion in the namespace; returns stdout.
+    /// Panics with stderr when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args);
+        assert!(
+            out.status.success(),
+            "callguard {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `callguard -c <config> <args>`, whatever its outcome.
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running callguard")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .env("CALLGUARD_LOG", "warn");
+        c
+    }
+
+    /// Starts `callguard run` and waits until its control socket answers.
+    pub fn start(&self) -> Daemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", unique("run")));
+        let file = File::create(&log).expect("log file");
+        let child = self
+            .command(&["run"])
+            .env("CALLGUARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting callguard run");
+        let mut d = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.cli_output(&["status", "--json"]).status.success() {
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("callguard run exited with {status}: {}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "callguard run did not come up: {}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The counters as `callguard stats --json` prints them.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli(&["stats", "--json"])).expect("stats json")
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Err(e) = callguard::ebpf::detach_all(&self.pin_dir) {
+            eprintln!("cleanup of {}: {e:#}", self.pin_dir.display());
+        }
+    }
+}
+
+/// A running daemon, killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Stops with SIGTERM and waits.
+    pub fn stop(mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    /// Kills with SIGKILL (no cleanup at all) and waits.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `callguard` binary built for these tests.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/callguard-under-test
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("callguard-under-test");
+    assert!(
+        bin.exists(),
+        "{} not built (cargo test builds it with the tests)",
+        bin.display()
+    );
+    bin
+}
