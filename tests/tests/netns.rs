@@ -105,10 +105,10 @@ fn exactly_the_denied_traffic_is_dropped() {
     let got = listeners.drain();
     // What must arrive: (source, port) → datagrams.
     let expect = |src: &str, port: u16| -> usize {
-        let dropped = match (src, port) {
-            ("198.18.0.10", GUARDED) | ("198.18.0.12", _) | ("2001:db8::10", GUARDED) => true,
-            _ => false,
-        };
+        let dropped = matches!(
+            (src, port),
+            ("198.18.0.10", GUARDED) | ("198.18.0.12", _) | ("2001:db8::10", GUARDED)
+        );
         if dropped { 0 } else { PER_SOURCE }
     };
     for src in sources {
@@ -141,7 +141,7 @@ fn exactly_the_denied_traffic_is_dropped() {
     assert_eq!(rule_packets(&stats, "198.18.0.12/31"), 2 * n + 1);
     assert_eq!(rule_packets(&stats, "2001:db8::10/127"), n);
     // Allowed: 20 UDP to the guarded port plus the accepted connection's packets to 5060.
-    assert!(rule_packets(&stats, "198.18.0.13/32") >= n + 1);
+    assert!(rule_packets(&stats, "198.18.0.13/32") > n);
     assert!(rule_packets(&stats, "2001:db8::11/128") >= n);
     assert_eq!(reason_packets(&stats, "drop", "denied"), 4 * n + 2);
     assert!(
