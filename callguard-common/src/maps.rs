@@ -37,6 +37,8 @@ pub const ALL: [&str; 8] = [
 
 /// The XDP program's function name (and its ELF symbol).
 pub const PROGRAM: &str = "callguard";
+/// A pass-everything program in the same object, loaded only by the benchmark as its reference.
+pub const BASELINE_PROGRAM: &str = "callguard_baseline";
 
 /// Capacity of each exact-match map. Entries are allocated on insert (`BPF_F_NO_PREALLOC`), so an
 /// empty map costs nothing.

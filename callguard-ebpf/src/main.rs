@@ -96,6 +96,17 @@ fn callguard(ctx: XdpContext) -> u32 {
     finish(&ctx, verdict)
 }
 
+/// A program that passes everything and does nothing else: the reference the benchmark
+/// (`cargo xtask bench`) measures callguard against, in the same run. Never attached.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[xdp] macro hands the context over by value"
+)]
+fn callguard_baseline(_ctx: XdpContext) -> u32 {
+    Action::Pass.xdp_action()
+}
+
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> Verdict {
     let l3 = match parse::parse_l3(ctx) {

@@ -395,7 +395,7 @@ impl State {
             .map(|(a, r, c)| api::ReasonCount {
                 action: a.name().into(),
                 reason: r.name().into(),
-                description: r.describe().into(),
+                description: r.describe().trim().into(),
                 packets: c.packets,
                 bytes: c.bytes,
             })

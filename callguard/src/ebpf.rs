@@ -222,6 +222,19 @@ impl Kernel {
             .expect("loaded in Kernel::load")
     }
 
+    /// Loads the pass-everything reference program of the same object (benchmarks only).
+    pub fn baseline(&mut self) -> anyhow::Result<&mut Xdp> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(maps::BASELINE_PROGRAM)
+            .ok_or_else(|| anyhow!("program {} missing", maps::BASELINE_PROGRAM))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -366,16 +366,15 @@ impl Drop for Daemon {
     }
 }
 
-/// The `callguard` binary built for these tests.
+/// The `callguard` binary built for these tests: beside the running executable (the demo and
+/// bench binaries) or one directory up (test executables live in `deps/`).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/callguard-under-test
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("callguard-under-test");
-    assert!(
-        bin.exists(),
-        "{} not built (cargo test builds it with the tests)",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().expect("executable directory");
+    [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("callguard-under-test"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("callguard-under-test is not built next to {}", exe.display()))
 }

@@ -1,0 +1,166 @@
+//! `cargo xtask bench`: the per-packet cost of each verdict path of the real XDP program through
+//! BPF_PROG_TEST_RUN, next to a pass-everything program measured in the same run, and the lookup
+//! and load cost with 100, 10,000 and 1,000,000 prefixes loaded.
+//!
+//! Frames are only handed to the kernel's test runner: nothing is sent on any interface, so the
+//! prefixes may come from the whole address space.
+
+use std::{collections::BTreeSet, time::Instant};
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use callguard::{
+    config::Config,
+    rules::{self, Kind, NetRule, Scope},
+};
+use callguard_tests::{TestKernel, frame::Frame, rule};
+
+const ROUNDS: usize = 5;
+
+/// Median ns per packet over `ROUNDS` runs of `repeat` repetitions.
+fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
+    let mut v: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            };
+            let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+            r.duration.as_nanos() as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[ROUNDS / 2]
+}
+
+/// `count` distinct /24 prefixes spread over unicast IPv4 space, away from 198.18.0.0/15.
+fn prefixes(count: usize, first_id: u32) -> Vec<NetRule> {
+    let mut seen = BTreeSet::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        // xorshift: deterministic, so every run loads the same set.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let a = 1 + (x % 222) as u8;
+        let (b, c) = ((x >> 8) as u8, (x >> 16) as u8);
+        if (a, b & 0xfe) == (198, 18) || !seen.insert((a, b, c)) {
+            continue;
+        }
+        let id = first_id + out.len() as u32;
+        out.push(rule(id, &format!("{a}.{b}.{c}.0/24"), Kind::Deny, Scope::Sip));
+    }
+    out
+}
+
+fn main() {
+    let repeat: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut k = TestKernel::with_config(&Config::default());
+    println!(
+        "callguard kernel benchmark: BPF_PROG_TEST_RUN, {repeat} repetitions x {ROUNDS} rounds, median ns/packet"
+    );
+    println!(
+        "kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!();
+
+    let sip_v4 = Frame::udp("198.18.66.9", 5060).build();
+    let baseline = per_packet(k.kernel.baseline().expect("baseline program"), &sip_v4, repeat);
+    let row = |name: &str, k: &mut TestKernel, frame: &[u8]| {
+        let ns = per_packet(k.kernel.program(), frame, repeat);
+        println!("{name:<48} {ns:>7.1} ns  {:>5.2}x", ns / baseline);
+        ns
+    };
+    println!(
+        "{:<48} {baseline:>7.1} ns  {:>5.2}x",
+        "pass-everything reference program", 1.0
+    );
+
+    k.set_rules(&[
+        rule(1, "198.18.66.0/24", Kind::Deny, Scope::Sip),
+        rule(2, "198.18.77.0/24", Kind::Allow, Scope::Sip),
+        rule(3, "2001:db8:66::/48", Kind::Deny, Scope::Sip),
+        rule(4, "198.18.88.8/32", Kind::Deny, Scope::All),
+    ]);
+    row("drop: blocked IPv4 prefix (/24, LPM)", &mut k, &sip_v4);
+    row(
+        "drop: blocked IPv4 address (/32, exact hash)",
+        &mut k,
+        &Frame::udp("198.18.88.8", 5060).build(),
+    );
+    row(
+        "drop: blocked IPv6 prefix (/48, LPM)",
+        &mut k,
+        &Frame::udp("2001:db8:66::1", 5060).build(),
+    );
+    row(
+        "pass: authorized IPv4 prefix",
+        &mut k,
+        &Frame::udp("198.18.77.7", 5060).build(),
+    );
+    row(
+        "pass: no rule, guarded port (clean)",
+        &mut k,
+        &Frame::udp("198.18.99.9", 5060).build(),
+    );
+    row(
+        "pass: no rule, unguarded port",
+        &mut k,
+        &Frame::udp("198.18.99.9", 53).build(),
+    );
+    row("pass: IPv6, two extension headers, no rule", &mut k, &{
+        let mut f = Frame::udp("2001:db8:99::1", 5060);
+        f.ipv6_ext = vec![0, 60];
+        f.build()
+    });
+    row(
+        "pass: QinQ-tagged IPv4, no rule",
+        &mut k,
+        &Frame::udp("198.18.99.9", 5060).vlans(&[0x88a8, 0x8100]).build(),
+    );
+
+    println!();
+    println!(
+        "{:<12} {:>12} {:>14} {:>14} {:>9}",
+        "prefixes", "load (s)", "drop ns/pkt", "miss ns/pkt", "vs 100"
+    );
+    let mut base_drop = 0.0;
+    for &n in &[100usize, 10_000, 1_000_000] {
+        let mut k = TestKernel::with_config(&Config::default());
+        let mut all = prefixes(n - 1, 100);
+        all.push(rule(1, "198.18.66.0/24", Kind::Deny, Scope::Sip));
+        let t0 = Instant::now();
+        let compiled = rules::compile(&all, &rules::Clock::now());
+        k.kernel.apply_nets(&compiled).expect("loading prefixes");
+        let load = t0.elapsed().as_secs_f64();
+        let drop_ns = per_packet(k.kernel.program(), &sip_v4, repeat);
+        let miss_ns = per_packet(
+            k.kernel.program(),
+            &Frame::udp("198.18.99.9", 5060).build(),
+            repeat,
+        );
+        if n == 100 {
+            base_drop = drop_ns;
+        }
+        println!(
+            "{n:<12} {load:>12.3} {drop_ns:>14.1} {miss_ns:>14.1} {:>8.2}x",
+            drop_ns / base_drop
+        );
+        let t0 = Instant::now();
+        drop(k);
+        if n >= 1_000_000 {
+            println!(
+                "{:<12} {:>12.3}  (unpinning and freeing the maps)",
+                "",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
