@@ -15,26 +15,16 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(std::path::Path::new(&out_dir).join("callguard"), [])?;
         return Ok(());
     }
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
         .into_iter()
         .find(|p| p.name.as_str() == "callguard-ebpf")
         .ok_or_else(|| anyhow!("callguard-ebpf package not found"))?;
-    let root_dir = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent of {}", ebpf.manifest_path))?
-        .as_str();
+    let root_dir =
+        ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent of {}", ebpf.manifest_path))?.as_str();
     aya_build::build_ebpf(
-        [Package {
-            name: ebpf.name.as_str(),
-            root_dir,
-            ..Default::default()
-        }],
+        [Package { name: ebpf.name.as_str(), root_dir, ..Default::default() }],
         Toolchain::default(),
     )
 }

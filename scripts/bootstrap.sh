@@ -48,6 +48,15 @@ else
   log "nightly with rust-src present"
 fi
 
+for tc in stable nightly; do
+  for comp in clippy rustfmt; do
+    if ! rustup component list --toolchain "$tc" --installed 2>/dev/null | grep -q "^$comp"; then
+      log "adding $comp to $tc"
+      rustup component add "$comp" --toolchain "$tc"
+    fi
+  done
+done
+
 if command -v bpf-linker >/dev/null 2>&1 && bpf-linker --version 2>/dev/null | grep -q '0\.13'; then
   log "bpf-linker present: $(bpf-linker --version)"
 else

@@ -12,12 +12,13 @@ pub const FLAG_DROP_FRAGMENTS: u32 = 1 << 0;
 /// guarded port (default: pass and count). Packets whose port cannot be read are always passed.
 pub const FLAG_DROP_MALFORMED: u32 = 1 << 1;
 
-/// The key of the single record in [`crate::maps::CONFIG`].
+/// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 
-/// Value of [`crate::maps::CONFIG`]. Kept in a one-key hash map without preallocation, so the
-/// daemon replaces the whole record with one update and a packet reads either the old or the new
-/// record, never a mix. When the record is missing the program applies the defaults (all zero).
+/// Value of [`crate::maps::CONFIG`], a one-slot array (the cheapest lookup there is: the verifier
+/// inlines it). The record is one aligned 8-byte word, so the daemon's update is a single store
+/// and a packet reads the old or the new record, never a mix; the size assertion below keeps it
+/// so. All zero means the defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelConfig {

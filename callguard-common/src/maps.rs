@@ -15,25 +15,18 @@ pub const NET_V6_LPM: &str = "CG_NET6_LPM";
 /// Guarded ports: `Array<u8>` indexed by destination port, [`crate::config::PORT_UDP`] and
 /// [`crate::config::PORT_TCP`] bits.
 pub const PORTS: &str = "CG_PORTS";
-/// The single [`crate::KernelConfig`] record: `HashMap<u32, KernelConfig>` with key 0.
+/// The single [`crate::KernelConfig`] record: `Array<KernelConfig>` of one slot.
 pub const CONFIG: &str = "CG_CONFIG";
 /// Per-CPU packet and byte counters by action and reason: `PerCpuArray<Counter>` indexed by
 /// [`crate::stats::stats_index`].
 pub const STATS: &str = "CG_STATS";
-/// Per-CPU packet and byte counters by rule id: `LruPerCpuHashMap<u32, Counter>`.
+/// Per-CPU packet and byte counters by rule counter slot: `PerCpuArray<Counter>` indexed by
+/// [`crate::NetEntry::allow_slot`] / [`crate::NetEntry::deny_slot`]. Slot 0 is never counted.
 pub const RULE_STATS: &str = "CG_RULE_STATS";
 
 /// Every map the daemon pins, in one list (detach and adoption walk it).
-pub const ALL: [&str; 8] = [
-    NET_V4_EXACT,
-    NET_V6_EXACT,
-    NET_V4_LPM,
-    NET_V6_LPM,
-    PORTS,
-    CONFIG,
-    STATS,
-    RULE_STATS,
-];
+pub const ALL: [&str; 8] =
+    [NET_V4_EXACT, NET_V6_EXACT, NET_V4_LPM, NET_V6_LPM, PORTS, CONFIG, STATS, RULE_STATS];
 
 /// The XDP program's function name (and its ELF symbol).
 pub const PROGRAM: &str = "callguard";
@@ -47,7 +40,8 @@ pub const NET_EXACT_MAX: u32 = 1 << 21;
 pub const NET_LPM_MAX: u32 = 1 << 21;
 /// Number of destination ports (the size of [`PORTS`]).
 pub const PORT_COUNT: u32 = 1 << 16;
-/// How many rules keep their own counters at once; the least recently hit are evicted first.
+/// Counter slots for rules (1 MiB per CPU). Slots are handed out as rules are written to the
+/// kernel; rules written once all are taken are counted by reason only.
 pub const RULE_STATS_MAX: u32 = 1 << 16;
 
 /// `BPF_F_NO_PREALLOC`: allocate hash entries on insert. Besides saving memory, it makes an

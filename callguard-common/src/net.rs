@@ -34,8 +34,12 @@ pub struct NetEntry {
     pub prefix_len: u8,
     /// [`SCOPE_SIP`] or [`SCOPE_ALL`], for the deny rule.
     pub deny_scope: u8,
+    /// The allow rule's slot in [`crate::maps::RULE_STATS`]; 0 = not counted per rule.
+    pub allow_slot: u16,
+    /// The deny rule's slot in [`crate::maps::RULE_STATS`]; 0 = not counted per rule.
+    pub deny_slot: u16,
     /// Explicit padding (zero).
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 const _: () = assert!(size_of::<NetEntry>() == 32);
@@ -51,11 +55,15 @@ pub enum NetMatch {
     Allow {
         /// The allow rule's id.
         rule: u32,
+        /// Its counter slot.
+        slot: u16,
     },
     /// A live deny rule and no live allow rule.
     Deny {
         /// The deny rule's id.
         rule: u32,
+        /// Its counter slot.
+        slot: u16,
         /// [`SCOPE_SIP`] or [`SCOPE_ALL`].
         scope: u8,
     },
@@ -69,17 +77,18 @@ impl NetEntry {
     #[inline(always)]
     pub const fn decide(&self, now_ns: u64) -> NetMatch {
         if self.allow_rule != 0 && (self.allow_expires_ns == 0 || now_ns < self.allow_expires_ns) {
-            return NetMatch::Allow {
-                rule: self.allow_rule,
-            };
+            return NetMatch::Allow { rule: self.allow_rule, slot: self.allow_slot };
         }
         if self.deny_rule != 0 && (self.deny_expires_ns == 0 || now_ns < self.deny_expires_ns) {
-            return NetMatch::Deny {
-                rule: self.deny_rule,
-                scope: self.deny_scope,
-            };
+            return NetMatch::Deny { rule: self.deny_rule, slot: self.deny_slot, scope: self.deny_scope };
         }
         NetMatch::Expired
+    }
+
+    /// Whether any rule here expires: only then does the program need to read the clock.
+    #[inline(always)]
+    pub const fn expires(&self) -> bool {
+        self.allow_expires_ns | self.deny_expires_ns != 0
     }
 
     /// Whether the entry holds no rule at all (the daemon then deletes it).
@@ -106,19 +115,13 @@ mod tests {
 
     #[test]
     fn allow_beats_deny_at_equal_prefix() {
-        assert_eq!(both(0, 0).decide(100), NetMatch::Allow { rule: 1 });
+        assert_eq!(both(0, 0).decide(100), NetMatch::Allow { rule: 1, slot: 0 });
     }
 
     #[test]
     fn expired_allow_uncovers_the_deny() {
-        assert_eq!(
-            both(50, 0).decide(100),
-            NetMatch::Deny {
-                rule: 2,
-                scope: SCOPE_ALL
-            }
-        );
-        assert_eq!(both(50, 0).decide(49), NetMatch::Allow { rule: 1 });
+        assert_eq!(both(50, 0).decide(100), NetMatch::Deny { rule: 2, slot: 0, scope: SCOPE_ALL });
+        assert_eq!(both(50, 0).decide(49), NetMatch::Allow { rule: 1, slot: 0 });
     }
 
     #[test]

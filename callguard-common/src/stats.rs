@@ -147,10 +147,7 @@ impl Counter {
     /// Adds another counter (used to sum the per-CPU values).
     #[must_use]
     pub const fn add(self, other: Self) -> Self {
-        Self {
-            packets: self.packets + other.packets,
-            bytes: self.bytes + other.bytes,
-        }
+        Self { packets: self.packets + other.packets, bytes: self.bytes + other.bytes }
     }
 }
 

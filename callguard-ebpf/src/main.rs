@@ -5,7 +5,7 @@
 //! For each frame: parse Ethernet, VLAN, IP and the transport header ([`parse`]); look the source
 //! up in the network rules (exact hash, then LPM trie, IPv4 and IPv6); decide with the policy in
 //! `CG_CONFIG` and the guarded ports in `CG_PORTS`; count the verdict by (action, reason) and, when
-//! a rule decided, by rule id. Every exit goes through [`finish`], so every verdict is counted.
+//! a rule decided, by that rule's counter slot. Every exit goes through [`finish`], so every verdict is counted.
 //!
 //! Order of decisions (documented in the README):
 //! 1. no usable IP header → pass, counted by the defect (`not_ip`, `truncated_*`, ...);
@@ -19,10 +19,9 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use callguard_common::{
@@ -49,48 +48,37 @@ static CG_NET6_LPM: LpmTrie<[u8; 16], NetEntry> = LpmTrie::pinned(NET_LPM_MAX, 0
 /// Guarded ports (`maps::PORTS`): `PORT_UDP | PORT_TCP` bits by destination port.
 #[map]
 static CG_PORTS: Array<u8> = Array::pinned(PORT_COUNT, 0);
-/// The policy record (`maps::CONFIG`); absent means all defaults.
+/// The policy record (`maps::CONFIG`); all zero means the defaults.
 #[map]
-static CG_CONFIG: HashMap<u32, KernelConfig> = HashMap::pinned(1, BPF_F_NO_PREALLOC);
+static CG_CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 /// Counters by (action, reason) (`maps::STATS`).
 #[map]
 static CG_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_LEN, 0);
-/// Counters by rule id (`maps::RULE_STATS`).
+/// Counters by rule counter slot (`maps::RULE_STATS`).
 #[map]
-static CG_RULE_STATS: LruPerCpuHashMap<u32, Counter> = LruPerCpuHashMap::pinned(RULE_STATS_MAX, 0);
+static CG_RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(RULE_STATS_MAX, 0);
 
-/// A verdict: what to do, why, and which rule decided (0 = none).
+/// A verdict: what to do, why, and the counter slot of the rule that decided (0 = none).
 #[derive(Clone, Copy)]
 struct Verdict {
     action: Action,
     reason: Reason,
-    rule: u32,
+    slot: u16,
 }
 
 impl Verdict {
     #[inline(always)]
     const fn pass(reason: Reason) -> Self {
-        Self {
-            action: Action::Pass,
-            reason,
-            rule: 0,
-        }
+        Self { action: Action::Pass, reason, slot: 0 }
     }
     #[inline(always)]
     const fn by_policy(drop: bool, reason: Reason) -> Self {
-        Self {
-            action: if drop { Action::Drop } else { Action::Pass },
-            reason,
-            rule: 0,
-        }
+        Self { action: if drop { Action::Drop } else { Action::Pass }, reason, slot: 0 }
     }
 }
 
 #[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] macro hands the context over by value"
-)]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard(ctx: XdpContext) -> u32 {
     let verdict = decide(&ctx);
     finish(&ctx, verdict)
@@ -99,10 +87,6 @@ fn callguard(ctx: XdpContext) -> u32 {
 /// A program that passes everything and does nothing else: the reference the benchmark
 /// (`cargo xtask bench`) measures callguard against, in the same run. Never attached.
 #[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "the #[xdp] macro hands the context over by value"
-)]
 fn callguard_baseline(_ctx: XdpContext) -> u32 {
     Action::Pass.xdp_action()
 }
@@ -118,16 +102,8 @@ fn decide(ctx: &XdpContext) -> Verdict {
         Src::V4(addr) => lookup_v4(addr),
         Src::V6(addr) => lookup_v6(addr),
     };
-    if let Some(NetMatch::Deny {
-        rule,
-        scope: SCOPE_ALL,
-    }) = net
-    {
-        return Verdict {
-            action: Action::Drop,
-            reason: Reason::Denied,
-            rule,
-        };
+    if let Some(NetMatch::Deny { slot, scope: SCOPE_ALL, .. }) = net {
+        return Verdict { action: Action::Drop, reason: Reason::Denied, slot };
     }
     if l3.later_fragment {
         return Verdict::by_policy(flags & FLAG_DROP_FRAGMENTS != 0, Reason::Fragment);
@@ -144,24 +120,15 @@ fn decide(ctx: &XdpContext) -> Verdict {
         return Verdict::pass(Reason::Unguarded);
     }
     match net {
-        Some(NetMatch::Allow { rule }) => Verdict {
-            action: Action::Pass,
-            reason: Reason::Allowed,
-            rule,
-        },
-        Some(NetMatch::Deny { rule, .. }) => Verdict {
-            action: Action::Drop,
-            reason: Reason::Denied,
-            rule,
-        },
+        Some(NetMatch::Allow { slot, .. }) => Verdict { action: Action::Pass, reason: Reason::Allowed, slot },
+        Some(NetMatch::Deny { slot, .. }) => Verdict { action: Action::Drop, reason: Reason::Denied, slot },
         _ => Verdict::pass(Reason::Clean),
     }
 }
 
 #[inline(always)]
 fn config_flags() -> u32 {
-    // SAFETY: CG_CONFIG is BPF_F_NO_PREALLOC, so the element we read is never recycled under us.
-    match unsafe { CG_CONFIG.get(CONFIG_KEY) } {
+    match CG_CONFIG.get(CONFIG_KEY) {
         Some(cfg) => cfg.flags,
         None => 0,
     }
@@ -187,10 +154,13 @@ macro_rules! lookup_fn {
     ($name:ident, $n:literal, $exact:ident, $lpm:ident) => {
         #[inline(always)]
         fn $name(addr: [u8; $n]) -> Option<NetMatch> {
+            // The clock is read only for entries that expire (most do not).
             let mut now = 0u64;
             // SAFETY: the exact maps are BPF_F_NO_PREALLOC: elements are freed after RCU grace.
             if let Some(entry) = unsafe { $exact.get(&addr) } {
-                now = boot_ns();
+                if entry.expires() {
+                    now = boot_ns();
+                }
                 match entry.decide(now) {
                     NetMatch::Expired => {}
                     decided => return Some(decided),
@@ -200,7 +170,7 @@ macro_rules! lookup_fn {
             // Bounded for the verifier; see EXPIRED_RETRIES.
             for _ in 0..=EXPIRED_RETRIES {
                 let entry = $lpm.get(Key::new(prefix_len, addr))?;
-                if now == 0 {
+                if now == 0 && entry.expires() {
                     now = boot_ns();
                 }
                 match entry.decide(now) {
@@ -234,20 +204,13 @@ fn finish(ctx: &XdpContext, v: Verdict) -> u32 {
             (*c).bytes += bytes;
         }
     }
-    if v.rule != 0 {
-        let mut slot = CG_RULE_STATS.get_ptr_mut(v.rule);
-        if slot.is_none() {
-            // First hit of this rule since it was counted last: create its slot. If another CPU
-            // creates it first, our insert fails and the lookup below finds theirs; no count is lost.
-            let _ = CG_RULE_STATS.insert(v.rule, Counter::default(), u64::from(BPF_NOEXIST));
-            slot = CG_RULE_STATS.get_ptr_mut(v.rule);
-        }
-        if let Some(c) = slot {
-            // SAFETY: this CPU's copy of a per-CPU value, as above.
-            unsafe {
-                (*c).packets += 1;
-                (*c).bytes += bytes;
-            }
+    if v.slot != 0
+        && let Some(c) = CG_RULE_STATS.get_ptr_mut(u32::from(v.slot))
+    {
+        // SAFETY: this CPU's copy of a per-CPU value, as above.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
         }
     }
     v.action.xdp_action()

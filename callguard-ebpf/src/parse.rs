@@ -171,23 +171,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
                 }
             }
             _ => {
-                return Ok(L3 {
-                    src,
-                    proto: next,
-                    l4_off: pos,
-                    later_fragment,
-                    first_fragment,
-                });
+                return Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment });
             }
         }
         if later_fragment {
-            return Ok(L3 {
-                src,
-                proto: next,
-                l4_off: pos,
-                later_fragment,
-                first_fragment,
-            });
+            return Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment });
         }
     }
     Err(Reason::HeaderChainTooLong)
@@ -205,18 +193,12 @@ pub(crate) struct L4 {
 #[inline(always)]
 pub(crate) fn parse_l4(ctx: &XdpContext, l3: &L3) -> L4 {
     let off = l3.l4_off;
-    let none = L4 {
-        dst_port: None,
-        defect: None,
-    };
+    let none = L4 { dst_port: None, defect: None };
     if l3.later_fragment || (l3.proto != IPPROTO_UDP && l3.proto != IPPROTO_TCP) {
         return none;
     }
     let Some(dst_port) = be16_at(ctx, off + 2) else {
-        return L4 {
-            dst_port: None,
-            defect: Some(Reason::TruncatedL4),
-        };
+        return L4 { dst_port: None, defect: Some(Reason::TruncatedL4) };
     };
     let l4_bytes = ctx.data_end() - (ctx.data() + off);
     let defect = if l3.proto == IPPROTO_UDP {
@@ -237,8 +219,5 @@ pub(crate) fn parse_l4(ctx: &XdpContext, l3: &L3) -> L4 {
             Some(_) => None,
         }
     };
-    L4 {
-        dst_port: Some(dst_port),
-        defect,
-    }
+    L4 { dst_port: Some(dst_port), defect }
 }

@@ -202,15 +202,9 @@ impl Cli {
         match &self.command {
             Command::Run { interfaces } => {
                 let config_path = self.config.clone().or_else(|| {
-                    Path::new(config::DEFAULT_PATH)
-                        .exists()
-                        .then(|| config::DEFAULT_PATH.into())
+                    Path::new(config::DEFAULT_PATH).exists().then(|| config::DEFAULT_PATH.into())
                 });
-                daemon::run(daemon::Options {
-                    config_path,
-                    interfaces: interfaces.clone(),
-                })
-                .await
+                daemon::run(daemon::Options { config_path, interfaces: interfaces.clone() }).await
             }
             Command::Detach { pin_dir } => {
                 let dir = match pin_dir {
@@ -246,34 +240,20 @@ impl Cli {
                     s.version,
                     humantime::format_duration(Duration::from_secs(s.uptime_secs))
                 );
-                let ifaces: Vec<String> = s
-                    .interfaces
-                    .iter()
-                    .map(|i| format!("{} ({:?})", i.name, i.mode))
-                    .collect();
+                let ifaces: Vec<String> =
+                    s.interfaces.iter().map(|i| format!("{} ({:?})", i.name, i.mode)).collect();
                 println!(
                     "guarding:   {}",
-                    if ifaces.is_empty() {
-                        "no interface".into()
-                    } else {
-                        ifaces.join(", ")
-                    }
+                    if ifaces.is_empty() { "no interface".into() } else { ifaces.join(", ") }
                 );
-                println!(
-                    "ports:      udp {}  tcp {}",
-                    s.udp_ports.join(","),
-                    s.tcp_ports.join(",")
-                );
+                println!("ports:      udp {}  tcp {}", s.udp_ports.join(","), s.tcp_ports.join(","));
                 println!(
                     "rules:      {} allow, {} deny ({} kernel entries)",
                     s.allow_rules, s.deny_rules, s.kernel_entries
                 );
                 println!("pins:       {}", s.pin_dir);
                 println!("database:   {}", s.database);
-                println!(
-                    "config:     {}",
-                    s.config.as_deref().unwrap_or("(built-in defaults)")
-                );
+                println!("config:     {}", s.config.as_deref().unwrap_or("(built-in defaults)"));
                 Ok(())
             }
             Command::Stats { json } => {
@@ -324,11 +304,7 @@ impl Cli {
         let client = self.client()?;
         match cmd {
             NetCommand::Allow(add) | NetCommand::Deny(add) => {
-                let action = if matches!(cmd, NetCommand::Allow(_)) {
-                    Kind::Allow
-                } else {
-                    Kind::Deny
-                };
+                let action = if matches!(cmd, NetCommand::Allow(_)) { Kind::Allow } else { Kind::Deny };
                 let req = api::AddNets {
                     rules: vec![api::NetSpec {
                         cidr: add.cidr.clone(),
@@ -341,22 +317,11 @@ impl Cli {
                 };
                 let r: api::Added = client.post("/v1/nets", &req).await?;
                 for rule in &r.rules {
-                    println!(
-                        "{} {} (rule {}){}",
-                        rule.action,
-                        rule.cidr,
-                        rule.id,
-                        expiry_note(rule)
-                    );
+                    println!("{} {} (rule {}){}", rule.action, rule.cidr, rule.id, expiry_note(rule));
                 }
                 Ok(())
             }
-            NetCommand::Del {
-                cidr,
-                contains,
-                all,
-                allowed,
-            } => {
+            NetCommand::Del { cidr, contains, all, allowed } => {
                 let req = api::DelNets {
                     cidr: cidr.clone(),
                     contains: contains.clone(),
@@ -390,11 +355,7 @@ impl Cli {
                 }
                 Ok(())
             }
-            NetCommand::List {
-                allowed,
-                contains,
-                json,
-            } => {
+            NetCommand::List { allowed, contains, json } => {
                 let mut q = Vec::new();
                 if let Some(a) = allowed {
                     q.push(format!("allowed={a}"));
@@ -412,14 +373,9 @@ impl Cli {
                         r.id.to_string(),
                         r.action.to_string(),
                         r.cidr.to_string(),
-                        if r.action == Kind::Deny {
-                            r.scope.as_str().into()
-                        } else {
-                            "-".into()
-                        },
-                        r.expires_at.map_or("never".into(), |t| {
-                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        }),
+                        if r.action == Kind::Deny { r.scope.as_str().into() } else { "-".into() },
+                        r.expires_at
+                            .map_or("never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                         r.origin.as_str().into(),
                         r.comment.clone(),
                     ]);
@@ -436,10 +392,7 @@ impl Cli {
 async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts) -> anyhow::Result<()> {
     let action = Kind::parse(action).unwrap_or(Kind::Deny);
     let (nets, name) = if file == Path::new("-") {
-        (
-            import::parse(std::io::stdin().lock(), |_| {})?,
-            "standard input".to_owned(),
-        )
+        (import::parse(std::io::stdin().lock(), |_| {})?, "standard input".to_owned())
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -476,20 +429,14 @@ async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts
     };
     let r: api::Added = client.post("/v1/nets", &req).await?;
     spinner.finish_and_clear();
-    println!(
-        "imported {} {} rules from {name} in {} ms",
-        r.count, action, r.applied_ms
-    );
+    println!("imported {} {} rules from {name} in {} ms", r.count, action, r.applied_ms);
     Ok(())
 }
 
 fn expiry_note(r: &NetRule) -> String {
     match r.expires_at {
         None => String::new(),
-        Some(t) => format!(
-            ", expires {}",
-            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ),
+        Some(t) => format!(", expires {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }
 }
 

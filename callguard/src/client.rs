@@ -19,9 +19,7 @@ pub struct Client {
 impl Client {
     /// A client for the daemon listening on `socket`.
     pub fn new(socket: &Path) -> Self {
-        Self {
-            socket: socket.to_owned(),
-        }
+        Self { socket: socket.to_owned() }
     }
 
     /// GET `path` (with its query string).
@@ -48,10 +46,7 @@ impl Client {
                 std::io::ErrorKind::PermissionDenied => "the control socket is root-only",
                 _ => "",
             };
-            anyhow!(
-                "cannot reach the daemon at {}: {e}; {hint}",
-                self.socket.display()
-            )
+            anyhow!("cannot reach the daemon at {}: {e}; {hint}", self.socket.display())
         })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);

@@ -87,14 +87,8 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        let sip = vec![PortRange {
-            first: 5060,
-            last: 5061,
-        }];
-        Self {
-            udp: sip.clone(),
-            tcp: sip,
-        }
+        let sip = vec![PortRange { first: 5060, last: 5061 }];
+        Self { udp: sip.clone(), tcp: sip }
     }
 }
 
@@ -154,11 +148,7 @@ impl<'de> Deserialize<'de> for PortRange {
 
 impl Serialize for PortRange {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.first == self.last {
-            s.serialize_u16(self.first)
-        } else {
-            s.collect_str(self)
-        }
+        if self.first == self.last { s.serialize_u16(self.first) } else { s.collect_str(self) }
     }
 }
 
@@ -247,14 +237,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
     }
 
     /// Parses and validates configuration text. The error names the line and column.
@@ -340,10 +325,7 @@ mod tests {
     fn ports_accept_numbers_and_ranges() {
         let cfg = Config::parse("[ports]\nudp = [5060, \"5070-5072\"]\ntcp = []\n").unwrap();
         let bits = cfg.port_bits();
-        assert_eq!(
-            [bits[5060], bits[5061], bits[5070], bits[5072], bits[5073]],
-            [1, 0, 1, 1, 0]
-        );
+        assert_eq!([bits[5060], bits[5061], bits[5070], bits[5072], bits[5073]], [1, 0, 1, 1, 0]);
     }
 
     #[test]
@@ -364,10 +346,7 @@ mod tests {
         assert!(err.contains("did you mean 198.18.0.0/24"), "{err}");
 
         let err = Config::parse("xdp_mode = \"turbo\"\n").unwrap_err();
-        assert!(
-            err.contains("line 1, column 12") && err.contains("turbo"),
-            "{err}"
-        );
+        assert!(err.contains("line 1, column 12") && err.contains("turbo"), "{err}");
 
         let err = Config::parse("[policy]\nmalformed = \"explode\"").unwrap_err();
         assert!(err.starts_with("line 2"), "{err}");

@@ -65,36 +65,18 @@ pub struct Failure(StatusCode, ApiError);
 
 impl Failure {
     fn bad(field: &str, msg: impl Into<String>) -> Self {
-        Self(
-            StatusCode::BAD_REQUEST,
-            ApiError {
-                error: msg.into(),
-                field: Some(field.into()),
-            },
-        )
+        Self(StatusCode::BAD_REQUEST, ApiError { error: msg.into(), field: Some(field.into()) })
     }
     fn internal(e: &anyhow::Error) -> Self {
         tracing::error!("{e:#}");
-        Self(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError {
-                error: format!("{e:#}"),
-                field: None,
-            },
-        )
+        Self(StatusCode::INTERNAL_SERVER_ERROR, ApiError { error: format!("{e:#}"), field: None })
     }
 }
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => Self(
-                StatusCode::CONFLICT,
-                ApiError {
-                    error: m,
-                    field: None,
-                },
-            ),
+            StoreError::Conflict(m) => Self(StatusCode::CONFLICT, ApiError { error: m, field: None }),
             e => Self::internal(&e.into()),
         }
     }
@@ -123,23 +105,11 @@ impl State {
         store.replace_config_nets(&config_rules(&cfg))?;
         let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         let kernel = Kernel::load(&cfg.pin_dir)?;
-        let mut state = Self {
-            opts,
-            cfg,
-            store,
-            kernel,
-            rules,
-            interfaces: Vec::new(),
-            started: Instant::now(),
-        };
+        let mut state =
+            Self { opts, cfg, store, kernel, rules, interfaces: Vec::new(), started: Instant::now() };
         state.push_policy()?;
         let (written, removed) = state.sync_all()?;
-        tracing::info!(
-            rules = state.rules.len(),
-            written,
-            removed,
-            "kernel maps in step with the store"
-        );
+        tracing::info!(rules = state.rules.len(), written, removed, "kernel maps in step with the store");
         for iface in state.wanted_interfaces() {
             let mode = state.kernel.attach(&iface, state.cfg.xdp_mode)?;
             tracing::info!(iface, ?mode, "guarding");
@@ -149,13 +119,7 @@ impl State {
     }
 
     fn wanted_interfaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .cfg
-            .interfaces
-            .iter()
-            .chain(&self.opts.interfaces)
-            .cloned()
-            .collect();
+        let mut v: Vec<String> = self.cfg.interfaces.iter().chain(&self.opts.interfaces).cloned().collect();
         v.sort();
         v.dedup();
         v
@@ -184,26 +148,15 @@ impl State {
     /// Adds or updates rules: store (one transaction), then kernel.
     pub fn add_nets(&mut self, req: &api::AddNets) -> Result<api::Added, Failure> {
         let t0 = Instant::now();
-        let origin = if req.import {
-            Origin::Import
-        } else {
-            Origin::Manual
-        };
+        let origin = if req.import { Origin::Import } else { Origin::Manual };
         let mut new = Vec::with_capacity(req.rules.len());
         for (i, spec) in req.rules.iter().enumerate() {
             let field = |name: &str| {
-                if req.rules.len() == 1 {
-                    name.to_owned()
-                } else {
-                    format!("rules[{i}].{name}")
-                }
+                if req.rules.len() == 1 { name.to_owned() } else { format!("rules[{i}].{name}") }
             };
             let cidr = parse_net(&spec.cidr).map_err(|m| Failure::bad(&field("cidr"), m))?;
             if spec.comment.chars().count() > COMMENT_MAX {
-                return Err(Failure::bad(
-                    &field("comment"),
-                    format!("longer than {COMMENT_MAX} characters"),
-                ));
+                return Err(Failure::bad(&field("comment"), format!("longer than {COMMENT_MAX} characters")));
             }
             if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
                 return Err(Failure::bad(&field("expires_at"), "already in the past"));
@@ -225,28 +178,16 @@ impl State {
         }
         self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
         let rules = if count < 100 { stored } else { Vec::new() };
-        Ok(api::Added {
-            count,
-            rules,
-            applied_ms: t0.elapsed().as_millis() as u64,
-        })
+        Ok(api::Added { count, rules, applied_ms: t0.elapsed().as_millis() as u64 })
     }
 
     /// Deletes rules chosen by network, containment or all.
     pub fn del_nets(&mut self, req: &api::DelNets) -> Result<api::Removed, Failure> {
-        let chosen = [req.cidr.is_some(), req.contains.is_some(), req.all]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let chosen = [req.cidr.is_some(), req.contains.is_some(), req.all].iter().filter(|b| **b).count();
         if chosen != 1 {
             return Err(Failure::bad("cidr", "give exactly one of cidr, contains, all"));
         }
-        let cidr = req
-            .cidr
-            .as_deref()
-            .map(parse_net)
-            .transpose()
-            .map_err(|m| Failure::bad("cidr", m))?;
+        let cidr = req.cidr.as_deref().map(parse_net).transpose().map_err(|m| Failure::bad("cidr", m))?;
         let contains = req
             .contains
             .as_deref()
@@ -276,18 +217,12 @@ impl State {
                 },
             ));
         }
-        let victims: Vec<(u32, IpNet)> = victims
-            .iter()
-            .filter(|r| r.origin != Origin::Config)
-            .map(|r| (r.id, r.cidr))
-            .collect();
+        let victims: Vec<(u32, IpNet)> =
+            victims.iter().filter(|r| r.origin != Origin::Config).map(|r| (r.id, r.cidr)).collect();
         if victims.is_empty() && cidr.is_some() {
             return Err(Failure(
                 StatusCode::NOT_FOUND,
-                ApiError {
-                    error: "no such rule".into(),
-                    field: Some("cidr".into()),
-                },
+                ApiError { error: "no such rule".into(), field: Some("cidr".into()) },
             ));
         }
         let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
@@ -303,12 +238,8 @@ impl State {
     /// Removes rules whose expiry has passed (the kernel already ignores them).
     pub fn sweep(&mut self) -> anyhow::Result<usize> {
         let now = Utc::now();
-        let expired: Vec<(u32, IpNet)> = self
-            .rules
-            .values()
-            .filter(|r| !r.is_live(now))
-            .map(|r| (r.id, r.cidr))
-            .collect();
+        let expired: Vec<(u32, IpNet)> =
+            self.rules.values().filter(|r| !r.is_live(now)).map(|r| (r.id, r.cidr)).collect();
         if expired.is_empty() {
             return Ok(0);
         }
@@ -344,30 +275,18 @@ impl State {
         for iface in &wanted {
             if !self.interfaces.iter().any(|i| &i.name == iface) {
                 let mode = self.kernel.attach(iface, self.cfg.xdp_mode)?;
-                self.interfaces.push(api::Interface {
-                    name: iface.clone(),
-                    mode,
-                });
+                self.interfaces.push(api::Interface { name: iface.clone(), mode });
                 attached.push(iface.clone());
             }
         }
-        let detached: Vec<String> = self
-            .interfaces
-            .iter()
-            .filter(|i| !wanted.contains(&i.name))
-            .map(|i| i.name.clone())
-            .collect();
+        let detached: Vec<String> =
+            self.interfaces.iter().filter(|i| !wanted.contains(&i.name)).map(|i| i.name.clone()).collect();
         for iface in &detached {
             self.kernel.detach(iface)?;
         }
         self.interfaces.retain(|i| wanted.contains(&i.name));
         tracing::info!(written, removed, ?attached, ?detached, "configuration reloaded");
-        Ok(api::Reloaded {
-            written,
-            removed,
-            attached,
-            detached,
-        })
+        Ok(api::Reloaded { written, removed, attached, detached })
     }
 
     fn status(&self) -> api::Status {
@@ -464,24 +383,13 @@ fn lock(s: &Shared) -> MutexGuard<'_, State> {
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
-    body.map(|Json(b)| b).map_err(|e| {
-        Failure(
-            e.status(),
-            ApiError {
-                error: e.body_text(),
-                field: None,
-            },
-        )
-    })
+    body.map(|Json(b)| b).map_err(|e| Failure(e.status(), ApiError { error: e.body_text(), field: None }))
 }
 
 /// The control API router.
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route(
-            "/v1/status",
-            get(|AxState(s): AxState<Shared>| async move { Json(lock(&s).status()) }),
-        )
+        .route("/v1/status", get(|AxState(s): AxState<Shared>| async move { Json(lock(&s).status()) }))
         .route(
             "/v1/stats",
             get(|AxState(s): AxState<Shared>| async move {
@@ -491,20 +399,12 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             "/v1/nets",
-            get(
-                |AxState(s): AxState<Shared>, q: Result<Query<api::NetQuery>, _>| async move {
-                    let Query(q) = q.map_err(|e: axum::extract::rejection::QueryRejection| {
-                        Failure(
-                            StatusCode::BAD_REQUEST,
-                            ApiError {
-                                error: e.body_text(),
-                                field: None,
-                            },
-                        )
-                    })?;
-                    Answer::Ok(Json(lock(&s).list(&q)))
-                },
-            )
+            get(|AxState(s): AxState<Shared>, q: Result<Query<api::NetQuery>, _>| async move {
+                let Query(q) = q.map_err(|e: axum::extract::rejection::QueryRejection| {
+                    Failure(StatusCode::BAD_REQUEST, ApiError { error: e.body_text(), field: None })
+                })?;
+                Answer::Ok(Json(lock(&s).list(&q)))
+            })
             .post(
                 |AxState(s): AxState<Shared>, body: Result<Json<api::AddNets>, JsonRejection>| async move {
                     let req = json_body(body)?;
@@ -518,37 +418,27 @@ pub fn router(state: Shared) -> Router {
         )
         .route(
             "/v1/nets/delete",
-            post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::DelNets>, JsonRejection>| async move {
-                    let req = json_body(body)?;
-                    Answer::Ok(Json(lock(&s).del_nets(&req)?))
-                },
-            ),
+            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelNets>, JsonRejection>| async move {
+                let req = json_body(body)?;
+                Answer::Ok(Json(lock(&s).del_nets(&req)?))
+            }),
         )
         .route(
             "/v1/nets/check",
-            get(
-                |AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>| async move {
-                    let ip = q.get("ip").ok_or_else(|| Failure::bad("ip", "missing"))?;
-                    let ip: IpAddr = ip
-                        .trim()
-                        .parse()
-                        .map_err(|_| Failure::bad("ip", format!("`{ip}` is not an IP address")))?;
-                    Answer::Ok(Json(lock(&s).check(ip)))
-                },
-            ),
+            get(|AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>| async move {
+                let ip = q.get("ip").ok_or_else(|| Failure::bad("ip", "missing"))?;
+                let ip: IpAddr = ip
+                    .trim()
+                    .parse()
+                    .map_err(|_| Failure::bad("ip", format!("`{ip}` is not an IP address")))?;
+                Answer::Ok(Json(lock(&s).check(ip)))
+            }),
         )
         .route(
             "/v1/reload",
             post(|AxState(s): AxState<Shared>| async move {
                 let r = lock(&s).reload().map_err(|e| {
-                    Failure(
-                        StatusCode::BAD_REQUEST,
-                        ApiError {
-                            error: format!("{e:#}"),
-                            field: None,
-                        },
-                    )
+                    Failure(StatusCode::BAD_REQUEST, ApiError { error: format!("{e:#}"), field: None })
                 })?;
                 Answer::Ok(Json(r))
             }),

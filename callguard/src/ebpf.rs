@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -50,10 +50,7 @@ pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
         // SAFETY: valid NUL-terminated strings; a null data pointer is allowed for bpffs.
         let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            bail!(
-                "mounting bpffs on /sys/fs/bpf: {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("mounting bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
         }
         tracing::info!("mounted bpffs on /sys/fs/bpf");
     }
@@ -109,12 +106,7 @@ pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("link_")
-                .map(str::to_owned)
-        })
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(str::to_owned))
         .collect();
     out.sort();
     out
@@ -141,11 +133,13 @@ pub struct Kernel {
     v4_lpm: LpmTrie<MapData, [u8; 4], NetEntry>,
     v6_lpm: LpmTrie<MapData, [u8; 16], NetEntry>,
     ports: Array<MapData, u8>,
-    config: HashMap<MapData, u32, KernelConfig>,
+    config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, Counter>,
-    rule_stats: PerCpuHashMap<MapData, u32, Counter>,
+    rule_stats: PerCpuArray<MapData, Counter>,
     /// What the network maps hold (read once at load, then kept in step with every write).
     nets: BTreeMap<IpNet, NetEntry>,
+    /// Counter slots by rule id, rebuilt from the entries at load.
+    slots: Slots,
     /// What `CG_PORTS` holds.
     port_bits: Vec<u8>,
 }
@@ -163,9 +157,7 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> anyhow::Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -178,10 +170,8 @@ impl Kernel {
         }
         ensure_pin_dir(pin_dir)?;
         raise_memlock();
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(OBJECT)
-            .with_context(|| {
+        let mut ebpf =
+            EbpfLoader::new().default_map_pin_directory(pin_dir).load(OBJECT).with_context(|| {
                 format!(
                     "loading the XDP program with maps pinned in {} (if an older callguard pinned \
                      incompatible maps there, run `callguard detach` first)",
@@ -192,8 +182,7 @@ impl Kernel {
             .program_mut(maps::PROGRAM)
             .ok_or_else(|| anyhow!("program {} missing", maps::PROGRAM))?
             .try_into()?;
-        prog.load()
-            .context("the kernel verifier rejected the XDP program")?;
+        prog.load().context("the kernel verifier rejected the XDP program")?;
         let mut k = Self {
             v4_exact: take(&mut ebpf, maps::NET_V4_EXACT)?,
             v6_exact: take(&mut ebpf, maps::NET_V6_EXACT)?,
@@ -207,8 +196,10 @@ impl Kernel {
             pin_dir: pin_dir.to_owned(),
             nets: BTreeMap::new(),
             port_bits: Vec::new(),
+            slots: Slots::default(),
         };
         k.nets = k.read_nets()?;
+        k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
         Ok(k)
     }
@@ -216,10 +207,7 @@ impl Kernel {
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
     pub fn program(&mut self) -> &mut Xdp {
         // The program was found and converted in `load`; both lookups are infallible here.
-        self.ebpf
-            .program_mut(maps::PROGRAM)
-            .and_then(|p| p.try_into().ok())
-            .expect("loaded in Kernel::load")
+        self.ebpf.program_mut(maps::PROGRAM).and_then(|p| p.try_into().ok()).expect("loaded in Kernel::load")
     }
 
     /// Loads the pass-everything reference program of the same object (benchmarks only).
@@ -254,10 +242,7 @@ impl Kernel {
             }
         }
         let attempts: &[(XdpMode, Attached)] = match mode {
-            XdpModeSetting::Auto => &[
-                (XdpMode::Driver, Attached::Native),
-                (XdpMode::Skb, Attached::Generic),
-            ],
+            XdpModeSetting::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
             XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
             XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
         };
@@ -272,8 +257,7 @@ impl Kernel {
                             "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
                         )
                     })?;
-                    fd.pin(&pin)
-                        .with_context(|| format!("pinning {}", pin.display()))?;
+                    fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
                     return Ok(how);
                 }
                 Err(e) => {
@@ -310,12 +294,7 @@ impl Kernel {
             .filter(|(n, e)| self.nets.get(n) != Some(e))
             .map(|(n, e)| (*n, Some(*e)))
             .collect();
-        changes.extend(
-            self.nets
-                .keys()
-                .filter(|n| !desired.contains_key(n))
-                .map(|n| (*n, None)),
-        );
+        changes.extend(self.nets.keys().filter(|n| !desired.contains_key(n)).map(|n| (*n, None)));
         self.apply_changes(&changes, |_| {})
     }
 
@@ -329,29 +308,61 @@ impl Kernel {
         mut progress: impl FnMut(usize),
     ) -> anyhow::Result<(usize, usize)> {
         let (mut written, mut removed) = (0, 0);
+        // Slots of rules that leave the kernel are freed only after the removals, so no slot is
+        // counted for two rules at once.
+        let mut released = Vec::new();
         for (net, entry) in changes {
-            if let Some(e) = entry.filter(|e| !e.is_empty())
-                && self.nets.get(net) != Some(&e)
-            {
-                {
-                    self.write_net(*net, Some(&e))?;
-                    self.nets.insert(*net, e);
-                    written += 1;
-                    if written % 8192 == 0 {
-                        progress(written);
-                    }
-                }
+            let Some(mut e) = entry.filter(|e| !e.is_empty()) else { continue };
+            e.allow_slot = self.slot(e.allow_rule)?;
+            e.deny_slot = self.slot(e.deny_rule)?;
+            let old = self.nets.get(net).copied();
+            if old == Some(e) {
+                continue;
+            }
+            self.write_net(*net, Some(&e))?;
+            self.nets.insert(*net, e);
+            if let Some(old) = old {
+                released.extend(
+                    [old.allow_rule, old.deny_rule]
+                        .into_iter()
+                        .filter(|r| *r != e.allow_rule && *r != e.deny_rule),
+                );
+            }
+            written += 1;
+            if written % 8192 == 0 {
+                progress(written);
             }
         }
         for (net, entry) in changes {
-            if entry.is_none_or(|e| e.is_empty()) && self.nets.contains_key(net) {
+            if entry.is_none_or(|e| e.is_empty())
+                && let Some(old) = self.nets.remove(net)
+            {
                 self.write_net(*net, None)?;
-                self.nets.remove(net);
+                released.extend([old.allow_rule, old.deny_rule]);
                 removed += 1;
             }
         }
+        for rule in released {
+            self.slots.release(rule);
+        }
         progress(written + removed);
         Ok((written, removed))
+    }
+
+    /// The counter slot of `rule` (0 for no rule, or when every slot is taken). A new slot's
+    /// counters are zeroed first: they may hold the counts of a rule deleted earlier.
+    fn slot(&mut self, rule: u32) -> anyhow::Result<u16> {
+        if rule == 0 {
+            return Ok(0);
+        }
+        if let Some(&s) = self.slots.by_rule.get(&rule) {
+            return Ok(s);
+        }
+        let Some(slot) = self.slots.take(rule) else { return Ok(0) };
+        let zero =
+            PerCpuValues::try_from(vec![Counter::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?])?;
+        self.rule_stats.set(u32::from(slot), zero, 0)?;
+        Ok(slot)
     }
 
     fn write_net(&mut self, net: IpNet, entry: Option<&NetEntry>) -> anyhow::Result<()> {
@@ -429,7 +440,7 @@ impl Kernel {
 
     /// Replaces the policy record with one update.
     pub fn set_config(&mut self, cfg: KernelConfig) -> anyhow::Result<()> {
-        self.config.insert(CONFIG_KEY, cfg, 0)?;
+        self.config.set(CONFIG_KEY, cfg, 0)?;
         Ok(())
     }
 
@@ -448,24 +459,62 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Counters by rule id, summed over CPUs.
+    /// Counters by rule id, summed over CPUs, for rules that have a slot and counted something.
     pub fn rule_stats(&self) -> anyhow::Result<StdHashMap<u32, Counter>> {
         let mut out = StdHashMap::new();
-        for r in self.rule_stats.iter() {
-            let (id, per_cpu) = r?;
-            out.insert(id, per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c)));
+        for (&rule, &slot) in &self.slots.by_rule {
+            let per_cpu = self.rule_stats.get(&u32::from(slot), 0)?;
+            let sum = per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c));
+            if sum.packets != 0 {
+                out.insert(rule, sum);
+            }
         }
         Ok(out)
+    }
+}
+
+/// Which rule counts in which slot of `CG_RULE_STATS`.
+#[derive(Debug, Default)]
+struct Slots {
+    by_rule: StdHashMap<u32, u16>,
+    /// Unused slots; popped from the end, so low slots go first.
+    free: Vec<u16>,
+}
+
+impl Slots {
+    /// The assignment the kernel entries already carry (after a restart).
+    fn from_entries<'a>(entries: impl Iterator<Item = &'a NetEntry>) -> Self {
+        let mut by_rule = StdHashMap::new();
+        for e in entries {
+            for (rule, slot) in [(e.allow_rule, e.allow_slot), (e.deny_rule, e.deny_slot)] {
+                if rule != 0 && slot != 0 {
+                    by_rule.insert(rule, slot);
+                }
+            }
+        }
+        let used: std::collections::HashSet<u16> = by_rule.values().copied().collect();
+        let max = u16::try_from(maps::RULE_STATS_MAX - 1).unwrap_or(u16::MAX);
+        let free = (1..=max).rev().filter(|s| !used.contains(s)).collect();
+        Self { by_rule, free }
+    }
+
+    fn take(&mut self, rule: u32) -> Option<u16> {
+        let slot = self.free.pop()?;
+        self.by_rule.insert(rule, slot);
+        Some(slot)
+    }
+
+    fn release(&mut self, rule: u32) {
+        if let Some(slot) = self.by_rule.remove(&rule) {
+            self.free.push(slot);
+        }
     }
 }
 
 fn raise_memlock() {
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (https://lwn.net/Articles/837122/);
     // later ones use memory cgroups and ignore it.
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads the struct we own.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) };
 }

@@ -172,10 +172,7 @@ pub struct Clock {
 impl Clock {
     /// The clocks now.
     pub fn now() -> Self {
-        Self {
-            wall: Utc::now(),
-            boot_ns: boot_ns(),
-        }
+        Self { wall: Utc::now(), boot_ns: boot_ns() }
     }
 
     /// Wall-clock now.
@@ -187,24 +184,14 @@ impl Clock {
     /// past maps to 1 ns, which every later reading of the clock is beyond.
     pub fn boot_ns_at(&self, t: Option<DateTime<Utc>>) -> u64 {
         let Some(t) = t else { return 0 };
-        let delta = t
-            .signed_duration_since(self.wall)
-            .num_nanoseconds()
-            .unwrap_or(i64::MAX);
-        if delta <= 0 {
-            1
-        } else {
-            self.boot_ns.saturating_add(delta.unsigned_abs())
-        }
+        let delta = t.signed_duration_since(self.wall).num_nanoseconds().unwrap_or(i64::MAX);
+        if delta <= 0 { 1 } else { self.boot_ns.saturating_add(delta.unsigned_abs()) }
     }
 }
 
 /// `CLOCK_BOOTTIME` in nanoseconds (what `bpf_ktime_get_boot_ns` reads).
 pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
@@ -218,10 +205,9 @@ pub fn compile<'a>(rules: impl IntoIterator<Item = &'a NetRule>, clock: &Clock) 
         if !r.is_live(clock.wall()) {
             continue;
         }
-        let e = out.entry(r.cidr).or_insert_with(|| NetEntry {
-            prefix_len: r.cidr.prefix_len(),
-            ..NetEntry::default()
-        });
+        let e = out
+            .entry(r.cidr)
+            .or_insert_with(|| NetEntry { prefix_len: r.cidr.prefix_len(), ..NetEntry::default() });
         let expires = clock.boot_ns_at(r.expires_at);
         match r.action {
             Kind::Allow => {
@@ -292,16 +278,10 @@ mod tests {
         let mut allow = rule(2, "198.18.0.0/24", Kind::Allow);
         let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow.clone()];
         let now = Utc::now();
-        assert_eq!(
-            decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id),
-            Some(2)
-        );
+        assert_eq!(decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id), Some(2));
         allow.expires_at = Some(now - chrono::Duration::seconds(1));
         let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow];
-        assert_eq!(
-            decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id),
-            Some(1)
-        );
+        assert_eq!(decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id), Some(1));
     }
 
     #[test]
@@ -312,12 +292,7 @@ mod tests {
         let mut soon = rule(4, "2001:db8::/48", Kind::Deny);
         soon.scope = Scope::All;
         soon.expires_at = Some(clock.wall() + chrono::Duration::seconds(60));
-        let rules = [
-            rule(1, "198.18.0.0/24", Kind::Deny),
-            rule(2, "198.18.0.0/24", Kind::Allow),
-            gone,
-            soon,
-        ];
+        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), rule(2, "198.18.0.0/24", Kind::Allow), gone, soon];
         let out = compile(&rules, &clock);
         assert_eq!(out.len(), 2);
         let e = out[&"198.18.0.0/24".parse::<IpNet>().unwrap()];

@@ -105,12 +105,7 @@ fn ts(t: Option<DateTime<Utc>>) -> Option<String> {
 }
 
 fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rusqlite::Error> {
-    let corrupt = |detail: String| {
-        Err(StoreError::Corrupt {
-            table: "net_rules",
-            detail,
-        })
-    };
+    let corrupt = |detail: String| Err(StoreError::Corrupt { table: "net_rules", detail });
     let id: u32 = r.get(0)?;
     let cidr: String = r.get(1)?;
     let action: String = r.get(2)?;
@@ -136,16 +131,7 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let Ok(created_at) = parse_t(&created) else {
         return Ok(corrupt(format!("id {id}: created_at")));
     };
-    Ok(Ok(NetRule {
-        id,
-        cidr,
-        action,
-        scope,
-        expires_at,
-        comment,
-        origin,
-        created_at,
-    }))
+    Ok(Ok(NetRule { id, cidr, action, scope, expires_at, comment, origin, created_at }))
 }
 
 const SELECT: &str = "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at FROM net_rules";
@@ -195,10 +181,7 @@ impl Store for SqliteStore {
     fn upsert_nets(&mut self, rules: &[NewNetRule]) -> Result<Vec<NetRule>, StoreError> {
         let now = ts(Some(Utc::now())).unwrap_or_default();
         let tx = self.conn.transaction()?;
-        let out = rules
-            .iter()
-            .map(|r| upsert_one(&tx, r, &now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let out = rules.iter().map(|r| upsert_one(&tx, r, &now)).collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         Ok(out)
     }
@@ -257,17 +240,13 @@ mod tests {
     #[test]
     fn upsert_keeps_id_and_updates_fields() {
         let mut s = SqliteStore::memory().unwrap();
-        let a = s
-            .upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)])
-            .unwrap();
+        let a = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
         let mut again = new("198.18.0.0/24", Kind::Deny, Origin::Manual);
         again.scope = Scope::All;
         let b = s.upsert_nets(&[again]).unwrap();
         assert_eq!(a[0].id, b[0].id);
         assert_eq!(b[0].scope, Scope::All);
-        let c = s
-            .upsert_nets(&[new("198.18.0.0/24", Kind::Allow, Origin::Manual)])
-            .unwrap();
+        let c = s.upsert_nets(&[new("198.18.0.0/24", Kind::Allow, Origin::Manual)]).unwrap();
         assert_ne!(c[0].id, a[0].id);
         assert_eq!(s.nets().unwrap().len(), 2);
     }
@@ -275,8 +254,7 @@ mod tests {
     #[test]
     fn a_conflict_stores_nothing() {
         let mut s = SqliteStore::memory().unwrap();
-        s.replace_config_nets(&[new("198.18.1.0/24", Kind::Deny, Origin::Config)])
-            .unwrap();
+        s.replace_config_nets(&[new("198.18.1.0/24", Kind::Deny, Origin::Config)]).unwrap();
         let err = s
             .upsert_nets(&[
                 new("198.18.2.0/24", Kind::Deny, Origin::Import),
@@ -292,15 +270,13 @@ mod tests {
     #[test]
     fn replace_config_removes_only_stale_config_rules() {
         let mut s = SqliteStore::memory().unwrap();
-        s.upsert_nets(&[new("198.18.9.0/24", Kind::Allow, Origin::Manual)])
-            .unwrap();
+        s.upsert_nets(&[new("198.18.9.0/24", Kind::Allow, Origin::Manual)]).unwrap();
         s.replace_config_nets(&[
             new("198.18.1.0/24", Kind::Deny, Origin::Config),
             new("198.18.2.0/24", Kind::Deny, Origin::Config),
         ])
         .unwrap();
-        s.replace_config_nets(&[new("198.18.2.0/24", Kind::Deny, Origin::Config)])
-            .unwrap();
+        s.replace_config_nets(&[new("198.18.2.0/24", Kind::Deny, Origin::Config)]).unwrap();
         let cidrs: Vec<String> = s.nets().unwrap().iter().map(|r| r.cidr.to_string()).collect();
         assert_eq!(cidrs, ["198.18.9.0/24", "198.18.2.0/24"]);
     }
@@ -308,13 +284,9 @@ mod tests {
     #[test]
     fn ids_are_never_reused() {
         let mut s = SqliteStore::memory().unwrap();
-        let a = s
-            .upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)])
-            .unwrap();
+        let a = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
         s.delete_nets(&[a[0].id]).unwrap();
-        let b = s
-            .upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)])
-            .unwrap();
+        let b = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
         assert!(b[0].id > a[0].id);
     }
 
@@ -324,15 +296,10 @@ mod tests {
         let path = dir.path().join("rules.db");
         let id = {
             let mut s = SqliteStore::open(&path).unwrap();
-            s.upsert_nets(&[new("2001:db8::/32", Kind::Deny, Origin::Manual)])
-                .unwrap()[0]
-                .id
+            s.upsert_nets(&[new("2001:db8::/32", Kind::Deny, Origin::Manual)]).unwrap()[0].id
         };
         let s = SqliteStore::open(&path).unwrap();
         let nets = s.nets().unwrap();
-        assert_eq!(
-            (nets[0].id, nets[0].cidr.to_string()),
-            (id, "2001:db8::/32".to_string())
-        );
+        assert_eq!((nets[0].id, nets[0].cidr.to_string()), (id, "2001:db8::/32".to_string()));
     }
 }

@@ -62,11 +62,8 @@ impl Frame {
     /// A UDP datagram from `src` to `dport` with a small payload.
     pub fn udp(src: &str, dport: u16) -> Self {
         let src: IpAddr = src.parse().expect("source address");
-        let dst: IpAddr = if src.is_ipv4() {
-            "198.18.0.1".parse().unwrap()
-        } else {
-            "2001:db8::1".parse().unwrap()
-        };
+        let dst: IpAddr =
+            if src.is_ipv4() { "198.18.0.1".parse().unwrap() } else { "2001:db8::1".parse().unwrap() };
         Self {
             vlans: Vec::new(),
             src,
@@ -85,11 +82,7 @@ impl Frame {
 
     /// A TCP segment (SYN-sized header, no payload) from `src` to `dport`.
     pub fn tcp(src: &str, dport: u16) -> Self {
-        Self {
-            proto: TCP,
-            payload: Vec::new(),
-            ..Self::udp(src, dport)
-        }
+        Self { proto: TCP, payload: Vec::new(), ..Self::udp(src, dport) }
     }
 
     /// Adds VLAN tags (outermost first).
@@ -216,10 +209,8 @@ impl Frame {
 
 /// The Internet checksum (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 =
+        data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -22,11 +22,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique name for this process and call: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The XDP program loaded with its maps pinned in a private directory under `/sys/fs/bpf`,
@@ -73,10 +69,7 @@ impl TestKernel {
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the action.
     pub fn run(&mut self, frame: &[u8]) -> Action {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        };
+        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
         let res = self.kernel.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
         Action::from_xdp(res.return_value)
             .unwrap_or_else(|| panic!("unexpected XDP code {}", res.return_value))
@@ -99,12 +92,7 @@ impl TestKernel {
 
     /// The counter of one rule id.
     pub fn rule_counter(&self, id: u32) -> Counter {
-        self.kernel
-            .rule_stats()
-            .unwrap()
-            .get(&id)
-            .copied()
-            .unwrap_or_default()
+        self.kernel.rule_stats().unwrap().get(&id).copied().unwrap_or_default()
     }
 }
 

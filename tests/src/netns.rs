@@ -17,15 +17,8 @@ use crate::unique;
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -82,11 +75,7 @@ impl Netns {
     /// within `timeout` (shorter than the first SYN retransmission, so exactly one SYN is sent).
     pub fn tcp_connects(&self, src: IpAddr, dst: SocketAddr, timeout: Duration) -> bool {
         self.run(move || {
-            let sock = if dst.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            };
+            let sock = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
             // std has no bind-before-connect: build the socket with libc.
             // SAFETY: plain socket syscalls on a descriptor we own and close.
             unsafe {
@@ -96,21 +85,11 @@ impl Netns {
                 assert_eq!(libc::bind(fd, (&raw const sa).cast(), len), 0, "bind {src}");
                 let (da, dlen) = sockaddr(dst);
                 libc::connect(fd, (&raw const da).cast(), dlen);
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
+                let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
                 let n = libc::poll(&raw mut pfd, 1, timeout.as_millis() as i32);
                 let mut err: libc::c_int = 0;
                 let mut elen = size_of::<libc::c_int>() as libc::socklen_t;
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    (&raw mut err).cast(),
-                    &raw mut elen,
-                );
+                libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut err).cast(), &raw mut elen);
                 libc::close(fd);
                 n == 1 && err == 0
             }
@@ -126,9 +105,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
@@ -140,9 +117,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: 0,
             };
             // SAFETY: as above, for sockaddr_in6.
@@ -206,12 +181,7 @@ impl Topology {
         }
         pbx.ip(&["link", "set", &pbx_if, "up"]);
         peer.ip(&["link", "set", &peer_if, "up"]);
-        Self {
-            pbx,
-            peer,
-            pbx_if,
-            peer_if,
-        }
+        Self { pbx, peer, pbx_if, peer_if }
     }
 }
 
@@ -248,23 +218,14 @@ impl Instance {
             dir.path().join("rules.db").display(),
         );
         std::fs::write(&config, text).expect("writing config");
-        Self {
-            dir,
-            pin_dir,
-            config,
-            netns: netns.name.clone(),
-        }
+        Self { dir, pin_dir, config, netns: netns.name.clone() }
     }
 
     /// `callguard -c <config> <args>` run to completion in the namespace; returns stdout.
     /// Panics with stderr when it fails.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.cli_output(args);
-        assert!(
-            out.status.success(),
-            "callguard {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "callguard {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -304,11 +265,7 @@ impl Instance {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("callguard run exited with {status}: {}", d.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "callguard run did not come up: {}",
-                d.log()
-            );
+            assert!(Instant::now() < deadline, "callguard run did not come up: {}", d.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }

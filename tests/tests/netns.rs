@@ -47,11 +47,8 @@ impl Listeners {
 /// Sends `n` datagrams from `src` to the PBX's address of the same family on `port`.
 fn send(t: &Topology, src: &str, port: u16, n: usize) {
     let src: IpAddr = src.parse().unwrap();
-    let dst: IpAddr = if src.is_ipv4() {
-        Topology::PBX_V4.parse().unwrap()
-    } else {
-        Topology::PBX_V6.parse().unwrap()
-    };
+    let dst: IpAddr =
+        if src.is_ipv4() { Topology::PBX_V4.parse().unwrap() } else { Topology::PBX_V6.parse().unwrap() };
     let sock = t.peer.udp(SocketAddr::new(src, 0));
     let payload = b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2\r\n\r\n";
     for _ in 0..n {
@@ -90,12 +87,8 @@ fn exactly_the_denied_traffic_is_dropped() {
     inst.cli(&["net", "deny", "2001:db8::10/127"]);
     inst.cli(&["net", "allow", "2001:db8::11"]);
     let listeners = Listeners::new(&t);
-    let tcp = t
-        .pbx
-        .tcp_listener(SocketAddr::new(Topology::PBX_V4.parse().unwrap(), GUARDED));
-    let tcp_other = t
-        .pbx
-        .tcp_listener(SocketAddr::new(Topology::PBX_V4.parse().unwrap(), OTHER));
+    let tcp = t.pbx.tcp_listener(SocketAddr::new(Topology::PBX_V4.parse().unwrap(), GUARDED));
+    let tcp_other = t.pbx.tcp_listener(SocketAddr::new(Topology::PBX_V4.parse().unwrap(), OTHER));
 
     let sources = Topology::SOURCES_V4.iter().chain(&Topology::SOURCES_V6);
     for src in sources.clone() {
@@ -105,20 +98,14 @@ fn exactly_the_denied_traffic_is_dropped() {
     let got = listeners.drain();
     // What must arrive: (source, port) → datagrams.
     let expect = |src: &str, port: u16| -> usize {
-        let dropped = matches!(
-            (src, port),
-            ("198.18.0.10", GUARDED) | ("198.18.0.12", _) | ("2001:db8::10", GUARDED)
-        );
+        let dropped =
+            matches!((src, port), ("198.18.0.10", GUARDED) | ("198.18.0.12", _) | ("2001:db8::10", GUARDED));
         if dropped { 0 } else { PER_SOURCE }
     };
     for src in sources {
         for port in [GUARDED, OTHER] {
             let ip: IpAddr = src.parse().unwrap();
-            assert_eq!(
-                got.get(&(ip, port)).copied().unwrap_or(0),
-                expect(src, port),
-                "{src} → port {port}"
-            );
+            assert_eq!(got.get(&(ip, port)).copied().unwrap_or(0), expect(src, port), "{src} → port {port}");
         }
     }
     // TCP: a connection from a scope-sip denied source reaches port 5999 but not 5060; scope all
@@ -144,10 +131,7 @@ fn exactly_the_denied_traffic_is_dropped() {
     assert!(rule_packets(&stats, "198.18.0.13/32") > n);
     assert!(rule_packets(&stats, "2001:db8::11/128") >= n);
     assert_eq!(reason_packets(&stats, "drop", "denied"), 4 * n + 2);
-    assert!(
-        reason_packets(&stats, "pass", "clean") >= n,
-        "198.18.0.11 to the guarded port"
-    );
+    assert!(reason_packets(&stats, "pass", "clean") >= n, "198.18.0.11 to the guarded port");
 }
 
 #[test]
@@ -178,16 +162,8 @@ fn filtering_survives_stop_restart_and_kill9_without_losing_rules() {
         send(&t, "198.18.0.10", GUARDED, n);
         send(&t, "198.18.0.11", GUARDED, n);
         let got = listeners.drain();
-        assert_eq!(
-            got.get(&("198.18.0.10".parse().unwrap(), GUARDED)),
-            None,
-            "{got:?}"
-        );
-        assert_eq!(
-            got.get(&("198.18.0.11".parse().unwrap(), GUARDED)),
-            Some(&n),
-            "{got:?}"
-        );
+        assert_eq!(got.get(&("198.18.0.10".parse().unwrap(), GUARDED)), None, "{got:?}");
+        assert_eq!(got.get(&("198.18.0.11".parse().unwrap(), GUARDED)), Some(&n), "{got:?}");
     };
 
     let daemon = inst.start();
@@ -200,30 +176,15 @@ fn filtering_survives_stop_restart_and_kill9_without_losing_rules() {
     let daemon = inst.start();
     assert!(daemon.log().contains("Adopted"), "{}", daemon.log());
     assert!(inst.cli(&["net", "list"]).contains("198.18.0.10/32"));
-    inst.cli(&[
-        "net",
-        "deny",
-        "198.18.0.11",
-        "--comment",
-        "acknowledged just before kill -9",
-    ]);
+    inst.cli(&["net", "deny", "198.18.0.11", "--comment", "acknowledged just before kill -9"]);
     daemon.kill9();
     send(&t, "198.18.0.11", GUARDED, 3);
-    assert_eq!(
-        listeners.drain().values().sum::<usize>(),
-        0,
-        "the rule acknowledged before kill -9 enforces"
-    );
+    assert_eq!(listeners.drain().values().sum::<usize>(), 0, "the rule acknowledged before kill -9 enforces");
 
     let _daemon = inst.start();
     let list = inst.cli(&["net", "list", "--json"]);
     let rules: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let cidrs: Vec<&str> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["cidr"].as_str().unwrap())
-        .collect();
+    let cidrs: Vec<&str> = rules.as_array().unwrap().iter().map(|r| r["cidr"].as_str().unwrap()).collect();
     assert_eq!(cidrs, ["198.18.0.10/32", "198.18.0.11/32"]);
     inst.cli(&["net", "del", "198.18.0.11"]);
     blocked(4);
@@ -241,11 +202,7 @@ fn filtering_survives_stop_restart_and_kill9_without_losing_rules() {
 #[test]
 fn reload_applies_the_configuration_difference() {
     let t = Topology::new();
-    let inst = Instance::new(
-        &t.pbx,
-        &t.pbx_if,
-        "[[networks]]\ncidr = \"198.18.0.10\"\naction = \"deny\"\n",
-    );
+    let inst = Instance::new(&t.pbx, &t.pbx_if, "[[networks]]\ncidr = \"198.18.0.10\"\naction = \"deny\"\n");
     let daemon = inst.start();
     let listeners = Listeners::new(&t);
     send(&t, "198.18.0.10", GUARDED, 2);
@@ -275,10 +232,7 @@ fn reload_applies_the_configuration_difference() {
     assert_eq!(got.get(&("198.18.0.10".parse().unwrap(), GUARDED)), Some(&3));
     assert_eq!(got.get(&("198.18.0.11".parse().unwrap(), GUARDED)), None);
     let list = inst.cli(&["net", "list"]);
-    assert!(
-        list.contains("198.18.0.11/32") && !list.contains("198.18.0.10/32"),
-        "{list}"
-    );
+    assert!(list.contains("198.18.0.11/32") && !list.contains("198.18.0.10/32"), "{list}");
     drop(daemon);
 }
 

@@ -22,11 +22,8 @@ fn count(k: &TestKernel, action: Action, reason: Reason) -> u64 {
 
 /// The only non-zero counters are exactly `expected`.
 fn assert_counters(k: &TestKernel, expected: &[(Action, Reason, u64)]) {
-    let mut got: Vec<(Action, Reason, u64)> = k
-        .counters()
-        .into_iter()
-        .map(|(a, r, c)| (a, r, c.packets))
-        .collect();
+    let mut got: Vec<(Action, Reason, u64)> =
+        k.counters().into_iter().map(|(a, r, c)| (a, r, c.packets)).collect();
     let mut want = expected.to_vec();
     got.sort();
     want.sort();
@@ -44,13 +41,7 @@ fn blocked_prefix_drops_on_guarded_port_and_counts() {
     assert_eq!((c.packets, c.bytes), (1, f.len() as u64));
     assert_eq!(k.rule_counter(7).packets, 1);
     assert_eq!(k.rule_counter(7).bytes, f.len() as u64);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 1),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 1), (Action::Pass, Reason::Clean, 1)]);
 }
 
 #[test]
@@ -113,13 +104,7 @@ fn allow_inside_deny_and_deny_inside_allow() {
             "{src}"
         );
     }
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 2),
-            (Action::Pass, Reason::Allowed, 3),
-        ],
-    );
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 2), (Action::Pass, Reason::Allowed, 3)]);
 }
 
 #[test]
@@ -145,24 +130,12 @@ fn scope_sip_spares_other_ports_scope_all_does_not() {
     assert_eq!(k.run(&Frame::udp("198.18.1.1", SIP).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.1.1", 53).build()), Action::Pass);
     assert_eq!(k.run(&Frame::tcp("198.18.1.1", 443).build()), Action::Pass);
-    assert_eq!(
-        k.run(&Frame::udp("198.18.1.1", 0).proto(ICMP).build()),
-        Action::Pass
-    );
+    assert_eq!(k.run(&Frame::udp("198.18.1.1", 0).proto(ICMP).build()), Action::Pass);
     assert_eq!(k.run(&Frame::udp("198.18.2.1", SIP).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.2.1", 53).build()), Action::Drop);
     assert_eq!(k.run(&Frame::tcp("198.18.2.1", 443).build()), Action::Drop);
-    assert_eq!(
-        k.run(&Frame::udp("198.18.2.1", 0).proto(ICMP).build()),
-        Action::Drop
-    );
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 5),
-            (Action::Pass, Reason::Unguarded, 3),
-        ],
-    );
+    assert_eq!(k.run(&Frame::udp("198.18.2.1", 0).proto(ICMP).build()), Action::Drop);
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 5), (Action::Pass, Reason::Unguarded, 3)]);
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (1, 4));
 }
 
@@ -177,13 +150,7 @@ fn unguarded_ports_and_configured_ranges() {
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5091).build()), Action::Pass);
     assert_eq!(k.run(&Frame::tcp("198.18.0.5", 5061).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5061).build()), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 3),
-            (Action::Pass, Reason::Unguarded, 3),
-        ],
-    );
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
 }
 
 #[test]
@@ -193,31 +160,13 @@ fn vlan_and_qinq_are_looked_through() {
         rule(1, "198.18.7.0/24", Kind::Deny, Scope::Sip),
         rule(2, "2001:db8:7::/48", Kind::Deny, Scope::Sip),
     ]);
-    for tags in [
-        &[TPID_8021Q][..],
-        &[TPID_8021AD, TPID_8021Q],
-        &[TPID_8021Q, TPID_8021Q],
-    ] {
-        assert_eq!(
-            k.run(&Frame::udp("198.18.7.7", SIP).vlans(tags).build()),
-            Action::Drop,
-            "{tags:x?}"
-        );
-        assert_eq!(
-            k.run(&Frame::udp("2001:db8:7::7", SIP).vlans(tags).build()),
-            Action::Drop,
-            "{tags:x?}"
-        );
-        assert_eq!(
-            k.run(&Frame::udp("198.18.8.8", SIP).vlans(tags).build()),
-            Action::Pass,
-            "{tags:x?}"
-        );
+    for tags in [&[TPID_8021Q][..], &[TPID_8021AD, TPID_8021Q], &[TPID_8021Q, TPID_8021Q]] {
+        assert_eq!(k.run(&Frame::udp("198.18.7.7", SIP).vlans(tags).build()), Action::Drop, "{tags:x?}");
+        assert_eq!(k.run(&Frame::udp("2001:db8:7::7", SIP).vlans(tags).build()), Action::Drop, "{tags:x?}");
+        assert_eq!(k.run(&Frame::udp("198.18.8.8", SIP).vlans(tags).build()), Action::Pass, "{tags:x?}");
     }
     // A third tag is beyond what the program walks: passed and counted, never dropped.
-    let three = Frame::udp("198.18.7.7", SIP)
-        .vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q])
-        .build();
+    let three = Frame::udp("198.18.7.7", SIP).vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q]).build();
     assert_eq!(k.run(&three), Action::Pass);
     assert_counters(
         &k,
@@ -241,13 +190,7 @@ fn ipv4_options_move_the_transport_header() {
         f.dport = 5999;
         assert_eq!(k.run(&f.build()), Action::Pass, "{} option bytes", opts.len());
     }
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 3),
-            (Action::Pass, Reason::Unguarded, 3),
-        ],
-    );
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
 }
 
 #[test]
@@ -258,14 +201,7 @@ fn ipv6_extension_headers_are_walked() {
         &[ext::HOP_BY_HOP],
         &[ext::HOP_BY_HOP, ext::ROUTING, ext::DEST_OPTS],
         &[ext::DEST_OPTS, ext::DEST_OPTS, ext::DEST_OPTS, ext::DEST_OPTS],
-        &[
-            ext::HOP_BY_HOP,
-            ext::DEST_OPTS,
-            ext::ROUTING,
-            ext::DEST_OPTS,
-            ext::DEST_OPTS,
-            ext::DEST_OPTS,
-        ],
+        &[ext::HOP_BY_HOP, ext::DEST_OPTS, ext::ROUTING, ext::DEST_OPTS, ext::DEST_OPTS, ext::DEST_OPTS],
     ];
     for chain in chains {
         let mut f = Frame::udp("2001:db8:e::1", SIP);
@@ -297,65 +233,26 @@ fn fragments_follow_the_policy_and_first_fragments_are_judged() {
         rule(3, "2001:db8:4::/48", Kind::Deny, Scope::Sip),
     ]);
     // First fragments carry the transport header: judged like whole datagrams.
-    assert_eq!(
-        k.run(&Frame::udp("198.18.4.1", SIP).fragment(0, true).build()),
-        Action::Drop
-    );
-    assert_eq!(
-        k.run(&Frame::udp("2001:db8:4::1", SIP).fragment(0, true).build()),
-        Action::Drop
-    );
+    assert_eq!(k.run(&Frame::udp("198.18.4.1", SIP).fragment(0, true).build()), Action::Drop);
+    assert_eq!(k.run(&Frame::udp("2001:db8:4::1", SIP).fragment(0, true).build()), Action::Drop);
     // Later fragments: default policy passes them, counted; scope all still drops.
-    assert_eq!(
-        k.run(&Frame::udp("198.18.4.1", SIP).fragment(185, false).build()),
-        Action::Pass
-    );
-    assert_eq!(
-        k.run(&Frame::udp("2001:db8:4::1", SIP).fragment(185, true).build()),
-        Action::Pass
-    );
-    assert_eq!(
-        k.run(&Frame::udp("198.18.5.1", SIP).fragment(185, false).build()),
-        Action::Drop
-    );
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 3),
-            (Action::Pass, Reason::Fragment, 2),
-        ],
-    );
+    assert_eq!(k.run(&Frame::udp("198.18.4.1", SIP).fragment(185, false).build()), Action::Pass);
+    assert_eq!(k.run(&Frame::udp("2001:db8:4::1", SIP).fragment(185, true).build()), Action::Pass);
+    assert_eq!(k.run(&Frame::udp("198.18.5.1", SIP).fragment(185, false).build()), Action::Drop);
+    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Fragment, 2)]);
 
     let mut k = TestKernel::with_config(&Config::parse("[policy]\nfragments = \"drop\"\n").unwrap());
-    assert_eq!(
-        k.run(&Frame::udp("198.18.77.1", SIP).fragment(185, false).build()),
-        Action::Drop
-    );
-    assert_eq!(
-        k.run(&Frame::udp("2001:db8:77::1", 80).fragment(1, false).build()),
-        Action::Drop
-    );
-    assert_eq!(
-        k.run(&Frame::udp("198.18.77.1", SIP).fragment(0, true).build()),
-        Action::Pass
-    );
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Fragment, 2),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(185, false).build()), Action::Drop);
+    assert_eq!(k.run(&Frame::udp("2001:db8:77::1", 80).fragment(1, false).build()), Action::Drop);
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(0, true).build()), Action::Pass);
+    assert_counters(&k, &[(Action::Drop, Reason::Fragment, 2), (Action::Pass, Reason::Clean, 1)]);
 }
 
 #[test]
 fn truncated_at_every_header_boundary_is_never_dropped() {
     let mut k = TestKernel::new();
     // Even with every source denied (scope sip), a frame cut short is passed and counted.
-    k.set_rules(&[
-        rule(1, "0.0.0.0/0", Kind::Deny, Scope::Sip),
-        rule(2, "::/0", Kind::Deny, Scope::Sip),
-    ]);
+    k.set_rules(&[rule(1, "0.0.0.0/0", Kind::Deny, Scope::Sip), rule(2, "::/0", Kind::Deny, Scope::Sip)]);
     let mut v4 = Frame::udp("198.18.1.1", SIP).vlans(&[TPID_8021AD, TPID_8021Q]);
     v4.ipv4_options = vec![1; 8];
     let mut v6 = Frame::tcp("2001:db8::5", SIP).vlans(&[TPID_8021Q]);
@@ -378,20 +275,11 @@ fn truncated_at_every_header_boundary_is_never_dropped() {
         // The whole frame is dropped: the rule is there.
         assert_eq!(k.run(&full), Action::Drop);
     }
-    let total: u64 = k
-        .counters()
-        .iter()
-        .filter(|(a, _, _)| *a == Action::Pass)
-        .map(|(_, _, c)| c.packets)
-        .sum();
+    let total: u64 =
+        k.counters().iter().filter(|(a, _, _)| *a == Action::Pass).map(|(_, _, c)| c.packets).sum();
     assert_eq!(total, runs);
     assert_eq!(count(&k, Action::Drop, Reason::Denied), 2);
-    for reason in [
-        Reason::TruncatedL2,
-        Reason::TruncatedL3,
-        Reason::TruncatedL4,
-        Reason::BadL4Header,
-    ] {
+    for reason in [Reason::TruncatedL2, Reason::TruncatedL3, Reason::TruncatedL4, Reason::BadL4Header] {
         assert!(count(&k, Action::Pass, reason) > 0, "{reason:?}");
     }
 }
@@ -417,18 +305,8 @@ fn malformed_transport_headers_follow_the_policy() {
     for f in [&bad_udp, &long_udp, &bad_tcp] {
         assert_eq!(k.run(&f.build()), Action::Drop);
     }
-    assert_eq!(
-        k.run(&unguarded.build()),
-        Action::Pass,
-        "an unguarded port is never dropped"
-    );
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::BadL4Header, 3),
-            (Action::Pass, Reason::BadL4Header, 1),
-        ],
-    );
+    assert_eq!(k.run(&unguarded.build()), Action::Pass, "an unguarded port is never dropped");
+    assert_counters(&k, &[(Action::Drop, Reason::BadL4Header, 3), (Action::Pass, Reason::BadL4Header, 1)]);
 }
 
 #[test]
@@ -439,13 +317,7 @@ fn authorized_networks_still_get_malformed_checks() {
     bad.udp_len = Some(3);
     assert_eq!(k.run(&bad.build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.0.1", SIP).build()), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::BadL4Header, 1),
-            (Action::Pass, Reason::Allowed, 1),
-        ],
-    );
+    assert_counters(&k, &[(Action::Drop, Reason::BadL4Header, 1), (Action::Pass, Reason::Allowed, 1)]);
 }
 
 #[test]
@@ -461,13 +333,7 @@ fn non_ip_and_bad_ip_headers_pass() {
     let mut wrong_version = Frame::udp("198.18.0.1", SIP).build();
     wrong_version[14] = 0x65;
     assert_eq!(k.run(&wrong_version), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Pass, Reason::NotIp, 1),
-            (Action::Pass, Reason::BadL3Header, 2),
-        ],
-    );
+    assert_counters(&k, &[(Action::Pass, Reason::NotIp, 1), (Action::Pass, Reason::BadL3Header, 2)]);
 }
 
 #[test]
@@ -493,10 +359,7 @@ fn expiry_is_enforced_by_the_kernel_itself() {
     // No daemon runs here: only the program can notice the time.
     std::thread::sleep(Duration::from_millis(900));
     assert_eq!(probe(&mut k), [Action::Pass, Action::Drop, Action::Pass]);
-    assert_eq!(
-        [1, 2, 3, 4, 5].map(|id| k.rule_counter(id).packets),
-        [1, 1, 1, 1, 1]
-    );
+    assert_eq!([1, 2, 3, 4, 5].map(|id| k.rule_counter(id).packets), [1, 1, 1, 1, 1]);
     assert_counters(
         &k,
         &[

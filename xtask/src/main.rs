@@ -46,18 +46,12 @@ enum Task {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("\x1b[1m$ {}\x1b[0m", format!("{cmd:?}").replace('"', ""));
-    let status = cmd
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.current_dir(root()).status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -84,28 +78,13 @@ fn lint() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     // The eBPF crate has its own panic handler and cannot build for the host as a binary.
     run(cargo()
-        .args([
-            "clippy",
-            "--workspace",
-            "--exclude",
-            "callguard-ebpf",
-            "--all-targets",
-            "--locked",
-        ])
+        .args(["clippy", "--workspace", "--exclude", "callguard-ebpf", "--all-targets", "--locked"])
         .args(["--", "-D", "warnings"]))?;
     // The eBPF crate is checked for its own target, as aya-build compiles it.
-    run(cargo()
-        .args([
-            "+nightly",
-            "clippy",
-            "-p",
-            "callguard-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-        ])
-        .args(["--release", "--", "-D", "warnings"])
+    // `rustup run` rather than `cargo +nightly`: $CARGO is the stable toolchain's own binary.
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "clippy", "-p", "callguard-ebpf", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"])
         .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))
 }
 

@@ -20,11 +20,7 @@ const ROUNDS: usize = 5;
 fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
     let mut v: Vec<f64> = (0..ROUNDS)
         .map(|_| {
-            let opts = TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..Default::default()
-            };
+            let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
             let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
             r.duration.as_nanos() as f64
         })
@@ -55,20 +51,12 @@ fn prefixes(count: usize, first_id: u32) -> Vec<NetRule> {
 }
 
 fn main() {
-    let repeat: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let repeat: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let mut k = TestKernel::with_config(&Config::default());
     println!(
         "callguard kernel benchmark: BPF_PROG_TEST_RUN, {repeat} repetitions x {ROUNDS} rounds, median ns/packet"
     );
-    println!(
-        "kernel {}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
     println!();
 
     let sip_v4 = Frame::udp("198.18.66.9", 5060).build();
@@ -78,10 +66,7 @@ fn main() {
         println!("{name:<48} {ns:>7.1} ns  {:>5.2}x", ns / baseline);
         ns
     };
-    println!(
-        "{:<48} {baseline:>7.1} ns  {:>5.2}x",
-        "pass-everything reference program", 1.0
-    );
+    println!("{:<48} {baseline:>7.1} ns  {:>5.2}x", "pass-everything reference program", 1.0);
 
     k.set_rules(&[
         rule(1, "198.18.66.0/24", Kind::Deny, Scope::Sip),
@@ -90,31 +75,11 @@ fn main() {
         rule(4, "198.18.88.8/32", Kind::Deny, Scope::All),
     ]);
     row("drop: blocked IPv4 prefix (/24, LPM)", &mut k, &sip_v4);
-    row(
-        "drop: blocked IPv4 address (/32, exact hash)",
-        &mut k,
-        &Frame::udp("198.18.88.8", 5060).build(),
-    );
-    row(
-        "drop: blocked IPv6 prefix (/48, LPM)",
-        &mut k,
-        &Frame::udp("2001:db8:66::1", 5060).build(),
-    );
-    row(
-        "pass: authorized IPv4 prefix",
-        &mut k,
-        &Frame::udp("198.18.77.7", 5060).build(),
-    );
-    row(
-        "pass: no rule, guarded port (clean)",
-        &mut k,
-        &Frame::udp("198.18.99.9", 5060).build(),
-    );
-    row(
-        "pass: no rule, unguarded port",
-        &mut k,
-        &Frame::udp("198.18.99.9", 53).build(),
-    );
+    row("drop: blocked IPv4 address (/32, exact hash)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
+    row("drop: blocked IPv6 prefix (/48, LPM)", &mut k, &Frame::udp("2001:db8:66::1", 5060).build());
+    row("pass: authorized IPv4 prefix", &mut k, &Frame::udp("198.18.77.7", 5060).build());
+    row("pass: no rule, guarded port (clean)", &mut k, &Frame::udp("198.18.99.9", 5060).build());
+    row("pass: no rule, unguarded port", &mut k, &Frame::udp("198.18.99.9", 53).build());
     row("pass: IPv6, two extension headers, no rule", &mut k, &{
         let mut f = Frame::udp("2001:db8:99::1", 5060);
         f.ipv6_ext = vec![0, 60];
@@ -141,26 +106,15 @@ fn main() {
         k.kernel.apply_nets(&compiled).expect("loading prefixes");
         let load = t0.elapsed().as_secs_f64();
         let drop_ns = per_packet(k.kernel.program(), &sip_v4, repeat);
-        let miss_ns = per_packet(
-            k.kernel.program(),
-            &Frame::udp("198.18.99.9", 5060).build(),
-            repeat,
-        );
+        let miss_ns = per_packet(k.kernel.program(), &Frame::udp("198.18.99.9", 5060).build(), repeat);
         if n == 100 {
             base_drop = drop_ns;
         }
-        println!(
-            "{n:<12} {load:>12.3} {drop_ns:>14.1} {miss_ns:>14.1} {:>8.2}x",
-            drop_ns / base_drop
-        );
+        println!("{n:<12} {load:>12.3} {drop_ns:>14.1} {miss_ns:>14.1} {:>8.2}x", drop_ns / base_drop);
         let t0 = Instant::now();
         drop(k);
         if n >= 1_000_000 {
-            println!(
-                "{:<12} {:>12.3}  (unpinning and freeing the maps)",
-                "",
-                t0.elapsed().as_secs_f64()
-            );
+            println!("{:<12} {:>12.3}  (unpinning and freeing the maps)", "", t0.elapsed().as_secs_f64());
         }
     }
 }

@@ -15,13 +15,7 @@ const PER_SOURCE: usize = 50;
 fn main() {
     println!("== callguard demo: namespaces, veth pair, XDP on the PBX side ==\n");
     let t = Topology::new();
-    println!(
-        "pbx namespace  {} ({}, {}) on {}",
-        t.pbx.name,
-        Topology::PBX_V4,
-        Topology::PBX_V6,
-        t.pbx_if
-    );
+    println!("pbx namespace  {} ({}, {}) on {}", t.pbx.name, Topology::PBX_V4, Topology::PBX_V6, t.pbx_if);
     println!(
         "peer namespace {} (sources {:?} {:?})\n",
         t.peer.name,
@@ -35,31 +29,9 @@ fn main() {
 
     let rules: [&[&str]; 5] = [
         &["net", "deny", "198.18.0.10", "--comment", "scanner"],
-        &[
-            "net",
-            "deny",
-            "198.18.0.12/31",
-            "--scope",
-            "all",
-            "--comment",
-            "hostile network, every port",
-        ],
-        &[
-            "net",
-            "allow",
-            "198.18.0.13",
-            "--comment",
-            "trunk provider inside it",
-        ],
-        &[
-            "net",
-            "deny",
-            "2001:db8::10/127",
-            "--expires",
-            "1h",
-            "--comment",
-            "brute force",
-        ],
+        &["net", "deny", "198.18.0.12/31", "--scope", "all", "--comment", "hostile network, every port"],
+        &["net", "allow", "198.18.0.13", "--comment", "trunk provider inside it"],
+        &["net", "deny", "2001:db8::10/127", "--expires", "1h", "--comment", "brute force"],
         &["net", "allow", "2001:db8::11", "--comment", "office phone"],
     ];
     println!();
@@ -78,23 +50,15 @@ fn main() {
             listeners.push((port, s));
         }
     }
-    let sources: Vec<&str> = Topology::SOURCES_V4
-        .iter()
-        .chain(&Topology::SOURCES_V6)
-        .copied()
-        .collect();
+    let sources: Vec<&str> = Topology::SOURCES_V4.iter().chain(&Topology::SOURCES_V6).copied().collect();
     for src in &sources {
         let ip: IpAddr = src.parse().unwrap();
-        let dst: IpAddr = if ip.is_ipv4() {
-            Topology::PBX_V4.parse().unwrap()
-        } else {
-            Topology::PBX_V6.parse().unwrap()
-        };
+        let dst: IpAddr =
+            if ip.is_ipv4() { Topology::PBX_V4.parse().unwrap() } else { Topology::PBX_V6.parse().unwrap() };
         let sock = t.peer.udp(SocketAddr::new(ip, 0));
         for port in [5060u16, 5999] {
             for _ in 0..PER_SOURCE {
-                sock.send_to(b"OPTIONS sip:100@pbx SIP/2.0\r\n\r\n", SocketAddr::new(dst, port))
-                    .unwrap();
+                sock.send_to(b"OPTIONS sip:100@pbx SIP/2.0\r\n\r\n", SocketAddr::new(dst, port)).unwrap();
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
