@@ -104,7 +104,8 @@ impl State {
         );
         store.replace_config_nets(&config_rules(&cfg))?;
         let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
-        let kernel = Kernel::load(&cfg.pin_dir)?;
+        let mut kernel = Kernel::load(&cfg.pin_dir)?;
+        kernel.pin_program()?;
         let mut state =
             Self { opts, cfg, store, kernel, rules, interfaces: Vec::new(), started: Instant::now() };
         state.push_policy()?;

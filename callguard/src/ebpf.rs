@@ -3,7 +3,8 @@
 //!
 //! Pin layout under the pin directory (default `/sys/fs/bpf/callguard`):
 //! - one file per map, named as in [`callguard_common::maps`];
-//! - `link_<interface>`: the XDP link of each guarded interface.
+//! - `link_<interface>`: the XDP link of each guarded interface;
+//! - `prog`: the program the daemon loaded last.
 //!
 //! Filtering outlives the daemon: a pinned link keeps the program attached and the program keeps
 //! its maps. A new daemon loads the (possibly newer) program against the same pinned maps and
@@ -226,6 +227,16 @@ impl Kernel {
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Pins the loaded program as `prog` in the pin directory (replacing an older daemon's pin),
+    /// so `bpftool prog show pinned …` finds what is filtering.
+    pub fn pin_program(&mut self) -> anyhow::Result<()> {
+        let path = self.pin_dir.join("prog");
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        }
+        self.program().pin(&path).with_context(|| format!("pinning {}", path.display()))
     }
 
     /// Attaches to `iface`, or adopts the link pinned for it by an earlier daemon, replacing the

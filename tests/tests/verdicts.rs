@@ -380,3 +380,19 @@ fn rule_removal_takes_effect_for_the_next_packet() {
     assert_eq!(k.run(&f), Action::Pass);
     assert!(k.kernel.nets().is_empty());
 }
+
+#[test]
+fn a_new_rule_never_inherits_the_counters_of_a_deleted_one() {
+    let mut k = TestKernel::new();
+    let f = Frame::udp("198.18.30.1", SIP).build();
+    k.set_rules(&[rule(1, "198.18.30.0/24", Kind::Deny, Scope::Sip)]);
+    for _ in 0..3 {
+        assert_eq!(k.run(&f), Action::Drop);
+    }
+    assert_eq!(k.rule_counter(1).packets, 3);
+    k.set_rules(&[]);
+    // The next rule gets the freed counter slot; it must start from zero.
+    k.set_rules(&[rule(2, "198.18.30.0/24", Kind::Allow, Scope::Sip)]);
+    assert_eq!(k.run(&f), Action::Pass);
+    assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (0, 1));
+}

@@ -58,6 +58,35 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a `cargo test`, echoing its output, and ends with one line totalling every test
+/// binary's `test result:` line, so the suite's outcome is one line to read.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("\x1b[1m$ {}\x1b[0m", format!("{cmd:?}").replace('"', ""));
+    let mut child = cmd.current_dir(root()).stdout(std::process::Stdio::piped()).spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("test output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -88,6 +117,13 @@ fn lint() -> anyhow::Result<()> {
         .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))
 }
 
+/// Builds and runs one of the `callguard-tests` binaries (demo, bench) in release mode.
+fn run_tests_bin(name: &str, args: &[String]) -> anyhow::Result<()> {
+    run(cargo()
+        .args(["run", "--release", "--locked", "-p", "callguard-tests", "--bin", name, "--"])
+        .args(args))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
@@ -102,40 +138,31 @@ fn main() -> anyhow::Result<()> {
                 lint()?;
             }
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--locked", "--release"]);
+            // The eBPF crate builds only for its own target (through callguard's build script).
+            // --all-targets: unit, integration and binary tests, no doc tests (there are none).
+            cmd.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "callguard-ebpf",
+                "--all-targets",
+                "--locked",
+                "--release",
+            ]);
             if let Some(f) = filter {
                 cmd.arg(f);
             }
-            run(&mut cmd)
+            run_counting(&mut cmd)
         }
         Task::Demo => {
             setup()?;
             require_root("the demo")?;
-            run(cargo().args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "callguard-tests",
-                "--bin",
-                "callguard-demo",
-            ]))
+            run_tests_bin("callguard-demo", &[])
         }
         Task::Bench { repeat } => {
             setup()?;
             require_root("the benchmark")?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--locked",
-                    "-p",
-                    "callguard-tests",
-                    "--bin",
-                    "callguard-bench",
-                    "--",
-                ])
-                .arg(repeat.to_string()))
+            run_tests_bin("callguard-bench", &[repeat.to_string()])
         }
     }
 }
