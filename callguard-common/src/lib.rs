@@ -7,9 +7,13 @@
 //! `#[repr(C)]` with explicit padding and no `bool`/`Option`/Rust-enum fields, so their bytes
 //! mean the same thing on both sides; a compile-time assertion pins the size of each.
 
+#[cfg(test)]
+extern crate std;
+
 pub mod config;
 pub mod maps;
 pub mod net;
+pub mod sip;
 pub mod stats;
 
 pub use config::KernelConfig;

@@ -1,0 +1,591 @@
+//! Bounded SIP inspection, shared by the XDP program and the daemon.
+//!
+//! [`parse`] reads the first [`SCAN_LEN`] bytes of a UDP payload (copied into a fixed buffer)
+//! and finds: the request line (method, Request-URI user) or the status line, and the headers
+//! User-Agent, From, To, Contact, Call-ID and Via, in long and compact forms (`f`, `t`, `m`, `i`,
+//! `v`), names case-insensitive, spaces or tabs allowed before the colon (RFC 3261 §7.3.1).
+//! For From and To it extracts the display name and the URI user.
+//!
+//! The same code runs in the kernel and in userspace (the userspace model of the differential
+//! tests and `callguard explain`), so the two cannot disagree on what a packet says. That shapes
+//! it: every index is masked into the buffer (no bounds checks, no panics), every loop has a
+//! constant bound, and newlines are found eight bytes at a time (SWAR) instead of byte by byte,
+//! which keeps the verifier's work and the per-packet cost small. A header folded over several
+//! lines is seen up to its first line break. Bytes past [`SCAN_LEN`] are not inspected.
+
+/// Bytes of payload inspected (a power of two: indices are masked with `SCAN_LEN - 1`).
+pub const SCAN_LEN: usize = 1024;
+const MASK: usize = SCAN_LEN - 1;
+/// Longest field (User-Agent value, display name, user) kept for matching.
+pub const FIELD_MAX: usize = 128;
+
+/// What the payload is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// Not SIP: neither a request line, a status line nor a keepalive.
+    #[default]
+    NotSip = 0,
+    /// A request (see [`Info::method`]).
+    Request = 1,
+    /// A response (status line).
+    Response = 2,
+    /// A keepalive: CRLF (RFC 5626 §3.5.1) or a STUN message (magic cookie).
+    Keepalive = 3,
+}
+
+/// Method ids. [`METHOD_UNKNOWN`] is a syntactically valid method token callguard does not know.
+pub mod method {
+    /// Not an RFC method (or not a request).
+    pub const UNKNOWN: u8 = 0;
+    /// RFC 3261.
+    pub const INVITE: u8 = 1;
+    /// RFC 3261.
+    pub const ACK: u8 = 2;
+    /// RFC 3261.
+    pub const BYE: u8 = 3;
+    /// RFC 3261.
+    pub const CANCEL: u8 = 4;
+    /// RFC 3261.
+    pub const REGISTER: u8 = 5;
+    /// RFC 3261.
+    pub const OPTIONS: u8 = 6;
+    /// RFC 3262.
+    pub const PRACK: u8 = 7;
+    /// RFC 6665.
+    pub const SUBSCRIBE: u8 = 8;
+    /// RFC 6665.
+    pub const NOTIFY: u8 = 9;
+    /// RFC 3903.
+    pub const PUBLISH: u8 = 10;
+    /// RFC 6086.
+    pub const INFO: u8 = 11;
+    /// RFC 3515.
+    pub const REFER: u8 = 12;
+    /// RFC 3428.
+    pub const MESSAGE: u8 = 13;
+    /// RFC 3311.
+    pub const UPDATE: u8 = 14;
+    /// Number of ids (bits in a method mask).
+    pub const COUNT: u8 = 15;
+    /// Names by id (index 0: unknown methods).
+    pub const NAMES: [&str; COUNT as usize] = [
+        "unknown",
+        "invite",
+        "ack",
+        "bye",
+        "cancel",
+        "register",
+        "options",
+        "prack",
+        "subscribe",
+        "notify",
+        "publish",
+        "info",
+        "refer",
+        "message",
+        "update",
+    ];
+}
+
+/// A range of the scan buffer; `len == 0` means absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Offset in the buffer.
+    pub off: u16,
+    /// Length.
+    pub len: u16,
+}
+
+impl Span {
+    /// Whether the field was found (and is not empty).
+    pub const fn is_some(&self) -> bool {
+        self.len != 0
+    }
+}
+
+/// Header presence bits in [`Info::headers`].
+pub mod header {
+    /// Via / v.
+    pub const VIA: u8 = 1 << 0;
+    /// From / f.
+    pub const FROM: u8 = 1 << 1;
+    /// To / t.
+    pub const TO: u8 = 1 << 2;
+    /// Call-ID / i.
+    pub const CALL_ID: u8 = 1 << 3;
+    /// Contact / m.
+    pub const CONTACT: u8 = 1 << 4;
+    /// User-Agent.
+    pub const USER_AGENT: u8 = 1 << 5;
+}
+
+/// What [`parse`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// What the payload is.
+    pub kind: Kind,
+    /// For requests: the [`method`] id.
+    pub method: u8,
+    /// `header::*` bits of the headers seen.
+    pub headers: u8,
+    /// Request-URI user.
+    pub ruri_user: Span,
+    /// User-Agent value.
+    pub user_agent: Span,
+    /// From display name (without quotes).
+    pub from_name: Span,
+    /// From URI user.
+    pub from_user: Span,
+    /// To display name.
+    pub to_name: Span,
+    /// To URI user.
+    pub to_user: Span,
+}
+
+#[inline(always)]
+fn at(buf: &[u8; SCAN_LEN], i: usize) -> u8 {
+    buf[i & MASK]
+}
+
+#[inline(always)]
+const fn lower(c: u8) -> u8 {
+    if c.is_ascii_uppercase() { c | 0x20 } else { c }
+}
+
+/// Eight bytes at `i & !7` as a little-endian word.
+#[inline(always)]
+fn word(buf: &[u8; SCAN_LEN], i: usize) -> u64 {
+    let o = i & (MASK & !7);
+    // SAFETY: `o` is a multiple of 8 no greater than SCAN_LEN - 8, so all eight bytes are in the
+    // buffer; read_unaligned makes no alignment assumption.
+    unsafe { buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
+}
+
+/// Bit 7 of each byte of the result is set where `w` has a byte equal to `b` (exact: no false
+/// positives for the lowest match, the only one used).
+#[inline(always)]
+const fn bytes_eq(w: u64, b: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (LO * b as u64);
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Index of the first `\n` at or after `from`, before `end` (bounded by `SCAN_LEN`).
+#[inline(always)]
+fn next_newline(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Option<usize> {
+    let mut base = from & !7;
+    // Ignore newlines before `from` in the first word.
+    let mut skip = from - base;
+    for _ in 0..SCAN_LEN / 8 {
+        if base >= end {
+            return None;
+        }
+        let m = bytes_eq(word(buf, base), b'\n') >> (skip * 8) << (skip * 8);
+        if m != 0 {
+            let pos = base + (m.trailing_zeros() as usize) / 8;
+            return if pos < end { Some(pos) } else { None };
+        }
+        base += 8;
+        skip = 0;
+    }
+    None
+}
+
+/// Parses the first `len` bytes of `buf` (the rest is ignored).
+pub fn parse(buf: &[u8; SCAN_LEN], len: usize) -> Info {
+    let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+    let mut info = Info::default();
+    if is_keepalive(buf, len) {
+        info.kind = Kind::Keepalive;
+        return info;
+    }
+    let Some(eol) = next_newline(buf, 0, len) else { return info };
+    if !first_line(buf, eol, &mut info) {
+        return info;
+    }
+    // Header lines: each starts after a newline and ends at the next one.
+    let mut start = eol + 1;
+    let mut from = Span::default();
+    let mut to = Span::default();
+    for _ in 0..64 {
+        if start >= len {
+            break;
+        }
+        let c = at(buf, start);
+        if c == b'\r' || c == b'\n' {
+            break; // end of headers
+        }
+        let end = next_newline(buf, start, len).unwrap_or(len);
+        let (bit, value) = header_name(buf, start);
+        if bit != 0 {
+            info.headers |= bit;
+            let v = trim(buf, value, end);
+            match bit {
+                header::USER_AGENT => info.user_agent = v,
+                header::FROM => from = v,
+                header::TO => to = v,
+                _ => {}
+            }
+        }
+        start = end + 1;
+    }
+    (info.from_name, info.from_user) = name_and_user(buf, from);
+    (info.to_name, info.to_user) = name_and_user(buf, to);
+    info
+}
+
+fn is_keepalive(buf: &[u8; SCAN_LEN], len: usize) -> bool {
+    // CRLF keepalives: "\r\n\r\n" (ping) or "\r\n" (pong).
+    if (len == 2 || len == 4) && at(buf, 0) == b'\r' && at(buf, 1) == b'\n' {
+        return len == 2 || (at(buf, 2) == b'\r' && at(buf, 3) == b'\n');
+    }
+    // STUN (RFC 5389): top two bits zero, magic cookie 0x2112A442 at offset 4.
+    len >= 20
+        && at(buf, 0) & 0xc0 == 0
+        && [at(buf, 4), at(buf, 5), at(buf, 6), at(buf, 7)] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// The request or status line `buf[0..eol]`.
+fn first_line(buf: &[u8; SCAN_LEN], eol: usize, info: &mut Info) -> bool {
+    let end = if eol > 0 && at(buf, eol - 1) == b'\r' { eol - 1 } else { eol };
+    const VERSION: &[u8; 7] = b"SIP/2.0";
+    let starts_with_version = (0..7).all(|k| at(buf, k) == VERSION[k]);
+    if starts_with_version {
+        info.kind = if at(buf, 7) == b' ' && end >= 12 { Kind::Response } else { Kind::NotSip };
+        return false;
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version
+    if end < 8 + 7 || (0..7).any(|k| at(buf, end - 7 + k) != VERSION[k]) || at(buf, end - 8) != b' ' {
+        return false;
+    }
+    let mut mlen = 0;
+    let mut packed: u64 = 0;
+    for k in 0..16 {
+        let c = at(buf, k);
+        if c == b' ' {
+            mlen = k;
+            break;
+        }
+        if !c.is_ascii_uppercase() {
+            return false;
+        }
+        if k < 8 {
+            packed |= u64::from(c) << (8 * k);
+        }
+    }
+    if mlen == 0 {
+        return false;
+    }
+    info.kind = Kind::Request;
+    info.method = method_id(mlen, packed);
+    info.ruri_user = uri_user(buf, mlen + 1, end - 8);
+    true
+}
+
+const fn pack(name: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut k = 0;
+    while k < name.len() && k < 8 {
+        v |= (name[k] as u64) << (8 * k);
+        k += 1;
+    }
+    v
+}
+
+fn method_id(len: usize, packed: u64) -> u8 {
+    use method::*;
+    const TABLE: [(usize, u64, u8); 14] = [
+        (6, pack(b"INVITE"), INVITE),
+        (3, pack(b"ACK"), ACK),
+        (3, pack(b"BYE"), BYE),
+        (6, pack(b"CANCEL"), CANCEL),
+        (8, pack(b"REGISTER"), REGISTER),
+        (7, pack(b"OPTIONS"), OPTIONS),
+        (5, pack(b"PRACK"), PRACK),
+        (9, pack(b"SUBSCRIB"), SUBSCRIBE), // 'E' of SUBSCRIBE is the ninth byte: length tells
+        (6, pack(b"NOTIFY"), NOTIFY),
+        (7, pack(b"PUBLISH"), PUBLISH),
+        (4, pack(b"INFO"), INFO),
+        (5, pack(b"REFER"), REFER),
+        (7, pack(b"MESSAGE"), MESSAGE),
+        (6, pack(b"UPDATE"), UPDATE),
+    ];
+    let mut id = UNKNOWN;
+    for (l, p, m) in TABLE {
+        if l == len && p == packed {
+            id = m;
+        }
+    }
+    id
+}
+
+/// The user part of a SIP/SIPS/tel URI starting at or after `from` (before `end`): after the
+/// scheme, up to `@` (a URI without `@` has no user; for tel: the number up to `;`).
+fn uri_user(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Span {
+    let mut s = from;
+    // Skip to the scheme: up to 64 bytes of display name or "<".
+    let mut found = false;
+    for _ in 0..FIELD_MAX {
+        if s + 4 > end {
+            return Span::default();
+        }
+        let (a, b, c, d) = (lower(at(buf, s)), lower(at(buf, s + 1)), lower(at(buf, s + 2)), at(buf, s + 3));
+        if a == b's' && b == b'i' && c == b'p' && d == b':' {
+            s += 4;
+            found = true;
+            break;
+        }
+        if a == b's' && b == b'i' && c == b'p' && lower(d) == b's' && s + 5 <= end && at(buf, s + 4) == b':' {
+            s += 5;
+            found = true;
+            break;
+        }
+        if a == b't' && b == b'e' && c == b'l' && d == b':' {
+            s += 4;
+            let e = scan_until(buf, s, end, b";>? ");
+            return span(s, e);
+        }
+        s += 1;
+    }
+    if !found {
+        return Span::default();
+    }
+    let e = scan_until(buf, s, end, b"@;>? ");
+    if e < end && at(buf, e) == b'@' { span(s, e) } else { Span::default() }
+}
+
+/// The first index in `from..end` holding one of `stops` (at most FIELD_MAX bytes on).
+fn scan_until(buf: &[u8; SCAN_LEN], from: usize, end: usize, stops: &[u8]) -> usize {
+    let mut i = from;
+    for _ in 0..FIELD_MAX {
+        if i >= end {
+            return end;
+        }
+        let c = at(buf, i);
+        let mut stop = false;
+        for &s in stops {
+            stop |= c == s;
+        }
+        if stop {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+fn span(from: usize, end: usize) -> Span {
+    if end <= from {
+        return Span::default();
+    }
+    let len = end - from;
+    let len = if len > FIELD_MAX { FIELD_MAX } else { len };
+    Span { off: (from & MASK) as u16, len: len as u16 }
+}
+
+/// The value of a header line: from `value` to `end`, without surrounding spaces, tabs and CR.
+fn trim(buf: &[u8; SCAN_LEN], value: usize, end: usize) -> Span {
+    let mut s = value;
+    for _ in 0..16 {
+        if s < end && (at(buf, s) == b' ' || at(buf, s) == b'\t') {
+            s += 1;
+        }
+    }
+    let mut e = end;
+    for _ in 0..16 {
+        if e > s && matches!(at(buf, e - 1), b' ' | b'\t' | b'\r') {
+            e -= 1;
+        }
+    }
+    span(s, e)
+}
+
+/// Which header a line starting at `i` holds (a `header::*` bit, 0 for others) and where its
+/// value starts (after the colon).
+fn header_name(buf: &[u8; SCAN_LEN], i: usize) -> (u8, usize) {
+    let mut name = [0u8; 10];
+    let mut n = 0;
+    for k in 0..11 {
+        let c = at(buf, i + k);
+        if c == b':' || c == b' ' || c == b'\t' {
+            n = k;
+            break;
+        }
+        if k < 10 {
+            name[k] = lower(c);
+        }
+    }
+    if n == 0 {
+        return (0, i);
+    }
+    // Spaces or tabs may stand between the name and the colon.
+    let mut colon = i + n;
+    for _ in 0..8 {
+        let c = at(buf, colon);
+        if c == b' ' || c == b'\t' {
+            colon += 1;
+        }
+    }
+    if at(buf, colon) != b':' {
+        return (0, i);
+    }
+    let bit = match (n, name) {
+        (1, [b'v', ..]) | (3, [b'v', b'i', b'a', ..]) => header::VIA,
+        (1, [b'f', ..]) | (4, [b'f', b'r', b'o', b'm', ..]) => header::FROM,
+        (1, [b't', ..]) | (2, [b't', b'o', ..]) => header::TO,
+        (1, [b'i', ..]) | (7, [b'c', b'a', b'l', b'l', b'-', b'i', b'd', ..]) => header::CALL_ID,
+        (1, [b'm', ..]) | (7, [b'c', b'o', b'n', b't', b'a', b'c', b't', ..]) => header::CONTACT,
+        (10, [b'u', b's', b'e', b'r', b'-', b'a', b'g', b'e', b'n', b't']) => header::USER_AGENT,
+        _ => 0,
+    };
+    (bit, colon + 1)
+}
+
+/// Display name and URI user of a From or To value:
+/// `"Name" <sip:user@host>;tag=x`, `Name <sip:user@host>`, `<sip:user@host>`, `sip:user@host`.
+fn name_and_user(buf: &[u8; SCAN_LEN], v: Span) -> (Span, Span) {
+    if !v.is_some() {
+        return (Span::default(), Span::default());
+    }
+    let (s, end) = (usize::from(v.off), usize::from(v.off) + usize::from(v.len));
+    let name = if at(buf, s) == b'"' {
+        let close = scan_until(buf, s + 1, end, b"\"");
+        span(s + 1, close)
+    } else {
+        let lt = scan_until(buf, s, end, b"<");
+        if lt < end {
+            // Trim the spaces between the name and '<'.
+            let mut e = lt;
+            for _ in 0..16 {
+                if e > s && (at(buf, e - 1) == b' ' || at(buf, e - 1) == b'\t') {
+                    e -= 1;
+                }
+            }
+            span(s, e)
+        } else {
+            Span::default()
+        }
+    };
+    (name, uri_user(buf, s, end))
+}
+
+/// Copies `payload` into a scan buffer (userspace side; the kernel copies with a helper).
+pub fn buffer(payload: &[u8]) -> ([u8; SCAN_LEN], usize) {
+    let mut buf = [0u8; SCAN_LEN];
+    let n = payload.len().min(SCAN_LEN);
+    buf[..n].copy_from_slice(&payload[..n]);
+    (buf, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(buf: &[u8; SCAN_LEN], s: Span) -> &str {
+        core::str::from_utf8(&buf[usize::from(s.off)..usize::from(s.off) + usize::from(s.len)]).unwrap()
+    }
+
+    fn check(msg: &str) -> ([u8; SCAN_LEN], Info) {
+        let (buf, n) = buffer(msg.as_bytes());
+        (buf, parse(&buf, n))
+    }
+
+    const SVMAP: &str = "OPTIONS sip:100@198.18.0.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK-3343;rport\r\n\
+        Max-Forwards: 70\r\n\
+        To: \"sipvicious\"<sip:100@198.18.0.1>\r\n\
+        From: \"sipvicious\"<sip:100@198.18.0.1>;tag=6332363337\r\n\
+        User-Agent: friendly-scanner\r\n\
+        Call-ID: 1195342391\r\n\
+        Contact: sip:100@198.18.0.10:5060\r\n\
+        CSeq: 1 OPTIONS\r\n\
+        Accept: application/sdp\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn sipvicious_options() {
+        let (b, i) = check(SVMAP);
+        assert_eq!((i.kind, i.method), (Kind::Request, method::OPTIONS));
+        assert_eq!(text(&b, i.user_agent), "friendly-scanner");
+        assert_eq!(text(&b, i.from_name), "sipvicious");
+        assert_eq!(text(&b, i.from_user), "100");
+        assert_eq!(text(&b, i.to_name), "sipvicious");
+        assert_eq!(text(&b, i.ruri_user), "100");
+        let all =
+            header::VIA | header::FROM | header::TO | header::CALL_ID | header::CONTACT | header::USER_AGENT;
+        assert_eq!(i.headers, all);
+    }
+
+    #[test]
+    fn compact_form_and_odd_spacing() {
+        let msg = "REGISTER sips:ex.example SIP/2.0\r\nv : SIP/2.0/UDP h\r\nt:\t<sip:2001@ex.example>\r\n\
+                   F:   sipvicious   <sip:2001@ex.example>;tag=1\r\ni:x\r\nM: <sip:a@b>\r\nl: 0\r\n\r\n";
+        let (b, i) = check(msg);
+        assert_eq!((i.kind, i.method), (Kind::Request, method::REGISTER));
+        assert_eq!(i.user_agent, Span::default());
+        assert_eq!(text(&b, i.from_name), "sipvicious");
+        assert_eq!(text(&b, i.from_user), "2001");
+        assert_eq!(text(&b, i.to_user), "2001");
+        assert!(!i.to_name.is_some());
+        assert!(!i.ruri_user.is_some(), "a registrar URI has no user");
+        assert_eq!(
+            i.headers & (header::VIA | header::CONTACT | header::CALL_ID),
+            header::VIA | header::CONTACT | header::CALL_ID
+        );
+    }
+
+    #[test]
+    fn methods_responses_keepalives_and_junk() {
+        for (m, id) in [
+            ("INVITE", method::INVITE),
+            ("SUBSCRIBE", method::SUBSCRIBE),
+            ("ACK", method::ACK),
+            ("FOO", method::UNKNOWN),
+        ] {
+            let (_, i) = check(&std::format!("{m} sip:1@h SIP/2.0\r\n\r\n"));
+            assert_eq!((i.kind, i.method), (Kind::Request, id), "{m}");
+        }
+        assert_eq!(check("SIP/2.0 200 OK\r\nVia: x\r\n\r\n").1.kind, Kind::Response);
+        assert_eq!(check("\r\n\r\n").1.kind, Kind::Keepalive);
+        assert_eq!(check("\r\n").1.kind, Kind::Keepalive);
+        let mut stun = [0u8; 20];
+        stun[1] = 1;
+        stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        let (buf, n) = buffer(&stun);
+        assert_eq!(parse(&buf, n).kind, Kind::Keepalive);
+        for junk in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "invite sip:1@h SIP/2.0\r\n",
+            "INVITE sip:1@h SIP/3.0\r\n",
+            "hello",
+            "",
+            "\x00\x01\x02",
+        ] {
+            assert_eq!(check(junk).1.kind, Kind::NotSip, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn tel_uri_and_lf_only_lines() {
+        let (b, i) = check(
+            "INVITE tel:+14155550100;phone-context=x SIP/2.0\nFrom: Alice <tel:+1999>;tag=a\nUser-Agent: Zoiper rv2.10\n\n",
+        );
+        assert_eq!(text(&b, i.ruri_user), "+14155550100");
+        assert_eq!(text(&b, i.from_name), "Alice");
+        assert_eq!(text(&b, i.from_user), "+1999");
+        assert_eq!(text(&b, i.user_agent), "Zoiper rv2.10");
+    }
+
+    #[test]
+    fn never_reads_past_len_or_panics_on_any_prefix() {
+        for cut in 0..SVMAP.len() {
+            let (buf, _) = buffer(SVMAP.as_bytes());
+            let i = parse(&buf, cut);
+            for s in [i.user_agent, i.from_name, i.from_user, i.ruri_user] {
+                assert!(usize::from(s.off) + usize::from(s.len) <= cut.max(1), "cut {cut}: {s:?}");
+            }
+        }
+    }
+}
