@@ -406,16 +406,18 @@ fn trim(buf: &[u8; SCAN_LEN], value: usize, end: usize) -> Span {
 /// value starts (after the colon).
 fn header_name(buf: &[u8; SCAN_LEN], i: usize) -> (u8, usize) {
     let mut name = [0u8; 10];
+    // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most).
     let mut n = 0;
-    for k in 0..11 {
+    for (k, slot) in name.iter_mut().enumerate() {
         let c = at(buf, i + k);
         if c == b':' || c == b' ' || c == b'\t' {
             n = k;
             break;
         }
-        if k < 10 {
-            name[k] = lower(c);
-        }
+        *slot = lower(c);
+    }
+    if n == 0 && matches!(at(buf, i + 10), b':' | b' ' | b'\t') {
+        n = 10;
     }
     if n == 0 {
         return (0, i);
