@@ -143,9 +143,17 @@ pub struct Info {
     pub to_user: Span,
 }
 
+/// `i` with everything the compiler knows about its range forgotten. LLVM otherwise proves a
+/// mask redundant and drops it, and the verifier, which knows less, then rejects the access.
+#[inline(always)]
+fn opaque(i: usize) -> usize {
+    // SAFETY: reading a live local through a valid reference.
+    unsafe { core::ptr::read_volatile(&raw const i) }
+}
+
 #[inline(always)]
 fn at(buf: &[u8; SCAN_LEN], i: usize) -> u8 {
-    buf[i & MASK]
+    buf[opaque(i) & MASK]
 }
 
 #[inline(always)]
@@ -156,7 +164,7 @@ const fn lower(c: u8) -> u8 {
 /// Eight bytes at `i & !7` as a little-endian word.
 #[inline(always)]
 fn word(buf: &[u8; SCAN_LEN], i: usize) -> u64 {
-    let o = i & (MASK & !7);
+    let o = opaque(i) & (MASK & !7);
     // SAFETY: `o` is a multiple of 8 no greater than SCAN_LEN - 8, so all eight bytes are in the
     // buffer; read_unaligned makes no alignment assumption.
     unsafe { buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
@@ -195,45 +203,82 @@ fn next_newline(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Option<usize> 
 
 /// Parses the first `len` bytes of `buf` (the rest is ignored).
 pub fn parse(buf: &[u8; SCAN_LEN], len: usize) -> Info {
-    let len = if len > SCAN_LEN { SCAN_LEN } else { len };
-    let mut info = Info::default();
-    if is_keepalive(buf, len) {
-        info.kind = Kind::Keepalive;
-        return info;
-    }
-    let Some(eol) = next_newline(buf, 0, len) else { return info };
-    if !first_line(buf, eol, &mut info) {
-        return info;
-    }
-    // Header lines: each starts after a newline and ends at the next one.
-    let mut start = eol + 1;
-    let mut from = Span::default();
-    let mut to = Span::default();
-    for _ in 0..64 {
-        if start >= len {
+    let mut p = Parse::begin(buf, len);
+    for _ in 0..HEADER_LINES {
+        if !p.step(buf) {
             break;
+        }
+    }
+    p.finish(buf)
+}
+
+/// Header lines looked at, at most.
+pub const HEADER_LINES: u32 = 64;
+
+/// A parse in progress: [`Parse::begin`], then [`Parse::step`] once per header line (at most
+/// [`HEADER_LINES`] times, until it returns `false`), then [`Parse::finish`]. The kernel drives
+/// the steps with `bpf_loop`, so the verifier checks one step instead of every iteration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parse {
+    info: Info,
+    len: usize,
+    /// Start of the next header line; past `len` when done.
+    start: usize,
+    from: Span,
+    to: Span,
+}
+
+impl Parse {
+    /// Checks for a keepalive and reads the first line.
+    pub fn begin(buf: &[u8; SCAN_LEN], len: usize) -> Self {
+        let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+        let mut p = Self { len, start: SCAN_LEN + 1, ..Self::default() };
+        if is_keepalive(buf, len) {
+            p.info.kind = Kind::Keepalive;
+            return p;
+        }
+        let Some(eol) = next_newline(buf, 0, len) else { return p };
+        if first_line(buf, eol, &mut p.info) {
+            p.start = eol + 1;
+        }
+        p
+    }
+
+    /// Reads one header line; `false` when there are no more.
+    pub fn step(&mut self, buf: &[u8; SCAN_LEN]) -> bool {
+        let start = self.start;
+        if start >= self.len {
+            return false;
         }
         let c = at(buf, start);
         if c == b'\r' || c == b'\n' {
-            break; // end of headers
+            self.start = SCAN_LEN + 1; // end of headers
+            return false;
         }
-        let end = next_newline(buf, start, len).unwrap_or(len);
+        let end = next_newline(buf, start, self.len).unwrap_or(self.len);
         let (bit, value) = header_name(buf, start);
         if bit != 0 {
-            info.headers |= bit;
+            self.info.headers |= bit;
             let v = trim(buf, value, end);
             match bit {
-                header::USER_AGENT => info.user_agent = v,
-                header::FROM => from = v,
-                header::TO => to = v,
+                header::USER_AGENT => self.info.user_agent = v,
+                header::FROM => self.from = v,
+                header::TO => self.to = v,
                 _ => {}
             }
         }
-        start = end + 1;
+        self.start = end + 1;
+        true
     }
-    (info.from_name, info.from_user) = name_and_user(buf, from);
-    (info.to_name, info.to_user) = name_and_user(buf, to);
-    info
+
+    /// Splits From and To into display name and user.
+    pub fn finish(self, buf: &[u8; SCAN_LEN]) -> Info {
+        let mut info = self.info;
+        (info.from_name, info.from_user) = name_and_user(buf, self.from);
+        (info.to_name, info.to_user) = name_and_user(buf, self.to);
+        info
+    }
 }
 
 fn is_keepalive(buf: &[u8; SCAN_LEN], len: usize) -> bool {
