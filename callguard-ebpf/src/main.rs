@@ -97,7 +97,6 @@ fn decide(ctx: &XdpContext) -> Verdict {
         Ok(l3) => l3,
         Err(reason) => return Verdict::pass(reason),
     };
-    let flags = config_flags();
     let net = match l3.src {
         Src::V4(addr) => lookup_v4(addr),
         Src::V6(addr) => lookup_v6(addr),
@@ -106,7 +105,7 @@ fn decide(ctx: &XdpContext) -> Verdict {
         return Verdict { action: Action::Drop, reason: Reason::Denied, slot };
     }
     if l3.later_fragment {
-        return Verdict::by_policy(flags & FLAG_DROP_FRAGMENTS != 0, Reason::Fragment);
+        return Verdict::by_policy(config_flags() & FLAG_DROP_FRAGMENTS != 0, Reason::Fragment);
     }
     let l4 = parse::parse_l4(ctx, &l3);
     let guarded = match l4.dst_port {
@@ -114,7 +113,7 @@ fn decide(ctx: &XdpContext) -> Verdict {
         None => false,
     };
     if let Some(defect) = l4.defect {
-        return Verdict::by_policy(guarded && flags & FLAG_DROP_MALFORMED != 0, defect);
+        return Verdict::by_policy(guarded && config_flags() & FLAG_DROP_MALFORMED != 0, defect);
     }
     if !guarded {
         return Verdict::pass(Reason::Unguarded);
@@ -126,6 +125,7 @@ fn decide(ctx: &XdpContext) -> Verdict {
     }
 }
 
+/// The policy flags, read only on the paths that need them (fragments, malformed headers).
 #[inline(always)]
 fn config_flags() -> u32 {
     match CG_CONFIG.get(CONFIG_KEY) {
