@@ -7,11 +7,14 @@ pub const PORT_TCP: u8 = 2;
 
 /// [`KernelConfig::flags`]: drop non-first IPv4 fragments and IPv6 fragments without a transport
 /// header (default: pass and count).
-pub const FLAG_DROP_FRAGMENTS: u32 = 1 << 0;
+pub const FLAG_DROP_FRAGMENTS: u16 = 1 << 0;
 /// [`KernelConfig::flags`]: drop packets with a malformed transport header when they target a
 /// guarded port (default: pass and count). Packets whose port cannot be read are always passed.
-pub const FLAG_DROP_MALFORMED: u32 = 1 << 1;
+pub const FLAG_DROP_MALFORMED: u16 = 1 << 1;
 
+/// [`KernelConfig::flags`]: drop UDP to a guarded port that is not SIP (a request, a response or a
+/// keepalive). Set by default.
+pub const FLAG_DROP_NOT_SIP: u16 = 1 << 2;
 /// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 
@@ -23,13 +26,18 @@ pub const CONFIG_KEY: u32 = 0;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelConfig {
     /// `FLAG_*` bits.
-    pub flags: u32,
-    /// Reserved for later knobs; zero.
-    pub _reserved: u32,
+    pub flags: u16,
+    /// The bank of [`crate::maps::SIG_DFA`] and [`crate::maps::SIG_HEAD`] in use (0 or 1).
+    pub sig_bank: u8,
+    /// Explicit padding (zero).
+    pub _pad: u8,
+    /// Bit `1 << method id` ([`crate::sip::method`]) set: drop that method from sources outside
+    /// the authorized networks. Bit 0 is methods callguard does not know.
+    pub method_drop: u32,
 }
 
 const _: () = assert!(size_of::<KernelConfig>() == 8);
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), two u32 fields, no padding, every bit pattern valid.
+// SAFETY: repr(C), integers only, explicit padding, every bit pattern valid.
 unsafe impl aya::Pod for KernelConfig {}

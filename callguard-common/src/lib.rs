@@ -13,6 +13,7 @@ extern crate std;
 pub mod config;
 pub mod maps;
 pub mod net;
+pub mod sig;
 pub mod sip;
 pub mod stats;
 

@@ -24,11 +24,20 @@ pub const STATS: &str = "CG_STATS";
 /// [`crate::NetEntry::allow_slot`] / [`crate::NetEntry::deny_slot`]. Slot 0 is never counted.
 pub const RULE_STATS: &str = "CG_RULE_STATS";
 
-/// Every map the daemon pins, in one list (detach and adoption walk it).
-pub const ALL: [&str; 8] =
-    [NET_V4_EXACT, NET_V6_EXACT, NET_V4_LPM, NET_V6_LPM, PORTS, CONFIG, STATS, RULE_STATS];
+/// Scanner signature automata: `Array<DfaRow>` of `BANKS * DFA_STATES` rows; see [`crate::sig`].
+pub const SIG_DFA: &str = "CG_SIG_DFA";
+/// Scanner signature automata, per-bank header (byte classes, start states): `Array<DfaHead>`
+/// of [`crate::sig::BANKS`].
+pub const SIG_HEAD: &str = "CG_SIG_HEAD";
+/// Per-CPU counters by signature slot: `PerCpuArray<Counter>` of [`crate::sig::SLOTS`].
+pub const SIG_STATS: &str = "CG_SIG_STATS";
+/// Per-CPU scratch buffer the SIP payload is copied into: `PerCpuArray<sip::Scratch>`.
+pub const SCRATCH: &str = "CG_SCRATCH";
+/// Per-CPU SIP parse in progress: `PerCpuArray<sip::Parse>`.
+pub const PARSE: &str = "CG_PARSE";
 
 /// The XDP program's function name (and its ELF symbol).
+/// (Maps are listed in the program; `callguard detach` removes every pin in the directory.)
 pub const PROGRAM: &str = "callguard";
 /// A pass-everything program in the same object, loaded only by the benchmark as its reference.
 pub const BASELINE_PROGRAM: &str = "callguard_baseline";

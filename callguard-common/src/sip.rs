@@ -4,7 +4,8 @@
 //! and finds: the request line (method, Request-URI user) or the status line, and the headers
 //! User-Agent, From, To, Contact, Call-ID and Via, in long and compact forms (`f`, `t`, `m`, `i`,
 //! `v`), names case-insensitive, spaces or tabs allowed before the colon (RFC 3261 §7.3.1).
-//! For From and To it extracts the display name and the URI user.
+//! From and To are kept whole: scanner signatures on their display names and users are
+//! compiled into an automaton that walks the value (see `sig`), so the parser need not split them.
 //!
 //! The same code runs in the kernel and in userspace (the userspace model of the differential
 //! tests and `callguard explain`), so the two cannot disagree on what a packet says. That shapes
@@ -16,7 +17,7 @@
 /// Bytes of payload inspected (a power of two: indices are masked with `SCAN_LEN - 1`).
 pub const SCAN_LEN: usize = 1024;
 const MASK: usize = SCAN_LEN - 1;
-/// Longest field (User-Agent value, display name, user) kept for matching.
+/// Longest field (a header value, the Request-URI user) kept for matching.
 pub const FIELD_MAX: usize = 128;
 
 /// What the payload is.
@@ -133,27 +134,65 @@ pub struct Info {
     pub ruri_user: Span,
     /// User-Agent value.
     pub user_agent: Span,
-    /// From display name (without quotes).
-    pub from_name: Span,
-    /// From URI user.
-    pub from_user: Span,
-    /// To display name.
-    pub to_name: Span,
-    /// To URI user.
-    pub to_user: Span,
+    /// From value (display name, URI, parameters).
+    pub from: Span,
+    /// To value.
+    pub to: Span,
+}
+
+/// The buffer a payload is parsed in, plus one word of scratch memory. In the kernel it is a
+/// per-CPU map value.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Scratch {
+    /// The first [`SCAN_LEN`] bytes of the payload.
+    pub buf: [u8; SCAN_LEN],
+    /// An atomic only to make `Scratch` `Sync` (a static map value must be); accessed with
+    /// volatile reads and writes by [`Scratch::launder`].
+    cell: core::sync::atomic::AtomicUsize,
+}
+
+impl Scratch {
+    /// A scratch buffer holding the start of `payload` (userspace; the kernel fills its map value
+    /// with a helper), and the number of bytes it holds.
+    pub fn new(payload: &[u8]) -> (Self, usize) {
+        let mut buf = [0u8; SCAN_LEN];
+        let n = if payload.len() > SCAN_LEN { SCAN_LEN } else { payload.len() };
+        let mut k = 0;
+        while k < n {
+            buf[k] = payload[k];
+            k += 1;
+        }
+        (Self { buf, cell: core::sync::atomic::AtomicUsize::new(0) }, n)
+    }
+
+    /// `x`, passed through memory. In the kernel that memory is a map value, whose contents the
+    /// verifier does not track: the value read back is "any number", so the paths that left a
+    /// loop at different iterations go on as one state instead of one state each. Without this,
+    /// every data-dependent loop exit multiplies the paths the verifier walks, past its
+    /// one-million-instruction limit. Callers mask or bound-check the result, as they must anyway.
+    #[inline(always)]
+    pub fn launder(&self, x: usize) -> usize {
+        // SAFETY: `cell` is a valid, aligned usize owned by self; volatile so that neither the
+        // store nor the load is optimised away.
+        unsafe {
+            core::ptr::write_volatile(self.cell.as_ptr(), x);
+            core::ptr::read_volatile(self.cell.as_ptr())
+        }
+    }
 }
 
 /// `i` with everything the compiler knows about its range forgotten. LLVM otherwise proves a
 /// mask redundant and drops it, and the verifier, which knows less, then rejects the access.
 #[inline(always)]
-fn opaque(i: usize) -> usize {
+pub fn opaque(i: usize) -> usize {
     // SAFETY: reading a live local through a valid reference.
     unsafe { core::ptr::read_volatile(&raw const i) }
 }
 
 #[inline(always)]
-fn at(buf: &[u8; SCAN_LEN], i: usize) -> u8 {
-    buf[opaque(i) & MASK]
+fn at(s: &Scratch, i: usize) -> u8 {
+    s.buf[opaque(i) & MASK]
 }
 
 #[inline(always)]
@@ -163,11 +202,11 @@ const fn lower(c: u8) -> u8 {
 
 /// Eight bytes at `i & !7` as a little-endian word.
 #[inline(always)]
-fn word(buf: &[u8; SCAN_LEN], i: usize) -> u64 {
+fn word(s: &Scratch, i: usize) -> u64 {
     let o = opaque(i) & (MASK & !7);
     // SAFETY: `o` is a multiple of 8 no greater than SCAN_LEN - 8, so all eight bytes are in the
     // buffer; read_unaligned makes no alignment assumption.
-    unsafe { buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
+    unsafe { s.buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
 }
 
 /// Bit 7 of each byte of the result is set where `w` has a byte equal to `b` (exact: no false
@@ -182,7 +221,7 @@ const fn bytes_eq(w: u64, b: u8) -> u64 {
 
 /// Index of the first `\n` at or after `from`, before `end` (bounded by `SCAN_LEN`).
 #[inline(always)]
-fn next_newline(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Option<usize> {
+fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize> {
     let mut base = from & !7;
     // Ignore newlines before `from` in the first word.
     let mut skip = from - base;
@@ -190,9 +229,9 @@ fn next_newline(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Option<usize> 
         if base >= end {
             return None;
         }
-        let m = bytes_eq(word(buf, base), b'\n') >> (skip * 8) << (skip * 8);
+        let m = bytes_eq(word(s, base), b'\n') >> (skip * 8) << (skip * 8);
         if m != 0 {
-            let pos = base + (m.trailing_zeros() as usize) / 8;
+            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
             return if pos < end { Some(pos) } else { None };
         }
         base += 8;
@@ -202,21 +241,21 @@ fn next_newline(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Option<usize> 
 }
 
 /// Parses the first `len` bytes of `buf` (the rest is ignored).
-pub fn parse(buf: &[u8; SCAN_LEN], len: usize) -> Info {
-    let mut p = Parse::begin(buf, len);
+pub fn parse(s: &Scratch, len: usize) -> Info {
+    let mut p = Parse::begin(s, len);
     for _ in 0..HEADER_LINES {
-        if !p.step(buf) {
+        if !p.step(s) {
             break;
         }
     }
-    p.finish(buf)
+    p.info()
 }
 
 /// Header lines looked at, at most.
 pub const HEADER_LINES: u32 = 64;
 
 /// A parse in progress: [`Parse::begin`], then [`Parse::step`] once per header line (at most
-/// [`HEADER_LINES`] times, until it returns `false`), then [`Parse::finish`]. The kernel drives
+/// [`HEADER_LINES`] times, until it returns `false`), then [`Parse::info`]. The kernel drives
 /// the steps with `bpf_loop`, so the verifier checks one step instead of every iteration.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -225,46 +264,44 @@ pub struct Parse {
     len: usize,
     /// Start of the next header line; past `len` when done.
     start: usize,
-    from: Span,
-    to: Span,
 }
 
 impl Parse {
     /// Checks for a keepalive and reads the first line.
-    pub fn begin(buf: &[u8; SCAN_LEN], len: usize) -> Self {
+    pub fn begin(s: &Scratch, len: usize) -> Self {
         let len = if len > SCAN_LEN { SCAN_LEN } else { len };
         let mut p = Self { len, start: SCAN_LEN + 1, ..Self::default() };
-        if is_keepalive(buf, len) {
+        if is_keepalive(s, len) {
             p.info.kind = Kind::Keepalive;
             return p;
         }
-        let Some(eol) = next_newline(buf, 0, len) else { return p };
-        if first_line(buf, eol, &mut p.info) {
+        let Some(eol) = next_newline(s, 0, len) else { return p };
+        if first_line(s, eol, &mut p.info) {
             p.start = eol + 1;
         }
         p
     }
 
     /// Reads one header line; `false` when there are no more.
-    pub fn step(&mut self, buf: &[u8; SCAN_LEN]) -> bool {
-        let start = self.start;
+    pub fn step(&mut self, s: &Scratch) -> bool {
+        let start = s.launder(self.start);
         if start >= self.len {
             return false;
         }
-        let c = at(buf, start);
+        let c = at(s, start);
         if c == b'\r' || c == b'\n' {
             self.start = SCAN_LEN + 1; // end of headers
             return false;
         }
-        let end = next_newline(buf, start, self.len).unwrap_or(self.len);
-        let (bit, value) = header_name(buf, start);
+        let end = next_newline(s, start, self.len).unwrap_or(self.len);
+        let (bit, value) = header_name(s, start);
         if bit != 0 {
             self.info.headers |= bit;
-            let v = trim(buf, value, end);
+            let v = trim(s, value, end);
             match bit {
                 header::USER_AGENT => self.info.user_agent = v,
-                header::FROM => self.from = v,
-                header::TO => self.to = v,
+                header::FROM => self.info.from = v,
+                header::TO => self.info.to = v,
                 _ => {}
             }
         }
@@ -272,43 +309,39 @@ impl Parse {
         true
     }
 
-    /// Splits From and To into display name and user.
-    pub fn finish(self, buf: &[u8; SCAN_LEN]) -> Info {
-        let mut info = self.info;
-        (info.from_name, info.from_user) = name_and_user(buf, self.from);
-        (info.to_name, info.to_user) = name_and_user(buf, self.to);
-        info
+    /// What the parse found so far.
+    pub const fn info(&self) -> Info {
+        self.info
     }
 }
 
-fn is_keepalive(buf: &[u8; SCAN_LEN], len: usize) -> bool {
+fn is_keepalive(s: &Scratch, len: usize) -> bool {
     // CRLF keepalives: "\r\n\r\n" (ping) or "\r\n" (pong).
-    if (len == 2 || len == 4) && at(buf, 0) == b'\r' && at(buf, 1) == b'\n' {
-        return len == 2 || (at(buf, 2) == b'\r' && at(buf, 3) == b'\n');
+    if (len == 2 || len == 4) && at(s, 0) == b'\r' && at(s, 1) == b'\n' {
+        return len == 2 || (at(s, 2) == b'\r' && at(s, 3) == b'\n');
     }
     // STUN (RFC 5389): top two bits zero, magic cookie 0x2112A442 at offset 4.
-    len >= 20
-        && at(buf, 0) & 0xc0 == 0
-        && [at(buf, 4), at(buf, 5), at(buf, 6), at(buf, 7)] == [0x21, 0x12, 0xa4, 0x42]
+    len >= 20 && at(s, 0) & 0xc0 == 0 && [at(s, 4), at(s, 5), at(s, 6), at(s, 7)] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 /// The request or status line `buf[0..eol]`.
-fn first_line(buf: &[u8; SCAN_LEN], eol: usize, info: &mut Info) -> bool {
-    let end = if eol > 0 && at(buf, eol - 1) == b'\r' { eol - 1 } else { eol };
+fn first_line(s: &Scratch, eol: usize, info: &mut Info) -> bool {
+    let end = if eol > 0 && at(s, eol - 1) == b'\r' { eol - 1 } else { eol };
     const VERSION: &[u8; 7] = b"SIP/2.0";
-    let starts_with_version = (0..7).all(|k| at(buf, k) == VERSION[k]);
+    let starts_with_version = (0..7).all(|k| at(s, k) == VERSION[k]);
     if starts_with_version {
-        info.kind = if at(buf, 7) == b' ' && end >= 12 { Kind::Response } else { Kind::NotSip };
-        return false;
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; its headers are read too.
+        info.kind = if at(s, 7) == b' ' && end >= 12 { Kind::Response } else { Kind::NotSip };
+        return info.kind == Kind::Response;
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
-    if end < 8 + 7 || (0..7).any(|k| at(buf, end - 7 + k) != VERSION[k]) || at(buf, end - 8) != b' ' {
+    if end < 8 + 7 || (0..7).any(|k| at(s, end - 7 + k) != VERSION[k]) || at(s, end - 8) != b' ' {
         return false;
     }
     let mut mlen = 0;
     let mut packed: u64 = 0;
     for k in 0..16 {
-        let c = at(buf, k);
+        let c = at(s, k);
         if c == b' ' {
             mlen = k;
             break;
@@ -320,12 +353,13 @@ fn first_line(buf: &[u8; SCAN_LEN], eol: usize, info: &mut Info) -> bool {
             packed |= u64::from(c) << (8 * k);
         }
     }
+    let mlen = s.launder(mlen);
     if mlen == 0 {
         return false;
     }
     info.kind = Kind::Request;
     info.method = method_id(mlen, packed);
-    info.ruri_user = uri_user(buf, mlen + 1, end - 8);
+    info.ruri_user = uri_user(s, mlen + 1, end - 8);
     true
 }
 
@@ -341,26 +375,21 @@ const fn pack(name: &[u8]) -> u64 {
 
 fn method_id(len: usize, packed: u64) -> u8 {
     use method::*;
-    /// (length, first eight bytes packed, id) of a method name; the length tells SUBSCRIBE apart
-    /// from any other name starting with SUBSCRIB.
-    const fn entry(name: &[u8], id: u8) -> (usize, u64, u8) {
-        (name.len(), pack(name), id)
-    }
     const TABLE: [(usize, u64, u8); 14] = [
-        entry(b"INVITE", INVITE),
-        entry(b"ACK", ACK),
-        entry(b"BYE", BYE),
-        entry(b"CANCEL", CANCEL),
-        entry(b"REGISTER", REGISTER),
-        entry(b"OPTIONS", OPTIONS),
-        entry(b"PRACK", PRACK),
-        entry(b"SUBSCRIBE", SUBSCRIBE),
-        entry(b"NOTIFY", NOTIFY),
-        entry(b"PUBLISH", PUBLISH),
-        entry(b"INFO", INFO),
-        entry(b"REFER", REFER),
-        entry(b"MESSAGE", MESSAGE),
-        entry(b"UPDATE", UPDATE),
+        (6, pack(b"INVITE"), INVITE),
+        (3, pack(b"ACK"), ACK),
+        (3, pack(b"BYE"), BYE),
+        (6, pack(b"CANCEL"), CANCEL),
+        (8, pack(b"REGISTER"), REGISTER),
+        (7, pack(b"OPTIONS"), OPTIONS),
+        (5, pack(b"PRACK"), PRACK),
+        (9, pack(b"SUBSCRIB"), SUBSCRIBE), // 'E' of SUBSCRIBE is the ninth byte: length tells
+        (6, pack(b"NOTIFY"), NOTIFY),
+        (7, pack(b"PUBLISH"), PUBLISH),
+        (4, pack(b"INFO"), INFO),
+        (5, pack(b"REFER"), REFER),
+        (7, pack(b"MESSAGE"), MESSAGE),
+        (6, pack(b"UPDATE"), UPDATE),
     ];
     let mut id = UNKNOWN;
     for (l, p, m) in TABLE {
@@ -371,59 +400,53 @@ fn method_id(len: usize, packed: u64) -> u8 {
     id
 }
 
-/// The user part of a SIP/SIPS/tel URI starting at or after `from` (before `end`): after the
-/// scheme, up to `@` (a URI without `@` has no user; for tel: the number up to `;`).
-fn uri_user(buf: &[u8; SCAN_LEN], from: usize, end: usize) -> Span {
-    let mut s = from;
-    // Skip to the scheme: up to 64 bytes of display name or "<".
-    let mut found = false;
-    for _ in 0..FIELD_MAX {
-        if s + 4 > end {
-            return Span::default();
-        }
-        let (a, b, c, d) = (lower(at(buf, s)), lower(at(buf, s + 1)), lower(at(buf, s + 2)), at(buf, s + 3));
-        if a == b's' && b == b'i' && c == b'p' && d == b':' {
-            s += 4;
-            found = true;
-            break;
-        }
-        if a == b's' && b == b'i' && c == b'p' && lower(d) == b's' && s + 5 <= end && at(buf, s + 4) == b':' {
-            s += 5;
-            found = true;
-            break;
-        }
-        if a == b't' && b == b'e' && c == b'l' && d == b':' {
-            s += 4;
-            let e = scan_until(buf, s, end, b";>? ");
-            return span(s, e);
-        }
-        s += 1;
-    }
-    if !found {
+/// The user part of the SIP/SIPS/tel URI at `from` (an opening `<` is skipped), before `end`:
+/// after the scheme, up to `@` (a SIP URI without `@` has no user); for tel: the number up to
+/// `;`, `>` or the end.
+fn uri_user(s: &Scratch, from: usize, end: usize) -> Span {
+    let p = if at(s, from) == b'<' { from + 1 } else { from };
+    if p + 4 > end {
         return Span::default();
     }
-    let e = scan_until(buf, s, end, b"@;>? ");
-    if e < end && at(buf, e) == b'@' { span(s, e) } else { Span::default() }
+    let (a, b, c, d, e) =
+        (lower(at(s, p)), lower(at(s, p + 1)), lower(at(s, p + 2)), at(s, p + 3), at(s, p + 4));
+    let (user, sip) = match (a, b, c, d, e) {
+        (b's', b'i', b'p', b':', _) => (p + 4, true),
+        (b's', b'i', b'p', b's' | b'S', b':') => (p + 5, true),
+        (b't', b'e', b'l', b':', _) => (p + 4, false),
+        _ => return Span::default(),
+    };
+    if sip {
+        let stop = find_any(s, user, end, *b"@;>?");
+        if stop < end && at(s, stop) == b'@' { span(user, stop) } else { Span::default() }
+    } else {
+        span(user, find_any(s, user, end, *b";>? "))
+    }
 }
 
-/// The first index in `from..end` holding one of `stops` (at most FIELD_MAX bytes on).
-fn scan_until(buf: &[u8; SCAN_LEN], from: usize, end: usize, stops: &[u8]) -> usize {
-    let mut i = from;
-    for _ in 0..FIELD_MAX {
-        if i >= end {
+/// The first index in `from..end` holding one of `stops`, or `end`; eight bytes at a time, at
+/// most FIELD_MAX bytes on (then `end`).
+fn find_any<const N: usize>(s: &Scratch, from: usize, end: usize, stops: [u8; N]) -> usize {
+    let mut base = from & !7;
+    let mut skip = from - base;
+    for _ in 0..FIELD_MAX / 8 + 1 {
+        if base >= end {
             return end;
         }
-        let c = at(buf, i);
-        let mut stop = false;
-        for &s in stops {
-            stop |= c == s;
+        let w = word(s, base);
+        let mut m = 0;
+        for b in stops {
+            m |= bytes_eq(w, b);
         }
-        if stop {
-            return i;
+        let m = m >> (skip * 8) << (skip * 8);
+        if m != 0 {
+            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
+            return if pos < end { pos } else { end };
         }
-        i += 1;
+        base += 8;
+        skip = 0;
     }
-    i
+    end
 }
 
 fn span(from: usize, end: usize) -> Span {
@@ -436,38 +459,50 @@ fn span(from: usize, end: usize) -> Span {
 }
 
 /// The value of a header line: from `value` to `end`, without surrounding spaces, tabs and CR.
-fn trim(buf: &[u8; SCAN_LEN], value: usize, end: usize) -> Span {
-    let mut s = value;
+fn trim(s: &Scratch, value: usize, end: usize) -> Span {
+    let mut b = value;
     for _ in 0..16 {
-        if s < end && (at(buf, s) == b' ' || at(buf, s) == b'\t') {
-            s += 1;
+        if b < end && (at(s, b) == b' ' || at(s, b) == b'\t') {
+            b += 1;
+        } else {
+            break;
         }
     }
+    let b = s.launder(b);
     let mut e = end;
     for _ in 0..16 {
-        if e > s && matches!(at(buf, e - 1), b' ' | b'\t' | b'\r') {
+        if e > b && matches!(at(s, e - 1), b' ' | b'\t' | b'\r') {
             e -= 1;
+        } else {
+            break;
         }
     }
-    span(s, e)
+    span(b, s.launder(e))
 }
 
 /// Which header a line starting at `i` holds (a `header::*` bit, 0 for others) and where its
 /// value starts (after the colon).
-fn header_name(buf: &[u8; SCAN_LEN], i: usize) -> (u8, usize) {
+fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
+    // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most). All
+    // eleven bytes are read, without an early exit, so the verifier sees one shape of `name`.
     let mut name = [0u8; 10];
-    // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most).
     let mut n = 0;
     for (k, slot) in name.iter_mut().enumerate() {
-        let c = at(buf, i + k);
-        if c == b':' || c == b' ' || c == b'\t' {
+        let c = at(s, i + k);
+        if n == 0 && (c == b':' || c == b' ' || c == b'\t') {
             n = k;
-            break;
         }
         *slot = lower(c);
     }
-    if n == 0 && matches!(at(buf, i + 10), b':' | b' ' | b'\t') {
+    if n == 0 && matches!(at(s, i + 10), b':' | b' ' | b'\t') {
         n = 10;
+    }
+    let n = s.launder(n);
+    // Bytes from the separator on are not part of the name.
+    for (k, slot) in name.iter_mut().enumerate() {
+        if k >= n {
+            *slot = 0;
+        }
     }
     if n == 0 {
         return (0, i);
@@ -475,12 +510,15 @@ fn header_name(buf: &[u8; SCAN_LEN], i: usize) -> (u8, usize) {
     // Spaces or tabs may stand between the name and the colon.
     let mut colon = i + n;
     for _ in 0..8 {
-        let c = at(buf, colon);
+        let c = at(s, colon);
         if c == b' ' || c == b'\t' {
             colon += 1;
+        } else {
+            break;
         }
     }
-    if at(buf, colon) != b':' {
+    let colon = s.launder(colon);
+    if at(s, colon) != b':' {
         return (0, i);
     }
     let bit = match (n, name) {
@@ -495,53 +533,18 @@ fn header_name(buf: &[u8; SCAN_LEN], i: usize) -> (u8, usize) {
     (bit, colon + 1)
 }
 
-/// Display name and URI user of a From or To value:
-/// `"Name" <sip:user@host>;tag=x`, `Name <sip:user@host>`, `<sip:user@host>`, `sip:user@host`.
-fn name_and_user(buf: &[u8; SCAN_LEN], v: Span) -> (Span, Span) {
-    if !v.is_some() {
-        return (Span::default(), Span::default());
-    }
-    let (s, end) = (usize::from(v.off), usize::from(v.off) + usize::from(v.len));
-    let name = if at(buf, s) == b'"' {
-        let close = scan_until(buf, s + 1, end, b"\"");
-        span(s + 1, close)
-    } else {
-        let lt = scan_until(buf, s, end, b"<");
-        if lt < end {
-            // Trim the spaces between the name and '<'.
-            let mut e = lt;
-            for _ in 0..16 {
-                if e > s && (at(buf, e - 1) == b' ' || at(buf, e - 1) == b'\t') {
-                    e -= 1;
-                }
-            }
-            span(s, e)
-        } else {
-            Span::default()
-        }
-    };
-    (name, uri_user(buf, s, end))
-}
-
-/// Copies `payload` into a scan buffer (userspace side; the kernel copies with a helper).
-pub fn buffer(payload: &[u8]) -> ([u8; SCAN_LEN], usize) {
-    let mut buf = [0u8; SCAN_LEN];
-    let n = payload.len().min(SCAN_LEN);
-    buf[..n].copy_from_slice(&payload[..n]);
-    (buf, n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn text(buf: &[u8; SCAN_LEN], s: Span) -> &str {
-        core::str::from_utf8(&buf[usize::from(s.off)..usize::from(s.off) + usize::from(s.len)]).unwrap()
+    fn text(s: &Scratch, sp: Span) -> &str {
+        core::str::from_utf8(&s.buf[usize::from(sp.off)..usize::from(sp.off) + usize::from(sp.len)]).unwrap()
     }
 
-    fn check(msg: &str) -> ([u8; SCAN_LEN], Info) {
-        let (buf, n) = buffer(msg.as_bytes());
-        (buf, parse(&buf, n))
+    fn check(msg: &str) -> (Scratch, Info) {
+        let (s, n) = Scratch::new(msg.as_bytes());
+        let info = parse(&s, n);
+        (s, info)
     }
 
     const SVMAP: &str = "OPTIONS sip:100@198.18.0.1 SIP/2.0\r\n\
@@ -561,9 +564,8 @@ mod tests {
         let (b, i) = check(SVMAP);
         assert_eq!((i.kind, i.method), (Kind::Request, method::OPTIONS));
         assert_eq!(text(&b, i.user_agent), "friendly-scanner");
-        assert_eq!(text(&b, i.from_name), "sipvicious");
-        assert_eq!(text(&b, i.from_user), "100");
-        assert_eq!(text(&b, i.to_name), "sipvicious");
+        assert_eq!(text(&b, i.from), "\"sipvicious\"<sip:100@198.18.0.1>;tag=6332363337");
+        assert_eq!(text(&b, i.to), "\"sipvicious\"<sip:100@198.18.0.1>");
         assert_eq!(text(&b, i.ruri_user), "100");
         let all =
             header::VIA | header::FROM | header::TO | header::CALL_ID | header::CONTACT | header::USER_AGENT;
@@ -577,10 +579,8 @@ mod tests {
         let (b, i) = check(msg);
         assert_eq!((i.kind, i.method), (Kind::Request, method::REGISTER));
         assert_eq!(i.user_agent, Span::default());
-        assert_eq!(text(&b, i.from_name), "sipvicious");
-        assert_eq!(text(&b, i.from_user), "2001");
-        assert_eq!(text(&b, i.to_user), "2001");
-        assert!(!i.to_name.is_some());
+        assert_eq!(text(&b, i.from), "sipvicious   <sip:2001@ex.example>;tag=1");
+        assert_eq!(text(&b, i.to), "<sip:2001@ex.example>");
         assert!(!i.ruri_user.is_some(), "a registrar URI has no user");
         assert_eq!(
             i.headers & (header::VIA | header::CONTACT | header::CALL_ID),
@@ -605,8 +605,8 @@ mod tests {
         let mut stun = [0u8; 20];
         stun[1] = 1;
         stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        let (buf, n) = buffer(&stun);
-        assert_eq!(parse(&buf, n).kind, Kind::Keepalive);
+        let (s, n) = Scratch::new(&stun);
+        assert_eq!(parse(&s, n).kind, Kind::Keepalive);
         for junk in [
             "GET / HTTP/1.1\r\n\r\n",
             "invite sip:1@h SIP/2.0\r\n",
@@ -625,17 +625,16 @@ mod tests {
             "INVITE tel:+14155550100;phone-context=x SIP/2.0\nFrom: Alice <tel:+1999>;tag=a\nUser-Agent: Zoiper rv2.10\n\n",
         );
         assert_eq!(text(&b, i.ruri_user), "+14155550100");
-        assert_eq!(text(&b, i.from_name), "Alice");
-        assert_eq!(text(&b, i.from_user), "+1999");
+        assert_eq!(text(&b, i.from), "Alice <tel:+1999>;tag=a");
         assert_eq!(text(&b, i.user_agent), "Zoiper rv2.10");
     }
 
     #[test]
     fn never_reads_past_len_or_panics_on_any_prefix() {
         for cut in 0..SVMAP.len() {
-            let (buf, _) = buffer(SVMAP.as_bytes());
-            let i = parse(&buf, cut);
-            for s in [i.user_agent, i.from_name, i.from_user, i.ruri_user] {
+            let (s, _) = Scratch::new(SVMAP.as_bytes());
+            let i = parse(&s, cut);
+            for s in [i.user_agent, i.from, i.to, i.ruri_user] {
                 assert!(usize::from(s.off) + usize::from(s.len) <= cut.max(1), "cut {cut}: {s:?}");
             }
         }

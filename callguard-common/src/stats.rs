@@ -114,6 +114,14 @@ reasons! {
     TruncatedL4 = 10, "truncated_l4";
     /// UDP length below 8 or beyond the packet, or TCP data offset below 20 bytes.
     BadL4Header = 11, "bad_l4_header";
+    /// UDP to a guarded port that is neither a SIP request, a SIP response nor a keepalive.
+    NotSip = 12, "not_sip";
+    /// A scanner signature matched the User-Agent or the From/To display name or user (pass: dry-run).
+    Signature = 13, "signature";
+    /// A request method that the method policy refuses from unauthorized sources.
+    Method = 14, "method";
+    /// A CRLF or STUN keepalive to a guarded port.
+    Keepalive = 15, "keepalive";
 }
 
 impl Reason {

@@ -10,6 +10,10 @@
 //! | POST | `/v1/nets/delete` | [`DelNets`] | [`Removed`] |
 //! | GET | `/v1/nets/check` | `ip=ADDR` | [`Check`] |
 //! | POST | `/v1/reload` | | [`Reloaded`] |
+//! | GET | `/v1/sigs` | | `[SigRow]` |
+//! | POST | `/v1/sigs` | [`AddSig`] | [`SigRow`] |
+//! | POST | `/v1/sigs/delete` | [`DelSigs`] | [`Removed`] |
+//! | POST | `/v1/sigs/mode` | [`SetSigMode`] | [`SigRow`] |
 //!
 //! Errors answer 4xx/5xx with [`ApiError`].
 
@@ -22,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ebpf::Attached,
     rules::{Kind, NetRule, Scope},
+    sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
 
 /// An error answer: what went wrong and, when one input caused it, which field.
@@ -107,6 +112,72 @@ pub struct Stats {
     pub reasons: Vec<ReasonCount>,
     /// By rule (rules that decided at least one packet).
     pub rules: Vec<RuleCount>,
+    /// By signature (signatures that matched at least one packet).
+    #[serde(default)]
+    pub sigs: Vec<SigRow>,
+}
+
+/// A signature with its counters.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SigRow {
+    /// The stored signature.
+    #[serde(flatten)]
+    pub sig: Signature,
+    /// Requests it matched (enforce: dropped; dry-run: passed).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A signature to add, as the CLI and the API send it (unknown fields refused).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddSig {
+    /// `user-agent` or `from-to`.
+    pub field: SigField,
+    /// `prefix` (default) or `contains`.
+    #[serde(rename = "match", default = "default_match")]
+    pub matches: SigMatch,
+    /// The literal (1 to 64 printable ASCII bytes), matched without regard to case.
+    pub text: String,
+    /// `enforce` (default) or `dry-run`.
+    #[serde(default = "default_mode")]
+    pub mode: SigMode,
+    /// Free text (at most 256 characters).
+    #[serde(default)]
+    pub comment: String,
+}
+
+const fn default_match() -> SigMatch {
+    SigMatch::Prefix
+}
+
+const fn default_mode() -> SigMode {
+    SigMode::Enforce
+}
+
+impl From<AddSig> for NewSignature {
+    fn from(a: AddSig) -> Self {
+        Self { field: a.field, matches: a.matches, text: a.text, mode: a.mode, comment: a.comment }
+    }
+}
+
+/// Which signatures to delete.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelSigs {
+    /// Signature ids.
+    pub ids: Vec<u32>,
+}
+
+/// Switch a signature between enforce and dry-run.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSigMode {
+    /// Signature id.
+    pub id: u32,
+    /// The new mode.
+    pub mode: SigMode,
 }
 
 /// Filters for listing network rules.

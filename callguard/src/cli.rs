@@ -20,6 +20,7 @@ use crate::{
     config::{self, Config},
     daemon, import,
     rules::{Kind, NetRule, Scope},
+    sig::{SigField, SigMatch, SigMode},
 };
 
 /// callguard: drops SIP scanner floods, brute force and blocked networks at the NIC (XDP).
@@ -75,9 +76,59 @@ pub enum Command {
     /// Manage authorized (allow) and blocked (deny) networks.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Manage scanner signatures (User-Agent, From/To display name or user).
+    #[command(subcommand)]
+    Sig(SigCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// `callguard sig …`
+#[derive(Debug, Subcommand)]
+pub enum SigCommand {
+    /// List signatures with the requests each has matched.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a signature. Requests from sources outside the authorized networks whose field
+    /// matches it (ASCII case ignored) are dropped at the NIC, or only counted with --dry-run.
+    ///
+    /// Examples: `callguard sig add user-agent friendly-scanner`,
+    /// `callguard sig add from-to sipvicious`, `callguard sig add user-agent scan --match contains --dry-run`.
+    Add {
+        /// `user-agent`: the User-Agent value; `from-to`: the display name or URI user of
+        /// From or To.
+        #[arg(value_enum)]
+        field: SigField,
+        /// The text (1 to 64 printable ASCII characters).
+        text: String,
+        /// `prefix`: the field starts with the text (cheapest); `contains`: anywhere in it.
+        #[arg(long = "match", value_enum, default_value_t = SigMatch::Prefix)]
+        matches: SigMatch,
+        /// Count matches without dropping (try a signature before enforcing it).
+        #[arg(long)]
+        dry_run: bool,
+        /// Free text shown in `sig list`.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Delete signatures by id (the shipped defaults too).
+    Del {
+        /// Signature ids, as `sig list` shows them.
+        #[arg(required = true)]
+        ids: Vec<u32>,
+    },
+    /// Switch a signature between enforce and dry-run.
+    Mode {
+        /// Signature id.
+        id: u32,
+        /// The new mode.
+        #[arg(value_enum)]
+        mode: SigMode,
+    },
 }
 
 /// `callguard net …`
@@ -285,9 +336,13 @@ impl Cli {
                     }
                     println!("{t}");
                 }
+                if !s.sigs.is_empty() {
+                    println!("{}", sig_table(&s.sigs));
+                }
                 Ok(())
             }
             Command::Net(cmd) => self.net(cmd).await,
+            Command::Sig(cmd) => self.sig(cmd).await,
             Command::Config(ConfigCommand::Default) => {
                 print!("{}", toml::to_string_pretty(&Config::default())?);
                 Ok(())
@@ -298,6 +353,49 @@ impl Cli {
                 Ok(())
             }
         }
+    }
+
+    async fn sig(&self, cmd: &SigCommand) -> anyhow::Result<()> {
+        let client = self.client()?;
+        match cmd {
+            SigCommand::List { json } => {
+                let rows: Vec<api::SigRow> = client.get("/v1/sigs").await?;
+                if *json {
+                    return print_json(&rows);
+                }
+                println!("{}", sig_table(&rows));
+                println!("{} signature{}", rows.len(), if rows.len() == 1 { "" } else { "s" });
+            }
+            SigCommand::Add { field, text, matches, dry_run, comment } => {
+                let req = api::AddSig {
+                    field: *field,
+                    matches: *matches,
+                    text: text.clone(),
+                    mode: if *dry_run { SigMode::DryRun } else { SigMode::Enforce },
+                    comment: comment.clone(),
+                };
+                let r: api::SigRow = client.post("/v1/sigs", &req).await?;
+                println!(
+                    "signature {}: {} {} `{}` ({})",
+                    r.sig.id,
+                    r.sig.sig.field.name(),
+                    r.sig.sig.matches.name(),
+                    r.sig.sig.text,
+                    r.sig.sig.mode.name()
+                );
+            }
+            SigCommand::Del { ids } => {
+                let r: api::Removed =
+                    client.post("/v1/sigs/delete", &api::DelSigs { ids: ids.clone() }).await?;
+                println!("removed {} signature{}", r.count, if r.count == 1 { "" } else { "s" });
+            }
+            SigCommand::Mode { id, mode } => {
+                let r: api::SigRow =
+                    client.post("/v1/sigs/mode", &api::SetSigMode { id: *id, mode: *mode }).await?;
+                println!("signature {}: {}", r.sig.id, r.sig.sig.mode.name());
+            }
+        }
+        Ok(())
     }
 
     async fn net(&self, cmd: &NetCommand) -> anyhow::Result<()> {
@@ -438,6 +536,23 @@ fn expiry_note(r: &NetRule) -> String {
         None => String::new(),
         Some(t) => format!(", expires {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }
+}
+
+fn sig_table(rows: &[api::SigRow]) -> Table {
+    let mut t = table(&["sig", "field", "match", "text", "mode", "matched", "origin", "comment"]);
+    for r in rows {
+        t.add_row(vec![
+            r.sig.id.to_string(),
+            r.sig.sig.field.name().into(),
+            r.sig.sig.matches.name().into(),
+            r.sig.sig.text.clone(),
+            r.sig.sig.mode.name().into(),
+            r.packets.to_string(),
+            r.sig.origin.clone(),
+            r.sig.sig.comment.clone(),
+        ]);
+    }
+    t
 }
 
 fn table(header: &[&str]) -> Table {

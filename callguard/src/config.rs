@@ -41,6 +41,8 @@ pub struct Config {
     pub ports: Ports,
     /// Policies for defective packets.
     pub policy: Policy,
+    /// SIP inspection of UDP to guarded ports from sources outside the authorized networks.
+    pub sip: SipPolicy,
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
     /// reload, and cannot be deleted through the CLI.
     pub networks: Vec<NetworkEntry>,
@@ -57,6 +59,7 @@ impl Default for Config {
             sweep_interval_secs: 5,
             ports: Ports::default(),
             policy: Policy::default(),
+            sip: SipPolicy::default(),
             networks: Vec::new(),
         }
     }
@@ -160,6 +163,52 @@ pub struct Policy {
     pub fragments: PassDrop,
     /// Defective UDP/TCP headers aimed at a guarded port: `pass` (default) or `drop`.
     pub malformed: PassDrop,
+}
+
+/// SIP inspection policy.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipPolicy {
+    /// UDP to a guarded port that is neither a SIP request, a response nor a keepalive:
+    /// `drop` (default) or `pass`.
+    pub not_sip: PassDrop,
+    /// Request methods dropped from sources outside the authorized networks. Names:
+    /// `unknown` (any method callguard does not know), `invite`, `ack`, `bye`, `cancel`,
+    /// `register`, `options`, `prack`, `subscribe`, `notify`, `publish`, `info`, `refer`,
+    /// `message`, `update`. Default: `["unknown"]`. Hardened: add `options` when every
+    /// trunk that sends OPTIONS keepalives is in an allow rule.
+    pub drop_methods: Vec<MethodName>,
+}
+
+impl Default for SipPolicy {
+    fn default() -> Self {
+        Self {
+            not_sip: PassDrop::Drop,
+            drop_methods: vec![MethodName(callguard_common::sip::method::UNKNOWN)],
+        }
+    }
+}
+
+/// A SIP method by its lower-case name (see [`SipPolicy::drop_methods`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodName(pub u8);
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let names = callguard_common::sip::method::NAMES;
+        names.iter().position(|n| n.eq_ignore_ascii_case(&s)).map(|i| Self(i as u8)).ok_or_else(|| {
+            de::Error::custom(format!("`{s}` is not a method callguard knows; one of: {}", names.join(", ")))
+        })
+    }
+}
+
+impl Serialize for MethodName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            callguard_common::sip::method::NAMES.get(usize::from(self.0)).copied().unwrap_or("unknown"),
+        )
+    }
 }
 
 /// Pass or drop.
@@ -285,17 +334,21 @@ impl Config {
         bits
     }
 
-    /// The kernel's policy record.
+    /// The kernel's policy record (the signature bank is the kernel loader's business).
     pub fn kernel_config(&self) -> callguard_common::KernelConfig {
-        use callguard_common::config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED};
+        use callguard_common::config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP};
         let mut flags = 0;
+        if self.sip.not_sip == PassDrop::Drop {
+            flags |= FLAG_DROP_NOT_SIP;
+        }
         if self.policy.fragments == PassDrop::Drop {
             flags |= FLAG_DROP_FRAGMENTS;
         }
         if self.policy.malformed == PassDrop::Drop {
             flags |= FLAG_DROP_MALFORMED;
         }
-        callguard_common::KernelConfig { flags, _reserved: 0 }
+        let method_drop = self.sip.drop_methods.iter().fold(0u32, |m, n| m | 1 << n.0);
+        callguard_common::KernelConfig { flags, method_drop, ..Default::default() }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::{
     config::{Config, parse_net},
     ebpf::{self, Kernel},
     rules::{self, Clock, Kind, NetRule, NewNetRule, Origin},
+    sig::{self, Signature},
     store::{SqliteStore, Store, StoreError},
 };
 
@@ -55,6 +56,8 @@ pub struct State {
     kernel: Kernel,
     /// The store's rules by id (a cache: the store is the truth).
     rules: BTreeMap<u32, NetRule>,
+    /// The store's signatures by id (a cache, as `rules`).
+    sigs: BTreeMap<u32, Signature>,
     interfaces: Vec<api::Interface>,
     started: Instant,
 }
@@ -106,9 +109,12 @@ impl State {
         let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         let mut kernel = Kernel::load(&cfg.pin_dir)?;
         kernel.pin_program()?;
+        let sigs = store.sigs()?.into_iter().map(|s| (s.id, s)).collect();
         let mut state =
-            Self { opts, cfg, store, kernel, rules, interfaces: Vec::new(), started: Instant::now() };
+            Self { opts, cfg, store, kernel, rules, sigs, interfaces: Vec::new(), started: Instant::now() };
         state.push_policy()?;
+        state.push_sigs()?;
+        tracing::info!(signatures = state.sigs.len(), "signature automata in the kernel");
         let (written, removed) = state.sync_all()?;
         tracing::info!(rules = state.rules.len(), written, removed, "kernel maps in step with the store");
         for iface in state.wanted_interfaces() {
@@ -129,6 +135,82 @@ impl State {
     fn push_policy(&mut self) -> anyhow::Result<()> {
         self.kernel.set_ports(&self.cfg.port_bits())?;
         self.kernel.set_config(self.cfg.kernel_config())
+    }
+
+    /// Compiles the signatures and installs them (the bank switch makes it atomic).
+    fn push_sigs(&mut self) -> anyhow::Result<()> {
+        let all: Vec<Signature> = self.sigs.values().cloned().collect();
+        let compiled = sig::compile(&all)?;
+        self.kernel.set_signatures(&compiled)
+    }
+
+    /// Adds one signature: store, then kernel. Its counter starts from zero.
+    pub fn add_sig(&mut self, new: &sig::NewSignature) -> Result<api::SigRow, Failure> {
+        new.validate().map_err(|m| Failure::bad("text", m))?;
+        if new.comment.chars().count() > COMMENT_MAX {
+            return Err(Failure::bad("comment", format!("longer than {COMMENT_MAX} characters")));
+        }
+        // Compile with the newcomer before storing it, so that a set the kernel cannot hold
+        // is refused with nothing stored.
+        let mut trial: Vec<Signature> = self.sigs.values().cloned().collect();
+        trial.push(Signature {
+            id: u32::MAX,
+            sig: new.clone(),
+            slot: 0,
+            origin: String::new(),
+            created_at: Utc::now(),
+        });
+        sig::compile(&trial).map_err(|e| Failure::bad("text", e.to_string()))?;
+        let stored = self.store.add_sigs(std::slice::from_ref(new), "operator")?.remove(0);
+        self.kernel.clear_sig_stats(stored.slot).map_err(|e| Failure::internal(&e))?;
+        self.sigs.insert(stored.id, stored.clone());
+        self.push_sigs().map_err(|e| Failure::internal(&e))?;
+        Ok(api::SigRow { sig: stored, packets: 0, bytes: 0 })
+    }
+
+    /// Deletes signatures by id (404 when none of them exists).
+    pub fn del_sigs(&mut self, req: &api::DelSigs) -> Result<api::Removed, Failure> {
+        let ids: Vec<u32> = req.ids.iter().copied().filter(|id| self.sigs.contains_key(id)).collect();
+        if ids.is_empty() {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                ApiError { error: "no such signature".into(), field: Some("ids".into()) },
+            ));
+        }
+        let count = self.store.delete_sigs(&ids)?;
+        for id in &ids {
+            self.sigs.remove(id);
+        }
+        self.push_sigs().map_err(|e| Failure::internal(&e))?;
+        Ok(api::Removed { count })
+    }
+
+    /// Switches a signature between enforce and dry-run.
+    pub fn set_sig_mode(&mut self, req: &api::SetSigMode) -> Result<api::SigRow, Failure> {
+        let Some(stored) = self.store.set_sig_mode(req.id, req.mode)? else {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                ApiError { error: "no such signature".into(), field: Some("id".into()) },
+            ));
+        };
+        self.sigs.insert(stored.id, stored.clone());
+        self.push_sigs().map_err(|e| Failure::internal(&e))?;
+        let c = self.kernel.sig_stats([stored.slot]).map_err(|e| Failure::internal(&e))?;
+        let c = c.get(&stored.slot).copied().unwrap_or_default();
+        Ok(api::SigRow { sig: stored, packets: c.packets, bytes: c.bytes })
+    }
+
+    /// Every signature with its counters.
+    fn sig_rows(&self) -> anyhow::Result<Vec<api::SigRow>> {
+        let counts = self.kernel.sig_stats(self.sigs.values().map(|s| s.slot))?;
+        Ok(self
+            .sigs
+            .values()
+            .map(|s| {
+                let c = counts.get(&s.slot).copied().unwrap_or_default();
+                api::SigRow { sig: s.clone(), packets: c.packets, bytes: c.bytes }
+            })
+            .collect())
     }
 
     fn sync_all(&mut self) -> anyhow::Result<(usize, usize)> {
@@ -336,7 +418,9 @@ impl State {
             })
             .collect();
         rules.sort_by_key(|r| std::cmp::Reverse(r.packets));
-        Ok(api::Stats { reasons, rules })
+        let mut sigs: Vec<api::SigRow> = self.sig_rows()?.into_iter().filter(|s| s.packets != 0).collect();
+        sigs.sort_by_key(|s| std::cmp::Reverse(s.packets));
+        Ok(api::Stats { reasons, rules, sigs })
     }
 
     fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
@@ -434,6 +518,34 @@ pub fn router(state: Shared) -> Router {
                     .map_err(|_| Failure::bad("ip", format!("`{ip}` is not an IP address")))?;
                 Answer::Ok(Json(lock(&s).check(ip)))
             }),
+        )
+        .route(
+            "/v1/sigs",
+            get(|AxState(s): AxState<Shared>| async move {
+                Answer::Ok(Json(lock(&s).sig_rows().map_err(|e| Failure::internal(&e))?))
+            })
+            .post(
+                |AxState(s): AxState<Shared>, body: Result<Json<api::AddSig>, JsonRejection>| async move {
+                    let req = json_body(body)?;
+                    Answer::Ok(Json(lock(&s).add_sig(&req.into())?))
+                },
+            ),
+        )
+        .route(
+            "/v1/sigs/delete",
+            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelSigs>, JsonRejection>| async move {
+                let req = json_body(body)?;
+                Answer::Ok(Json(lock(&s).del_sigs(&req)?))
+            }),
+        )
+        .route(
+            "/v1/sigs/mode",
+            post(
+                |AxState(s): AxState<Shared>, body: Result<Json<api::SetSigMode>, JsonRejection>| async move {
+                    let req = json_body(body)?;
+                    Answer::Ok(Json(lock(&s).set_sig_mode(&req)?))
+                },
+            ),
         )
         .route(
             "/v1/reload",

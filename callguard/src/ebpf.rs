@@ -29,7 +29,11 @@ use aya::{
     },
 };
 use callguard_common::{
-    Action, Counter, KernelConfig, NetEntry, Reason, config::CONFIG_KEY, maps, stats::stats_index,
+    Action, Counter, KernelConfig, NetEntry, Reason,
+    config::CONFIG_KEY,
+    maps,
+    sig::{DFA_STATES, DfaHead, DfaRow},
+    stats::stats_index,
 };
 use ipnet::IpNet;
 
@@ -137,6 +141,11 @@ pub struct Kernel {
     config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, Counter>,
     rule_stats: PerCpuArray<MapData, Counter>,
+    sig_dfa: Array<MapData, DfaRow>,
+    sig_head: Array<MapData, DfaHead>,
+    sig_stats: PerCpuArray<MapData, Counter>,
+    /// What `CG_CONFIG` holds (its `sig_bank` is the signature bank in use).
+    kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
     nets: BTreeMap<IpNet, NetEntry>,
     /// Counter slots by rule id, rebuilt from the entries at load.
@@ -193,6 +202,10 @@ impl Kernel {
             config: take(&mut ebpf, maps::CONFIG)?,
             stats: take(&mut ebpf, maps::STATS)?,
             rule_stats: take(&mut ebpf, maps::RULE_STATS)?,
+            sig_dfa: take(&mut ebpf, maps::SIG_DFA)?,
+            sig_head: take(&mut ebpf, maps::SIG_HEAD)?,
+            sig_stats: take(&mut ebpf, maps::SIG_STATS)?,
+            kcfg: KernelConfig::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             nets: BTreeMap::new(),
@@ -202,6 +215,7 @@ impl Kernel {
         k.nets = k.read_nets()?;
         k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
+        k.kcfg = k.config.get(&CONFIG_KEY, 0)?;
         Ok(k)
     }
 
@@ -449,9 +463,48 @@ impl Kernel {
         Ok(())
     }
 
-    /// Replaces the policy record with one update.
+    /// Replaces the policy record with one update (keeping the signature bank in use).
     pub fn set_config(&mut self, cfg: KernelConfig) -> anyhow::Result<()> {
+        let cfg = KernelConfig { sig_bank: self.kcfg.sig_bank, ..cfg };
         self.config.set(CONFIG_KEY, cfg, 0)?;
+        self.kcfg = cfg;
+        Ok(())
+    }
+
+    /// Installs compiled signature automata: writes the bank not in use, then switches the
+    /// policy record to it in one update, so every packet walks either the old automata or the
+    /// new ones.
+    pub fn set_signatures(&mut self, c: &crate::sig::Compiled) -> anyhow::Result<()> {
+        let bank = self.kcfg.sig_bank ^ 1;
+        let base = u32::from(bank) * DFA_STATES;
+        for (i, row) in c.rows.iter().enumerate() {
+            self.sig_dfa.set(base + i as u32, *row, 0).context("writing CG_SIG_DFA")?;
+        }
+        self.sig_head.set(u32::from(bank), c.head, 0).context("writing CG_SIG_HEAD")?;
+        let cfg = KernelConfig { sig_bank: bank, ..self.kcfg };
+        self.config.set(CONFIG_KEY, cfg, 0)?;
+        self.kcfg = cfg;
+        Ok(())
+    }
+
+    /// Counters of the given signature slots, summed over CPUs.
+    pub fn sig_stats(
+        &self,
+        slots: impl IntoIterator<Item = u16>,
+    ) -> anyhow::Result<StdHashMap<u16, Counter>> {
+        let mut out = StdHashMap::new();
+        for slot in slots {
+            let per_cpu = self.sig_stats.get(&u32::from(slot), 0)?;
+            out.insert(slot, per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c)));
+        }
+        Ok(out)
+    }
+
+    /// Zeroes a signature slot's counters (before a new signature takes the slot).
+    pub fn clear_sig_stats(&mut self, slot: u16) -> anyhow::Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
+        self.sig_stats.set(u32::from(slot), zero, 0)?;
         Ok(())
     }
 

@@ -10,4 +10,5 @@ pub mod daemon;
 pub mod ebpf;
 pub mod import;
 pub mod rules;
+pub mod sig;
 pub mod store;

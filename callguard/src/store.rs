@@ -9,7 +9,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::rules::{Kind, NetRule, NewNetRule, Origin, Scope};
+use crate::{
+    rules::{Kind, NetRule, NewNetRule, Origin, Scope},
+    sig::{self, NewSignature, SigMode, Signature},
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +44,21 @@ pub trait Store: Send + std::fmt::Debug {
     fn delete_nets(&mut self, ids: &[u32]) -> Result<usize, StoreError>;
     /// Makes the `config` rules exactly `rules` (one transaction).
     fn replace_config_nets(&mut self, rules: &[NewNetRule]) -> Result<(), StoreError>;
+    /// Every scanner signature, ordered by id.
+    fn sigs(&self) -> Result<Vec<Signature>, StoreError>;
+    /// Adds signatures, each with the lowest free counter slot. One transaction: a duplicate
+    /// (same field, match and text, ignoring case) or running out of slots stores nothing.
+    fn add_sigs(&mut self, sigs: &[NewSignature], origin: &str) -> Result<Vec<Signature>, StoreError>;
+    /// Deletes signatures by id; returns how many existed.
+    fn delete_sigs(&mut self, ids: &[u32]) -> Result<usize, StoreError>;
+    /// Sets a signature's mode; `None` when there is no such signature.
+    fn set_sig_mode(&mut self, id: u32, mode: SigMode) -> Result<Option<Signature>, StoreError>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE net_rules (
+const MIGRATIONS: &[&str] = &[
+    // 1: network rules.
+    "CREATE TABLE net_rules (
         -- AUTOINCREMENT: ids are never reused, so kernel counters never mix two rules.
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         cidr TEXT NOT NULL,
@@ -55,7 +69,30 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE net_rules (
         origin TEXT NOT NULL,
         created_at TEXT NOT NULL,
         UNIQUE (cidr, action)
-    );"];
+    );",
+    // 2: scanner signatures (the default set is added by `seed`).
+    "CREATE TABLE signatures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        field TEXT NOT NULL CHECK (field IN ('user-agent', 'from-to')),
+        match_kind TEXT NOT NULL CHECK (match_kind IN ('prefix', 'contains')),
+        text TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('enforce', 'dry-run')),
+        -- The kernel counter slot: unique among live signatures, reused after a delete.
+        slot INTEGER NOT NULL UNIQUE,
+        comment TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (field, match_kind, text COLLATE NOCASE)
+    );",
+];
+
+/// Data a migration adds besides its schema, by migration index.
+fn seed(tx: &rusqlite::Transaction<'_>, migration: usize) -> Result<(), StoreError> {
+    if migration == 1 {
+        add_sigs_tx(tx, &sig::defaults(), "default")?;
+    }
+    Ok(())
+}
 
 /// The embedded SQLite store.
 #[derive(Debug)]
@@ -93,6 +130,7 @@ impl SqliteStore {
         let tx = self.conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             tx.execute_batch(sql)?;
+            seed(&tx, i)?;
             tx.pragma_update(None, "user_version", i + 1)?;
         }
         tx.commit()?;
@@ -171,7 +209,116 @@ fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Resu
     }
 }
 
+const SIG_SELECT: &str =
+    "SELECT id, field, match_kind, text, mode, slot, comment, origin, created_at FROM signatures";
+
+fn row_to_sig(r: &rusqlite::Row<'_>) -> Result<Result<Signature, StoreError>, rusqlite::Error> {
+    use clap::ValueEnum as _;
+    let id: u32 = r.get(0)?;
+    let corrupt =
+        |what: &str| Err(StoreError::Corrupt { table: "signatures", detail: format!("id {id}: {what}") });
+    let (field, matches, mode): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(4)?);
+    let created: String = r.get(8)?;
+    let (Ok(field), Ok(matches), Ok(mode)) = (
+        sig::SigField::from_str(&field, false),
+        sig::SigMatch::from_str(&matches, false),
+        SigMode::from_str(&mode, false),
+    ) else {
+        return Ok(corrupt("field/match/mode"));
+    };
+    let Ok(created_at) = DateTime::parse_from_rfc3339(&created) else { return Ok(corrupt("created_at")) };
+    Ok(Ok(Signature {
+        id,
+        sig: NewSignature { field, matches, text: r.get(3)?, mode, comment: r.get(6)? },
+        slot: r.get(5)?,
+        origin: r.get(7)?,
+        created_at: created_at.with_timezone(&Utc),
+    }))
+}
+
+fn add_sigs_tx(
+    tx: &rusqlite::Transaction<'_>,
+    sigs: &[NewSignature],
+    origin: &str,
+) -> Result<Vec<Signature>, StoreError> {
+    let now = ts(Some(Utc::now())).unwrap_or_default();
+    let mut used: Vec<u16> = {
+        let mut stmt = tx.prepare_cached("SELECT slot FROM signatures")?;
+        stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(sigs.len());
+    for s in sigs {
+        let dup: Option<u32> = tx
+            .query_row(
+                "SELECT id FROM signatures WHERE field = ?1 AND match_kind = ?2 AND text = ?3 COLLATE NOCASE",
+                params![s.field.name(), s.matches.name(), s.text],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = dup {
+            return Err(StoreError::Conflict(format!(
+                "signature {} {} `{}` exists already (id {id})",
+                s.field.name(),
+                s.matches.name(),
+                s.text
+            )));
+        }
+        let slot = sig::free_slot(used.iter().copied()).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "all {} signature slots are taken",
+                callguard_common::sig::SLOTS - 1
+            ))
+        })?;
+        used.push(slot);
+        let row = tx.query_row(
+            "INSERT INTO signatures (field, match_kind, text, mode, slot, comment, origin, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             RETURNING id, field, match_kind, text, mode, slot, comment, origin, created_at",
+            params![s.field.name(), s.matches.name(), s.text, s.mode.name(), slot, s.comment, origin, now],
+            row_to_sig,
+        )??;
+        out.push(row);
+    }
+    Ok(out)
+}
+
 impl Store for SqliteStore {
+    fn sigs(&self) -> Result<Vec<Signature>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!("{SIG_SELECT} ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_sig)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn add_sigs(&mut self, sigs: &[NewSignature], origin: &str) -> Result<Vec<Signature>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let out = add_sigs_tx(&tx, sigs, origin)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn delete_sigs(&mut self, ids: &[u32]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for id in ids {
+            n += tx.execute("DELETE FROM signatures WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn set_sig_mode(&mut self, id: u32, mode: SigMode) -> Result<Option<Signature>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "UPDATE signatures SET mode = ?1 WHERE id = ?2
+                 RETURNING id, field, match_kind, text, mode, slot, comment, origin, created_at",
+                params![mode.name(), id],
+                row_to_sig,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
     fn nets(&self) -> Result<Vec<NetRule>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!("{SELECT} ORDER BY id"))?;
         let rows = stmt.query_map([], row_to_rule)?;
@@ -288,6 +435,32 @@ mod tests {
         s.delete_nets(&[a[0].id]).unwrap();
         let b = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
         assert!(b[0].id > a[0].id);
+    }
+
+    #[test]
+    fn signatures_seeded_unique_and_slots_reused() {
+        let mut s = SqliteStore::memory().unwrap();
+        let defaults = s.sigs().unwrap();
+        assert_eq!(defaults.len(), sig::DEFAULTS.len());
+        assert!(defaults.iter().all(|d| d.origin == "default"));
+        let mut slots: Vec<u16> = defaults.iter().map(|d| d.slot).collect();
+        slots.dedup();
+        assert_eq!(slots.len(), defaults.len(), "distinct slots");
+        // Same text in another case: refused, and nothing of the batch is stored.
+        let ok = NewSignature { text: "brand-new".into(), ..sig::defaults().remove(0) };
+        let dup = NewSignature { text: "FRIENDLY-SCANNER".into(), ..sig::defaults().remove(0) };
+        let err = s.add_sigs(&[ok.clone(), dup], "operator").unwrap_err();
+        assert!(err.to_string().contains("exists already"), "{err}");
+        assert_eq!(s.sigs().unwrap().len(), defaults.len());
+        // A deleted signature's slot goes to the next one; its id does not.
+        let first = defaults[0].clone();
+        assert_eq!(s.delete_sigs(&[first.id, 9999]).unwrap(), 1);
+        let added = s.add_sigs(&[ok], "operator").unwrap().remove(0);
+        assert_eq!(added.slot, first.slot);
+        assert!(added.id > defaults.last().unwrap().id);
+        let changed = s.set_sig_mode(added.id, SigMode::DryRun).unwrap().unwrap();
+        assert_eq!(changed.sig.mode, SigMode::DryRun);
+        assert!(s.set_sig_mode(9999, SigMode::DryRun).unwrap().is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod netns;
+pub mod sipmsg;
 
 use std::{
     path::PathBuf,
@@ -15,6 +16,7 @@ use callguard::{
     config::Config,
     ebpf::Kernel,
     rules::{self, Kind, NetRule, Origin, Scope},
+    sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
 use callguard_common::{Action, Counter, Reason};
 
@@ -65,6 +67,19 @@ impl TestKernel {
     pub fn set_rules(&mut self, rules: &[NetRule]) {
         let compiled = rules::compile(rules, &rules::Clock::now());
         self.kernel.apply_nets(&compiled).unwrap();
+    }
+
+    /// Makes the kernel's signature automata hold exactly `sigs`, compiled as the daemon does;
+    /// returns the compiled bank (the userspace model of the same automata).
+    pub fn set_signatures(&mut self, sigs: &[Signature]) -> callguard::sig::Compiled {
+        let compiled = callguard::sig::compile(sigs).expect("compiling signatures");
+        self.kernel.set_signatures(&compiled).unwrap();
+        compiled
+    }
+
+    /// The counter of one signature slot.
+    pub fn sig_counter(&self, slot: u16) -> Counter {
+        self.kernel.sig_stats([slot]).unwrap()[&slot]
     }
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the action.
@@ -122,4 +137,30 @@ pub fn rule(id: u32, cidr: &str, action: Kind, scope: Scope) -> NetRule {
         origin: Origin::Manual,
         created_at: chrono::Utc::now(),
     }
+}
+
+/// A signature for tests: id and counter slot `id`.
+pub fn signature(id: u32, field: SigField, matches: SigMatch, text: &str, mode: SigMode) -> Signature {
+    Signature {
+        id,
+        sig: NewSignature { field, matches, text: text.into(), mode, comment: String::new() },
+        slot: id as u16,
+        origin: "operator".into(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+/// The shipped default signatures, with ids and slots 1, 2, ... in order.
+pub fn default_signatures() -> Vec<Signature> {
+    callguard::sig::defaults()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Signature {
+            id: i as u32 + 1,
+            sig: s,
+            slot: i as u16 + 1,
+            origin: "default".into(),
+            created_at: chrono::Utc::now(),
+        })
+        .collect()
 }
