@@ -36,6 +36,15 @@ pub const SCRATCH: &str = "CG_SCRATCH";
 /// Per-CPU SIP parse in progress: `PerCpuArray<sip::Parse>`.
 pub const PARSE: &str = "CG_PARSE";
 
+/// Per-source rate state: `LruHashMap<[u8; 16], limits::SourceState>`; see [`crate::limits`].
+pub const SOURCES: &str = "CG_SOURCES";
+/// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
+pub const LIMITS: &str = "CG_LIMITS";
+/// Drop samples and ban requests: a ring buffer of `limits::Event`.
+pub const EVENTS: &str = "CG_EVENTS";
+/// Per-CPU drop sequence for event sampling: `PerCpuArray<u64>` of one slot.
+pub const EVENT_SEQ: &str = "CG_EVSEQ";
+
 /// The XDP program's function name (and its ELF symbol).
 /// (Maps are listed in the program; `callguard detach` removes every pin in the directory.)
 pub const PROGRAM: &str = "callguard";
@@ -52,6 +61,11 @@ pub const PORT_COUNT: u32 = 1 << 16;
 /// Counter slots for rules (1 MiB per CPU). Slots are handed out as rules are written to the
 /// kernel; rules written once all are taken are counted by reason only.
 pub const RULE_STATS_MAX: u32 = 1 << 16;
+
+/// Sources tracked for rate limits (LRU: the least recently seen make room).
+pub const SOURCES_MAX: u32 = 1 << 18;
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// `BPF_F_NO_PREALLOC`: allocate hash entries on insert. Besides saving memory, it makes an
 /// update of an existing key replace the element under RCU, so a reader sees the old or the new

@@ -122,6 +122,10 @@ reasons! {
     Method = 14, "method";
     /// A CRLF or STUN keepalive to a guarded port.
     Keepalive = 15, "keepalive";
+    /// A SIP request over one of its source's rate limits (all requests, REGISTER, INVITE).
+    Rate = 16, "rate";
+    /// A source the kernel banned (it kept exceeding its rate limits, or enumerated users).
+    Banned = 17, "banned";
 }
 
 impl Reason {

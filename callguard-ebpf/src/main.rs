@@ -17,7 +17,9 @@
 //! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — not SIP → `not_sip`
 //!    (policy), keepalive → pass `keepalive`, a request matching an enforcing scanner signature
 //!    → drop `signature`, a refused method → drop `method`, a request matching only dry-run
-//!    signatures → pass `signature`;
+//!    signatures → pass `signature`; then, for requests, the per-source state ([`police`]): a
+//!    source the kernel banned → drop `banned`; a request over a rate limit → drop `rate` (a
+//!    source that keeps exceeding is banned); too many distinct To values → banned;
 //! 8. otherwise → pass `clean`.
 
 mod parse;
@@ -25,13 +27,19 @@ mod parse;
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, NetMatch, Reason,
     config::{CONFIG_KEY, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP, PORT_TCP, PORT_UDP},
-    maps::{BPF_F_NO_PREALLOC, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, RULE_STATS_MAX},
+    limits::{
+        self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, EVENT_UA, Event, Limits, STREAK_GAP_NS,
+        SourceState, TO_HASH_MAX, event,
+    },
+    maps::{
+        BPF_F_NO_PREALLOC, EVENTS_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, RULE_STATS_MAX, SOURCES_MAX,
+    },
     net::{EXPIRED_RETRIES, SCOPE_ALL},
     sig::{self, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE},
     sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
@@ -83,32 +91,57 @@ static CG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static CG_PARSE: PerCpuArray<Parse> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-source rate state (`maps::SOURCES`).
+#[map]
+static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pinned(SOURCES_MAX, 0);
+/// Rate limits, ban and enumeration settings (`maps::LIMITS`).
+#[map]
+static CG_LIMITS: Array<Limits> = Array::pinned(1, 0);
+/// Drop samples and ban requests for the daemon (`maps::EVENTS`).
+#[map]
+static CG_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+/// Per-CPU drop sequence, for sampling (`maps::EVENT_SEQ`).
+#[map]
+static CG_EVSEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// A verdict: what to do, why, the counter slot of the rule that decided (0 = none) and of the
-/// signature that matched (0 = none).
+/// signature that matched (0 = none), and for SIP the method and where the User-Agent is.
 #[derive(Clone, Copy)]
 struct Verdict {
     action: Action,
     reason: Reason,
     slot: u16,
     sig: u16,
+    method: u8,
+    ua: Span,
 }
 
 impl Verdict {
     #[inline(always)]
+    const fn new(action: Action, reason: Reason, slot: u16) -> Self {
+        Self { action, reason, slot, sig: 0, method: 0, ua: Span { off: 0, len: 0 } }
+    }
+    #[inline(always)]
     const fn pass(reason: Reason) -> Self {
-        Self { action: Action::Pass, reason, slot: 0, sig: 0 }
+        Self::new(Action::Pass, reason, 0)
     }
     #[inline(always)]
     const fn by_policy(drop: bool, reason: Reason) -> Self {
-        Self { action: if drop { Action::Drop } else { Action::Pass }, reason, slot: 0, sig: 0 }
+        Self::new(if drop { Action::Drop } else { Action::Pass }, reason, 0)
+    }
+    /// A verdict on a SIP message.
+    #[inline(always)]
+    const fn sip(action: Action, reason: Reason, sig: u16, info: &sip::Info) -> Self {
+        Self { action, reason, slot: 0, sig, method: info.method, ua: info.user_agent }
     }
 }
 
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard(ctx: XdpContext) -> u32 {
-    let verdict = decide(&ctx);
-    finish(&ctx, verdict)
+    let mut src = [0u8; 16];
+    let verdict = decide(&ctx, &mut src);
+    finish(&ctx, verdict, &src)
 }
 
 /// A program that passes everything and does nothing else: the reference the benchmark
@@ -119,17 +152,21 @@ fn callguard_baseline(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> Verdict {
+fn decide(ctx: &XdpContext, src: &mut [u8; 16]) -> Verdict {
     let l3 = match parse::parse_l3(ctx) {
         Ok(l3) => l3,
         Err(reason) => return Verdict::pass(reason),
+    };
+    *src = match l3.src {
+        Src::V4(a) => limits::source_key_v4(a),
+        Src::V6(a) => limits::source_key_v6(a),
     };
     let net = match l3.src {
         Src::V4(addr) => lookup_v4(addr),
         Src::V6(addr) => lookup_v6(addr),
     };
     if let Some(NetMatch::Deny { slot, scope: SCOPE_ALL, .. }) = net {
-        return Verdict { action: Action::Drop, reason: Reason::Denied, slot, sig: 0 };
+        return Verdict::new(Action::Drop, Reason::Denied, slot);
     }
     if l3.later_fragment {
         return Verdict::by_policy(config().flags & FLAG_DROP_FRAGMENTS != 0, Reason::Fragment);
@@ -146,13 +183,9 @@ fn decide(ctx: &XdpContext) -> Verdict {
         return Verdict::pass(Reason::Unguarded);
     }
     match net {
-        Some(NetMatch::Allow { slot, .. }) => {
-            Verdict { action: Action::Pass, reason: Reason::Allowed, slot, sig: 0 }
-        }
-        Some(NetMatch::Deny { slot, .. }) => {
-            Verdict { action: Action::Drop, reason: Reason::Denied, slot, sig: 0 }
-        }
-        _ if l3.proto == IPPROTO_UDP => inspect_sip(ctx, l3.l4_off + 8),
+        Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
+        Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
+        _ if l3.proto == IPPROTO_UDP => inspect_sip(ctx, l3.l4_off + 8, src),
         _ => Verdict::pass(Reason::Clean),
     }
 }
@@ -225,7 +258,7 @@ fn config() -> KernelConfig {
 
 /// SIP inspection of a UDP datagram to a guarded port from a source in neither list.
 #[inline(always)]
-fn inspect_sip(ctx: &XdpContext, payload_off: usize) -> Verdict {
+fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: &[u8; 16]) -> Verdict {
     let cfg = config();
     let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
     let total = ctx.data_end() - ctx.data();
@@ -275,16 +308,163 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize) -> Verdict {
         bpf_loop(sig::field::COUNT as u32, sig_step as *mut core::ffi::c_void, (&raw mut walk).cast(), 0);
     }
     if walk.hit.mode == MODE_ENFORCE {
-        return Verdict { action: Action::Drop, reason: Reason::Signature, slot: 0, sig: walk.hit.slot };
+        return Verdict::sip(Action::Drop, Reason::Signature, walk.hit.slot, &info);
     }
     let dry_run = walk.hit.slot;
-    if info.kind == Kind::Request && cfg.method_drop & (1 << info.method) != 0 {
-        return Verdict { action: Action::Drop, reason: Reason::Method, slot: 0, sig: dry_run };
+    if info.kind == Kind::Request {
+        if cfg.method_drop & (1 << info.method) != 0 {
+            return Verdict::sip(Action::Drop, Reason::Method, dry_run, &info);
+        }
+        if let Some(reason) = police(src, &info) {
+            return Verdict::sip(Action::Drop, reason, dry_run, &info);
+        }
     }
     if dry_run != 0 {
-        return Verdict { action: Action::Pass, reason: Reason::Signature, slot: 0, sig: dry_run };
+        return Verdict::sip(Action::Pass, Reason::Signature, dry_run, &info);
     }
-    Verdict::pass(Reason::Clean)
+    Verdict::sip(Action::Pass, Reason::Clean, 0, &info)
+}
+
+/// The To value hash (`bpf_loop` callback, one iteration): its own verifier pass, like
+/// [`sig_step`].
+extern "C" fn to_hash_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the ToHash that police passed to bpf_loop, alive during the loop.
+    let th = unsafe { &mut *ctx.cast::<ToHash>() };
+    let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
+    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    let buf = unsafe { &*buf };
+    let off = usize::from(th.span.off);
+    let len = usize::from(th.span.len);
+    let mut h = limits::FNV_INIT;
+    for k in 0..TO_HASH_MAX {
+        if k >= len {
+            break;
+        }
+        let c = buf.buf[(off + k) & (SCAN_LEN - 1)];
+        if c == b'>' || c == b';' {
+            break;
+        }
+        h = limits::fnv1a(h, c);
+    }
+    th.bit = limits::fold(h);
+    1
+}
+
+/// Input and output of [`to_hash_step`].
+struct ToHash {
+    span: Span,
+    bit: usize,
+}
+
+/// Rate limits, bans and enumeration detection for a request from a source in neither list.
+/// `None`: within limits.
+#[inline(always)]
+fn police(src: &[u8; 16], info: &sip::Info) -> Option<Reason> {
+    let lim = CG_LIMITS.get(0)?;
+    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
+        return None; // nothing to police: no per-source state needed
+    }
+    let now = boot_ns();
+    let st = match CG_SOURCES.get_ptr_mut(src) {
+        Some(st) => st,
+        None => {
+            // First request of this source: an LRU insert (evicts the least recently seen).
+            let _ = CG_SOURCES.insert(src, SourceState::default(), 0);
+            CG_SOURCES.get_ptr_mut(src)?
+        }
+    };
+    // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
+    // an update, which only lets a request more through.
+    let st = unsafe { &mut *st };
+    if st.banned_until > now {
+        return Some(Reason::Banned);
+    }
+    let specific = match info.method {
+        sip::method::REGISTER => BUCKET_REGISTER,
+        sip::method::INVITE => BUCKET_INVITE,
+        _ => BUCKET_ALL,
+    };
+    let mut over = false;
+    for (i, b) in [BUCKET_ALL, specific].into_iter().enumerate() {
+        // Methods without a bucket of their own use only the one for all requests.
+        if lim.interval_ns[b] == 0 || (i == 1 && b == BUCKET_ALL) {
+            continue;
+        }
+        match limits::gcra(st.tat[b], now, lim.interval_ns[b], lim.tau_ns[b]) {
+            Some(tat) => st.tat[b] = tat,
+            None => over = true,
+        }
+    }
+    if over {
+        if st.over_since == 0 || now - st.last_over > STREAK_GAP_NS {
+            st.over_since = now;
+        }
+        st.last_over = now;
+        if lim.ban_after_ns != 0 && now - st.over_since >= lim.ban_after_ns {
+            ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
+            return Some(Reason::Banned);
+        }
+        return Some(Reason::Rate);
+    }
+    if lim.enum_users != 0 && info.to.is_some() {
+        if now - st.enum_start > lim.enum_window_ns {
+            st.enum_start = now;
+            st.sketch = [0; 4];
+        }
+        let mut th = ToHash { span: info.to, bit: 0 };
+        // SAFETY: the callback matches bpf_loop's contract and only uses `th` during the call.
+        unsafe {
+            bpf_loop(1, to_hash_step as *mut core::ffi::c_void, (&raw mut th).cast(), 0);
+        }
+        let bit = th.bit & (limits::SKETCH_BITS - 1);
+        st.sketch[bit / 64] |= 1 << (bit % 64);
+        let seen: u32 = st.sketch.iter().map(|w| w.count_ones()).sum();
+        if seen > lim.enum_users {
+            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, info);
+            return Some(Reason::Banned);
+        }
+    }
+    None
+}
+
+/// Bans a source in the kernel and asks the daemon (an event) to store the ban as a rule.
+#[inline(always)]
+fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, info: &sip::Info) {
+    st.banned_until = now + ban_ns;
+    st.over_since = 0;
+    st.sketch = [0; 4];
+    emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+}
+
+/// Writes an event to the ring buffer (dropped, not waited for, when it is full).
+#[inline(always)]
+fn emit(src: &[u8; 16], kind: u8, reason: Reason, method: u8, rule_slot: u16, sig_slot: u16, ua: Span) {
+    let Some(mut entry) = CG_EVENTS.reserve::<Event>(0) else { return };
+    let ua_len = if usize::from(ua.len) > EVENT_UA { EVENT_UA } else { usize::from(ua.len) };
+    let mut e = Event {
+        ts_ns: boot_ns(),
+        addr: *src,
+        kind,
+        reason: reason as u8,
+        method,
+        ua_len: ua_len as u8,
+        rule_slot,
+        sig_slot,
+        ua: [0; EVENT_UA],
+    };
+    if ua_len != 0
+        && let Some(buf) = CG_SCRATCH.get_ptr(0)
+    {
+        // SAFETY: this CPU's scratch buffer, filled in this program run.
+        let buf = unsafe { &*buf };
+        for k in 0..EVENT_UA {
+            if k < ua_len {
+                e.ua[k] = buf.buf[(usize::from(ua.off) + k) & (SCAN_LEN - 1)];
+            }
+        }
+    }
+    entry.write(e);
+    entry.submit(0);
 }
 
 #[inline(always)]
@@ -348,7 +528,7 @@ fn boot_ns() -> u64 {
 
 /// Counts the verdict and turns it into the XDP return code. The only exit of the program.
 #[inline(always)]
-fn finish(ctx: &XdpContext, v: Verdict) -> u32 {
+fn finish(ctx: &XdpContext, v: Verdict, src: &[u8; 16]) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     if let Some(c) = CG_STATS.get_ptr_mut(stats_index(v.action, v.reason)) {
         // SAFETY: per-CPU slot, so no other CPU writes it; XDP runs with preemption disabled.
@@ -373,6 +553,20 @@ fn finish(ctx: &XdpContext, v: Verdict) -> u32 {
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
+        }
+    }
+    if v.action == Action::Drop
+        && let Some(lim) = CG_LIMITS.get(0)
+        && lim.event_sample != 0
+        && let Some(seq) = CG_EVSEQ.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's sequence number.
+        let n = unsafe {
+            *seq += 1;
+            *seq
+        };
+        if n % u64::from(lim.event_sample) == 0 {
+            emit(src, event::DROP, v.reason, v.method, v.slot, v.sig, v.ua);
         }
     }
     v.action.xdp_action()

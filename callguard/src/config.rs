@@ -43,6 +43,12 @@ pub struct Config {
     pub policy: Policy,
     /// SIP inspection of UDP to guarded ports from sources outside the authorized networks.
     pub sip: SipPolicy,
+    /// Per-source rate limits and automatic bans.
+    pub rate: RateLimits,
+    /// Extension-scan (enumeration) detection.
+    pub enumeration: Enumeration,
+    /// Drop events.
+    pub events: Events,
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
     /// reload, and cannot be deleted through the CLI.
     pub networks: Vec<NetworkEntry>,
@@ -60,6 +66,9 @@ impl Default for Config {
             ports: Ports::default(),
             policy: Policy::default(),
             sip: SipPolicy::default(),
+            rate: RateLimits::default(),
+            enumeration: Enumeration::default(),
+            events: Events::default(),
             networks: Vec::new(),
         }
     }
@@ -186,6 +195,86 @@ impl Default for SipPolicy {
             not_sip: PassDrop::Drop,
             drop_methods: vec![MethodName(callguard_common::sip::method::UNKNOWN)],
         }
+    }
+}
+
+/// A token bucket: a sustained rate per second and a burst.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    /// Requests per second, sustained; 0 turns the limit off.
+    pub rate: u32,
+    /// Requests allowed at once above the rate (at least 1).
+    pub burst: u32,
+}
+
+/// Per-source rate limits on SIP requests from sources outside the authorized networks (a
+/// source is an IPv4 address or an IPv6 /64), and the bans that follow.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Every request. Default 50/s, burst 100.
+    pub requests: Bucket,
+    /// REGISTER. Default 10/s, burst 30.
+    pub register: Bucket,
+    /// INVITE. Default 10/s, burst 30.
+    pub invite: Bucket,
+    /// A source that keeps exceeding a limit (no pause over one second) this long is banned;
+    /// 0: never banned for rate. Default 10.
+    pub ban_after_secs: u64,
+    /// How long a ban lasts. Default 3600.
+    pub ban_secs: u64,
+    /// When this many sources of one /24 (IPv4) or /48 (IPv6) are banned, the prefix is
+    /// banned; 0: off. Default 5.
+    pub escalate_after: u32,
+    /// How long a prefix ban lasts. Default 86400.
+    pub escalate_ban_secs: u64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            requests: Bucket { rate: 50, burst: 100 },
+            register: Bucket { rate: 10, burst: 30 },
+            invite: Bucket { rate: 10, burst: 30 },
+            ban_after_secs: 10,
+            ban_secs: 3600,
+            escalate_after: 5,
+            escalate_ban_secs: 86_400,
+        }
+    }
+}
+
+/// Enumeration (extension scan) detection.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enumeration {
+    /// A source whose requests carry more than this many distinct To values within
+    /// `window_secs` is banned (for `rate.ban_secs`); 0: off. At most 128. Default 20.
+    pub users: u32,
+    /// The window, in seconds. Default 60.
+    pub window_secs: u64,
+}
+
+impl Default for Enumeration {
+    fn default() -> Self {
+        Self { users: 20, window_secs: 60 }
+    }
+}
+
+/// Drop events: sampled drops for logs and `callguard events`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// One in this many drops becomes an event; 0: none (bans are always reported). Default 16.
+    pub sample: u32,
+    /// Most drop events written to the log per second (the rest are counted). Default 10.
+    pub log_per_sec: u32,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self { sample: 16, log_per_sec: 10 }
     }
 }
 
@@ -317,7 +406,7 @@ impl Config {
                 return Err(format!("networks: {} {} is listed twice", n.action, n.cidr));
             }
         }
-        Ok(())
+        self.validate_limits()
     }
 
     /// The guarded-port bitmap as the kernel's `CG_PORTS` holds it.
@@ -349,6 +438,47 @@ impl Config {
         }
         let method_drop = self.sip.drop_methods.iter().fold(0u32, |m, n| m | 1 << n.0);
         callguard_common::KernelConfig { flags, method_drop, ..Default::default() }
+    }
+
+    /// The kernel's limits record.
+    pub fn kernel_limits(&self) -> callguard_common::limits::Limits {
+        use callguard_common::limits::{BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, Limits};
+        const SEC: u64 = 1_000_000_000;
+        let mut l = Limits::default();
+        let r = &self.rate;
+        for (i, b) in [(BUCKET_ALL, r.requests), (BUCKET_REGISTER, r.register), (BUCKET_INVITE, r.invite)] {
+            if b.rate != 0 {
+                l.interval_ns[i] = SEC / u64::from(b.rate);
+                l.tau_ns[i] = l.interval_ns[i] * u64::from(b.burst.max(1) - 1);
+            }
+        }
+        l.ban_after_ns = r.ban_after_secs.saturating_mul(SEC);
+        l.ban_ns = r.ban_secs.saturating_mul(SEC);
+        l.enum_window_ns = self.enumeration.window_secs.saturating_mul(SEC);
+        l.enum_users = self.enumeration.users;
+        l.event_sample = self.events.sample;
+        l
+    }
+
+    /// Checks the ranges of the rate, enumeration and event settings.
+    fn validate_limits(&self) -> Result<(), String> {
+        if self.enumeration.users > 128 {
+            return Err(format!("enumeration.users: at most 128, not {}", self.enumeration.users));
+        }
+        for (name, b) in
+            [("requests", self.rate.requests), ("register", self.rate.register), ("invite", self.rate.invite)]
+        {
+            if b.rate > 1_000_000 {
+                return Err(format!("rate.{name}.rate: at most 1000000 per second, not {}", b.rate));
+            }
+            if b.rate != 0 && b.burst == 0 {
+                return Err(format!("rate.{name}.burst: at least 1"));
+            }
+        }
+        if self.rate.ban_after_secs != 0 && self.rate.ban_secs == 0 {
+            return Err("rate.ban_secs: at least 1 when rate.ban_after_secs is set".into());
+        }
+        Ok(())
     }
 }
 

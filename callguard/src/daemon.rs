@@ -134,6 +134,7 @@ impl State {
 
     fn push_policy(&mut self) -> anyhow::Result<()> {
         self.kernel.set_ports(&self.cfg.port_bits())?;
+        self.kernel.set_limits(self.cfg.kernel_limits())?;
         self.kernel.set_config(self.cfg.kernel_config())
     }
 

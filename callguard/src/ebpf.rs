@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf, lpm_trie::Key},
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -31,6 +31,7 @@ use aya::{
 use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, Reason,
     config::CONFIG_KEY,
+    limits::{Limits, SourceState},
     maps,
     sig::{DFA_STATES, DfaHead, DfaRow},
     stats::stats_index,
@@ -144,6 +145,10 @@ pub struct Kernel {
     sig_dfa: Array<MapData, DfaRow>,
     sig_head: Array<MapData, DfaHead>,
     sig_stats: PerCpuArray<MapData, Counter>,
+    sources: HashMap<MapData, [u8; 16], SourceState>,
+    limits: Array<MapData, Limits>,
+    /// The event ring buffer, until the daemon takes it ([`Kernel::take_events`]).
+    events: Option<RingBuf<MapData>>,
     /// What `CG_CONFIG` holds (its `sig_bank` is the signature bank in use).
     kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
@@ -205,6 +210,9 @@ impl Kernel {
             sig_dfa: take(&mut ebpf, maps::SIG_DFA)?,
             sig_head: take(&mut ebpf, maps::SIG_HEAD)?,
             sig_stats: take(&mut ebpf, maps::SIG_STATS)?,
+            sources: take(&mut ebpf, maps::SOURCES)?,
+            limits: take(&mut ebpf, maps::LIMITS)?,
+            events: Some(take(&mut ebpf, maps::EVENTS)?),
             kcfg: KernelConfig::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -469,6 +477,35 @@ impl Kernel {
         self.config.set(CONFIG_KEY, cfg, 0)?;
         self.kcfg = cfg;
         Ok(())
+    }
+
+    /// Replaces the rate-limit record with one update.
+    pub fn set_limits(&mut self, l: Limits) -> anyhow::Result<()> {
+        self.limits.set(0, l, 0)?;
+        Ok(())
+    }
+
+    /// The event ring buffer (once: its reader is single-consumer).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Forgets what the kernel tracks about a source (its buckets and a ban it imposed itself):
+    /// used when an automatic ban is deleted, so that deleting it really lifts it.
+    pub fn forget_source(&mut self, key: &[u8; 16]) -> anyhow::Result<()> {
+        match self.sources.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What the kernel tracks about a source, if anything.
+    pub fn source(&self, key: &[u8; 16]) -> anyhow::Result<Option<SourceState>> {
+        match self.sources.get(key, 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Installs compiled signature automata: writes the bank not in use, then switches the

@@ -37,9 +37,16 @@ pub struct TestKernel {
 }
 
 impl TestKernel {
-    /// Loads the program with the default configuration (UDP/TCP 5060-5061 guarded).
+    /// Loads the program with the default configuration (UDP/TCP 5060-5061 guarded), but with
+    /// rate limits and enumeration detection off, so tests that send many requests from one
+    /// source see only what they test.
     pub fn new() -> Self {
-        Self::with_config(&Config::default())
+        let mut cfg = Config::default();
+        cfg.rate.requests.rate = 0;
+        cfg.rate.register.rate = 0;
+        cfg.rate.invite.rate = 0;
+        cfg.enumeration.users = 0;
+        Self::with_config(&cfg)
     }
 
     /// Loads the program with the ports and policy of `cfg`.
@@ -60,6 +67,7 @@ impl TestKernel {
         };
         kernel.set_ports(&cfg.port_bits()).unwrap();
         kernel.set_config(cfg.kernel_config()).unwrap();
+        kernel.set_limits(cfg.kernel_limits()).unwrap();
         Self { kernel, dir }
     }
 

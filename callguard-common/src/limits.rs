@@ -1,0 +1,202 @@
+//! Per-source rate limits, automatic bans and enumeration detection, as the XDP program
+//! applies them to SIP requests from sources outside the authorized networks.
+//!
+//! A source is an IPv4 address or an IPv6 /64 ([`source_key`]). Each source has, in
+//! [`crate::maps::SOURCES`] (an LRU hash: the least recently seen sources make room), three token
+//! buckets kept as GCRA "theoretical arrival times" — all requests, REGISTER, INVITE — a record of
+//! how long it has kept exceeding them, and a 256-bit sketch of the To values it has sent in the
+//! current enumeration window. Updates race between CPUs without locks; a lost update lets one
+//! request more through, never fewer, which is acceptable for a rate limit.
+
+/// Bucket index: every request.
+pub const BUCKET_ALL: usize = 0;
+/// Bucket index: REGISTER.
+pub const BUCKET_REGISTER: usize = 1;
+/// Bucket index: INVITE.
+pub const BUCKET_INVITE: usize = 2;
+/// Number of buckets.
+pub const BUCKETS: usize = 3;
+
+/// Bits in the enumeration sketch.
+pub const SKETCH_BITS: usize = 256;
+/// Most To values hashed, in bytes (the value up to `>` or `;`).
+pub const TO_HASH_MAX: usize = 64;
+/// An exceeding streak ends after this long without exceeding.
+pub const STREAK_GAP_NS: u64 = 1_000_000_000;
+
+/// The limits record: the single value of [`crate::maps::LIMITS`]. A bucket with `interval_ns
+/// == 0` is off; `ban_after_ns == 0` turns bans for rate off; `enum_users == 0` turns
+/// enumeration detection off. All zero (the map's initial state) means no limits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Nanoseconds between requests at the sustained rate (1e9 / rate), by bucket.
+    pub interval_ns: [u64; BUCKETS],
+    /// Burst tolerance: `interval_ns * (burst - 1)`, by bucket.
+    pub tau_ns: [u64; BUCKETS],
+    /// A source exceeding a bucket without a pause longer than [`STREAK_GAP_NS`] for this long
+    /// is banned.
+    pub ban_after_ns: u64,
+    /// How long the kernel itself keeps a ban (the daemon's deny rule takes over when it lands).
+    pub ban_ns: u64,
+    /// Enumeration window.
+    pub enum_window_ns: u64,
+    /// A source whose requests carry more than this many distinct To values in one window is
+    /// banned.
+    pub enum_users: u32,
+    /// Of the drops, one in `event_sample` is reported as an event (0: none). Bans are always
+    /// reported.
+    pub event_sample: u32,
+}
+
+const _: () = assert!(size_of::<Limits>() == 8 * 9 + 8);
+
+/// A GCRA bucket step: `Some(new tat)` when a request at `now` conforms, `None` when it exceeds.
+#[inline(always)]
+pub const fn gcra(tat: u64, now: u64, interval: u64, tau: u64) -> Option<u64> {
+    let t = if tat > now { tat } else { now };
+    if t - now > tau { None } else { Some(t + interval) }
+}
+
+/// Per-source state: the value of [`crate::maps::SOURCES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// GCRA theoretical arrival time by bucket (`CLOCK_BOOTTIME` ns).
+    pub tat: [u64; BUCKETS],
+    /// Start of the current exceeding streak (0: none).
+    pub over_since: u64,
+    /// Last time a bucket was exceeded.
+    pub last_over: u64,
+    /// Banned by the kernel until then (0: not banned).
+    pub banned_until: u64,
+    /// Start of the current enumeration window.
+    pub enum_start: u64,
+    /// The sketch of To values seen in the window.
+    pub sketch: [u64; SKETCH_BITS / 64],
+}
+
+const _: () = assert!(size_of::<SourceState>() == 8 * 11);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.
+unsafe impl aya::Pod for Limits {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for SourceState {}
+
+/// The key of a source: an IPv4 address as `::ffff:a.b.c.d`, an IPv6 address cut to its /64.
+pub const fn source_key_v4(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// See [`source_key_v4`].
+pub const fn source_key_v6(a: [u8; 16]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// FNV-1a step (the To value hash).
+#[inline(always)]
+pub const fn fnv1a(h: u32, byte: u8) -> u32 {
+    (h ^ byte as u32).wrapping_mul(0x0100_0193)
+}
+
+/// FNV-1a initial value.
+pub const FNV_INIT: u32 = 0x811c_9dc5;
+
+/// The sketch bit of a To value: its FNV-1a hash up to the first `>` or `;` (at most
+/// [`TO_HASH_MAX`] bytes), folded to [`SKETCH_BITS`].
+pub fn to_bit(value: &[u8]) -> usize {
+    let mut h = FNV_INIT;
+    for &c in value.iter().take(TO_HASH_MAX) {
+        if c == b'>' || c == b';' {
+            break;
+        }
+        h = fnv1a(h, c);
+    }
+    fold(h)
+}
+
+/// A hash folded to a sketch bit index.
+#[inline(always)]
+pub const fn fold(h: u32) -> usize {
+    ((h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) & (SKETCH_BITS as u32 - 1)) as usize
+}
+
+/// Event kinds ([`Event::kind`]).
+pub mod event {
+    /// A sampled drop.
+    pub const DROP: u8 = 1;
+    /// The kernel banned a source that kept exceeding its rate limits.
+    pub const BAN_RATE: u8 = 2;
+    /// The kernel banned a source for enumerating users.
+    pub const BAN_ENUM: u8 = 3;
+}
+
+/// Bytes of the User-Agent kept in an event.
+pub const EVENT_UA: usize = 32;
+
+/// A record in [`crate::maps::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `CLOCK_BOOTTIME` ns.
+    pub ts_ns: u64,
+    /// The source address (IPv4 mapped as `::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// [`event`] kind.
+    pub kind: u8,
+    /// The drop's reason code ([`crate::Reason`]).
+    pub reason: u8,
+    /// Method id of the request (0: unknown or not a request).
+    pub method: u8,
+    /// Bytes of `ua` used.
+    pub ua_len: u8,
+    /// Rule counter slot that decided (0: none).
+    pub rule_slot: u16,
+    /// Signature counter slot that matched (0: none).
+    pub sig_slot: u16,
+    /// The first bytes of the User-Agent.
+    pub ua: [u8; EVENT_UA],
+}
+
+const _: () = assert!(size_of::<Event>() == 8 + 16 + 8 + EVENT_UA);
+
+impl Event {
+    /// The source address.
+    pub fn addr(&self) -> core::net::IpAddr {
+        let v6 = core::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => core::net::IpAddr::V4(v4),
+            None => core::net::IpAddr::V6(v6),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_the_burst_then_the_rate() {
+        let (interval, burst) = (100, 5u64);
+        let tau = interval * (burst - 1);
+        let mut tat = 0;
+        let now = 1_000;
+        for _ in 0..burst {
+            tat = gcra(tat, now, interval, tau).expect("within the burst");
+        }
+        assert_eq!(gcra(tat, now, interval, tau), None, "burst used up");
+        assert_eq!(gcra(tat, now + 99, interval, tau), None);
+        assert!(gcra(tat, now + 100, interval, tau).is_some(), "one interval later: one more");
+    }
+
+    #[test]
+    fn to_values_hash_without_tags_and_keys_cut_ipv6_to_64() {
+        assert_eq!(to_bit(b"\"100\"<sip:100@h>;tag=1"), to_bit(b"\"100\"<sip:100@h>;tag=2"));
+        assert_ne!(to_bit(b"<sip:100@h>"), to_bit(b"<sip:101@h>"));
+        let a = source_key_v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(a[8..], [0; 8]);
+        assert_eq!(source_key_v4([198, 18, 0, 1])[10..], [0xff, 0xff, 198, 18, 0, 1]);
+    }
+}

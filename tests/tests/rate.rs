@@ -1,0 +1,189 @@
+//! Per-source rate limits, kernel bans, enumeration detection and drop events: the real XDP
+//! program through BPF_PROG_TEST_RUN, with the kernel's own clock.
+
+use std::time::{Duration, Instant};
+
+use callguard::{
+    config::{Bucket, Config},
+    rules::{Kind, Scope},
+};
+use callguard_common::{
+    Action, Reason,
+    limits::{Event, event},
+};
+use callguard_tests::{
+    TestKernel, default_signatures,
+    frame::Frame,
+    rule,
+    sipmsg::{self, SvTool},
+};
+
+const SIP: u16 = 5060;
+const OFF: Bucket = Bucket { rate: 0, burst: 1 };
+
+fn sip_frame(src: &str, payload: &[u8]) -> Vec<u8> {
+    Frame::udp(src, SIP).payload(payload).build()
+}
+
+/// Limits for tests: everything off except what the test sets.
+fn quiet() -> Config {
+    let mut cfg = Config::default();
+    cfg.rate.requests = OFF;
+    cfg.rate.register = OFF;
+    cfg.rate.invite = OFF;
+    cfg.rate.ban_after_secs = 0;
+    cfg.enumeration.users = 0;
+    cfg.events.sample = 0;
+    cfg
+}
+
+fn register(ext: &str) -> Vec<u8> {
+    sipmsg::sipvicious(SvTool::Svcrack, "REGISTER", ext, "198.18.0.1", true)
+}
+
+fn invite(ext: &str) -> Vec<u8> {
+    sipmsg::sipvicious(SvTool::Svwar, "INVITE", ext, "198.18.0.1", true)
+}
+
+fn events(k: &mut TestKernel) -> Vec<Event> {
+    let mut rb = k.kernel.take_events().expect("ring buffer");
+    let mut out = Vec::new();
+    while let Some(item) = rb.next() {
+        assert_eq!(item.len(), size_of::<Event>());
+        // SAFETY: the kernel wrote an Event (repr(C), integers only) of exactly this size.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+    }
+    out
+}
+
+#[test]
+fn register_and_invite_buckets_per_source_ipv4_address_and_ipv6_64() {
+    let mut cfg = quiet();
+    cfg.rate.register = Bucket { rate: 1, burst: 5 };
+    cfg.rate.invite = Bucket { rate: 1, burst: 2 };
+    let mut k = TestKernel::with_config(&cfg);
+    let verdicts: Vec<Action> = (0..8).map(|_| k.run(&sip_frame("198.18.0.66", &register("100")))).collect();
+    assert_eq!(verdicts, [[Action::Pass; 5].as_slice(), &[Action::Drop; 3]].concat());
+    // INVITE has its own bucket; another address its own too.
+    assert_eq!(k.run(&sip_frame("198.18.0.66", &invite("100"))), Action::Pass);
+    assert_eq!(k.run(&sip_frame("198.18.0.67", &register("100"))), Action::Pass);
+    // IPv6: one bucket per /64.
+    for a in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        assert_eq!(k.run(&sip_frame(a, &invite("1"))), Action::Pass, "{a}");
+    }
+    assert_eq!(k.run(&sip_frame("2001:db8:1:2::ffff", &invite("1"))), Action::Drop, "same /64");
+    assert_eq!(k.run(&sip_frame("2001:db8:1:3::1", &invite("1"))), Action::Pass, "another /64");
+    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 4);
+}
+
+#[test]
+fn the_all_requests_bucket_counts_every_method() {
+    let mut cfg = quiet();
+    cfg.rate.requests = Bucket { rate: 1, burst: 3 };
+    let mut k = TestKernel::with_config(&cfg);
+    let options = sipmsg::sipvicious(SvTool::Svwar, "OPTIONS", "1", "198.18.0.1", true);
+    let v: Vec<Action> = [register("1"), invite("1"), options.clone(), options]
+        .iter()
+        .map(|m| k.run(&sip_frame("198.18.0.66", m)))
+        .collect();
+    assert_eq!(v, [Action::Pass, Action::Pass, Action::Pass, Action::Drop]);
+    // Responses are not requests: not limited.
+    for r in sipmsg::responses() {
+        assert_eq!(k.run(&sip_frame("198.18.0.66", &r)), Action::Pass);
+    }
+}
+
+#[test]
+fn a_source_that_keeps_exceeding_is_banned_by_the_kernel_and_reported() {
+    let mut cfg = quiet();
+    cfg.rate.register = Bucket { rate: 1, burst: 2 };
+    cfg.rate.ban_after_secs = 1;
+    cfg.rate.ban_secs = 60;
+    let mut k = TestKernel::with_config(&cfg);
+    let t0 = Instant::now();
+    let mut banned_at = None;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let _ = k.run(&sip_frame("198.18.0.66", &register("100")));
+        if k.counter(Action::Drop, Reason::Banned).packets > 0 {
+            banned_at = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let banned_at = banned_at.expect("banned within 3 s");
+    assert!(banned_at >= Duration::from_millis(900), "banned after {banned_at:?}, before 1 s of exceeding");
+    // Now everything SIP from it is dropped, whatever the method; others are unaffected.
+    let phone = &sipmsg::phones()[0].1;
+    assert_eq!(k.run(&sip_frame("198.18.0.66", phone)), Action::Drop);
+    assert_eq!(k.run(&sip_frame("198.18.0.67", phone)), Action::Pass);
+    let ev = events(&mut k);
+    let bans: Vec<&Event> = ev.iter().filter(|e| e.kind == event::BAN_RATE).collect();
+    assert_eq!(bans.len(), 1, "{ev:?}");
+    assert_eq!(bans[0].addr().to_string(), "198.18.0.66");
+    // Forgetting the source (what deleting its automatic ban does) lifts the kernel's ban.
+    k.kernel.forget_source(&callguard_common::limits::source_key_v4([198, 18, 0, 66])).unwrap();
+    assert_eq!(k.run(&sip_frame("198.18.0.66", phone)), Action::Pass);
+}
+
+#[test]
+fn enumeration_is_banned_after_k_distinct_to_values() {
+    let mut cfg = quiet();
+    cfg.enumeration.users = 10;
+    cfg.enumeration.window_secs = 60;
+    cfg.rate.ban_secs = 60;
+    let mut k = TestKernel::with_config(&cfg);
+    // The same To over and over (a phone re-registering) is one value.
+    for _ in 0..50 {
+        assert_eq!(k.run(&sip_frame("198.18.0.20", &register("201"))), Action::Pass);
+    }
+    // svwar -c: one extension after another.
+    let mut passed = 0;
+    for ext in 1000..1100 {
+        if k.run(&sip_frame("198.18.0.66", &register(&ext.to_string()))) == Action::Pass {
+            passed += 1;
+        } else {
+            break;
+        }
+    }
+    // More than 10 distinct values get through before the ban (a few more when two values
+    // share a sketch bit), never fewer.
+    assert!((10..=14).contains(&passed), "{passed} passed");
+    let after = k.run(&sip_frame("198.18.0.66", &register("201")));
+    assert_eq!(after, Action::Drop);
+    let ev = events(&mut k);
+    assert_eq!(ev.iter().filter(|e| e.kind == event::BAN_ENUM).count(), 1);
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, 2);
+}
+
+#[test]
+fn authorized_sources_are_never_limited_or_banned() {
+    let mut cfg = quiet();
+    cfg.rate.requests = Bucket { rate: 1, burst: 1 };
+    cfg.enumeration.users = 2;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_rules(&[rule(1, "198.18.0.64/29", Kind::Allow, Scope::Sip)]);
+    for ext in 0..30 {
+        assert_eq!(k.run(&sip_frame("198.18.0.66", &register(&ext.to_string()))), Action::Pass);
+    }
+    assert_eq!(k.counter(Action::Pass, Reason::Allowed).packets, 30);
+}
+
+#[test]
+fn sampled_drop_events_name_the_reason_signature_and_user_agent() {
+    let mut cfg = quiet();
+    cfg.events.sample = 2;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    for _ in 0..10 {
+        assert_eq!(k.run(&sip_frame("2001:db8:66::9", &svmap)), Action::Drop);
+    }
+    let ev = events(&mut k);
+    assert_eq!(ev.len(), 5, "one in two drops");
+    let e = ev[0];
+    assert_eq!((e.kind, e.reason), (event::DROP, Reason::Signature as u8));
+    assert_eq!(e.addr().to_string(), "2001:db8:66::");
+    assert_eq!(&e.ua[..usize::from(e.ua_len)], b"friendly-scanner");
+    assert_eq!(e.sig_slot, 1);
+    assert_eq!(e.method, callguard_common::sip::method::OPTIONS);
+}
