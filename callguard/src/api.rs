@@ -14,6 +14,7 @@
 //! | POST | `/v1/sigs` | [`AddSig`] | [`SigRow`] |
 //! | POST | `/v1/sigs/delete` | [`DelSigs`] | [`Removed`] |
 //! | POST | `/v1/sigs/mode` | [`SetSigMode`] | [`SigRow`] |
+//! | GET | `/v1/events` | `follow=true` | `[EventRecord]`; with `follow`, NDJSON: recent then live |
 //!
 //! Errors answer 4xx/5xx with [`ApiError`].
 
@@ -276,4 +277,31 @@ pub struct Reloaded {
     pub attached: Vec<String>,
     /// Interfaces detached.
     pub detached: Vec<String>,
+}
+
+/// A drop sample or a ban, as the daemon reports it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct EventRecord {
+    /// When the kernel saw the packet.
+    pub time: DateTime<Utc>,
+    /// `drop` (a sampled drop) or `ban` (the kernel banned the source).
+    pub kind: String,
+    /// The source (for IPv6 bans and rate drops: its /64).
+    pub source: IpAddr,
+    /// The reason's name.
+    pub reason: String,
+    /// The request method (`unknown` when it is not one callguard knows, or not a request).
+    pub method: String,
+    /// The rule that decided, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// The signature that matched, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<u32>,
+    /// The first bytes of the User-Agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    /// For bans: what was done (the rule written, or why none was).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }

@@ -76,6 +76,15 @@ pub enum Command {
     /// Manage authorized (allow) and blocked (deny) networks.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Show sampled drops and bans (the last 200), or follow them live.
+    Events {
+        /// Keep printing new events as they come (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage scanner signatures (User-Agent, From/To display name or user).
     #[command(subcommand)]
     Sig(SigCommand),
@@ -343,6 +352,29 @@ impl Cli {
             }
             Command::Net(cmd) => self.net(cmd).await,
             Command::Sig(cmd) => self.sig(cmd).await,
+            Command::Events { follow, json } => {
+                let client = self.client()?;
+                let show = |r: &api::EventRecord| {
+                    if *json { serde_json::to_string(r).unwrap_or_default() } else { event_line(r) }
+                };
+                if *follow {
+                    client
+                        .stream_lines("/v1/events?follow=true", |l| match serde_json::from_str(l) {
+                            Ok(r) => println!("{}", show(&r)),
+                            Err(_) => println!("{l}"),
+                        })
+                        .await
+                } else {
+                    let recent: Vec<api::EventRecord> = client.get("/v1/events").await?;
+                    for r in &recent {
+                        println!("{}", show(r));
+                    }
+                    if recent.is_empty() && !*json {
+                        println!("no events yet (drops are sampled: see [events] sample)");
+                    }
+                    Ok(())
+                }
+            }
             Command::Config(ConfigCommand::Default) => {
                 print!("{}", toml::to_string_pretty(&Config::default())?);
                 Ok(())
@@ -536,6 +568,30 @@ fn expiry_note(r: &NetRule) -> String {
         None => String::new(),
         Some(t) => format!(", expires {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }
+}
+
+fn event_line(r: &api::EventRecord) -> String {
+    let mut l = format!(
+        "{} {:<4} {:<10} {:<24} {}",
+        r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        r.kind,
+        r.reason,
+        r.source,
+        r.method
+    );
+    if let Some(id) = r.rule {
+        l += &format!(" rule={id}");
+    }
+    if let Some(id) = r.signature {
+        l += &format!(" sig={id}");
+    }
+    if !r.user_agent.is_empty() {
+        l += &format!(" ua={:?}", r.user_agent);
+    }
+    if !r.detail.is_empty() {
+        l += &format!(" — {}", r.detail);
+    }
+    l
 }
 
 fn sig_table(rows: &[api::SigRow]) -> Table {

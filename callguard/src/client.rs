@@ -32,12 +32,35 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> anyhow::Result<T> {
+    /// GET `path` and hand each line of the streamed answer to `line` until the daemon closes
+    /// it (`events --follow`).
+    pub async fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
+        let mut sender = self.connect().await?;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "callguard")
+            .body(Full::new(Bytes::new()))?;
+        let mut res = sender.send_request(req).await.context("sending the request")?;
+        if !res.status().is_success() {
+            let body = res.into_body().collect().await?.to_bytes();
+            bail!("daemon answered: {}", String::from_utf8_lossy(&body));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = res.body_mut().frame().await {
+            if let Ok(data) = frame?.into_data() {
+                pending.extend_from_slice(&data);
+                while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                    let rest = pending.split_off(nl + 1);
+                    line(String::from_utf8_lossy(&pending[..nl]).trim_end());
+                    pending = rest;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -48,8 +71,18 @@ impl Client {
             };
             anyhow!("cannot reach the daemon at {}: {e}; {hint}", self.socket.display())
         })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let mut sender = self.connect().await?;
         let bytes = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
             None => Bytes::new(),

@@ -30,6 +30,7 @@ use crate::{
     api::{self, ApiError},
     config::{Config, parse_net},
     ebpf::{self, Kernel},
+    events::{self, Hub},
     rules::{self, Clock, Kind, NetRule, NewNetRule, Origin},
     sig::{self, Signature},
     store::{SqliteStore, Store, StoreError},
@@ -201,6 +202,89 @@ impl State {
         Ok(api::SigRow { sig: stored, packets: c.packets, bytes: c.bytes })
     }
 
+    /// Stores the ban the kernel imposed on a source (event kind `BAN_*`) as a deny rule with
+    /// expiry, origin `auto`, then bans its /24 or /48 when enough of its neighbours are banned.
+    /// Returns what was done, for the event's detail.
+    pub fn auto_ban(&mut self, source: IpAddr, kind: u8) -> String {
+        let now = Utc::now();
+        let single = match source {
+            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
+            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
+        };
+        let Ok(single) = single else { return "bad address".into() };
+        if let Some(r) = rules::decide(self.rules.values(), source, now) {
+            return match r.action {
+                Kind::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
+                Kind::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
+            };
+        }
+        let why = if kind == callguard_common::limits::event::BAN_ENUM {
+            format!(
+                "auto: more than {} distinct To values in {} s",
+                self.cfg.enumeration.users, self.cfg.enumeration.window_secs
+            )
+        } else {
+            format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs)
+        };
+        let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
+        let mut detail = match self.add_auto(single, secs, why) {
+            Ok(id) => format!("deny {single} for {secs} s (rule {id})"),
+            Err(e) => return format!("storing the ban failed: {e:#}"),
+        };
+        // Subnet escalation.
+        let n = self.cfg.rate.escalate_after;
+        let wide = match source {
+            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 24).ok().map(|n| n.trunc()),
+            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 48).ok().map(|n| n.trunc()),
+        };
+        if n > 0
+            && let Some(wide) = wide
+        {
+            let banned = self
+                .rules
+                .values()
+                .filter(|r| r.origin == Origin::Auto && r.action == Kind::Deny && r.is_live(now))
+                .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
+                .count();
+            let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
+            if banned >= n as usize && !covered {
+                let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
+                let why = format!("auto: {banned} banned sources in this /{}", wide.prefix_len());
+                match self.add_auto(wide, secs, why) {
+                    Ok(id) => detail += &format!("; escalated: deny {wide} for {secs} s (rule {id})"),
+                    Err(e) => detail += &format!("; escalating to {wide} failed: {e:#}"),
+                }
+            }
+        }
+        detail
+    }
+
+    fn add_auto(&mut self, cidr: IpNet, secs: i64, comment: String) -> anyhow::Result<u32> {
+        let rule = NewNetRule {
+            cidr,
+            action: Kind::Deny,
+            scope: rules::Scope::Sip,
+            expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
+            comment,
+            origin: Origin::Auto,
+        };
+        let stored = self.store.upsert_nets(std::slice::from_ref(&rule))?.remove(0);
+        let id = stored.id;
+        self.rules.insert(id, stored);
+        self.sync_nets(&BTreeSet::from([cidr]))?;
+        Ok(id)
+    }
+
+    /// Fills in the rule and signature ids of a kernel event.
+    fn name_slots(&self, e: &callguard_common::limits::Event, rec: &mut api::EventRecord) {
+        if e.rule_slot != 0 {
+            rec.rule = self.kernel.rule_for_slot(e.rule_slot);
+        }
+        if e.sig_slot != 0 {
+            rec.signature = self.sigs.values().find(|s| s.slot == e.sig_slot).map(|s| s.id);
+        }
+    }
+
     /// Every signature with its counters.
     fn sig_rows(&self) -> anyhow::Result<Vec<api::SigRow>> {
         let counts = self.kernel.sig_stats(self.sigs.values().map(|s| s.slot))?;
@@ -312,7 +396,12 @@ impl State {
         let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
         let count = self.store.delete_nets(&ids)?;
         for id in &ids {
-            self.rules.remove(id);
+            if let Some(r) = self.rules.remove(id)
+                && r.origin == Origin::Auto
+            {
+                // Deleting an automatic ban lifts the kernel's own ban of that source too.
+                self.forget_source(r.cidr);
+            }
         }
         let nets: BTreeSet<IpNet> = victims.iter().map(|v| v.1).collect();
         self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
@@ -446,6 +535,23 @@ impl State {
     }
 }
 
+impl State {
+    fn forget_source(&mut self, net: IpNet) {
+        let key = match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                callguard_common::limits::source_key_v4(n.addr().octets())
+            }
+            IpNet::V6(n) if n.prefix_len() >= 64 => {
+                callguard_common::limits::source_key_v6(n.addr().octets())
+            }
+            _ => return,
+        };
+        if let Err(e) = self.kernel.forget_source(&key) {
+            tracing::warn!("forgetting source {net} in the kernel: {e:#}");
+        }
+    }
+}
+
 fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
     cfg.networks
         .iter()
@@ -460,12 +566,80 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
         .collect()
 }
 
-type Shared = Arc<Mutex<State>>;
+/// What the API handlers share: the state behind its lock, and the event hub.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    state: Arc<Mutex<State>>,
+    hub: Arc<Hub>,
+}
 
 fn lock(s: &Shared) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves state that is still consistent with the store
     // (store first, kernel second); keep serving.
-    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `GET /v1/events`: the recent events, or with `follow=true` an NDJSON stream of the recent
+/// events followed by live ones.
+async fn events_route(AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>) -> Response {
+    use futures_util::StreamExt as _;
+    let recent = s.hub.recent();
+    if q.get("follow").is_none_or(|v| v != "true") {
+        return Json(recent).into_response();
+    }
+    let line = |r: &api::EventRecord| {
+        let mut v = serde_json::to_vec(r).unwrap_or_default();
+        v.push(b'\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v))
+    };
+    let head: Vec<_> = recent.iter().map(line).collect();
+    let live = futures_util::stream::unfold(s.hub.subscribe(), move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) => return Some((line(&r), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(head).chain(live));
+    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// Reads the kernel's events until the daemon stops: bans become rules, everything is published.
+async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
+    // the RingBuf lives, and the AsyncFd owns the RingBuf.
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+    let mut ring = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("watching the event ring buffer: {e}; bans will not be stored as rules");
+            return;
+        }
+    };
+    loop {
+        let batch = match events::read_ring(&mut ring).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading the event ring buffer: {e}");
+                return;
+            }
+        };
+        let clock = Clock::now();
+        for e in batch {
+            let mut rec = events::record(&e, &clock);
+            {
+                let mut st = lock(&s);
+                st.name_slots(&e, &mut rec);
+                if e.kind != callguard_common::limits::event::DROP {
+                    rec.detail = st.auto_ban(rec.source, e.kind);
+                }
+            }
+            s.hub.publish(rec);
+        }
+    }
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
@@ -548,6 +722,7 @@ pub fn router(state: Shared) -> Router {
                 },
             ),
         )
+        .route("/v1/events", get(events_route))
         .route(
             "/v1/reload",
             post(|AxState(s): AxState<Shared>| async move {
@@ -579,10 +754,13 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// Runs the daemon until SIGTERM or SIGINT. Filtering stays in place after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let state = State::start(opts)?;
+    let mut state = State::start(opts)?;
     let socket = state.cfg.socket.clone();
     let sweep_every = Duration::from_secs(state.cfg.sweep_interval_secs);
-    let shared: Shared = Arc::new(Mutex::new(state));
+    let ring = state.kernel.take_events();
+    let hub = Hub::new(state.cfg.events.log_per_sec);
+    let shared = Shared { state: Arc::new(Mutex::new(state)), hub };
+    let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), "control API listening");
 
@@ -624,6 +802,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await?;
     sweeper.abort();
     hup.abort();
+    if let Some(r) = reader {
+        r.abort();
+    }
     std::fs::remove_file(&socket).ok();
     tracing::info!(
         "stopped; the XDP program stays attached and keeps enforcing (callguard detach removes it)"

@@ -560,6 +560,11 @@ impl Kernel {
         Ok(out)
     }
 
+    /// The rule counted in a slot.
+    pub fn rule_for_slot(&self, slot: u16) -> Option<u32> {
+        self.slots.by_rule.iter().find(|(_, s)| **s == slot).map(|(r, _)| *r)
+    }
+
     /// Counters by rule id, summed over CPUs, for rules that have a slot and counted something.
     pub fn rule_stats(&self) -> anyhow::Result<StdHashMap<u32, Counter>> {
         let mut out = StdHashMap::new();

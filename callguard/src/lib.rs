@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod ebpf;
+pub mod events;
 pub mod import;
 pub mod rules;
 pub mod sig;

@@ -175,6 +175,13 @@ impl Clock {
         Self { wall: Utc::now(), boot_ns: boot_ns() }
     }
 
+    /// The wall-clock instant of a `CLOCK_BOOTTIME` instant (a kernel timestamp).
+    pub fn wall_at(&self, boot_ns: u64) -> DateTime<Utc> {
+        let delta = i64::try_from(self.boot_ns.abs_diff(boot_ns)).unwrap_or(i64::MAX);
+        let d = chrono::Duration::nanoseconds(delta);
+        if boot_ns <= self.boot_ns { self.wall - d } else { self.wall + d }
+    }
+
     /// Wall-clock now.
     pub const fn wall(&self) -> DateTime<Utc> {
         self.wall

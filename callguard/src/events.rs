@@ -1,0 +1,156 @@
+//! Events from the kernel: sampled drops and bans, read from the `CG_EVENTS` ring buffer.
+//!
+//! The daemon reads the ring buffer as it becomes readable ([`read_ring`]), turns bans into deny
+//! rules (`daemon::State::auto_ban`), logs drops at most `events.log_per_sec` a second (the rest
+//! are counted and summarised), keeps the last [`RECENT`] events, and streams them to
+//! `callguard events --follow` through [`Hub`].
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use aya::maps::{MapData, RingBuf};
+use callguard_common::{
+    Reason,
+    limits::{Event, event},
+    sip,
+};
+use chrono::{DateTime, Utc};
+use tokio::{io::unix::AsyncFd, sync::broadcast};
+
+use crate::{api::EventRecord, rules};
+
+/// Events kept for `callguard events` without `--follow`: this many drops, and as many bans
+/// (kept apart, so that a flood of drop samples does not push the bans out).
+pub const RECENT: usize = 200;
+
+/// The recent events and the live feed.
+#[derive(Debug)]
+pub struct Hub {
+    /// Recent drops (index 0) and bans (index 1).
+    recent: Mutex<[VecDeque<EventRecord>; 2]>,
+    live: broadcast::Sender<EventRecord>,
+    log: Mutex<LogLimiter>,
+}
+
+impl Hub {
+    /// A hub that logs at most `log_per_sec` drop events a second.
+    pub fn new(log_per_sec: u32) -> Arc<Self> {
+        Arc::new(Self {
+            recent: Mutex::new([VecDeque::with_capacity(RECENT), VecDeque::with_capacity(RECENT)]),
+            live: broadcast::channel(1024).0,
+            log: Mutex::new(LogLimiter { per_sec: log_per_sec, window: Instant::now(), logged: 0, held: 0 }),
+        })
+    }
+
+    /// Records an event: recent list, live subscribers, and the log (drops rate-limited).
+    pub fn publish(&self, rec: EventRecord) {
+        if rec.kind == "ban" {
+            tracing::warn!(
+                source = %rec.source, reason = %rec.reason, detail = %rec.detail, "source banned"
+            );
+        } else {
+            let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if log.admit() {
+                tracing::info!(
+                    source = %rec.source, reason = %rec.reason, method = %rec.method,
+                    user_agent = %rec.user_agent, rule = ?rec.rule, signature = ?rec.signature,
+                    "dropped (sampled)"
+                );
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = &mut recent[usize::from(rec.kind == "ban")];
+        if list.len() == RECENT {
+            list.pop_front();
+        }
+        list.push_back(rec.clone());
+        drop(recent);
+        // No subscriber is not an error.
+        let _ = self.live.send(rec);
+    }
+
+    /// The recent drops and bans, oldest first.
+    pub fn recent(&self) -> Vec<EventRecord> {
+        let recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<EventRecord> = recent.iter().flatten().cloned().collect();
+        all.sort_by_key(|r| r.time);
+        all
+    }
+
+    /// A live feed.
+    pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+        self.live.subscribe()
+    }
+}
+
+/// At most `per_sec` log lines a second; what is held back is summarised in the next window.
+#[derive(Debug)]
+struct LogLimiter {
+    per_sec: u32,
+    window: Instant,
+    logged: u32,
+    held: u64,
+}
+
+impl LogLimiter {
+    fn admit(&mut self) -> bool {
+        if self.window.elapsed().as_secs() >= 1 {
+            if self.held > 0 {
+                tracing::info!(held_back = self.held, "drop events not logged in the last second");
+            }
+            self.window = Instant::now();
+            self.logged = 0;
+            self.held = 0;
+        }
+        if self.logged < self.per_sec {
+            self.logged += 1;
+            true
+        } else {
+            self.held += 1;
+            false
+        }
+    }
+}
+
+/// A kernel event turned into a record (rule and signature ids are filled in by the daemon).
+pub fn record(e: &Event, clock: &rules::Clock) -> EventRecord {
+    let time: DateTime<Utc> = clock.wall_at(e.ts_ns);
+    let ua_len = usize::from(e.ua_len).min(e.ua.len());
+    EventRecord {
+        time,
+        kind: if e.kind == event::DROP { "drop" } else { "ban" }.into(),
+        source: e.addr(),
+        reason: match e.kind {
+            event::BAN_RATE => "rate".into(),
+            event::BAN_ENUM => "enumeration".into(),
+            _ => Reason::from_code(u32::from(e.reason)).map_or("unknown", Reason::name).into(),
+        },
+        method: sip::method::NAMES.get(usize::from(e.method)).copied().unwrap_or("unknown").into(),
+        rule: None,
+        signature: None,
+        user_agent: String::from_utf8_lossy(&e.ua[..ua_len]).into_owned(),
+        detail: String::new(),
+    }
+}
+
+/// Waits until the ring buffer has events and returns them all.
+pub async fn read_ring(ring: &mut AsyncFd<RingBuf<MapData>>) -> std::io::Result<Vec<Event>> {
+    loop {
+        let mut guard = ring.readable_mut().await?;
+        let rb = guard.get_inner_mut();
+        let mut out = Vec::new();
+        while let Some(item) = rb.next() {
+            if item.len() == size_of::<Event>() {
+                // SAFETY: the kernel wrote an Event (repr(C), integers only) of exactly this size.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        guard.clear_ready();
+        if !out.is_empty() {
+            return Ok(out);
+        }
+    }
+}
