@@ -163,6 +163,22 @@ pub fn defaults() -> Vec<NewSignature> {
         .collect()
 }
 
+/// The default set numbered as a fresh store numbers it: ids and counter slots 1, 2, ... (for
+/// tests and benchmarks that need signatures without a store).
+pub fn numbered_defaults() -> Vec<Signature> {
+    defaults()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Signature {
+            id: i as u32 + 1,
+            sig: s,
+            slot: i as u16 + 1,
+            origin: "default".into(),
+            created_at: Utc::now(),
+        })
+        .collect()
+}
+
 /// Why signatures could not be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -440,18 +456,7 @@ mod tests {
 
     #[test]
     fn the_default_set_compiles_small_and_catches_sipvicious() {
-        let sigs: Vec<Signature> = defaults()
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| Signature {
-                id: i as u32 + 1,
-                sig: s,
-                slot: i as u16 + 1,
-                origin: "default".into(),
-                created_at: Utc::now(),
-            })
-            .collect();
-        let c = compile(&sigs).unwrap();
+        let c = compile(&numbered_defaults()).unwrap();
         assert!(c.rows.len() < 512, "{} states", c.rows.len());
         assert_eq!(hit(&c, field::USER_AGENT, "friendly-scanner").0, MODE_ENFORCE);
         assert_eq!(hit(&c, field::FROM, "\"sipvicious\"<sip:100@1.1.1.1>").0, MODE_ENFORCE);

@@ -113,6 +113,18 @@ impl TestKernel {
         self.kernel.stats().unwrap()
     }
 
+    /// Asserts that the only non-zero (action, reason) counters are exactly `expected`
+    /// (packets).
+    #[track_caller]
+    pub fn assert_counters(&self, expected: &[(Action, Reason, u64)]) {
+        let mut got: Vec<(Action, Reason, u64)> =
+            self.counters().into_iter().map(|(a, r, c)| (a, r, c.packets)).collect();
+        let mut want = expected.to_vec();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
     /// The counter of one rule id.
     pub fn rule_counter(&self, id: u32) -> Counter {
         self.kernel.rule_stats().unwrap().get(&id).copied().unwrap_or_default()
@@ -160,15 +172,5 @@ pub fn signature(id: u32, field: SigField, matches: SigMatch, text: &str, mode: 
 
 /// The shipped default signatures, with ids and slots 1, 2, ... in order.
 pub fn default_signatures() -> Vec<Signature> {
-    callguard::sig::defaults()
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| Signature {
-            id: i as u32 + 1,
-            sig: s,
-            slot: i as u16 + 1,
-            origin: "default".into(),
-            created_at: chrono::Utc::now(),
-        })
-        .collect()
+    callguard::sig::numbered_defaults()
 }

@@ -335,3 +335,13 @@ pub fn binary() -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("callguard-under-test is not built next to {}", exe.display()))
 }
+
+/// Packets counted for (action, reason) in `callguard stats --json` output.
+pub fn reason_packets(stats: &serde_json::Value, action: &str, reason: &str) -> u64 {
+    stats["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .find(|r| r["action"] == action && r["reason"] == reason)
+        .map_or(0, |r| r["packets"].as_u64().unwrap_or(0))
+}

@@ -10,7 +10,7 @@ use std::{
 };
 
 use callguard_tests::{
-    netns::{Instance, Topology},
+    netns::{Instance, Topology, reason_packets},
     sipmsg::{self, SvTool},
 };
 
@@ -85,15 +85,10 @@ fn floods_are_banned_escalated_to_the_24_and_bans_are_ordinary_rules() {
         assert!((5..=20).contains(&n), "{src}: {n} of 300 reached the PBX");
     }
     let stats = inst.stats();
-    let reason = |r: &str| {
-        stats["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["reason"] == r)
-            .map_or(0, |x| x["packets"].as_u64().unwrap())
-    };
-    assert!(reason("rate") > 0 && reason("banned") > 0, "{stats}");
+    assert!(
+        reason_packets(&stats, "drop", "rate") > 0 && reason_packets(&stats, "drop", "banned") > 0,
+        "{stats}"
+    );
 
     // A third source in the same /24: banned, and the /24 with it.
     send(&t, "198.18.0.12", &flood, Duration::from_millis(5));

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use callguard_tests::netns::{Instance, Topology};
+use callguard_tests::netns::{Instance, Topology, reason_packets};
 
 const GUARDED: u16 = 5060;
 const OTHER: u16 = 5999;
@@ -64,15 +64,6 @@ fn rule_packets(stats: &serde_json::Value, cidr: &str) -> u64 {
         .unwrap()
         .iter()
         .find(|r| r["cidr"] == cidr)
-        .map_or(0, |r| r["packets"].as_u64().unwrap())
-}
-
-fn reason_packets(stats: &serde_json::Value, action: &str, reason: &str) -> u64 {
-    stats["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["action"] == action && r["reason"] == reason)
         .map_or(0, |r| r["packets"].as_u64().unwrap())
 }
 

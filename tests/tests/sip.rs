@@ -21,16 +21,6 @@ fn sip_frame(src: &str, payload: &[u8]) -> Vec<u8> {
     Frame::udp(src, SIP).payload(payload).build()
 }
 
-/// The only non-zero counters are exactly `expected`.
-fn assert_counters(k: &TestKernel, expected: &[(Action, Reason, u64)]) {
-    let mut got: Vec<(Action, Reason, u64)> =
-        k.counters().into_iter().map(|(a, r, c)| (a, r, c.packets)).collect();
-    let mut want = expected.to_vec();
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
-}
-
 /// Slot of the default signature with this field and text.
 fn default_slot(field: SigField, text: &str) -> u16 {
     default_signatures().iter().find(|s| s.sig.field == field && s.sig.text == text).expect("a default").slot
@@ -65,10 +55,10 @@ fn sipvicious_is_dropped_by_the_default_signatures_in_both_forms() {
     }
     assert_eq!(k.sig_counter(ua).packets, expect_ua);
     assert_eq!(k.sig_counter(name).packets, expect_name);
-    assert_counters(
-        &k,
-        &[(Action::Drop, Reason::Signature, expect_ua + expect_name), (Action::Pass, Reason::Clean, 6)],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Signature, expect_ua + expect_name),
+        (Action::Pass, Reason::Clean, 6),
+    ]);
 }
 
 #[test]
@@ -87,7 +77,7 @@ fn phones_softphones_trunks_and_responses_pass() {
     assert_eq!(k.run(&sip_frame("198.18.0.20", b"\r\n\r\n")), Action::Pass);
     assert_eq!(k.run(&sip_frame("198.18.0.20", b"\r\n")), Action::Pass);
     let n = (2 * phones.len() + responses.len()) as u64;
-    assert_counters(&k, &[(Action::Pass, Reason::Clean, n), (Action::Pass, Reason::Keepalive, 2)]);
+    k.assert_counters(&[(Action::Pass, Reason::Clean, n), (Action::Pass, Reason::Keepalive, 2)]);
 }
 
 #[test]
@@ -98,7 +88,7 @@ fn a_response_carrying_a_signature_is_dropped_too() {
                     From: \"sipvicious\"<sip:100@198.18.0.1>;tag=1\r\nTo: <sip:100@198.18.0.1>;tag=2\r\n\
                     Call-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(k.run(&sip_frame(SCANNER, svcrash)), Action::Drop);
-    assert_counters(&k, &[(Action::Drop, Reason::Signature, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::Signature, 1)]);
 }
 
 #[test]
@@ -113,14 +103,11 @@ fn not_sip_to_a_guarded_port_follows_the_policy() {
     // Authorized sources are not inspected either.
     k.set_rules(&[rule(1, "198.18.0.20/32", Kind::Allow, Scope::Sip)]);
     assert_eq!(k.run(&sip_frame("198.18.0.20", b"hello")), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::NotSip, 4),
-            (Action::Pass, Reason::Unguarded, 1),
-            (Action::Pass, Reason::Allowed, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::NotSip, 4),
+        (Action::Pass, Reason::Unguarded, 1),
+        (Action::Pass, Reason::Allowed, 1),
+    ]);
 
     let mut cfg = Config::default();
     cfg.sip.not_sip = PassDrop::Pass;
@@ -128,7 +115,7 @@ fn not_sip_to_a_guarded_port_follows_the_policy() {
     for j in junk {
         assert_eq!(k.run(&sip_frame("198.18.0.20", j)), Action::Pass, "{j:?}");
     }
-    assert_counters(&k, &[(Action::Pass, Reason::NotSip, 4)]);
+    k.assert_counters(&[(Action::Pass, Reason::NotSip, 4)]);
 }
 
 #[test]
@@ -139,7 +126,7 @@ fn method_policy_applies_to_unauthorized_sources_only() {
     let mut k = TestKernel::new();
     assert_eq!(k.run(&sip_frame(SCANNER, unknown)), Action::Drop);
     assert_eq!(k.run(&sip_frame(SCANNER, &options)), Action::Pass);
-    assert_counters(&k, &[(Action::Drop, Reason::Method, 1), (Action::Pass, Reason::Clean, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::Method, 1), (Action::Pass, Reason::Clean, 1)]);
     // Hardened: OPTIONS dropped too, except from an authorized trunk.
     let mut cfg = Config::default();
     cfg.sip.drop_methods = vec![MethodName(sip::method::UNKNOWN), MethodName(sip::method::OPTIONS)];
@@ -149,14 +136,11 @@ fn method_policy_applies_to_unauthorized_sources_only() {
     assert_eq!(k.run(&sip_frame("198.18.0.30", &options)), Action::Pass);
     let invite = &sipmsg::phones()[0].1;
     assert_eq!(k.run(&sip_frame(SCANNER, invite)), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Method, 1),
-            (Action::Pass, Reason::Allowed, 1),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Method, 1),
+        (Action::Pass, Reason::Allowed, 1),
+        (Action::Pass, Reason::Clean, 1),
+    ]);
 }
 
 #[test]
@@ -174,14 +158,11 @@ fn dry_run_counts_without_dropping_and_enforce_wins() {
     assert_eq!(k.run(&sip_frame("198.18.0.20", polycom)), Action::Pass);
     assert_eq!(k.sig_counter(1).packets, 1);
     assert_eq!(k.sig_counter(2).packets, 1);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Signature, 1),
-            (Action::Pass, Reason::Signature, 1),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Signature, 1),
+        (Action::Pass, Reason::Signature, 1),
+        (Action::Pass, Reason::Clean, 1),
+    ]);
 }
 
 #[test]
@@ -195,7 +176,7 @@ fn authorized_networks_are_not_checked_and_denied_ones_stay_denied() {
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     assert_eq!(k.run(&sip_frame(SCANNER, &svmap)), Action::Pass);
     assert_eq!(k.run(&sip_frame("2001:db8:66::1", &sipmsg::phones()[0].1)), Action::Drop);
-    assert_counters(&k, &[(Action::Pass, Reason::Allowed, 1), (Action::Drop, Reason::Denied, 1)]);
+    k.assert_counters(&[(Action::Pass, Reason::Allowed, 1), (Action::Drop, Reason::Denied, 1)]);
     assert_eq!(k.sig_counter(1).packets, 0);
 }
 

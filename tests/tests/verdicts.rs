@@ -20,16 +20,6 @@ fn count(k: &TestKernel, action: Action, reason: Reason) -> u64 {
     k.counter(action, reason).packets
 }
 
-/// The only non-zero counters are exactly `expected`.
-fn assert_counters(k: &TestKernel, expected: &[(Action, Reason, u64)]) {
-    let mut got: Vec<(Action, Reason, u64)> =
-        k.counters().into_iter().map(|(a, r, c)| (a, r, c.packets)).collect();
-    let mut want = expected.to_vec();
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
-}
-
 #[test]
 fn blocked_prefix_drops_on_guarded_port_and_counts() {
     let mut k = TestKernel::new();
@@ -41,7 +31,7 @@ fn blocked_prefix_drops_on_guarded_port_and_counts() {
     assert_eq!((c.packets, c.bytes), (1, f.len() as u64));
     assert_eq!(k.rule_counter(7).packets, 1);
     assert_eq!(k.rule_counter(7).bytes, f.len() as u64);
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 1), (Action::Pass, Reason::Clean, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 1), (Action::Pass, Reason::Clean, 1)]);
 }
 
 #[test]
@@ -58,14 +48,11 @@ fn ipv6_prefix_and_exact_address() {
     assert_eq!(k.run(&Frame::udp("2001:db8:ff::8", SIP).build()), Action::Pass);
     assert_eq!(k.run(&Frame::tcp("2001:db8:bad::2", 5061).build()), Action::Drop);
     assert_eq!([1, 2, 3].map(|id| k.rule_counter(id).packets), [2, 1, 1]);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 3),
-            (Action::Pass, Reason::Allowed, 1),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Denied, 3),
+        (Action::Pass, Reason::Allowed, 1),
+        (Action::Pass, Reason::Clean, 1),
+    ]);
 }
 
 #[test]
@@ -104,7 +91,7 @@ fn allow_inside_deny_and_deny_inside_allow() {
             "{src}"
         );
     }
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 2), (Action::Pass, Reason::Allowed, 3)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 2), (Action::Pass, Reason::Allowed, 3)]);
 }
 
 #[test]
@@ -135,7 +122,7 @@ fn scope_sip_spares_other_ports_scope_all_does_not() {
     assert_eq!(k.run(&Frame::udp("198.18.2.1", 53).build()), Action::Drop);
     assert_eq!(k.run(&Frame::tcp("198.18.2.1", 443).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.2.1", 0).proto(ICMP).build()), Action::Drop);
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 5), (Action::Pass, Reason::Unguarded, 3)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 5), (Action::Pass, Reason::Unguarded, 3)]);
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (1, 4));
 }
 
@@ -150,7 +137,7 @@ fn unguarded_ports_and_configured_ranges() {
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5091).build()), Action::Pass);
     assert_eq!(k.run(&Frame::tcp("198.18.0.5", 5061).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5061).build()), Action::Pass);
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
 }
 
 #[test]
@@ -168,14 +155,11 @@ fn vlan_and_qinq_are_looked_through() {
     // A third tag is beyond what the program walks: passed and counted, never dropped.
     let three = Frame::udp("198.18.7.7", SIP).vlans(&[TPID_8021AD, TPID_8021Q, TPID_8021Q]).build();
     assert_eq!(k.run(&three), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 6),
-            (Action::Pass, Reason::Clean, 3),
-            (Action::Pass, Reason::HeaderChainTooLong, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Denied, 6),
+        (Action::Pass, Reason::Clean, 3),
+        (Action::Pass, Reason::HeaderChainTooLong, 1),
+    ]);
 }
 
 #[test]
@@ -190,7 +174,7 @@ fn ipv4_options_move_the_transport_header() {
         f.dport = 5999;
         assert_eq!(k.run(&f.build()), Action::Pass, "{} option bytes", opts.len());
     }
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Unguarded, 3)]);
 }
 
 #[test]
@@ -214,14 +198,11 @@ fn ipv6_extension_headers_are_walked() {
     let mut f = Frame::udp("2001:db8:e::1", SIP);
     f.ipv6_ext = vec![ext::DEST_OPTS; 7];
     assert_eq!(k.run(&f.build()), Action::Pass);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 4),
-            (Action::Pass, Reason::Unguarded, 4),
-            (Action::Pass, Reason::HeaderChainTooLong, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Denied, 4),
+        (Action::Pass, Reason::Unguarded, 4),
+        (Action::Pass, Reason::HeaderChainTooLong, 1),
+    ]);
 }
 
 #[test]
@@ -239,13 +220,13 @@ fn fragments_follow_the_policy_and_first_fragments_are_judged() {
     assert_eq!(k.run(&Frame::udp("198.18.4.1", SIP).fragment(185, false).build()), Action::Pass);
     assert_eq!(k.run(&Frame::udp("2001:db8:4::1", SIP).fragment(185, true).build()), Action::Pass);
     assert_eq!(k.run(&Frame::udp("198.18.5.1", SIP).fragment(185, false).build()), Action::Drop);
-    assert_counters(&k, &[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Fragment, 2)]);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 3), (Action::Pass, Reason::Fragment, 2)]);
 
     let mut k = TestKernel::with_config(&Config::parse("[policy]\nfragments = \"drop\"\n").unwrap());
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(185, false).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("2001:db8:77::1", 80).fragment(1, false).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(0, true).build()), Action::Pass);
-    assert_counters(&k, &[(Action::Drop, Reason::Fragment, 2), (Action::Pass, Reason::Clean, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::Fragment, 2), (Action::Pass, Reason::Clean, 1)]);
 }
 
 #[test]
@@ -299,14 +280,14 @@ fn malformed_transport_headers_follow_the_policy() {
     for f in [&bad_udp, &long_udp, &bad_tcp, &unguarded] {
         assert_eq!(k.run(&f.build()), Action::Pass);
     }
-    assert_counters(&k, &[(Action::Pass, Reason::BadL4Header, 4)]);
+    k.assert_counters(&[(Action::Pass, Reason::BadL4Header, 4)]);
 
     let mut k = TestKernel::with_config(&Config::parse("[policy]\nmalformed = \"drop\"\n").unwrap());
     for f in [&bad_udp, &long_udp, &bad_tcp] {
         assert_eq!(k.run(&f.build()), Action::Drop);
     }
     assert_eq!(k.run(&unguarded.build()), Action::Pass, "an unguarded port is never dropped");
-    assert_counters(&k, &[(Action::Drop, Reason::BadL4Header, 3), (Action::Pass, Reason::BadL4Header, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::BadL4Header, 3), (Action::Pass, Reason::BadL4Header, 1)]);
 }
 
 #[test]
@@ -317,7 +298,7 @@ fn authorized_networks_still_get_malformed_checks() {
     bad.udp_len = Some(3);
     assert_eq!(k.run(&bad.build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.0.1", SIP).build()), Action::Pass);
-    assert_counters(&k, &[(Action::Drop, Reason::BadL4Header, 1), (Action::Pass, Reason::Allowed, 1)]);
+    k.assert_counters(&[(Action::Drop, Reason::BadL4Header, 1), (Action::Pass, Reason::Allowed, 1)]);
 }
 
 #[test]
@@ -333,7 +314,7 @@ fn non_ip_and_bad_ip_headers_pass() {
     let mut wrong_version = Frame::udp("198.18.0.1", SIP).build();
     wrong_version[14] = 0x65;
     assert_eq!(k.run(&wrong_version), Action::Pass);
-    assert_counters(&k, &[(Action::Pass, Reason::NotIp, 1), (Action::Pass, Reason::BadL3Header, 2)]);
+    k.assert_counters(&[(Action::Pass, Reason::NotIp, 1), (Action::Pass, Reason::BadL3Header, 2)]);
 }
 
 #[test]
@@ -360,14 +341,11 @@ fn expiry_is_enforced_by_the_kernel_itself() {
     std::thread::sleep(Duration::from_millis(900));
     assert_eq!(probe(&mut k), [Action::Pass, Action::Drop, Action::Pass]);
     assert_eq!([1, 2, 3, 4, 5].map(|id| k.rule_counter(id).packets), [1, 1, 1, 1, 1]);
-    assert_counters(
-        &k,
-        &[
-            (Action::Drop, Reason::Denied, 3),
-            (Action::Pass, Reason::Allowed, 2),
-            (Action::Pass, Reason::Clean, 1),
-        ],
-    );
+    k.assert_counters(&[
+        (Action::Drop, Reason::Denied, 3),
+        (Action::Pass, Reason::Allowed, 2),
+        (Action::Pass, Reason::Clean, 1),
+    ]);
 }
 
 #[test]
