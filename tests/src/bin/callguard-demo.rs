@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: callguard in front of a UDP "PBX" listener, in two network namespaces
 //! joined by a veth pair. A peer with several source addresses sends SIP-port and other traffic;
-//! the demo prints what arrived and callguard's counters, then removes everything it made.
+//! the demo prints what arrived and callguard's counters. A second act plays a SIP scanner and a
+//! REGISTER flood next to a phone: signatures drop the scanner, the flood is banned. Then the
+//! demo removes everything it made.
 
 use std::{
     collections::BTreeMap,
@@ -8,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use callguard_tests::netns::{Instance, Topology};
+use callguard_tests::{
+    netns::{Instance, Topology},
+    sipmsg::{self, SvTool},
+};
 
 const PER_SOURCE: usize = 50;
 
@@ -22,7 +27,12 @@ fn main() {
         Topology::SOURCES_V4,
         Topology::SOURCES_V6
     );
-    let inst = Instance::new(&t.pbx, &t.pbx_if, "");
+    // Short ban delay so the second act shows a ban within seconds (default: 10 s).
+    let inst = Instance::new(
+        &t.pbx,
+        &t.pbx_if,
+        "[rate]\nregister = { rate = 5, burst = 10 }\nban_after_secs = 1\n[events]\nsample = 25\n",
+    );
     let daemon = inst.start();
     println!("$ callguard status");
     print!("{}", inst.cli(&["status"]));
@@ -79,6 +89,65 @@ fn main() {
     }
     println!("\n$ callguard net check 198.18.0.13");
     print!("{}", inst.cli(&["net", "check", "198.18.0.13"]));
+
+    println!("\n== act 2: a SIP scanner and a REGISTER flood, next to a phone ==\n");
+    let (v4, v6) = (Topology::PBX_V4, Topology::PBX_V6);
+    let acts: [(&str, &str, Vec<u8>, usize, u64); 4] = [
+        (
+            "sipvicious svmap OPTIONS",
+            "198.18.0.11",
+            sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", v4, false),
+            20,
+            10,
+        ),
+        (
+            "sipvicious svmap -c (no User-Agent)",
+            "2001:db8::12",
+            sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", v6, true),
+            20,
+            10,
+        ),
+        (
+            "REGISTER flood, 200/s for 2 s",
+            "198.18.0.11",
+            sipmsg::sipvicious(SvTool::Svcrack, "REGISTER", "100", v4, true),
+            400,
+            5,
+        ),
+        ("a phone's INVITE", "2001:db8::12", sipmsg::phones().remove(0).1, 20, 10),
+    ];
+    println!("{:<38} {:<14} {:>10}", "traffic", "source", "received");
+    for (what, src, msg, n, gap_ms) in acts {
+        let ip: IpAddr = src.parse().unwrap();
+        let dst: IpAddr = if ip.is_ipv4() { v4.parse().unwrap() } else { v6.parse().unwrap() };
+        let sock = t.peer.udp(SocketAddr::new(ip, 0));
+        for _ in 0..n {
+            sock.send_to(&msg, SocketAddr::new(dst, 5060)).unwrap();
+            std::thread::sleep(Duration::from_millis(gap_ms));
+        }
+        let mut received = 0;
+        for (port, s) in &listeners {
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                if *port == 5060 && from.ip() == ip {
+                    received += 1;
+                }
+            }
+        }
+        println!("{what:<38} {src:<14} {:>10}", format!("{received}/{n}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    println!("\n$ callguard net list          (the flood's ban, origin auto)");
+    print!("{}", inst.cli(&["net", "list", "--allowed", "false"]));
+    println!("\n$ callguard events            (bans, and the first sampled drop of each reason)");
+    let events = inst.cli(&["events"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for l in events.lines() {
+        let mut f = l.split_whitespace().skip(1);
+        let (kind, reason) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if kind == "ban" || seen.insert(reason.to_owned()) {
+            println!("{l}");
+        }
+    }
     println!("\n$ callguard stats");
     print!("{}", inst.cli(&["stats"]));
     daemon.stop();
