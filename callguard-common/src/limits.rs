@@ -107,8 +107,19 @@ pub const FNV_INIT: u32 = 0x811c_9dc5;
 /// The sketch bit of a To value: its FNV-1a hash up to the first `>` or `;` (at most
 /// [`TO_HASH_MAX`] bytes), folded to [`SKETCH_BITS`].
 pub fn to_bit(value: &[u8]) -> usize {
+    to_bit_with(|k| value[k], value.len())
+}
+
+/// [`to_bit`] over a value of `len` bytes read with `byte(k)`: the form the kernel calls on its
+/// scan buffer, so both sides hash the same way.
+#[inline(always)]
+pub fn to_bit_with(mut byte: impl FnMut(usize) -> u8, len: usize) -> usize {
     let mut h = FNV_INIT;
-    for &c in value.iter().take(TO_HASH_MAX) {
+    for k in 0..TO_HASH_MAX {
+        if k >= len {
+            break;
+        }
+        let c = byte(k);
         if c == b'>' || c == b';' {
             break;
         }

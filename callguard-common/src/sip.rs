@@ -375,21 +375,26 @@ const fn pack(name: &[u8]) -> u64 {
 
 fn method_id(len: usize, packed: u64) -> u8 {
     use method::*;
+    /// (length, first eight bytes packed, id) of a method name; the length tells SUBSCRIBE apart
+    /// from any other name starting with SUBSCRIB.
+    const fn entry(name: &[u8], id: u8) -> (usize, u64, u8) {
+        (name.len(), pack(name), id)
+    }
     const TABLE: [(usize, u64, u8); 14] = [
-        (6, pack(b"INVITE"), INVITE),
-        (3, pack(b"ACK"), ACK),
-        (3, pack(b"BYE"), BYE),
-        (6, pack(b"CANCEL"), CANCEL),
-        (8, pack(b"REGISTER"), REGISTER),
-        (7, pack(b"OPTIONS"), OPTIONS),
-        (5, pack(b"PRACK"), PRACK),
-        (9, pack(b"SUBSCRIB"), SUBSCRIBE), // 'E' of SUBSCRIBE is the ninth byte: length tells
-        (6, pack(b"NOTIFY"), NOTIFY),
-        (7, pack(b"PUBLISH"), PUBLISH),
-        (4, pack(b"INFO"), INFO),
-        (5, pack(b"REFER"), REFER),
-        (7, pack(b"MESSAGE"), MESSAGE),
-        (6, pack(b"UPDATE"), UPDATE),
+        entry(b"INVITE", INVITE),
+        entry(b"ACK", ACK),
+        entry(b"BYE", BYE),
+        entry(b"CANCEL", CANCEL),
+        entry(b"REGISTER", REGISTER),
+        entry(b"OPTIONS", OPTIONS),
+        entry(b"PRACK", PRACK),
+        entry(b"SUBSCRIBE", SUBSCRIBE),
+        entry(b"NOTIFY", NOTIFY),
+        entry(b"PUBLISH", PUBLISH),
+        entry(b"INFO", INFO),
+        entry(b"REFER", REFER),
+        entry(b"MESSAGE", MESSAGE),
+        entry(b"UPDATE", UPDATE),
     ];
     let mut id = UNKNOWN;
     for (l, p, m) in TABLE {

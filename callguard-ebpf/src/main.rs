@@ -35,7 +35,7 @@ use callguard_common::{
     config::{CONFIG_KEY, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP, PORT_TCP, PORT_UDP},
     limits::{
         self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, EVENT_UA, Event, Limits, STREAK_GAP_NS,
-        SourceState, TO_HASH_MAX, event,
+        SourceState, event,
     },
     maps::{
         BPF_F_NO_PREALLOC, EVENTS_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, RULE_STATS_MAX, SOURCES_MAX,
@@ -139,9 +139,9 @@ impl Verdict {
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard(ctx: XdpContext) -> u32 {
-    let mut src = [0u8; 16];
+    let mut src = None;
     let verdict = decide(&ctx, &mut src);
-    finish(&ctx, verdict, &src)
+    finish(&ctx, verdict, src)
 }
 
 /// A program that passes everything and does nothing else: the reference the benchmark
@@ -152,15 +152,12 @@ fn callguard_baseline(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext, src: &mut [u8; 16]) -> Verdict {
+fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     let l3 = match parse::parse_l3(ctx) {
         Ok(l3) => l3,
         Err(reason) => return Verdict::pass(reason),
     };
-    *src = match l3.src {
-        Src::V4(a) => limits::source_key_v4(a),
-        Src::V6(a) => limits::source_key_v6(a),
-    };
+    *src = Some(l3.src);
     let net = match l3.src {
         Src::V4(addr) => lookup_v4(addr),
         Src::V6(addr) => lookup_v6(addr),
@@ -185,7 +182,7 @@ fn decide(ctx: &XdpContext, src: &mut [u8; 16]) -> Verdict {
     match net {
         Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
         Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
-        _ if l3.proto == IPPROTO_UDP => inspect_sip(ctx, l3.l4_off + 8, src),
+        _ if l3.proto == IPPROTO_UDP => inspect_sip(ctx, l3.l4_off + 8, l3.src),
         _ => Verdict::pass(Reason::Clean),
     }
 }
@@ -258,7 +255,7 @@ fn config() -> KernelConfig {
 
 /// SIP inspection of a UDP datagram to a guarded port from a source in neither list.
 #[inline(always)]
-fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: &[u8; 16]) -> Verdict {
+fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
     let cfg = config();
     let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
     let total = ctx.data_end() - ctx.data();
@@ -334,19 +331,7 @@ extern "C" fn to_hash_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
     let buf = unsafe { &*buf };
     let off = usize::from(th.span.off);
-    let len = usize::from(th.span.len);
-    let mut h = limits::FNV_INIT;
-    for k in 0..TO_HASH_MAX {
-        if k >= len {
-            break;
-        }
-        let c = buf.buf[(off + k) & (SCAN_LEN - 1)];
-        if c == b'>' || c == b';' {
-            break;
-        }
-        h = limits::fnv1a(h, c);
-    }
-    th.bit = limits::fold(h);
+    th.bit = limits::to_bit_with(|k| buf.buf[(off + k) & (SCAN_LEN - 1)], usize::from(th.span.len));
     1
 }
 
@@ -359,11 +344,12 @@ struct ToHash {
 /// Rate limits, bans and enumeration detection for a request from a source in neither list.
 /// `None`: within limits.
 #[inline(always)]
-fn police(src: &[u8; 16], info: &sip::Info) -> Option<Reason> {
+fn police(src: Src, info: &sip::Info) -> Option<Reason> {
     let lim = CG_LIMITS.get(0)?;
     if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
         return None; // nothing to police: no per-source state needed
     }
+    let src = &source_key(src);
     let now = boot_ns();
     let st = match CG_SOURCES.get_ptr_mut(src) {
         Some(st) => st,
@@ -379,21 +365,15 @@ fn police(src: &[u8; 16], info: &sip::Info) -> Option<Reason> {
     if st.banned_until > now {
         return Some(Reason::Banned);
     }
-    let specific = match info.method {
-        sip::method::REGISTER => BUCKET_REGISTER,
-        sip::method::INVITE => BUCKET_INVITE,
-        _ => BUCKET_ALL,
+    // Every request takes from the bucket for all requests, REGISTER and INVITE also from their own.
+    let own = match info.method {
+        sip::method::REGISTER => Some(BUCKET_REGISTER),
+        sip::method::INVITE => Some(BUCKET_INVITE),
+        _ => None,
     };
-    let mut over = false;
-    for (i, b) in [BUCKET_ALL, specific].into_iter().enumerate() {
-        // Methods without a bucket of their own use only the one for all requests.
-        if lim.interval_ns[b] == 0 || (i == 1 && b == BUCKET_ALL) {
-            continue;
-        }
-        match limits::gcra(st.tat[b], now, lim.interval_ns[b], lim.tau_ns[b]) {
-            Some(tat) => st.tat[b] = tat,
-            None => over = true,
-        }
+    let mut over = !take(st, lim, BUCKET_ALL, now);
+    if let Some(b) = own {
+        over |= !take(st, lim, b, now);
     }
     if over {
         if st.over_since == 0 || now - st.last_over > STREAK_GAP_NS {
@@ -427,6 +407,22 @@ fn police(src: &[u8; 16], info: &sip::Info) -> Option<Reason> {
     None
 }
 
+/// Takes a token from bucket `b` (GCRA); `false` when the request exceeds it. A bucket that is
+/// off always conforms.
+#[inline(always)]
+fn take(st: &mut SourceState, lim: &Limits, b: usize, now: u64) -> bool {
+    if lim.interval_ns[b] == 0 {
+        return true;
+    }
+    match limits::gcra(st.tat[b], now, lim.interval_ns[b], lim.tau_ns[b]) {
+        Some(tat) => {
+            st.tat[b] = tat;
+            true
+        }
+        None => false,
+    }
+}
+
 /// Bans a source in the kernel and asks the daemon (an event) to store the ban as a rule.
 #[inline(always)]
 fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, info: &sip::Info) {
@@ -434,6 +430,15 @@ fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, in
     st.over_since = 0;
     st.sketch = [0; 4];
     emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+}
+
+/// The key of a source in `CG_SOURCES` and in events: built only where one is needed.
+#[inline(always)]
+fn source_key(src: Src) -> [u8; 16] {
+    match src {
+        Src::V4(a) => limits::source_key_v4(a),
+        Src::V6(a) => limits::source_key_v6(a),
+    }
 }
 
 /// Writes an event to the ring buffer (dropped, not waited for, when it is full).
@@ -528,7 +533,7 @@ fn boot_ns() -> u64 {
 
 /// Counts the verdict and turns it into the XDP return code. The only exit of the program.
 #[inline(always)]
-fn finish(ctx: &XdpContext, v: Verdict, src: &[u8; 16]) -> u32 {
+fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     if let Some(c) = CG_STATS.get_ptr_mut(stats_index(v.action, v.reason)) {
         // SAFETY: per-CPU slot, so no other CPU writes it; XDP runs with preemption disabled.
@@ -556,6 +561,7 @@ fn finish(ctx: &XdpContext, v: Verdict, src: &[u8; 16]) -> u32 {
         }
     }
     if v.action == Action::Drop
+        && let Some(src) = src
         && let Some(lim) = CG_LIMITS.get(0)
         && lim.event_sample != 0
         && let Some(seq) = CG_EVSEQ.get_ptr_mut(0)
@@ -566,7 +572,7 @@ fn finish(ctx: &XdpContext, v: Verdict, src: &[u8; 16]) -> u32 {
             *seq
         };
         if n % u64::from(lim.event_sample) == 0 {
-            emit(src, event::DROP, v.reason, v.method, v.slot, v.sig, v.ua);
+            emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua);
         }
     }
     v.action.xdp_action()

@@ -71,6 +71,9 @@ impl Failure {
     fn bad(field: &str, msg: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, ApiError { error: msg.into(), field: Some(field.into()) })
     }
+    fn not_found(field: &str, msg: impl Into<String>) -> Self {
+        Self(StatusCode::NOT_FOUND, ApiError { error: msg.into(), field: Some(field.into()) })
+    }
     fn internal(e: &anyhow::Error) -> Self {
         tracing::error!("{e:#}");
         Self(StatusCode::INTERNAL_SERVER_ERROR, ApiError { error: format!("{e:#}"), field: None })
@@ -174,10 +177,7 @@ impl State {
     pub fn del_sigs(&mut self, req: &api::DelSigs) -> Result<api::Removed, Failure> {
         let ids: Vec<u32> = req.ids.iter().copied().filter(|id| self.sigs.contains_key(id)).collect();
         if ids.is_empty() {
-            return Err(Failure(
-                StatusCode::NOT_FOUND,
-                ApiError { error: "no such signature".into(), field: Some("ids".into()) },
-            ));
+            return Err(Failure::not_found("ids", "no such signature"));
         }
         let count = self.store.delete_sigs(&ids)?;
         for id in &ids {
@@ -190,10 +190,7 @@ impl State {
     /// Switches a signature between enforce and dry-run.
     pub fn set_sig_mode(&mut self, req: &api::SetSigMode) -> Result<api::SigRow, Failure> {
         let Some(stored) = self.store.set_sig_mode(req.id, req.mode)? else {
-            return Err(Failure(
-                StatusCode::NOT_FOUND,
-                ApiError { error: "no such signature".into(), field: Some("id".into()) },
-            ));
+            return Err(Failure::not_found("id", "no such signature"));
         };
         self.sigs.insert(stored.id, stored.clone());
         self.push_sigs().map_err(|e| Failure::internal(&e))?;
@@ -388,10 +385,7 @@ impl State {
         let victims: Vec<(u32, IpNet)> =
             victims.iter().filter(|r| r.origin != Origin::Config).map(|r| (r.id, r.cidr)).collect();
         if victims.is_empty() && cidr.is_some() {
-            return Err(Failure(
-                StatusCode::NOT_FOUND,
-                ApiError { error: "no such rule".into(), field: Some("cidr".into()) },
-            ));
+            return Err(Failure::not_found("cidr", "no such rule"));
         }
         let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
         let count = self.store.delete_nets(&ids)?;

@@ -6,8 +6,7 @@
 //! into the kernel's fixed row format, with the three fields sharing one set of byte classes.
 
 use callguard_common::sig::{
-    CLASS_EOI, DFA_STATES, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE, MODE_NONE, SLOTS, STATE_DEAD,
-    field,
+    CLASS_EOI, DFA_STATES, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE, SLOTS, STATE_DEAD, field,
 };
 use chrono::{DateTime, Utc};
 use regex_automata::{
@@ -272,13 +271,14 @@ pub fn compile(sigs: &[Signature]) -> Result<Compiled, CompileError> {
         dfas.push(Some(dfa));
     }
 
-    // Every state each automaton can reach from its start.
+    // Every state each automaton can reach from its start (by a byte or by the end of the
+    // value), numbered from the start in the order found. The kernel rows are laid out in this
+    // order, automaton after automaton, after the dead state 0.
     let mut reachable: Vec<Vec<StateID>> = Vec::new();
-    let mut starts: Vec<Option<StateID>> = Vec::new();
+    let mut total = 1;
     for dfa in &dfas {
         let Some(dfa) = dfa else {
             reachable.push(Vec::new());
-            starts.push(None);
             continue;
         };
         let start = dfa
@@ -290,18 +290,17 @@ pub fn compile(sigs: &[Signature]) -> Result<Compiled, CompileError> {
         while k < order.len() {
             let s = order[k];
             k += 1;
-            for b in 0..=255u8 {
-                let n = dfa.next_state(s, b);
+            for n in (0..=255u8).map(|b| dfa.next_state(s, b)).chain([dfa.next_eoi_state(s)]) {
                 if !dfa.is_dead_state(n) && seen.insert(n) {
                     order.push(n);
                 }
             }
-            if order.len() >= DFA_STATES as usize {
-                return Err(CompileError::TooManyStates(order.len() + 1));
+            if total + order.len() > DFA_STATES as usize {
+                return Err(CompileError::TooManyStates(total + order.len()));
             }
         }
+        total += order.len();
         reachable.push(order);
-        starts.push(Some(start));
     }
 
     // Byte classes: two bytes are one class when every state of every automaton moves the
@@ -328,51 +327,33 @@ pub fn compile(sigs: &[Signature]) -> Result<Compiled, CompileError> {
     }
 
     let mut rows = vec![DfaRow::default()]; // state 0: dead
-    for (f, dfa) in dfas.iter().enumerate() {
-        let (Some(dfa), Some(start)) = (dfa, starts[f]) else { continue };
-        // Breadth-first over the states reachable from the start, numbered as found.
-        let mut ids: std::collections::HashMap<StateID, u16> = std::collections::HashMap::new();
-        let mut queue = std::collections::VecDeque::new();
-        let mut number = |s: StateID, rows: &mut Vec<DfaRow>, queue: &mut std::collections::VecDeque<_>| {
-            if dfa.is_dead_state(s) {
-                return Ok(STATE_DEAD);
-            }
-            if let Some(&n) = ids.get(&s) {
-                return Ok(n);
-            }
-            let n = rows.len();
-            if n >= DFA_STATES as usize {
-                return Err(CompileError::TooManyStates(n + 1));
-            }
-            rows.push(DfaRow::default());
-            ids.insert(s, n as u16);
-            queue.push_back((s, n));
-            Ok(n as u16)
-        };
-        head.start[f] = number(start, &mut rows, &mut queue)?;
-        while let Some((s, me)) = queue.pop_front() {
+    for (f, (dfa, order)) in dfas.iter().zip(&reachable).enumerate() {
+        let Some(dfa) = dfa else { continue };
+        let base = rows.len();
+        let ids: std::collections::HashMap<StateID, u16> =
+            order.iter().enumerate().map(|(i, &s)| (s, (base + i) as u16)).collect();
+        let id = |s: StateID| if dfa.is_dead_state(s) { STATE_DEAD } else { ids[&s] };
+        head.start[f] = id(order[0]);
+        for &s in order {
             let mut row = DfaRow::default();
             for (class, &b) in representative.iter().enumerate() {
-                row.next[class] = number(dfa.next_state(s, b), &mut rows, &mut queue)?;
+                row.next[class] = id(dfa.next_state(s, b));
             }
-            row.next[CLASS_EOI] = number(dfa.next_eoi_state(s), &mut rows, &mut queue)?;
-            if dfa.is_match_state(s) {
-                // Enforcing signatures win; among equals, the oldest.
-                let best = (0..dfa.match_len(s))
-                    .map(|i| per_field[f][dfa.match_pattern(s, i).as_usize()].1)
-                    .min_by_key(|sig| (sig.sig.mode != SigMode::Enforce, sig.id));
-                if let Some(sig) = best {
-                    row.slot = sig.slot;
-                    row.mode = match sig.sig.mode {
-                        SigMode::Enforce => MODE_ENFORCE,
-                        SigMode::DryRun => MODE_DRY_RUN,
-                    };
-                }
+            row.next[CLASS_EOI] = id(dfa.next_eoi_state(s));
+            // Enforcing signatures win; among equals, the oldest.
+            let best = (0..if dfa.is_match_state(s) { dfa.match_len(s) } else { 0 })
+                .map(|i| per_field[f][dfa.match_pattern(s, i).as_usize()].1)
+                .min_by_key(|sig| (sig.sig.mode != SigMode::Enforce, sig.id));
+            if let Some(sig) = best {
+                row.slot = sig.slot;
+                row.mode = match sig.sig.mode {
+                    SigMode::Enforce => MODE_ENFORCE,
+                    SigMode::DryRun => MODE_DRY_RUN,
+                };
             }
-            rows[me] = row;
+            rows.push(row);
         }
     }
-    debug_assert!(rows.iter().all(|r| r.mode != MODE_NONE || r.slot == 0));
     Ok(Compiled { head, rows })
 }
 
@@ -384,6 +365,8 @@ pub fn free_slot(used: impl IntoIterator<Item = u16>) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    use callguard_common::sig::MODE_NONE;
+
     use super::*;
 
     fn sig(id: u32, field: SigField, matches: SigMatch, text: &str, mode: SigMode) -> Signature {
