@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing callguard needs, and only what is missing:
 #   - Debian packages: llvm-22-dev (bpf-linker links against it), iproute2 (namespaces, veth),
-#     python3 (traffic helpers in tests)
+#     python3 and python3-venv (sipvicious), sip-tester (SIPp: the SIP server and the caller in
+#     the scanner test), nftables (independent packet counters in the test namespaces)
+#   - sipvicious 0.3.8 from PyPI, in its own virtualenv under target/tools/sipvicious (the real
+#     scanner the integration tests run)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
 #   - bpf-linker 0.13 built against Debian's LLVM 22
 # Safe to run again: each step checks first and prints what it skipped.
@@ -36,7 +39,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_install llvm-22-dev iproute2 python3 libzstd-dev zlib1g-dev
+apt_install llvm-22-dev iproute2 python3 python3-venv libzstd-dev zlib1g-dev sip-tester nftables
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing nightly toolchain"
@@ -63,4 +66,16 @@ else
   log "building bpf-linker 0.13 against LLVM 22 (takes a few minutes, once)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version '^0.13' --locked \
     --no-default-features --features llvm-22
+fi
+
+# The scanner of tests/tests/scanners.rs, pinned, in a virtualenv of its own (no system pip).
+SV_VENV=target/tools/sipvicious
+SV_VERSION=0.3.8
+if [ -x "$SV_VENV/bin/sipvicious_svmap" ] && "$SV_VENV/bin/pip" show sipvicious 2>/dev/null | grep -q "^Version: $SV_VERSION$"; then
+  log "sipvicious $SV_VERSION present in $SV_VENV"
+else
+  log "installing sipvicious $SV_VERSION into $SV_VENV"
+  rm -rf "$SV_VENV"
+  python3 -m venv "$SV_VENV"
+  "$SV_VENV/bin/pip" install -q --disable-pip-version-check "sipvicious==$SV_VERSION"
 fi

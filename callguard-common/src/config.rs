@@ -15,6 +15,10 @@ pub const FLAG_DROP_MALFORMED: u16 = 1 << 1;
 /// [`KernelConfig::flags`]: drop UDP to a guarded port that is not SIP (a request, a response or a
 /// keepalive). Set by default.
 pub const FLAG_DROP_NOT_SIP: u16 = 1 << 2;
+/// [`KernelConfig::flags`]: a request that matches an enforcing scanner signature also bans its
+/// source (for [`crate::limits::Limits::ban_ns`]), as a rate or enumeration ban does. Set by
+/// default.
+pub const FLAG_BAN_SIGNATURE: u16 = 1 << 3;
 /// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 

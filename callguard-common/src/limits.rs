@@ -142,6 +142,9 @@ pub mod event {
     pub const BAN_RATE: u8 = 2;
     /// The kernel banned a source for enumerating users.
     pub const BAN_ENUM: u8 = 3;
+    /// The kernel banned a source for a request that matched an enforcing signature
+    /// ([`Event::sig_slot`](super::Event::sig_slot) names it).
+    pub const BAN_SIGNATURE: u8 = 4;
 }
 
 /// Bytes of the User-Agent kept in an event.

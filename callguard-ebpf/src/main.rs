@@ -16,7 +16,7 @@
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
 //! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — not SIP → `not_sip`
 //!    (policy), keepalive → pass `keepalive`, a request matching an enforcing scanner signature
-//!    → drop `signature`, a refused method → drop `method`, a request matching only dry-run
+//!    → drop `signature` (and a ban of the source, when configured), a refused method → drop `method`, a request matching only dry-run
 //!    signatures → pass `signature`; then, for requests, the per-source state ([`police`]): a
 //!    source the kernel banned → drop `banned`; a request over a rate limit → drop `rate` (a
 //!    source that keeps exceeding is banned); too many distinct To values → banned;
@@ -32,7 +32,10 @@ use aya_ebpf::{
 };
 use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, NetMatch, Reason,
-    config::{CONFIG_KEY, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP, PORT_TCP, PORT_UDP},
+    config::{
+        CONFIG_KEY, FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP,
+        PORT_TCP, PORT_UDP,
+    },
     limits::{
         self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, EVENT_UA, Event, Limits, STREAK_GAP_NS,
         SourceState, event,
@@ -305,6 +308,9 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
         bpf_loop(sig::field::COUNT as u32, sig_step as *mut core::ffi::c_void, (&raw mut walk).cast(), 0);
     }
     if walk.hit.mode == MODE_ENFORCE {
+        if info.kind == Kind::Request && cfg.flags & FLAG_BAN_SIGNATURE != 0 {
+            ban_for_signature(src, walk.hit.slot, &info);
+        }
         return Verdict::sip(Action::Drop, Reason::Signature, walk.hit.slot, &info);
     }
     let dry_run = walk.hit.slot;
@@ -312,7 +318,7 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
         if cfg.method_drop & (1 << info.method) != 0 {
             return Verdict::sip(Action::Drop, Reason::Method, dry_run, &info);
         }
-        if let Some(reason) = police(src, &info) {
+        if let Some(reason) = police(src, &info, cfg.flags & FLAG_BAN_SIGNATURE != 0) {
             return Verdict::sip(Action::Drop, reason, dry_run, &info);
         }
     }
@@ -341,24 +347,46 @@ struct ToHash {
     bit: usize,
 }
 
+/// Bans a source whose request matched an enforcing signature, unless it is banned already (so a
+/// scanner's later requests raise no further events).
+#[inline(always)]
+fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
+    let Some(lim) = CG_LIMITS.get(0) else { return };
+    if lim.ban_ns == 0 {
+        return;
+    }
+    let src = &source_key(src);
+    let Some(st) = source_state(src) else { return };
+    // SAFETY: as in `police`: an LRU value, valid for this program run.
+    let st = unsafe { &mut *st };
+    let now = boot_ns();
+    if st.banned_until <= now {
+        ban(st, src, now, lim.ban_ns, event::BAN_SIGNATURE, sig_slot, info);
+    }
+}
+
+/// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
+/// request.
+#[inline(always)]
+fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
+    if let Some(st) = CG_SOURCES.get_ptr_mut(src) {
+        return Some(st);
+    }
+    let _ = CG_SOURCES.insert(src, SourceState::default(), 0);
+    CG_SOURCES.get_ptr_mut(src)
+}
+
 /// Rate limits, bans and enumeration detection for a request from a source in neither list.
 /// `None`: within limits.
 #[inline(always)]
-fn police(src: Src, info: &sip::Info) -> Option<Reason> {
+fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reason> {
     let lim = CG_LIMITS.get(0)?;
-    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
-        return None; // nothing to police: no per-source state needed
+    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 && !sig_bans {
+        return None; // nothing to police and nobody banned: no per-source state needed
     }
     let src = &source_key(src);
     let now = boot_ns();
-    let st = match CG_SOURCES.get_ptr_mut(src) {
-        Some(st) => st,
-        None => {
-            // First request of this source: an LRU insert (evicts the least recently seen).
-            let _ = CG_SOURCES.insert(src, SourceState::default(), 0);
-            CG_SOURCES.get_ptr_mut(src)?
-        }
-    };
+    let st = source_state(src)?;
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
     // an update, which only lets a request more through.
     let st = unsafe { &mut *st };
@@ -381,7 +409,7 @@ fn police(src: Src, info: &sip::Info) -> Option<Reason> {
         }
         st.last_over = now;
         if lim.ban_after_ns != 0 && now - st.over_since >= lim.ban_after_ns {
-            ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
+            ban(st, src, now, lim.ban_ns, event::BAN_RATE, 0, info);
             return Some(Reason::Banned);
         }
         return Some(Reason::Rate);
@@ -400,7 +428,7 @@ fn police(src: Src, info: &sip::Info) -> Option<Reason> {
         st.sketch[bit / 64] |= 1 << (bit % 64);
         let seen: u32 = st.sketch.iter().map(|w| w.count_ones()).sum();
         if seen > lim.enum_users {
-            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, info);
+            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, 0, info);
             return Some(Reason::Banned);
         }
     }
@@ -425,11 +453,19 @@ fn take(st: &mut SourceState, lim: &Limits, b: usize, now: u64) -> bool {
 
 /// Bans a source in the kernel and asks the daemon (an event) to store the ban as a rule.
 #[inline(always)]
-fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, info: &sip::Info) {
+fn ban(
+    st: &mut SourceState,
+    src: &[u8; 16],
+    now: u64,
+    ban_ns: u64,
+    kind: u8,
+    sig_slot: u16,
+    info: &sip::Info,
+) {
     st.banned_until = now + ban_ns;
     st.over_since = 0;
     st.sketch = [0; 4];
-    emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+    emit(src, kind, Reason::Banned, info.method, 0, sig_slot, info.user_agent);
 }
 
 /// The key of a source in `CG_SOURCES` and in events: built only where one is needed.

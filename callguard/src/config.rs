@@ -187,6 +187,12 @@ pub struct SipPolicy {
     /// `message`, `update`. Default: `["unknown"]`. Hardened: add `options` when every
     /// trunk that sends OPTIONS keepalives is in an allow rule.
     pub drop_methods: Vec<MethodName>,
+    /// A request that matches an enforcing signature also bans its source for `rate.ban_secs`,
+    /// like a rate or enumeration ban (stored as an `auto` deny rule, counted towards subnet
+    /// escalation). Default `true`: the default signatures name attack tools, and a banned
+    /// scanner's next tools (svwar, svcrack) are dropped by the cheapest lookup, whatever they
+    /// send. Authorized sources are never banned.
+    pub signature_ban: bool,
 }
 
 impl Default for SipPolicy {
@@ -194,6 +200,7 @@ impl Default for SipPolicy {
         Self {
             not_sip: PassDrop::Drop,
             drop_methods: vec![MethodName(callguard_common::sip::method::UNKNOWN)],
+            signature_ban: true,
         }
     }
 }
@@ -425,10 +432,15 @@ impl Config {
 
     /// The kernel's policy record (the signature bank is the kernel loader's business).
     pub fn kernel_config(&self) -> callguard_common::KernelConfig {
-        use callguard_common::config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP};
+        use callguard_common::config::{
+            FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP,
+        };
         let mut flags = 0;
         if self.sip.not_sip == PassDrop::Drop {
             flags |= FLAG_DROP_NOT_SIP;
+        }
+        if self.sip.signature_ban {
+            flags |= FLAG_BAN_SIGNATURE;
         }
         if self.policy.fragments == PassDrop::Drop {
             flags |= FLAG_DROP_FRAGMENTS;
@@ -477,6 +489,9 @@ impl Config {
         }
         if self.rate.ban_after_secs != 0 && self.rate.ban_secs == 0 {
             return Err("rate.ban_secs: at least 1 when rate.ban_after_secs is set".into());
+        }
+        if self.sip.signature_ban && self.rate.ban_secs == 0 {
+            return Err("rate.ban_secs: at least 1 when sip.signature_ban is true".into());
         }
         Ok(())
     }

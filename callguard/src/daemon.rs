@@ -21,7 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use callguard_common::NetEntry;
+use callguard_common::{NetEntry, limits::event};
 use chrono::Utc;
 use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
@@ -202,7 +202,7 @@ impl State {
     /// Stores the ban the kernel imposed on a source (event kind `BAN_*`) as a deny rule with
     /// expiry, origin `auto`, then bans its /24 or /48 when enough of its neighbours are banned.
     /// Returns what was done, for the event's detail.
-    pub fn auto_ban(&mut self, source: IpAddr, kind: u8) -> String {
+    pub fn auto_ban(&mut self, source: IpAddr, kind: u8, sig_slot: u16) -> String {
         let now = Utc::now();
         let single = match source {
             IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
@@ -215,13 +215,22 @@ impl State {
                 Kind::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
             };
         }
-        let why = if kind == callguard_common::limits::event::BAN_ENUM {
-            format!(
+        let why = match kind {
+            event::BAN_ENUM => format!(
                 "auto: more than {} distinct To values in {} s",
                 self.cfg.enumeration.users, self.cfg.enumeration.window_secs
-            )
-        } else {
-            format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs)
+            ),
+            event::BAN_SIGNATURE => match self.sigs.values().find(|s| s.slot == sig_slot) {
+                Some(s) => format!(
+                    "auto: matched signature {} ({} {} `{}`)",
+                    s.id,
+                    s.sig.field.name(),
+                    s.sig.matches.name(),
+                    s.sig.text
+                ),
+                None => "auto: matched a signature since deleted".into(),
+            },
+            _ => format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs),
         };
         let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
         let mut detail = match self.add_auto(single, secs, why) {
@@ -627,8 +636,8 @@ async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
             {
                 let mut st = lock(&s);
                 st.name_slots(&e, &mut rec);
-                if e.kind != callguard_common::limits::event::DROP {
-                    rec.detail = st.auto_ban(rec.source, e.kind);
+                if e.kind != event::DROP {
+                    rec.detail = st.auto_ban(rec.source, e.kind, e.sig_slot);
                 }
             }
             s.hub.publish(rec);

@@ -61,6 +61,54 @@ impl Netns {
         .expect("namespace thread panicked")
     }
 
+    /// `ip netns exec <ns> <args>` run to completion, whatever its outcome.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?} in {}: {e}", self.name))
+    }
+
+    /// Starts `args` in this namespace, stdout and stderr to `log`; killed when the handle drops.
+    pub fn spawn(&self, args: &[&str], log: &Path) -> Spawned {
+        let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log fd"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?}: {e}"));
+        Spawned { child: Some(child), log: log.to_owned() }
+    }
+
+    /// Loads an nftables ruleset (`nft -f -`) into this namespace.
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nft (Debian package nftables)");
+        child.stdin.take().expect("stdin").write_all(ruleset.as_bytes()).expect("writing to nft");
+        let out = child.wait_with_output().expect("nft");
+        assert!(out.status.success(), "nft: {}\n{ruleset}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Packets counted by the named nftables counter `name` of table `inet <table>`.
+    pub fn nft_counter(&self, table: &str, name: &str) -> u64 {
+        let out = self.exec(&["nft", "-j", "list", "counter", "inet", table, name]);
+        assert!(out.status.success(), "nft list counter {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft json");
+        v["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|i| i["counter"]["packets"].as_u64()))
+            .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+    }
+
     /// A UDP socket bound to `addr` inside this namespace.
     pub fn udp(&self, addr: SocketAddr) -> UdpSocket {
         self.run(move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
@@ -162,13 +210,7 @@ impl Topology {
     pub fn new() -> Self {
         let pbx = Netns::new("cg-pbx");
         let peer = Netns::new("cg-peer");
-        let tag = unique("v").replace('-', "");
-        let tag = &tag[tag.len().saturating_sub(9)..];
-        let (pbx_if, peer_if) = (format!("cgp{tag}"), format!("cga{tag}"));
-        sh(&[
-            "ip", "link", "add", &pbx_if, "netns", &pbx.name, "type", "veth", "peer", "name", &peer_if,
-            "netns", &peer.name,
-        ]);
+        let (pbx_if, peer_if) = veth(&pbx, &peer);
         pbx.ip(&["addr", "add", "198.18.0.1/24", "dev", &pbx_if]);
         pbx.ip(&["addr", "add", "2001:db8::1/64", "dev", &pbx_if, "nodad"]);
         peer.ip(&["addr", "add", "198.18.0.2/24", "dev", &peer_if]);
@@ -183,6 +225,18 @@ impl Topology {
         peer.ip(&["link", "set", &peer_if, "up"]);
         Self { pbx, peer, pbx_if, peer_if }
     }
+}
+
+/// Joins `a` and `b` with a veth pair (uniquely named, left down); returns the name of the end
+/// in `a` and of the end in `b`. The pair goes away with either namespace.
+pub fn veth(a: &Netns, b: &Netns) -> (String, String) {
+    let tag = unique("v").replace('-', "");
+    let tag = &tag[tag.len().saturating_sub(9)..];
+    let (a_if, b_if) = (format!("cgp{tag}"), format!("cga{tag}"));
+    sh(&[
+        "ip", "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns", &b.name,
+    ]);
+    (a_if, b_if)
 }
 
 impl Default for Topology {
@@ -208,11 +262,16 @@ pub struct Instance {
 impl Instance {
     /// Writes a configuration guarding `iface`, with `extra` TOML appended.
     pub fn new(netns: &Netns, iface: &str, extra: &str) -> Self {
+        Self::guarding(netns, &[iface], extra)
+    }
+
+    /// Writes a configuration guarding every interface of `ifaces`, with `extra` TOML appended.
+    pub fn guarding(netns: &Netns, ifaces: &[&str], extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-it"));
         let config = dir.path().join("callguard.toml");
         let text = format!(
-            "interfaces = [\"{iface}\"]\npin_dir = \"{}\"\nsocket = \"{}\"\ndatabase = \"{}\"\nsweep_interval_secs = 1\n{extra}",
+            "interfaces = {ifaces:?}\npin_dir = \"{}\"\nsocket = \"{}\"\ndatabase = \"{}\"\nsweep_interval_secs = 1\n{extra}",
             pin_dir.display(),
             dir.path().join("callguard.sock").display(),
             dir.path().join("rules.db").display(),
@@ -320,6 +379,48 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A process started with [`Netns::spawn`], killed (if still running) on drop.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Spawned {
+    /// Waits for the process to exit within `timeout` (killing it after); returns whether it
+    /// exited successfully on its own, and what it printed.
+    pub fn wait(mut self, timeout: Duration) -> (bool, String) {
+        let mut child = self.child.take().expect("not yet waited for");
+        let deadline = Instant::now() + timeout;
+        let ok = loop {
+            if let Some(status) = child.try_wait().expect("waiting") {
+                break status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (ok, self.output())
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -34,6 +34,7 @@ fn quiet() -> Config {
     cfg.rate.ban_after_secs = 0;
     cfg.enumeration.users = 0;
     cfg.events.sample = 0;
+    cfg.sip.signature_ban = false;
     cfg
 }
 
@@ -186,4 +187,49 @@ fn sampled_drop_events_name_the_reason_signature_and_user_agent() {
     assert_eq!(&e.ua[..usize::from(e.ua_len)], b"friendly-scanner");
     assert_eq!(e.sig_slot, 1);
     assert_eq!(e.method, callguard_common::sip::method::OPTIONS);
+}
+
+#[test]
+fn an_enforcing_signature_bans_its_source_once_and_dry_run_never_does() {
+    let mut cfg = quiet();
+    cfg.sip.signature_ban = true;
+    cfg.rate.ban_secs = 60;
+    let mut k = TestKernel::with_config(&cfg);
+    let mut sigs = default_signatures();
+    let sipsak = sigs.iter().find(|s| s.sig.text == "sipsak").expect("sipsak ships as dry-run").clone();
+    assert_eq!(sipsak.sig.mode, callguard::sig::SigMode::DryRun);
+    sigs.retain(|s| s.id != sipsak.id);
+    sigs.push(sipsak);
+    k.set_signatures(&sigs);
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    // svwar -c after it: no User-Agent, no "sipvicious" anywhere; passes a fresh source.
+    let svwar_c = sipmsg::sipvicious(SvTool::Svwar, "REGISTER", "100", "198.18.0.1", true);
+    assert_eq!(k.run(&sip_frame("198.18.0.77", &svwar_c)), Action::Pass);
+    for _ in 0..3 {
+        assert_eq!(k.run(&sip_frame("198.18.0.66", &svmap)), Action::Drop);
+    }
+    // The scanner's next tool is dropped whatever it sends; its neighbour is not affected.
+    assert_eq!(k.run(&sip_frame("198.18.0.66", &svwar_c)), Action::Drop);
+    assert_eq!(k.run(&sip_frame("198.18.0.77", &svwar_c)), Action::Pass);
+    // A dry-run match is counted, never banned.
+    let sipsak_msg = String::from_utf8(sipmsg::phones()[0].1.clone())
+        .unwrap()
+        .replacen("User-Agent: ", "User-Agent: sipsak 0.9.8 ", 1)
+        .into_bytes();
+    for _ in 0..3 {
+        assert_eq!(k.run(&sip_frame("198.18.0.88", &sipsak_msg)), Action::Pass);
+    }
+    assert_eq!(k.run(&sip_frame("198.18.0.88", &svwar_c)), Action::Pass);
+    k.assert_counters(&[
+        (Action::Drop, Reason::Signature, 3),
+        (Action::Drop, Reason::Banned, 1),
+        (Action::Pass, Reason::Signature, 3),
+        (Action::Pass, Reason::Clean, 3),
+    ]);
+    // One ban event for three matching requests, naming the signature.
+    let ev = events(&mut k);
+    let bans: Vec<&Event> = ev.iter().filter(|e| e.kind != event::DROP).collect();
+    assert_eq!(bans.len(), 1, "{ev:?}");
+    assert_eq!((bans[0].kind, bans[0].addr().to_string()), (event::BAN_SIGNATURE, "198.18.0.66".into()));
+    assert_eq!(bans[0].sig_slot, sigs[0].slot, "friendly-scanner is the first default signature");
 }
