@@ -12,7 +12,8 @@
 //! it: every index is masked into the buffer (no bounds checks, no panics), every loop has a
 //! constant bound, and newlines are found eight bytes at a time (SWAR) instead of byte by byte,
 //! which keeps the verifier's work and the per-packet cost small. A header folded over several
-//! lines is seen up to its first line break. Bytes past [`SCAN_LEN`] are not inspected.
+//! lines is seen up to its first line break, or, when it starts on a continuation line, that
+//! line. Bytes past [`SCAN_LEN`] are not inspected.
 
 /// Bytes of payload inspected (a power of two: indices are masked with `SCAN_LEN - 1`).
 pub const SCAN_LEN: usize = 1024;
@@ -297,7 +298,14 @@ impl Parse {
         let (bit, value) = header_name(s, start);
         if bit != 0 {
             self.info.headers |= bit;
-            let v = trim(s, value, end);
+            let mut v = trim(s, value, end);
+            // A value that starts on a continuation line (`User-Agent:` CRLF SP `value`): folding
+            // is one space (RFC 3261 §7.3.1), so that line is the value. A value folded later
+            // is kept up to its first break, which still holds its start.
+            let next = end + 1;
+            if v.len == 0 && next < self.len && matches!(at(s, next), b' ' | b'\t') {
+                v = trim(s, next, next_newline(s, next, self.len).unwrap_or(self.len));
+            }
             match bit {
                 header::USER_AGENT => self.info.user_agent = v,
                 header::FROM => self.info.from = v,
@@ -338,15 +346,17 @@ fn first_line(s: &Scratch, eol: usize, info: &mut Info) -> bool {
     if end < 8 + 7 || (0..7).any(|k| at(s, end - 7 + k) != VERSION[k]) || at(s, end - 8) != b' ' {
         return false;
     }
+    // Method = token (RFC 3261 §25.1); names callguard knows are upper case and at most nine
+    // bytes, any other token is a method it does not know.
     let mut mlen = 0;
     let mut packed: u64 = 0;
-    for k in 0..16 {
+    for k in 0..METHOD_MAX {
         let c = at(s, k);
         if c == b' ' {
             mlen = k;
             break;
         }
-        if !c.is_ascii_uppercase() {
+        if !is_token(c) {
             return false;
         }
         if k < 8 {
@@ -361,6 +371,31 @@ fn first_line(s: &Scratch, eol: usize, info: &mut Info) -> bool {
     info.method = method_id(mlen, packed);
     info.ruri_user = uri_user(s, mlen + 1, end - 8);
     true
+}
+
+/// Longest method token read (a longer one makes the line not SIP).
+const METHOD_MAX: usize = 32;
+
+/// The `token` characters (RFC 3261 §25.1), alphanumeric and `-.!%*_+`'~`, as a 256-bit set:
+/// one lookup instead of a chain of comparisons (each a branch the verifier would follow).
+const TOKEN: [u64; 4] = {
+    let mut set = [0u64; 4];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        {
+            set[c / 64] |= 1 << (c % 64);
+        }
+        c += 1;
+    }
+    set
+};
+
+/// A `token` character.
+const fn is_token(c: u8) -> bool {
+    (TOKEN[(c >> 6) as usize] >> (c & 63)) & 1 != 0
 }
 
 const fn pack(name: &[u8]) -> u64 {
@@ -600,6 +635,10 @@ mod tests {
             ("SUBSCRIBE", method::SUBSCRIBE),
             ("ACK", method::ACK),
             ("FOO", method::UNKNOWN),
+            // Methods are case-sensitive tokens: these are methods callguard does not know.
+            ("invite", method::UNKNOWN),
+            ("NEWMETHOD-1.0_x!%*+`'~", method::UNKNOWN),
+            ("SUBSCRIBES", method::UNKNOWN),
         ] {
             let (_, i) = check(&std::format!("{m} sip:1@h SIP/2.0\r\n\r\n"));
             assert_eq!((i.kind, i.method), (Kind::Request, id), "{m}");
@@ -614,7 +653,8 @@ mod tests {
         assert_eq!(parse(&s, n).kind, Kind::Keepalive);
         for junk in [
             "GET / HTTP/1.1\r\n\r\n",
-            "invite sip:1@h SIP/2.0\r\n",
+            "INV<TE sip:1@h SIP/2.0\r\n",
+            "A-METHOD-NAME-LONGER-THAN-32-BYTES sip:1@h SIP/2.0\r\n",
             "INVITE sip:1@h SIP/3.0\r\n",
             "hello",
             "",
@@ -632,6 +672,18 @@ mod tests {
         assert_eq!(text(&b, i.ruri_user), "+14155550100");
         assert_eq!(text(&b, i.from), "Alice <tel:+1999>;tag=a");
         assert_eq!(text(&b, i.user_agent), "Zoiper rv2.10");
+    }
+
+    #[test]
+    fn a_value_starting_on_a_continuation_line_is_that_line() {
+        let (s, i) = check(
+            "OPTIONS sip:1@h SIP/2.0\r\nUser-Agent:\r\n \tfriendly-scanner \r\nFrom:   \r\n\t\"x\" <sip:1@h>\r\n\
+             To: <sip:2@h>\r\n  ;tag=9\r\n\r\n",
+        );
+        assert_eq!(text(&s, i.user_agent), "friendly-scanner");
+        assert_eq!(text(&s, i.from), "\"x\" <sip:1@h>");
+        // Folded later: the value up to its first break.
+        assert_eq!(text(&s, i.to), "<sip:2@h>");
     }
 
     #[test]

@@ -122,3 +122,150 @@ pub fn responses() -> Vec<Vec<u8>> {
     .map(|s| s.as_bytes().to_vec())
     .collect()
 }
+
+/// What a torture message is, and so what callguard must do with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Torture {
+    /// Legitimate, with a method callguard knows: passes.
+    Legit,
+    /// Legitimate, with a method callguard does not know: passes unless the method policy
+    /// refuses unknown methods (the default).
+    UnknownMethod,
+    /// Hides a scanner's name behind the difficulty: dropped by the default signatures.
+    Scanner,
+}
+
+/// Messages that stress a SIP parser, one per difficulty that RFC 4475 ("SIP Torture Test
+/// Messages") catalogues: written for callguard (not copied from the RFC), each named after what
+/// it exercises. The last group hides `sipvicious` or `friendly-scanner` behind the same
+/// difficulties. (name, message, what it is)
+pub fn torture() -> Vec<(&'static str, Vec<u8>, Torture)> {
+    use Torture::{Legit, Scanner, UnknownMethod};
+    let via = "Via: SIP/2.0/UDP 198.18.0.20:5060;branch=z9hG4bK-t1";
+    let tail = "Call-ID: t1@198.18.0.20\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let m = |head: &str, body: &str| format!("{head}\r\n{body}{tail}").into_bytes();
+    let inv = "INVITE sip:201@pbx.example.com SIP/2.0";
+    let std_from = "From: <sip:100@pbx.example.com>;tag=a\r\nTo: <sip:201@pbx.example.com>\r\n";
+    vec![
+        // Whitespace and line structure.
+        (
+            "header values folded over several lines (LWS with CRLF + SP/HT)",
+            m(
+                inv,
+                &format!(
+                    "{via}\r\nFrom: \"Folded\r\n Name\"\r\n\t<sip:100@pbx.example.com>;tag=a\r\nTo:\r\n <sip:201@pbx.example.com>\r\nUser-Agent: Yealink\r\n   SIP-T46S\r\n"
+                ),
+            ),
+            Legit,
+        ),
+        (
+            "spaces and tabs before and after the colon",
+            m(inv, &format!("{via}\r\nFrom  \t:   <sip:100@pbx.example.com>;tag=a\r\nTo\t:<sip:201@pbx.example.com>\r\nUser-Agent :\tZoiper\r\n")),
+            Legit,
+        ),
+        (
+            "bare LF line endings",
+            format!("{inv}\n{via}\n{}User-Agent: Linphone\nCall-ID: t1\nCSeq: 1 INVITE\nContent-Length: 0\n\n", std_from.replace("\r\n", "\n")).into_bytes(),
+            Legit,
+        ),
+        ("header names in mixed case", m(inv, &format!("{via}\r\nfROM: <sip:100@pbx.example.com>;tag=a\r\ntO: <sip:201@pbx.example.com>\r\nuSER-aGENT: MicroSIP\r\n")), Legit),
+        ("empty header values", m(inv, &format!("{via}\r\n{std_from}User-Agent:\r\nSubject:\r\nOrganization: \r\n")), Legit),
+        // Names and quoting.
+        (
+            "escaped quotes and backslashes in a display name",
+            m(inv, &format!("{via}\r\nFrom: \"J. \\\"Jim\\\" O\\\\Neil\" <sip:100@pbx.example.com>;tag=a\r\nTo: <sip:201@pbx.example.com>\r\n")),
+            Legit,
+        ),
+        (
+            "display name with UTF-8, and <> and @ inside quotes",
+            m(inv, &format!("{via}\r\nFrom: \"Zoë <ops@desk> Müller\" <sip:100@pbx.example.com>;tag=a\r\nTo: \"Tōkyō\" <sip:201@pbx.example.com>\r\n")),
+            Legit,
+        ),
+        (
+            "unquoted multi-word display names and name-addr without a name",
+            m(inv, &format!("{via}\r\nFrom: Front  Desk   <sip:100@pbx.example.com>;tag=a\r\nTo: <sip:201@pbx.example.com>\r\n")),
+            Legit,
+        ),
+        (
+            "escaped characters and parameters in URIs",
+            m(
+                "INVITE sip:%32%30%31;phone-context=+1;user=phone@pbx.example.com;transport=udp?Subject=x SIP/2.0",
+                &format!("{via}\r\nFrom: <sip:%31%30%30@pbx.example.com;lr>;tag=a\r\nTo: <sips:201@pbx.example.com:5061;maddr=198.18.0.1>\r\n"),
+            ),
+            Legit,
+        ),
+        (
+            "tel URI and IPv6 references",
+            m(
+                "INVITE sip:201@[2001:db8::1]:5060 SIP/2.0",
+                "Via: SIP/2.0/UDP [2001:db8::20]:5060;branch=z9hG4bK-t6\r\nFrom: <tel:+1-415-555-0100;phone-context=example.com>;tag=a\r\nTo: <sip:201@[2001:db8::1]>\r\n",
+            ),
+            Legit,
+        ),
+        // Forms and ordering.
+        (
+            "compact forms for every header that has one",
+            b"INVITE sip:201@pbx.example.com SIP/2.0\r\nv: SIP/2.0/UDP 198.18.0.20;branch=z9hG4bK-t7\r\nf: <sip:100@pbx.example.com>;tag=a\r\nt: <sip:201@pbx.example.com>\r\ni: t7\r\nm: <sip:100@198.18.0.20>\r\nc: application/sdp\r\ne: identity\r\nk: 100rel\r\ns: hi\r\nl: 0\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(),
+            Legit,
+        ),
+        (
+            "several Via values on one line and Via repeated",
+            m(inv, &format!("{via}, SIP/2.0/UDP 198.18.0.21;branch=z9hG4bK-t8 , SIP/2.0/TCP 198.18.0.22\r\nVia: SIP/2.0/UDP 198.18.0.23;branch=z9hG4bK-t9\r\n{std_from}")),
+            Legit,
+        ),
+        (
+            "unknown headers with odd but legal names",
+            m(inv, &format!("{via}\r\n{std_from}X-Very.Odd~Name!%*+`'_: value\r\nNewFangledHeader:   newfangled value\r\n continued newfangled value\r\nUnknownHeaderWithUnusualValue: ;;,,;;,;\r\n")),
+            Legit,
+        ),
+        (
+            "unknown method with a token full of legal characters",
+            b"NEWMETHOD-1.0_x!%*+`'~ sip:201@pbx.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.20;branch=z9hG4bK-ta\r\nFrom: <sip:100@pbx.example.com>;tag=a\r\nTo: <sip:201@pbx.example.com>\r\nCall-ID: ta\r\nCSeq: 8 NEWMETHOD-1.0_x!%*+`'~\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            UnknownMethod,
+        ),
+        (
+            "long header values (Via, Call-ID, User-Agent past the inspected length)",
+            m(
+                inv,
+                &format!(
+                    "{via};{}\r\n{std_from}User-Agent: {}\r\nCall-ID: {}\r\n",
+                    "x=y;".repeat(60),
+                    "Softphone ".repeat(20),
+                    "c".repeat(300)
+                ),
+            ),
+            Legit,
+        ),
+        (
+            "a body that looks like headers, and Content-Length that does not match it",
+            format!("{inv}\r\n{via}\r\n{std_from}Call-ID: tb\r\nCSeq: 1 INVITE\r\nContent-Length: 9999\r\nContent-Type: text/plain\r\n\r\nUser-Agent: friendly-scanner\r\nFrom: \"sipvicious\" <sip:1@x>\r\n").into_bytes(),
+            Legit,
+        ),
+        (
+            "a response with an unusual reason phrase and status code",
+            b"SIP/2.0 499 Reason: with colon, UTF-8 \xc3\xa9 and  spaces\r\nVia: SIP/2.0/UDP 198.18.0.1;branch=z9hG4bK-tc\r\nFrom: <sip:1@h>;tag=1\r\nTo: <sip:2@h>;tag=2\r\nCall-ID: tc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            Legit,
+        ),
+        // The same difficulties hiding a scanner: must be dropped.
+        (
+            "scanner: User-Agent folded onto a continuation line",
+            m(inv, &format!("{via}\r\n{std_from}User-Agent:\r\n friendly-scanner\r\n")),
+            Scanner,
+        ),
+        (
+            "scanner: User-Agent name in odd case with tabs before the colon",
+            m(inv, &format!("{via}\r\n{std_from}USER-AGENT\t\t:  FrIeNdLy-ScAnNeR\r\n")),
+            Scanner,
+        ),
+        (
+            "scanner: display name with an escaped quote after the name",
+            m(inv, &format!("{via}\r\nFrom: \"sipvicious \\\"x\\\"\" <sip:100@pbx.example.com>;tag=a\r\nTo: <sip:201@pbx.example.com>\r\n")),
+            Scanner,
+        ),
+        (
+            "scanner: compact To with the user sipvicious and LF endings",
+            b"OPTIONS sip:100@198.18.0.1 SIP/2.0\nv: SIP/2.0/UDP 198.18.0.66;branch=z9hG4bK-td\nt: <sip:sipvicious@198.18.0.1>\nf: <sip:100@198.18.0.66>;tag=1\ni: td\nCSeq: 1 OPTIONS\n\n".to_vec(),
+            Scanner,
+        ),
+    ]
+}

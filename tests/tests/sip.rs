@@ -236,3 +236,41 @@ fn the_kernel_agrees_with_the_userspace_model_on_every_message() {
         assert_eq!(k.run(&sip_frame(SCANNER, msg)), want, "{}", String::from_utf8_lossy(msg));
     }
 }
+
+#[test]
+fn torture_messages_pass_unless_they_hide_a_scanner_or_a_rule_refuses_them() {
+    use sipmsg::Torture;
+    // With the default method policy (unknown methods refused), then with none.
+    for refuse_unknown in [true, false] {
+        let mut k = if refuse_unknown {
+            TestKernel::new()
+        } else {
+            let mut cfg = Config::default();
+            cfg.rate.requests.rate = 0;
+            cfg.rate.register.rate = 0;
+            cfg.rate.invite.rate = 0;
+            cfg.sip.drop_methods.clear();
+            TestKernel::with_config(&cfg)
+        };
+        k.set_signatures(&default_signatures());
+        let mut wrong = Vec::new();
+        let mut want_counts = std::collections::BTreeMap::new();
+        for (name, msg, what) in sipmsg::torture() {
+            let want = match what {
+                Torture::Legit => (Action::Pass, Reason::Clean),
+                Torture::UnknownMethod if refuse_unknown => (Action::Drop, Reason::Method),
+                Torture::UnknownMethod => (Action::Pass, Reason::Clean),
+                Torture::Scanner => (Action::Drop, Reason::Signature),
+            };
+            let got = k.run(&sip_frame(SCANNER, &msg));
+            if got != want.0 {
+                wrong.push(format!("{name}: {got:?}, want {want:?}"));
+            }
+            *want_counts.entry(want).or_insert(0u64) += 1;
+        }
+        assert!(wrong.is_empty(), "refuse unknown methods: {refuse_unknown}: {wrong:#?}");
+        // Each verdict for the expected reason: every message was read as SIP.
+        let want: Vec<(Action, Reason, u64)> = want_counts.into_iter().map(|((a, r), n)| (a, r, n)).collect();
+        k.assert_counters(&want);
+    }
+}
