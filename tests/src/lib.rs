@@ -3,6 +3,8 @@
 //! by veth pairs that are deleted when the test ends, passed or failed.
 
 pub mod frame;
+pub mod model;
+pub mod mutate;
 pub mod netns;
 pub mod sipmsg;
 
