@@ -124,7 +124,7 @@ reasons! {
     Keepalive = 15, "keepalive";
     /// A SIP request over one of its source's rate limits (all requests, REGISTER, INVITE).
     Rate = 16, "rate";
-    /// A source the kernel banned (it kept exceeding its rate limits, or enumerated users).
+    /// A source the kernel banned (kept exceeding its rate limits, enumerated users, or matched a signature).
     Banned = 17, "banned";
 }
 

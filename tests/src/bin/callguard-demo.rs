@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: callguard in front of a UDP "PBX" listener, in two network namespaces
 //! joined by a veth pair. A peer with several source addresses sends SIP-port and other traffic;
 //! the demo prints what arrived and callguard's counters. A second act plays a SIP scanner and a
-//! REGISTER flood next to a phone: signatures drop the scanner, the flood is banned. Then the
+//! REGISTER flood next to a phone: a signature drops the scanner and bans it, so its next tool is
+//! dropped too; the flood is rate-limited, then banned; the phone gets through. Then the
 //! demo removes everything it made.
 
 use std::{
@@ -101,20 +102,20 @@ fn main() {
             10,
         ),
         (
-            "sipvicious svmap -c (no User-Agent)",
-            "2001:db8::12",
-            sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", v6, true),
+            "then svcrack -c (no signature at all)",
+            "198.18.0.11",
+            sipmsg::sipvicious(SvTool::Svcrack, "REGISTER", "100", v4, true),
             20,
             10,
         ),
         (
             "REGISTER flood, 200/s for 2 s",
-            "198.18.0.11",
-            sipmsg::sipvicious(SvTool::Svcrack, "REGISTER", "100", v4, true),
+            "2001:db8::12",
+            sipmsg::sipvicious(SvTool::Svcrack, "REGISTER", "100", v6, true),
             400,
             5,
         ),
-        ("a phone's INVITE", "2001:db8::12", sipmsg::phones().remove(0).1, 20, 10),
+        ("a phone's INVITE", "198.18.0.2", sipmsg::phones().remove(0).1, 20, 10),
     ];
     println!("{:<38} {:<14} {:>10}", "traffic", "source", "received");
     for (what, src, msg, n, gap_ms) in acts {
@@ -136,7 +137,7 @@ fn main() {
         println!("{what:<38} {src:<14} {:>10}", format!("{received}/{n}"));
     }
     std::thread::sleep(Duration::from_millis(300));
-    println!("\n$ callguard net list          (the flood's ban, origin auto)");
+    println!("\n$ callguard net list          (the scanner's and the flood's bans, origin auto)");
     print!("{}", inst.cli(&["net", "list", "--allowed", "false"]));
     println!("\n$ callguard events            (bans, and the first sampled drop of each reason)");
     let events = inst.cli(&["events"]);
