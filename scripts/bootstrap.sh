@@ -71,7 +71,10 @@ fi
 # The scanner of tests/tests/scanners.rs, pinned, in a virtualenv of its own (no system pip).
 SV_VENV=target/tools/sipvicious
 SV_VERSION=0.3.8
-if [ -x "$SV_VENV/bin/sipvicious_svmap" ] && "$SV_VENV/bin/pip" show sipvicious 2>/dev/null | grep -q "^Version: $SV_VERSION$"; then
+sv_installed() {
+  "$SV_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sipvicious"))' 2>/dev/null || true
+}
+if [ -x "$SV_VENV/bin/sipvicious_svmap" ] && [ "$(sv_installed)" = "$SV_VERSION" ]; then
   log "sipvicious $SV_VERSION present in $SV_VENV"
 else
   log "installing sipvicious $SV_VERSION into $SV_VENV"

@@ -18,6 +18,11 @@
 /// Bytes of payload inspected (a power of two: indices are masked with `SCAN_LEN - 1`).
 pub const SCAN_LEN: usize = 1024;
 const MASK: usize = SCAN_LEN - 1;
+/// Bytes past the payload the parser may read (header names on the last line). They must read as
+/// zero, as in a buffer from [`Scratch::new`]: the kernel, whose buffer holds an earlier packet's
+/// bytes there, zeroes them after each copy. Once per packet, that is cheaper than a bound check
+/// on every byte of every header name.
+pub const TAIL: usize = 24;
 /// Longest field (a header value, the Request-URI user) kept for matching.
 pub const FIELD_MAX: usize = 128;
 
@@ -295,7 +300,7 @@ impl Parse {
             return false;
         }
         let end = next_newline(s, start, self.len).unwrap_or(self.len);
-        let (bit, value) = header_name(s, start, end);
+        let (bit, value) = header_name(s, start);
         if bit != 0 {
             self.info.headers |= bit;
             let mut v = trim(s, value, end);
@@ -520,11 +525,13 @@ fn trim(s: &Scratch, value: usize, end: usize) -> Span {
     span(b, s.launder(e))
 }
 
-/// Which header the line `i..end` holds (a `header::*` bit, 0 for others) and where its value
-/// starts (after the colon). Bytes from `end` on read as zero: past the payload, the kernel's
-/// buffer holds an earlier packet's bytes.
-fn header_name(s: &Scratch, i: usize, end: usize) -> (u8, usize) {
-    let byte = |k: usize| if k < end { at(s, k) } else { 0 };
+/// Which header the line starting at `i` holds (a `header::*` bit, 0 for others) and where its
+/// value starts (after the colon). Reads up to 18 bytes from `i`, so past the line and, on the
+/// last line, up to [`TAIL`] bytes past the payload. Past the line end the bytes hold a line
+/// break, which no name or colon match crosses; past the payload they are zero (the caller's
+/// part of the contract, see [`TAIL`]).
+fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
+    let byte = |k: usize| at(s, k);
     // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most). All
     // eleven bytes are read, without an early exit, so the verifier sees one shape of `name`.
     let mut name = [0u8; 10];
@@ -690,8 +697,9 @@ mod tests {
 
     #[test]
     fn what_lies_past_len_never_matters() {
-        // The kernel's buffer holds an earlier packet's bytes past the payload: every prefix
-        // parses the same whatever follows it (the rest of the message, colons, spaces, zeros).
+        // The kernel's buffer holds an earlier packet's bytes past the payload (after TAIL zero
+        // bytes): every prefix parses the same whatever follows (the rest of the message,
+        // colons, spaces, line breaks).
         let compact = "OPTIONS sip:1@h SIP/2.0\r\nv: SIP/2.0/UDP h\r\nt: <sip:1@h>\nf:x\nT\nt \n";
         for msg in [SVMAP, compact] {
             for cut in 0..msg.len() {
@@ -704,8 +712,11 @@ mod tests {
                 }
                 for filler in [None, Some(b':'), Some(b' '), Some(b'\n')] {
                     let (mut s, _) = Scratch::new(msg.as_bytes());
+                    // What the kernel's buffer holds: zeros for TAIL bytes, then anything.
+                    let tail = (cut + TAIL).min(SCAN_LEN);
+                    s.buf[cut..tail].fill(0);
                     if let Some(c) = filler {
-                        s.buf[cut..].fill(c);
+                        s.buf[tail..].fill(c);
                     }
                     assert_eq!(parse(&s, cut), want, "cut {cut} of {msg:?}, then {filler:?}");
                 }

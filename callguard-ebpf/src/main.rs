@@ -283,7 +283,16 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
         return Verdict::pass(Reason::Clean);
     }
     // SAFETY: the helper filled the first `n` bytes; the value lives as long as the program run.
-    let buf = unsafe { &*buf };
+    let buf = unsafe { &mut *buf };
+    // The parser may read sip::TAIL bytes past the payload: zero, not an earlier packet's bytes.
+    for k in 0..sip::TAIL {
+        let i = n + k;
+        if i < SCAN_LEN {
+            // Masked through `opaque` so LLVM keeps the mask the verifier needs.
+            buf.buf[sip::opaque(i) & (SCAN_LEN - 1)] = 0;
+        }
+    }
+    let buf = &*buf;
     let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
     // SAFETY: this CPU's parse state; nothing else uses it during this program run.
     unsafe { *parse = Parse::begin(buf, n) };
