@@ -39,17 +39,22 @@ pub struct TestKernel {
 }
 
 impl TestKernel {
-    /// Loads the program with the default configuration (UDP/TCP 5060-5061 guarded), but with
-    /// rate limits, enumeration detection and signature bans off, so tests that send many
-    /// requests from one source see only what they test.
+    /// Loads the program with [`TestKernel::quiet`]: the defaults without per-source state.
     pub fn new() -> Self {
+        Self::with_config(&Self::quiet())
+    }
+
+    /// The default configuration (UDP/TCP 5060-5061 guarded), but with rate limits,
+    /// enumeration detection and signature bans off, so tests that send many requests from one
+    /// source see only what they test.
+    pub fn quiet() -> Config {
         let mut cfg = Config::default();
         cfg.rate.requests.rate = 0;
         cfg.rate.register.rate = 0;
         cfg.rate.invite.rate = 0;
         cfg.enumeration.users = 0;
         cfg.sip.signature_ban = false;
-        Self::with_config(&cfg)
+        cfg
     }
 
     /// Loads the program with the ports and policy of `cfg`.

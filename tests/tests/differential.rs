@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use callguard::{
-    config::{Config, MethodName},
+    config::MethodName,
     rules::{Kind, NetRule, Scope},
     sig::{SigField, SigMatch, SigMode},
 };
@@ -92,12 +92,7 @@ fn describe(seed: u64, n: u64, f: &Frame, kernel: Action, model: (Action, Reason
 fn the_kernel_agrees_with_the_model_on_random_and_mutated_packets() {
     let packets = env_or("CALLGUARD_DIFF_PACKETS", 1_000_000);
     let seed = env_or("CALLGUARD_DIFF_SEED", 4475);
-    let mut cfg = Config::default();
-    cfg.rate.requests.rate = 0;
-    cfg.rate.register.rate = 0;
-    cfg.rate.invite.rate = 0;
-    cfg.enumeration.users = 0;
-    cfg.sip.signature_ban = false;
+    let mut cfg = TestKernel::quiet();
     cfg.sip.drop_methods = vec![MethodName(0), MethodName(callguard_common::sip::method::MESSAGE)];
     let mut k = TestKernel::with_config(&cfg);
     let rules = rules();

@@ -245,10 +245,7 @@ fn torture_messages_pass_unless_they_hide_a_scanner_or_a_rule_refuses_them() {
         let mut k = if refuse_unknown {
             TestKernel::new()
         } else {
-            let mut cfg = Config::default();
-            cfg.rate.requests.rate = 0;
-            cfg.rate.register.rate = 0;
-            cfg.rate.invite.rate = 0;
+            let mut cfg = TestKernel::quiet();
             cfg.sip.drop_methods.clear();
             TestKernel::with_config(&cfg)
         };
