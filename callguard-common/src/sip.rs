@@ -531,19 +531,18 @@ fn trim(s: &Scratch, value: usize, end: usize) -> Span {
 /// break, which no name or colon match crosses; past the payload they are zero (the caller's
 /// part of the contract, see [`TAIL`]).
 fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
-    let byte = |k: usize| at(s, k);
     // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most). All
     // eleven bytes are read, without an early exit, so the verifier sees one shape of `name`.
     let mut name = [0u8; 10];
     let mut n = 0;
     for (k, slot) in name.iter_mut().enumerate() {
-        let c = byte(i + k);
+        let c = at(s, i + k);
         if n == 0 && (c == b':' || c == b' ' || c == b'\t') {
             n = k;
         }
         *slot = lower(c);
     }
-    if n == 0 && matches!(byte(i + 10), b':' | b' ' | b'\t') {
+    if n == 0 && matches!(at(s, i + 10), b':' | b' ' | b'\t') {
         n = 10;
     }
     let n = s.launder(n);
@@ -559,7 +558,7 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
     // Spaces or tabs may stand between the name and the colon.
     let mut colon = i + n;
     for _ in 0..8 {
-        let c = byte(colon);
+        let c = at(s, colon);
         if c == b' ' || c == b'\t' {
             colon += 1;
         } else {
@@ -567,7 +566,7 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
         }
     }
     let colon = s.launder(colon);
-    if byte(colon) != b':' {
+    if at(s, colon) != b':' {
         return (0, i);
     }
     let bit = match (n, name) {

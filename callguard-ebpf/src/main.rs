@@ -16,8 +16,8 @@
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
 //! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — not SIP → `not_sip`
 //!    (policy), keepalive → pass `keepalive`, a request matching an enforcing scanner signature
-//!    → drop `signature` (and a ban of the source, when configured), a refused method → drop `method`, a request matching only dry-run
-//!    signatures → pass `signature`; then, for requests, the per-source state ([`police`]): a
+//!    → drop `signature` (and a ban of the source, when configured), a refused method → drop
+//!    `method`, a request matching only dry-run signatures → pass `signature`; then, for requests, the per-source state ([`police`]): a
 //!    source the kernel banned → drop `banned`; a request over a rate limit → drop `rate` (a
 //!    source that keeps exceeding is banned); too many distinct To values → banned;
 //! 8. otherwise → pass `clean`.
@@ -390,8 +390,14 @@ fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
 #[inline(always)]
 fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reason> {
     let lim = CG_LIMITS.get(0)?;
-    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 && !sig_bans {
-        return None; // nothing to police and nobody banned: no per-source state needed
+    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
+        // Nothing to count: only a signature ban to honour, on a source that already has state.
+        if !sig_bans {
+            return None;
+        }
+        // SAFETY: a value of the LRU hash, read once during this program run (RCU).
+        let banned_until = unsafe { CG_SOURCES.get(source_key(src))?.banned_until };
+        return (banned_until > boot_ns()).then_some(Reason::Banned);
     }
     let src = &source_key(src);
     let now = boot_ns();

@@ -188,17 +188,16 @@ impl Mutator {
             }
             _ => {
                 // Compact or long header names.
-                let text = String::from_utf8_lossy(p).into_owned();
-                let swaps = [
-                    ("\nFrom:", "\nf:"),
-                    ("\nTo:", "\nt:"),
-                    ("\nf:", "\nFrom:"),
-                    ("\nt:", "\nTO :"),
-                    ("\nUser-Agent:", "\nuser-agent\t:"),
+                let swaps: [(&[u8], &[u8]); 5] = [
+                    (b"\nFrom:", b"\nf:"),
+                    (b"\nTo:", b"\nt:"),
+                    (b"\nf:", b"\nFrom:"),
+                    (b"\nt:", b"\nTO :"),
+                    (b"\nUser-Agent:", b"\nuser-agent\t:"),
                 ];
                 let (a, b) = *swaps.choose(&mut self.rng).unwrap();
-                if text.contains(a) {
-                    *p = text.replacen(a, b, 1).into_bytes();
+                if let Some(i) = p.windows(a.len()).position(|w| w == a) {
+                    p.splice(i..i + a.len(), b.iter().copied());
                 }
             }
         }
