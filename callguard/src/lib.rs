@@ -2,7 +2,9 @@
 //! is everything else: the rule model and its store, the kernel loader, the daemon, its control
 //! API and the CLI.
 
+pub mod accounts;
 pub mod api;
+pub mod border;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -11,5 +13,6 @@ pub mod ebpf;
 pub mod events;
 pub mod import;
 pub mod rules;
+pub mod security;
 pub mod sig;
 pub mod store;

@@ -1,8 +1,16 @@
-//! The durable rule store.
+//! The durable store of the whole rule model and of the accounts.
 //!
-//! [`Store`] is the one interface the daemon writes through; [`SqliteStore`] is the embedded
-//! back end (one file, WAL, `synchronous = FULL`: a write the daemon acknowledged survives
-//! `kill -9` and power loss). Every multi-rule change is one transaction: all of it or none.
+//! [`Store`] is the one interface the daemon writes through (with its parts [`SecurityStore`]
+//! and [`AccountStore`]); [`SqliteStore`] is the embedded back end (one file, WAL,
+//! `synchronous = FULL`: a write the daemon acknowledged survives `kill -9` and power loss).
+//! Every multi-row change is one transaction: all of it or none. Another back end (PostgreSQL
+//! for a fleet) implements the same traits with the same schema and passes the same tests.
+
+mod accounts;
+mod security;
+
+pub use accounts::{AccountStore, NewUser, SessionTokens};
+pub use security::SecurityStore;
 
 use std::path::Path;
 
@@ -34,7 +42,7 @@ pub enum StoreError {
 }
 
 /// What the daemon needs from a rule store.
-pub trait Store: Send + std::fmt::Debug {
+pub trait Store: SecurityStore + AccountStore + Send + std::fmt::Debug {
     /// Every network rule, expired ones included, ordered by id.
     fn nets(&self) -> Result<Vec<NetRule>, StoreError>;
     /// Adds rules, or updates the rule with the same network and action. One transaction: a
@@ -84,6 +92,10 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         UNIQUE (field, match_kind, text COLLATE NOCASE)
     );",
+    // 3: disallowed codes, blacklisted numbers, allowed country codes, border rules.
+    security::MIGRATION,
+    // 4: tenants, groups, roles, users, sessions, resets, API keys, authorization codes.
+    accounts::MIGRATION,
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -138,8 +150,13 @@ impl SqliteStore {
     }
 }
 
+/// The one stored time form: RFC 3339, UTC, milliseconds (so text order is time order).
 fn ts(t: Option<DateTime<Utc>>) -> Option<String> {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, ()> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| ())
 }
 
 fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rusqlite::Error> {
