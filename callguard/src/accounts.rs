@@ -354,6 +354,7 @@ pub struct User {
 
 /// An outgoing-call-barring authorization code of one user.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AuthCode {
     /// The code: 1 to 16 digits.
     pub code: String,

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// An error answer: what went wrong and, when one input caused it, which field.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ApiError {
     /// Human-readable message.
     pub error: String,

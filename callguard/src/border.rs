@@ -183,7 +183,9 @@ pub fn parse_mask(s: &str) -> Result<Option<IpNet>, String> {
 
 /// Checks an id chosen by a client: 1 to 64 of letters, digits, `-` and `_`.
 pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    if id.is_empty()
+        || id.len() > 64
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(format!("`{id}`: 1 to 64 letters, digits, - or _"));
     }
@@ -198,7 +200,11 @@ pub fn ext_time(t: DateTime<Utc>) -> String {
 impl BorderRuleInput {
     /// Applies this input over `base` (PATCH) or over the defaults (POST), validating every
     /// field. The error names the field.
-    pub fn apply(self, base: Option<&BorderRule>, now: DateTime<Utc>) -> Result<BorderRule, (String, String)> {
+    pub fn apply(
+        self,
+        base: Option<&BorderRule>,
+        now: DateTime<Utc>,
+    ) -> Result<BorderRule, (String, String)> {
         let bad = |f: &str, m: String| (f.to_owned(), m);
         let id = match (base, self.id) {
             (Some(b), Some(id)) if id != b.id => return Err(bad("id", "is immutable".into())),
@@ -209,19 +215,25 @@ impl BorderRuleInput {
             }
             (None, None) => uuid::Uuid::new_v4().to_string(),
         };
-        let text = |f: &str, v: Option<String>, old: Option<&String>, def: &str| -> Result<String, (String, String)> {
+        let text = |f: &str,
+                    v: Option<String>,
+                    old: Option<&String>,
+                    def: &str|
+         -> Result<String, (String, String)> {
             let v = v.or_else(|| old.cloned()).unwrap_or_else(|| def.into());
             if v.chars().count() > TEXT_MAX {
                 return Err(bad(f, format!("longer than {TEXT_MAX} characters")));
             }
             Ok(v)
         };
-        let pattern = |f: &str, v: Option<String>, old: Option<&String>| -> Result<String, (String, String)> {
-            let v = v.or_else(|| old.cloned()).unwrap_or_default();
-            compile_pattern(&v).map_err(|m| bad(f, m))?;
-            Ok(v)
-        };
-        let remoteipmask = self.remoteipmask.or_else(|| base.map(|b| b.remoteipmask.clone())).unwrap_or_default();
+        let pattern =
+            |f: &str, v: Option<String>, old: Option<&String>| -> Result<String, (String, String)> {
+                let v = v.or_else(|| old.cloned()).unwrap_or_default();
+                compile_pattern(&v).map_err(|m| bad(f, m))?;
+                Ok(v)
+            };
+        let remoteipmask =
+            self.remoteipmask.or_else(|| base.map(|b| b.remoteipmask.clone())).unwrap_or_default();
         parse_mask(&remoteipmask).map_err(|m| bad("remoteipmask", m))?;
         let priority = self.priority.or(base.map(|b| b.priority)).unwrap_or(0);
         if priority > i32::MAX as u32 {
@@ -246,10 +258,7 @@ impl BorderRuleInput {
             remoteipmask,
             action: self.action.or(base.map(|b| b.action)).unwrap_or(BorderAction::Allow),
             opts,
-            ext: Ext {
-                ct: base.map_or_else(|| ext_time(now), |b| b.ext.ct.clone()),
-                lwt: ext_time(now),
-            },
+            ext: Ext { ct: base.map_or_else(|| ext_time(now), |b| b.ext.ct.clone()), lwt: ext_time(now) },
         })
     }
 }
@@ -260,7 +269,8 @@ mod tests {
 
     #[test]
     fn the_seeds_patterns_compile_and_bombs_do_not() {
-        for p in ["docs[.]rootdomain[.]ru", "friendly-scanner.", "^.test.$", "test[A-Z]*", "...endly-scann.."] {
+        for p in ["docs[.]rootdomain[.]ru", "friendly-scanner.", "^.test.$", "test[A-Z]*", "...endly-scann.."]
+        {
             assert!(compile_pattern(p).unwrap().is_some(), "{p}");
         }
         assert!(compile_pattern("(").unwrap_err().contains("regular expression"));

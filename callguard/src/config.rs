@@ -49,6 +49,8 @@ pub struct Config {
     pub enumeration: Enumeration,
     /// Drop events.
     pub events: Events,
+    /// The management REST API (the seed documents) over HTTP, with accounts and tokens.
+    pub api: ApiConfig,
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
     /// reload, and cannot be deleted through the CLI.
     pub networks: Vec<NetworkEntry>,
@@ -69,6 +71,7 @@ impl Default for Config {
             rate: RateLimits::default(),
             enumeration: Enumeration::default(),
             events: Events::default(),
+            api: ApiConfig::default(),
             networks: Vec::new(),
         }
     }
@@ -172,6 +175,80 @@ pub struct Policy {
     pub fragments: PassDrop,
     /// Defective UDP/TCP headers aimed at a guarded port: `pass` (default) or `drop`.
     pub malformed: PassDrop,
+}
+
+/// The management REST API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address and port of the HTTP API; `""` turns it off (the Unix socket always serves the
+    /// same API, trusted as system administrator). Default `127.0.0.1:8887`.
+    pub listen: String,
+    /// PEM certificate chain: with `tls_key`, the API speaks HTTPS (rustls).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Lifetime of an access token, seconds. Default 1800.
+    pub access_token_secs: u64,
+    /// Lifetime of a refresh token, seconds. Default 2592000 (30 days).
+    pub refresh_token_secs: u64,
+    /// Failed sign-ins from one source, or for one user, that block further attempts from it
+    /// (or for them) until the window has passed: 429. Default 5.
+    pub signin_failures: u32,
+    /// The window of `signin_failures`, seconds. Default 300.
+    pub signin_window_secs: u64,
+    /// Command run for a forgot-password request, with the reset token in its environment
+    /// (`CALLGUARD_RESET_TOKEN`, `_USER`, `_DOMAIN`, `_CALLBACK`, `_EXPIRES`); it delivers the
+    /// token (mail, chat…). Unset: the request is answered 204 and the token is only logged at
+    /// debug level, so no mail server is needed to test the flow.
+    pub reset_hook: Option<PathBuf>,
+    /// Lifetime of a password-reset token, seconds. Default 3600.
+    pub reset_token_secs: u64,
+    /// Password of the system administrator `admin` created on first start. Unset (and no
+    /// `CALLGUARD_ADMIN_PASSWORD` in the environment): a random one is printed once.
+    pub admin_password: Option<String>,
+    /// `GET /api/info`: what the API reports about this system.
+    pub info: SystemInfo,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8887".into(),
+            tls_cert: None,
+            tls_key: None,
+            access_token_secs: 1800,
+            refresh_token_secs: 30 * 86_400,
+            signin_failures: 5,
+            signin_window_secs: 300,
+            reset_hook: None,
+            reset_token_secs: 3600,
+            admin_password: None,
+            info: SystemInfo::default(),
+        }
+    }
+}
+
+/// The system fields of `GET /api/info` (PortSIP's names); empty strings are reported empty.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemInfo {
+    /// The web domain of the management interface.
+    pub web_domain: String,
+    /// The private IPv4 address of the system.
+    pub private_ipv4: String,
+    /// The public IPv4 address.
+    pub public_ipv4: String,
+    /// Whether IPv6 is enabled.
+    pub enable_ipv6: bool,
+    /// The private IPv6 address.
+    pub private_ipv6: String,
+    /// The public IPv6 address.
+    pub public_ipv6: String,
+    /// The primary DNS server.
+    pub primary_dns: String,
+    /// The secondary DNS server.
+    pub secondary_dns: String,
 }
 
 /// SIP inspection policy.
@@ -407,6 +484,7 @@ impl Config {
         if self.sweep_interval_secs == 0 {
             return Err("sweep_interval_secs: must be at least 1".into());
         }
+        self.validate_api()?;
         let mut seen = std::collections::HashSet::new();
         for n in &self.networks {
             if !seen.insert((n.cidr, n.action)) {
@@ -473,6 +551,33 @@ impl Config {
     }
 
     /// Checks the ranges of the rate, enumeration and event settings.
+    fn validate_api(&self) -> Result<(), String> {
+        let a = &self.api;
+        if !a.listen.is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("api.listen: `{}` is not ADDRESS:PORT (or \"\" for off)", a.listen));
+        }
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return Err("api.tls_cert and api.tls_key: give both or neither".into());
+        }
+        for (name, v) in [
+            ("access_token_secs", a.access_token_secs),
+            ("refresh_token_secs", a.refresh_token_secs),
+            ("signin_window_secs", a.signin_window_secs),
+            ("reset_token_secs", a.reset_token_secs),
+        ] {
+            if v == 0 || v > 365 * 86_400 {
+                return Err(format!("api.{name}: 1 to 31536000 seconds, not {v}"));
+            }
+        }
+        if a.signin_failures == 0 {
+            return Err("api.signin_failures: at least 1".into());
+        }
+        if let Some(p) = &a.admin_password {
+            crate::accounts::check_password(p).map_err(|m| format!("api.admin_password: {m}"))?;
+        }
+        Ok(())
+    }
+
     fn validate_limits(&self) -> Result<(), String> {
         if self.enumeration.users > 128 {
             return Err(format!("enumeration.users: at most 128, not {}", self.enumeration.users));

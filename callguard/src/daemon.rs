@@ -65,16 +65,39 @@ pub struct State {
 
 /// A failed request: status and body.
 #[derive(Debug)]
-pub struct Failure(StatusCode, ApiError);
+pub struct Failure(pub(crate) StatusCode, pub(crate) ApiError);
 
 impl Failure {
-    fn bad(field: &str, msg: impl Into<String>) -> Self {
+    /// 400, naming the offending field.
+    pub fn bad(field: &str, msg: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, ApiError { error: msg.into(), field: Some(field.into()) })
     }
-    fn not_found(field: &str, msg: impl Into<String>) -> Self {
+    /// 404, naming the field that named what is missing.
+    pub fn not_found(field: &str, msg: impl Into<String>) -> Self {
         Self(StatusCode::NOT_FOUND, ApiError { error: msg.into(), field: Some(field.into()) })
     }
-    fn internal(e: &anyhow::Error) -> Self {
+    /// 401: no valid credentials.
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self(StatusCode::UNAUTHORIZED, ApiError { error: msg.into(), field: None })
+    }
+    /// 403: valid credentials without the right.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self(StatusCode::FORBIDDEN, ApiError { error: msg.into(), field: None })
+    }
+    /// 409: the request conflicts with what is stored.
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self(StatusCode::CONFLICT, ApiError { error: msg.into(), field: None })
+    }
+    /// The status.
+    pub const fn status(&self) -> StatusCode {
+        self.0
+    }
+    /// The body.
+    pub const fn body(&self) -> &ApiError {
+        &self.1
+    }
+    /// 500, logged.
+    pub fn internal(e: &anyhow::Error) -> Self {
         tracing::error!("{e:#}");
         Self(StatusCode::INTERNAL_SERVER_ERROR, ApiError { error: format!("{e:#}"), field: None })
     }
@@ -91,7 +114,12 @@ impl From<StoreError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let mut res = (self.0, Json(self.1)).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        res
     }
 }
 
@@ -127,6 +155,16 @@ impl State {
             state.interfaces.push(api::Interface { name: iface, mode });
         }
         Ok(state)
+    }
+
+    /// The store (for the management API).
+    pub(crate) fn store(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// The configuration in force.
+    pub(crate) const fn cfg(&self) -> &Config {
+        &self.cfg
     }
 
     fn wanted_interfaces(&self) -> Vec<String> {
@@ -411,13 +449,16 @@ impl State {
         Ok(api::Removed { count })
     }
 
-    /// Removes rules whose expiry has passed (the kernel already ignores them).
+    /// Removes rules and blacklisted numbers whose expiry has passed (the kernel already
+    /// ignores expired rules), and sessions whose refresh token expired.
     pub fn sweep(&mut self) -> anyhow::Result<usize> {
         let now = Utc::now();
+        let numbers = self.store.sweep_numbers(now)?;
+        self.store.purge_sessions(now)?;
         let expired: Vec<(u32, IpNet)> =
             self.rules.values().filter(|r| !r.is_live(now)).map(|r| (r.id, r.cidr)).collect();
         if expired.is_empty() {
-            return Ok(0);
+            return Ok(numbers);
         }
         let ids: Vec<u32> = expired.iter().map(|e| e.0).collect();
         self.store.delete_nets(&ids)?;
@@ -425,7 +466,7 @@ impl State {
             self.rules.remove(id);
         }
         self.sync_nets(&expired.iter().map(|e| e.1).collect())?;
-        Ok(ids.len())
+        Ok(ids.len() + numbers)
     }
 
     /// Re-reads the configuration file and applies only the difference. An invalid file
@@ -438,8 +479,13 @@ impl State {
         if cfg.pin_dir != self.cfg.pin_dir
             || cfg.database != self.cfg.database
             || cfg.socket != self.cfg.socket
+            || cfg.api.listen != self.cfg.api.listen
+            || cfg.api.tls_cert != self.cfg.api.tls_cert
+            || cfg.api.tls_key != self.cfg.api.tls_key
         {
-            anyhow::bail!("pin_dir, database and socket take effect only on restart; nothing was changed");
+            anyhow::bail!(
+                "pin_dir, database, socket and api.listen/tls_cert/tls_key take effect only on restart; nothing was changed"
+            );
         }
         self.store.replace_config_nets(&config_rules(&cfg))?;
         self.rules = self.store.nets()?.into_iter().map(|r| (r.id, r)).collect();
@@ -516,7 +562,7 @@ impl State {
         Ok(api::Stats { reasons, rules, sigs })
     }
 
-    fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
+    pub(crate) fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
         let kind = q.allowed.map(|a| if a { Kind::Allow } else { Kind::Deny });
         self.rules
             .values()
@@ -526,7 +572,7 @@ impl State {
             .collect()
     }
 
-    fn check(&self, ip: IpAddr) -> api::Check {
+    pub(crate) fn check(&self, ip: IpAddr) -> api::Check {
         let rule = rules::decide(self.rules.values(), ip, Utc::now());
         let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
         api::Check {
@@ -572,11 +618,12 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
 /// What the API handlers share: the state behind its lock, and the event hub.
 #[derive(Clone, Debug)]
 pub struct Shared {
-    state: Arc<Mutex<State>>,
-    hub: Arc<Hub>,
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) web: Arc<crate::web::Runtime>,
 }
 
-fn lock(s: &Shared) -> MutexGuard<'_, State> {
+pub(crate) fn lock(s: &Shared) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves state that is still consistent with the store
     // (store first, kernel second); keep serving.
     s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -649,8 +696,9 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     body.map(|Json(b)| b).map_err(|e| Failure(e.status(), ApiError { error: e.body_text(), field: None }))
 }
 
-/// The control API router.
-pub fn router(state: Shared) -> Router {
+/// The control API routes of the CLI (`/v1/…`); [`crate::web::router`] serves them with the
+/// management API, behind its authentication.
+pub fn router() -> Router<Shared> {
     Router::new()
         .route("/v1/status", get(|AxState(s): AxState<Shared>| async move { Json(lock(&s).status()) }))
         .route(
@@ -735,7 +783,6 @@ pub fn router(state: Shared) -> Router {
                 Answer::Ok(Json(r))
             }),
         )
-        .with_state(state)
 }
 
 fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
@@ -758,14 +805,31 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 /// Runs the daemon until SIGTERM or SIGINT. Filtering stays in place after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut state = State::start(opts)?;
+    if let Some(password) = crate::web::bootstrap_admin(&mut state)? {
+        // Shown once: only its hash is stored.
+        println!(
+            "callguard: created the system administrator `admin` with password {password}\n\
+             callguard: (shown once; change it with `callguard user password admin`)"
+        );
+    }
     let socket = state.cfg.socket.clone();
+    let listen = state.cfg.api.listen.clone();
     let sweep_every = Duration::from_secs(state.cfg.sweep_interval_secs);
     let ring = state.kernel.take_events();
     let hub = Hub::new(state.cfg.events.log_per_sec);
-    let shared = Shared { state: Arc::new(Mutex::new(state)), hub };
+    let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), "control API listening");
+    let tcp = if listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding the API to {listen} (api.listen)"))?;
+        tracing::info!(address = %listen, "management API listening");
+        Some(l)
+    };
 
     let sweeper = {
         let s = shared.clone();
@@ -794,15 +858,38 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    println!("callguard: ready (control socket {})", socket.display());
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        })
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let app = crate::web::router(shared);
+    let unix_app = app.clone().layer(axum::Extension(crate::web::Transport::Unix));
+    let unix = axum::serve(listener, unix_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http = tcp.map(|l| {
+        axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+    });
+    println!(
+        "callguard: ready (control socket {}{})",
+        socket.display(),
+        if listen.is_empty() { String::new() } else { format!(", API http://{listen}") }
+    );
+    let signals = async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        let _ = stop_tx.send(true);
+    };
+    let http = async move {
+        match http {
+            Some(h) => h.await,
+            None => Ok(()),
+        }
+    };
+    let (u, h, ()) = tokio::join!(async move { unix.await }, http, signals);
+    u?;
+    h?;
     sweeper.abort();
     hup.abort();
     if let Some(r) = reader {

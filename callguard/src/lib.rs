@@ -16,3 +16,4 @@ pub mod rules;
 pub mod security;
 pub mod sig;
 pub mod store;
+pub mod web;

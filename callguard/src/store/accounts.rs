@@ -150,7 +150,12 @@ pub trait AccountStore {
     fn delete_user(&mut self, id: u32) -> Result<bool, StoreError>;
 
     /// Starts a session.
-    fn add_session(&mut self, user: u32, t: &SessionTokens, password_verified: bool) -> Result<Session, StoreError>;
+    fn add_session(
+        &mut self,
+        user: u32,
+        t: &SessionTokens,
+        password_verified: bool,
+    ) -> Result<Session, StoreError>;
     /// The session an access token belongs to.
     fn session_by_access(&self, digest: &[u8]) -> Result<Option<Session>, StoreError>;
     /// The session a refresh token belongs to.
@@ -239,7 +244,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
-fn finish_session(s: SessionRow) -> Result<Session, StoreError> {
+fn finish_session(s: &SessionRow) -> Result<Session, StoreError> {
     let t = |v: &str| time("sessions", v);
     Ok(Session {
         id: s.0,
@@ -260,7 +265,9 @@ fn conflict_on_unique(e: rusqlite::Error, what: impl FnOnce() -> String) -> Stor
         {
             StoreError::Conflict(what())
         }
-        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
             StoreError::Conflict("it refers to a tenant or group that does not exist".into())
         }
         _ => e.into(),
@@ -274,15 +281,17 @@ impl SqliteStore {
     }
 
     fn one_session(&self, where_: &str, p: impl rusqlite::Params) -> Result<Option<Session>, StoreError> {
-        let row = self.conn.query_row(&format!("{SESSION_SELECT} WHERE {where_}"), p, session_row).optional()?;
-        row.map(finish_session).transpose()
+        let row =
+            self.conn.query_row(&format!("{SESSION_SELECT} WHERE {where_}"), p, session_row).optional()?;
+        row.as_ref().map(finish_session).transpose()
     }
 }
 
 impl AccountStore for SqliteStore {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, name, domain, website, created_at FROM tenants ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, domain, website, created_at FROM tenants ORDER BY id")?;
         let rows: Vec<(Tenant, String)> = stmt.query_map([], tenant_row)?.collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(mut t, c)| {
@@ -298,7 +307,11 @@ impl AccountStore for SqliteStore {
                 "INSERT INTO tenants (id, name, domain, website, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, t.name, t.domain, t.website, ts(Some(t.created_at))],
             )
-            .map_err(|e| conflict_on_unique(e, || format!("a tenant with id `{}` or domain `{}` exists", t.id, t.domain)))?;
+            .map_err(|e| {
+                conflict_on_unique(e, || {
+                    format!("a tenant with id `{}` or domain `{}` exists", t.id, t.domain)
+                })
+            })?;
         Ok(())
     }
 
@@ -314,7 +327,12 @@ impl AccountStore for SqliteStore {
         let rows: Vec<(Group, String)> = stmt
             .query_map([tenant], |r| {
                 Ok((
-                    Group { tenant: r.get(0)?, id: r.get(1)?, name: r.get(2)?, created_at: DateTime::<Utc>::MIN_UTC },
+                    Group {
+                        tenant: r.get(0)?,
+                        id: r.get(1)?,
+                        name: r.get(2)?,
+                        created_at: DateTime::<Utc>::MIN_UTC,
+                    },
                     r.get(3)?,
                 ))
             })?
@@ -333,7 +351,9 @@ impl AccountStore for SqliteStore {
                 "INSERT INTO groups (tenant_id, id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![g.tenant, g.id, g.name, ts(Some(g.created_at))],
             )
-            .map_err(|e| conflict_on_unique(e, || format!("group `{}` exists in tenant `{}`", g.id, g.tenant)))?;
+            .map_err(|e| {
+                conflict_on_unique(e, || format!("group `{}` exists in tenant `{}`", g.id, g.tenant))
+            })?;
         Ok(())
     }
 
@@ -342,16 +362,20 @@ impl AccountStore for SqliteStore {
     }
 
     fn custom_roles(&self) -> Result<Vec<Role>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT name, level, permissions, description FROM roles ORDER BY name")?;
-        let rows: Vec<(String, String, String, String)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, level, permissions, description FROM roles ORDER BY name")?;
+        let rows: Vec<(String, String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(name, level, perms, description)| {
                 let level = Level::parse(&level).ok_or_else(|| corrupt("roles", format!("{name}: level")))?;
                 let permissions = perms
                     .split_whitespace()
-                    .map(|p| Perm::parse(p).ok_or_else(|| corrupt("roles", format!("{name}: permission {p}"))))
+                    .map(|p| {
+                        Perm::parse(p).ok_or_else(|| corrupt("roles", format!("{name}: permission {p}")))
+                    })
                     .collect::<Result<_, _>>()?;
                 Ok(Role { name, level, permissions, builtin: false, description })
             })
@@ -370,8 +394,11 @@ impl AccountStore for SqliteStore {
     }
 
     fn delete_role(&mut self, name: &str) -> Result<bool, StoreError> {
-        let users: u32 =
-            self.conn.query_row("SELECT count(*) FROM users WHERE role = ?1 COLLATE NOCASE", [name], |r| r.get(0))?;
+        let users: u32 = self.conn.query_row(
+            "SELECT count(*) FROM users WHERE role = ?1 COLLATE NOCASE",
+            [name],
+            |r| r.get(0),
+        )?;
         if users > 0 {
             return Err(StoreError::Conflict(format!("role `{name}` is held by {users} user(s)")));
         }
@@ -444,7 +471,12 @@ impl AccountStore for SqliteStore {
         Ok(self.conn.execute("DELETE FROM users WHERE id = ?1", [id])? == 1)
     }
 
-    fn add_session(&mut self, user: u32, t: &SessionTokens, password_verified: bool) -> Result<Session, StoreError> {
+    fn add_session(
+        &mut self,
+        user: u32,
+        t: &SessionTokens,
+        password_verified: bool,
+    ) -> Result<Session, StoreError> {
         let row = self.conn.query_row(
             "INSERT INTO sessions (user_id, access_digest, access_expires, refresh_digest, refresh_expires,
                password_verified, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -460,7 +492,7 @@ impl AccountStore for SqliteStore {
             ],
             session_row,
         )?;
-        finish_session(row)
+        finish_session(&row)
     }
 
     fn session_by_access(&self, digest: &[u8]) -> Result<Option<Session>, StoreError> {
@@ -488,7 +520,7 @@ impl AccountStore for SqliteStore {
                 session_row,
             )
             .optional()?;
-        row.map(finish_session).transpose()
+        row.as_ref().map(finish_session).transpose()
     }
 
     fn revoke_session(&mut self, id: u32, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -503,7 +535,7 @@ impl AccountStore for SqliteStore {
             .conn
             .prepare_cached(&format!("{SESSION_SELECT} WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id DESC"))?;
         let rows: Vec<SessionRow> = stmt.query_map([user], session_row)?.collect::<Result<_, _>>()?;
-        rows.into_iter().map(finish_session).collect()
+        rows.iter().map(finish_session).collect()
     }
 
     fn purge_sessions(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -563,11 +595,12 @@ impl AccountStore for SqliteStore {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT account_id, user_id, comment, created_at FROM api_keys ORDER BY account_id")?;
-        let rows: Vec<(u32, u32, String, String)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT account_id, user_id, comment, created_at FROM api_keys ORDER BY account_id",
+        )?;
+        let rows: Vec<(u32, u32, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(account_id, user_id, comment, c)| {
                 Ok(ApiKey { account_id, user_id, comment, created_at: time("api_keys", &c)? })
@@ -580,8 +613,9 @@ impl AccountStore for SqliteStore {
     }
 
     fn auth_codes(&self, user: u32) -> Result<Vec<AuthCode>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT code, description FROM auth_codes WHERE user_id = ?1 ORDER BY code")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT code, description FROM auth_codes WHERE user_id = ?1 ORDER BY code")?;
         Ok(stmt
             .query_map([user], |r| Ok(AuthCode { code: r.get(0)?, description: r.get(1)? }))?
             .collect::<Result<_, _>>()?)
@@ -617,7 +651,13 @@ mod tests {
     use super::*;
 
     fn tenant(id: &str, domain: &str) -> Tenant {
-        Tenant { id: id.into(), name: id.into(), domain: domain.into(), website: String::new(), created_at: Utc::now() }
+        Tenant {
+            id: id.into(),
+            name: id.into(),
+            domain: domain.into(),
+            website: String::new(),
+            created_at: Utc::now(),
+        }
     }
 
     fn user(tenant: Option<&str>, group: Option<&str>, name: &str) -> NewUser {
@@ -637,8 +677,13 @@ mod tests {
         s.add_tenant(&tenant("foo", "foo.example")).unwrap();
         assert!(matches!(s.add_tenant(&tenant("bar", "FOO.example")), Err(StoreError::Conflict(_))));
         s.add_tenant(&tenant("bar", "bar.example")).unwrap();
-        s.add_group(&Group { tenant: "foo".into(), id: "g".into(), name: "G".into(), created_at: Utc::now() })
-            .unwrap();
+        s.add_group(&Group {
+            tenant: "foo".into(),
+            id: "g".into(),
+            name: "G".into(),
+            created_at: Utc::now(),
+        })
+        .unwrap();
         let alice = s.add_user(&user(Some("foo"), Some("g"), "alice")).unwrap();
         assert!(matches!(s.add_user(&user(Some("foo"), Some("g"), "ALICE")), Err(StoreError::Conflict(_))));
         assert!(matches!(s.add_user(&user(Some("bar"), Some("nogroup"), "x")), Err(StoreError::Conflict(_))));

@@ -108,8 +108,9 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DisallowedCode> {
 
 fn number_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BlacklistedNumber, StoreError>> {
     let id: i64 = r.get(0)?;
-    let corrupt =
-        |what: &str| Err(StoreError::Corrupt { table: "blacklisted_numbers", detail: format!("id {id}: {what}") });
+    let corrupt = |what: &str| {
+        Err(StoreError::Corrupt { table: "blacklisted_numbers", detail: format!("id {id}: {what}") })
+    };
     let expire: Option<String> = r.get(2)?;
     let expire_at = match expire.as_deref().map(parse_time) {
         None => None,
@@ -156,7 +157,9 @@ fn border_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BorderRule, Stor
 /// A unique-constraint failure as a conflict naming what exists; other errors unchanged.
 fn unique(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
             StoreError::Conflict(what())
         }
         rusqlite::Error::SqliteFailure(f, _)
@@ -175,8 +178,9 @@ const BORDER_SELECT: &str = "SELECT id, enabled, priority, site, service, domain
 
 impl SecurityStore for SqliteStore {
     fn codes(&self) -> Result<Vec<DisallowedCode>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, number_prefix, description FROM disallowed_codes ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, number_prefix, description FROM disallowed_codes ORDER BY id")?;
         Ok(stmt.query_map([], code_row)?.collect::<Result<_, _>>()?)
     }
 
@@ -206,7 +210,9 @@ impl SecurityStore for SqliteStore {
                 code_row,
             )
             .optional()
-            .map_err(|e| unique(e, || format!("number_prefix `{}` exists already", prefix.unwrap_or_default())))
+            .map_err(|e| {
+                unique(e, || format!("number_prefix `{}` exists already", prefix.unwrap_or_default()))
+            })
     }
 
     fn delete_code(&mut self, id: u32) -> Result<bool, StoreError> {
@@ -272,7 +278,8 @@ impl SecurityStore for SqliteStore {
     }
 
     fn countries(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT code FROM allowed_country_codes ORDER BY position")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT code FROM allowed_country_codes ORDER BY position")?;
         Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
@@ -355,7 +362,8 @@ mod tests {
         let past = Utc::now() - chrono::Duration::seconds(5);
         let n = s.add_number("+4930123", Some(past), "spam").unwrap();
         let keep = s.add_number("4930999", None, "").unwrap();
-        let cleared = s.update_number(keep.id.parse().unwrap(), None, Some(None), Some("x")).unwrap().unwrap();
+        let cleared =
+            s.update_number(keep.id.parse().unwrap(), None, Some(None), Some("x")).unwrap().unwrap();
         assert_eq!((cleared.expire_at, cleared.description.as_str()), (None, "x"));
         assert_eq!(s.sweep_numbers(Utc::now()).unwrap(), 1);
         let left: Vec<String> = s.numbers().unwrap().into_iter().map(|n| n.number).collect();
@@ -382,7 +390,7 @@ mod tests {
         .unwrap();
         s.put_border_rule(&r, true).unwrap();
         assert!(matches!(s.put_border_rule(&r, true), Err(StoreError::Conflict(_))));
-        assert_eq!(s.border_rules().unwrap(), [r.clone()]);
+        assert_eq!(s.border_rules().unwrap(), std::slice::from_ref(&r));
         assert!(s.delete_border_rule(&r.id).unwrap());
         assert!(matches!(s.put_border_rule(&r, false), Err(StoreError::Conflict(_))));
     }

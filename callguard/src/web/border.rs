@@ -1,0 +1,272 @@
+//! Border rules (the `borderrules` seed) at `/rest/v1/master/borderrules`: create, list
+//! (`filter`, `mask`, `offset`, `limit`, `order`, `flat`), get (`mask`, `flat`), PATCH (id
+//! immutable), DELETE and the custom `LOOKUP` method. Errors use this seed's own shape,
+//! `{"error_code": 1000 + status, "error_message": …, "field": …}` (its LOOKUP failure is
+//! `{"error_code":1404,"error_message":"Lookup failed"}`). Reading needs `security.read`,
+//! writing `security.write`.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Request, State as AxState},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Caller, JsonBody, QueryArgs, blocking, query};
+use crate::{
+    accounts::Perm,
+    border::{BorderRule, BorderRuleInput, RULES_MAX},
+    daemon::{Failure, Shared},
+};
+
+/// The collection's path.
+pub const PATH: &str = "/rest/v1/master/borderrules";
+
+/// The routes. `LOOKUP` is not a method the router knows: [`lookup_layer`] answers it.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route(PATH, get(list).post(create))
+        .route(&format!("{PATH}/{{id}}"), get(show).patch(update).delete(remove))
+        .route_layer(axum::middleware::from_fn(seed_errors))
+}
+
+/// This seed's error body.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct BorderError {
+    /// 1000 + the HTTP status (1404: not found).
+    pub error_code: u16,
+    /// What went wrong.
+    pub error_message: String,
+    /// The offending field, when one input caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Rewrites the generic error body of this seed's routes into its own shape.
+async fn seed_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if status.is_success() {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let Ok(e) = serde_json::from_slice::<crate::api::ApiError>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let mut out = (
+        status,
+        Json(BorderError { error_code: 1000 + status.as_u16(), error_message: e.error, field: e.field }),
+    )
+        .into_response();
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::CONTENT_TYPE {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}
+
+/// The entity's fields, dotted, as `filter`, `mask` and `order` accept them.
+pub const FIELDS: &[&str] = &[
+    "id",
+    "enabled",
+    "priority",
+    "site",
+    "service",
+    "domain",
+    "username",
+    "useragent",
+    "remoteipmask",
+    "action",
+    "opts.title",
+    "opts.comment",
+    "ext.ct",
+    "ext.lwt",
+];
+
+/// Create a rule. Absent fields take their defaults (`enabled` 1, `priority` 0, `site` `*`,
+/// `service` `sip`, empty patterns and mask: any, `action` `allow`); the id is a new UUID
+/// unless given.
+#[utoipa::path(post, path = "/rest/v1/master/borderrules", tag = "Border rules", security(("bearer" = [])),
+    request_body = BorderRuleInput, responses((status = 200, body = BorderRule), (status = "4XX", body = BorderError)))]
+pub async fn create(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    JsonBody(req): JsonBody<BorderRuleInput>,
+) -> Result<Json<BorderRule>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let rule = req.apply(None, Utc::now()).map_err(|(f, m)| Failure::bad(&f, m))?;
+    blocking(&s, move |st| {
+        if st.store().border_rules()?.len() >= RULES_MAX {
+            return Err(Failure::conflict(format!("there are {RULES_MAX} border rules already")));
+        }
+        st.store().put_border_rule(&rule, true)?;
+        Ok(Json(rule))
+    })
+    .await
+}
+
+/// Get the list of rules (by priority, then id, unless `order` says otherwise).
+#[utoipa::path(get, path = "/rest/v1/master/borderrules", tag = "Border rules", security(("bearer" = [])),
+    params(query::BorderQuery), responses((status = 200, body = Vec<BorderRule>), (status = "4XX", body = BorderError)))]
+pub async fn list(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<query::BorderQuery>,
+) -> Result<Json<Vec<serde_json::Value>>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
+}
+
+/// `mask` and `flat` of one rule.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OneQuery {
+    /// Comma-separated fields to output.
+    pub mask: Option<String>,
+    /// Nested objects as dotted keys.
+    pub flat: Option<bool>,
+}
+
+fn one(st: &mut crate::daemon::State, id: &str) -> Result<BorderRule, Failure> {
+    st.store()
+        .border_rules()?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Failure::not_found("id", format!("no border rule `{id}`")))
+}
+
+/// Obtain one rule.
+#[utoipa::path(get, path = "/rest/v1/master/borderrules/{id}", tag = "Border rules", security(("bearer" = [])),
+    params(("id" = String, Path), OneQuery), responses((status = 200, body = BorderRule), (status = "4XX", body = BorderError)))]
+pub async fn show(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    QueryArgs(q): QueryArgs<OneQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let mask = query::parse_mask(q.mask.as_deref(), FIELDS)?;
+    blocking(&s, move |st| {
+        let r = serde_json::to_value(one(st, &id)?).map_err(|e| Failure::internal(&e.into()))?;
+        Ok(Json(query::shape(r, mask.as_deref(), q.flat.unwrap_or(false))))
+    })
+    .await
+}
+
+/// Change a rule: the fields given replace the stored ones; `id` may not change.
+#[utoipa::path(patch, path = "/rest/v1/master/borderrules/{id}", tag = "Border rules", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = BorderRuleInput,
+    responses((status = 200, body = BorderRule), (status = "4XX", body = BorderError)))]
+pub async fn update(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<BorderRuleInput>,
+) -> Result<Json<BorderRule>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    blocking(&s, move |st| {
+        let old = one(st, &id)?;
+        let rule = req.apply(Some(&old), Utc::now()).map_err(|(f, m)| Failure::bad(&f, m))?;
+        st.store().put_border_rule(&rule, false)?;
+        Ok(Json(rule))
+    })
+    .await
+}
+
+/// Delete a rule.
+#[utoipa::path(delete, path = "/rest/v1/master/borderrules/{id}", tag = "Border rules", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 204, description = "No Content"), (status = "4XX", body = BorderError)))]
+pub async fn remove(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    blocking(&s, move |st| {
+        if st.store().delete_border_rule(&id)? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(Failure::not_found("id", format!("no border rule `{id}`")))
+        }
+    })
+    .await
+}
+
+fn lookup_failed() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(BorderError { error_code: 1404, error_message: "Lookup failed".into(), field: None }),
+    )
+        .into_response()
+}
+
+/// Answers `LOOKUP /rest/v1/master/borderrules` with a JSON string body (the id): `200 [id]`
+/// or `404 {"error_code":1404,"error_message":"Lookup failed"}`. A layer, because the router
+/// only routes standard methods. (OpenAPI 3.1 has no place for custom methods; the API
+/// reference documents it.)
+pub async fn lookup_layer(AxState(s): AxState<Shared>, req: Request, next: Next) -> Response {
+    if req.method().as_str() != "LOOKUP" {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().trim_end_matches('/');
+    if path != PATH {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(BorderError {
+                error_code: 1405,
+                error_message: format!("LOOKUP is only defined on {PATH}"),
+                field: None,
+            }),
+        )
+            .into_response();
+    }
+    let (mut parts, body) = req.into_parts();
+    let caller =
+        match <Caller as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &()).await {
+            Ok(Caller(p)) => p,
+            Err(f) => return seed_errors_now(&f),
+        };
+    if let Err(f) = caller.need(Perm::SecurityRead) {
+        return seed_errors_now(&f);
+    }
+    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return seed_errors_now(&Failure::bad("body", "larger than 64 KiB")),
+    };
+    let key = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::String(k)) => k,
+        Ok(serde_json::Value::Object(m)) => match m.get("id") {
+            Some(serde_json::Value::String(k)) => k.clone(),
+            _ => {
+                return seed_errors_now(&Failure::bad(
+                    "id",
+                    "a JSON string (the id) or {\"id\": …} is required",
+                ));
+            }
+        },
+        _ => return seed_errors_now(&Failure::bad("body", "a JSON string (the id) is required")),
+    };
+    match blocking(&s, move |st| {
+        Ok(st.store().border_rules()?.into_iter().any(|r| r.id == key).then_some(key))
+    })
+    .await
+    {
+        Ok(Some(id)) => Json(vec![id]).into_response(),
+        Ok(None) => lookup_failed(),
+        Err(f) => seed_errors_now(&f),
+    }
+}
+
+fn seed_errors_now(f: &Failure) -> Response {
+    let status = f.status();
+    let e = f.body().clone();
+    (status, Json(BorderError { error_code: 1000 + status.as_u16(), error_message: e.error, field: e.field }))
+        .into_response()
+}

@@ -1,0 +1,471 @@
+//! The management REST API of the seed documents, over HTTP (`api.listen`, default
+//! `127.0.0.1:8887`) and over the root-only Unix socket, where the caller is trusted as system
+//! administrator.
+//!
+//! | prefix | what | module |
+//! |---|---|---|
+//! | `/api/info`, `/api/auth/…` | system info, sign-in, tokens, password reset | [`auth`] |
+//! | `/api/v1/tenants`, `/api/v1/users`, `/api/v1/roles`, `/api/v1/sessions`, `/api/v1/api_keys` | accounts | [`admin`] |
+//! | `/api/allowed_country_codes`, `/api/disallowed_codes`, `/api/blacklisted_numbers` | PortSIP security | [`portsip`] |
+//! | `/api/v1/tenants/{t}/groups/{g}/users/{u}/services/outgoing_call_barring/codes/` | authorization codes | [`codes`] |
+//! | `/rest/v1/master/borderrules` | border rules | [`border`] |
+//! | `/platform_api/…AuthorizedAccountIP…/` | Voximplant authorized IPs | [`vox`] |
+//! | `/v1/…` | the control API of the CLI ([`crate::api`]) | [`crate::daemon`] |
+//! | `/api/openapi.json` | the OpenAPI document of all of it | [`openapi`] |
+//!
+//! Every request passes [`authenticate`] first: it names the caller ([`Principal`]) from the
+//! transport, a bearer token or an API key, and handlers check rights with [`Principal::need`]
+//! and the `reaches_*` methods.
+
+// utoipa's `params(Type)` expands to a qualified path that this lint flags.
+#![allow(unused_qualifications)]
+
+pub mod admin;
+pub mod auth;
+pub mod border;
+pub mod codes;
+pub mod openapi;
+pub mod portsip;
+pub mod query;
+pub mod vox;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State as AxState},
+    http::{Method, request::Parts},
+    middleware::Next,
+    response::{IntoResponse as _, Response},
+};
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+
+use crate::{
+    accounts::{self, Level, Perm, Role, User},
+    daemon::{Failure, Shared, State, lock},
+};
+
+/// How a request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The root-only Unix socket: the caller is root on this host.
+    Unix,
+    /// TCP from this peer.
+    Tcp(SocketAddr),
+}
+
+/// Who is calling, with the rights of their role.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The user; `None` for root on the Unix socket.
+    pub user: Option<User>,
+    /// The user's role.
+    pub role: Role,
+    /// The session of the access token used, if one was.
+    pub session: Option<u32>,
+    /// Where the request came from (`None`: the Unix socket).
+    pub peer: Option<IpAddr>,
+}
+
+impl Principal {
+    /// Root on the Unix socket: every right, everywhere.
+    pub fn root() -> Self {
+        Self {
+            user: None,
+            role: accounts::builtin_role("SystemAdmin").expect("built-in role"),
+            session: None,
+            peer: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.user.as_ref().map_or_else(|| "root (control socket)".into(), |u| u.username.clone())
+    }
+
+    /// 403 unless the role has `p` (and the user need not set a new password first).
+    pub fn need(&self, p: Perm) -> Result<(), Failure> {
+        if self.user.as_ref().is_some_and(|u| u.force_reset) {
+            return Err(Failure::forbidden("set a new password first (POST /api/v1/users/{id}/password)"));
+        }
+        if self.role.has(p) {
+            Ok(())
+        } else {
+            Err(Failure::forbidden(format!("role {} of {} lacks the right {p}", self.role.name, self.name())))
+        }
+    }
+
+    /// The caller's tenant, for users below system level.
+    pub fn tenant(&self) -> Option<&str> {
+        self.user.as_ref().and_then(|u| u.tenant.as_deref())
+    }
+
+    /// Whether the role's level reaches the tenant `t`.
+    pub fn reaches_tenant(&self, t: &str) -> bool {
+        match self.role.level {
+            Level::System => true,
+            _ => self.tenant() == Some(t),
+        }
+    }
+
+    /// Whether the role's level reaches the user `u`.
+    pub fn reaches_user(&self, u: &User) -> bool {
+        let me = self.user.as_ref();
+        match self.role.level {
+            Level::System => true,
+            Level::Tenant => me.is_some_and(|m| m.tenant.is_some() && m.tenant == u.tenant),
+            Level::Group => {
+                me.is_some_and(|m| m.tenant.is_some() && m.tenant == u.tenant && m.group == u.group)
+            }
+            Level::User => me.is_some_and(|m| m.id == u.id),
+        }
+    }
+
+    /// 403 unless [`Principal::reaches_user`].
+    pub fn reach_user(&self, u: &User) -> Result<(), Failure> {
+        if self.reaches_user(u) {
+            Ok(())
+        } else {
+            Err(Failure::forbidden(format!(
+                "user {} is outside the reach of {} (role {}, level {})",
+                u.username,
+                self.name(),
+                self.role.name,
+                self.role.level.as_str()
+            )))
+        }
+    }
+}
+
+/// Why a request carries no valid credentials.
+#[derive(Clone, Debug)]
+pub enum Denied {
+    /// No token or key at all.
+    Missing,
+    /// Something that is not a credential of ours.
+    Unknown,
+    /// The access token expired.
+    Expired,
+    /// The session was signed out or revoked.
+    Revoked,
+}
+
+/// What [`authenticate`] found, for the handlers.
+#[derive(Clone, Debug)]
+pub struct Auth(pub Result<Principal, Denied>);
+
+/// The authenticated caller (401 when there is none).
+#[derive(Debug)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
+        match parts.extensions.get::<Auth>().map(|a| a.0.clone()) {
+            Some(Ok(p)) => Ok(Self(p)),
+            Some(Err(Denied::Expired)) => {
+                Err(Failure::unauthorized("the access token has expired; refresh it or sign in again"))
+            }
+            Some(Err(Denied::Revoked)) => Err(Failure::unauthorized("the token was revoked (signed out)")),
+            Some(Err(Denied::Unknown)) => Err(Failure::unauthorized("unknown token or API key")),
+            Some(Err(Denied::Missing)) | None => Err(Failure::unauthorized(
+                "sign in first: POST /api/auth/sign_in, then send Authorization: Bearer <access_token>",
+            )),
+        }
+    }
+}
+
+/// The peer's address (`None` on the Unix socket).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+impl Peer {
+    /// A throttle key for this peer.
+    pub fn key(self, what: &str) -> String {
+        format!("{what}:{}", self.0.map_or_else(|| "local".into(), |ip| ip.to_string()))
+    }
+}
+
+/// The bearer token of a request: `Authorization: Bearer X`, or the `access_token` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(a) = auth {
+        let (scheme, token) = a.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    headers.get("access_token").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_owned())
+}
+
+/// The role called `name`: built-in or custom.
+pub fn find_role(st: &mut State, name: &str) -> Result<Option<Role>, Failure> {
+    if let Some(r) = accounts::builtin_role(name) {
+        return Ok(Some(r));
+    }
+    Ok(st.store().custom_roles()?.into_iter().find(|r| r.name.eq_ignore_ascii_case(name)))
+}
+
+/// The principal of an access token.
+fn from_token(
+    st: &mut State,
+    token: &str,
+    peer: Option<IpAddr>,
+) -> Result<Result<Principal, Denied>, Failure> {
+    let Some(session) = st.store().session_by_access(&accounts::secret_digest(token))? else {
+        return Ok(Err(Denied::Unknown));
+    };
+    if session.revoked_at.is_some() {
+        return Ok(Err(Denied::Revoked));
+    }
+    if session.access_expires <= Utc::now() {
+        return Ok(Err(Denied::Expired));
+    }
+    principal_of(st, session.user_id, Some(session.id), peer)
+}
+
+/// The principal acting as user `id`.
+pub fn principal_of(
+    st: &mut State,
+    id: u32,
+    session: Option<u32>,
+    peer: Option<IpAddr>,
+) -> Result<Result<Principal, Denied>, Failure> {
+    let Some((user, _)) = st.store().user(id)? else { return Ok(Err(Denied::Revoked)) };
+    let Some(role) = find_role(st, &user.role)? else { return Ok(Err(Denied::Revoked)) };
+    Ok(Ok(Principal { user: Some(user), role, session, peer }))
+}
+
+/// The principal of a Voximplant-style `account_id` + `api_key` pair in the query string.
+fn from_api_key(
+    st: &mut State,
+    query: &str,
+    peer: Option<IpAddr>,
+) -> Result<Result<Principal, Denied>, Failure> {
+    let pairs: HashMap<String, String> = form_urlencoded_pairs(query);
+    let (Some(id), Some(key)) = (pairs.get("account_id"), pairs.get("api_key")) else {
+        return Ok(Err(Denied::Missing));
+    };
+    let Ok(id) = id.trim().parse::<u32>() else { return Ok(Err(Denied::Unknown)) };
+    let Some((k, digest)) = st.store().api_key(id)? else { return Ok(Err(Denied::Unknown)) };
+    if digest != accounts::secret_digest(key) {
+        return Ok(Err(Denied::Unknown));
+    }
+    principal_of(st, k.user_id, None, peer)
+}
+
+fn form_urlencoded_pairs(query: &str) -> HashMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default().into_iter().collect()
+}
+
+/// Names the caller of every request (see [`Auth`]) and guards the CLI's `/v1` routes:
+/// reading needs `security.read`, anything else `security.write`.
+pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: Next) -> Response {
+    let transport = if req.extensions().get::<Transport>() == Some(&Transport::Unix) {
+        Transport::Unix
+    } else {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        Transport::Tcp(peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))))
+    };
+    let auth = match transport {
+        Transport::Unix => Ok(Ok(Principal::root())),
+        Transport::Tcp(peer) => {
+            let token = bearer(req.headers());
+            let query = req.uri().query().unwrap_or_default().to_owned();
+            let vox = req.uri().path().starts_with("/platform_api/");
+            let s = s.clone();
+            // The store is synchronous; keep it off the async workers.
+            let found = tokio::task::spawn_blocking(move || {
+                let mut st = lock(&s);
+                match token {
+                    Some(t) => from_token(&mut st, &t, Some(peer.ip())),
+                    None if vox => from_api_key(&mut st, &query, Some(peer.ip())),
+                    None => Ok(Err(Denied::Missing)),
+                }
+            })
+            .await;
+            match found {
+                Ok(r) => r,
+                Err(e) => Err(Failure::internal(&e.into())),
+            }
+        }
+    };
+    let auth = match auth {
+        Ok(a) => Auth(a),
+        Err(f) => return f.into_response(),
+    };
+    if req.uri().path().starts_with("/v1/") {
+        let need = if req.method() == Method::GET { Perm::SecurityRead } else { Perm::SecurityWrite };
+        let p = match auth.0.clone() {
+            Ok(p) => p,
+            Err(_) => {
+                let (mut parts, _) = req.into_parts();
+                parts.extensions.insert(auth);
+                return match Caller::from_request_parts(&mut parts, &()).await {
+                    Ok(_) => Failure::unauthorized("unauthenticated").into_response(),
+                    Err(f) => f.into_response(),
+                };
+            }
+        };
+        if let Err(f) = p.need(need) {
+            return f.into_response();
+        }
+    }
+    req.extensions_mut().insert(auth);
+    next.run(req).await
+}
+
+/// A JSON request body whose errors name the field (`number`, `authCodes[1].code`).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Failure;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Failure> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Failure::bad("body", e.body_text()))?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Parses JSON, naming the field of the first error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Failure::bad("body", "a JSON body is required"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Failure::bad(&field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| Failure::bad("body", e.to_string()))?;
+    Ok(v)
+}
+
+/// A query string whose errors name the parameter.
+#[derive(Debug)]
+pub struct QueryArgs<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
+        let q = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "query".to_owned() } else { path };
+            Failure::bad(&field, e.into_inner().to_string())
+        })
+    }
+}
+
+/// Runs `f` on the state off the async workers (the store and Argon2 are synchronous).
+pub async fn blocking<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&mut State) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || f(&mut lock(&s))).await.map_err(|e| Failure::internal(&e.into()))?
+}
+
+/// Failed sign-ins per key (a source address, a user), in a sliding window. Kept in memory: a
+/// restart forgets them, which an attacker cannot cause from outside.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Throttle {
+    /// How long until `key` may try again, when it has `max` failures within `window`.
+    pub fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        let q = self.failures.get_mut(key)?;
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+        if q.len() >= max as usize {
+            q.front().map(|t| window.saturating_sub(now.duration_since(*t)))
+        } else {
+            None
+        }
+    }
+
+    /// Records a failure of `key`.
+    pub fn fail(&mut self, key: &str, window: Duration) {
+        let now = Instant::now();
+        if self.failures.len() > 100_000 {
+            // Bound the memory a spray of sources can take: forget keys with nothing recent.
+            self.failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        let q = self.failures.entry(key.to_owned()).or_default();
+        q.push_back(now);
+        if q.len() > 64 {
+            q.pop_front();
+        }
+    }
+
+    /// Forgets `key` (after a success).
+    pub fn clear(&mut self, key: &str) {
+        self.failures.remove(key);
+    }
+}
+
+/// What the API keeps besides the store.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    /// Failed sign-ins and reset requests.
+    pub throttle: Mutex<Throttle>,
+}
+
+/// The whole HTTP API: the management routes, the CLI's `/v1` routes and the OpenAPI document,
+/// behind [`authenticate`].
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .merge(crate::daemon::router())
+        .merge(auth::routes())
+        .merge(admin::routes())
+        .merge(portsip::routes())
+        .merge(codes::routes())
+        .merge(border::routes())
+        .merge(vox::routes())
+        .merge(openapi::routes())
+        .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), border::lookup_layer))
+        .layer(axum::middleware::from_fn_with_state(shared, authenticate))
+}
+
+/// Creates the system administrator `admin` when there is no user at all; returns the
+/// password when it was generated (to be shown once).
+pub fn bootstrap_admin(st: &mut State) -> anyhow::Result<Option<String>> {
+    if !st.store().users()?.is_empty() {
+        return Ok(None);
+    }
+    let given =
+        st.cfg().api.admin_password.clone().or_else(|| std::env::var("CALLGUARD_ADMIN_PASSWORD").ok());
+    if let Some(p) = &given {
+        accounts::check_password(p).map_err(|m| anyhow::anyhow!("the administrator password: {m}"))?;
+    }
+    let password = given.clone().unwrap_or_else(accounts::new_password);
+    let hash = accounts::hash_password(&password)?;
+    st.store().add_user(&crate::store::NewUser {
+        tenant: None,
+        group: None,
+        username: "admin".into(),
+        password_hash: hash,
+        role: "SystemAdmin".into(),
+        force_reset: false,
+    })?;
+    Ok(given.is_none().then_some(password))
+}

@@ -1,0 +1,444 @@
+//! PortSIP "Security" seed: allowed country codes, disallowed codes (dialed prefixes) and
+//! blacklisted numbers, with their CSV exports. Reading needs `security.read`, writing
+//! `security.write`. Paths as the seed's server (`…/api`).
+
+use axum::{
+    Json, Router,
+    extract::{Path, State as AxState},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    Caller, JsonBody, QueryArgs, blocking,
+    query::{self, ListQuery},
+};
+use crate::{
+    accounts::Perm,
+    daemon::{Failure, Shared},
+    security::{
+        BlacklistedNumber, CODE_DESCRIPTION_MAX, DisallowedCode, NUMBER_DESCRIPTION_MAX, NUMBER_MAX,
+        PREFIX_MAX, check_country, check_len, check_number, country_key,
+    },
+};
+
+/// The routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/allowed_country_codes", get(list_countries).post(set_countries))
+        .route("/api/disallowed_codes", get(list_codes).post(create_code))
+        .route("/api/disallowed_codes/export", get(export_codes))
+        .route("/api/disallowed_codes/{id}", get(show_code).post(update_code))
+        .route("/api/disallowed_codes/{id}/destroy", post(destroy_code))
+        .route("/api/blacklisted_numbers", get(list_numbers).post(create_number))
+        .route("/api/blacklisted_numbers/export", get(export_numbers))
+        .route("/api/blacklisted_numbers/{id}", get(show_number).post(update_number))
+        .route("/api/blacklisted_numbers/{id}/destroy", post(destroy_number))
+}
+
+/// Most allowed country codes.
+pub const COUNTRIES_MAX: usize = 1000;
+
+/// A collection of allowed region or country codes.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Countries {
+    /// Country calling codes (1 to 32 characters: digits after an optional `+`).
+    pub items: Vec<String>,
+}
+
+/// `{}`.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+pub struct Empty {}
+
+/// `{"id": …}`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Created {
+    /// The unique ID of the resource.
+    pub id: String,
+}
+
+/// A page of a collection.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// Total number of resources matching (before `skip`/`top`).
+    pub count: u64,
+    /// The page.
+    pub items: Vec<T>,
+}
+
+/// List allowed region or country codes.
+#[utoipa::path(get, path = "/api/allowed_country_codes", tag = "Security", security(("bearer" = [])),
+    responses((status = 200, body = Countries), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn list_countries(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+) -> Result<Json<Countries>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    blocking(&s, |st| Ok(Json(Countries { items: st.store().countries()? }))).await
+}
+
+/// Update (replace) allowed region or country codes. Codes are stored without a leading `+`.
+#[utoipa::path(post, path = "/api/allowed_country_codes", tag = "Security", security(("bearer" = [])),
+    request_body = Countries, responses((status = 200, body = Empty), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn set_countries(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    JsonBody(req): JsonBody<Countries>,
+) -> Result<Json<Empty>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    if req.items.len() > COUNTRIES_MAX {
+        return Err(Failure::bad("items", format!("at most {COUNTRIES_MAX} codes")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in req.items.iter().enumerate() {
+        check_country(c).map_err(|m| Failure::bad(&format!("items[{i}]"), m))?;
+        if !seen.insert(country_key(c)) {
+            return Err(Failure::bad(&format!("items[{i}]"), format!("`{c}` is given twice")));
+        }
+    }
+    blocking(&s, move |st| {
+        st.store().set_countries(&req.items)?;
+        Ok(Json(Empty {}))
+    })
+    .await
+}
+
+fn parse_id(id: &str) -> Result<u32, Failure> {
+    id.trim().parse::<u32>().map_err(|_| Failure::bad("id", format!("Invalid entry ID supplied: `{id}`")))
+}
+
+/// A new or changed disallowed code.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeInput {
+    /// Ignored on create; on update it must equal the path's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The number prefix of blocked code: an alphanumeric sequence beginning with an optional
+    /// plus sign, 1 to 16 characters. Required on create.
+    #[schema(min_length = 1, max_length = 16)]
+    pub number_prefix: Option<String>,
+    /// The description of blocked code (at most 1024 characters).
+    #[schema(max_length = 1024)]
+    pub description: Option<String>,
+}
+
+impl CodeInput {
+    fn check(&self) -> Result<(), Failure> {
+        if let Some(p) = &self.number_prefix {
+            check_number(p, PREFIX_MAX).map_err(|m| Failure::bad("number_prefix", m))?;
+        }
+        if let Some(d) = &self.description {
+            check_len(d, CODE_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
+        }
+        Ok(())
+    }
+}
+
+const CODE_FIELDS: &[&str] = &["id", "number_prefix", "description"];
+
+/// List block codes.
+#[utoipa::path(get, path = "/api/disallowed_codes", tag = "Security", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = Page<DisallowedCode>), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn list_codes(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<ListQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    blocking(&s, move |st| {
+        let (count, items) = query::portsip(&st.store().codes()?, &q, CODE_FIELDS)?;
+        Ok(Json(serde_json::json!({ "count": count, "items": items })))
+    })
+    .await
+}
+
+/// Create a block code.
+#[utoipa::path(post, path = "/api/disallowed_codes", tag = "Security", security(("bearer" = [])),
+    request_body = CodeInput, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn create_code(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    JsonBody(req): JsonBody<CodeInput>,
+) -> Result<(StatusCode, Json<Created>), Failure> {
+    p.need(Perm::SecurityWrite)?;
+    req.check()?;
+    let prefix = req.number_prefix.ok_or_else(|| Failure::bad("number_prefix", "required"))?;
+    blocking(&s, move |st| {
+        let c = st.store().add_code(&prefix, req.description.as_deref().unwrap_or_default())?;
+        Ok((StatusCode::CREATED, Json(Created { id: c.id })))
+    })
+    .await
+}
+
+/// Retrieve details of blocked code by its unique ID.
+#[utoipa::path(get, path = "/api/disallowed_codes/{id}", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the code.")),
+    responses((status = 200, body = DisallowedCode), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn show_code(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DisallowedCode>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let id = parse_id(&id)?;
+    blocking(&s, move |st| {
+        let found = st.store().codes()?.into_iter().find(|c| c.id == id.to_string());
+        found.map(Json).ok_or_else(|| Failure::not_found("id", format!("no disallowed code {id}")))
+    })
+    .await
+}
+
+/// Update a blocked code by its ID (absent fields are kept).
+#[utoipa::path(post, path = "/api/disallowed_codes/{id}", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the code.")), request_body = CodeInput,
+    responses((status = 200, body = DisallowedCode), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn update_code(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CodeInput>,
+) -> Result<Json<DisallowedCode>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let n = parse_id(&id)?;
+    if req.id.as_deref().is_some_and(|b| b.trim() != n.to_string()) {
+        return Err(Failure::bad("id", "is immutable (it must equal the id in the path)"));
+    }
+    req.check()?;
+    blocking(&s, move |st| {
+        let c = st.store().update_code(n, req.number_prefix.as_deref(), req.description.as_deref())?;
+        c.map(Json).ok_or_else(|| Failure::not_found("id", format!("no disallowed code {n}")))
+    })
+    .await
+}
+
+/// Destroy a disallowed code.
+#[utoipa::path(post, path = "/api/disallowed_codes/{id}/destroy", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the code.")),
+    responses((status = 204, description = "No Content"), (status = 400, description = "Invalid entry ID supplied", body = crate::api::ApiError),
+        (status = 404, description = "Not found", body = crate::api::ApiError)))]
+pub async fn destroy_code(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let n = parse_id(&id)?;
+    blocking(&s, move |st| {
+        if st.store().delete_code(n)? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(Failure::not_found("id", format!("no disallowed code {n}")))
+        }
+    })
+    .await
+}
+
+fn attachment(name: &str, body: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn csv_bytes(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<Vec<u8>, Failure> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| Failure::internal(&e.into());
+    w.write_record(header).map_err(fail)?;
+    for r in rows {
+        w.write_record(&r).map_err(fail)?;
+    }
+    w.into_inner().map_err(|e| Failure::internal(&anyhow::anyhow!("{e}")))
+}
+
+/// Export disallowed codes as CSV (`number_prefix,description`).
+#[utoipa::path(get, path = "/api/disallowed_codes/export", tag = "Security", security(("bearer" = [])),
+    responses((status = 200, description = "`attachment; filename=\"disallowed_codes.csv\"`", content_type = "application/octet-stream", body = Vec<u8>,
+        headers(("Content-Disposition" = String))), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn export_codes(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Response, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let codes = blocking(&s, |st| Ok(st.store().codes()?)).await?;
+    let body = csv_bytes(
+        &["number_prefix", "description"],
+        codes.into_iter().map(|c| vec![c.number_prefix, c.description]),
+    )?;
+    Ok(attachment("disallowed_codes.csv", body))
+}
+
+/// `expire_at`: absent keeps (on update), `null` clears, a time sets.
+fn some_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    Option::<DateTime<Utc>>::deserialize(d).map(Some)
+}
+
+/// A new or changed blacklisted number.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NumberInput {
+    /// Ignored on create; on update it must equal the path's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// An alphanumeric sequence beginning with an optional plus sign, 1 to 64 characters.
+    /// Required on create.
+    #[schema(min_length = 1, max_length = 64)]
+    pub number: Option<String>,
+    /// Expiry (RFC 3339, in the future); `null` on update removes it.
+    #[serde(default, deserialize_with = "some_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expire_at: Option<Option<DateTime<Utc>>>,
+    /// Remarks (at most 255 characters).
+    #[schema(max_length = 255)]
+    pub description: Option<String>,
+}
+
+impl NumberInput {
+    fn check(&self) -> Result<(), Failure> {
+        if let Some(n) = &self.number {
+            check_number(n, NUMBER_MAX).map_err(|m| Failure::bad("number", m))?;
+        }
+        if let Some(d) = &self.description {
+            check_len(d, NUMBER_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
+        }
+        if let Some(Some(t)) = self.expire_at
+            && t <= Utc::now()
+        {
+            return Err(Failure::bad("expire_at", "already in the past"));
+        }
+        Ok(())
+    }
+}
+
+const NUMBER_FIELDS: &[&str] = &["id", "number", "expire_at", "created_at", "updated_at", "description"];
+
+/// List blacklisted numbers.
+#[utoipa::path(get, path = "/api/blacklisted_numbers", tag = "Security", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = Page<BlacklistedNumber>), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn list_numbers(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<ListQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    blocking(&s, move |st| {
+        let (count, items) = query::portsip(&st.store().numbers()?, &q, NUMBER_FIELDS)?;
+        Ok(Json(serde_json::json!({ "count": count, "items": items })))
+    })
+    .await
+}
+
+/// Create a new blacklisted number.
+#[utoipa::path(post, path = "/api/blacklisted_numbers", tag = "Security", security(("bearer" = [])),
+    request_body = NumberInput, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn create_number(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    JsonBody(req): JsonBody<NumberInput>,
+) -> Result<(StatusCode, Json<Created>), Failure> {
+    p.need(Perm::SecurityWrite)?;
+    req.check()?;
+    let number = req.number.ok_or_else(|| Failure::bad("number", "required"))?;
+    blocking(&s, move |st| {
+        let n = st.store().add_number(
+            &number,
+            req.expire_at.flatten(),
+            req.description.as_deref().unwrap_or_default(),
+        )?;
+        Ok((StatusCode::CREATED, Json(Created { id: n.id })))
+    })
+    .await
+}
+
+/// Show a blacklisted number.
+#[utoipa::path(get, path = "/api/blacklisted_numbers/{id}", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the blacklisted number.")),
+    responses((status = 200, body = BlacklistedNumber), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn show_number(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BlacklistedNumber>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let n = parse_id(&id)?;
+    blocking(&s, move |st| {
+        let found = st.store().numbers()?.into_iter().find(|x| x.id == n.to_string());
+        found.map(Json).ok_or_else(|| Failure::not_found("id", format!("no blacklisted number {n}")))
+    })
+    .await
+}
+
+/// Update a blacklisted number (absent fields are kept).
+#[utoipa::path(post, path = "/api/blacklisted_numbers/{id}", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the blacklisted number.")), request_body = NumberInput,
+    responses((status = 200, body = BlacklistedNumber), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn update_number(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<NumberInput>,
+) -> Result<Json<BlacklistedNumber>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let n = parse_id(&id)?;
+    if req.id.as_deref().is_some_and(|b| b.trim() != n.to_string()) {
+        return Err(Failure::bad("id", "is immutable (it must equal the id in the path)"));
+    }
+    req.check()?;
+    blocking(&s, move |st| {
+        let x =
+            st.store().update_number(n, req.number.as_deref(), req.expire_at, req.description.as_deref())?;
+        x.map(Json).ok_or_else(|| Failure::not_found("id", format!("no blacklisted number {n}")))
+    })
+    .await
+}
+
+/// Destroy a blacklisted number.
+#[utoipa::path(post, path = "/api/blacklisted_numbers/{id}/destroy", tag = "Security", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The unique ID of the blacklisted number.")),
+    responses((status = 204, description = "No Content"), (status = 400, description = "Invalid entry ID supplied", body = crate::api::ApiError),
+        (status = 404, description = "Not found", body = crate::api::ApiError)))]
+pub async fn destroy_number(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let n = parse_id(&id)?;
+    blocking(&s, move |st| {
+        if st.store().delete_number(n)? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(Failure::not_found("id", format!("no blacklisted number {n}")))
+        }
+    })
+    .await
+}
+
+/// Export blacklisted numbers as CSV (`number,expire_at,description,created_at,updated_at`).
+#[utoipa::path(get, path = "/api/blacklisted_numbers/export", tag = "Security", security(("bearer" = [])),
+    responses((status = 200, description = "`attachment; filename=\"blacklisted_numbers.csv\"`", content_type = "application/octet-stream", body = Vec<u8>,
+        headers(("Content-Disposition" = String))), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn export_numbers(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Response, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let numbers = blocking(&s, |st| Ok(st.store().numbers()?)).await?;
+    let t = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = csv_bytes(
+        &["number", "expire_at", "description", "created_at", "updated_at"],
+        numbers.into_iter().map(|n| {
+            vec![
+                n.number,
+                n.expire_at.map(t).unwrap_or_default(),
+                n.description,
+                t(n.created_at),
+                t(n.updated_at),
+            ]
+        }),
+    )?;
+    Ok(attachment("blacklisted_numbers.csv", body))
+}

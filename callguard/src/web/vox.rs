@@ -1,0 +1,364 @@
+//! Voximplant "Authorized IPs" seed: `AddAuthorizedAccountIP`, `CheckAuthorizedAccountIP`,
+//! `DelAuthorizedAccountIP`, `GetAuthorizedAccountIPs` under `/platform_api/`, by GET or POST
+//! with query parameters, authenticated by `account_id` + `api_key` (an API key of a callguard
+//! user: `callguard apikey add`) or a bearer token.
+//!
+//! The white list is callguard's allow rules and the black list its deny rules: the same rules
+//! `callguard net list` shows and the kernel enforces, changed through the same path
+//! ([`crate::daemon::State::add_nets`]), so a change is in the kernel before the answer
+//! leaves. Errors use Voximplant's shape: `{"error": {"code": …, "msg": …, "field": …}}`.
+
+use std::net::IpAddr;
+
+use axum::{
+    Json, Router,
+    extract::{Request, State as AxState},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::Utc;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Caller, QueryArgs, blocking};
+use crate::{
+    accounts::Perm,
+    api::{AddNets, DelNets, NetQuery, NetSpec},
+    config::parse_net,
+    daemon::{Failure, Shared},
+    rules::{Kind, NetRule},
+};
+
+/// The routes (each with and without the trailing slash).
+pub fn routes() -> Router<Shared> {
+    let mut r = Router::new();
+    for (name, handler) in [
+        ("AddAuthorizedAccountIP", get(add).post(add)),
+        ("CheckAuthorizedAccountIP", get(check).post(check)),
+        ("DelAuthorizedAccountIP", get(del).post(del)),
+        ("GetAuthorizedAccountIPs", get(list).post(list)),
+    ] {
+        r = r
+            .route(&format!("/platform_api/{name}/"), handler.clone())
+            .route(&format!("/platform_api/{name}"), handler);
+    }
+    r.route_layer(axum::middleware::from_fn(seed_errors))
+}
+
+/// Voximplant's error body.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct VoxError {
+    /// What went wrong.
+    pub error: VoxErrorBody,
+}
+
+/// The inside of [`VoxError`].
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct VoxErrorBody {
+    /// The HTTP status.
+    pub code: u16,
+    /// What went wrong.
+    pub msg: String,
+    /// The offending parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+async fn seed_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if status.is_success() {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let Ok(e) = serde_json::from_slice::<crate::api::ApiError>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let mut out = (
+        status,
+        Json(VoxError { error: VoxErrorBody { code: status.as_u16(), msg: e.error, field: e.field } }),
+    )
+        .into_response();
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::CONTENT_TYPE {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}
+
+/// `true`/`false`, also `1`/`0`.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(serde::de::Error::custom(format!("`{other}` is not true or false"))),
+    })
+    .transpose()
+}
+
+/// `AddAuthorizedAccountIP` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AddQuery {
+    /// The account id.
+    pub account_id: Option<String>,
+    /// The API key.
+    pub api_key: Option<String>,
+    /// The IP address or network (host bits clear) to add.
+    pub authorized_ip: String,
+    /// `true` (default): white list (allow); `false`: black list (deny).
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    pub allowed: Option<bool>,
+}
+
+/// `{"result": N}`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Count {
+    /// 1 for an add; the number removed for a delete.
+    pub result: usize,
+}
+
+/// A single address without its `/32` or `/128`, as the seed prints them.
+fn show(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() }
+}
+
+/// Adds an IP or network to the white list (allowed, the default) or the black list.
+#[utoipa::path(get, path = "/platform_api/AddAuthorizedAccountIP/", tag = "Authorized IPs",
+    params(AddQuery), responses((status = 200, body = Count), (status = "4XX", body = VoxError)))]
+pub async fn add(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<AddQuery>,
+) -> Result<Json<Count>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    parse_net(&q.authorized_ip).map_err(|m| Failure::bad("authorized_ip", m))?;
+    let who = p.user.as_ref().map_or_else(|| "root".into(), |u| u.username.clone());
+    let req = AddNets {
+        rules: vec![NetSpec {
+            cidr: q.authorized_ip.clone(),
+            action: if q.allowed.unwrap_or(true) { Kind::Allow } else { Kind::Deny },
+            scope: Default::default(),
+            expires_at: None,
+            comment: format!("AddAuthorizedAccountIP by {who}"),
+        }],
+        import: false,
+    };
+    blocking(&s, move |st| {
+        let added = st.add_nets(&req).map_err(|f| rename(f, "cidr", "authorized_ip"))?;
+        Ok(Json(Count { result: added.count }))
+    })
+    .await
+}
+
+fn rename(f: Failure, from: &str, to: &str) -> Failure {
+    let mut f = f;
+    if f.1.field.as_deref() == Some(from) {
+        f.1.field = Some(to.into());
+    }
+    f
+}
+
+/// `CheckAuthorizedAccountIP` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    /// The account id.
+    pub account_id: Option<String>,
+    /// The API key.
+    pub api_key: Option<String>,
+    /// The IP (or network) to test.
+    pub authorized_ip: String,
+}
+
+/// The verdict on an address.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Checked {
+    /// True if the IP is allowed.
+    pub result: bool,
+    /// The matched network (absent when no rule matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_ip: Option<String>,
+}
+
+/// Tests whether an IP is allowed (`result: true`), forbidden (`false` with the deny rule's
+/// network) or unknown (`false` alone). For a network, the rules that contain all of it count.
+#[utoipa::path(get, path = "/platform_api/CheckAuthorizedAccountIP/", tag = "Authorized IPs",
+    params(CheckQuery), responses((status = 200, body = Checked), (status = "4XX", body = VoxError)))]
+pub async fn check(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<CheckQuery>,
+) -> Result<Json<Checked>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let asked: IpNet = match q.authorized_ip.trim().parse::<IpAddr>() {
+        Ok(a) => IpNet::from(a),
+        Err(_) => q.authorized_ip.trim().parse::<IpNet>().map_err(|_| {
+            Failure::bad("authorized_ip", format!("`{}` is not an IP address or network", q.authorized_ip))
+        })?,
+    };
+    blocking(&s, move |st| {
+        let rules = st.list(&NetQuery::default());
+        let now = Utc::now();
+        // Longest prefix containing the whole of `asked`; at equal length allow beats deny.
+        let best = rules
+            .iter()
+            .filter(|r| r.is_live(now) && r.cidr.contains(&asked))
+            .max_by_key(|r| (r.cidr.prefix_len(), r.action == Kind::Allow));
+        Ok(Json(match best {
+            Some(r) => Checked { result: r.action == Kind::Allow, authorized_ip: Some(show(&r.cidr)) },
+            None => Checked { result: false, authorized_ip: None },
+        }))
+    })
+    .await
+}
+
+/// `DelAuthorizedAccountIP` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DelQuery {
+    /// The account id.
+    pub account_id: Option<String>,
+    /// The API key.
+    pub api_key: Option<String>,
+    /// The IP or network to remove, or `all`.
+    pub authorized_ip: Option<String>,
+    /// Instead of `authorized_ip`: remove every network that contains this IP.
+    pub contains_ip: Option<String>,
+    /// `true`: only the white list; `false`: only the black list; absent: both.
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    pub allowed: Option<bool>,
+}
+
+/// Removes an IP or network (or `all`, or those containing `contains_ip`) from the white list,
+/// the black list or both. Rules from the configuration file are kept (409 when named).
+#[utoipa::path(get, path = "/platform_api/DelAuthorizedAccountIP/", tag = "Authorized IPs",
+    params(DelQuery), responses((status = 200, body = Count), (status = "4XX", body = VoxError)))]
+pub async fn del(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<DelQuery>,
+) -> Result<Json<Count>, Failure> {
+    p.need(Perm::SecurityWrite)?;
+    let req = match (q.authorized_ip.as_deref().map(str::trim), q.contains_ip) {
+        (Some("all"), None) => DelNets { all: true, allowed: q.allowed, ..Default::default() },
+        (Some(ip), None) => DelNets { cidr: Some(ip.to_owned()), allowed: q.allowed, ..Default::default() },
+        (None, Some(c)) => DelNets { contains: Some(c), allowed: q.allowed, ..Default::default() },
+        (Some(_), Some(_)) => {
+            return Err(Failure::bad("contains_ip", "give authorized_ip or contains_ip, not both"));
+        }
+        (None, None) => {
+            return Err(Failure::bad("authorized_ip", "give authorized_ip (or `all`) or contains_ip"));
+        }
+    };
+    blocking(&s, move |st| match st.del_nets(&req) {
+        Ok(r) => Ok(Json(Count { result: r.count })),
+        // The seed counts what it removed: nothing to remove is a count of 0.
+        Err(f) if f.status() == axum::http::StatusCode::NOT_FOUND => Ok(Json(Count { result: 0 })),
+        Err(f) => Err(rename(rename(f, "cidr", "authorized_ip"), "contains", "contains_ip")),
+    })
+    .await
+}
+
+/// `GetAuthorizedAccountIPs` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// The account id.
+    pub account_id: Option<String>,
+    /// The API key.
+    pub api_key: Option<String>,
+    /// Only this IP or network.
+    pub authorized_ip: Option<String>,
+    /// Only the white list (`true`) or the black list (`false`).
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    pub allowed: Option<bool>,
+    /// Only networks that contain this IP.
+    pub contains_ip: Option<String>,
+    /// Most records returned (1 to 10000, default 50).
+    #[param(minimum = 1, maximum = 10000)]
+    pub count: Option<u32>,
+    /// Records skipped (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<u32>,
+}
+
+/// One listed network, as the seed prints it.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Listed {
+    /// `"true"` (white list) or `"false"` (black list): strings, as in the seed.
+    pub allowed: String,
+    /// When it was added (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub created: String,
+    /// The IP or network.
+    pub authorized_ip: String,
+}
+
+/// A page of networks.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct ListAnswer {
+    /// The page.
+    pub result: Vec<Listed>,
+    /// Records in this page.
+    pub count: usize,
+    /// Records matching in all.
+    pub total_count: usize,
+}
+
+/// Gets the authorized (and blocked) IPs and networks.
+#[utoipa::path(get, path = "/platform_api/GetAuthorizedAccountIPs/", tag = "Authorized IPs",
+    params(ListQuery), responses((status = 200, body = ListAnswer), (status = "4XX", body = VoxError)))]
+pub async fn list(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    QueryArgs(q): QueryArgs<ListQuery>,
+) -> Result<Json<ListAnswer>, Failure> {
+    p.need(Perm::SecurityRead)?;
+    let count = q.count.unwrap_or(50);
+    if !(1..=10_000).contains(&count) {
+        return Err(Failure::bad("count", format!("1 to 10000, not {count}")));
+    }
+    let exact = q
+        .authorized_ip
+        .as_deref()
+        .map(parse_net)
+        .transpose()
+        .map_err(|m| Failure::bad("authorized_ip", m))?;
+    let contains = q
+        .contains_ip
+        .as_deref()
+        .map(|c| {
+            c.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| Failure::bad("contains_ip", format!("`{c}` is not an IP address")))
+        })
+        .transpose()?;
+    blocking(&s, move |st| {
+        let rules: Vec<NetRule> = st
+            .list(&NetQuery { allowed: q.allowed, contains })
+            .into_iter()
+            .filter(|r| exact.is_none_or(|e| r.cidr == e))
+            .collect();
+        let total_count = rules.len();
+        let result: Vec<Listed> = rules
+            .into_iter()
+            .skip(q.offset.unwrap_or(0) as usize)
+            .take(count as usize)
+            .map(|r| Listed {
+                allowed: (r.action == Kind::Allow).to_string(),
+                created: r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                authorized_ip: show(&r.cidr),
+            })
+            .collect();
+        Ok(Json(ListAnswer { count: result.len(), result, total_count }))
+    })
+    .await
+}
