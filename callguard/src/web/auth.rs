@@ -426,14 +426,14 @@ pub async fn forgot_password(
                         .status();
                     match tokio::time::timeout(Duration::from_secs(30), run).await {
                         Ok(Ok(st)) if st.success() => {
-                            tracing::info!(user, "password-reset token handed to the hook")
+                            tracing::info!(user, "password-reset token handed to the hook");
                         }
                         Ok(Ok(st)) => tracing::error!(user, hook = %cmd.display(), "reset hook failed: {st}"),
                         Ok(Err(e)) => {
-                            tracing::error!(user, hook = %cmd.display(), "reset hook did not start: {e}")
+                            tracing::error!(user, hook = %cmd.display(), "reset hook did not start: {e}");
                         }
                         Err(_) => {
-                            tracing::error!(user, hook = %cmd.display(), "reset hook timed out after 30 s")
+                            tracing::error!(user, hook = %cmd.display(), "reset hook timed out after 30 s");
                         }
                     }
                 });
