@@ -3,6 +3,7 @@
 //! by veth pairs that are deleted when the test ends, passed or failed.
 
 pub mod frame;
+pub mod http;
 pub mod model;
 pub mod mutate;
 pub mod netns;

@@ -112,7 +112,24 @@ pub async fn create(
     .await
 }
 
-/// Get the list of rules (by priority, then id, unless `order` says otherwise).
+/// What a list shows without `mask`: every field but `opts.comment`, as the seed's list example.
+const LIST_DEFAULT: &[&str] = &[
+    "id",
+    "enabled",
+    "priority",
+    "site",
+    "service",
+    "domain",
+    "username",
+    "useragent",
+    "remoteipmask",
+    "action",
+    "opts.title",
+    "ext",
+];
+
+/// Get the list of rules (by priority, then id, unless `order` says otherwise). Without `mask`,
+/// rules show every field but `opts.comment`, as the seed's example does.
 #[utoipa::path(get, path = "/rest/v1/master/borderrules", tag = "Border rules", security(("bearer" = [])),
     params(query::BorderQuery), responses((status = 200, body = Vec<BorderRule>), (status = "4XX", body = BorderError)))]
 pub async fn list(
@@ -121,6 +138,10 @@ pub async fn list(
     QueryArgs(q): QueryArgs<query::BorderQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, Failure> {
     p.need(Perm::SecurityRead)?;
+    let mut q = q;
+    if q.mask.as_deref().is_none_or(|m| m.trim().is_empty()) {
+        q.mask = Some(LIST_DEFAULT.join(","));
+    }
     blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
 }
 

@@ -347,8 +347,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        Failure::bad(&field, e.into_inner().to_string())
+        let inner = e.into_inner();
+        // Malformed JSON is the body's fault; a wrong value is its field's.
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        let field = if path == "." || syntax { "body".to_owned() } else { path };
+        Failure::bad(&field, inner.to_string())
     })?;
     de.end().map_err(|e| Failure::bad("body", e.to_string()))?;
     Ok(v)

@@ -1,0 +1,174 @@
+//! A client of the management API for tests: blocking HTTP/1.1 (ureq) from inside the
+//! namespace the daemon listens in, with any method (the border rules' `LOOKUP`), statuses as
+//! values rather than errors.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The `field` an error names (in any of the seeds' error shapes).
+    pub fn field(&self) -> Option<String> {
+        let j = self.json();
+        [&j["field"], &j["error"]["field"]].into_iter().find_map(|f| f.as_str().map(str::to_owned))
+    }
+}
+
+/// A client for `http://127.0.0.1:8887` (or another base), optionally with a bearer token.
+/// Call it only on a thread inside the daemon's namespace ([`crate::netns::Netns::run`]).
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// Base URL.
+    pub base: String,
+    /// Bearer token sent with every request.
+    pub token: Option<String>,
+}
+
+impl Http {
+    /// A client without a token.
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').into(), token: None }
+    }
+
+    /// The same client with `token`.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self { token: Some(token.into()), ..self.clone() }
+    }
+
+    /// Sends `method path` with an optional JSON body (sent as given, so that malformed JSON can
+    /// be tested).
+    pub fn raw(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => {
+                agent.run(req.header("content-type", "application/json").body(b.to_owned()).expect("request"))
+            }
+            None => agent.run(req.body(()).expect("request")),
+        };
+        let mut res = res.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        Answer { status: res.status().as_u16(), headers, text }
+    }
+
+    /// `method path` with a JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        self.raw(method, path, body.map(ToString::to_string).as_deref())
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None)
+    }
+
+    /// POST JSON.
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.call("POST", path, Some(body))
+    }
+
+    /// Signs in; returns a client carrying the access token, and the whole answer.
+    pub fn sign_in(&self, username: &str, password: &str, domain: &str) -> (Self, Value) {
+        let a = self.post(
+            "/api/auth/sign_in",
+            &serde_json::json!({"username": username, "password": password, "domain": domain}),
+        );
+        assert_eq!(a.status, 200, "sign in {username}@{domain}: {}", a.text);
+        let j = a.json();
+        (self.with_token(j["access_token"].as_str().expect("access_token")), j)
+    }
+}
+
+/// Asserts the status, showing the body when it differs; returns the answer.
+#[track_caller]
+pub fn expect(a: Answer, status: u16) -> Answer {
+    assert_eq!(a.status, status, "answer: {}", a.text);
+    a
+}
+
+/// A daemon guarding nothing, serving the API on `127.0.0.1:8887` inside a namespace of its
+/// own, with the system administrator `admin` / [`ApiServer::ADMIN_PASSWORD`]. Everything is
+/// removed on drop.
+#[derive(Debug)]
+pub struct ApiServer {
+    /// The daemon (killed on drop).
+    pub daemon: Option<crate::netns::Daemon>,
+    /// Its paths (pins removed on drop).
+    pub inst: crate::netns::Instance,
+    /// Its namespace (deleted on drop, after the daemon).
+    pub ns: crate::netns::Netns,
+}
+
+impl ApiServer {
+    /// The administrator's password.
+    pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+    /// Starts the daemon with `extra` TOML keys in its `[api]` section.
+    pub fn start(api_extra: &str) -> Self {
+        let ns = crate::netns::Netns::new("cg-api");
+        let inst = crate::netns::Instance::guarding(
+            &ns,
+            &[],
+            &format!("[api]\nadmin_password = \"{}\"\n{api_extra}", Self::ADMIN_PASSWORD),
+        );
+        let daemon = Some(inst.start());
+        Self { daemon, inst, ns }
+    }
+
+    /// Runs `f` with an anonymous client, on a thread inside the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce(Http) -> T + Send + 'static) -> T {
+        self.ns.run(move || f(Http::new("http://127.0.0.1:8887")))
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.kill9();
+        }
+    }
+
+    /// Starts the daemon again (after [`ApiServer::kill9`]).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.daemon = Some(self.inst.start());
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

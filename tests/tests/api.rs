@@ -1,0 +1,457 @@
+//! The management API of the seed documents, end to end: a real daemon in its own namespace,
+//! its HTTP API on 127.0.0.1:8887, requests as the seeds show them. Each documented example is
+//! a test here; where a seed's example cannot be sent as printed, the test says why.
+
+use callguard_tests::http::{ApiServer, Http, expect};
+use serde_json::{Value, json};
+
+fn admin(h: &Http) -> Http {
+    h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "").0
+}
+
+#[test]
+fn portsip_security_seed() {
+    let server = ApiServer::start("");
+    server.run(|h| {
+        let a = admin(&h);
+        // Allowed country codes: replace, then list.
+        expect(a.post("/api/allowed_country_codes", &json!({"items": ["44", "+49", "1"]})), 200);
+        let got = expect(a.get("/api/allowed_country_codes"), 200).json();
+        assert_eq!(got, json!({"items": ["44", "49", "1"]}));
+
+        // Disallowed codes: create → 201 {id}; list with count; show; update; export; destroy.
+        let mut ids = Vec::new();
+        for (p, d) in [("+900", "premium"), ("0049", "germany"), ("+901", "premium too")] {
+            let r = expect(a.post("/api/disallowed_codes", &json!({"number_prefix": p, "description": d})), 201);
+            ids.push(r.json()["id"].as_str().expect("id").to_owned());
+        }
+        let list = expect(a.get("/api/disallowed_codes"), 200).json();
+        assert_eq!(list["count"], 3);
+        let f = expect(
+            a.get("/api/disallowed_codes?filter=number_prefix%20startswith%20'%2B90'&orderby=number_prefix%20desc&top=1"),
+            200,
+        )
+        .json();
+        assert_eq!(f["count"], 2, "count is before paging");
+        assert_eq!(f["items"], json!([{"id": ids[2], "number_prefix": "+901", "description": "premium too"}]));
+        let s = expect(a.get("/api/disallowed_codes?search=GERMANY&skip=0"), 200).json();
+        assert_eq!(s["items"][0]["number_prefix"], "0049");
+        let one = expect(a.get(&format!("/api/disallowed_codes/{}", ids[0])), 200).json();
+        assert_eq!(one, json!({"id": ids[0], "number_prefix": "+900", "description": "premium"}));
+        let up = a.post(&format!("/api/disallowed_codes/{}", ids[0]), &json!({"description": "changed"}));
+        assert_eq!(expect(up, 200).json()["description"], "changed");
+        let other = a.post(&format!("/api/disallowed_codes/{}", ids[0]), &json!({"id": ids[1]}));
+        assert_eq!(expect(other, 400).field().as_deref(), Some("id"), "the id is immutable");
+        let csv = expect(a.get("/api/disallowed_codes/export"), 200);
+        assert_eq!(csv.header("content-disposition"), Some("attachment; filename=\"disallowed_codes.csv\""));
+        assert_eq!(csv.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            csv.text,
+            "number_prefix,description\n+900,changed\n0049,germany\n+901,premium too\n"
+        );
+        expect(a.post(&format!("/api/disallowed_codes/{}/destroy", ids[1]), &json!({})), 204);
+        expect(a.post(&format!("/api/disallowed_codes/{}/destroy", ids[1]), &json!({})), 404);
+        let bad = expect(a.post("/api/disallowed_codes/x1/destroy", &json!({})), 400);
+        assert!(bad.text.contains("Invalid entry ID supplied"), "{}", bad.text);
+
+        // Blacklisted numbers, with expire_at and the timestamps.
+        let r = a.post(
+            "/api/blacklisted_numbers",
+            &json!({"number": "+4930123456", "expire_at": "2099-07-21T17:32:28Z", "description": "spam"}),
+        );
+        let id = expect(r, 201).json()["id"].as_str().unwrap().to_owned();
+        let n = expect(a.get(&format!("/api/blacklisted_numbers/{id}")), 200).json();
+        assert_eq!(n["number"], "+4930123456");
+        assert_eq!(n["expire_at"], "2099-07-21T17:32:28Z");
+        assert!(n["created_at"].as_str().unwrap().ends_with('Z') && n["updated_at"].is_string(), "{n}");
+        let up = expect(a.post(&format!("/api/blacklisted_numbers/{id}"), &json!({"expire_at": null})), 200).json();
+        assert!(up["expire_at"].is_null(), "null removes the expiry: {up}");
+        expect(a.post("/api/blacklisted_numbers", &json!({"number": "+4930123456"})), 409);
+        let list = expect(a.get("/api/blacklisted_numbers?filter=number%20eq%20'%2B4930123456'"), 200).json();
+        assert_eq!(list["count"], 1);
+        let csv = expect(a.get("/api/blacklisted_numbers/export"), 200);
+        assert_eq!(csv.header("content-disposition"), Some("attachment; filename=\"blacklisted_numbers.csv\""));
+        assert!(csv.text.starts_with("number,expire_at,description,created_at,updated_at\n+4930123456,,spam,"));
+        expect(a.post(&format!("/api/blacklisted_numbers/{id}/destroy"), &json!({})), 204);
+        assert_eq!(expect(a.get("/api/blacklisted_numbers"), 200).json()["count"], 0);
+    });
+}
+
+#[test]
+fn authorization_code_seed() {
+    let server = ApiServer::start("");
+    server.run(|h| {
+        let a = admin(&h);
+        expect(a.post("/api/v1/tenants", &json!({"id": "footenant", "name": "Foo", "domain": "foo.example"})), 201);
+        expect(a.post("/api/v1/tenants/footenant/groups", &json!({"id": "foogroup"})), 201);
+        let u = json!({"tenant": "footenant", "group": "foogroup", "username": "foouser",
+                       "password": "foouser-pass", "role": "StandardUser"});
+        expect(a.post("/api/v1/users", &u), 201);
+        let base = "/api/v1/tenants/footenant/groups/foogroup/users/foouser/services/outgoing_call_barring/codes/";
+        // The codes of the list example, then the list example's answer.
+        for c in [json!({"code": "01", "description": "test_code_01"}), json!({"code": "02", "description": "test_code_02"})] {
+            assert_eq!(expect(a.post(base, &c), 201).json(), json!({}));
+        }
+        let list = expect(a.get(base), 200).json();
+        assert_eq!(
+            list,
+            json!({"authCodes": [{"code": "01", "description": "test_code_01"}, {"code": "02", "description": "test_code_02"}]})
+        );
+        // Create many (the example), create one (the example: 03 exists now, so 409).
+        let many = json!({"authCodes": [{"code": "03", "description": "test_code_03"}, {"code": "04", "description": "test_code_04"}]});
+        assert_eq!(expect(a.post(base, &many), 201).json(), json!({}));
+        expect(a.post(base, &json!({"code": "03", "description": "test_code_03"})), 409);
+        // Get one.
+        let one = expect(a.get(&format!("{base}01/")), 200).json();
+        assert_eq!(one, json!({"code": "01", "description": "test_code_01"}));
+        expect(a.get(&format!("{base}fooCode/")), 404);
+        // The end user reads its own codes but may not write them (minimum Group Admin).
+        let (me, _) = h.sign_in("foouser", "foouser-pass", "foo.example");
+        assert_eq!(expect(me.get(base), 200).json()["authCodes"].as_array().unwrap().len(), 4);
+        expect(me.post(base, &json!({"code": "99"})), 403);
+        // Delete many (01 and 02; absent ones are no error), delete one (absent: no error).
+        let del = json!({"authCodes": [{"code": "01"}, {"code": "02"}, {"code": "77"}]});
+        assert_eq!(expect(a.call("DELETE", base, Some(&del)), 200).json(), json!({}));
+        assert_eq!(expect(a.call("DELETE", &format!("{base}fooCode/"), None), 200).json(), json!({}));
+        assert_eq!(expect(a.call("DELETE", &format!("{base}03/"), None), 200).json(), json!({}));
+        let left = expect(a.get(base), 200).json();
+        assert_eq!(left, json!({"authCodes": [{"code": "04", "description": "test_code_04"}]}));
+        // Unknown tenant, group or user: 404 naming which.
+        let miss = a.get("/api/v1/tenants/footenant/groups/nogroup/users/foouser/services/outgoing_call_barring/codes/");
+        assert_eq!(expect(miss, 404).field().as_deref(), Some("group"));
+    });
+}
+
+/// The seed's five listed rules (its third has `"friendly-scanner.\"`, which is not valid
+/// JSON; it is sent as `friendly-scanner.`).
+fn seed_rules() -> Vec<Value> {
+    let r = |id: &str, p: u32, site: &str, domain: &str, user: &str, ua: &str, mask: &str, action: &str| {
+        json!({"id": id, "enabled": 1, "priority": p, "site": site, "service": "sip", "domain": domain,
+               "username": user, "useragent": ua, "remoteipmask": mask, "action": action, "opts": {"title": ""}})
+    };
+    vec![
+        r(
+            "9a7a73b7-016c-cd10-9ca9-50e54938780c",
+            91,
+            "",
+            "docs[.]rootdomain[.]ru",
+            "",
+            "",
+            "0.0.0.0/0",
+            "allow",
+        ),
+        r("592aac52-016c-cd11-5ca7-50e54938780c", 92, "", "", "abcde", "", "0.0.0.0/0", "deny"),
+        r("50b2cff8-016d-1bb6-0054-02004c4f4f50", 93, "", "", "", "friendly-scanner.", "0.0.0.0/0", "drop"),
+        r("9f2605a4-016d-1bb7-d504-02004c4f4f50", 94, "SITE1", "", "", "", "212.53.40.40/4", "allow"),
+        r(
+            "0a2cce0d-016d-1bb7-f46b-02004c4f4f50",
+            95,
+            "SITE2",
+            "^.test.$",
+            "test[A-Z]*",
+            "...endly-scann..",
+            "192.168.0.0/24",
+            "drop",
+        ),
+    ]
+}
+
+#[test]
+fn border_rule_seed() {
+    let server = ApiServer::start("");
+    server.run(|h| {
+        let a = admin(&h);
+        const P: &str = "/rest/v1/master/borderrules";
+        // Create: the first example (site "*", opts with comment) answers the entity.
+        let first = json!({"id": "9a7a73b7-016c-cd10-9ca9-50e54938780c", "enabled": 1, "priority": 91, "site": "*",
+            "service": "sip", "domain": "docs[.]rootdomain[.]ru", "username": "", "useragent": "",
+            "remoteipmask": "0.0.0.0/0", "action": "allow", "opts": {"title": "", "comment": ""}});
+        let made = expect(a.post(P, &first), 200).json();
+        for (k, v) in first.as_object().unwrap() {
+            assert_eq!(&made[k], v, "{k}");
+        }
+        let (ct, lwt) = (made["ext"]["ct"].as_str().unwrap().to_owned(), made["ext"]["lwt"].as_str().unwrap());
+        assert_eq!(ct, lwt);
+        assert!(ct.len() == 23 && ct.ends_with('Z'), "the seed's time form 2019-08-26T08:35:13.70Z: {ct}");
+        expect(a.call("DELETE", &format!("{P}/9a7a73b7-016c-cd10-9ca9-50e54938780c"), None), 204);
+        // The list example: five rules, offset=0&limit=5.
+        for r in seed_rules() {
+            expect(a.post(P, &r), 200);
+        }
+        let list = expect(a.get(&format!("{P}?offset=0&limit=5")), 200).json();
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 5);
+        for (got, want) in list.iter().zip(seed_rules()) {
+            for (k, v) in want.as_object().unwrap() {
+                assert_eq!(&got[k], v, "{k} of {}", want["id"]);
+            }
+        }
+        // filter, mask, order, flat.
+        let drops = expect(a.get(&format!("{P}?filter=%7B%22action%22%3A%22drop%22%7D&mask=id,priority&order=-priority")), 200);
+        assert_eq!(
+            drops.json(),
+            json!([{"id": "0a2cce0d-016d-1bb7-f46b-02004c4f4f50", "priority": 95}, {"id": "50b2cff8-016d-1bb6-0054-02004c4f4f50", "priority": 93}])
+        );
+        let flat = expect(a.get(&format!("{P}?mask=id,opts.title&flat=true&limit=1")), 200).json();
+        assert_eq!(flat, json!([{"id": "9a7a73b7-016c-cd10-9ca9-50e54938780c", "opts.title": ""}]));
+        // Get one, with mask.
+        let id = "9a7a73b7-016c-cd10-9ca9-50e54938780c";
+        let one = expect(a.get(&format!("{P}/{id}?mask=domain")), 200).json();
+        assert_eq!(one, json!({"domain": "docs[.]rootdomain[.]ru"}));
+        // PATCH (the example: the useragent changes, lwt moves, ct stays); the id is immutable.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let before = expect(a.get(&format!("{P}/{id}")), 200).json();
+        let patched = expect(a.call("PATCH", &format!("{P}/{id}"), Some(&json!({"site": "", "useragent": "friendly-scanner."}))), 200).json();
+        assert_eq!(patched["useragent"], "friendly-scanner.");
+        assert_eq!(patched["ext"]["ct"], before["ext"]["ct"]);
+        assert_ne!(patched["ext"]["lwt"], before["ext"]["ct"]);
+        let moved = a.call("PATCH", &format!("{P}/{id}"), Some(&json!({"id": "other"})));
+        let moved = expect(moved, 400).json();
+        assert_eq!((moved["error_code"].as_u64(), moved["field"].as_str()), (Some(1400), Some("id")));
+        // LOOKUP: found, and the seed's unsuccessful answer exactly.
+        let found = expect(a.raw("LOOKUP", P, Some(&format!("\"{id}\""))), 200).json();
+        assert_eq!(found, json!([id]));
+        let missing = expect(a.raw("LOOKUP", P, Some("\"9a7a73b7-0000-0000-0000-000000000000\"")), 404);
+        assert_eq!(missing.json(), json!({"error_code": 1404, "error_message": "Lookup failed"}));
+        // DELETE → 204, then 404 in this seed's error shape.
+        expect(a.call("DELETE", &format!("{P}/{id}"), None), 204);
+        let gone = expect(a.call("DELETE", &format!("{P}/{id}"), None), 404).json();
+        assert_eq!(gone["error_code"], 1404);
+        // Patterns are compiled and size-limited on write.
+        let bomb = expect(a.post(P, &json!({"useragent": "(a{100}){100}"})), 400).json();
+        assert_eq!(bomb["field"], "useragent");
+        let broken = expect(a.post(P, &json!({"domain": "("})), 400).json();
+        assert_eq!(broken["field"], "domain");
+    });
+}
+
+#[test]
+fn voximplant_authorized_ip_seed() {
+    let server = ApiServer::start("");
+    server.run(|h| {
+        let a = admin(&h);
+        let key = expect(a.post("/api/v1/api_keys", &json!({"comment": "vox panel"})), 201).json();
+        let auth = format!("account_id={}&api_key={}", key["account_id"], key["api_key"].as_str().unwrap());
+        let v = |call: &str, args: &str| h.get(&format!("/platform_api/{call}/?{auth}&{args}"));
+        // Add the example network to the white list.
+        assert_eq!(
+            expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.220.0%2F24"), 200).json(),
+            json!({"result": 1})
+        );
+        // Check: "the IP isn't allowed" (no rule matches).
+        assert_eq!(
+            expect(v("CheckAuthorizedAccountIP", "authorized_ip=10.1.2.3"), 200).json(),
+            json!({"result": false})
+        );
+        // Delete the example network from all lists.
+        assert_eq!(
+            expect(v("DelAuthorizedAccountIP", "authorized_ip=92.255.220.0%2F24"), 200).json(),
+            json!({"result": 1})
+        );
+        // Check the example: allowed through 92.255.0.0/16, then forbidden by it.
+        expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.0.0%2F16"), 200);
+        let ok = expect(v("CheckAuthorizedAccountIP", "authorized_ip=92.255.220.0%2F24"), 200).json();
+        assert_eq!(ok, json!({"result": true, "authorized_ip": "92.255.0.0/16"}));
+        expect(v("DelAuthorizedAccountIP", "authorized_ip=all"), 200);
+        expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.0.0%2F16&allowed=false"), 200);
+        let no = expect(v("CheckAuthorizedAccountIP", "authorized_ip=92.255.220.0%2F24"), 200).json();
+        assert_eq!(no, json!({"result": false, "authorized_ip": "92.255.0.0/16"}));
+        expect(v("DelAuthorizedAccountIP", "authorized_ip=all"), 200);
+        // Get the example's two items.
+        expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.220.0%2F24"), 200);
+        expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.220.10&allowed=false"), 200);
+        let all = expect(v("GetAuthorizedAccountIPs", ""), 200).json();
+        assert_eq!((all["count"].as_u64(), all["total_count"].as_u64()), (Some(2), Some(2)));
+        let items: Vec<(String, String)> = all["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["allowed"].as_str().unwrap().into(), i["authorized_ip"].as_str().unwrap().into()))
+            .collect();
+        assert_eq!(
+            items,
+            [("true".into(), "92.255.220.0/24".into()), ("false".into(), "92.255.220.10".into())]
+        );
+        let created = all["result"][0]["created"].as_str().unwrap();
+        assert_eq!(created.len(), 19, "`2015-02-01 20:10:15` form: {created}");
+        let page = expect(v("GetAuthorizedAccountIPs", "count=1&offset=1&allowed=false"), 200).json();
+        assert_eq!((page["count"].as_u64(), page["total_count"].as_u64()), (Some(0), Some(1)));
+        let contains = expect(v("GetAuthorizedAccountIPs", "contains_ip=92.255.220.10"), 200).json();
+        assert_eq!(contains["total_count"], 2);
+        // The same rules are callguard's network rules.
+        let nets = expect(a.get("/v1/nets"), 200).json();
+        assert_eq!(nets.as_array().unwrap().len(), 2);
+        // Removing by containment, from one list only.
+        assert_eq!(
+            expect(v("DelAuthorizedAccountIP", "contains_ip=92.255.220.10&allowed=false"), 200).json(),
+            json!({"result": 1})
+        );
+        // A wrong key: 401 in Voximplant's error shape.
+        let bad = h.get("/platform_api/GetAuthorizedAccountIPs/?account_id=1&api_key=00");
+        assert_eq!(expect(bad, 401).json()["error"]["code"], 401);
+        let bad_ip = expect(v("AddAuthorizedAccountIP", "authorized_ip=92.255.220.1%2F24"), 400);
+        assert_eq!(bad_ip.field().as_deref(), Some("authorized_ip"));
+    });
+}
+
+#[test]
+fn authentication_seed_tokens_and_password_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("hook.sh");
+    let out = dir.path().join("token");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$CALLGUARD_RESET_USER $CALLGUARD_RESET_TOKEN\" > {}\n", out.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]).status().unwrap();
+    let server = ApiServer::start(&format!(
+        "reset_hook = \"{}\"\nsignin_failures = 3\n[api.info]\nweb_domain = \"pbx.example\"\n",
+        hook.display()
+    ));
+    server.run(move |h| {
+        let a = admin(&h);
+        // /api/info, with and without a tenant's domain.
+        let info = expect(h.get("/api/info"), 200).json();
+        assert_eq!(info["web_domain"], "pbx.example");
+        expect(a.post("/api/v1/tenants", &json!({"id": "acme", "name": "Acme", "domain": "sip.acme.example"})), 201);
+        let t = expect(h.get("/api/info?domain=sip.acme.example"), 200).json();
+        assert_eq!((t["tenant"]["name"].as_str(), t["tenant"]["domain"].as_str()), (Some("Acme"), Some("sip.acme.example")));
+        expect(h.get("/api/info?domain=nope.example"), 404);
+        expect(a.post("/api/v1/tenants/acme/groups", &json!({"id": "sales"})), 201);
+        let u = json!({"tenant": "acme", "group": "sales", "username": "o'neil.j", "password": "first-password", "role": "StandardUser"});
+        expect(a.post("/api/v1/users", &u), 201);
+        // The seed's user-name rules.
+        for (name, why) in [(".x", "start"), ("x y", "not allowed"), ("Admin", "reserved"), ("root", "reserved")] {
+            let bad = json!({"tenant": "acme", "group": "sales", "username": name, "role": "StandardUser"});
+            let e = expect(a.post("/api/v1/users", &bad), 400);
+            assert_eq!(e.field().as_deref(), Some("username"));
+            assert!(e.text.contains(why), "{name}: {}", e.text);
+        }
+        // Sign in: the domain selects the tenant.
+        let (me, tokens) = h.sign_in("O'Neil.J", "first-password", "sip.acme.example");
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], 1800);
+        let info = expect(me.get("/api/auth/token"), 200).json();
+        assert_eq!((info["user"].as_str(), info["role"].as_str()), (Some("o'neil.j"), Some("StandardUser")));
+        assert!((1795..=1800).contains(&info["expires_in"].as_i64().unwrap()));
+        assert_eq!(info["password_verified"], true);
+        // Refresh: a new pair; the old access token stops working.
+        let r = expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 200).json();
+        expect(me.get("/api/auth/token"), 401);
+        let me = h.with_token(r["access_token"].as_str().unwrap());
+        expect(me.get("/api/auth/token"), 200);
+        expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 401);
+        // Sign out: both tokens stop working.
+        expect(me.post("/api/auth/sign_out", &json!({})), 204);
+        let revoked = expect(me.get("/api/auth/token"), 401);
+        assert!(revoked.text.contains("revoked"), "{}", revoked.text);
+        expect(h.post("/api/auth/refresh", &json!({"refresh_token": r["refresh_token"]})), 401);
+        // Forgot password: 204 for anyone; the hook gets a token for a real user.
+        expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "nobody"})), 204);
+        expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "o'neil.j", "callback": "https://panel/reset"})), 204);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let line = loop {
+            if let Ok(l) = std::fs::read_to_string(&out) {
+                break l;
+            }
+            assert!(std::time::Instant::now() < deadline, "the reset hook did not run");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let (user, token) = line.trim().split_once(' ').unwrap();
+        assert_eq!(user, "o'neil.j");
+        expect(h.post("/api/auth/reset_password", &json!({"token": token, "password": "short"})), 400);
+        expect(h.post("/api/auth/reset_password", &json!({"token": token, "password": "second-password"})), 204);
+        expect(h.post("/api/auth/reset_password", &json!({"token": token, "password": "third-password"})), 400);
+        h.sign_in("o'neil.j", "second-password", "sip.acme.example");
+        // Throttling: 3 failures for one user block it (429 with Retry-After), also with the
+        // right password.
+        for _ in 0..3 {
+            let bad = json!({"username": "o'neil.j", "password": "wrong-password", "domain": "sip.acme.example"});
+            expect(h.post("/api/auth/sign_in", &bad), 401);
+        }
+        let good = json!({"username": "o'neil.j", "password": "second-password", "domain": "sip.acme.example"});
+        let blocked = expect(h.post("/api/auth/sign_in", &good), 429);
+        assert!(blocked.header("retry-after").is_some());
+    });
+}
+
+#[test]
+fn expired_access_tokens_are_refused_and_refresh_works() {
+    let server = ApiServer::start("access_token_secs = 1");
+    server.run(|h| {
+        let (a, tokens) = h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        expect(a.get("/api/v1/users"), 200);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let e = expect(a.get("/api/v1/users"), 401);
+        assert!(e.text.contains("expired"), "{}", e.text);
+        let r = expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 200)
+            .json();
+        expect(h.with_token(r["access_token"].as_str().unwrap()).get("/api/v1/users"), 200);
+    });
+}
+
+#[test]
+fn bad_input_names_the_field_and_stores_nothing() {
+    let server = ApiServer::start("");
+    server.run(|h| {
+        let a = admin(&h);
+        let long = format!("{{\"number\": \"1\", \"description\": \"{}\"}}", "x".repeat(256));
+        let cases: Vec<(&str, &str, &str, &str)> = vec![
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": ", "body"),
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": 5}", "number_prefix"),
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"12345678901234567\"}", "number_prefix"),
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"1 2\"}", "number_prefix"),
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"1\", \"extra\": 1}", "extra"),
+            (
+                "POST",
+                "/api/blacklisted_numbers",
+                "{\"number\": \"1\", \"expire_at\": \"tomorrow\"}",
+                "expire_at",
+            ),
+            (
+                "POST",
+                "/api/blacklisted_numbers",
+                "{\"number\": \"1\", \"expire_at\": \"2001-01-01T00:00:00Z\"}",
+                "expire_at",
+            ),
+            ("POST", "/api/blacklisted_numbers", &long, "description"),
+            ("POST", "/api/blacklisted_numbers", "{}", "number"),
+            ("GET", "/api/blacklisted_numbers?top=101", "", "top"),
+            ("GET", "/api/blacklisted_numbers?skip=-1", "", "skip"),
+            ("GET", "/api/disallowed_codes?orderby=nope", "", "orderby"),
+            ("POST", "/api/allowed_country_codes", "{\"items\": [\"44\", \"4x\"]}", "items[1]"),
+            ("POST", "/rest/v1/master/borderrules", "{\"remoteipmask\": \"300.0.0.0/8\"}", "remoteipmask"),
+            ("POST", "/rest/v1/master/borderrules", "{\"action\": \"reject\"}", "action"),
+            ("POST", "/rest/v1/master/borderrules", "{\"useragent\": \"[\"}", "useragent"),
+            ("GET", "/rest/v1/master/borderrules?limit=0", "", "limit"),
+            ("POST", "/v1/nets", "{\"rules\": [{\"cidr\": \"10.0.0.1/8\", \"action\": \"deny\"}]}", "cidr"),
+            (
+                "POST",
+                "/api/v1/users",
+                "{\"username\": \"x\", \"role\": \"NoSuchRole\", \"tenant\": null}",
+                "role",
+            ),
+        ];
+        let before = (
+            a.get("/api/disallowed_codes").json()["count"].clone(),
+            a.get("/api/blacklisted_numbers").json()["count"].clone(),
+            a.get("/rest/v1/master/borderrules").json(),
+            a.get("/api/allowed_country_codes").json(),
+            a.get("/v1/nets").json(),
+        );
+        for (method, path, body, field) in cases {
+            let r = a.raw(method, path, (!body.is_empty()).then_some(body));
+            assert!((400..500).contains(&r.status), "{method} {path} {body}: {} {}", r.status, r.text);
+            assert_eq!(r.field().as_deref(), Some(field), "{method} {path} {body}: {}", r.text);
+        }
+        let after = (
+            a.get("/api/disallowed_codes").json()["count"].clone(),
+            a.get("/api/blacklisted_numbers").json()["count"].clone(),
+            a.get("/rest/v1/master/borderrules").json(),
+            a.get("/api/allowed_country_codes").json(),
+            a.get("/v1/nets").json(),
+        );
+        assert_eq!(before, after, "a refused request stores nothing");
+    });
+}
