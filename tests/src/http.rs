@@ -59,6 +59,11 @@ impl Http {
     /// Sends `method path` with an optional JSON body (sent as given, so that malformed JSON can
     /// be tested).
     pub fn raw(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+        self.try_raw(method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// As [`Http::raw`], but a transport failure (the daemon is gone) is an error, not a panic.
+    pub fn try_raw(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
@@ -75,14 +80,14 @@ impl Http {
             }
             None => agent.run(req.body(()).expect("request")),
         };
-        let mut res = res.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut res = res.map_err(|e| e.to_string())?;
         let headers = res
             .headers()
             .iter()
             .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
         let text = res.body_mut().read_to_string().unwrap_or_default();
-        Answer { status: res.status().as_u16(), headers, text }
+        Ok(Answer { status: res.status().as_u16(), headers, text })
     }
 
     /// `method path` with a JSON body.
