@@ -91,6 +91,24 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Call the management API over the control socket, as system administrator: every
+    /// resource of the seed documents and the accounts (see the README's API reference, or
+    /// `callguard api GET /api/openapi.json`).
+    ///
+    /// Examples:
+    ///   callguard api GET /api/v1/users
+    ///   callguard api POST /api/v1/users/1/password '{"password": "a new one, 8+ chars"}'
+    ///   callguard api POST /api/blacklisted_numbers '{"number": "+4930123456"}'
+    ///   callguard api LOOKUP /rest/v1/master/borderrules '"9a7a73b7-016c-cd10-9ca9-50e54938780c"'
+    #[command(verbatim_doc_comment)]
+    Api {
+        /// The HTTP method (GET, POST, PATCH, DELETE, LOOKUP).
+        method: String,
+        /// The path with its query string.
+        path: String,
+        /// A JSON body; `-` reads it from stdin.
+        body: Option<String>,
+    },
 }
 
 /// `callguard sig …`
@@ -352,6 +370,23 @@ impl Cli {
             }
             Command::Net(cmd) => self.net(cmd).await,
             Command::Sig(cmd) => self.sig(cmd).await,
+            Command::Api { method, path, body } => {
+                let body = match body.as_deref() {
+                    Some("-") => Some(std::io::read_to_string(std::io::stdin()).context("reading stdin")?),
+                    b => b.map(str::to_owned),
+                };
+                let (status, text) = self.client()?.raw(&method.to_ascii_uppercase(), path, body).await?;
+                // Pretty-print JSON answers; print anything else (CSV exports) as it came.
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+                    Err(_) if !text.is_empty() => print!("{text}"),
+                    Err(_) => {}
+                }
+                if !(200..300).contains(&status) {
+                    bail!("the API answered {status}");
+                }
+                Ok(())
+            }
             Command::Events { follow, json } => {
                 let client = self.client()?;
                 let show = |r: &api::EventRecord| {

@@ -60,6 +60,24 @@ impl Client {
         Ok(())
     }
 
+    /// Sends `method path` with an optional raw JSON body; returns the status and the body
+    /// text, whatever the status.
+    pub async fn raw(&self, method: &str, path: &str, body: Option<String>) -> anyhow::Result<(u16, String)> {
+        let mut sender = self.connect().await?;
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| anyhow!("`{method}` is not an HTTP method"))?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "callguard")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let res = sender.send_request(req).await.context("sending the request")?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
     async fn connect(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| {
             let hint = match e.kind() {

@@ -809,7 +809,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // Shown once: only its hash is stored.
         println!(
             "callguard: created the system administrator `admin` with password {password}\n\
-             callguard: (shown once; change it with `callguard user password admin`)"
+             callguard: (shown once; change it: callguard api POST /api/v1/users/1/password '{{\"password\": \"…\"}}')"
         );
     }
     let socket = state.cfg.socket.clone();

@@ -717,3 +717,22 @@ fn api_changes_reach_the_kernel() {
         answered.as_millis()
     );
 }
+
+/// `callguard api` reaches every resource over the control socket without a token (root is
+/// system administrator there), and its exit status says whether the API accepted.
+#[test]
+fn cli_api_over_the_control_socket() {
+    let server = ApiServer::start("");
+    let out = server.inst.cli(&["api", "POST", "/api/blacklisted_numbers", r#"{"number": "+4930123456"}"#]);
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let out = server.inst.cli(&["api", "GET", &format!("/api/blacklisted_numbers/{id}")]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["number"], "+4930123456");
+    let csv = server.inst.cli(&["api", "GET", "/api/blacklisted_numbers/export"]);
+    assert!(csv.starts_with("number,expire_at,"), "{csv}");
+    let bad = server.inst.cli_output(&["api", "POST", "/api/blacklisted_numbers", r#"{"number": "1 2"}"#]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("\"field\": \"number\""));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("answered 400"));
+    let users = server.inst.cli(&["api", "GET", "/api/v1/users"]);
+    assert!(users.contains("\"username\": \"admin\""), "{users}");
+}
