@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{SqliteStore, StoreError, parse_time, ts};
+use super::{SqliteStore, StoreError, conflict_on_unique, parse_time, ts};
 use crate::accounts::{ApiKey, AuthCode, Group, Level, Perm, Role, Session, Tenant, User};
 
 /// Migration 4: accounts.
@@ -255,23 +255,6 @@ fn finish_session(s: &SessionRow) -> Result<Session, StoreError> {
         created_at: t(&s.5)?,
         revoked_at: s.6.as_deref().map(t).transpose()?,
     })
-}
-
-fn conflict_on_unique(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-        {
-            StoreError::Conflict(what())
-        }
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
-        {
-            StoreError::Conflict("it refers to a tenant or group that does not exist".into())
-        }
-        _ => e.into(),
-    }
 }
 
 impl SqliteStore {

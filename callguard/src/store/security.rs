@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{SqliteStore, StoreError, parse_time, ts};
+use super::{SqliteStore, StoreError, conflict_on_unique as unique, parse_time, ts};
 use crate::{
     border::{BorderAction, BorderRule, Ext, Opts},
     security::{BlacklistedNumber, DisallowedCode, country_key},
@@ -152,23 +152,6 @@ fn border_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BorderRule, Stor
         opts: Opts { title: r.get(10)?, comment: r.get(11)? },
         ext: Ext { ct: r.get(12)?, lwt: r.get(13)? },
     }))
-}
-
-/// A unique-constraint failure as a conflict naming what exists; other errors unchanged.
-fn unique(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-        {
-            StoreError::Conflict(what())
-        }
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-        {
-            StoreError::Conflict(what())
-        }
-        e => e.into(),
-    }
 }
 
 const NUMBER_SELECT: &str =

@@ -49,27 +49,10 @@ pub struct BorderError {
 
 /// Rewrites the generic error body of this seed's routes into its own shape.
 async fn seed_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
-    let status = res.status();
-    if status.is_success() {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let Ok(e) = serde_json::from_slice::<crate::api::ApiError>(&bytes) else {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    };
-    let mut out = (
-        status,
-        Json(BorderError { error_code: 1000 + status.as_u16(), error_message: e.error, field: e.field }),
-    )
-        .into_response();
-    for (k, v) in &parts.headers {
-        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::CONTENT_TYPE {
-            out.headers_mut().insert(k, v.clone());
-        }
-    }
-    out
+    super::reshape_error(next.run(req).await, |status, e| {
+        serde_json::json!(BorderError { error_code: 1000 + status, error_message: e.error, field: e.field })
+    })
+    .await
 }
 
 /// The entity's fields, dotted, as `filter`, `mask` and `order` accept them.

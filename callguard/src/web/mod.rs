@@ -325,6 +325,30 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
     next.run(req).await
 }
 
+/// Rewrites the generic error body ([`crate::api::ApiError`]) of a response into a seed's own
+/// error shape, keeping status and headers (`Retry-After`, `WWW-Authenticate`).
+pub async fn reshape_error(
+    res: Response,
+    shape: impl Fn(u16, crate::api::ApiError) -> serde_json::Value,
+) -> Response {
+    let status = res.status();
+    if status.is_success() {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let Ok(e) = serde_json::from_slice::<crate::api::ApiError>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let mut out = (status, axum::Json(shape(status.as_u16(), e))).into_response();
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::CONTENT_TYPE {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}
+
 /// A JSON request body whose errors name the field (`number`, `authCodes[1].code`).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

@@ -14,7 +14,7 @@ use axum::{
     Json, Router,
     extract::{Request, State as AxState},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use chrono::Utc;
@@ -67,27 +67,10 @@ pub struct VoxErrorBody {
 }
 
 async fn seed_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
-    let status = res.status();
-    if status.is_success() {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let Ok(e) = serde_json::from_slice::<crate::api::ApiError>(&bytes) else {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    };
-    let mut out = (
-        status,
-        Json(VoxError { error: VoxErrorBody { code: status.as_u16(), msg: e.error, field: e.field } }),
-    )
-        .into_response();
-    for (k, v) in &parts.headers {
-        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::CONTENT_TYPE {
-            out.headers_mut().insert(k, v.clone());
-        }
-    }
-    out
+    super::reshape_error(next.run(req).await, |code, e| {
+        serde_json::json!(VoxError { error: VoxErrorBody { code, msg: e.error, field: e.field } })
+    })
+    .await
 }
 
 /// `true`/`false`, also `1`/`0`.
