@@ -109,6 +109,20 @@ pub enum Command {
         /// A JSON body; `-` reads it from stdin.
         body: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: callguard completions bash > /etc/bash_completion.d/callguard
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for callguard and each of its commands into a directory.
+    ///
+    /// Example: callguard man /usr/local/share/man/man1
+    Man {
+        /// Where the `.1` files go (created when absent).
+        dir: PathBuf,
+    },
 }
 
 /// `callguard sig …`
@@ -409,6 +423,22 @@ impl Cli {
                     }
                     Ok(())
                 }
+            }
+            Command::Completions { shell } => {
+                use clap::CommandFactory as _;
+                clap_complete::generate(*shell, &mut Self::command(), "callguard", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man { dir } => {
+                use clap::CommandFactory as _;
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                clap_mangen::generate_to(Self::command(), dir)
+                    .with_context(|| format!("writing into {}", dir.display()))?;
+                let n = std::fs::read_dir(dir)?
+                    .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "1")))
+                    .count();
+                println!("{n} man pages in {}", dir.display());
+                Ok(())
             }
             Command::Config(ConfigCommand::Default) => {
                 print!("{}", toml::to_string_pretty(&Config::default())?);

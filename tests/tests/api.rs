@@ -735,4 +735,15 @@ fn cli_api_over_the_control_socket() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("answered 400"));
     let users = server.inst.cli(&["api", "GET", "/api/v1/users"]);
     assert!(users.contains("\"username\": \"admin\""), "{users}");
+    // Completions and man pages come from the same CLI definition.
+    let bash = server.inst.cli(&["completions", "bash"]);
+    assert!(
+        bash.contains("callguard__subcmd__api") && bash.contains("callguard__subcmd__net__subcmd__allow"),
+        "bash completion names every command"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = server.inst.cli(&["man", dir.path().to_str().unwrap()]);
+    assert!(out.contains("man pages in"), "{out}");
+    let page = std::fs::read_to_string(dir.path().join("callguard-api.1")).unwrap();
+    assert!(page.contains("LOOKUP"), "the api page carries its examples");
 }
