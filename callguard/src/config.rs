@@ -230,7 +230,7 @@ impl Default for ApiConfig {
 }
 
 /// The system fields of `GET /api/info` (PortSIP's names); empty strings are reported empty.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SystemInfo {
     /// The web domain of the management interface.

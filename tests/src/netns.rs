@@ -49,12 +49,9 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace. Sockets created there stay in the
     /// namespace when handed back.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.clone();
         std::thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns on a namespace fd we own; it changes only this (short-lived) thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            enter(&name);
             f()
         })
         .join()
@@ -225,6 +222,16 @@ impl Topology {
         peer.ip(&["link", "set", &peer_if, "up"]);
         Self { pbx, peer, pbx_if, peer_if }
     }
+}
+
+/// Moves the calling thread into the network namespace `name` (for threads of their own, such
+/// as parallel clients; [`Netns::run`] does this for one closure).
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns on a namespace fd we own; it changes only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 /// Joins `a` and `b` with a veth pair (uniquely named, left down); returns the name of the end

@@ -600,10 +600,7 @@ fn kill9_during_parallel_writes_loses_no_acknowledged_write() {
             let token = token.clone();
             let ns = server.ns.name.clone();
             std::thread::spawn(move || {
-                let path = format!("/run/netns/{ns}");
-                let file = std::fs::File::open(&path).unwrap();
-                // SAFETY: setns on a namespace fd we own; it changes only this thread.
-                assert_eq!(unsafe { libc_setns(std::os::fd::AsRawFd::as_raw_fd(&file)) }, 0);
+                callguard_tests::netns::enter(&ns);
                 let c = Http::new("http://127.0.0.1:8887").with_token(&token);
                 let mut acked = Vec::new();
                 for i in 0..100_000u32 {
@@ -650,12 +647,6 @@ fn kill9_during_parallel_writes_loses_no_acknowledged_write() {
         acked.len(),
         stored.len()
     );
-}
-
-/// `setns(fd, CLONE_NEWNET)`.
-unsafe fn libc_setns(fd: i32) -> i32 {
-    // SAFETY: the caller passes an open namespace fd.
-    unsafe { libc::setns(fd, libc::CLONE_NEWNET) }
 }
 
 /// A network denied through the Voximplant call stops reaching the protected namespace at once,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{SqliteStore, StoreError, conflict_on_unique, parse_time, ts};
+use super::{SqliteStore, StoreError, conflict_on_unique, ts};
 use crate::accounts::{ApiKey, AuthCode, Group, Level, Perm, Role, Session, Tenant, User};
 
 /// Migration 4: accounts.
@@ -195,26 +195,23 @@ fn corrupt(table: &'static str, detail: String) -> StoreError {
     StoreError::Corrupt { table, detail }
 }
 
-fn time(table: &'static str, s: &str) -> Result<DateTime<Utc>, StoreError> {
-    parse_time(s).map_err(|()| corrupt(table, format!("time `{s}`")))
-}
+// Times are read with rusqlite's chrono conversion: a malformed stored time is a read error
+// naming its column, like any other wrong type.
 
-fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Tenant, String)> {
-    let created: String = r.get(4)?;
-    let t = Tenant {
+fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
         id: r.get(0)?,
         name: r.get(1)?,
         domain: r.get(2)?,
         website: r.get(3)?,
-        created_at: DateTime::<Utc>::MIN_UTC,
-    };
-    Ok((t, created))
+        created_at: r.get(4)?,
+    })
 }
 
 const USER_SELECT: &str =
     "SELECT id, tenant_id, group_id, username, role, force_reset, created_at, password_hash FROM users";
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String, String)> {
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String)> {
     Ok((
         User {
             id: r.get(0)?,
@@ -223,50 +220,38 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(User, String, String)> {
             username: r.get(3)?,
             role: r.get(4)?,
             force_reset: r.get(5)?,
-            created_at: DateTime::<Utc>::MIN_UTC,
+            created_at: r.get(6)?,
         },
-        r.get(6)?,
         r.get(7)?,
     ))
-}
-
-fn finish_user((mut u, created, hash): (User, String, String)) -> Result<(User, String), StoreError> {
-    u.created_at = time("users", &created)?;
-    Ok((u, hash))
 }
 
 const SESSION_SELECT: &str = "SELECT id, user_id, access_expires, refresh_expires, password_verified, \
      created_at, revoked_at FROM sessions";
 
-type SessionRow = (u32, u32, String, String, bool, String, Option<String>);
-
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        access_expires: r.get(2)?,
+        refresh_expires: r.get(3)?,
+        password_verified: r.get(4)?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
 }
 
-fn finish_session(s: &SessionRow) -> Result<Session, StoreError> {
-    let t = |v: &str| time("sessions", v);
-    Ok(Session {
-        id: s.0,
-        user_id: s.1,
-        access_expires: t(&s.2)?,
-        refresh_expires: t(&s.3)?,
-        password_verified: s.4,
-        created_at: t(&s.5)?,
-        revoked_at: s.6.as_deref().map(t).transpose()?,
-    })
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey { account_id: r.get(0)?, user_id: r.get(1)?, comment: r.get(2)?, created_at: r.get(3)? })
 }
 
 impl SqliteStore {
     fn one_user(&self, where_: &str, p: impl rusqlite::Params) -> Result<Option<(User, String)>, StoreError> {
-        let row = self.conn.query_row(&format!("{USER_SELECT} WHERE {where_}"), p, user_row).optional()?;
-        row.map(finish_user).transpose()
+        Ok(self.conn.query_row(&format!("{USER_SELECT} WHERE {where_}"), p, user_row).optional()?)
     }
 
     fn one_session(&self, where_: &str, p: impl rusqlite::Params) -> Result<Option<Session>, StoreError> {
-        let row =
-            self.conn.query_row(&format!("{SESSION_SELECT} WHERE {where_}"), p, session_row).optional()?;
-        row.as_ref().map(finish_session).transpose()
+        Ok(self.conn.query_row(&format!("{SESSION_SELECT} WHERE {where_}"), p, session_row).optional()?)
     }
 }
 
@@ -275,13 +260,7 @@ impl AccountStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, name, domain, website, created_at FROM tenants ORDER BY id")?;
-        let rows: Vec<(Tenant, String)> = stmt.query_map([], tenant_row)?.collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(mut t, c)| {
-                t.created_at = time("tenants", &c)?;
-                Ok(t)
-            })
-            .collect()
+        Ok(stmt.query_map([], tenant_row)?.collect::<Result<_, _>>()?)
     }
 
     fn add_tenant(&mut self, t: &Tenant) -> Result<(), StoreError> {
@@ -307,25 +286,10 @@ impl AccountStore for SqliteStore {
             "SELECT tenant_id, id, name, created_at FROM groups
              WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY tenant_id, id",
         )?;
-        let rows: Vec<(Group, String)> = stmt
-            .query_map([tenant], |r| {
-                Ok((
-                    Group {
-                        tenant: r.get(0)?,
-                        id: r.get(1)?,
-                        name: r.get(2)?,
-                        created_at: DateTime::<Utc>::MIN_UTC,
-                    },
-                    r.get(3)?,
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(mut g, c)| {
-                g.created_at = time("groups", &c)?;
-                Ok(g)
-            })
-            .collect()
+        let rows = stmt.query_map([tenant], |r| {
+            Ok(Group { tenant: r.get(0)?, id: r.get(1)?, name: r.get(2)?, created_at: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn add_group(&mut self, g: &Group) -> Result<(), StoreError> {
@@ -390,8 +354,7 @@ impl AccountStore for SqliteStore {
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!("{USER_SELECT} ORDER BY id"))?;
-        let rows: Vec<_> = stmt.query_map([], user_row)?.collect::<Result<_, _>>()?;
-        rows.into_iter().map(|r| finish_user(r).map(|(u, _)| u)).collect()
+        Ok(stmt.query_map([], |r| user_row(r).map(|(u, _)| u))?.collect::<Result<_, _>>()?)
     }
 
     fn user(&self, id: u32) -> Result<Option<(User, String)>, StoreError> {
@@ -416,7 +379,7 @@ impl AccountStore for SqliteStore {
                 user_row,
             )
             .map_err(|e| conflict_on_unique(e, || format!("user `{}` exists already", u.username)))?;
-        finish_user(row).map(|(u, _)| u)
+        Ok(row.0)
     }
 
     fn update_user(
@@ -447,7 +410,7 @@ impl AccountStore for SqliteStore {
             )?;
         }
         tx.commit()?;
-        row.map(|r| finish_user(r).map(|(u, _)| u)).transpose()
+        Ok(row.map(|(u, _)| u))
     }
 
     fn delete_user(&mut self, id: u32) -> Result<bool, StoreError> {
@@ -475,7 +438,7 @@ impl AccountStore for SqliteStore {
             ],
             session_row,
         )?;
-        finish_session(&row)
+        Ok(row)
     }
 
     fn session_by_access(&self, digest: &[u8]) -> Result<Option<Session>, StoreError> {
@@ -503,7 +466,7 @@ impl AccountStore for SqliteStore {
                 session_row,
             )
             .optional()?;
-        row.as_ref().map(finish_session).transpose()
+        Ok(row)
     }
 
     fn revoke_session(&mut self, id: u32, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -517,8 +480,7 @@ impl AccountStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("{SESSION_SELECT} WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id DESC"))?;
-        let rows: Vec<SessionRow> = stmt.query_map([user], session_row)?.collect::<Result<_, _>>()?;
-        rows.iter().map(finish_session).collect()
+        Ok(stmt.query_map([user], session_row)?.collect::<Result<_, _>>()?)
     }
 
     fn purge_sessions(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -537,7 +499,7 @@ impl AccountStore for SqliteStore {
     }
 
     fn take_reset(&mut self, digest: &[u8], now: DateTime<Utc>) -> Result<Option<u32>, StoreError> {
-        let row: Option<(u32, String)> = self
+        let row: Option<(u32, DateTime<Utc>)> = self
             .conn
             .query_row(
                 "DELETE FROM password_resets WHERE digest = ?1 RETURNING user_id, expires_at",
@@ -545,10 +507,7 @@ impl AccountStore for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        match row {
-            Some((user, exp)) if time("password_resets", &exp)? > now => Ok(Some(user)),
-            _ => Ok(None),
-        }
+        Ok(row.filter(|(_, exp)| *exp > now).map(|(user, _)| user))
     }
 
     fn add_api_key(&mut self, user: u32, digest: &[u8], comment: &str) -> Result<ApiKey, StoreError> {
@@ -563,32 +522,21 @@ impl AccountStore for SqliteStore {
     }
 
     fn api_key(&self, account_id: u32) -> Result<Option<(ApiKey, Vec<u8>)>, StoreError> {
-        let row: Option<(u32, Vec<u8>, String, String)> = self
+        Ok(self
             .conn
             .query_row(
-                "SELECT user_id, digest, comment, created_at FROM api_keys WHERE account_id = ?1",
+                "SELECT account_id, user_id, comment, created_at, digest FROM api_keys WHERE account_id = ?1",
                 [account_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((key_row(r)?, r.get(4)?)),
             )
-            .optional()?;
-        row.map(|(user_id, digest, comment, created)| {
-            Ok((ApiKey { account_id, user_id, comment, created_at: time("api_keys", &created)? }, digest))
-        })
-        .transpose()
+            .optional()?)
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT account_id, user_id, comment, created_at FROM api_keys ORDER BY account_id",
         )?;
-        let rows: Vec<(u32, u32, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|(account_id, user_id, comment, c)| {
-                Ok(ApiKey { account_id, user_id, comment, created_at: time("api_keys", &c)? })
-            })
-            .collect()
+        Ok(stmt.query_map([], key_row)?.collect::<Result<_, _>>()?)
     }
 
     fn delete_api_key(&mut self, account_id: u32) -> Result<bool, StoreError> {

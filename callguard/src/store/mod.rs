@@ -174,10 +174,6 @@ fn conflict_on_unique(e: rusqlite::Error, what: impl FnOnce() -> String) -> Stor
     }
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, ()> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| ())
-}
-
 fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rusqlite::Error> {
     let corrupt = |detail: String| Err(StoreError::Corrupt { table: "net_rules", detail });
     let id: u32 = r.get(0)?;

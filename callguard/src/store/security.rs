@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{SqliteStore, StoreError, conflict_on_unique as unique, parse_time, ts};
+use super::{SqliteStore, StoreError, conflict_on_unique as unique, ts};
 use crate::{
     border::{BorderAction, BorderRule, Ext, Opts},
     security::{BlacklistedNumber, DisallowedCode, country_key},
@@ -106,30 +106,15 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DisallowedCode> {
     })
 }
 
-fn number_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BlacklistedNumber, StoreError>> {
-    let id: i64 = r.get(0)?;
-    let corrupt = |what: &str| {
-        Err(StoreError::Corrupt { table: "blacklisted_numbers", detail: format!("id {id}: {what}") })
-    };
-    let expire: Option<String> = r.get(2)?;
-    let expire_at = match expire.as_deref().map(parse_time) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(())) => return Ok(corrupt("expire_at")),
-    };
-    let (Ok(created_at), Ok(updated_at)) =
-        (parse_time(&r.get::<_, String>(4)?), parse_time(&r.get::<_, String>(5)?))
-    else {
-        return Ok(corrupt("created_at/updated_at"));
-    };
-    Ok(Ok(BlacklistedNumber {
-        id: id.to_string(),
+fn number_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlacklistedNumber> {
+    Ok(BlacklistedNumber {
+        id: r.get::<_, i64>(0)?.to_string(),
         number: r.get(1)?,
-        expire_at,
-        created_at,
-        updated_at,
+        expire_at: r.get(2)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
         description: r.get(3)?,
-    }))
+    })
 }
 
 fn border_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<BorderRule, StoreError>> {
@@ -204,7 +189,7 @@ impl SecurityStore for SqliteStore {
 
     fn numbers(&self) -> Result<Vec<BlacklistedNumber>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!("{NUMBER_SELECT} ORDER BY id"))?;
-        stmt.query_map([], number_row)?.map(|r| r?).collect()
+        Ok(stmt.query_map([], number_row)?.collect::<Result<_, _>>()?)
     }
 
     fn add_number(
@@ -222,7 +207,7 @@ impl SecurityStore for SqliteStore {
                 params![number, ts(expire_at), description, now],
                 number_row,
             )
-            .map_err(|e| unique(e, || format!("number `{number}` exists already")))?
+            .map_err(|e| unique(e, || format!("number `{number}` exists already")))
     }
 
     fn update_number(
@@ -233,8 +218,7 @@ impl SecurityStore for SqliteStore {
         description: Option<&str>,
     ) -> Result<Option<BlacklistedNumber>, StoreError> {
         let now = ts(Some(Utc::now()));
-        let row = self
-            .conn
+        self.conn
             .query_row(
                 "UPDATE blacklisted_numbers SET number = ifnull(?2, number),
                    expire_at = CASE WHEN ?3 THEN ?4 ELSE expire_at END,
@@ -244,8 +228,7 @@ impl SecurityStore for SqliteStore {
                 number_row,
             )
             .optional()
-            .map_err(|e| unique(e, || format!("number `{}` exists already", number.unwrap_or_default())))?;
-        row.transpose()
+            .map_err(|e| unique(e, || format!("number `{}` exists already", number.unwrap_or_default())))
     }
 
     fn delete_number(&mut self, id: u32) -> Result<bool, StoreError> {

@@ -367,9 +367,7 @@ pub async fn create_user(
             force_reset: false,
             created_at: Utc::now(),
         };
-        if !(p.role.level == Level::System || p.reaches_user(&probe)) {
-            return Err(Failure::forbidden("the new user would be outside your reach"));
-        }
+        p.reach_user(&probe)?;
         let user = st.store().add_user(&NewUser {
             tenant: req.tenant,
             group: req.group,

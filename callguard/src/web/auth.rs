@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
 use crate::{
     accounts::{self, check_password},
+    config::SystemInfo,
     daemon::{Failure, Shared, State},
     store::SessionTokens,
 };
@@ -64,22 +65,9 @@ pub struct TenantInfo {
 /// System (and tenant) metadata.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Info {
-    /// The web domain of the management interface.
-    pub web_domain: String,
-    /// The private IPv4 of the system.
-    pub private_ipv4: String,
-    /// The public IPv4 of the system.
-    pub public_ipv4: String,
-    /// Whether IPv6 is enabled.
-    pub enable_ipv6: bool,
-    /// The private IPv6 of the system.
-    pub private_ipv6: String,
-    /// The public IPv6 of the system.
-    pub public_ipv6: String,
-    /// The primary DNS server.
-    pub primary_dns: String,
-    /// The secondary DNS server.
-    pub secondary_dns: String,
+    /// The system's fields, from `[api.info]`.
+    #[serde(flatten)]
+    pub system: SystemInfo,
     /// The tenant of `domain`, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantInfo>,
@@ -93,7 +81,7 @@ pub async fn info(
     QueryArgs(q): QueryArgs<InfoQuery>,
 ) -> Result<Json<Info>, Failure> {
     blocking(&s, move |st| {
-        let i = st.cfg().api.info.clone();
+        let system = st.cfg().api.info.clone();
         let tenant = match q.domain.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
             None => None,
             Some(d) => {
@@ -109,17 +97,7 @@ pub async fn info(
                 })
             }
         };
-        Ok(Json(Info {
-            web_domain: i.web_domain,
-            private_ipv4: i.private_ipv4,
-            public_ipv4: i.public_ipv4,
-            enable_ipv6: i.enable_ipv6,
-            private_ipv6: i.private_ipv6,
-            public_ipv6: i.public_ipv6,
-            primary_dns: i.primary_dns,
-            secondary_dns: i.secondary_dns,
-            tenant,
-        }))
+        Ok(Json(Info { system, tenant }))
     })
     .await
 }

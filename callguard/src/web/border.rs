@@ -95,22 +95,6 @@ pub async fn create(
     .await
 }
 
-/// What a list shows without `mask`: every field but `opts.comment`, as the seed's list example.
-const LIST_DEFAULT: &[&str] = &[
-    "id",
-    "enabled",
-    "priority",
-    "site",
-    "service",
-    "domain",
-    "username",
-    "useragent",
-    "remoteipmask",
-    "action",
-    "opts.title",
-    "ext",
-];
-
 /// Get the list of rules (by priority, then id, unless `order` says otherwise). Without `mask`,
 /// rules show every field but `opts.comment`, as the seed's example does.
 #[utoipa::path(get, path = "/rest/v1/master/borderrules", tag = "Border rules", security(("bearer" = [])),
@@ -123,7 +107,8 @@ pub async fn list(
     p.need(Perm::SecurityRead)?;
     let mut q = q;
     if q.mask.as_deref().is_none_or(|m| m.trim().is_empty()) {
-        q.mask = Some(LIST_DEFAULT.join(","));
+        let shown: Vec<&str> = FIELDS.iter().copied().filter(|f| *f != "opts.comment").collect();
+        q.mask = Some(shown.join(","));
     }
     blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
 }

@@ -170,10 +170,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Empty>), Failure> {
     // Untagged enums lose the field of an error: decide the form first, then parse it.
     let (codes, field) = if req.get("authCodes").is_some() {
-        let many: AuthCodes = super::parse_json(req.to_string().as_bytes())?;
+        let many: AuthCodes = super::from_value(req)?;
         (many.auth_codes, "authCodes")
     } else {
-        let one: AuthCode = super::parse_json(req.to_string().as_bytes())?;
+        let one: AuthCode = super::from_value(req)?;
         (vec![one], "")
     };
     check_codes(&codes, field)?;

@@ -163,19 +163,27 @@ pub struct Auth(pub Result<Principal, Denied>);
 #[derive(Debug)]
 pub struct Caller(pub Principal);
 
+impl Denied {
+    /// The 401 answer, saying what was wrong with the credentials.
+    pub fn failure(&self) -> Failure {
+        Failure::unauthorized(match self {
+            Self::Expired => "the access token has expired; refresh it or sign in again",
+            Self::Revoked => "the token was revoked (signed out)",
+            Self::Unknown => "unknown token or API key",
+            Self::Missing => {
+                "sign in first: POST /api/auth/sign_in, then send Authorization: Bearer <access_token>"
+            }
+        })
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Failure;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
-        match parts.extensions.get::<Auth>().map(|a| a.0.clone()) {
-            Some(Ok(p)) => Ok(Self(p)),
-            Some(Err(Denied::Expired)) => {
-                Err(Failure::unauthorized("the access token has expired; refresh it or sign in again"))
-            }
-            Some(Err(Denied::Revoked)) => Err(Failure::unauthorized("the token was revoked (signed out)")),
-            Some(Err(Denied::Unknown)) => Err(Failure::unauthorized("unknown token or API key")),
-            Some(Err(Denied::Missing)) | None => Err(Failure::unauthorized(
-                "sign in first: POST /api/auth/sign_in, then send Authorization: Bearer <access_token>",
-            )),
+        match parts.extensions.get::<Auth>() {
+            Some(Auth(Ok(p))) => Ok(Self(p.clone())),
+            Some(Auth(Err(d))) => Err(d.failure()),
+            None => Err(Denied::Missing.failure()),
         }
     }
 }
@@ -281,22 +289,18 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
         Transport::Unix => Ok(Ok(Principal::root())),
         Transport::Tcp(peer) => {
             let token = bearer(req.headers());
-            let query = req.uri().query().unwrap_or_default().to_owned();
             let vox = req.uri().path().starts_with("/platform_api/");
-            let s = s.clone();
-            // The store is synchronous; keep it off the async workers.
-            let found = tokio::task::spawn_blocking(move || {
-                let mut st = lock(&s);
-                match token {
-                    Some(t) => from_token(&mut st, &t, Some(peer.ip())),
-                    None if vox => from_api_key(&mut st, &query, Some(peer.ip())),
-                    None => Ok(Err(Denied::Missing)),
-                }
-            })
-            .await;
-            match found {
-                Ok(r) => r,
-                Err(e) => Err(Failure::internal(&e.into())),
+            if token.is_none() && !vox {
+                // Nothing to look up (public routes, or a 401 later): leave the store alone.
+                Ok(Err(Denied::Missing))
+            } else {
+                let query = req.uri().query().unwrap_or_default().to_owned();
+                let ip = Some(peer.ip());
+                blocking(&s, move |st| match token {
+                    Some(t) => from_token(st, &t, ip),
+                    None => from_api_key(st, &query, ip),
+                })
+                .await
             }
         }
     };
@@ -306,18 +310,7 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
     };
     if req.uri().path().starts_with("/v1/") {
         let need = if req.method() == Method::GET { Perm::SecurityRead } else { Perm::SecurityWrite };
-        let p = match auth.0.clone() {
-            Ok(p) => p,
-            Err(_) => {
-                let (mut parts, _) = req.into_parts();
-                parts.extensions.insert(auth);
-                return match Caller::from_request_parts(&mut parts, &()).await {
-                    Ok(_) => Failure::unauthorized("unauthenticated").into_response(),
-                    Err(f) => f.into_response(),
-                };
-            }
-        };
-        if let Err(f) = p.need(need) {
+        if let Err(f) = auth.0.as_ref().map_err(Denied::failure).and_then(|p| p.need(need)) {
             return f.into_response();
         }
     }
@@ -361,6 +354,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .map_err(|e| Failure::bad("body", e.body_text()))?;
         parse_json(&bytes).map(Self)
     }
+}
+
+/// Reads an already parsed JSON value as `T`, naming the field of the first error.
+pub fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        Failure::bad(if path == "." { "body" } else { &path }, e.into_inner().to_string())
+    })
 }
 
 /// Parses JSON, naming the field of the first error.
