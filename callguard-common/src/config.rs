@@ -19,6 +19,18 @@ pub const FLAG_DROP_NOT_SIP: u16 = 1 << 2;
 /// source (for [`crate::limits::Limits::ban_ns`]), as a rate or enumeration ban does. Set by
 /// default.
 pub const FLAG_BAN_SIGNATURE: u16 = 1 << 3;
+/// [`KernelConfig::flags`]: hand initial INVITEs (no To tag) from sources outside the
+/// authorized networks up to the daemon ([`crate::handup`]). Set by the daemon while rules exist
+/// that need it (border rules, blacklisted numbers, disallowed codes, allowed country codes,
+/// authorization codes).
+pub const FLAG_HANDUP_INVITE: u16 = 1 << 4;
+/// [`KernelConfig::flags`]: hand REGISTERs from sources outside the authorized networks up to
+/// the daemon. Set while an enabled border rule has a user name or domain pattern.
+pub const FLAG_HANDUP_REGISTER: u16 = 1 << 5;
+/// [`KernelConfig::flags`]: failure policy of the slow path. Set: a request that needs the
+/// daemon while it is gone (stale heartbeat) or its queue is full is dropped (fail-closed).
+/// Clear (the default): it passes to the stack unchecked (fail-open).
+pub const FLAG_FAIL_CLOSED: u16 = 1 << 6;
 /// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 

@@ -36,6 +36,10 @@ pub const SCRATCH: &str = "CG_SCRATCH";
 /// Per-CPU SIP parse in progress: `PerCpuArray<sip::Parse>`.
 pub const PARSE: &str = "CG_PARSE";
 
+/// Per-CPU verdict in progress (private to the program): passed through map memory so the
+/// verifier walks the code after the decision once, not once per path.
+pub const VERDICT: &str = "CG_VERDICT";
+
 /// Per-source rate state: `LruHashMap<[u8; 16], limits::SourceState>`; see [`crate::limits`].
 pub const SOURCES: &str = "CG_SOURCES";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
@@ -44,6 +48,13 @@ pub const LIMITS: &str = "CG_LIMITS";
 pub const EVENTS: &str = "CG_EVENTS";
 /// Per-CPU drop sequence for event sampling: `PerCpuArray<u64>` of one slot.
 pub const EVENT_SEQ: &str = "CG_EVSEQ";
+
+/// Requests handed up to the daemon: a ring buffer of [`crate::handup::HandUp`]; see
+/// [`crate::handup`]. When it is full the failure policy decides.
+pub const HANDUP: &str = "CG_HANDUP";
+/// The daemon's heartbeat: `Array<u64>` of one slot, `CLOCK_BOOTTIME` in nanoseconds of its
+/// last beat. The program hands nothing up while it is stale.
+pub const HEARTBEAT: &str = "CG_HEARTBEAT";
 
 /// The XDP program's function name (and its ELF symbol).
 /// (Maps are listed in the program; `callguard detach` removes every pin in the directory.)
@@ -66,6 +77,10 @@ pub const RULE_STATS_MAX: u32 = 1 << 16;
 pub const SOURCES_MAX: u32 = 1 << 18;
 /// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Size of the hand-up ring buffer in bytes: room for about 2,000 requests waiting for the
+/// daemon (a power of two, a multiple of the page size).
+pub const HANDUP_BYTES: u32 = 1 << 22;
 
 /// `BPF_F_NO_PREALLOC`: allocate hash entries on insert. Besides saving memory, it makes an
 /// update of an existing key replace the element under RCU, so a reader sees the old or the new

@@ -257,6 +257,48 @@ pub fn parse(s: &Scratch, len: usize) -> Info {
     p.info()
 }
 
+/// Whether the To (or From) value `v` carries a `tag` header parameter: a `;` outside quotes
+/// and outside `<…>`, then `tag`, then `=` (case-insensitive, whitespace allowed around both,
+/// RFC 3261 §25.1). A `;tag=` inside the display name or the URI is not one. At most
+/// [`FIELD_MAX`] bytes are read: a tag past them reads as absent, which hands the request up,
+/// where the daemon's full parser finds it.
+pub fn has_tag(s: &Scratch, v: Span) -> bool {
+    /// Walk states: outside any parameter, in quotes, in `<…>`, after `;` (and how much of
+    /// `tag` was read).
+    const OUT: usize = 0;
+    const QUOTED: usize = 1;
+    const ANGLE: usize = 2;
+    const SEMI: usize = 3;
+    const T: usize = 4;
+    const TA: usize = 5;
+    const TAG: usize = 6;
+    let mut st = OUT;
+    let off = usize::from(v.off);
+    for k in 0..FIELD_MAX {
+        if k >= usize::from(v.len) {
+            break;
+        }
+        let c = lower(at(s, off + k));
+        let ws = c == b' ' || c == b'\t';
+        // Laundered: a state the verifier knew exactly would split its walk of this loop into
+        // one path per sequence of states.
+        st = match (s.launder(st), c) {
+            (QUOTED, b'"') | (ANGLE, b'>') => OUT,
+            (st @ (QUOTED | ANGLE), _) => st,
+            (_, b'"') => QUOTED,
+            (_, b'<') => ANGLE,
+            (_, b';') => SEMI,
+            (SEMI, b't') => T,
+            (T, b'a') => TA,
+            (TA, b'g') => TAG,
+            (st @ (SEMI | TAG), _) if ws => st,
+            (TAG, b'=') => return true,
+            _ => OUT,
+        };
+    }
+    false
+}
+
 /// Header lines looked at, at most.
 pub const HEADER_LINES: u32 = 64;
 
@@ -606,6 +648,23 @@ mod tests {
         CSeq: 1 OPTIONS\r\n\
         Accept: application/sdp\r\n\
         Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn to_tags_are_header_parameters_only() {
+        let has = |v: &str| {
+            let (s, n) = Scratch::new(v.as_bytes());
+            has_tag(&s, span(0, n))
+        };
+        assert!(has("<sip:bob@example.com>;tag=1928301774"));
+        assert!(has("sip:bob@example.com;tag=abc"));
+        assert!(has("\"Bob\" <sip:bob@example.com> ; TAG = x"));
+        assert!(has("<sip:bob@example.com>;foo=1;tag=2"));
+        assert!(!has("<sip:bob@example.com>"));
+        assert!(!has("<sip:bob@example.com;tag=inside-the-uri>"));
+        assert!(!has("\"x;tag=1\" <sip:bob@example.com>"));
+        assert!(!has("<sip:bob@example.com>;tagx=1"));
+        assert!(!has("<sip:bob@example.com>;xtag=1"));
+    }
 
     #[test]
     fn sipvicious_options() {

@@ -13,20 +13,23 @@ pub enum Action {
     Pass = 0,
     /// Discarded at the NIC (`XDP_DROP`).
     Drop = 1,
+    /// Copied to the daemon's hand-up queue and taken from the stack (`XDP_DROP`): the daemon
+    /// re-injects it, answers it or discards it ([`crate::handup`]).
+    HandUp = 2,
 }
 
 impl Action {
     /// Number of actions: the first dimension of the stats array.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
     /// Every action, in code order.
-    pub const ALL: [Self; 2] = [Self::Pass, Self::Drop];
+    pub const ALL: [Self; 3] = [Self::Pass, Self::Drop, Self::HandUp];
 
     /// The XDP return code for this action.
     #[inline(always)]
     pub const fn xdp_action(self) -> u32 {
         match self {
-            Self::Pass => 2, // XDP_PASS
-            Self::Drop => 1, // XDP_DROP
+            Self::Pass => 2,                // XDP_PASS
+            Self::Drop | Self::HandUp => 1, // XDP_DROP
         }
     }
 
@@ -35,10 +38,12 @@ impl Action {
         match self {
             Self::Pass => "pass",
             Self::Drop => "drop",
+            Self::HandUp => "handup",
         }
     }
 
-    /// The action for an XDP return code, if it is one callguard uses.
+    /// The action for an XDP return code, if it is one callguard uses (`XDP_DROP` reads as
+    /// [`Action::Drop`]: a hand-up is told apart by its counter, not its code).
     pub const fn from_xdp(code: u32) -> Option<Self> {
         match code {
             2 => Some(Self::Pass),
@@ -126,6 +131,14 @@ reasons! {
     Rate = 16, "rate";
     /// A source the kernel banned (kept exceeding its rate limits, enumerated users, or matched a signature).
     Banned = 17, "banned";
+    /// A request handed to the daemon for number-level checks (border rules, numbers, codes).
+    HandedUp = 18, "handed_up";
+    /// A request that needed the daemon while its heartbeat was stale; the failure policy decided.
+    DaemonGone = 19, "daemon_gone";
+    /// A request that needed the daemon while its hand-up queue was full; the failure policy decided.
+    QueueFull = 20, "queue_full";
+    /// A request that needed the daemon but was fragmented or too long to hand up; the failure policy decided.
+    Oversize = 21, "oversize";
 }
 
 impl Reason {

@@ -34,14 +34,16 @@ use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, NetMatch, Reason,
     config::{
         CONFIG_KEY, FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP,
-        PORT_TCP, PORT_UDP,
+        FLAG_FAIL_CLOSED, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER, PORT_TCP, PORT_UDP,
     },
+    handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
     limits::{
         self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, EVENT_UA, Event, Limits, STREAK_GAP_NS,
         SourceState, event,
     },
     maps::{
-        BPF_F_NO_PREALLOC, EVENTS_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, RULE_STATS_MAX, SOURCES_MAX,
+        BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT,
+        RULE_STATS_MAX, SOURCES_MAX,
     },
     net::{EXPIRED_RETRIES, SCOPE_ALL},
     sig::{self, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE},
@@ -107,6 +109,17 @@ static CG_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map]
 static CG_EVSEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The verdict of `decide`, passed through map memory (`maps::VERDICT`); see [`forget`].
+#[map]
+static CG_VERDICT: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(1, 0);
+
+/// Requests handed up to the daemon (`maps::HANDUP`).
+#[map]
+static CG_HANDUP: RingBuf = RingBuf::pinned(HANDUP_BYTES, 0);
+/// The daemon's last heartbeat (`maps::HEARTBEAT`).
+#[map]
+static CG_HEARTBEAT: Array<u64> = Array::pinned(1, 0);
+
 /// A verdict: what to do, why, the counter slot of the rule that decided (0 = none) and of the
 /// signature that matched (0 = none), and for SIP the method and where the User-Agent is.
 #[derive(Clone, Copy)]
@@ -117,12 +130,30 @@ struct Verdict {
     sig: u16,
     method: u8,
     ua: Span,
+    /// `SLOW_*` bits: a candidate for the slow path, still to be decided by [`slow_path`].
+    slow: u8,
+    /// For slow-path candidates: the To value.
+    to: Span,
 }
+
+/// [`Verdict::slow`]: the request may need the daemon (an INVITE or REGISTER it asked for).
+const SLOW_CANDIDATE: u8 = 1;
+/// [`Verdict::slow`]: the datagram is fragmented.
+const SLOW_FRAGMENTED: u8 = 2;
 
 impl Verdict {
     #[inline(always)]
     const fn new(action: Action, reason: Reason, slot: u16) -> Self {
-        Self { action, reason, slot, sig: 0, method: 0, ua: Span { off: 0, len: 0 } }
+        Self {
+            action,
+            reason,
+            slot,
+            sig: 0,
+            method: 0,
+            ua: Span { off: 0, len: 0 },
+            slow: 0,
+            to: Span { off: 0, len: 0 },
+        }
     }
     #[inline(always)]
     const fn pass(reason: Reason) -> Self {
@@ -135,7 +166,16 @@ impl Verdict {
     /// A verdict on a SIP message.
     #[inline(always)]
     const fn sip(action: Action, reason: Reason, sig: u16, info: &sip::Info) -> Self {
-        Self { action, reason, slot: 0, sig, method: info.method, ua: info.user_agent }
+        Self {
+            action,
+            reason,
+            slot: 0,
+            sig,
+            method: info.method,
+            ua: info.user_agent,
+            slow: 0,
+            to: Span { off: 0, len: 0 },
+        }
     }
 }
 
@@ -143,7 +183,10 @@ impl Verdict {
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard(ctx: XdpContext) -> u32 {
     let mut src = None;
-    let verdict = decide(&ctx, &mut src);
+    let mut verdict = forget(decide(&ctx, &mut src));
+    if verdict.slow & SLOW_CANDIDATE != 0 {
+        slow_path(&ctx, &mut verdict);
+    }
     finish(&ctx, verdict, src)
 }
 
@@ -185,7 +228,10 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     match net {
         Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
         Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
-        _ if l3.proto == IPPROTO_UDP => inspect_sip(ctx, l3.l4_off + 8, l3.src),
+        _ if l3.proto == IPPROTO_UDP => {
+            note_fragmented(l3.first_fragment);
+            inspect_sip(ctx, l3.l4_off + 8, l3.src)
+        }
         _ => Verdict::pass(Reason::Clean),
     }
 }
@@ -330,6 +376,18 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
         if let Some(reason) = police(src, &info, cfg.flags & FLAG_BAN_SIGNATURE != 0) {
             return Verdict::sip(Action::Drop, reason, dry_run, &info);
         }
+        let slow = match info.method {
+            sip::method::INVITE => cfg.flags & FLAG_HANDUP_INVITE != 0,
+            sip::method::REGISTER => cfg.flags & FLAG_HANDUP_REGISTER != 0,
+            _ => false,
+        };
+        if slow {
+            // Decided in `callguard` once this path has joined the others: see `slow_path`.
+            let mut v = Verdict::sip(Action::HandUp, Reason::HandedUp, dry_run, &info);
+            v.slow = SLOW_CANDIDATE | noted_fragmented();
+            v.to = info.to;
+            return v;
+        }
     }
     if dry_run != 0 {
         return Verdict::sip(Action::Pass, Reason::Signature, dry_run, &info);
@@ -354,6 +412,133 @@ extern "C" fn to_hash_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 struct ToHash {
     span: Span,
     bit: usize,
+}
+
+/// Whether the To value carries a tag (`bpf_loop` callback, one iteration): an in-dialog request,
+/// which the slow path leaves alone.
+extern "C" fn to_tag_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the ToTag that to_tagged passed to bpf_loop, alive during the loop.
+    let tt = unsafe { &mut *ctx.cast::<ToTag>() };
+    let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
+    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    let buf = unsafe { &*buf };
+    tt.tagged = sip::has_tag(buf, tt.span);
+    1
+}
+
+/// Input and output of [`to_tag_step`].
+struct ToTag {
+    span: Span,
+    tagged: bool,
+}
+
+/// Whether the To value `span` carries a tag.
+#[inline(always)]
+fn to_tagged(span: Span) -> bool {
+    let mut tt = ToTag { span, tagged: false };
+    // SAFETY: the callback matches bpf_loop's contract and only uses `tt` during the call.
+    unsafe {
+        bpf_loop(1, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
+    }
+    tt.tagged
+}
+
+/// `v`, with everything the verifier knows about its fields forgotten: written to and read back
+/// from map memory, whose contents the verifier does not track. The many paths through
+/// [`decide`] end with verdicts the verifier knows exactly, so without this it would walk the
+/// code after it (the slow path, the counters) once per path, past its instruction limit; after
+/// it, they reach that code as one state.
+#[inline(always)]
+fn forget(v: Verdict) -> Verdict {
+    let Some(p) = CG_VERDICT.get_ptr_mut(0) else { return v };
+    // SAFETY: this CPU's value, used by nothing else during this program run; volatile, so the
+    // compiler does not forward `v` past the map memory.
+    unsafe {
+        core::ptr::write_volatile(p, v);
+        core::ptr::read_volatile(p)
+    }
+}
+
+/// Notes whether the datagram is fragmented, for [`slow_path`], in map memory: carried as a
+/// variable through SIP inspection, the flag would double the states the verifier walks there.
+#[inline(always)]
+fn note_fragmented(fragmented: bool) {
+    if let Some(p) = CG_VERDICT.get_ptr_mut(0) {
+        // SAFETY: this CPU's value, used by nothing else during this program run.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*p).slow, if fragmented { SLOW_FRAGMENTED } else { 0 })
+        };
+    }
+}
+
+/// What [`note_fragmented`] noted: [`SLOW_FRAGMENTED`] or 0.
+#[inline(always)]
+fn noted_fragmented() -> u8 {
+    match CG_VERDICT.get_ptr(0) {
+        // SAFETY: as in note_fragmented.
+        Some(p) => (unsafe { core::ptr::read_volatile(&raw const (*p).slow) }) & SLOW_FRAGMENTED,
+        None => 0,
+    }
+}
+
+/// Decides a slow-path candidate, once every path through SIP inspection has joined (so the
+/// verifier walks this once, not once per path): an in-dialog INVITE (To tag) passes `clean`
+/// (or `signature` for a dry-run match); anything else is handed up or meets the failure policy.
+#[inline(always)]
+fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
+    if v.method == sip::method::INVITE && to_tagged(v.to) {
+        v.action = Action::Pass;
+        v.reason = if v.sig != 0 { Reason::Signature } else { Reason::Clean };
+        return;
+    }
+    let (action, reason) =
+        hand_up(ctx, config().flags & FLAG_FAIL_CLOSED != 0, v.slow & SLOW_FRAGMENTED != 0);
+    v.action = action;
+    v.reason = reason;
+}
+
+/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`), or, when the
+/// daemon is gone, its queue is full or the frame does not fit, lets the failure policy decide:
+/// pass (fail-open) or drop (fail-closed).
+#[inline(always)]
+fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> (Action, Reason) {
+    let fail = if fail_closed { Action::Drop } else { Action::Pass };
+    let now = boot_ns();
+    let beat = match CG_HEARTBEAT.get(0) {
+        Some(b) => *b,
+        None => 0,
+    };
+    if beat == 0 || now > beat + HEARTBEAT_TIMEOUT_NS {
+        return (fail, Reason::DaemonGone);
+    }
+    let total = ctx.data_end() - ctx.data();
+    if fragmented || total > FRAME_MAX {
+        return (fail, Reason::Oversize);
+    }
+    let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (fail, Reason::QueueFull) };
+    let rec = entry.as_mut_ptr();
+    // Checked again on a value LLVM cannot reason about, so the verifier sees the length the
+    // helper gets bounded to [1, FRAME_MAX].
+    let n = sip::opaque(total);
+    if n == 0 || n > FRAME_MAX {
+        entry.discard(0);
+        return (fail, Reason::Oversize);
+    }
+    // SAFETY: `rec` points to the reserved record, FRAME_MAX bytes of frame after the header,
+    // and `n <= FRAME_MAX`; the context is this program's.
+    let rc = unsafe {
+        (*rec).ts_ns = now;
+        (*rec).ifindex = (*ctx.ctx).ingress_ifindex;
+        (*rec).len = n as u16;
+        (*rec)._pad = 0;
+        bpf_xdp_load_bytes(ctx.ctx, 0, (&raw mut (*rec).frame).cast(), n as u32)
+    };
+    if rc != 0 {
+        entry.discard(0);
+        return (fail, Reason::Oversize);
+    }
+    entry.submit(0);
+    (Action::HandUp, Reason::HandedUp)
 }
 
 /// Bans a source whose request matched an enforcing signature, unless it is banned already (so a
