@@ -116,6 +116,33 @@ pub struct Stats {
     /// By signature (signatures that matched at least one packet).
     #[serde(default)]
     pub sigs: Vec<SigRow>,
+    /// The slow path: decisions on handed-up requests.
+    #[serde(default)]
+    pub slow_path: crate::slowpath::SlowStats,
+    /// The number-level rules in force and whether the kernel hands requests up.
+    #[serde(default)]
+    pub calls: crate::calls::PolicySummary,
+}
+
+/// `POST /v1/explain`: a SIP request and the address it would come from.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ExplainRequest {
+    /// The message, as it would arrive.
+    pub message: String,
+    /// Its source address.
+    pub source: IpAddr,
+}
+
+/// What `POST /v1/explain` answers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Explained {
+    /// Whether the kernel would hand this request up at all (an INVITE or REGISTER while rules
+    /// ask for it; a request from an authorized network never is).
+    pub handed_up: bool,
+    /// What the request says, as the checks read it.
+    pub facts: Option<crate::calls::Facts>,
+    /// The decision (also for a request that would not be handed up: what the rules say).
+    pub decision: crate::calls::Decision,
 }
 
 /// A signature with its counters.

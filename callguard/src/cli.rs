@@ -76,6 +76,23 @@ pub enum Command {
     /// Manage authorized (allow) and blocked (deny) networks.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Show which number-level rule would decide a SIP request, and why, without sending
+    /// anything: reads the message from FILE (or stdin) and asks the daemon, which decides with
+    /// the rules in force.
+    #[command(after_help = "Example:\n  callguard explain invite.txt --source 198.51.100.7\n\n\
+        The message is read as it would arrive (CRLF or LF line ends). The answer says whether the kernel\n\
+        would hand the request up (an initial INVITE or a REGISTER from outside the authorized networks,\n\
+        while rules need it), what the checks read from it, and the decision with the rule that made it.")]
+    Explain {
+        /// The SIP message; `-` or absent: standard input.
+        file: Option<PathBuf>,
+        /// The address the request would come from.
+        #[arg(long, short)]
+        source: IpAddr,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show sampled drops and bans (the last 200), or follow them live.
     Events {
         /// Keep printing new events as they come (Ctrl-C to stop).
@@ -380,6 +397,29 @@ impl Cli {
                 if !s.sigs.is_empty() {
                     println!("{}", sig_table(&s.sigs));
                 }
+                let c = &s.calls;
+                println!(
+                    "slow path: hands up INVITEs: {}, REGISTERs: {} ({} border rules, {} blacklisted numbers, \
+                     {} disallowed codes, {} allowed countries, {} callers with codes)",
+                    if c.hand_up_invites { "yes" } else { "no" },
+                    if c.hand_up_registers { "yes" } else { "no" },
+                    c.border_rules,
+                    c.blacklisted_numbers,
+                    c.disallowed_codes,
+                    c.allowed_countries,
+                    c.callers_with_codes
+                );
+                if !s.slow_path.decisions.is_empty() {
+                    let mut t = table(&["verdict/step", "requests"]);
+                    for (k, n) in &s.slow_path.decisions {
+                        t.add_row(vec![k.clone(), n.to_string()]);
+                    }
+                    println!("{t}");
+                    println!(
+                        "retransmissions answered again: {}, send errors: {}",
+                        s.slow_path.retransmissions, s.slow_path.send_errors
+                    );
+                }
                 Ok(())
             }
             Command::Net(cmd) => self.net(cmd).await,
@@ -398,6 +438,48 @@ impl Cli {
                 }
                 if !(200..300).contains(&status) {
                     bail!("the API answered {status}");
+                }
+                Ok(())
+            }
+            Command::Explain { file, source, json } => {
+                let message = match file.as_deref() {
+                    None => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
+                    Some(p) if p.as_os_str() == "-" => {
+                        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+                    }
+                    Some(p) => {
+                        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+                    }
+                };
+                let req = api::ExplainRequest { message, source: *source };
+                let e: api::Explained = self.client()?.post("/v1/explain", &req).await?;
+                if *json {
+                    return print_json(&e);
+                }
+                let d = &e.decision;
+                println!("verdict:   {}", d.verdict.as_str());
+                println!("decided by: {} ({})", d.rule, d.step.as_str());
+                println!("why:       {}", d.why);
+                if let Some(n) = &d.dial {
+                    println!("forwarded as: {n} (the authorization code removed)");
+                }
+                println!(
+                    "hand-up:   {}",
+                    if e.handed_up {
+                        "yes: the kernel hands this request to the daemon, which decides as above"
+                    } else {
+                        "no: the kernel does not hand this request up (authorized source, in-dialog, another method, or no rule needs it)"
+                    }
+                );
+                if let Some(f) = &e.facts {
+                    println!(
+                        "read:      {} to {} from {}@{} (user-agent {:?})",
+                        f.method,
+                        f.dialed.as_deref().unwrap_or("-"),
+                        f.from_user.as_deref().unwrap_or("-"),
+                        f.from_host,
+                        f.user_agent
+                    );
                 }
                 Ok(())
             }

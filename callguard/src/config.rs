@@ -51,6 +51,8 @@ pub struct Config {
     pub events: Events,
     /// The management REST API (the seed documents) over HTTP, with accounts and tokens.
     pub api: ApiConfig,
+    /// Number-level call checks: the requests the kernel hands up, decided by the daemon.
+    pub calls: Calls,
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
     /// reload, and cannot be deleted through the CLI.
     pub networks: Vec<NetworkEntry>,
@@ -72,6 +74,7 @@ impl Default for Config {
             enumeration: Enumeration::default(),
             events: Events::default(),
             api: ApiConfig::default(),
+            calls: Calls::default(),
             networks: Vec::new(),
         }
     }
@@ -346,6 +349,71 @@ impl Default for Enumeration {
     }
 }
 
+/// What the kernel does with a request that needs the daemon while the daemon is gone (its
+/// heartbeat older than one second) or its queue is full.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    /// Pass it to the PBX unchecked (calls keep working; toll-fraud checks are off meanwhile).
+    #[default]
+    Open,
+    /// Drop it (no unchecked call reaches the PBX; no call gets through either).
+    Closed,
+}
+
+/// Number-level call checks (`[calls]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Calls {
+    /// `open` (default) or `closed`: see [`FailPolicy`].
+    pub fail: FailPolicy,
+    /// The international call prefix dialed on this PBX besides `+` and `00` (for example
+    /// `011` in North America). Default `00`.
+    pub international_prefix: String,
+    /// How a caller dials an authorization code before a barred number: `{code}` and
+    /// `{number}` in this form. Default `*{code}*{number}`.
+    pub authcode_form: String,
+    /// This host's site name, for border rules with a `site` (`*` or empty match every site).
+    pub site: String,
+    /// Identical requests (same source, Call-ID, CSeq and branch) within this many seconds are
+    /// retransmissions and get the first verdict again without a second evaluation. Default
+    /// 32 (Timer B of RFC 3261).
+    pub retransmit_secs: u64,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self {
+            fail: FailPolicy::Open,
+            international_prefix: "00".into(),
+            authcode_form: "*{code}*{number}".into(),
+            site: String::new(),
+            retransmit_secs: 32,
+        }
+    }
+}
+
+impl Calls {
+    /// The authorization-code form split around its placeholders: (before `{code}`, between,
+    /// after `{number}`).
+    pub fn authcode_parts(&self) -> Result<(&str, &str, &str), String> {
+        let f = &self.authcode_form;
+        let (Some(c), Some(n)) = (f.find("{code}"), f.find("{number}")) else {
+            return Err(format!("calls.authcode_form: `{f}` must hold both {{code}} and {{number}}"));
+        };
+        if c > n {
+            return Err(format!("calls.authcode_form: `{f}`: {{code}} must come before {{number}}"));
+        }
+        let (before, between, after) = (&f[..c], &f[c + 6..n], &f[n + 8..]);
+        if between.is_empty() || between.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "calls.authcode_form: `{f}`: {{code}} and {{number}} must be separated by something other than digits"
+            ));
+        }
+        Ok((before, between, after))
+    }
+}
+
 /// Drop events: sampled drops for logs and `callguard events`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -485,6 +553,13 @@ impl Config {
             return Err("sweep_interval_secs: must be at least 1".into());
         }
         self.validate_api()?;
+        self.calls.authcode_parts()?;
+        if !self.calls.international_prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "calls.international_prefix: `{}` must be digits",
+                self.calls.international_prefix
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for n in &self.networks {
             if !seen.insert((n.cidr, n.action)) {
@@ -525,6 +600,9 @@ impl Config {
         }
         if self.policy.malformed == PassDrop::Drop {
             flags |= FLAG_DROP_MALFORMED;
+        }
+        if self.calls.fail == FailPolicy::Closed {
+            flags |= callguard_common::config::FLAG_FAIL_CLOSED;
         }
         let method_drop = self.sip.drop_methods.iter().fold(0u32, |m, n| m | 1 << n.0);
         callguard_common::KernelConfig { flags, method_drop, ..Default::default() }

@@ -28,11 +28,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     api::{self, ApiError},
+    calls,
     config::{Config, parse_net},
     ebpf::{self, Kernel},
     events::{self, Hub},
     rules::{self, Clock, Kind, NetRule, NewNetRule, Origin},
     sig::{self, Signature},
+    slowpath,
     store::{SqliteStore, Store, StoreError},
 };
 
@@ -61,6 +63,12 @@ pub struct State {
     sigs: BTreeMap<u32, Signature>,
     interfaces: Vec<api::Interface>,
     started: Instant,
+    /// The number-level policy in force, shared with the slow path.
+    calls: Arc<calls::Live>,
+    /// The store's `calls_generation` the policy in force was built at.
+    calls_gen: u64,
+    /// The slow path's counters.
+    slow_stats: Arc<Mutex<slowpath::SlowStats>>,
 }
 
 /// A failed request: status and body.
@@ -142,8 +150,20 @@ impl State {
         let mut kernel = Kernel::load(&cfg.pin_dir)?;
         kernel.pin_program()?;
         let sigs = store.sigs()?.into_iter().map(|s| (s.id, s)).collect();
-        let mut state =
-            Self { opts, cfg, store, kernel, rules, sigs, interfaces: Vec::new(), started: Instant::now() };
+        let mut state = Self {
+            opts,
+            cfg,
+            store,
+            kernel,
+            rules,
+            sigs,
+            interfaces: Vec::new(),
+            started: Instant::now(),
+            calls: Arc::default(),
+            calls_gen: 0,
+            slow_stats: Arc::default(),
+        };
+        state.build_calls()?;
         state.push_policy()?;
         state.push_sigs()?;
         tracing::info!(signatures = state.sigs.len(), "signature automata in the kernel");
@@ -177,7 +197,65 @@ impl State {
     fn push_policy(&mut self) -> anyhow::Result<()> {
         self.kernel.set_ports(&self.cfg.port_bits())?;
         self.kernel.set_limits(self.cfg.kernel_limits())?;
-        self.kernel.set_config(self.cfg.kernel_config())
+        self.kernel.set_config(self.kernel_config())
+    }
+
+    /// The kernel's policy record: the configuration's, plus the hand-up flags the number-level
+    /// rules in force ask for.
+    fn kernel_config(&self) -> callguard_common::KernelConfig {
+        use callguard_common::config::{FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER};
+        let mut k = self.cfg.kernel_config();
+        let p = self.calls.get();
+        if p.wants_invites() {
+            k.flags |= FLAG_HANDUP_INVITE;
+        }
+        if p.wants_registers() {
+            k.flags |= FLAG_HANDUP_REGISTER;
+        }
+        k
+    }
+
+    /// Compiles the number-level policy from the store and puts it in force.
+    fn build_calls(&mut self) -> anyhow::Result<()> {
+        let generation = self.store.calls_generation()?;
+        let p = calls::Policy::build(
+            &self.cfg.calls,
+            self.store.border_rules()?,
+            self.store.numbers()?,
+            self.store.codes()?,
+            &self.store.countries()?,
+            self.store.code_owners()?,
+        );
+        tracing::info!(policy = ?p.summary(), "number-level call checks in force");
+        self.calls.set(p);
+        self.calls_gen = generation;
+        Ok(())
+    }
+
+    /// Rebuilds the number-level policy when its rules changed in the store (whoever changed
+    /// them), and tells the kernel whether to hand requests up. Called after every API request.
+    pub(crate) fn refresh_calls(&mut self) -> anyhow::Result<()> {
+        if self.store.calls_generation()? == self.calls_gen {
+            return Ok(());
+        }
+        self.build_calls()?;
+        self.kernel.set_config(self.kernel_config())
+    }
+
+    /// What the rules in force would do with `message` from `source` (`callguard explain`).
+    pub fn explain(&self, req: &api::ExplainRequest) -> Result<api::Explained, Failure> {
+        let m = crate::message::parse(req.message.as_bytes()).map_err(|e| Failure::bad("message", e.0))?;
+        let facts = calls::Facts::read(&m, req.source).map_err(|e| Failure::bad("message", e.0))?;
+        let policy = self.calls.get();
+        let allowed = self.check(req.source).verdict == "allow";
+        let handed_up = !allowed
+            && match facts.method.as_str() {
+                "INVITE" => policy.wants_invites() && !facts.in_dialog,
+                "REGISTER" => policy.wants_registers(),
+                _ => false,
+            };
+        let decision = policy.decide(&facts, Utc::now());
+        Ok(api::Explained { handed_up, facts: Some(facts), decision })
     }
 
     /// Compiles the signatures and installs them (the bank switch makes it atomic).
@@ -455,6 +533,7 @@ impl State {
         let now = Utc::now();
         let numbers = self.store.sweep_numbers(now)?;
         self.store.purge_sessions(now)?;
+        self.refresh_calls()?;
         let expired: Vec<(u32, IpNet)> =
             self.rules.values().filter(|r| !r.is_live(now)).map(|r| (r.id, r.cidr)).collect();
         if expired.is_empty() {
@@ -491,6 +570,7 @@ impl State {
         self.rules = self.store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         self.cfg = cfg;
         let (written, removed) = self.sync_all()?;
+        self.build_calls()?;
         self.push_policy()?;
         let wanted = self.wanted_interfaces();
         let mut attached = Vec::new();
@@ -559,7 +639,8 @@ impl State {
         rules.sort_by_key(|r| std::cmp::Reverse(r.packets));
         let mut sigs: Vec<api::SigRow> = self.sig_rows()?.into_iter().filter(|s| s.packets != 0).collect();
         sigs.sort_by_key(|s| std::cmp::Reverse(s.packets));
-        Ok(api::Stats { reasons, rules, sigs })
+        let slow_path = self.slow_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary() })
     }
 
     pub(crate) fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
@@ -758,6 +839,15 @@ pub fn router() -> Router<Shared> {
             ),
         )
         .route(
+            "/v1/explain",
+            post(
+                |AxState(s): AxState<Shared>, body: Result<Json<api::ExplainRequest>, JsonRejection>| async move {
+                    let req = json_body(body)?;
+                    Answer::Ok(Json(lock(&s).explain(&req)?))
+                },
+            ),
+        )
+        .route(
             "/v1/sigs/delete",
             post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelSigs>, JsonRejection>| async move {
                 let req = json_body(body)?;
@@ -816,7 +906,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let listen = state.cfg.api.listen.clone();
     let sweep_every = Duration::from_secs(state.cfg.sweep_interval_secs);
     let ring = state.kernel.take_events();
+    let handup = state.kernel.take_handup();
     let hub = Hub::new(state.cfg.events.log_per_sec);
+    let slow = match handup {
+        Some((ring, heartbeat)) => {
+            let sp = slowpath::SlowPath::new(
+                state.calls.clone(),
+                hub.clone(),
+                Duration::from_secs(state.cfg.calls.retransmit_secs),
+                state.slow_stats.clone(),
+            )
+            .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?;
+            Some(tokio::spawn(slowpath::run(sp, ring, heartbeat)))
+        }
+        None => None,
+    };
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     let listener = bind_socket(&socket)?;
@@ -894,6 +998,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     hup.abort();
     if let Some(r) = reader {
         r.abort();
+    }
+    if let Some(s) = slow {
+        // The heartbeat stops with it: within a second the kernel applies the failure policy.
+        s.abort();
     }
     std::fs::remove_file(&socket).ok();
     tracing::info!(

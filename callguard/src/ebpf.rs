@@ -149,6 +149,9 @@ pub struct Kernel {
     limits: Array<MapData, Limits>,
     /// The event ring buffer, until the daemon takes it ([`Kernel::take_events`]).
     events: Option<RingBuf<MapData>>,
+    /// The hand-up ring buffer and the heartbeat, until the slow path takes them
+    /// ([`Kernel::take_handup`]).
+    handup: Option<(RingBuf<MapData>, Array<MapData, u64>)>,
     /// What `CG_CONFIG` holds (its `sig_bank` is the signature bank in use).
     kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
@@ -213,6 +216,7 @@ impl Kernel {
             sources: take(&mut ebpf, maps::SOURCES)?,
             limits: take(&mut ebpf, maps::LIMITS)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
+            handup: Some((take(&mut ebpf, maps::HANDUP)?, take(&mut ebpf, maps::HEARTBEAT)?)),
             kcfg: KernelConfig::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -488,6 +492,11 @@ impl Kernel {
     /// The event ring buffer (once: its reader is single-consumer).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The hand-up ring buffer and the heartbeat map (once: the slow path is their only user).
+    pub fn take_handup(&mut self) -> Option<(RingBuf<MapData>, Array<MapData, u64>)> {
+        self.handup.take()
     }
 
     /// Forgets what the kernel tracks about a source (its buckets and a ban it imposed itself):

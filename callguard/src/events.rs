@@ -53,7 +53,14 @@ impl Hub {
             );
         } else {
             let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if log.admit() {
+            if rec.kind == "call" {
+                if log.admit() {
+                    tracing::info!(
+                        source = %rec.source, decision = %rec.reason, method = %rec.method,
+                        rule = %rec.detail, "call decided"
+                    );
+                }
+            } else if log.admit() {
                 tracing::info!(
                     source = %rec.source, reason = %rec.reason, method = %rec.method,
                     user_agent = %rec.user_agent, rule = ?rec.rule, signature = ?rec.signature,

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod api;
 pub mod border;
+pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -12,8 +13,10 @@ pub mod daemon;
 pub mod ebpf;
 pub mod events;
 pub mod import;
+pub mod message;
 pub mod rules;
 pub mod security;
 pub mod sig;
+pub mod slowpath;
 pub mod store;
 pub mod web;

@@ -189,6 +189,9 @@ pub trait AccountStore {
     fn add_auth_codes(&mut self, user: u32, codes: &[AuthCode]) -> Result<(), StoreError>;
     /// Deletes codes; how many existed.
     fn delete_auth_codes(&mut self, user: u32, codes: &[String]) -> Result<usize, StoreError>;
+    /// Every tenant user with authorization codes: SIP domain, user name and codes (what the
+    /// slow path maps a caller's From user and host to).
+    fn code_owners(&self) -> Result<Vec<crate::calls::CodeOwner>, StoreError>;
 }
 
 fn corrupt(table: &'static str, detail: String) -> StoreError {
@@ -541,6 +544,24 @@ impl AccountStore for SqliteStore {
 
     fn delete_api_key(&mut self, account_id: u32) -> Result<bool, StoreError> {
         Ok(self.conn.execute("DELETE FROM api_keys WHERE account_id = ?1", [account_id])? == 1)
+    }
+
+    fn code_owners(&self) -> Result<Vec<crate::calls::CodeOwner>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.domain, u.username, a.code FROM auth_codes a
+             JOIN users u ON u.id = a.user_id JOIN tenants t ON t.id = u.tenant_id
+             ORDER BY u.id, a.code",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+        let mut owners: Vec<crate::calls::CodeOwner> = Vec::new();
+        for row in rows {
+            let (domain, username, code) = row?;
+            match owners.last_mut() {
+                Some(o) if o.domain == domain && o.username == username => o.codes.push(code),
+                _ => owners.push(crate::calls::CodeOwner { domain, username, codes: vec![code] }),
+            }
+        }
+        Ok(owners)
     }
 
     fn auth_codes(&self, user: u32) -> Result<Vec<AuthCode>, StoreError> {

@@ -61,6 +61,10 @@ pub trait Store: SecurityStore + AccountStore + Send + std::fmt::Debug {
     fn delete_sigs(&mut self, ids: &[u32]) -> Result<usize, StoreError>;
     /// Sets a signature's mode; `None` when there is no such signature.
     fn set_sig_mode(&mut self, id: u32, mode: SigMode) -> Result<Option<Signature>, StoreError>;
+    /// A number that changes whenever a rule the slow path decides with changes (codes,
+    /// numbers, countries, border rules, authorization codes, users, tenants), whoever wrote it:
+    /// kept by triggers in the database, so no write path can forget it.
+    fn calls_generation(&self) -> Result<u64, StoreError>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -96,6 +100,28 @@ const MIGRATIONS: &[&str] = &[
     security::MIGRATION,
     // 4: tenants, groups, roles, users, sessions, resets, API keys, authorization codes.
     accounts::MIGRATION,
+    // 5: the generation of the rules the slow path decides with (see `Store::calls_generation`).
+    "CREATE TABLE calls_generation (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+     INSERT INTO calls_generation VALUES (1, 0);
+     CREATE TRIGGER cg_dc_i AFTER INSERT ON disallowed_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_dc_u AFTER UPDATE ON disallowed_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_dc_d AFTER DELETE ON disallowed_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_bn_i AFTER INSERT ON blacklisted_numbers BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_bn_u AFTER UPDATE ON blacklisted_numbers BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_bn_d AFTER DELETE ON blacklisted_numbers BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_cc_i AFTER INSERT ON allowed_country_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_cc_d AFTER DELETE ON allowed_country_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_br_i AFTER INSERT ON border_rules BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_br_u AFTER UPDATE ON border_rules BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_br_d AFTER DELETE ON border_rules BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_ac_i AFTER INSERT ON auth_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_ac_d AFTER DELETE ON auth_codes BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_us_i AFTER INSERT ON users BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_us_u AFTER UPDATE OF username, tenant_id ON users BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_us_d AFTER DELETE ON users BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_te_i AFTER INSERT ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_te_u AFTER UPDATE ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_te_d AFTER DELETE ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;",
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -349,6 +375,10 @@ impl Store for SqliteStore {
             )
             .optional()?;
         row.transpose()
+    }
+
+    fn calls_generation(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT n FROM calls_generation", [], |r| r.get(0))?)
     }
 
     fn nets(&self) -> Result<Vec<NetRule>, StoreError> {

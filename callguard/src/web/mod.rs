@@ -408,7 +408,18 @@ pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&mut State) -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
     let s = s.clone();
-    tokio::task::spawn_blocking(move || f(&mut lock(&s))).await.map_err(|e| Failure::internal(&e.into()))?
+    tokio::task::spawn_blocking(move || {
+        let mut st = lock(&s);
+        let out = f(&mut st);
+        // A write may have changed what the slow path decides with: put it in force before the
+        // answer, so a 2xx means the next call is decided by the new rules.
+        if let Err(e) = st.refresh_calls() {
+            tracing::error!("rebuilding the call checks: {e:#}");
+        }
+        out
+    })
+    .await
+    .map_err(|e| Failure::internal(&e.into()))?
 }
 
 /// Failed sign-ins per key (a source address, a user), in a sliding window. Kept in memory: a

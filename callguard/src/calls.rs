@@ -1,0 +1,597 @@
+//! Number-level call checks: the rules the kernel cannot evaluate, compiled into a [`Policy`]
+//! the slow path consults for each request the kernel hands up.
+//!
+//! Order of evaluation (the first step that decides ends it; documented in the README):
+//! 1. **Border rules**, enabled ones in priority order (lower first): site, service, domain,
+//!    user name and User-Agent patterns, source network. The first match decides with its
+//!    action (`allow`, `deny`, `drop`). REGISTERs are checked against border rules only.
+//! 2. **Blacklisted numbers** against the caller: the From user and every P-Asserted-Identity
+//!    user, unless the entry's `expire_at` has passed.
+//! 3. **Authorization codes**: a dialed number in the configured form (`*{code}*{number}`) is
+//!    checked against the caller's codes (caller = From user in the tenant whose SIP domain is
+//!    the From host). A valid code allows the call to `{number}` (steps 4 and 5 are skipped)
+//!    and is removed from the request; an invalid one is denied.
+//! 4. **Disallowed codes** against the dialed number (Request-URI user): a prefix match.
+//! 5. **Allowed country codes**: when the list is not empty, an international number whose
+//!    country code is not in it is denied; national numbers are unaffected.
+//! 6. Otherwise the call is allowed.
+//!
+//! Numbers are compared normalized ([`normalize`]): visual separators removed, and `+`, `00`
+//! and the configured international prefix all read as `+`.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, RwLock},
+};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    border::{BorderAction, BorderRule},
+    config::Calls,
+    message::{Message, ParseError, Uri},
+    security::{BlacklistedNumber, DisallowedCode, country_key},
+};
+
+/// What happens to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Re-injected to the PBX (rewritten only when an authorization code was removed).
+    Allow,
+    /// Answered `403 Forbidden`.
+    Deny,
+    /// Discarded silently.
+    Drop,
+}
+
+impl Verdict {
+    /// The lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Drop => "drop",
+        }
+    }
+}
+
+/// Which step decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// A border rule matched.
+    Border,
+    /// The caller is blacklisted.
+    Blacklist,
+    /// An authorization code was dialed (valid or not).
+    AuthCode,
+    /// The dialed number starts with a disallowed code.
+    DisallowedCode,
+    /// The destination country is not allowed.
+    Country,
+    /// No rule objected.
+    Default,
+    /// An in-dialog request (To tag): not a new call, passed without checks.
+    InDialog,
+    /// The daemon could not read the request as SIP.
+    Unreadable,
+}
+
+impl Step {
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Border => "border",
+            Self::Blacklist => "blacklist",
+            Self::AuthCode => "authcode",
+            Self::DisallowedCode => "disallowed_code",
+            Self::Country => "country",
+            Self::Default => "default",
+            Self::InDialog => "in_dialog",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// A decision, with what made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What happens.
+    pub verdict: Verdict,
+    /// Which step decided.
+    pub step: Step,
+    /// The rule that decided (its id and what it holds), or a description of the default.
+    pub rule: String,
+    /// Why, in a sentence.
+    pub why: String,
+    /// For an allowed call dialed with an authorization code: the number without the code, which
+    /// replaces the dialed user in the Request-URI (and the To URI).
+    pub dial: Option<String>,
+}
+
+impl Decision {
+    fn new(verdict: Verdict, step: Step, rule: impl Into<String>, why: impl Into<String>) -> Self {
+        Self { verdict, step, rule: rule.into(), why: why.into(), dial: None }
+    }
+}
+
+/// What a request says, as far as the checks read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The method.
+    pub method: String,
+    /// Request-URI user (the dialed number), when present.
+    pub dialed: Option<String>,
+    /// The request's domain: the Request-URI host.
+    pub domain: String,
+    /// The user name border rules match: the From user for INVITE, the To user for REGISTER.
+    pub username: String,
+    /// The From user and host.
+    pub from_user: Option<String>,
+    /// The From host.
+    pub from_host: String,
+    /// P-Asserted-Identity users.
+    pub asserted: Vec<String>,
+    /// The User-Agent ("" when absent).
+    pub user_agent: String,
+    /// Whether To carries a tag (an in-dialog request).
+    pub in_dialog: bool,
+    /// The source address.
+    pub source: Option<IpAddr>,
+}
+
+impl Facts {
+    /// Reads the facts of a request.
+    pub fn read(m: &Message<'_>, source: IpAddr) -> Result<Self, ParseError> {
+        let method = m.method().ok_or_else(|| ParseError("a response, not a request".into()))?;
+        let ruri = Uri::parse(m.request_uri().unwrap_or_default())?;
+        let from = m.from()?;
+        let to = m.to()?;
+        let username = if method == "REGISTER" { to.uri.user.clone() } else { from.uri.user.clone() };
+        Ok(Self {
+            method: method.to_owned(),
+            dialed: ruri.user.clone(),
+            domain: if ruri.host.is_empty() { to.uri.host.clone() } else { ruri.host.clone() },
+            username: username.unwrap_or_default(),
+            from_user: from.uri.user.clone(),
+            from_host: from.uri.host.clone(),
+            asserted: m.asserted_identities().into_iter().filter_map(|n| n.uri.user).collect(),
+            user_agent: m.user_agent().unwrap_or_default().to_owned(),
+            in_dialog: to.tag().is_some(),
+            source: Some(source),
+        })
+    }
+}
+
+/// A number in the form it is compared in: visual separators (space, `-`, `.`, `(`, `)`)
+/// removed, letters lower case, and an international prefix (`+`, `00` or `intl`) read as `+`.
+pub fn normalize(number: &str, intl: &str) -> String {
+    let n: String = number
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\t'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if let Some(rest) = n.strip_prefix('+') {
+        return format!("+{rest}");
+    }
+    for p in [intl, "00"] {
+        if !p.is_empty()
+            && let Some(rest) = n.strip_prefix(p)
+            && !rest.is_empty()
+        {
+            return format!("+{rest}");
+        }
+    }
+    n
+}
+
+/// A border rule with its patterns compiled.
+#[derive(Debug)]
+struct Border {
+    rule: BorderRule,
+    domain: Option<regex::Regex>,
+    username: Option<regex::Regex>,
+    useragent: Option<regex::Regex>,
+    net: Option<IpNet>,
+}
+
+impl Border {
+    fn compile(rule: BorderRule) -> Result<Self, String> {
+        let pat = |p: &str| crate::border::compile_pattern(p);
+        let net = crate::border::parse_mask(&rule.remoteipmask)?;
+        Ok(Self {
+            domain: pat(&rule.domain)?,
+            username: pat(&rule.username)?,
+            useragent: pat(&rule.useragent)?,
+            net,
+            rule,
+        })
+    }
+
+    fn matches(&self, f: &Facts, site: &str) -> bool {
+        let any = |s: &str| s.is_empty() || s == "*";
+        let re = |r: &Option<regex::Regex>, s: &str| r.as_ref().is_none_or(|r| r.is_match(s));
+        self.rule.enabled == 1
+            && (any(&self.rule.site) || self.rule.site.eq_ignore_ascii_case(site))
+            && (any(&self.rule.service) || self.rule.service.eq_ignore_ascii_case("sip"))
+            && re(&self.domain, &f.domain)
+            && re(&self.username, &f.username)
+            && re(&self.useragent, &f.user_agent)
+            && self.net.is_none_or(|n| f.source.is_some_and(|a| n.contains(&a)))
+    }
+}
+
+/// Everything the slow path decides with, compiled from the store.
+#[derive(Debug, Default)]
+pub struct Policy {
+    cfg: Calls,
+    border: Vec<Border>,
+    blacklist: Vec<(String, BlacklistedNumber)>,
+    disallowed: Vec<(String, DisallowedCode)>,
+    countries: Vec<String>,
+    /// Authorization codes by (SIP domain, user name), both lower case.
+    codes: HashMap<(String, String), Vec<String>>,
+}
+
+/// The owner of authorization codes: a user of a tenant.
+#[derive(Clone, Debug)]
+pub struct CodeOwner {
+    /// The tenant's SIP domain.
+    pub domain: String,
+    /// The user name (the From user of the user's calls).
+    pub username: String,
+    /// The user's codes.
+    pub codes: Vec<String>,
+}
+
+impl Policy {
+    /// Compiles a policy. Border rules that no longer compile (they were checked when written)
+    /// are skipped with a warning rather than stopping every call.
+    pub fn build(
+        cfg: &Calls,
+        border: Vec<BorderRule>,
+        blacklist: Vec<BlacklistedNumber>,
+        disallowed: Vec<DisallowedCode>,
+        countries: &[String],
+        owners: Vec<CodeOwner>,
+    ) -> Self {
+        let intl = cfg.international_prefix.as_str();
+        let mut border: Vec<Border> = border
+            .into_iter()
+            .filter_map(|r| {
+                let id = r.id.clone();
+                Border::compile(r).map_err(|e| tracing::warn!(rule = id, "border rule skipped: {e}")).ok()
+            })
+            .collect();
+        border.sort_by(|a, b| a.rule.priority.cmp(&b.rule.priority).then_with(|| a.rule.id.cmp(&b.rule.id)));
+        let mut codes: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for o in owners.into_iter().filter(|o| !o.codes.is_empty()) {
+            codes
+                .entry((o.domain.to_ascii_lowercase(), o.username.to_ascii_lowercase()))
+                .or_default()
+                .extend(o.codes);
+        }
+        Self {
+            cfg: cfg.clone(),
+            border,
+            blacklist: blacklist.into_iter().map(|b| (normalize(&b.number, intl), b)).collect(),
+            disallowed: disallowed.into_iter().map(|d| (normalize(&d.number_prefix, intl), d)).collect(),
+            countries: countries.iter().map(|c| country_key(c).to_owned()).collect(),
+            codes,
+        }
+    }
+
+    /// Whether initial INVITEs need the daemon: some rule could refuse or rewrite a call.
+    pub fn wants_invites(&self) -> bool {
+        self.border.iter().any(|b| b.rule.enabled == 1)
+            || !self.blacklist.is_empty()
+            || !self.disallowed.is_empty()
+            || !self.countries.is_empty()
+            || !self.codes.is_empty()
+    }
+
+    /// Whether REGISTERs need the daemon: an enabled border rule has a user name or domain
+    /// pattern.
+    pub fn wants_registers(&self) -> bool {
+        self.border.iter().any(|b| b.rule.enabled == 1 && (b.username.is_some() || b.domain.is_some()))
+    }
+
+    /// Decides a request.
+    pub fn decide(&self, f: &Facts, now: DateTime<Utc>) -> Decision {
+        if f.in_dialog {
+            return Decision::new(Verdict::Allow, Step::InDialog, "-", "To carries a tag: not a new call");
+        }
+        if let Some(b) = self.border.iter().find(|b| b.matches(f, &self.cfg.site)) {
+            let verdict = match b.rule.action {
+                BorderAction::Allow => Verdict::Allow,
+                BorderAction::Deny => Verdict::Deny,
+                BorderAction::Drop => Verdict::Drop,
+            };
+            let title = if b.rule.opts.title.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.rule.opts.title)
+            };
+            return Decision::new(
+                verdict,
+                Step::Border,
+                format!("border rule {}{title}", b.rule.id),
+                format!(
+                    "the first matching border rule (priority {}) says {}",
+                    b.rule.priority,
+                    b.rule.action.as_str()
+                ),
+            );
+        }
+        if f.method != "INVITE" {
+            return Decision::new(
+                Verdict::Allow,
+                Step::Default,
+                "-",
+                format!("no border rule matches this {}", f.method),
+            );
+        }
+        let intl = self.cfg.international_prefix.as_str();
+        let callers: Vec<String> =
+            f.from_user.iter().chain(&f.asserted).map(|u| normalize(u, intl)).collect();
+        for (n, b) in &self.blacklist {
+            if b.expire_at.is_some_and(|t| t <= now) {
+                continue;
+            }
+            if let Some(c) = callers.iter().find(|c| *c == n) {
+                return Decision::new(
+                    Verdict::Deny,
+                    Step::Blacklist,
+                    format!("blacklisted number {} ({})", b.id, b.number),
+                    format!("the caller {c} is blacklisted"),
+                );
+            }
+        }
+        let Some(dialed) = f.dialed.as_deref() else {
+            return Decision::new(Verdict::Allow, Step::Default, "-", "no dialed user in the Request-URI");
+        };
+        let mut dial = None;
+        if let Some((code, number)) = self.split_code(dialed) {
+            let key = (
+                f.from_host.to_ascii_lowercase(),
+                f.from_user.clone().unwrap_or_default().to_ascii_lowercase(),
+            );
+            return if self.codes.get(&key).is_some_and(|c| c.iter().any(|c| c == code)) {
+                dial = Some(number.to_owned());
+                Decision {
+                    dial,
+                    ..Decision::new(
+                        Verdict::Allow,
+                        Step::AuthCode,
+                        format!("authorization code of {}@{}", key.1, key.0),
+                        format!("a valid authorization code unlocks {number}"),
+                    )
+                }
+            } else {
+                Decision::new(
+                    Verdict::Deny,
+                    Step::AuthCode,
+                    format!("authorization codes of {}@{}", key.1, key.0),
+                    "the authorization code dialed is not one of the caller's",
+                )
+            };
+        }
+        let number = normalize(dialed, intl);
+        if let Some((p, d)) = self
+            .disallowed
+            .iter()
+            .filter(|(p, _)| number.starts_with(p.as_str()))
+            .max_by_key(|(p, _)| p.len())
+        {
+            return Decision::new(
+                Verdict::Deny,
+                Step::DisallowedCode,
+                format!("disallowed code {} ({})", d.id, d.number_prefix),
+                format!("{number} starts with the disallowed code {p}"),
+            );
+        }
+        if let Some(intl_number) = number.strip_prefix('+')
+            && !self.countries.is_empty()
+            && !self.countries.iter().any(|c| intl_number.starts_with(c.as_str()))
+        {
+            return Decision::new(
+                Verdict::Deny,
+                Step::Country,
+                format!("allowed country codes (+{})", self.countries.join(", +")),
+                format!("{number} is international and its country code is not allowed"),
+            );
+        }
+        Decision { dial, ..Decision::new(Verdict::Allow, Step::Default, "-", "no rule objects to this call") }
+    }
+
+    /// `(code, number)` when `dialed` has the authorization-code form.
+    fn split_code<'d>(&self, dialed: &'d str) -> Option<(&'d str, &'d str)> {
+        let (before, between, after) = self.cfg.authcode_parts().ok()?;
+        let rest = dialed.strip_prefix(before)?;
+        let rest = rest.strip_suffix(after)?;
+        let (code, number) = rest.split_once(between)?;
+        (!code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty())
+            .then_some((code, number))
+    }
+
+    /// Numbers of rules by kind, for status.
+    pub fn summary(&self) -> PolicySummary {
+        PolicySummary {
+            border_rules: self.border.len(),
+            blacklisted_numbers: self.blacklist.len(),
+            disallowed_codes: self.disallowed.len(),
+            allowed_countries: self.countries.len(),
+            callers_with_codes: self.codes.len(),
+            hand_up_invites: self.wants_invites(),
+            hand_up_registers: self.wants_registers(),
+        }
+    }
+}
+
+/// What the policy in force holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    /// Border rules (enabled or not).
+    pub border_rules: usize,
+    /// Blacklisted numbers.
+    pub blacklisted_numbers: usize,
+    /// Disallowed codes.
+    pub disallowed_codes: usize,
+    /// Allowed country codes (0: every country).
+    pub allowed_countries: usize,
+    /// Users with authorization codes.
+    pub callers_with_codes: usize,
+    /// Whether the kernel hands up initial INVITEs.
+    pub hand_up_invites: bool,
+    /// Whether the kernel hands up REGISTERs.
+    pub hand_up_registers: bool,
+}
+
+/// The policy in force, shared by the daemon (which replaces it when rules change) and the slow
+/// path (which reads it per request without taking the daemon's lock).
+#[derive(Debug, Default)]
+pub struct Live(RwLock<Arc<Policy>>);
+
+impl Live {
+    /// The policy in force.
+    pub fn get(&self) -> Arc<Policy> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts a new policy in force.
+    pub fn set(&self, p: Policy) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::border::{Ext, Opts};
+
+    fn facts(dialed: &str, from: &str) -> Facts {
+        Facts {
+            method: "INVITE".into(),
+            dialed: Some(dialed.into()),
+            domain: "pbx.example.com".into(),
+            username: from.into(),
+            from_user: Some(from.into()),
+            from_host: "tenant.example.com".into(),
+            user_agent: "PolycomVVX".into(),
+            source: Some("198.51.100.7".parse().unwrap()),
+            ..Facts::default()
+        }
+    }
+
+    fn border(id: &str, priority: u32, username: &str, action: BorderAction) -> BorderRule {
+        BorderRule {
+            id: id.into(),
+            enabled: 1,
+            priority,
+            site: "*".into(),
+            service: "sip".into(),
+            domain: String::new(),
+            username: username.into(),
+            useragent: String::new(),
+            remoteipmask: String::new(),
+            action,
+            opts: Opts::default(),
+            ext: Ext { ct: String::new(), lwt: String::new() },
+        }
+    }
+
+    fn policy(border: Vec<BorderRule>) -> Policy {
+        let now = Utc::now();
+        Policy::build(
+            &Calls::default(),
+            border,
+            vec![BlacklistedNumber {
+                id: "1".into(),
+                number: "+1 (555) 123-4567".into(),
+                expire_at: None,
+                created_at: now,
+                updated_at: now,
+                description: String::new(),
+            }],
+            vec![
+                DisallowedCode { id: "1".into(), number_prefix: "+882".into(), description: String::new() },
+                DisallowedCode { id: "2".into(), number_prefix: "1900".into(), description: String::new() },
+            ],
+            &["+44".into(), "49".into(), "1".into()],
+            vec![CodeOwner {
+                domain: "Tenant.example.com".into(),
+                username: "101".into(),
+                codes: vec!["4711".into()],
+            }],
+        )
+    }
+
+    #[test]
+    fn numbers_normalize_to_one_form() {
+        assert_eq!(normalize("+49 (30) 123-45.6", "00"), "+4930123456");
+        assert_eq!(normalize("0049301234", "00"), "+49301234");
+        assert_eq!(normalize("01149301234", "011"), "+49301234");
+        assert_eq!(normalize("030 1234", "00"), "0301234");
+        assert_eq!(normalize("00", "00"), "00");
+    }
+
+    #[test]
+    fn each_step_decides_in_order() {
+        let now = Utc::now();
+        let p = policy(vec![]);
+        let d = |dialed: &str, from: &str| p.decide(&facts(dialed, from), now);
+        assert_eq!(d("004930123", "101").step, Step::Default);
+        assert_eq!(d("0301234", "101").verdict, Verdict::Allow); // national
+        let b = d("004930123", "+15551234567");
+        assert_eq!((b.verdict, b.step), (Verdict::Deny, Step::Blacklist));
+        let pai = Facts { asserted: vec!["001-555-123-4567".into()], ..facts("004930123", "anonymous") };
+        assert_eq!(p.decide(&pai, now).step, Step::Blacklist);
+        assert_eq!(d("+882 123", "101").step, Step::DisallowedCode);
+        assert_eq!(d("1900555", "101").step, Step::DisallowedCode);
+        let c = d("0086 10 1234", "101");
+        assert_eq!((c.verdict, c.step), (Verdict::Deny, Step::Country));
+        assert_eq!(d("+12125551234", "101").verdict, Verdict::Allow);
+        // An authorization code unlocks a barred destination and is removed.
+        let a = d("*4711*008621234", "101");
+        assert_eq!(
+            (a.verdict, a.step, a.dial.as_deref()),
+            (Verdict::Allow, Step::AuthCode, Some("008621234"))
+        );
+        let wrong = d("*1234*008621234", "101");
+        assert_eq!((wrong.verdict, wrong.step), (Verdict::Deny, Step::AuthCode));
+        assert_eq!(d("*4711*008621234", "102").verdict, Verdict::Deny);
+        assert!(p.wants_invites() && !p.wants_registers());
+    }
+
+    #[test]
+    fn border_rules_in_priority_order_and_expiry() {
+        let now = Utc::now();
+        let mut disabled = border("off", 1, "", BorderAction::Drop);
+        disabled.enabled = 0;
+        let p = policy(vec![
+            border("late", 20, "", BorderAction::Deny),
+            border("early", 10, "^10[0-9]$", BorderAction::Allow),
+            disabled,
+        ]);
+        assert_eq!(p.decide(&facts("+882", "101"), now).rule, "border rule early");
+        assert_eq!(p.decide(&facts("+882", "+15551234567"), now).rule, "border rule late");
+        let mut off = border("off", 1, "", BorderAction::Drop);
+        off.enabled = 0;
+        off.remoteipmask = "198.51.100.0/24".into();
+        let mut p = policy(vec![off]);
+        assert_eq!(p.decide(&facts("1", "x"), now).step, Step::Default);
+        p.blacklist[0].1.expire_at = Some(now - chrono::Duration::seconds(1));
+        assert_eq!(p.decide(&facts("1", "+15551234567"), now).step, Step::Default);
+        assert!(p.wants_invites());
+        let reg = policy(vec![border("r", 1, "^admin$", BorderAction::Drop)]);
+        assert!(reg.wants_registers());
+        let f = Facts { method: "REGISTER".into(), username: "admin".into(), ..facts("", "admin") };
+        assert_eq!(reg.decide(&f, now).verdict, Verdict::Drop);
+        let f = Facts { username: "101".into(), ..f };
+        assert_eq!(reg.decide(&f, now).verdict, Verdict::Allow);
+    }
+}

@@ -1,0 +1,521 @@
+//! The slow path: reads the requests the kernel hands up ([`callguard_common::handup`]), decides
+//! each with the [`calls::Policy`] in force, and carries the verdict out:
+//!
+//! - `allow`: the IP packet is sent again, unchanged (or with the authorization code removed),
+//!   through a raw socket to its own destination, so the PBX receives it from the caller's
+//!   address and port;
+//! - `deny`: a `403 Forbidden` goes back to the caller from the address and port it called;
+//! - `drop`: nothing.
+//!
+//! The same task beats the heartbeat the kernel checks, so a stuck or dead slow path is noticed
+//! by the kernel within a second and the failure policy takes over. Retransmissions of a request
+//! get the first verdict again without a second evaluation.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, MapData, RingBuf};
+use callguard_common::handup::{HEARTBEAT_EVERY_MS, HandUp};
+use chrono::Utc;
+use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, NetSlice, SlicedPacket, TransportSlice, UdpHeader};
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    api::EventRecord,
+    calls::{self, Decision, Facts, Step, Verdict},
+    events::Hub,
+    message::{self, Message},
+};
+
+/// Most requests remembered for retransmission matching.
+const REMEMBERED_MAX: usize = 65_536;
+
+/// Counters of the slow path, by verdict and deciding step.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowStats {
+    /// Requests decided, by `verdict/step` (`allow/default`, `deny/blacklist`, …).
+    pub decisions: BTreeMap<String, u64>,
+    /// Retransmissions answered with an earlier verdict.
+    pub retransmissions: u64,
+    /// Frames that were not UDP over IP (never expected from the kernel).
+    pub malformed_frames: u64,
+    /// Verdicts that could not be carried out (a send failed).
+    pub send_errors: u64,
+}
+
+/// What one request led to.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// Whether it repeated an earlier decision (a retransmission).
+    pub retransmission: bool,
+}
+
+/// The UDP datagram of a handed-up frame.
+#[derive(Clone, Debug)]
+struct Datagram<'a> {
+    ip: IpHeaders,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &'a [u8],
+}
+
+fn datagram(frame: &[u8]) -> Option<Datagram<'_>> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(TransportSlice::Udp(udp)) = p.transport else { return None };
+    let (ip, src, dst): (IpHeaders, IpAddr, IpAddr) = match p.net? {
+        NetSlice::Ipv4(v4) => {
+            let h = v4.header().to_header();
+            let (s, d) = (h.source.into(), h.destination.into());
+            (IpHeaders::Ipv4(h, v4.extensions().to_header()), s, d)
+        }
+        NetSlice::Ipv6(v6) => {
+            let h = v6.header().to_header();
+            let (s, d) = (h.source.into(), h.destination.into());
+            let (ext, _, _) =
+                etherparse::Ipv6Extensions::from_slice(h.next_header, v6.extensions().slice()).ok()?;
+            (IpHeaders::Ipv6(h, ext), s, d)
+        }
+        NetSlice::Arp(_) => return None,
+    };
+    Some(Datagram {
+        ip,
+        src: SocketAddr::new(src, udp.source_port()),
+        dst: SocketAddr::new(dst, udp.destination_port()),
+        payload: udp.payload(),
+    })
+}
+
+/// An IP packet carrying `payload` in UDP from `src` to `dst`, with checksums; `like` gives the
+/// IP header fields to keep (TTL or hop limit, traffic class, IPv4 options).
+fn udp_packet(like: &IpHeaders, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(payload.len() + 68);
+    let udp_len = payload.len() + UdpHeader::LEN;
+    match (like, src.ip(), dst.ip()) {
+        (IpHeaders::Ipv4(h, _), IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip = Ipv4Header { source: s.octets(), destination: d.octets(), ..h.clone() };
+            ip.set_payload_len(udp_len).ok()?;
+            ip.fragment_offset = Default::default();
+            ip.more_fragments = false;
+            ip.header_checksum = ip.calc_header_checksum();
+            let udp = UdpHeader::with_ipv4_checksum(src.port(), dst.port(), &ip, payload).ok()?;
+            ip.write(&mut out).ok()?;
+            udp.write(&mut out).ok()?;
+        }
+        (IpHeaders::Ipv6(h, _), IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut ip = Ipv6Header { source: s.octets(), destination: d.octets(), ..h.clone() };
+            ip.next_header = etherparse::IpNumber::UDP;
+            ip.set_payload_length(udp_len).ok()?;
+            let udp = UdpHeader::with_ipv6_checksum(src.port(), dst.port(), &ip, payload).ok()?;
+            ip.write(&mut out).ok()?;
+            udp.write(&mut out).ok()?;
+        }
+        _ => return None,
+    }
+    out.extend_from_slice(payload);
+    Some(out)
+}
+
+/// The `403 Forbidden` for a request (RFC 3261 §8.2.6): its Via fields in order, From, To with
+/// `tag` added, Call-ID and CSeq, no body.
+pub fn forbidden(m: &Message<'_>, tag: &str) -> Vec<u8> {
+    let mut out = b"SIP/2.0 403 Forbidden\r\n".to_vec();
+    for name in ["via", "from", "to", "call-id", "cseq"] {
+        for h in m.all(name) {
+            out.extend_from_slice(name_of(name).as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value.as_bytes());
+            if name == "to" && NameAddrTag::missing(&h.value) {
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(tag.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Server: callguard\r\nContent-Length: 0\r\n\r\n");
+    out
+}
+
+fn name_of(lower: &str) -> &'static str {
+    match lower {
+        "via" => "Via",
+        "from" => "From",
+        "to" => "To",
+        "call-id" => "Call-ID",
+        _ => "CSeq",
+    }
+}
+
+/// Whether a To value lacks a tag.
+struct NameAddrTag;
+
+impl NameAddrTag {
+    fn missing(v: &str) -> bool {
+        message::NameAddr::parse(v).map_or(true, |n| n.tag().is_none())
+    }
+}
+
+/// Where a response to `m` goes (RFC 3261 §18.2.2 with RFC 3581): the source address; the source
+/// port when the top Via asks for `rport`, else the Via's sent-by port (5060 when absent).
+fn reply_to(m: &Message<'_>, src: SocketAddr) -> SocketAddr {
+    match m.top_via() {
+        Ok(v) if !v.rport => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),
+        _ => src,
+    }
+}
+
+/// `payload` with the Request-URI user (and the To URI user, when it is the same) changed from
+/// `old` to `new`.
+fn redial(m: &Message<'_>, old: &str, new: &str) -> Vec<u8> {
+    let raw = m.raw;
+    let mut out = Vec::with_capacity(raw.len());
+    let replace_first = |out: &mut Vec<u8>, part: &[u8]| {
+        let text = String::from_utf8_lossy(part);
+        // The user as written may be percent-encoded differently from `old`; replace the first
+        // occurrence after the scheme's colon.
+        match text.find(&format!(":{old}@")) {
+            Some(i) => {
+                out.extend_from_slice(&part[..=i]);
+                out.extend_from_slice(new.as_bytes());
+                out.extend_from_slice(&part[i + 1 + old.len()..]);
+            }
+            None => out.extend_from_slice(part),
+        }
+    };
+    replace_first(&mut out, &raw[m.start_span.clone()]);
+    let mut pos = m.start_span.end;
+    for h in &m.headers {
+        out.extend_from_slice(&raw[pos..h.span.start]);
+        if h.name == "to" {
+            replace_first(&mut out, &raw[h.span.clone()]);
+        } else {
+            out.extend_from_slice(&raw[h.span.clone()]);
+        }
+        pos = h.span.end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    out
+}
+
+/// Raw sockets for re-injection and replies (one per address family; `IPPROTO_RAW` implies
+/// that the packet carries its own IP header).
+#[derive(Debug)]
+struct Injector {
+    v4: Socket,
+    v6: Option<Socket>,
+}
+
+impl Injector {
+    fn new() -> anyhow::Result<Self> {
+        let raw = || Protocol::from(libc::IPPROTO_RAW);
+        let v4 = Socket::new(Domain::IPV4, Type::RAW, Some(raw()))?;
+        let v6 = Socket::new(Domain::IPV6, Type::RAW, Some(raw()))
+            .map_err(|e| tracing::warn!("no IPv6 raw socket ({e}); IPv6 hand-ups cannot be carried out"))
+            .ok();
+        Ok(Self { v4, v6 })
+    }
+
+    /// Sends an IP packet (header included) towards `dst`.
+    fn send(&self, packet: &[u8], dst: IpAddr) -> std::io::Result<()> {
+        let sock = match dst {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => self.v6.as_ref().ok_or_else(|| std::io::Error::other("no IPv6 raw socket"))?,
+        };
+        sock.send_to(packet, &SockAddr::from(SocketAddr::new(dst, 0))).map(|_| ())
+    }
+}
+
+/// A request as retransmissions repeat it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TxKey {
+    src: SocketAddr,
+    call_id: String,
+    cseq: u32,
+    method: String,
+    branch: String,
+}
+
+/// The slow path's state.
+#[derive(Debug)]
+pub struct SlowPath {
+    live: Arc<calls::Live>,
+    hub: Arc<Hub>,
+    inject: Injector,
+    window: Duration,
+    seen: HashMap<TxKey, (Instant, Decision, String)>,
+    order: VecDeque<(Instant, TxKey)>,
+    stats: Arc<Mutex<SlowStats>>,
+}
+
+impl SlowPath {
+    /// A slow path deciding with `live`, publishing decisions to `hub`.
+    pub fn new(
+        live: Arc<calls::Live>,
+        hub: Arc<Hub>,
+        window: Duration,
+        stats: Arc<Mutex<SlowStats>>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            live,
+            hub,
+            inject: Injector::new()?,
+            window,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            stats,
+        })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut SlowStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// Decides one handed-up frame and carries the verdict out.
+    pub fn handle(&mut self, frame: &[u8]) -> Option<Outcome> {
+        let Some(d) = datagram(frame) else {
+            self.count(|s| s.malformed_frames += 1);
+            return None;
+        };
+        let now = Instant::now();
+        while let Some((t, _)) = self.order.front() {
+            if now.duration_since(*t) < self.window && self.order.len() < REMEMBERED_MAX {
+                break;
+            }
+            if let Some((_, k)) = self.order.pop_front() {
+                self.seen.remove(&k);
+            }
+        }
+        let (outcome, msg) = match message::parse(d.payload) {
+            Err(e) => {
+                let decision = Decision {
+                    verdict: Verdict::Drop,
+                    step: Step::Unreadable,
+                    rule: "-".into(),
+                    why: format!("not readable as SIP: {e}"),
+                    dial: None,
+                };
+                (Outcome { decision, retransmission: false }, None)
+            }
+            Ok(m) => (self.decide(&m, d.src, now), Some(m)),
+        };
+        self.carry_out(&d, msg.as_ref(), &outcome);
+        Some(outcome)
+    }
+
+    fn decide(&mut self, m: &Message<'_>, src: SocketAddr, now: Instant) -> Outcome {
+        let key = match (m.call_id(), m.cseq(), m.top_via()) {
+            (Ok(c), Ok((n, meth)), Ok(v)) => Some(TxKey {
+                src,
+                call_id: c.to_owned(),
+                cseq: n,
+                method: meth.to_owned(),
+                branch: v.branch.unwrap_or_default().to_owned(),
+            }),
+            _ => None,
+        };
+        if let Some(k) = &key
+            && let Some((_, decision, _)) = self.seen.get(k)
+        {
+            return Outcome { decision: decision.clone(), retransmission: true };
+        }
+        let decision = match Facts::read(m, src.ip()) {
+            Ok(f) => self.live.get().decide(&f, Utc::now()),
+            Err(e) => Decision {
+                verdict: Verdict::Drop,
+                step: Step::Unreadable,
+                rule: "-".into(),
+                why: format!("not readable as a SIP request: {e}"),
+                dial: None,
+            },
+        };
+        if let Some(k) = key {
+            let tag = crate::accounts::new_secret()[..16].to_owned();
+            self.seen.insert(k.clone(), (now, decision.clone(), tag));
+            self.order.push_back((now, k));
+        }
+        Outcome { decision, retransmission: false }
+    }
+
+    fn tag_for(&self, m: &Message<'_>, src: SocketAddr) -> String {
+        let found = (|| {
+            let (n, meth) = m.cseq().ok()?;
+            let k = TxKey {
+                src,
+                call_id: m.call_id().ok()?.to_owned(),
+                cseq: n,
+                method: meth.to_owned(),
+                branch: m.top_via().ok()?.branch.unwrap_or_default().to_owned(),
+            };
+            self.seen.get(&k).map(|e| e.2.clone())
+        })();
+        found.unwrap_or_else(|| crate::accounts::new_secret()[..16].to_owned())
+    }
+
+    fn carry_out(&mut self, d: &Datagram<'_>, m: Option<&Message<'_>>, o: &Outcome) {
+        let dec = &o.decision;
+        let sent = match (dec.verdict, m) {
+            (Verdict::Allow, Some(m)) => {
+                let payload = match (&dec.dial, Facts::read(m, d.src.ip()).ok().and_then(|f| f.dialed)) {
+                    (Some(new), Some(old)) => redial(m, &old, new),
+                    _ => d.payload.to_vec(),
+                };
+                udp_packet(&d.ip, d.src, d.dst, &payload).map(|p| self.inject.send(&p, d.dst.ip()))
+            }
+            (Verdict::Deny, Some(m)) => {
+                let to = reply_to(m, d.src);
+                let body = forbidden(m, &self.tag_for(m, d.src));
+                udp_packet(&d.ip, d.dst, to, &body).map(|p| self.inject.send(&p, to.ip()))
+            }
+            _ => None,
+        };
+        if let Some(Err(e)) = &sent {
+            tracing::error!(source = %d.src, "carrying out `{}`: {e}", dec.verdict.as_str());
+        }
+        let failed = matches!(sent, Some(Err(_)));
+        self.count(|s| {
+            if o.retransmission {
+                s.retransmissions += 1;
+            } else {
+                *s.decisions.entry(format!("{}/{}", dec.verdict.as_str(), dec.step.as_str())).or_default() +=
+                    1;
+            }
+            if failed {
+                s.send_errors += 1;
+            }
+        });
+        if !o.retransmission {
+            self.hub.publish(EventRecord {
+                time: Utc::now(),
+                kind: "call".into(),
+                source: d.src.ip(),
+                reason: format!("{}/{}", dec.verdict.as_str(), dec.step.as_str()),
+                method: m.and_then(Message::method).unwrap_or("unknown").into(),
+                rule: None,
+                signature: None,
+                user_agent: m.and_then(Message::user_agent).unwrap_or_default().chars().take(32).collect(),
+                detail: format!("{}: {}", dec.rule, dec.why),
+            });
+        }
+    }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds: the kernel's `bpf_ktime_get_boot_ns`.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_BOOTTIME exists since Linux 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Runs the slow path until the daemon stops: beats the heartbeat and decides what the ring
+/// holds. Both happen in this one task, so a slow path that stops deciding also stops beating.
+pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Array<MapData, u64>) {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
+    // RingBuf lives, and the AsyncFd owns the RingBuf.
+    let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+    let mut ring = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("watching the hand-up ring buffer: {e}; the failure policy applies");
+            return;
+        }
+    };
+    let mut beat = tokio::time::interval(Duration::from_millis(HEARTBEAT_EVERY_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if let Err(e) = heartbeat.set(0, boot_ns(), 0) {
+                    tracing::error!("writing the heartbeat: {e}");
+                }
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("reading the hand-up ring buffer: {e}; the failure policy applies");
+                        return;
+                    }
+                };
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    if item.len() != size_of::<HandUp>() {
+                        continue;
+                    }
+                    // SAFETY: the kernel wrote a HandUp (repr(C), integers and bytes) of this size.
+                    let rec = unsafe { &*item.as_ptr().cast::<HandUp>() };
+                    slow.handle(rec.bytes());
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:*4711*0086123@pbx.example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK0\r\n\
+        From: <sip:101@tenant.example.com>;tag=abc\r\n\
+        To: <sip:*4711*0086123@pbx.example.com>\r\n\
+        Call-ID: c1@host\r\n\
+        CSeq: 1 INVITE\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn forbidden_copies_the_transaction_and_tags_to() {
+        let m = message::parse(INVITE.as_bytes()).unwrap();
+        let r = String::from_utf8(forbidden(&m, "t1")).unwrap();
+        let want = "SIP/2.0 403 Forbidden\r\n\
+            Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1\r\n\
+            Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK0\r\n\
+            From: <sip:101@tenant.example.com>;tag=abc\r\n\
+            To: <sip:*4711*0086123@pbx.example.com>;tag=t1\r\n\
+            Call-ID: c1@host\r\n\
+            CSeq: 1 INVITE\r\n\
+            Server: callguard\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(r, want);
+        let reply = message::parse(r.as_bytes()).unwrap();
+        assert_eq!(reply.to().unwrap().tag(), Some("t1"));
+        assert_eq!(reply_to(&m, "192.0.2.10:40000".parse().unwrap()), "192.0.2.10:5062".parse().unwrap());
+    }
+
+    #[test]
+    fn redial_removes_the_code_from_the_request_uri_and_to() {
+        let m = message::parse(INVITE.as_bytes()).unwrap();
+        let out = String::from_utf8(redial(&m, "*4711*0086123", "0086123")).unwrap();
+        assert_eq!(out, INVITE.replace("*4711*0086123", "0086123"));
+    }
+
+    #[test]
+    fn rebuilt_packets_carry_valid_checksums() {
+        let like = IpHeaders::Ipv4(
+            Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, [0; 4], [0; 4]).unwrap(),
+            Default::default(),
+        );
+        let p = udp_packet(
+            &like,
+            "192.0.2.10:5062".parse().unwrap(),
+            "198.51.100.1:5060".parse().unwrap(),
+            b"hello",
+        )
+        .unwrap();
+        let s = SlicedPacket::from_ip(&p).unwrap();
+        let Some(NetSlice::Ipv4(v4)) = s.net else { panic!() };
+        assert_eq!(v4.header().header_checksum(), v4.header().to_header().calc_header_checksum());
+        let Some(TransportSlice::Udp(u)) = s.transport else { panic!() };
+        let h = u.to_header();
+        assert_eq!(h.checksum, h.calc_checksum_ipv4(&v4.header().to_header(), b"hello").unwrap());
+        assert_eq!(u.payload(), b"hello");
+    }
+}
