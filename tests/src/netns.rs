@@ -453,3 +453,12 @@ pub fn reason_packets(stats: &serde_json::Value, action: &str, reason: &str) -> 
         .find(|r| r["action"] == action && r["reason"] == reason)
         .map_or(0, |r| r["packets"].as_u64().unwrap_or(0))
 }
+
+/// A column of SIPp's statistics file (`-trace_stat`), last row.
+pub fn sipp_stat(csv: &str, column: &str) -> u64 {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let head: Vec<&str> = lines.next().expect("csv header").split(';').collect();
+    let last: Vec<&str> = lines.next_back().expect("csv row").split(';').collect();
+    let i = head.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no column {column}"));
+    last[i].parse().unwrap_or_else(|_| panic!("{column} = {:?}", last[i]))
+}

@@ -16,7 +16,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use callguard_tests::netns::{Instance, Netns, reason_packets, veth};
+use callguard_tests::netns::{Instance, Netns, reason_packets, sipp_stat, veth};
 
 /// The SIP server's address (on the caller's link; scanners reach it through the pbx).
 const SERVER: &str = "198.18.1.1";
@@ -87,15 +87,6 @@ fn sipvicious(tool: &str) -> String {
 /// `cmd` split at spaces (no argument here has one).
 fn argv(cmd: &str) -> Vec<&str> {
     cmd.split(' ').collect()
-}
-
-/// A column of SIPp's statistics file (`-trace_stat`), last row.
-fn sipp_stat(csv: &str, column: &str) -> u64 {
-    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-    let head: Vec<&str> = lines.next().expect("csv header").split(';').collect();
-    let last: Vec<&str> = lines.next_back().expect("csv row").split(';').collect();
-    let i = head.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no column {column}"));
-    last[i].parse().unwrap_or_else(|_| panic!("{column} = {:?}", last[i]))
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! Number-level call checks end to end: real SIPp calls from one namespace to a real SIPp UAS
+//! behind callguard in another, with the rules written through the management API.
+//!
+//! Scenarios (each SIPp run must complete every call exactly as its scenario expects: a `200 OK`
+//! for `tests/sipp/uac_call.xml`, a `403 Forbidden` for `uac_forbidden.xml`):
+//! allowed numbers complete; a barred prefix, a blacklisted caller and a disallowed country get
+//! 403; a barred number dialed with a valid authorization code completes and the UAS sees it
+//! without the code; a wrong code gets 403. The UAS's message log shows it never received a
+//! barred INVITE, and nftables in the PBX namespace shows each allowed INVITE arrived with the
+//! caller's own address and port. Then the daemon is killed: with `fail = "open"` a barred call
+//! gets through; with `fail = "closed"` an allowed call does not; restarted, it works again.
+
+use std::{path::PathBuf, time::Duration};
+
+use callguard_tests::netns::{Instance, Netns, Topology, reason_packets, sipp_stat};
+
+const PBX: &str = Topology::PBX_V4;
+const CALLER: &str = "198.18.0.2";
+/// Calls per scenario.
+const CALLS: u32 = 5;
+
+fn scenario(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sipp").join(name).to_string_lossy().into_owned()
+}
+
+/// One SIPp client run from the caller: `calls` calls from `user@host` to `dialed`, with
+/// `scenario_file`; returns (completed, failed, what SIPp printed).
+fn place(
+    inst: &Instance,
+    peer: &Netns,
+    scenario_file: &str,
+    user: &str,
+    dialed: &str,
+    calls: u32,
+) -> (u64, u64, String) {
+    let dir = inst.dir.path();
+    let tag = callguard_tests::unique("uac");
+    let inf = dir.join(format!("{tag}.csv"));
+    std::fs::write(&inf, format!("SEQUENTIAL\n{user};tenant.example;\n")).expect("injection file");
+    let stats = dir.join(format!("{tag}-stats.csv"));
+    let log = dir.join(format!("{tag}.log"));
+    let cmd = format!(
+        "sipp {PBX}:5060 -sf {} -inf {} -s {dialed} -i {CALLER} -p 5070 -nostdin -r 10 -m {calls} \
+         -timeout 15 -timeout_error -recv_timeout 4000 -trace_stat -stf {}",
+        scenario(scenario_file),
+        inf.display(),
+        stats.display()
+    );
+    let args: Vec<&str> = cmd.split(' ').collect();
+    let (_, out) = peer.spawn(&args, &log).wait(Duration::from_secs(30));
+    let csv = std::fs::read_to_string(&stats).unwrap_or_default();
+    if csv.is_empty() {
+        return (0, u64::from(calls), out);
+    }
+    (sipp_stat(&csv, "SuccessfulCall(C)"), sipp_stat(&csv, "FailedCall(C)"), out)
+}
+
+fn api(inst: &Instance, method: &str, path: &str, body: &str) {
+    inst.cli(&["api", method, path, body]);
+}
+
+#[test]
+fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_the_daemon_dies() {
+    let t = Topology::new();
+    // Rate limits off: this test places more INVITEs from one source than the defaults allow.
+    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n";
+    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let daemon = inst.start();
+    let dir = inst.dir.path().to_owned();
+    // What reaches the PBX host stack from the caller: re-injected requests arrive on `lo`.
+    t.pbx.nft(&format!(
+        "table inet cg {{
+            counter reinjected {{}}
+            chain in {{
+                type filter hook input priority 0;
+                iifname \"lo\" ip saddr {CALLER} udp sport 5070 udp dport 5060 counter name \"reinjected\"
+            }}
+        }}"
+    ));
+    let uas_messages = dir.join("uas-messages.log");
+    let _uas = t.pbx.spawn(
+        &[
+            "sipp",
+            "-sn",
+            "uas",
+            "-i",
+            PBX,
+            "-p",
+            "5060",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            &uas_messages.to_string_lossy(),
+        ],
+        &dir.join("uas.log"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Before any number rule exists nothing is handed up.
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "101", "0086101234", 1);
+    assert_eq!((ok, failed), (1, 0), "{out}");
+    assert_eq!(reason_packets(&inst.stats(), "handup", "handed_up"), 0);
+
+    // The rules, through the management API (on the control socket, as the system admin).
+    api(&inst, "POST", "/api/allowed_country_codes", r#"{"items": ["44", "+49", "1"]}"#);
+    api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);
+    api(&inst, "POST", "/api/blacklisted_numbers", r#"{"number": "+15551234567", "description": "fraud"}"#);
+    api(&inst, "POST", "/api/v1/tenants", r#"{"id": "t1", "name": "T1", "domain": "tenant.example"}"#);
+    api(&inst, "POST", "/api/v1/tenants/t1/groups", r#"{"id": "g1"}"#);
+    api(
+        &inst,
+        "POST",
+        "/api/v1/users",
+        r#"{"tenant": "t1", "group": "g1", "username": "101", "password": "user-101-pass", "role": "StandardUser"}"#,
+    );
+    api(
+        &inst,
+        "POST",
+        "/api/v1/tenants/t1/groups/g1/users/101/services/outgoing_call_barring/codes/",
+        r#"{"code": "4711", "description": "boss"}"#,
+    );
+    let stats = inst.stats();
+    assert_eq!(stats["calls"]["hand_up_invites"], true, "{}", stats["calls"]);
+
+    let scenarios: [(&str, &str, &str, &str); 6] = [
+        ("allowed number", "uac_call.xml", "101", "004930123"),
+        ("barred prefix", "uac_forbidden.xml", "101", "+882123456"),
+        ("blacklisted caller", "uac_forbidden.xml", "+15551234567", "004930123"),
+        ("disallowed country", "uac_forbidden.xml", "101", "0086201234"),
+        ("barred country with a valid authorization code", "uac_call.xml", "101", "*4711*0086101234"),
+        ("barred country with a wrong authorization code", "uac_forbidden.xml", "101", "*1234*0086301234"),
+    ];
+    let mut summary = Vec::new();
+    for (name, file, user, dialed) in scenarios {
+        let (ok, failed, out) = place(&inst, &t.peer, file, user, dialed, CALLS);
+        let want = if file == "uac_call.xml" { "200" } else { "403" };
+        summary.push(format!("{name} ({user} dials {dialed}): {ok} of {CALLS} got {want}, {failed} failed"));
+        assert_eq!((ok, failed), (u64::from(CALLS), 0), "{name}: {out}\n{}", daemon.log());
+    }
+    let stats = inst.stats();
+    let handed_up = reason_packets(&stats, "handup", "handed_up");
+    summary.push(format!("handed up: {handed_up}, slow path: {}", stats["slow_path"]));
+    println!("{}", summary.join("\n"));
+
+    // The UAS saw the allowed INVITEs, the authorization code removed, and nothing barred.
+    let seen = std::fs::read_to_string(&uas_messages).expect("the UAS's message log");
+    let invites: Vec<&str> = seen.lines().filter(|l| l.starts_with("INVITE ")).collect();
+    let count = |user: &str| invites.iter().filter(|l| l.starts_with(&format!("INVITE sip:{user}@"))).count();
+    // Exactly the allowed scenario's: the blacklisted caller dialed the same number.
+    assert_eq!(count("004930123"), CALLS as usize, "{invites:?}");
+    assert_eq!(count("0086101234"), CALLS as usize + 1, "{invites:?}"); // + the call before any rule
+    for barred in ["+882123456", "0086201234", "0086301234", "*4711*"] {
+        assert!(!invites.iter().any(|l| l.contains(barred)), "the UAS received {barred}: {invites:?}");
+    }
+    // Every allowed INVITE came up through the slow path with the caller's address and port.
+    let reinjected = t.pbx.nft_counter("cg", "reinjected");
+    assert!(reinjected >= u64::from(2 * CALLS), "re-injected: {reinjected}");
+    let decisions = &stats["slow_path"]["decisions"];
+    assert_eq!(decisions["allow/default"], CALLS, "{decisions}");
+    assert_eq!(decisions["allow/authcode"], CALLS, "{decisions}");
+    assert_eq!(decisions["deny/disallowed_code"], CALLS, "{decisions}");
+    assert_eq!(decisions["deny/blacklist"], CALLS, "{decisions}");
+    assert_eq!(decisions["deny/country"], CALLS, "{decisions}");
+    assert_eq!(decisions["deny/authcode"], CALLS, "{decisions}");
+
+    // explain names the rule without sending anything.
+    let invite = dir.join("invite.txt");
+    std::fs::write(
+        &invite,
+        "INVITE sip:+882123456@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bKx\r\n\
+         From: <sip:101@tenant.example>;tag=1\r\nTo: <sip:+882123456@198.18.0.1>\r\nCall-ID: x@y\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let explained = inst.cli(&["explain", &invite.to_string_lossy(), "--source", CALLER]);
+    println!("callguard explain:\n{explained}");
+    assert!(explained.contains("verdict:   deny") && explained.contains("disallowed code"), "{explained}");
+
+    // Fail-open (the default): the daemon dies, and within two seconds a barred call gets through.
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "101", "+882999", 1);
+    assert_eq!((ok, failed), (1, 0), "fail-open: a barred call completes while the daemon is gone: {out}");
+
+    // Fail-closed: configured, the daemon started (so the kernel knows), then killed.
+    let text = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(&inst.config, format!("{text}\n[calls]\nfail = \"closed\"\n")).unwrap();
+    let daemon = inst.start();
+    let stats = inst.stats();
+    assert!(reason_packets(&stats, "pass", "daemon_gone") >= 1, "{}", stats["reasons"]);
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, _, _) = place(&inst, &t.peer, "uac_call.xml", "101", "004930777", 1);
+    assert_eq!(ok, 0, "fail-closed: no call gets through while the daemon is gone");
+    let _daemon = inst.start();
+    let stats = inst.stats();
+    let closed = reason_packets(&stats, "drop", "daemon_gone");
+    assert!(closed >= 1, "{}", stats["reasons"]);
+    let seen = std::fs::read_to_string(&uas_messages).unwrap();
+    assert!(!seen.contains("INVITE sip:004930777@"), "the UAS received a call while closed");
+    // Back up: calls are decided again.
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "101", "004930123", 1);
+    assert_eq!((ok, failed), (1, 0), "after the restart: {out}");
+    println!(
+        "failure policy: open passed {} requests, closed dropped {closed}",
+        reason_packets(&stats, "pass", "daemon_gone")
+    );
+}
