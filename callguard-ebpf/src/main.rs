@@ -466,7 +466,7 @@ fn note_fragmented(fragmented: bool) {
     if let Some(p) = CG_VERDICT.get_ptr_mut(0) {
         // SAFETY: this CPU's value, used by nothing else during this program run.
         unsafe {
-            core::ptr::write_volatile(&raw mut (*p).slow, if fragmented { SLOW_FRAGMENTED } else { 0 })
+            core::ptr::write_volatile(&raw mut (*p).slow, if fragmented { SLOW_FRAGMENTED } else { 0 });
         };
     }
 }

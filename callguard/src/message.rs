@@ -385,7 +385,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.iter().find(|(k, _)| k == "tag").and_then(|(_, v)| *v)
+        self.params.iter().find_map(|(k, v)| if k == "tag" { *v } else { None })
     }
 }
 

@@ -271,3 +271,49 @@ fn torture_messages_pass_unless_they_hide_a_scanner_or_a_rule_refuses_them() {
         k.assert_counters(&want);
     }
 }
+
+/// The daemon's own SIP parser (the slow path's) reads every legitimate torture message, phone
+/// request and response the way the kernel does (same method, same From and To users), and
+/// never panics on a million mutated or random payloads (the cargo-fuzz target
+/// `fuzz/fuzz_targets/message.rs` runs the same code without end).
+#[test]
+fn the_daemon_parser_reads_the_torture_messages_and_survives_mutations() {
+    use callguard::message;
+    let mut corpus: Vec<(String, Vec<u8>)> =
+        sipmsg::torture().into_iter().map(|(name, m, _)| (name.to_owned(), m)).collect();
+    corpus.extend(sipmsg::phones().into_iter().map(|(name, m)| (name.to_owned(), m)));
+    for (name, m) in &corpus {
+        let parsed = message::parse(m).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (s, n) = sip::Scratch::new(m);
+        let info = sip::parse(&s, n);
+        let Some(method) = parsed.method() else {
+            assert_eq!(info.kind, sip::Kind::Response, "{name}");
+            continue;
+        };
+        let known = sip::method::NAMES.iter().position(|k| k.eq_ignore_ascii_case(method)).unwrap_or(0);
+        assert_eq!(usize::from(info.method), known, "{name}: method {method}");
+        let from = parsed.from().unwrap_or_else(|e| panic!("{name}: From: {e}"));
+        let to = parsed.to().unwrap_or_else(|e| panic!("{name}: To: {e}"));
+        assert!(from.uri.user.is_some() || to.uri.user.is_some(), "{name}: no user read");
+        parsed.call_id().unwrap_or_else(|e| panic!("{name}: {e}"));
+        parsed.cseq().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for r in sipmsg::responses() {
+        let parsed = message::parse(&r).expect("a response");
+        assert!(matches!(parsed.start, message::StartLine::Response { .. }));
+    }
+    let mut mutator = callguard_tests::mutate::Mutator::new(4475, &["198.18.0.9"]);
+    let (mut read, n) = (0, 1_000_000);
+    for _ in 0..n {
+        let p = mutator.payload();
+        if let Ok(m) = message::parse(&p) {
+            read += 1;
+            let _ = callguard::calls::Facts::read(&m, "198.18.0.9".parse().unwrap());
+            let _ = (m.top_via(), m.asserted_identities(), callguard::slowpath::forbidden(&m, "t"));
+        }
+    }
+    println!(
+        "daemon parser: {} corpus messages read; {read} of {n} mutated payloads still parse",
+        corpus.len()
+    );
+}

@@ -1,0 +1,128 @@
+//! The kernel's half of the slow path, through BPF_PROG_TEST_RUN: which requests are handed up
+//! (whole, into the ring buffer), and what the failure policy does when the daemon's heartbeat
+//! is stale, its queue is full, or a request cannot be handed up whole.
+
+use callguard::{
+    rules::{Kind, Scope},
+    slowpath::boot_ns,
+};
+use callguard_common::{
+    Action, KernelConfig, Reason,
+    config::{FLAG_FAIL_CLOSED, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER},
+    handup::{HEARTBEAT_TIMEOUT_NS, HandUp},
+};
+use callguard_tests::{TestKernel, frame::Frame, rule};
+
+const CALLER: &str = "198.18.0.7";
+
+fn request(method: &str, to_tag: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:004930123@198.18.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.7:5060;branch=z9hG4bK1\r\n\
+         From: <sip:101@tenant.example>;tag=a\r\n\
+         To: <sip:004930123@198.18.0.1>{to_tag}\r\n\
+         Call-ID: 1@198.18.0.7\r\n\
+         CSeq: 1 {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn frame(src: &str, payload: &[u8]) -> Vec<u8> {
+    Frame::udp(src, 5060).payload(payload).build()
+}
+
+fn set_flags(k: &mut TestKernel, flags: u16) {
+    let base = TestKernel::quiet().kernel_config();
+    k.kernel.set_config(KernelConfig { flags: base.flags | flags, ..base }).unwrap();
+}
+
+#[test]
+fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
+    let mut k = TestKernel::new();
+    let (mut ring, mut heartbeat) = k.kernel.take_handup().expect("the hand-up maps");
+    let invite = frame(CALLER, &request("INVITE", ""));
+
+    // Not asked: nothing is handed up.
+    assert_eq!(k.run(&invite), Action::Pass);
+    k.assert_counters(&[(Action::Pass, Reason::Clean, 1)]);
+
+    // Asked, but no heartbeat yet: fail-open passes it.
+    set_flags(&mut k, FLAG_HANDUP_INVITE);
+    assert_eq!(k.run(&invite), Action::Pass);
+    assert_eq!(k.counter(Action::Pass, Reason::DaemonGone).packets, 1);
+
+    // A fresh heartbeat: the frame is taken from the stack and appears whole in the ring.
+    heartbeat.set(0, boot_ns(), 0).unwrap();
+    assert_eq!(k.run(&invite), Action::Drop);
+    assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, 1);
+    let item = ring.next().expect("a handed-up record");
+    assert_eq!(item.len(), size_of::<HandUp>());
+    // SAFETY: the kernel wrote a HandUp of exactly this size.
+    let rec = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HandUp>()) };
+    drop(item);
+    assert_eq!(rec.bytes(), invite.as_slice());
+
+    // In-dialog INVITEs (a To tag), other methods and REGISTER (not asked) stay on the fast path.
+    for (what, payload) in [
+        ("re-INVITE", request("INVITE", ";tag=b")),
+        ("re-INVITE, odd spacing", request("INVITE", " ; TAG = b")),
+        ("OPTIONS", request("OPTIONS", "")),
+        ("REGISTER", request("REGISTER", "")),
+    ] {
+        assert_eq!(k.run(&frame(CALLER, &payload)), Action::Pass, "{what}");
+    }
+    assert_eq!(k.counter(Action::Pass, Reason::Clean).packets, 5);
+    assert!(ring.next().is_none(), "nothing else was handed up");
+
+    // A tag inside the URI or the display name is not a To tag.
+    for to in ["<sip:004930123@198.18.0.1;tag=x>", "\"a;tag=x\" <sip:004930123@198.18.0.1>"] {
+        let p = String::from_utf8(request("INVITE", "")).unwrap().replace("<sip:004930123@198.18.0.1>", to);
+        assert_eq!(k.run(&frame(CALLER, p.as_bytes())), Action::Drop, "{to}");
+        assert!(ring.next().is_some(), "{to} handed up");
+    }
+
+    // REGISTER once asked.
+    set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_HANDUP_REGISTER);
+    assert_eq!(k.run(&frame(CALLER, &request("REGISTER", ""))), Action::Drop);
+    assert!(ring.next().is_some());
+    assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, 4);
+
+    // Authorized sources are never handed up.
+    k.set_rules(&[rule(1, "198.18.0.0/24", Kind::Allow, Scope::Sip)]);
+    assert_eq!(k.run(&invite), Action::Pass);
+    assert_eq!(k.counter(Action::Pass, Reason::Allowed).packets, 1);
+    k.set_rules(&[]);
+
+    // A first fragment cannot be handed up whole: the failure policy (open) passes it.
+    let fragment = Frame::udp(CALLER, 5060).payload(&request("INVITE", "")).fragment(0, true).build();
+    assert_eq!(k.run(&fragment), Action::Pass);
+    assert_eq!(k.counter(Action::Pass, Reason::Oversize).packets, 1);
+
+    // Fail-closed with a stale heartbeat: dropped.
+    set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_FAIL_CLOSED);
+    heartbeat.set(0, boot_ns() - HEARTBEAT_TIMEOUT_NS - 100_000_000, 0).unwrap();
+    assert_eq!(k.run(&invite), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::DaemonGone).packets, 1);
+    assert!(ring.next().is_none());
+}
+
+#[test]
+fn a_full_queue_meets_the_failure_policy() {
+    let mut k = TestKernel::new();
+    let (_ring, mut heartbeat) = k.kernel.take_handup().expect("the hand-up maps");
+    set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_FAIL_CLOSED);
+    let invite = frame(CALLER, &request("INVITE", ""));
+    // Nobody reads the ring: it fills, then the policy (closed) drops.
+    let mut sent = 0;
+    while k.counter(Action::Drop, Reason::QueueFull).packets == 0 {
+        heartbeat.set(0, boot_ns(), 0).unwrap();
+        assert_eq!(k.run(&invite), Action::Drop);
+        sent += 1;
+        assert!(sent < 5000, "the ring never filled");
+    }
+    let queued = k.counter(Action::HandUp, Reason::HandedUp).packets;
+    println!("ring full after {queued} requests");
+    assert_eq!(queued + 1, sent);
+    assert!(queued > 1000, "room for about 2,000 requests: {queued}");
+}
