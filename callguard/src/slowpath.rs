@@ -242,6 +242,31 @@ struct TxKey {
     branch: String,
 }
 
+impl TxKey {
+    /// The key of `m` from `src`; `None` when it lacks Call-ID, CSeq or Via.
+    fn of(m: &Message<'_>, src: SocketAddr) -> Option<Self> {
+        let (cseq, method) = m.cseq().ok()?;
+        Some(Self {
+            src,
+            call_id: m.call_id().ok()?.to_owned(),
+            cseq,
+            method: method.to_owned(),
+            branch: m.top_via().ok()?.branch.unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// The decision on a request the daemon cannot read.
+fn unreadable(e: &message::ParseError) -> Decision {
+    Decision {
+        verdict: Verdict::Drop,
+        step: Step::Unreadable,
+        rule: "-".into(),
+        why: format!("not readable as a SIP request: {e}"),
+        dial: None,
+    }
+}
+
 /// The slow path's state.
 #[derive(Debug)]
 pub struct SlowPath {
@@ -293,16 +318,7 @@ impl SlowPath {
             }
         }
         let (outcome, msg) = match message::parse(d.payload) {
-            Err(e) => {
-                let decision = Decision {
-                    verdict: Verdict::Drop,
-                    step: Step::Unreadable,
-                    rule: "-".into(),
-                    why: format!("not readable as SIP: {e}"),
-                    dial: None,
-                };
-                (Outcome { decision, retransmission: false }, None)
-            }
+            Err(e) => (Outcome { decision: unreadable(&e), retransmission: false }, None),
             Ok(m) => (self.decide(&m, d.src, now), Some(m)),
         };
         self.carry_out(&d, msg.as_ref(), &outcome);
@@ -310,16 +326,7 @@ impl SlowPath {
     }
 
     fn decide(&mut self, m: &Message<'_>, src: SocketAddr, now: Instant) -> Outcome {
-        let key = match (m.call_id(), m.cseq(), m.top_via()) {
-            (Ok(c), Ok((n, meth)), Ok(v)) => Some(TxKey {
-                src,
-                call_id: c.to_owned(),
-                cseq: n,
-                method: meth.to_owned(),
-                branch: v.branch.unwrap_or_default().to_owned(),
-            }),
-            _ => None,
-        };
+        let key = TxKey::of(m, src);
         if let Some(k) = &key
             && let Some((_, decision, _)) = self.seen.get(k)
         {
@@ -327,13 +334,7 @@ impl SlowPath {
         }
         let decision = match Facts::read(m, src.ip()) {
             Ok(f) => self.live.get().decide(&f, Utc::now()),
-            Err(e) => Decision {
-                verdict: Verdict::Drop,
-                step: Step::Unreadable,
-                rule: "-".into(),
-                why: format!("not readable as a SIP request: {e}"),
-                dial: None,
-            },
+            Err(e) => unreadable(&e),
         };
         if let Some(k) = key {
             let tag = crate::accounts::new_secret()[..16].to_owned();
@@ -344,18 +345,9 @@ impl SlowPath {
     }
 
     fn tag_for(&self, m: &Message<'_>, src: SocketAddr) -> String {
-        let found = (|| {
-            let (n, meth) = m.cseq().ok()?;
-            let k = TxKey {
-                src,
-                call_id: m.call_id().ok()?.to_owned(),
-                cseq: n,
-                method: meth.to_owned(),
-                branch: m.top_via().ok()?.branch.unwrap_or_default().to_owned(),
-            };
-            self.seen.get(&k).map(|e| e.2.clone())
-        })();
-        found.unwrap_or_else(|| crate::accounts::new_secret()[..16].to_owned())
+        TxKey::of(m, src)
+            .and_then(|k| self.seen.get(&k).map(|e| e.2.clone()))
+            .unwrap_or_else(|| crate::accounts::new_secret()[..16].to_owned())
     }
 
     fn carry_out(&mut self, d: &Datagram<'_>, m: Option<&Message<'_>>, o: &Outcome) {
