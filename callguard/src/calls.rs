@@ -235,6 +235,9 @@ pub struct Policy {
     countries: Vec<String>,
     /// Authorization codes by (SIP domain, user name), both lower case.
     codes: HashMap<(String, String), Vec<String>>,
+    /// `calls.authcode_form` split around its placeholders (`None`: an invalid form, which
+    /// configuration checks refuse, turns codes off).
+    authcode_form: Option<(String, String, String)>,
 }
 
 /// The owner of authorization codes: a user of a tenant.
@@ -282,6 +285,10 @@ impl Policy {
             disallowed: disallowed.into_iter().map(|d| (normalize(&d.number_prefix, intl), d)).collect(),
             countries: countries.iter().map(|c| country_key(c).to_owned()).collect(),
             codes,
+            authcode_form: cfg
+                .authcode_parts()
+                .ok()
+                .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())),
         }
     }
 
@@ -354,16 +361,14 @@ impl Policy {
         let Some(dialed) = f.dialed.as_deref() else {
             return Decision::new(Verdict::Allow, Step::Default, "-", "no dialed user in the Request-URI");
         };
-        let mut dial = None;
         if let Some((code, number)) = self.split_code(dialed) {
             let key = (
                 f.from_host.to_ascii_lowercase(),
                 f.from_user.clone().unwrap_or_default().to_ascii_lowercase(),
             );
             return if self.codes.get(&key).is_some_and(|c| c.iter().any(|c| c == code)) {
-                dial = Some(number.to_owned());
                 Decision {
-                    dial,
+                    dial: Some(number.to_owned()),
                     ..Decision::new(
                         Verdict::Allow,
                         Step::AuthCode,
@@ -405,15 +410,15 @@ impl Policy {
                 format!("{number} is international and its country code is not allowed"),
             );
         }
-        Decision { dial, ..Decision::new(Verdict::Allow, Step::Default, "-", "no rule objects to this call") }
+        Decision::new(Verdict::Allow, Step::Default, "-", "no rule objects to this call")
     }
 
     /// `(code, number)` when `dialed` has the authorization-code form.
     fn split_code<'d>(&self, dialed: &'d str) -> Option<(&'d str, &'d str)> {
-        let (before, between, after) = self.cfg.authcode_parts().ok()?;
-        let rest = dialed.strip_prefix(before)?;
-        let rest = rest.strip_suffix(after)?;
-        let (code, number) = rest.split_once(between)?;
+        let (before, between, after) = self.authcode_form.as_ref()?;
+        let rest = dialed.strip_prefix(before.as_str())?;
+        let rest = rest.strip_suffix(after.as_str())?;
+        let (code, number) = rest.split_once(between.as_str())?;
         (!code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty())
             .then_some((code, number))
     }

@@ -132,7 +132,7 @@ pub fn forbidden(m: &Message<'_>, tag: &str) -> Vec<u8> {
             out.extend_from_slice(name_of(name).as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(h.value.as_bytes());
-            if name == "to" && NameAddrTag::missing(&h.value) {
+            if name == "to" && message::NameAddr::parse(&h.value).map_or(true, |n| n.tag().is_none()) {
                 out.extend_from_slice(b";tag=");
                 out.extend_from_slice(tag.as_bytes());
             }
@@ -150,15 +150,6 @@ fn name_of(lower: &str) -> &'static str {
         "to" => "To",
         "call-id" => "Call-ID",
         _ => "CSeq",
-    }
-}
-
-/// Whether a To value lacks a tag.
-struct NameAddrTag;
-
-impl NameAddrTag {
-    fn missing(v: &str) -> bool {
-        message::NameAddr::parse(v).map_or(true, |n| n.tag().is_none())
     }
 }
 
@@ -337,7 +328,8 @@ impl SlowPath {
             Err(e) => unreadable(&e),
         };
         if let Some(k) = key {
-            let tag = crate::accounts::new_secret()[..16].to_owned();
+            // The To tag of the 403, kept so a retransmission gets the same answer.
+            let tag = if decision.verdict == Verdict::Deny { new_tag() } else { String::new() };
             self.seen.insert(k.clone(), (now, decision.clone(), tag));
             self.order.push_back((now, k));
         }
@@ -345,16 +337,17 @@ impl SlowPath {
     }
 
     fn tag_for(&self, m: &Message<'_>, src: SocketAddr) -> String {
-        TxKey::of(m, src)
-            .and_then(|k| self.seen.get(&k).map(|e| e.2.clone()))
-            .unwrap_or_else(|| crate::accounts::new_secret()[..16].to_owned())
+        TxKey::of(m, src).and_then(|k| self.seen.get(&k).map(|e| e.2.clone())).unwrap_or_else(new_tag)
     }
 
     fn carry_out(&mut self, d: &Datagram<'_>, m: Option<&Message<'_>>, o: &Outcome) {
         let dec = &o.decision;
         let sent = match (dec.verdict, m) {
             (Verdict::Allow, Some(m)) => {
-                let payload = match (&dec.dial, Facts::read(m, d.src.ip()).ok().and_then(|f| f.dialed)) {
+                // Only a call placed with an authorization code is rewritten; its Request-URI was
+                // read when it was decided.
+                let old = dec.dial.as_ref().and_then(|_| message::Uri::parse(m.request_uri()?).ok()?.user);
+                let payload = match (&dec.dial, old) {
                     (Some(new), Some(old)) => redial(m, &old, new),
                     _ => d.payload.to_vec(),
                 };
@@ -396,6 +389,11 @@ impl SlowPath {
             });
         }
     }
+}
+
+/// A fresh To tag (64 random bits, hex).
+fn new_tag() -> String {
+    crate::accounts::new_secret()[..16].to_owned()
 }
 
 /// `CLOCK_BOOTTIME` in nanoseconds: the kernel's `bpf_ktime_get_boot_ns`.
