@@ -917,7 +917,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.slow_stats.clone(),
             )
             .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?;
-            Some(tokio::spawn(slowpath::run(sp, ring, heartbeat)))
+            Some(slowpath::spawn(sp, ring, heartbeat).context("starting the slow path's thread")?)
         }
         None => None,
     };
@@ -1001,7 +1001,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     if let Some(s) = slow {
         // The heartbeat stops with it: within a second the kernel applies the failure policy.
-        s.abort();
+        s.stop();
     }
     std::fs::remove_file(&socket).ok();
     tracing::info!(

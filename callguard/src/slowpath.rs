@@ -404,6 +404,44 @@ pub fn boot_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// The slow path on a thread of its own (see [`spawn`]).
+#[derive(Debug)]
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the slow path and waits for its thread. The heartbeat stops with it.
+    pub fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts [`run`] on its own thread with its own single-threaded runtime. Nothing else the daemon
+/// does (SQLite writes, password hashing, a large import holding the state lock) runs there, so
+/// none of it can delay a call waiting for its verdict.
+pub fn spawn(
+    slow: SlowPath,
+    ring: RingBuf<MapData>,
+    heartbeat: Array<MapData, u64>,
+) -> std::io::Result<Running> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name("callguard-slow".into()).spawn(move || {
+        runtime.block_on(async move {
+            tokio::select! {
+                () = run(slow, ring, heartbeat) => {}
+                _ = stopped => {}
+            }
+        });
+    })?;
+    Ok(Running { stop: Some(stop), thread: Some(thread) })
+}
+
 /// Runs the slow path until the daemon stops: beats the heartbeat and decides what the ring
 /// holds. Both happen in this one task, so a slow path that stops deciding also stops beating.
 pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Array<MapData, u64>) {

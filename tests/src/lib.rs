@@ -4,6 +4,7 @@
 
 pub mod frame;
 pub mod http;
+pub mod load;
 pub mod model;
 pub mod mutate;
 pub mod netns;

@@ -7,12 +7,17 @@
 //! 403; a barred number dialed with a valid authorization code completes and the UAS sees it
 //! without the code; a wrong code gets 403. The UAS's message log shows it never received a
 //! barred INVITE, and nftables in the PBX namespace shows each allowed INVITE arrived with the
-//! caller's own address and port. Then the daemon is killed: with `fail = "open"` a barred call
+//! caller's own address and port. A retransmitted INVITE gets the same 403, To tag included,
+//! without a second decision; every decision shows in `callguard events` and the daemon's log with
+//! the rule that made it. Then the daemon is killed: with `fail = "open"` a barred call
 //! gets through; with `fail = "closed"` an allowed call does not; restarted, it works again.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use callguard_tests::netns::{Instance, Netns, Topology, reason_packets, sipp_stat};
+use callguard_tests::{
+    load,
+    netns::{Instance, Netns, Topology, reason_packets, sipp_stat},
+};
 
 const PBX: &str = Topology::PBX_V4;
 const CALLER: &str = "198.18.0.2";
@@ -163,6 +168,47 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     assert_eq!(decisions["deny/country"], CALLS, "{decisions}");
     assert_eq!(decisions["deny/authcode"], CALLS, "{decisions}");
 
+    // A retransmitted INVITE gets the same 403 (same To tag) without a second decision.
+    let retransmitted_before = stats["slow_path"]["retransmissions"].as_u64().unwrap();
+    let sock = t.peer.udp(format!("{CALLER}:5090").parse().unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let invite = format!(
+        "INVITE sip:+882777@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKretx\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=r1\r\nTo: <sip:+882777@{PBX}>\r\n\
+         Call-ID: retx@{CALLER}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        sock.send_to(invite.as_bytes(), format!("{PBX}:5060")).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).expect("a 403 for each transmission");
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let to_line = |a: &str| a.lines().find(|l| l.starts_with("To:")).unwrap_or_default().to_owned();
+    assert!(answers[0].starts_with("SIP/2.0 403 Forbidden\r\n"), "{}", answers[0]);
+    assert!(to_line(&answers[0]).contains(";tag="), "{}", answers[0]);
+    assert_eq!(answers[0], answers[1], "a retransmission gets the same answer");
+    let stats = inst.stats();
+    assert_eq!(stats["slow_path"]["retransmissions"], retransmitted_before + 1, "{}", stats["slow_path"]);
+    assert_eq!(stats["slow_path"]["decisions"]["deny/disallowed_code"], CALLS + 1);
+
+    // Every decision is an event (`callguard events`) and a log line, naming the rule.
+    let events = inst.cli(&["events", "--json"]);
+    let calls: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON event a line"))
+        .filter(|e| e["kind"] == "call")
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|e| e["reason"] == "deny/disallowed_code" && e["detail"].as_str().unwrap().contains("+882")),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|e| e["reason"] == "allow/authcode"), "{calls:?}");
+    let log = daemon.log();
+    assert!(log.contains("call decided") && log.contains("deny/blacklist"), "{log}");
+
     // explain names the rule without sending anything.
     let invite = dir.join("invite.txt");
     std::fs::write(
@@ -204,5 +250,60 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     println!(
         "failure policy: open passed {} requests, closed dropped {closed}",
         reason_packets(&stats, "pass", "daemon_gone")
+    );
+}
+
+/// IPv6: INVITEs from an IPv6 caller are handed up, decided and re-injected with the caller's
+/// own address and port; a barred one gets its 403 back over IPv6.
+#[test]
+fn ipv6_calls_are_handed_up_decided_and_answered() {
+    let t = Topology::new();
+    // One source places many calls to many numbers: a trunk, not a scan.
+    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
+               [enumeration]\nusers = 0\n";
+    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let daemon = inst.start();
+    api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);
+    let caller: SocketAddr = "[2001:db8::2]:5070".parse().unwrap();
+    let pbx: SocketAddr = format!("[{}]:5060", Topology::PBX_V6).parse().unwrap();
+    t.pbx.nft(
+        "table inet cg {
+            counter reinjected {}
+            chain in {
+                type filter hook input priority 0;
+                iifname \"lo\" ip6 saddr 2001:db8::2 udp sport 5070 udp dport 5060 counter name \"reinjected\"
+            }
+        }",
+    );
+
+    let m = load::run(&t.peer, caller, &t.pbx, pbx, 200, Duration::from_secs(1));
+    let stats = inst.stats();
+    assert_eq!(m.received(), m.sent, "every allowed IPv6 INVITE reaches the PBX: {}", daemon.log());
+    assert_eq!(reason_packets(&stats, "handup", "handed_up"), m.sent, "{}", stats["reasons"]);
+    assert_eq!(stats["slow_path"]["decisions"]["allow/default"], m.sent, "{}", stats["slow_path"]);
+    assert_eq!(
+        t.pbx.nft_counter("cg", "reinjected"),
+        m.sent,
+        "re-injected with the caller's address and port"
+    );
+
+    let sock = t.peer.udp("[2001:db8::2]:5091".parse().unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let invite = format!(
+        "INVITE sip:+882123@[{pbx6}] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::2]:5091;branch=z9hG4bK6\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=v6\r\nTo: <sip:+882123@[{pbx6}]>\r\n\
+         Call-ID: v6@2001:db8::2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        pbx6 = Topology::PBX_V6
+    );
+    sock.send_to(invite.as_bytes(), pbx).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = sock.recv_from(&mut buf).expect("a 403 over IPv6");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 403 Forbidden\r\n"), "{answer}");
+    assert_eq!(from, pbx, "the 403 comes from the address and port that was called");
+    println!(
+        "IPv6: {} of {} INVITEs decided and delivered; the barred one answered 403",
+        m.received(),
+        m.sent
     );
 }

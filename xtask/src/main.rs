@@ -36,12 +36,17 @@ enum Task {
     /// The demo: two network namespaces, callguard guarding a UDP listener, allowed and blocked
     /// traffic sent across, counters shown. Needs root; cleans up after itself.
     Demo,
-    /// Kernel benchmark: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
-    /// pass-everything program, and lookup/load cost with 100, 10,000 and 1,000,000 prefixes.
+    /// Benchmarks. Kernel: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
+    /// pass-everything program, and lookup/load cost with 100, 10,000 and 1,000,000 prefixes;
+    /// then the slow path: hand-up latency next to the fast path, and the highest decided rate.
     Bench {
-        /// Repetitions per measurement.
+        /// Repetitions per kernel measurement.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+        /// Which part: `kernel` (BPF_PROG_TEST_RUN), `slow-path` (hand-up latency and
+        /// highest rate, over veth), or `all`.
+        #[arg(long, default_value = "all", value_parser = ["all", "kernel", "slow-path"])]
+        only: String,
     },
 }
 
@@ -119,6 +124,8 @@ fn lint() -> anyhow::Result<()> {
 
 /// Builds and runs one of the `callguard-tests` binaries (demo, bench) in release mode.
 fn run_tests_bin(name: &str, args: &[String]) -> anyhow::Result<()> {
+    // Every binary: the demo and the bench start `callguard-under-test` from beside themselves.
+    run(cargo().args(["build", "--release", "--locked", "-p", "callguard-tests", "--bins"]))?;
     run(cargo()
         .args(["run", "--release", "--locked", "-p", "callguard-tests", "--bin", name, "--"])
         .args(args))
@@ -159,10 +166,10 @@ fn main() -> anyhow::Result<()> {
             require_root("the demo")?;
             run_tests_bin("callguard-demo", &[])
         }
-        Task::Bench { repeat } => {
+        Task::Bench { repeat, only } => {
             setup()?;
             require_root("the benchmark")?;
-            run_tests_bin("callguard-bench", &[repeat.to_string()])
+            run_tests_bin("callguard-bench", &[repeat.to_string(), only])
         }
     }
 }
