@@ -637,11 +637,6 @@ impl Config {
         if a.tls_cert.is_some() != a.tls_key.is_some() {
             return Err("api.tls_cert and api.tls_key: give both or neither".into());
         }
-        if a.tls_cert.is_some() {
-            return Err("api.tls_cert: HTTPS is not served yet; keep api.listen on loopback and put a TLS \
-                        reverse proxy in front"
-                .into());
-        }
         for (name, v) in [
             ("access_token_secs", a.access_token_secs),
             ("refresh_token_secs", a.refresh_token_secs),

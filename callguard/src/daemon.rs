@@ -921,6 +921,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match (&state.cfg.api.tls_cert, &state.cfg.api.tls_key) {
+        (Some(cert), Some(key)) if !listen.is_empty() => Some(crate::web::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     let listener = bind_socket(&socket)?;
@@ -931,7 +935,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let l = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("binding the API to {listen} (api.listen)"))?;
-        tracing::info!(address = %listen, "management API listening");
+        tracing::info!(address = %listen, https = tls.is_some(), "management API listening");
         Some(l)
     };
 
@@ -969,14 +973,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let app = crate::web::router(shared);
     let unix_app = app.clone().layer(axum::Extension(crate::web::Transport::Unix));
     let unix = axum::serve(listener, unix_app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let http = tcp.map(|l| {
-        axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>> = match (tcp, tls) {
+        (None, _) => None,
+        (Some(l), None) => Some(Box::pin(
+            axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        )),
+        (Some(l), Some(tls)) => {
+            // tap_io: axum gives `ConnectInfo<SocketAddr>` to any tapped listener whose address
+            // is a SocketAddr, so the routes see the client's address as over plain HTTP.
+            let l = axum::serve::ListenerExt::tap_io(crate::web::tls::TlsListener::new(l, tls)?, |_| {});
+            Some(Box::pin(
+                axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            ))
+        }
+    };
     println!(
         "callguard: ready (control socket {}{})",
         socket.display(),
-        if listen.is_empty() { String::new() } else { format!(", API http://{listen}") }
+        if listen.is_empty() { String::new() } else { format!(", API {scheme}://{listen}") }
     );
     let signals = async move {
         tokio::select! {

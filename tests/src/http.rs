@@ -43,12 +43,19 @@ pub struct Http {
     pub base: String,
     /// Bearer token sent with every request.
     pub token: Option<String>,
+    /// For `https://`: the one certificate (DER) trusted as root; `None`: the web's roots.
+    pub ca: Option<Vec<u8>>,
 }
 
 impl Http {
     /// A client without a token.
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').into(), token: None }
+        Self { base: base.trim_end_matches('/').into(), token: None, ca: None }
+    }
+
+    /// The same client trusting only `ca_der` for HTTPS.
+    pub fn trusting(&self, ca_der: &[u8]) -> Self {
+        Self { ca: Some(ca_der.to_vec()), ..self.clone() }
     }
 
     /// The same client with `token`.
@@ -64,7 +71,13 @@ impl Http {
 
     /// As [`Http::raw`], but a transport failure (the daemon is gone) is an error, not a panic.
     pub fn try_raw(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(der) = &self.ca {
+            let root = ureq::tls::Certificate::from_der(der).to_owned();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![root])));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
             .timeout_global(Some(Duration::from_secs(20)))

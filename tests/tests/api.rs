@@ -738,3 +738,56 @@ fn cli_api_over_the_control_socket() {
     let page = std::fs::read_to_string(dir.path().join("callguard-api.1")).unwrap();
     assert!(page.contains("LOOKUP"), "the api page carries its examples");
 }
+
+/// HTTPS: with `api.tls_cert` and `api.tls_key` the API speaks TLS (rustls) on its address, a
+/// client that trusts the certificate signs in and works, plain HTTP and a client that does not
+/// trust it get nothing, and `config check` refuses a key that does not match the certificate.
+#[test]
+fn the_api_speaks_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = |name: &str| {
+        let c =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join(format!("{name}.pem")), dir.path().join(format!("{name}.key")));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        (cert, key, c.cert.der().to_vec())
+    };
+    let (cert, key, der) = made("api");
+    let (other_cert, _, other_der) = made("other");
+    let server =
+        ApiServer::start(&format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()));
+    let checked = server.inst.cli(&["config", "check"]);
+    assert!(checked.contains("tls_cert"), "{checked}");
+
+    server.ns.run(move || {
+        let https = Http::new("https://127.0.0.1:8887").trusting(&der);
+        let info = expect(https.get("/api/info"), 200).json();
+        assert!(info.is_object(), "{info}");
+        let (a, _) = https.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        let r = expect(
+            a.post("/api/disallowed_codes", &json!({"number_prefix": "+882", "description": "tls"})),
+            201,
+        );
+        assert!(r.json()["id"].is_string());
+        assert_eq!(expect(a.get("/api/disallowed_codes"), 200).json()["count"], 1);
+
+        let plain = Http::new("http://127.0.0.1:8887").try_raw("GET", "/api/info", None);
+        assert!(plain.is_err() || plain.as_ref().is_ok_and(|a| a.status == 400), "plain HTTP: {plain:?}");
+        let untrusted =
+            Http::new("https://127.0.0.1:8887").trusting(&other_der).try_raw("GET", "/api/info", None);
+        let err = untrusted.expect_err("a client that does not trust the certificate gets no answer");
+        assert!(err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    });
+
+    // A key that is not the certificate's: `config check` says so and names the pair.
+    let text = std::fs::read_to_string(&server.inst.config).unwrap();
+    std::fs::write(
+        &server.inst.config,
+        text.replace(&cert.display().to_string(), &other_cert.display().to_string()),
+    )
+    .unwrap();
+    let out = server.inst.cli_output(&["config", "check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("do not make a usable pair"), "{err}");
+}

@@ -27,6 +27,7 @@ pub mod codes;
 pub mod openapi;
 pub mod portsip;
 pub mod query;
+pub mod tls;
 pub mod vox;
 
 use std::{
