@@ -258,10 +258,7 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
 #[test]
 fn ipv6_calls_are_handed_up_decided_and_answered() {
     let t = Topology::new();
-    // One source places many calls to many numbers: a trunk, not a scan.
-    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-               [enumeration]\nusers = 0\n";
-    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let inst = Instance::new(&t.pbx, &t.pbx_if, load::TRUNK_CONFIG);
     let daemon = inst.start();
     api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);
     let caller: SocketAddr = "[2001:db8::2]:5070".parse().unwrap();

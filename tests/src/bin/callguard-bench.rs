@@ -208,11 +208,7 @@ fn print_row(rate: u32, path: &str, r: &Row) {
 
 fn slow_path() {
     let t = Topology::new();
-    // A trunk's load: one source, many calls to many numbers. Rate limits and extension-scan
-    // detection are off, so what is measured is the hand-up and nothing else.
-    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-               [enumeration]\nusers = 0\n";
-    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let inst = Instance::new(&t.pbx, &t.pbx_if, load::TRUNK_CONFIG);
     let daemon = inst.start();
     let size =
         load::invite_size("198.18.0.2:5070".parse().expect("a"), "198.18.0.1:5060".parse().expect("a"));
