@@ -151,9 +151,12 @@ pub fn run(
         let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as u64 + 1).min(total);
         while seq < due {
             let msg = invite(&run, seq, base.elapsed().as_nanos(), from, to);
-            // A send that fails (no buffer space) did not happen: it is tried again, not counted.
-            if tx.send_to(msg.as_bytes(), to).is_ok() {
-                seq += 1;
+            // A send that fails for lack of buffer space did not happen: tried again, not
+            // counted. Any other failure ends the run.
+            match tx.send_to(msg.as_bytes(), to) {
+                Ok(_) => seq += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
+                Err(e) => panic!("sending to {to}: {e}"),
             }
         }
         std::thread::sleep(Duration::from_micros(50));

@@ -112,6 +112,15 @@ fn parse_id(id: &str) -> Result<u32, Failure> {
     id.trim().parse::<u32>().map_err(|_| Failure::bad("id", format!("Invalid entry ID supplied: `{id}`")))
 }
 
+/// The id of an update: the path's, which a body `id` may repeat but not change.
+fn update_id(path: &str, body: Option<&str>) -> Result<u32, Failure> {
+    let n = parse_id(path)?;
+    if body.is_some_and(|b| b.trim() != n.to_string()) {
+        return Err(Failure::bad("id", "is immutable (it must equal the id in the path)"));
+    }
+    Ok(n)
+}
+
 /// A new or changed disallowed code.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -205,10 +214,7 @@ pub async fn update_code(
     JsonBody(req): JsonBody<CodeInput>,
 ) -> Result<Json<DisallowedCode>, Failure> {
     p.need(Perm::SecurityWrite)?;
-    let n = parse_id(&id)?;
-    if req.id.as_deref().is_some_and(|b| b.trim() != n.to_string()) {
-        return Err(Failure::bad("id", "is immutable (it must equal the id in the path)"));
-    }
+    let n = update_id(&id, req.id.as_deref())?;
     req.check()?;
     blocking(&s, move |st| {
         let c = st.store().update_code(n, req.number_prefix.as_deref(), req.description.as_deref())?;
@@ -385,10 +391,7 @@ pub async fn update_number(
     JsonBody(req): JsonBody<NumberInput>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
     p.need(Perm::SecurityWrite)?;
-    let n = parse_id(&id)?;
-    if req.id.as_deref().is_some_and(|b| b.trim() != n.to_string()) {
-        return Err(Failure::bad("id", "is immutable (it must equal the id in the path)"));
-    }
+    let n = update_id(&id, req.id.as_deref())?;
     req.check()?;
     blocking(&s, move |st| {
         let x =
