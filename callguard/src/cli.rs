@@ -19,6 +19,7 @@ use crate::{
     client::Client,
     config::{self, Config},
     daemon, import,
+    manage::{self, Resource},
     rules::{Kind, NetRule, Scope},
     sig::{SigField, SigMatch, SigMode},
 };
@@ -105,6 +106,28 @@ pub enum Command {
     /// Manage scanner signatures (User-Agent, From/To display name or user).
     #[command(subcommand)]
     Sig(SigCommand),
+    /// Blacklisted caller numbers (the PortSIP seed's `blacklisted_numbers`).
+    Numbers(Resource<manage::NumbersCommand>),
+    /// Dialed prefixes outside callers may not reach (the PortSIP seed's `disallowed_codes`).
+    Prefixes(Resource<manage::PrefixesCommand>),
+    /// Country calling codes international calls may reach (`allowed_country_codes`).
+    Countries(Resource<manage::CountriesCommand>),
+    /// Border rules: source, domain, user and User-Agent patterns that allow, deny or drop.
+    Border(Resource<manage::BorderCommand>),
+    /// Outgoing-call-barring authorization codes of a user.
+    Codes(Resource<manage::CodesCommand>),
+    /// Tenants (one SIP domain each).
+    Tenants(Resource<manage::TenantsCommand>),
+    /// Groups of users inside a tenant.
+    Groups(Resource<manage::GroupsCommand>),
+    /// Users of the management API.
+    Users(Resource<manage::UsersCommand>),
+    /// Roles: the built-in ones and custom ones.
+    Roles(Resource<manage::RolesCommand>),
+    /// Sign-in sessions and their tokens.
+    Tokens(Resource<manage::TokensCommand>),
+    /// API keys for the Voximplant-style authorized-IP calls.
+    Keys(Resource<manage::KeysCommand>),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -277,7 +300,7 @@ pub enum ConfigCommand {
     Check,
 }
 
-fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -424,6 +447,17 @@ impl Cli {
             }
             Command::Net(cmd) => self.net(cmd).await,
             Command::Sig(cmd) => self.sig(cmd).await,
+            Command::Numbers(r) => manage::numbers(&self.client()?, r).await,
+            Command::Prefixes(r) => manage::prefixes(&self.client()?, r).await,
+            Command::Countries(r) => manage::countries(&self.client()?, r).await,
+            Command::Border(r) => manage::border(&self.client()?, r).await,
+            Command::Codes(r) => manage::codes(&self.client()?, r).await,
+            Command::Tenants(r) => manage::tenants(&self.client()?, r).await,
+            Command::Groups(r) => manage::groups(&self.client()?, r).await,
+            Command::Users(r) => manage::users(&self.client()?, r).await,
+            Command::Roles(r) => manage::roles(&self.client()?, r).await,
+            Command::Tokens(r) => manage::tokens(&self.client()?, r).await,
+            Command::Keys(r) => manage::keys(&self.client()?, r).await,
             Command::Api { method, path, body } => {
                 let body = match body.as_deref() {
                     Some("-") => Some(std::io::read_to_string(std::io::stdin()).context("reading stdin")?),
@@ -762,7 +796,7 @@ fn sig_table(rows: &[api::SigRow]) -> Table {
     t
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
     t

@@ -8,8 +8,6 @@ use hyper::{Method, Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::api::ApiError;
-
 /// A connection target: the daemon's control socket.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -94,12 +92,16 @@ impl Client {
         Ok(sender)
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    /// Sends `method path` with an optional JSON body and returns the answer's body when the
+    /// status is a success; otherwise the error the API gave, with the field it named. Both
+    /// error shapes are read: the generic `{"error", "field"}` and the border-rule seed's
+    /// `{"error_code", "error_message", "field"}`.
+    pub async fn send<B: Serialize>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<Bytes> {
         let mut sender = self.connect().await?;
         let bytes = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
@@ -114,15 +116,25 @@ impl Client {
         let res = sender.send_request(req).await.context("sending the request")?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            match serde_json::from_slice::<ApiError>(&body) {
-                Ok(e) => match e.field {
-                    Some(f) => bail!("{f}: {}", e.error),
-                    None => bail!("{}", e.error),
-                },
-                Err(_) => bail!("daemon answered {status}: {}", String::from_utf8_lossy(&body)),
-            }
+        if status.is_success() {
+            return Ok(body);
         }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = v.get("error").or_else(|| v.get("error_message")).and_then(|m| m.as_str());
+        match (message, v.get("field").and_then(|f| f.as_str())) {
+            (Some(m), Some(f)) => bail!("{f}: {m}"),
+            (Some(m), None) => bail!("{m}"),
+            _ => bail!("daemon answered {status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let body = self.send(method, path, body).await?;
         serde_json::from_slice(&body).with_context(|| format!("reading the daemon's answer to {path}"))
     }
 }

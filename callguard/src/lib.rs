@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod events;
 pub mod import;
+pub mod manage;
 pub mod message;
 pub mod rules;
 pub mod security;

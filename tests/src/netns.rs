@@ -300,6 +300,23 @@ impl Instance {
         self.command(args).output().expect("running callguard")
     }
 
+    /// `callguard -c <config> <args>` with `input` on its standard input; returns stdout.
+    /// Panics with stderr when it fails.
+    pub fn cli_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running callguard");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing stdin");
+        let out = child.wait_with_output().expect("running callguard");
+        assert!(out.status.success(), "callguard {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{}", self.netns))

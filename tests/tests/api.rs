@@ -739,6 +739,159 @@ fn cli_api_over_the_control_socket() {
     assert!(page.contains("LOOKUP"), "the api page carries its examples");
 }
 
+/// The typed CLI: a command per resource of the seeds, tables for people and `--json` for
+/// scripts, on the same rule model the HTTP API serves; bad input fails naming the field and
+/// stores nothing.
+#[test]
+fn typed_cli_commands_manage_every_resource() {
+    let server = ApiServer::start("");
+    let cli = |args: &[&str]| server.inst.cli(args);
+    let json = |args: &[&str]| -> Value {
+        let out = server.inst.cli(&[args, &["--json"]].concat());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} --json: {e}: {out}"))
+    };
+    let fails = |args: &[&str]| -> String {
+        let out = server.inst.cli_output(args);
+        assert!(!out.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // Blacklisted numbers: add with an expiry, list as a table and as JSON, change, export, delete.
+    assert!(
+        cli(&["numbers", "add", "+4930123456", "--expires", "7d", "--description", "spam"])
+            .starts_with("blacklisted +4930123456 (id ")
+    );
+    let id = json(&["numbers", "add", "+15551234567"])["id"].as_str().unwrap().to_owned();
+    let table = cli(&["numbers", "list"]);
+    assert!(table.contains("+4930123456") && table.contains("spam") && table.contains("never"), "{table}");
+    assert!(table.ends_with("2 of 2 shown\n"), "{table}");
+    let filtered = json(&["numbers", "list", "--filter", "number startswith '+49'"]);
+    assert_eq!(filtered["count"], 1);
+    assert!(filtered["items"][0]["expire_at"].is_string(), "{filtered}");
+    let changed = json(&["numbers", "update", &id, "--description", "robocaller", "--expires", "1h"]);
+    assert_eq!(changed["description"], "robocaller");
+    assert!(changed["expire_at"].is_string());
+    assert!(json(&["numbers", "update", &id, "--never"])["expire_at"].is_null());
+    let csv = cli(&["numbers", "export"]);
+    assert!(
+        csv.starts_with("number,expire_at,description,") && csv.contains("+15551234567,,robocaller"),
+        "{csv}"
+    );
+    let err = fails(&["numbers", "add", "1 2"]);
+    assert!(err.contains("number:"), "the error names the field: {err}");
+    let err = fails(&["numbers", "add", "+4930123456"]);
+    assert!(err.contains("already"), "a duplicate is refused: {err}");
+    assert_eq!(json(&["numbers", "list"])["count"], 2, "nothing stored by the failures");
+
+    // Disallowed prefixes.
+    let pid =
+        json(&["prefixes", "add", "+882", "--description", "satellite"])["id"].as_str().unwrap().to_owned();
+    assert!(cli(&["prefixes", "show", &pid]).contains("satellite"));
+    assert_eq!(json(&["prefixes", "update", &pid, "--prefix", "+8816"])["number_prefix"], "+8816");
+    assert_eq!(cli(&["prefixes", "export"]), "number_prefix,description\n+8816,satellite\n");
+    assert!(fails(&["prefixes", "add", "+88 2"]).contains("number_prefix:"));
+
+    // Allowed countries: add and remove keep the rest.
+    assert_eq!(cli(&["countries", "add", "44", "+49", "1"]), "international calls may reach: +44 +49 +1\n");
+    assert_eq!(json(&["countries", "del", "+44"]), json!({"items": ["49", "1"]}));
+    assert!(cli(&["countries", "set"]).contains("every country"));
+
+    // Border rules, with the seed's LOOKUP.
+    let rule =
+        json(&["border", "add", "--action", "deny", "--useragent", "(?i)sipvicious", "--priority", "10"]);
+    let rid = rule["id"].as_str().unwrap().to_owned();
+    assert!(cli(&["border", "list"]).contains("(?i)sipvicious"));
+    assert!(cli(&["border", "lookup", &rid]).contains("exists"));
+    fails(&["border", "lookup", "no-such-rule"]);
+    let off = cli(&["border", "update", &rid, "--enabled", "false", "--comment", "paused"]);
+    assert!(off.contains("enabled:   no") && off.contains("comment:   paused"), "{off}");
+    assert!(fails(&["border", "add", "--action", "deny", "--useragent", "(unclosed"]).contains("useragent"));
+    assert!(fails(&["border", "update", &rid, "--remote", "10.0.0.0/33"]).contains("remoteipmask"));
+
+    // Tenants, groups, users (a generated password shown once, one from stdin), codes, roles.
+    assert!(cli(&["tenants", "add", "acme", "--domain", "sip.acme.test"]).contains("sip.acme.test"));
+    assert!(cli(&["groups", "add", "-t", "acme", "sales"]).contains("sales"));
+    let alice = cli(&["users", "add", "alice", "--role", "StandardUser", "-t", "acme", "-g", "sales"]);
+    let alice_pw =
+        alice.split("password (shown once): ").nth(1).expect("a generated password").trim().to_owned();
+    let bob = server.inst.cli_input(
+        &[
+            "users",
+            "add",
+            "bob",
+            "--role",
+            "GroupAdmin",
+            "-t",
+            "acme",
+            "-g",
+            "sales",
+            "--password-stdin",
+            "--json",
+        ],
+        "bob-password-1\n",
+    );
+    let bob: Value = serde_json::from_str(&bob).unwrap();
+    assert!(bob.get("password").is_none(), "no password is shown when one was given");
+    let bob_id = bob["id"].to_string();
+    let users = cli(&["users", "list", "-t", "acme"]);
+    assert!(
+        users.contains("alice") && users.contains("GroupAdmin") && users.ends_with("2 users\n"),
+        "{users}"
+    );
+    let owner = ["-t", "acme", "-g", "sales", "-u", "alice"];
+    cli(&[&["codes", "add"][..], &owner, &["4711:boss", "1234"]].concat());
+    assert_eq!(
+        json(&[&["codes", "list"][..], &owner].concat()),
+        json!({"authCodes": [{"code": "1234", "description": ""}, {"code": "4711", "description": "boss"}]})
+    );
+    cli(&[&["codes", "del"][..], &owner, &["1234", "9999"]].concat());
+    assert!(!cli(&[&["codes", "list"][..], &owner].concat()).contains("1234"));
+    assert!(fails(&[&["codes", "add"][..], &owner, &["12a"]].concat()).contains("code"));
+    let role =
+        json(&["roles", "add", "Auditor", "--level", "tenant", "-p", "security.read", "-p", "users.read"]);
+    assert_eq!(role["permissions"], json!(["security.read", "users.read"]));
+    fails(&["roles", "add", "Admin", "--level", "tenant", "-p", "users.read"]);
+    cli(&["users", "update", &bob_id, "--role", "Auditor"]);
+    assert!(cli(&["users", "show", &bob_id]).contains("Auditor"));
+
+    // Keys and tokens, seen from the HTTP side: the key works for the Voximplant calls; a revoked
+    // session's token stops working.
+    let key = json(&["keys", "add", "--user", "1", "--comment", "panel"]);
+    let account = key["account_id"].to_string();
+    let secret = key["api_key"].as_str().unwrap().to_owned();
+    let (bob_token, alice_token) = server.run(move |h| {
+        let q = format!("/platform_api/CheckAuthorizedAccountIP/?account_id={account}&api_key={secret}&authorized_ip=10.1.2.3");
+        assert_eq!(expect(h.get(&q), 200).json(), json!({"result": false}));
+        let (_, a) = h.sign_in("alice", &alice_pw, "sip.acme.test");
+        let (_, b) = h.sign_in("bob", "bob-password-1", "sip.acme.test");
+        (b["access_token"].as_str().unwrap().to_owned(), a["access_token"].as_str().unwrap().to_owned())
+    });
+    let sessions = json(&["tokens", "list", "--user", &bob_id]);
+    let sid = sessions[0]["id"].to_string();
+    assert!(cli(&["tokens", "list"]).contains("active"));
+    cli(&["tokens", "revoke", &sid]);
+    server.run(move |h| {
+        expect(h.with_token(&bob_token).get("/api/auth/token"), 401);
+        expect(h.with_token(&alice_token).get("/api/auth/token"), 200);
+    });
+    assert!(cli(&["tokens", "list", "--user", &bob_id]).contains("revoked"));
+
+    // Deletions, and what the HTTP API then shows.
+    cli(&["numbers", "del", &id]);
+    cli(&["prefixes", "del", &pid]);
+    cli(&["border", "del", &rid]);
+    cli(&["keys", "del", &key["account_id"].to_string()]);
+    cli(&["users", "del", &bob_id]);
+    assert_eq!(cli(&["keys", "list"]).lines().last(), Some("0 keys"));
+    server.run(|h| {
+        let a = admin(&h);
+        assert_eq!(expect(a.get("/api/blacklisted_numbers"), 200).json()["count"], 1);
+        assert_eq!(expect(a.get("/api/disallowed_codes"), 200).json()["count"], 0);
+        assert_eq!(expect(a.get("/rest/v1/master/borderrules"), 200).json(), json!([]));
+        assert_eq!(expect(a.get("/api/v1/users?tenant=acme"), 200).json().as_array().unwrap().len(), 1);
+    });
+}
+
 /// HTTPS: with `api.tls_cert` and `api.tls_key` the API speaks TLS (rustls) on its address, a
 /// client that trusts the certificate signs in and works, plain HTTP and a client that does not
 /// trust it get nothing, and `config check` refuses a key that does not match the certificate.
