@@ -3,8 +3,8 @@
 #   - Debian packages: llvm-22-dev (bpf-linker links against it), iproute2 (namespaces, veth),
 #     python3 and python3-venv (sipvicious), sip-tester (SIPp: the SIP server and the caller in
 #     the scanner test), nftables (independent packet counters in the test namespaces)
-#   - sipvicious 0.3.8 from PyPI, in its own virtualenv under target/tools/sipvicious (the real
-#     scanner the integration tests run)
+#   - from PyPI, each in its own virtualenv under target/tools: sipvicious 0.3.8 (the real
+#     scanner the integration tests run) and schemathesis 4.32.5 (fuzzes the management API)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
 #   - bpf-linker 0.13 built against Debian's LLVM 22
 # Safe to run again: each step checks first and prints what it skipped.
@@ -68,17 +68,21 @@ else
     --no-default-features --features llvm-22
 fi
 
-# The scanner of tests/tests/scanners.rs, pinned, in a virtualenv of its own (no system pip).
-SV_VENV=target/tools/sipvicious
-SV_VERSION=0.3.8
-sv_installed() {
-  "$SV_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sipvicious"))' 2>/dev/null || true
+# Python tools of the tests, pinned, each in a virtualenv of its own under target/tools (no
+# system pip): sipvicious, the real scanner of tests/tests/scanners.rs, and schemathesis, which
+# fuzzes the management API from its OpenAPI document in tests/tests/api.rs.
+pip_tool() {
+  local name=$1 version=$2 bin=$3 venv=target/tools/$1
+  local have
+  have=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+  if [ -x "$venv/bin/$bin" ] && [ "$have" = "$version" ]; then
+    log "$name $version present in $venv"
+  else
+    log "installing $name $version into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$name==$version"
+  fi
 }
-if [ -x "$SV_VENV/bin/sipvicious_svmap" ] && [ "$(sv_installed)" = "$SV_VERSION" ]; then
-  log "sipvicious $SV_VERSION present in $SV_VENV"
-else
-  log "installing sipvicious $SV_VERSION into $SV_VENV"
-  rm -rf "$SV_VENV"
-  python3 -m venv "$SV_VENV"
-  "$SV_VENV/bin/pip" install -q --disable-pip-version-check "sipvicious==$SV_VERSION"
-fi
+pip_tool sipvicious 0.3.8 sipvicious_svmap
+pip_tool schemathesis 4.32.5 schemathesis

@@ -8,7 +8,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State as AxState},
+    extract::State as AxState,
     http::StatusCode,
     routing::{delete, get, post},
 };
@@ -16,7 +16,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Caller, JsonBody, Principal, QueryArgs, blocking, find_role};
+use super::{Caller, JsonBody, PathArgs, Principal, QueryArgs, blocking, find_role};
 use crate::{
     accounts::{
         self, ApiKey, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User, check_domain,
@@ -126,7 +126,7 @@ fn tenant(st: &mut State, p: &Principal, id: &str) -> Result<Tenant, Failure> {
 pub async fn show_tenant(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Json<Tenant>, Failure> {
     p.need(Perm::TenantsRead)?;
     blocking(&s, move |st| tenant(st, &p, &id).map(Json)).await
@@ -138,7 +138,7 @@ pub async fn show_tenant(
 pub async fn delete_tenant(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::TenantsWrite)?;
     blocking(&s, move |st| {
@@ -166,7 +166,7 @@ pub struct NewGroup {
 pub async fn list_groups(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Json<Vec<Group>>, Failure> {
     p.need(Perm::UsersRead)?;
     blocking(&s, move |st| {
@@ -183,7 +183,7 @@ pub async fn list_groups(
 pub async fn create_group(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(tid): Path<String>,
+    PathArgs(tid): PathArgs<String>,
     JsonBody(req): JsonBody<NewGroup>,
 ) -> Result<(StatusCode, Json<Group>), Failure> {
     p.need(Perm::UsersWrite)?;
@@ -209,7 +209,7 @@ pub async fn create_group(
 pub async fn delete_group(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path((tid, gid)): Path<(String, String)>,
+    PathArgs((tid, gid)): PathArgs<(String, String)>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::UsersWrite)?;
     if p.role.level < Level::Tenant {
@@ -397,7 +397,7 @@ fn user(st: &mut State, p: &Principal, id: u32) -> Result<User, Failure> {
 pub async fn show_user(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
 ) -> Result<Json<User>, Failure> {
     p.need(Perm::UsersRead)?;
     blocking(&s, move |st| user(st, &p, id).map(Json)).await
@@ -422,7 +422,7 @@ pub struct UserPatch {
 pub async fn update_user(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
     JsonBody(req): JsonBody<UserPatch>,
 ) -> Result<Json<User>, Failure> {
     p.need(Perm::UsersWrite)?;
@@ -468,7 +468,7 @@ fn reserved_ok(username: &str, role: &Role) -> bool {
 pub async fn delete_user(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::UsersWrite)?;
     if p.user.as_ref().is_some_and(|me| me.id == id) {
@@ -505,7 +505,7 @@ pub struct NewPassword {
 pub async fn set_password(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
     JsonBody(req): JsonBody<NewPassword>,
 ) -> Result<StatusCode, Failure> {
     check_password(&req.password).map_err(|m| Failure::bad("password", m))?;
@@ -556,7 +556,7 @@ pub async fn list_roles(AxState(s): AxState<Shared>, Caller(p): Caller) -> Resul
 pub async fn show_role(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(name): Path<String>,
+    PathArgs(name): PathArgs<String>,
 ) -> Result<Json<Role>, Failure> {
     p.need(Perm::RolesRead)?;
     blocking(&s, move |st| {
@@ -620,7 +620,7 @@ pub async fn create_role(
 pub async fn delete_role(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(name): Path<String>,
+    PathArgs(name): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::RolesWrite)?;
     if accounts::builtin_role(&name).is_some() {
@@ -675,7 +675,7 @@ pub async fn list_sessions(
 pub async fn revoke_session(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
     blocking(&s, move |st| {
         let session = st
@@ -765,7 +765,7 @@ pub async fn create_key(
 pub async fn delete_key(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<u32>,
+    PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
     blocking(&s, move |st| {
         let (k, _) = st

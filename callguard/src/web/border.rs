@@ -7,7 +7,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Request, State as AxState},
+    extract::{Request, State as AxState},
     http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -17,7 +17,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Caller, JsonBody, QueryArgs, blocking, query};
+use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, query};
 use crate::{
     accounts::Perm,
     border::{BorderRule, BorderRuleInput, RULES_MAX},
@@ -137,7 +137,7 @@ fn one(st: &mut crate::daemon::State, id: &str) -> Result<BorderRule, Failure> {
 pub async fn show(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     QueryArgs(q): QueryArgs<OneQuery>,
 ) -> Result<Json<serde_json::Value>, Failure> {
     p.need(Perm::SecurityRead)?;
@@ -156,7 +156,7 @@ pub async fn show(
 pub async fn update(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<BorderRuleInput>,
 ) -> Result<Json<BorderRule>, Failure> {
     p.need(Perm::SecurityWrite)?;
@@ -175,7 +175,7 @@ pub async fn update(
 pub async fn remove(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::SecurityWrite)?;
     blocking(&s, move |st| {

@@ -4,16 +4,11 @@
 //! `authcodes.write` ("minimum Group Admin"), each within the role's reach. Paths work with
 //! and without the trailing slash.
 
-use axum::{
-    Json, Router,
-    extract::{Path, State as AxState},
-    http::StatusCode,
-    routing::get,
-};
+use axum::{Json, Router, extract::State as AxState, http::StatusCode, routing::get};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, JsonBody, Principal, blocking, portsip::Empty};
+use super::{Caller, JsonBody, PathArgs, Principal, blocking, portsip::Empty};
 use crate::{
     accounts::{AuthCode, Perm, User, check_auth_code},
     daemon::{Failure, Shared, State},
@@ -147,7 +142,7 @@ fn check_codes(codes: &[AuthCode], field: &str) -> Result<(), Failure> {
 pub async fn list(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(o): Path<Owner>,
+    PathArgs(o): PathArgs<Owner>,
 ) -> Result<Json<AuthCodes>, Failure> {
     blocking(&s, move |st| {
         let u = owner(st, &p, Perm::AuthCodesRead, &o.tenant, &o.group, &o.user)?;
@@ -165,7 +160,7 @@ pub async fn list(
 pub async fn create(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(o): Path<Owner>,
+    PathArgs(o): PathArgs<Owner>,
     JsonBody(req): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Empty>), Failure> {
     // Untagged enums lose the field of an error: decide the form first, then parse it.
@@ -199,7 +194,7 @@ pub async fn create(
 pub async fn show(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(o): Path<OwnerCode>,
+    PathArgs(o): PathArgs<OwnerCode>,
 ) -> Result<Json<AuthCode>, Failure> {
     blocking(&s, move |st| {
         let u = owner(st, &p, Perm::AuthCodesRead, &o.tenant, &o.group, &o.user)?;
@@ -218,7 +213,7 @@ pub async fn show(
 pub async fn delete_many(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(o): Path<Owner>,
+    PathArgs(o): PathArgs<Owner>,
     JsonBody(req): JsonBody<CodeRefs>,
 ) -> Result<Json<Empty>, Failure> {
     for (i, c) in req.auth_codes.iter().enumerate() {
@@ -241,7 +236,7 @@ pub async fn delete_many(
 pub async fn delete_one(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(o): Path<OwnerCode>,
+    PathArgs(o): PathArgs<OwnerCode>,
 ) -> Result<Json<Empty>, Failure> {
     blocking(&s, move |st| {
         let u = owner(st, &p, Perm::AuthCodesWrite, &o.tenant, &o.group, &o.user)?;

@@ -403,6 +403,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
     }
 }
 
+/// Path parameters whose errors answer JSON naming the parameter (`id`), like every other
+/// bad input; axum's own `Path` answers plain text.
+#[derive(Debug)]
+pub struct PathArgs<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Failure> {
+        use axum::extract::{Path, RawPathParams, path::ErrorKind, rejection::PathRejection};
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    // One parameter (`Path<u32>`): its name is the route's only one.
+                    _ => match RawPathParams::from_request_parts(parts, state).await {
+                        Ok(raw) if raw.iter().count() == 1 => {
+                            raw.iter().next().map_or_else(|| "path".to_owned(), |(k, _)| k.to_owned())
+                        }
+                        _ => "path".to_owned(),
+                    },
+                };
+                Err(Failure::bad(&field, e.body_text()))
+            }
+            Err(e) => Err(Failure::bad("path", e.body_text())),
+        }
+    }
+}
+
 /// Runs `f` on the state off the async workers (the store and Argon2 are synchronous).
 pub async fn blocking<T: Send + 'static>(
     s: &Shared,

@@ -4,7 +4,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State as AxState},
+    extract::State as AxState,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    Caller, JsonBody, QueryArgs, blocking,
+    Caller, JsonBody, PathArgs, QueryArgs, blocking,
     query::{self, ListQuery},
 };
 use crate::{
@@ -192,7 +192,7 @@ pub async fn create_code(
 pub async fn show_code(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Json<DisallowedCode>, Failure> {
     p.need(Perm::SecurityRead)?;
     let id = parse_id(&id)?;
@@ -210,7 +210,7 @@ pub async fn show_code(
 pub async fn update_code(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<CodeInput>,
 ) -> Result<Json<DisallowedCode>, Failure> {
     p.need(Perm::SecurityWrite)?;
@@ -227,11 +227,12 @@ pub async fn update_code(
 #[utoipa::path(post, path = "/api/disallowed_codes/{id}/destroy", tag = "Security", security(("bearer" = [])),
     params(("id" = String, Path, description = "The unique ID of the code.")),
     responses((status = 204, description = "No Content"), (status = 400, description = "Invalid entry ID supplied", body = crate::api::ApiError),
-        (status = 404, description = "Not found", body = crate::api::ApiError)))]
+        (status = 404, description = "Not found", body = crate::api::ApiError),
+        (status = "4XX", description = "No valid token (401) or no right (403)", body = crate::api::ApiError)))]
 pub async fn destroy_code(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::SecurityWrite)?;
     let n = parse_id(&id)?;
@@ -369,7 +370,7 @@ pub async fn create_number(
 pub async fn show_number(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
     p.need(Perm::SecurityRead)?;
     let n = parse_id(&id)?;
@@ -387,7 +388,7 @@ pub async fn show_number(
 pub async fn update_number(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<NumberInput>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
     p.need(Perm::SecurityWrite)?;
@@ -405,11 +406,12 @@ pub async fn update_number(
 #[utoipa::path(post, path = "/api/blacklisted_numbers/{id}/destroy", tag = "Security", security(("bearer" = [])),
     params(("id" = String, Path, description = "The unique ID of the blacklisted number.")),
     responses((status = 204, description = "No Content"), (status = 400, description = "Invalid entry ID supplied", body = crate::api::ApiError),
-        (status = 404, description = "Not found", body = crate::api::ApiError)))]
+        (status = 404, description = "Not found", body = crate::api::ApiError),
+        (status = "4XX", description = "No valid token (401) or no right (403)", body = crate::api::ApiError)))]
 pub async fn destroy_number(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    Path(id): Path<String>,
+    PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
     p.need(Perm::SecurityWrite)?;
     let n = parse_id(&id)?;

@@ -113,7 +113,7 @@ fn show(n: &IpNet) -> String {
 }
 
 /// Adds an IP or network to the white list (allowed, the default) or the black list.
-#[utoipa::path(get, path = "/platform_api/AddAuthorizedAccountIP/", tag = "Authorized IPs",
+#[utoipa::path(method(get, post), path = "/platform_api/AddAuthorizedAccountIP/", tag = "Authorized IPs",
     params(AddQuery), responses((status = 200, body = Count), (status = "4XX", body = VoxError)))]
 pub async fn add(
     AxState(s): AxState<Shared>,
@@ -172,7 +172,7 @@ pub struct Checked {
 
 /// Tests whether an IP is allowed (`result: true`), forbidden (`false` with the deny rule's
 /// network) or unknown (`false` alone). For a network, the rules that contain all of it count.
-#[utoipa::path(get, path = "/platform_api/CheckAuthorizedAccountIP/", tag = "Authorized IPs",
+#[utoipa::path(method(get, post), path = "/platform_api/CheckAuthorizedAccountIP/", tag = "Authorized IPs",
     params(CheckQuery), responses((status = 200, body = Checked), (status = "4XX", body = VoxError)))]
 pub async fn check(
     AxState(s): AxState<Shared>,
@@ -222,7 +222,7 @@ pub struct DelQuery {
 
 /// Removes an IP or network (or `all`, or those containing `contains_ip`) from the white list,
 /// the black list or both. Rules from the configuration file are kept (409 when named).
-#[utoipa::path(get, path = "/platform_api/DelAuthorizedAccountIP/", tag = "Authorized IPs",
+#[utoipa::path(method(get, post), path = "/platform_api/DelAuthorizedAccountIP/", tag = "Authorized IPs",
     params(DelQuery), responses((status = 200, body = Count), (status = "4XX", body = VoxError)))]
 pub async fn del(
     AxState(s): AxState<Shared>,
@@ -297,7 +297,7 @@ pub struct ListAnswer {
 }
 
 /// Gets the authorized (and blocked) IPs and networks.
-#[utoipa::path(get, path = "/platform_api/GetAuthorizedAccountIPs/", tag = "Authorized IPs",
+#[utoipa::path(method(get, post), path = "/platform_api/GetAuthorizedAccountIPs/", tag = "Authorized IPs",
     params(ListQuery), responses((status = 200, body = ListAnswer), (status = "4XX", body = VoxError)))]
 pub async fn list(
     AxState(s): AxState<Shared>,
