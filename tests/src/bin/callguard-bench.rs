@@ -128,6 +128,16 @@ fn kernel(repeat: u32) {
     row(&format!("drop: sipvicious OPTIONS, signature ({} B)", svmap.len()), &mut k, &svmap);
     let invite = Frame::udp("198.18.99.9", 5060).payload(&sipmsg::phones()[0].1).build();
     row(&format!("pass: phone INVITE, inspected ({} B)", invite.len()), &mut k, &invite);
+    // The same INVITE's cost taken apart: the copy and first-line check alone (its bytes with
+    // the request line broken, so the parse stops there), and the parse without any signature
+    // to walk. The differences to the row above are what each later step adds.
+    let mut junk = sipmsg::phones()[0].1.clone();
+    junk[0] = b'#';
+    let junk = Frame::udp("198.18.99.9", 5060).payload(&junk).build();
+    row(&format!("  of which: copy + first line (not SIP, {} B)", junk.len()), &mut k, &junk);
+    k.set_signatures(&[]);
+    row("  of which: + header lines, no signatures", &mut k, &invite);
+    k.set_signatures(&default_signatures());
     let mut cfg = Config::default();
     cfg.rate.invite = Bucket { rate: 1, burst: 1 };
     cfg.rate.ban_after_secs = 0;
