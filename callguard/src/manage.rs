@@ -630,6 +630,31 @@ impl Out<'_> {
         Ok(())
     }
 
+    /// Sends `method` to the path of each id in turn (with `body`), stopping at the first one
+    /// the API refuses; the error says the ones before it are done. `verb` and `noun` make the
+    /// confirmation ("deleted 2 numbers").
+    async fn each<I: std::fmt::Display>(
+        &self,
+        method: Method,
+        ids: &[I],
+        path: impl Fn(&I) -> String,
+        body: Option<&Value>,
+        (verb, noun): (&str, &str),
+    ) -> anyhow::Result<()> {
+        for id in ids {
+            self.send(method.clone(), &path(id), body)
+                .await
+                .with_context(|| format!("{id}: not {verb} (the ones before it are)"))?;
+        }
+        self.done(&Bytes::new(), &format!("{verb} {}", plural(ids.len(), noun)))
+    }
+
+    /// Prints a collection's CSV export as the API gives it.
+    async fn export(&self, base: &str) -> anyhow::Result<()> {
+        print!("{}", String::from_utf8_lossy(&self.get(&format!("{base}/export")).await?));
+        Ok(())
+    }
+
     /// Every page of a PortSIP collection (or the one asked for), as one page.
     async fn pages<T: DeserializeOwned + Serialize>(
         &self,
@@ -898,17 +923,10 @@ pub async fn numbers(client: &Client, r: &Resource<NumbersCommand>) -> anyhow::R
             o.print(&b, |n: BlacklistedNumber| numbers_table(&[n]).to_string())
         }
         NumbersCommand::Del { ids } => {
-            for id in ids {
-                o.send(Method::POST, &format!("{BASE}/{}/destroy", seg(id)), Some(&json!({})))
-                    .await
-                    .with_context(|| format!("deleting {id} (the ones before it are deleted)"))?;
-            }
-            o.done(&Bytes::new(), &format!("deleted {}", plural(ids.len(), "number")))
+            let destroy = |id: &String| format!("{BASE}/{}/destroy", seg(id));
+            o.each(Method::POST, ids, destroy, Some(&json!({})), ("deleted", "number")).await
         }
-        NumbersCommand::Export => {
-            print!("{}", String::from_utf8_lossy(&o.get(&format!("{BASE}/export")).await?));
-            Ok(())
-        }
+        NumbersCommand::Export => o.export(BASE).await,
     }
 }
 
@@ -941,17 +959,10 @@ pub async fn prefixes(client: &Client, r: &Resource<PrefixesCommand>) -> anyhow:
             o.print(&b, |c: DisallowedCode| prefixes_table(&[c]).to_string())
         }
         PrefixesCommand::Del { ids } => {
-            for id in ids {
-                o.send(Method::POST, &format!("{BASE}/{}/destroy", seg(id)), Some(&json!({})))
-                    .await
-                    .with_context(|| format!("deleting {id} (the ones before it are deleted)"))?;
-            }
-            o.done(&Bytes::new(), &format!("deleted {}", plural(ids.len(), "prefix")))
+            let destroy = |id: &String| format!("{BASE}/{}/destroy", seg(id));
+            o.each(Method::POST, ids, destroy, Some(&json!({})), ("deleted", "prefix")).await
         }
-        PrefixesCommand::Export => {
-            print!("{}", String::from_utf8_lossy(&o.get(&format!("{BASE}/export")).await?));
-            Ok(())
-        }
+        PrefixesCommand::Export => o.export(BASE).await,
     }
 }
 
@@ -1031,12 +1042,8 @@ pub async fn border(client: &Client, r: &Resource<BorderCommand>) -> anyhow::Res
             o.print(&b, |rule: BorderRule| border_detail(&rule))
         }
         BorderCommand::Del { ids } => {
-            for id in ids {
-                o.send(Method::DELETE, &format!("{BASE}/{}", seg(id)), None::<&()>)
-                    .await
-                    .with_context(|| format!("deleting {id} (the ones before it are deleted)"))?;
-            }
-            o.done(&Bytes::new(), &format!("deleted {}", plural(ids.len(), "border rule")))
+            let one = |id: &String| format!("{BASE}/{}", seg(id));
+            o.each(Method::DELETE, ids, one, None, ("deleted", "border rule")).await
         }
         BorderCommand::Lookup { id } => {
             let method = Method::from_bytes(b"LOOKUP").context("the LOOKUP method")?;
@@ -1216,12 +1223,7 @@ pub async fn tokens(client: &Client, r: &Resource<TokensCommand>) -> anyhow::Res
             o.print(&b, |s: Vec<Session>| with_count(&sessions_table(&s), s.len(), "session"))
         }
         TokensCommand::Revoke { ids } => {
-            for id in ids {
-                o.send(Method::DELETE, &format!("{BASE}/{id}"), None::<&()>)
-                    .await
-                    .with_context(|| format!("revoking {id} (the ones before it are revoked)"))?;
-            }
-            o.done(&Bytes::new(), &format!("revoked {}", plural(ids.len(), "session")))
+            o.each(Method::DELETE, ids, |id| format!("{BASE}/{id}"), None, ("revoked", "session")).await
         }
     }
 }
@@ -1248,12 +1250,7 @@ pub async fn keys(client: &Client, r: &Resource<KeysCommand>) -> anyhow::Result<
             })
         }
         KeysCommand::Del { account_ids } => {
-            for id in account_ids {
-                o.send(Method::DELETE, &format!("{BASE}/{id}"), None::<&()>)
-                    .await
-                    .with_context(|| format!("deleting key {id} (the ones before it are deleted)"))?;
-            }
-            o.done(&Bytes::new(), &format!("deleted {}", plural(account_ids.len(), "key")))
+            o.each(Method::DELETE, account_ids, |id| format!("{BASE}/{id}"), None, ("deleted", "key")).await
         }
     }
 }

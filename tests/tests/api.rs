@@ -879,7 +879,8 @@ fn typed_cli_commands_manage_every_resource() {
     assert!(cli(&["tokens", "list", "--user", &bob_id]).contains("revoked"));
 
     // Deletions, and what the HTTP API then shows.
-    cli(&["numbers", "del", &id]);
+    let err = fails(&["numbers", "del", &id, "999"]);
+    assert!(err.contains("999: not deleted (the ones before it are)"), "{err}");
     cli(&["prefixes", "del", &pid]);
     cli(&["border", "del", &rid]);
     cli(&["keys", "del", &key["account_id"].to_string()]);
@@ -887,7 +888,11 @@ fn typed_cli_commands_manage_every_resource() {
     assert_eq!(cli(&["keys", "list"]).lines().last(), Some("0 keys"));
     server.run(|h| {
         let a = admin(&h);
-        assert_eq!(expect(a.get("/api/blacklisted_numbers"), 200).json()["count"], 1);
+        assert_eq!(
+            expect(a.get("/api/blacklisted_numbers"), 200).json()["count"],
+            1,
+            "the first was deleted"
+        );
         assert_eq!(expect(a.get("/api/disallowed_codes"), 200).json()["count"], 0);
         assert_eq!(expect(a.get("/rest/v1/master/borderrules"), 200).json(), json!([]));
         assert_eq!(expect(a.get("/api/v1/users?tenant=acme"), 200).json().as_array().unwrap().len(), 1);
