@@ -34,12 +34,10 @@ impl Client {
     /// it (`events --follow`).
     pub async fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
         let mut sender = self.connect().await?;
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header("host", "callguard")
-            .body(Full::new(Bytes::new()))?;
-        let mut res = sender.send_request(req).await.context("sending the request")?;
+        let mut res = sender
+            .send_request(request(Method::GET, path, Bytes::new())?)
+            .await
+            .context("sending the request")?;
         if !res.status().is_success() {
             let body = res.into_body().collect().await?.to_bytes();
             bail!("daemon answered: {}", String::from_utf8_lossy(&body));
@@ -64,12 +62,7 @@ impl Client {
         let mut sender = self.connect().await?;
         let method =
             Method::from_bytes(method.as_bytes()).map_err(|_| anyhow!("`{method}` is not an HTTP method"))?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "callguard")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let req = request(method, path, Bytes::from(body.unwrap_or_default()))?;
         let res = sender.send_request(req).await.context("sending the request")?;
         let status = res.status().as_u16();
         let body = res.into_body().collect().await?.to_bytes();
@@ -107,13 +100,7 @@ impl Client {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "callguard")
-            .header("content-type", "application/json")
-            .body(Full::new(bytes))?;
-        let res = sender.send_request(req).await.context("sending the request")?;
+        let res = sender.send_request(request(method, path, bytes)?).await.context("sending the request")?;
         let status = res.status();
         let body = res.into_body().collect().await?.to_bytes();
         if status.is_success() {
@@ -137,4 +124,14 @@ impl Client {
         let body = self.send(method, path, body).await?;
         serde_json::from_slice(&body).with_context(|| format!("reading the daemon's answer to {path}"))
     }
+}
+
+/// `method path` with a JSON body (or none) to the daemon.
+fn request(method: Method, path: &str, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
+    Ok(Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "callguard")
+        .header("content-type", "application/json")
+        .body(Full::new(body))?)
 }

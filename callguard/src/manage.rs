@@ -11,13 +11,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand, builder::PossibleValuesParser};
 use hyper::{Method, body::Bytes};
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::{
     accounts::{ApiKey, AuthCode, Group, Perm, Role, Session, Tenant, User},
-    border::BorderRule,
+    border::{BorderAction, BorderRule, BorderRuleInput, Flag, Opts},
     client::Client,
-    security::{BlacklistedNumber, DisallowedCode},
+    security::{BlacklistedNumber, DisallowedCode, country_key},
     web::{
         admin::{
             CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, UserPatch,
@@ -213,34 +213,27 @@ pub struct BorderFields {
 }
 
 impl BorderFields {
-    fn body(&self, id: Option<&str>) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                m.insert(k.to_owned(), v);
-            }
-        };
-        put("id", id.map(Value::from));
-        put("action", self.action.clone().map(Value::from));
-        put("priority", self.priority.map(Value::from));
-        put("remoteipmask", self.remote.clone().map(Value::from));
-        put("domain", self.domain.clone().map(Value::from));
-        put("username", self.username.clone().map(Value::from));
-        put("useragent", self.useragent.clone().map(Value::from));
-        put("site", self.site.clone().map(Value::from));
-        put("service", self.service.clone().map(Value::from));
-        put("enabled", self.enabled.map(|e| Value::from(u8::from(e))));
-        let mut opts = Map::new();
-        if let Some(t) = &self.title {
-            opts.insert("title".into(), t.clone().into());
+    /// The rule as the API takes it; `current` is the `opts` the rule has, which the API
+    /// replaces whole, so that `--title` alone keeps the comment and `--comment` the title.
+    fn input(&self, id: Option<&str>, current: Opts) -> BorderRuleInput {
+        let opts = (self.title.is_some() || self.comment.is_some()).then(|| Opts {
+            title: self.title.clone().unwrap_or(current.title),
+            comment: self.comment.clone().unwrap_or(current.comment),
+        });
+        BorderRuleInput {
+            id: id.map(str::to_owned),
+            enabled: self.enabled.map(|e| Flag(u8::from(e))),
+            priority: self.priority,
+            site: self.site.clone(),
+            service: self.service.clone(),
+            domain: self.domain.clone(),
+            username: self.username.clone(),
+            useragent: self.useragent.clone(),
+            remoteipmask: self.remote.clone(),
+            action: self.action.as_deref().and_then(BorderAction::parse),
+            opts,
+            ext: None,
         }
-        if let Some(c) = &self.comment {
-            opts.insert("comment".into(), c.clone().into());
-        }
-        if !opts.is_empty() {
-            m.insert("opts".into(), Value::Object(opts));
-        }
-        Value::Object(m)
     }
 }
 
@@ -611,22 +604,25 @@ impl Out<'_> {
         human: impl FnOnce(T) -> String,
     ) -> anyhow::Result<()> {
         if self.json {
-            let v: Value = if body.is_empty() { json!({}) } else { typed(body, "JSON")? };
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else {
-            println!("{}", human(typed(body, std::any::type_name::<T>())?));
+            return self.print_json(body);
         }
+        println!("{}", human(typed(body, std::any::type_name::<T>())?));
         Ok(())
     }
 
-    /// Prints a fixed confirmation, or `{}` for scripts when the API answered with no body.
+    /// Prints a fixed confirmation, or the API's answer (`{}` when it had no body) for scripts.
     fn done(&self, body: &Bytes, text: &str) -> anyhow::Result<()> {
         if self.json {
-            let v: Value = if body.is_empty() { json!({}) } else { typed(body, "JSON")? };
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else {
-            println!("{text}");
+            return self.print_json(body);
         }
+        println!("{text}");
+        Ok(())
+    }
+
+    /// The API's answer as pretty JSON (`{}` when it had no body).
+    fn print_json(&self, body: &Bytes) -> anyhow::Result<()> {
+        let v: Value = if body.is_empty() { json!({}) } else { typed(body, "JSON")? };
+        println!("{}", serde_json::to_string_pretty(&v)?);
         Ok(())
     }
 
@@ -976,19 +972,16 @@ pub async fn countries(client: &Client, r: &Resource<CountriesCommand>) -> anyho
         CountriesCommand::Set { codes } => Some(codes.clone()),
         CountriesCommand::Add { codes } => {
             let mut items = current().await?;
-            let key = |c: &str| c.trim_start_matches('+').to_owned();
             for c in codes {
-                if !items.iter().any(|i| key(i) == key(c)) {
+                if !items.iter().any(|i| country_key(i) == country_key(c)) {
                     items.push(c.clone());
                 }
             }
             Some(items)
         }
         CountriesCommand::Del { codes } => {
-            let drop: Vec<&str> = codes.iter().map(|c| c.trim_start_matches('+')).collect();
-            Some(
-                current().await?.into_iter().filter(|i| !drop.contains(&i.trim_start_matches('+'))).collect(),
-            )
+            let drop: Vec<&str> = codes.iter().map(|c| country_key(c)).collect();
+            Some(current().await?.into_iter().filter(|i| !drop.contains(&country_key(i))).collect())
         }
     };
     if let Some(items) = items {
@@ -1028,7 +1021,7 @@ pub async fn border(client: &Client, r: &Resource<BorderCommand>) -> anyhow::Res
             if fields.action.is_none() {
                 bail!("--action: give allow, deny or drop");
             }
-            let b = o.send(Method::POST, BASE, Some(&fields.body(id.as_deref()))).await?;
+            let b = o.send(Method::POST, BASE, Some(&fields.input(id.as_deref(), Opts::default()))).await?;
             o.print(&b, |rule: BorderRule| {
                 format!("created border rule {}\n{}", rule.id, border_detail(&rule))
             })
@@ -1038,7 +1031,13 @@ pub async fn border(client: &Client, r: &Resource<BorderCommand>) -> anyhow::Res
             o.print(&b, |rule: BorderRule| border_detail(&rule))
         }
         BorderCommand::Update { id, fields } => {
-            let b = o.send(Method::PATCH, &format!("{BASE}/{}", seg(id)), Some(&fields.body(None))).await?;
+            let one = format!("{BASE}/{}", seg(id));
+            let current = if fields.title.is_some() || fields.comment.is_some() {
+                typed::<BorderRule>(&o.get(&one).await?, &one)?.opts
+            } else {
+                Opts::default()
+            };
+            let b = o.send(Method::PATCH, &one, Some(&fields.input(None, current))).await?;
             o.print(&b, |rule: BorderRule| border_detail(&rule))
         }
         BorderCommand::Del { ids } => {

@@ -799,14 +799,25 @@ fn typed_cli_commands_manage_every_resource() {
     assert!(cli(&["countries", "set"]).contains("every country"));
 
     // Border rules, with the seed's LOOKUP.
-    let rule =
-        json(&["border", "add", "--action", "deny", "--useragent", "(?i)sipvicious", "--priority", "10"]);
+    let rule = json(&[
+        "border",
+        "add",
+        "--action",
+        "deny",
+        "--useragent",
+        "(?i)sipvicious",
+        "--priority",
+        "10",
+        "--title",
+        "scanners",
+    ]);
     let rid = rule["id"].as_str().unwrap().to_owned();
     assert!(cli(&["border", "list"]).contains("(?i)sipvicious"));
     assert!(cli(&["border", "lookup", &rid]).contains("exists"));
     fails(&["border", "lookup", "no-such-rule"]);
     let off = cli(&["border", "update", &rid, "--enabled", "false", "--comment", "paused"]);
     assert!(off.contains("enabled:   no") && off.contains("comment:   paused"), "{off}");
+    assert!(off.contains("title:     scanners"), "--comment alone keeps the title: {off}");
     assert!(fails(&["border", "add", "--action", "deny", "--useragent", "(unclosed"]).contains("useragent"));
     assert!(fails(&["border", "update", &rid, "--remote", "10.0.0.0/33"]).contains("remoteipmask"));
 
