@@ -23,7 +23,7 @@ use crate::{
             CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, UserPatch,
         },
         codes::{AuthCodes, CodeRef, CodeRefs},
-        portsip::{CodeInput, Countries, Created, NumberInput, Page},
+        portsip::{CodeChange, Countries, Created, NewCode, NewNumber, NumberChange, Page},
         query::ListQuery,
     },
 };
@@ -895,10 +895,9 @@ pub async fn numbers(client: &Client, r: &Resource<NumbersCommand>) -> anyhow::R
             o.page(&page, numbers_table)
         }
         NumbersCommand::Add { number, expires, description } => {
-            let body = NumberInput {
-                id: None,
-                number: Some(number.clone()),
-                expire_at: expires.map(Some),
+            let body = NewNumber {
+                number: number.clone(),
+                expire_at: *expires,
                 description: Some(description.clone()),
             };
             let b = o.send(Method::POST, BASE, Some(&body)).await?;
@@ -909,7 +908,7 @@ pub async fn numbers(client: &Client, r: &Resource<NumbersCommand>) -> anyhow::R
             o.print(&b, |n: BlacklistedNumber| numbers_table(&[n]).to_string())
         }
         NumbersCommand::Update { id, number, expires, never, description } => {
-            let body = NumberInput {
+            let body = NumberChange {
                 id: None,
                 number: number.clone(),
                 expire_at: if *never { Some(None) } else { expires.map(Some) },
@@ -936,11 +935,7 @@ pub async fn prefixes(client: &Client, r: &Resource<PrefixesCommand>) -> anyhow:
             o.page(&page, prefixes_table)
         }
         PrefixesCommand::Add { prefix, description } => {
-            let body = CodeInput {
-                id: None,
-                number_prefix: Some(prefix.clone()),
-                description: Some(description.clone()),
-            };
+            let body = NewCode { number_prefix: prefix.clone(), description: Some(description.clone()) };
             let b = o.send(Method::POST, BASE, Some(&body)).await?;
             o.print(&b, |c: Created| format!("disallowed {prefix} (id {})", c.id))
         }
@@ -950,7 +945,7 @@ pub async fn prefixes(client: &Client, r: &Resource<PrefixesCommand>) -> anyhow:
         }
         PrefixesCommand::Update { id, prefix, description } => {
             let body =
-                CodeInput { id: None, number_prefix: prefix.clone(), description: description.clone() };
+                CodeChange { id: None, number_prefix: prefix.clone(), description: description.clone() };
             let b = o.send(Method::POST, &format!("{BASE}/{}", seg(id)), Some(&body)).await?;
             o.print(&b, |c: DisallowedCode| prefixes_table(&[c]).to_string())
         }

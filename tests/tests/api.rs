@@ -403,6 +403,9 @@ fn bad_input_names_the_field_and_stores_nothing() {
             ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"12345678901234567\"}", "number_prefix"),
             ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"1 2\"}", "number_prefix"),
             ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"1\", \"extra\": 1}", "extra"),
+            // The server picks ids: a create that names one is refused, not silently renumbered.
+            ("POST", "/api/disallowed_codes", "{\"number_prefix\": \"1\", \"id\": \"4\"}", "id"),
+            ("POST", "/api/disallowed_codes", "{\"description\": \"no prefix\"}", "number_prefix"),
             (
                 "POST",
                 "/api/blacklisted_numbers",
@@ -972,8 +975,17 @@ const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,co
     ensure_resource_availability,ignored_auth,missing_required_header";
 
 /// Runs schemathesis (installed by scripts/bootstrap.sh) in `ns` against the daemon's OpenAPI
-/// document with `token`, on the operations `filter` selects; returns its summary lines.
+/// document with `token`, on the operations `filter` selects; returns its summary lines. Each run
+/// draws a new seed (so CI keeps exploring) and names it when it fails; set
+/// `CALLGUARD_SCHEMATHESIS_SEED` to replay that run.
 fn schemathesis(ns: &str, token: &str, filter: &[&str]) -> String {
+    let seed = std::env::var("CALLGUARD_SCHEMATHESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            now.subsec_nanos() ^ std::process::id()
+        });
     let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/tools/schemathesis/bin/schemathesis");
     assert!(bin.exists(), "{} is missing: run scripts/bootstrap.sh", bin.display());
@@ -990,6 +1002,8 @@ fn schemathesis(ns: &str, token: &str, filter: &[&str]) -> String {
             "15",
             "--workers",
             "1",
+            "--seed",
+            &seed.to_string(),
         ])
         .args(filter)
         .env("NO_COLOR", "1")
@@ -999,11 +1013,11 @@ fn schemathesis(ns: &str, token: &str, filter: &[&str]) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "schemathesis found failures:\n{text}\n{}",
+        "schemathesis found failures (replay: CALLGUARD_SCHEMATHESIS_SEED={seed}):\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let summary = text.split("SUMMARY").nth(1).unwrap_or(&text).to_owned();
-    println!("schemathesis {filter:?}:{summary}");
+    println!("schemathesis {filter:?} (seed {seed}):{summary}");
     summary
 }
 

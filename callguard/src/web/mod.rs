@@ -357,11 +357,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The field an error of serde is about: its path, or for a missing field that field's own
+/// path (serde reports those at the enclosing object), or `body` for the whole document.
+fn field_of(path: &str, message: &str) -> String {
+    let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (_, Some(name)) => format!("{path}.{name}"),
+        (".", None) => "body".to_owned(),
+        (_, None) => path.to_owned(),
+    }
+}
+
 /// Reads an already parsed JSON value as `T`, naming the field of the first error.
 pub fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        Failure::bad(if path == "." { "body" } else { &path }, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        Failure::bad(&field_of(&path, &message), message)
     })
 }
 
@@ -379,8 +392,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
             inner.classify(),
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof
         );
-        let field = if path == "." || syntax { "body".to_owned() } else { path };
-        Failure::bad(&field, inner.to_string())
+        let message = inner.to_string();
+        let field = if syntax { "body".to_owned() } else { field_of(&path, &message) };
+        Failure::bad(&field, message)
     })?;
     de.end().map_err(|e| Failure::bad("body", e.to_string()))?;
     Ok(v)

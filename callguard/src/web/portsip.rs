@@ -121,15 +121,29 @@ fn update_id(path: &str, body: Option<&str>) -> Result<u32, Failure> {
     Ok(n)
 }
 
-/// A new or changed disallowed code.
+/// A new disallowed code (the seed's `createBlockCode` body: the server picks the id).
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CodeInput {
-    /// Ignored on create; on update it must equal the path's id.
+pub struct NewCode {
+    /// The number prefix of blocked code: an alphanumeric sequence beginning with an optional
+    /// plus sign, 1 to 16 characters.
+    #[schema(min_length = 1, max_length = 16)]
+    pub number_prefix: String,
+    /// The description of blocked code (at most 1024 characters).
+    #[schema(max_length = 1024)]
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A change to a disallowed code (absent fields are kept).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeChange {
+    /// The code's id: may repeat the path's id, never change it.
     #[serde(default)]
     pub id: Option<String>,
     /// The number prefix of blocked code: an alphanumeric sequence beginning with an optional
-    /// plus sign, 1 to 16 characters. Required on create.
+    /// plus sign, 1 to 16 characters.
     #[schema(min_length = 1, max_length = 16)]
     pub number_prefix: Option<String>,
     /// The description of blocked code (at most 1024 characters).
@@ -137,16 +151,15 @@ pub struct CodeInput {
     pub description: Option<String>,
 }
 
-impl CodeInput {
-    fn check(&self) -> Result<(), Failure> {
-        if let Some(p) = &self.number_prefix {
-            check_number(p, PREFIX_MAX).map_err(|m| Failure::bad("number_prefix", m))?;
-        }
-        if let Some(d) = &self.description {
-            check_len(d, CODE_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
-        }
-        Ok(())
+/// Checks a code's prefix and description, whichever are given.
+fn check_code(prefix: Option<&str>, description: Option<&str>) -> Result<(), Failure> {
+    if let Some(p) = prefix {
+        check_number(p, PREFIX_MAX).map_err(|m| Failure::bad("number_prefix", m))?;
     }
+    if let Some(d) = description {
+        check_len(d, CODE_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
+    }
+    Ok(())
 }
 
 const CODE_FIELDS: &[&str] = &["id", "number_prefix", "description"];
@@ -169,17 +182,16 @@ pub async fn list_codes(
 
 /// Create a block code.
 #[utoipa::path(post, path = "/api/disallowed_codes", tag = "Security", security(("bearer" = [])),
-    request_body = CodeInput, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
+    request_body = NewCode, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn create_code(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    JsonBody(req): JsonBody<CodeInput>,
+    JsonBody(req): JsonBody<NewCode>,
 ) -> Result<(StatusCode, Json<Created>), Failure> {
     p.need(Perm::SecurityWrite)?;
-    req.check()?;
-    let prefix = req.number_prefix.ok_or_else(|| Failure::bad("number_prefix", "required"))?;
+    check_code(Some(&req.number_prefix), req.description.as_deref())?;
     blocking(&s, move |st| {
-        let c = st.store().add_code(&prefix, req.description.as_deref().unwrap_or_default())?;
+        let c = st.store().add_code(&req.number_prefix, req.description.as_deref().unwrap_or_default())?;
         Ok((StatusCode::CREATED, Json(Created { id: c.id })))
     })
     .await
@@ -205,17 +217,17 @@ pub async fn show_code(
 
 /// Update a blocked code by its ID (absent fields are kept).
 #[utoipa::path(post, path = "/api/disallowed_codes/{id}", tag = "Security", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The unique ID of the code.")), request_body = CodeInput,
+    params(("id" = String, Path, description = "The unique ID of the code.")), request_body = CodeChange,
     responses((status = 200, body = DisallowedCode), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn update_code(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
-    JsonBody(req): JsonBody<CodeInput>,
+    JsonBody(req): JsonBody<CodeChange>,
 ) -> Result<Json<DisallowedCode>, Failure> {
     p.need(Perm::SecurityWrite)?;
     let n = update_id(&id, req.id.as_deref())?;
-    req.check()?;
+    check_code(req.number_prefix.as_deref(), req.description.as_deref())?;
     blocking(&s, move |st| {
         let c = st.store().update_code(n, req.number_prefix.as_deref(), req.description.as_deref())?;
         c.map(Json).ok_or_else(|| Failure::not_found("id", format!("no disallowed code {n}")))
@@ -286,18 +298,33 @@ fn some_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<DateTime
     Option::<DateTime<Utc>>::deserialize(d).map(Some)
 }
 
-/// A new or changed blacklisted number.
+/// A new blacklisted number (the seed's create body: the server picks the id).
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NumberInput {
-    /// Ignored on create; on update it must equal the path's id.
+pub struct NewNumber {
+    /// An alphanumeric sequence beginning with an optional plus sign, 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    pub number: String,
+    /// Expiry (RFC 3339, in the future); absent or `null`: never.
+    #[serde(default)]
+    pub expire_at: Option<DateTime<Utc>>,
+    /// Remarks (at most 255 characters).
+    #[schema(max_length = 255)]
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A change to a blacklisted number (absent fields are kept).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NumberChange {
+    /// The number's id: may repeat the path's id, never change it.
     #[serde(default)]
     pub id: Option<String>,
     /// An alphanumeric sequence beginning with an optional plus sign, 1 to 64 characters.
-    /// Required on create.
     #[schema(min_length = 1, max_length = 64)]
     pub number: Option<String>,
-    /// Expiry (RFC 3339, in the future); `null` on update removes it.
+    /// Expiry (RFC 3339, in the future); `null` removes it.
     #[serde(default, deserialize_with = "some_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expire_at: Option<Option<DateTime<Utc>>>,
@@ -306,21 +333,22 @@ pub struct NumberInput {
     pub description: Option<String>,
 }
 
-impl NumberInput {
-    fn check(&self) -> Result<(), Failure> {
-        if let Some(n) = &self.number {
-            check_number(n, NUMBER_MAX).map_err(|m| Failure::bad("number", m))?;
-        }
-        if let Some(d) = &self.description {
-            check_len(d, NUMBER_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
-        }
-        if let Some(Some(t)) = self.expire_at
-            && t <= Utc::now()
-        {
-            return Err(Failure::bad("expire_at", "already in the past"));
-        }
-        Ok(())
+/// Checks a blacklisted number's fields, whichever are given.
+fn check_blacklisted(
+    number: Option<&str>,
+    expire_at: Option<DateTime<Utc>>,
+    description: Option<&str>,
+) -> Result<(), Failure> {
+    if let Some(n) = number {
+        check_number(n, NUMBER_MAX).map_err(|m| Failure::bad("number", m))?;
     }
+    if let Some(d) = description {
+        check_len(d, NUMBER_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
+    }
+    if expire_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(Failure::bad("expire_at", "already in the past"));
+    }
+    Ok(())
 }
 
 const NUMBER_FIELDS: &[&str] = &["id", "number", "expire_at", "created_at", "updated_at", "description"];
@@ -343,19 +371,18 @@ pub async fn list_numbers(
 
 /// Create a new blacklisted number.
 #[utoipa::path(post, path = "/api/blacklisted_numbers", tag = "Security", security(("bearer" = [])),
-    request_body = NumberInput, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
+    request_body = NewNumber, responses((status = 201, body = Created), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn create_number(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    JsonBody(req): JsonBody<NumberInput>,
+    JsonBody(req): JsonBody<NewNumber>,
 ) -> Result<(StatusCode, Json<Created>), Failure> {
     p.need(Perm::SecurityWrite)?;
-    req.check()?;
-    let number = req.number.ok_or_else(|| Failure::bad("number", "required"))?;
+    check_blacklisted(Some(&req.number), req.expire_at, req.description.as_deref())?;
     blocking(&s, move |st| {
         let n = st.store().add_number(
-            &number,
-            req.expire_at.flatten(),
+            &req.number,
+            req.expire_at,
             req.description.as_deref().unwrap_or_default(),
         )?;
         Ok((StatusCode::CREATED, Json(Created { id: n.id })))
@@ -383,17 +410,17 @@ pub async fn show_number(
 
 /// Update a blacklisted number (absent fields are kept).
 #[utoipa::path(post, path = "/api/blacklisted_numbers/{id}", tag = "Security", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The unique ID of the blacklisted number.")), request_body = NumberInput,
+    params(("id" = String, Path, description = "The unique ID of the blacklisted number.")), request_body = NumberChange,
     responses((status = 200, body = BlacklistedNumber), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn update_number(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
-    JsonBody(req): JsonBody<NumberInput>,
+    JsonBody(req): JsonBody<NumberChange>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
     p.need(Perm::SecurityWrite)?;
     let n = update_id(&id, req.id.as_deref())?;
-    req.check()?;
+    check_blacklisted(req.number.as_deref(), req.expire_at.flatten(), req.description.as_deref())?;
     blocking(&s, move |st| {
         let x =
             st.store().update_number(n, req.number.as_deref(), req.expire_at, req.description.as_deref())?;
