@@ -196,7 +196,9 @@ pub struct ApiConfig {
     /// Lifetime of a refresh token, seconds. Default 2592000 (30 days).
     pub refresh_token_secs: u64,
     /// Failed sign-ins from one source, or for one user, that block further attempts from it
-    /// (or for them) until the window has passed: 429. Default 5.
+    /// (or for them) until the window has passed: 429. Default 5. A user's limit counts and
+    /// blocks only sources that user has signed in from before: failing as `admin` from
+    /// elsewhere does not lock the real administrator out.
     pub signin_failures: u32,
     /// The window of `signin_failures`, seconds. Default 300.
     pub signin_window_secs: u64,

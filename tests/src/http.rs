@@ -118,6 +118,45 @@ impl Http {
         self.call("POST", path, Some(body))
     }
 
+    /// POST JSON from the local address `source` (a 127.0.0.0/8 address: the kernel picks
+    /// 127.0.0.1 for every loopback connection otherwise), over plain HTTP/1.1 written by hand:
+    /// ureq cannot bind the local end. For what the server makes of the client's address
+    /// (sign-in throttling).
+    pub fn post_from(&self, source: std::net::Ipv4Addr, path: &str, body: &Value) -> Answer {
+        use std::io::{Read, Write};
+        let host = self.base.strip_prefix("http://").expect("post_from speaks plain HTTP");
+        let to: std::net::SocketAddr = host.parse().expect("an ADDRESS:PORT base");
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        sock.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
+        sock.connect_timeout(&to.into(), Duration::from_secs(5)).expect("connect");
+        let mut stream = std::net::TcpStream::from(sock);
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let body = body.to_string();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        if let Some(t) = &self.token {
+            head.push_str(&format!("authorization: Bearer {t}\r\n"));
+        }
+        stream.write_all(format!("{head}\r\n{body}").as_bytes()).expect("send");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read the answer");
+        let (head, text) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let mut lines = head.lines();
+        let status =
+            lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        assert!(
+            !headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
+            "post_from reads only answers with a length"
+        );
+        Answer { status, headers, text: text.to_owned() }
+    }
+
     /// Signs in; returns a client carrying the access token, and the whole answer.
     pub fn sign_in(&self, username: &str, password: &str, domain: &str) -> (Self, Value) {
         let a = self.post(

@@ -364,13 +364,24 @@ fn authentication_seed_tokens_and_password_reset() {
         expect(h.post("/api/auth/reset_password", &json!({"token": token, "password": "second-password"})), 204);
         expect(h.post("/api/auth/reset_password", &json!({"token": token, "password": "third-password"})), 400);
         h.sign_in("o'neil.j", "second-password", "sip.acme.example");
-        // Throttling: 3 failures for one user block it (429 with Retry-After), also with the
-        // right password.
+        // Throttling. The user has signed in from 127.0.0.1 (`h`). 3 failures for the user from
+        // another address block the user (429 with Retry-After, also with the right password)
+        // for every address it never signed in from, and that address itself…
+        let bad = json!({"username": "o'neil.j", "password": "wrong-password", "domain": "sip.acme.example"});
+        let good = json!({"username": "o'neil.j", "password": "second-password", "domain": "sip.acme.example"});
+        let (attacker, newcomer) = ([127, 0, 0, 2].into(), [127, 0, 0, 3].into());
         for _ in 0..3 {
-            let bad = json!({"username": "o'neil.j", "password": "wrong-password", "domain": "sip.acme.example"});
+            expect(h.post_from(attacker, "/api/auth/sign_in", &bad), 401);
+        }
+        let blocked = expect(h.post_from(newcomer, "/api/auth/sign_in", &good), 429);
+        assert!(blocked.header("retry-after").is_some(), "{:?}", blocked.headers);
+        expect(h.post_from(attacker, "/api/auth/sign_in", &good), 429);
+        // …but not the address the user signs in from: the attacker cannot lock the user out.
+        expect(h.post("/api/auth/sign_in", &good), 200);
+        // A known address has its own limit: 3 failures from it block it too.
+        for _ in 0..3 {
             expect(h.post("/api/auth/sign_in", &bad), 401);
         }
-        let good = json!({"username": "o'neil.j", "password": "second-password", "domain": "sip.acme.example"});
         let blocked = expect(h.post("/api/auth/sign_in", &good), 429);
         assert!(blocked.header("retry-after").is_some());
     });

@@ -4,7 +4,8 @@
 //! Tokens are 128-bit random strings (32 hex digits); the store keeps only their SHA-256. An
 //! access token lives `api.access_token_secs` (1800 s), a refresh token
 //! `api.refresh_token_secs`; a refresh replaces both. Sign-in failures are throttled per
-//! source address and per user (`api.signin_failures` in `api.signin_window_secs`: 429).
+//! source address and per user (`api.signin_failures` in `api.signin_window_secs`: 429); a
+//! user's limit spares the sources that user has signed in from (see [`super::Throttle`]).
 
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     };
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(wait) = th.blocked(&source, max, window).or_else(|| th.blocked(&who, max, window)) {
+        if let Some(wait) = th.sign_in_blocked(&source, &who, max, window) {
             return too_many("sign-ins", wait);
         }
     }
@@ -226,12 +227,11 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
         (Some((u, _)), true) => u,
         _ => {
             let mut th = s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            th.fail(&source, window);
-            th.fail(&who, window);
+            th.sign_in_failed(&source, &who, window);
             return Failure::unauthorized("wrong user name, domain or password").into_response();
         }
     };
-    s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear(&who);
+    s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).signed_in(&source, &who);
     tracing::info!(user = user.username, tenant = ?user.tenant, "signed in");
     match blocking(&s2, move |st| issue(st, user.id, true, None)).await {
         Ok(t) => Json(t).into_response(),

@@ -468,12 +468,23 @@ pub async fn blocking<T: Send + 'static>(
     .map_err(|e| Failure::internal(&e.into()))?
 }
 
-/// Failed sign-ins per key (a source address, a user), in a sliding window. Kept in memory: a
-/// restart forgets them, which an attacker cannot cause from outside.
+/// Failed sign-ins per key (a source address, a user), in a sliding window, and the sources each
+/// user has signed in from. Kept in memory: a restart forgets them, which an attacker cannot
+/// cause from outside.
+///
+/// A user's failure limit counts and blocks only sources that user has not signed in from
+/// (the "known device" exemption of OWASP's authentication guidance): otherwise anyone could
+/// lock `admin` out by failing to sign in as `admin`. Every source keeps its own limit, known or
+/// not, so a known source cannot be used to guess either.
 #[derive(Debug, Default)]
 pub struct Throttle {
     failures: HashMap<String, VecDeque<Instant>>,
+    /// (user key, source key) → the last successful sign-in.
+    known: HashMap<(String, String), Instant>,
 }
+
+/// Keys kept at most, per map: bounds the memory a spray of sources or user names can take.
+const THROTTLE_KEYS: usize = 100_000;
 
 impl Throttle {
     /// How long until `key` may try again, when it has `max` failures within `window`.
@@ -490,11 +501,49 @@ impl Throttle {
         }
     }
 
+    /// How long until `source` may try to sign in as `user` again: the source's own limit, and
+    /// the user's unless `source` has signed in as `user` before.
+    pub fn sign_in_blocked(
+        &mut self,
+        source: &str,
+        user: &str,
+        max: u32,
+        window: Duration,
+    ) -> Option<Duration> {
+        self.blocked(source, max, window)
+            .or_else(|| if self.knows(user, source) { None } else { self.blocked(user, max, window) })
+    }
+
+    /// Records a failed sign-in from `source` as `user`.
+    pub fn sign_in_failed(&mut self, source: &str, user: &str, window: Duration) {
+        self.fail(source, window);
+        if !self.knows(user, source) {
+            self.fail(user, window);
+        }
+    }
+
+    /// Records a successful sign-in: `source` is known for `user` from now on.
+    pub fn signed_in(&mut self, source: &str, user: &str) {
+        self.failures.remove(user);
+        if self.known.len() >= THROTTLE_KEYS {
+            // Forget the oldest half rather than refuse to learn.
+            let mut times: Vec<Instant> = self.known.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() / 2];
+            self.known.retain(|_, t| *t > cut);
+        }
+        self.known.insert((user.to_owned(), source.to_owned()), Instant::now());
+    }
+
+    fn knows(&self, user: &str, source: &str) -> bool {
+        self.known.contains_key(&(user.to_owned(), source.to_owned()))
+    }
+
     /// Records a failure of `key`.
     pub fn fail(&mut self, key: &str, window: Duration) {
         let now = Instant::now();
-        if self.failures.len() > 100_000 {
-            // Bound the memory a spray of sources can take: forget keys with nothing recent.
+        if self.failures.len() > THROTTLE_KEYS {
+            // Forget keys with nothing recent.
             self.failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
         let q = self.failures.entry(key.to_owned()).or_default();
@@ -502,11 +551,6 @@ impl Throttle {
         if q.len() > 64 {
             q.pop_front();
         }
-    }
-
-    /// Forgets `key` (after a success).
-    pub fn clear(&mut self, key: &str) {
-        self.failures.remove(key);
     }
 }
 
