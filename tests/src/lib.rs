@@ -11,7 +11,7 @@ pub mod netns;
 pub mod sipmsg;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -29,6 +29,27 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// A unique name for this process and call: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Removes the pin directories of test kernels whose process is gone (`callguard-test-<pid>-<n>`
+/// with no `/proc/<pid>`): `Drop` removes them on success and on panic, but not when a test or
+/// bench is killed by a signal. Once per process; a pid that was reused is left alone.
+fn sweep_stale_pins() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("callguard-test-").and_then(|r| r.split('-').next()) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                eprintln!("removing {} (left by process {pid}, which is gone)", e.path().display());
+                let _ = callguard::ebpf::detach_all(&e.path());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
 }
 
 /// The XDP program loaded with its maps pinned in a private directory under `/sys/fs/bpf`,
@@ -66,6 +87,7 @@ impl TestKernel {
             unsafe { libc::geteuid() } == 0,
             "kernel tests load XDP programs and must run as root"
         );
+        sweep_stale_pins();
         let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
         let mut kernel = match Kernel::load(&dir) {
             Ok(k) => k,
