@@ -83,15 +83,9 @@ impl Netns {
 
     /// Loads an nftables ruleset (`nft -f -`) into this namespace.
     pub fn nft(&self, ruleset: &str) {
-        use std::io::Write as _;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting nft (Debian package nftables)");
-        child.stdin.take().expect("stdin").write_all(ruleset.as_bytes()).expect("writing to nft");
-        let out = child.wait_with_output().expect("nft");
+        let mut nft = Command::new("ip");
+        nft.args(["netns", "exec", &self.name, "nft", "-f", "-"]);
+        let out = with_stdin(nft, ruleset, "nft (Debian package nftables)");
         assert!(out.status.success(), "nft: {}\n{ruleset}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -170,6 +164,19 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             (ss, size_of::<libc::sockaddr_in6>() as u32)
         }
     }
+}
+
+/// Runs `cmd` with `input` on its standard input; its output and error are captured.
+fn with_stdin(mut cmd: Command, input: &str, what: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing stdin");
+    child.wait_with_output().unwrap_or_else(|e| panic!("running {what}: {e}"))
 }
 
 impl Drop for Netns {
@@ -303,16 +310,7 @@ impl Instance {
     /// `callguard -c <config> <args>` with `input` on its standard input; returns stdout.
     /// Panics with stderr when it fails.
     pub fn cli_input(&self, args: &[&str], input: &str) -> String {
-        use std::io::Write as _;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running callguard");
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing stdin");
-        let out = child.wait_with_output().expect("running callguard");
+        let out = with_stdin(self.command(args), input, "callguard");
         assert!(out.status.success(), "callguard {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
