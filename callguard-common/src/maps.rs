@@ -24,7 +24,7 @@ pub const STATS: &str = "CG_STATS";
 /// [`crate::NetEntry::allow_slot`] / [`crate::NetEntry::deny_slot`]. Slot 0 is never counted.
 pub const RULE_STATS: &str = "CG_RULE_STATS";
 
-/// Scanner signature automata: `Array<DfaRow>` of `BANKS * DFA_STATES` rows; see [`crate::sig`].
+/// Scanner signature automata: `Array<DfaBank>`, one value per bank; see [`crate::sig`].
 pub const SIG_DFA: &str = "CG_SIG_DFA";
 /// Scanner signature automata, per-bank header (byte classes, start states): `Array<DfaHead>`
 /// of [`crate::sig::BANKS`].

@@ -7,7 +7,7 @@
 //! the To value — and writes it to [`crate::maps::SIG_DFA`] and [`crate::maps::SIG_HEAD`]. The
 //! automaton itself knows where a display name or a URI user starts and ends, so the kernel needs
 //! no From/To parser: it feeds the bytes of the value and stops at the first enforcing match or
-//! at the dead state. Cost is one array lookup per byte walked; for prefix signatures the
+//! at the dead state. Cost is one table read per byte walked; for prefix signatures the
 //! automaton dies after a few bytes, whatever the number of signatures.
 //!
 //! Two banks: the daemon writes the bank not in use, then flips
@@ -46,8 +46,8 @@ pub const MODE_DRY_RUN: u8 = 1;
 /// [`DfaRow::mode`]: an enforcing signature matched (count and drop).
 pub const MODE_ENFORCE: u8 = 2;
 
-/// One state of the automaton: a row of [`crate::maps::SIG_DFA`], at index
-/// `bank * DFA_STATES + state`.
+/// One state of the automaton as the daemon compiles it; the kernel holds the rows of a bank in
+/// a [`DfaBank`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DfaRow {
@@ -69,6 +69,48 @@ impl Default for DfaRow {
 }
 
 const _: () = assert!(size_of::<DfaRow>() == 2 * DFA_CLASSES + 4);
+
+/// One bank of automata as the kernel walks it: a value of [`crate::maps::SIG_DFA`] at index
+/// `bank`. One value per bank rather than one per state, so that a transition is an index into
+/// memory the program already holds (a shift and two adds) instead of a map lookup per byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DfaBank {
+    /// `next[state][class]`: as [`DfaRow::next`].
+    pub next: [[u16; DFA_CLASSES]; DFA_STATES as usize],
+    /// `slot[state]`: as [`DfaRow::slot`].
+    pub slot: [u16; DFA_STATES as usize],
+    /// `mode[state]`: as [`DfaRow::mode`].
+    pub mode: [u8; DFA_STATES as usize],
+}
+
+const _: () = assert!(size_of::<DfaBank>() == DFA_STATES as usize * (2 * DFA_CLASSES + 3));
+
+impl DfaBank {
+    /// Writes `rows` (state 0 first) into this bank; the states after them become dead ends.
+    pub fn fill(&mut self, rows: &[DfaRow]) {
+        for (i, r) in
+            rows.iter().chain(core::iter::repeat(&DfaRow::default())).take(DFA_STATES as usize).enumerate()
+        {
+            self.next[i] = r.next;
+            self.slot[i] = r.slot;
+            self.mode[i] = r.mode;
+        }
+    }
+
+    /// The transition from `state` by `class`.
+    #[inline(always)]
+    pub fn next(&self, state: u16, class: usize) -> u16 {
+        self.next[usize::from(state) & (DFA_STATES as usize - 1)][class & (DFA_CLASSES - 1)]
+    }
+
+    /// `(mode, slot)` of `state`.
+    #[inline(always)]
+    pub fn meta(&self, state: u16) -> (u8, u16) {
+        let s = usize::from(state) & (DFA_STATES as usize - 1);
+        (self.mode[s], self.slot[s])
+    }
+}
 
 /// Per-bank header: a row of [`crate::maps::SIG_HEAD`] at index `bank`.
 #[repr(C)]
@@ -96,6 +138,10 @@ unsafe impl aya::Pod for DfaRow {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for DfaHead {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), arrays of integers whose sizes add up to a multiple of 8 (no padding, see the
+// size assertion); every bit pattern valid.
+unsafe impl aya::Pod for DfaBank {}
 
 /// What a walk found: the enforcing match that stopped it, or the last dry-run match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,17 +153,18 @@ pub struct Hit {
 }
 
 /// Walks the automaton from `start` over a value of `len` bytes (at most `max` are read),
-/// `byte(k)` giving byte `k` and `row(state)` the state's row in one bank (the kernel reads
-/// [`crate::maps::SIG_DFA`], userspace models a slice). Stops at an enforcing match or at the
-/// dead state; one row is read per byte.
+/// `byte(k)` giving byte `k`, `next(state, class)` the transition and `meta(state)` the state's
+/// `(mode, slot)` (the kernel reads a [`DfaBank`], userspace models [`DfaRow`]s). Stops at an
+/// enforcing match or at the dead state; one transition is read per byte.
 #[inline(always)]
-pub fn walk<'a>(
+pub fn walk(
     head: &DfaHead,
     start: u16,
     mut byte: impl FnMut(usize) -> u8,
     len: usize,
     max: usize,
-    mut row: impl FnMut(u16) -> Option<&'a DfaRow>,
+    mut next: impl FnMut(u16, usize) -> u16,
+    mut meta: impl FnMut(u16) -> (u8, u16),
 ) -> Hit {
     let mut hit = Hit::default();
     let mut state = start;
@@ -127,18 +174,18 @@ pub fn walk<'a>(
         if state == STATE_DEAD {
             break;
         }
-        let Some(r) = row(state) else { break };
-        if r.mode == MODE_ENFORCE {
-            return Hit { mode: MODE_ENFORCE, slot: r.slot };
+        let (mode, slot) = meta(state);
+        if mode == MODE_ENFORCE {
+            return Hit { mode: MODE_ENFORCE, slot };
         }
-        if r.mode == MODE_DRY_RUN {
-            hit = Hit { mode: MODE_DRY_RUN, slot: r.slot };
+        if mode == MODE_DRY_RUN {
+            hit = Hit { mode: MODE_DRY_RUN, slot };
         }
         if k > len {
             break;
         }
         let class = if k < len { usize::from(head.classes[usize::from(byte(k))]) } else { CLASS_EOI };
-        state = r.next[class & (DFA_CLASSES - 1)];
+        state = next(state, class & (DFA_CLASSES - 1));
     }
     hit
 }

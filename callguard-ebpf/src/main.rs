@@ -46,7 +46,7 @@ use callguard_common::{
         RULE_STATS_MAX, SOURCES_MAX,
     },
     net::{EXPIRED_RETRIES, SCOPE_ALL},
-    sig::{self, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE},
+    sig::{self, DfaBank, DfaHead, Hit, MODE_DRY_RUN, MODE_ENFORCE},
     sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
     stats::{STATS_LEN, stats_index},
 };
@@ -79,7 +79,7 @@ static CG_RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(RULE_STATS_MAX,
 
 /// Scanner signature automata, both banks (`maps::SIG_DFA`).
 #[map]
-static CG_SIG_DFA: Array<DfaRow> = Array::pinned(sig::BANKS * sig::DFA_STATES, 0);
+static CG_SIG_DFA: Array<DfaBank> = Array::pinned(sig::BANKS, 0);
 /// Byte classes and start states of each bank (`maps::SIG_HEAD`).
 #[map]
 static CG_SIG_HEAD: Array<DfaHead> = Array::pinned(sig::BANKS, 0);
@@ -265,7 +265,11 @@ extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if field >= sig::field::COUNT {
         return 1;
     }
-    let (Some(head), Some(buf)) = (CG_SIG_HEAD.get(walk.bank), CG_SCRATCH.get_ptr(0)) else { return 1 };
+    let (Some(head), Some(bank), Some(buf)) =
+        (CG_SIG_HEAD.get(walk.bank), CG_SIG_DFA.get(walk.bank), CG_SCRATCH.get_ptr(0))
+    else {
+        return 1;
+    };
     // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
     let buf = unsafe { &*buf };
     let span = walk.fields[field];
@@ -273,7 +277,6 @@ extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if start == sig::STATE_DEAD || !span.is_some() {
         return 0;
     }
-    let base = walk.bank * sig::DFA_STATES;
     let off = usize::from(span.off);
     let hit = sig::walk(
         head,
@@ -281,7 +284,8 @@ extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         |k| buf.buf[(off + k) & (SCAN_LEN - 1)],
         usize::from(span.len),
         FIELD_MAX,
-        |state| CG_SIG_DFA.get(base + u32::from(state)),
+        |state, class| bank.next(state, class),
+        |state| bank.meta(state),
     );
     if hit.mode == MODE_ENFORCE {
         walk.hit = hit;
@@ -331,13 +335,7 @@ fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
     // SAFETY: the helper filled the first `n` bytes; the value lives as long as the program run.
     let buf = unsafe { &mut *buf };
     // The parser may read sip::TAIL bytes past the payload: zero, not an earlier packet's bytes.
-    for k in 0..sip::TAIL {
-        let i = n + k;
-        if i < SCAN_LEN {
-            // Masked through `opaque` so LLVM keeps the mask the verifier needs.
-            buf.buf[sip::opaque(i) & (SCAN_LEN - 1)] = 0;
-        }
-    }
+    buf.clear_tail(n);
     let buf = &*buf;
     let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
     // SAFETY: this CPU's parse state; nothing else uses it during this program run.

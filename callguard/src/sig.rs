@@ -6,7 +6,8 @@
 //! into the kernel's fixed row format, with the three fields sharing one set of byte classes.
 
 use callguard_common::sig::{
-    CLASS_EOI, DFA_STATES, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE, SLOTS, STATE_DEAD, field,
+    CLASS_EOI, DFA_STATES, DfaHead, DfaRow, Hit, MODE_DRY_RUN, MODE_ENFORCE, MODE_NONE, SLOTS, STATE_DEAD,
+    field,
 };
 use chrono::{DateTime, Utc};
 use regex_automata::{
@@ -192,7 +193,7 @@ pub enum CompileError {
     TooManyClasses(usize),
 }
 
-/// A compiled bank: what goes into `CG_SIG_HEAD[bank]` and `CG_SIG_DFA[bank * DFA_STATES..]`.
+/// A compiled bank: what goes into `CG_SIG_HEAD[bank]` and `CG_SIG_DFA[bank]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compiled {
     /// Byte classes and start states.
@@ -214,7 +215,8 @@ impl Compiled {
             |k| value[k],
             value.len(),
             callguard_common::sip::FIELD_MAX,
-            |s| self.rows.get(usize::from(s)),
+            |s, class| self.rows.get(usize::from(s)).map_or(STATE_DEAD, |r| r.next[class]),
+            |s| self.rows.get(usize::from(s)).map_or((MODE_NONE, 0), |r| (r.mode, r.slot)),
         )
     }
 }
@@ -365,8 +367,6 @@ pub fn free_slot(used: impl IntoIterator<Item = u16>) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use callguard_common::sig::MODE_NONE;
-
     use super::*;
 
     fn sig(id: u32, field: SigField, matches: SigMatch, text: &str, mode: SigMode) -> Signature {

@@ -32,9 +32,12 @@ use callguard_tests::{
     sipmsg::{self, SvTool},
 };
 
-const ROUNDS: usize = 5;
+/// Rounds per row. The fastest is reported: on a shared VM other tenants only ever add time, so
+/// the fastest round is the one least disturbed, and it varies far less from run to run than the
+/// median (see the README's measured figures).
+const ROUNDS: usize = 9;
 
-/// Median ns per packet over `ROUNDS` runs of `repeat` repetitions.
+/// Fastest ns per packet over `ROUNDS` runs of `repeat` repetitions.
 fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
     let mut v: Vec<f64> = (0..ROUNDS)
         .map(|_| {
@@ -44,7 +47,7 @@ fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[ROUNDS / 2]
+    v[0]
 }
 
 /// `count` distinct /24 prefixes spread over unicast IPv4 space, away from 198.18.0.0/15.
@@ -87,7 +90,7 @@ fn kernel(repeat: u32) {
     let mut k = TestKernel::new();
     k.set_signatures(&default_signatures());
     println!(
-        "callguard kernel benchmark: BPF_PROG_TEST_RUN, {repeat} repetitions x {ROUNDS} rounds, median ns/packet"
+        "callguard kernel benchmark: BPF_PROG_TEST_RUN, {repeat} repetitions, fastest of {ROUNDS} rounds, ns/packet"
     );
     println!("kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
     println!();
