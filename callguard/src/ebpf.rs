@@ -33,7 +33,7 @@ use callguard_common::{
     config::CONFIG_KEY,
     limits::{Limits, SourceState},
     maps,
-    sig::{DFA_STATES, DfaHead, DfaRow},
+    sig::{DfaBank, DfaHead},
     stats::stats_index,
 };
 use ipnet::IpNet;
@@ -142,7 +142,7 @@ pub struct Kernel {
     config: Array<MapData, KernelConfig>,
     stats: PerCpuArray<MapData, Counter>,
     rule_stats: PerCpuArray<MapData, Counter>,
-    sig_dfa: Array<MapData, DfaRow>,
+    sig_dfa: Array<MapData, DfaBank>,
     sig_head: Array<MapData, DfaHead>,
     sig_stats: PerCpuArray<MapData, Counter>,
     sources: HashMap<MapData, [u8; 16], SourceState>,
@@ -179,6 +179,40 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+/// Refuses, naming the map, maps pinned in `pin_dir` whose shape differs from what this build's
+/// program declares: an older callguard's layout (a map's value grew, a table changed form).
+/// aya reuses a pinned map by name without comparing, and the verifier's complaint about the
+/// program would name neither the map nor the remedy.
+fn check_pinned_maps(pin_dir: &Path) -> anyhow::Result<()> {
+    let obj = aya_obj::Object::parse(OBJECT).context("reading the XDP object")?;
+    for (name, want) in &obj.maps {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let have = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the map pinned at {}", path.display()))?;
+        let shape = |key: u32, value: u32, entries: u32| {
+            format!("key size {key}, value size {value}, {entries} entries")
+        };
+        let (have, want) = (
+            shape(have.key_size(), have.value_size(), have.max_entries()),
+            shape(want.key_size(), want.value_size(), want.max_entries()),
+        );
+        if have != want {
+            bail!(
+                "the map {name} pinned at {} has {have}, but this callguard's program needs {want}: \
+                 another callguard version pinned it. Run `callguard detach --pin-dir {}` (it \
+                 removes the program, its link and its maps; the daemon writes the rules from its \
+                 store again when it starts), then start callguard again",
+                path.display(),
+                pin_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Kernel {
     /// Loads the program and verifies it, reusing the maps pinned in `pin_dir` (or creating
     /// and pinning them there). Nothing is attached yet.
@@ -188,6 +222,7 @@ impl Kernel {
         }
         ensure_pin_dir(pin_dir)?;
         raise_memlock();
+        check_pinned_maps(pin_dir)?;
         let mut ebpf =
             EbpfLoader::new().default_map_pin_directory(pin_dir).load(OBJECT).with_context(|| {
                 format!(
@@ -522,10 +557,12 @@ impl Kernel {
     /// new ones.
     pub fn set_signatures(&mut self, c: &crate::sig::Compiled) -> anyhow::Result<()> {
         let bank = self.kcfg.sig_bank ^ 1;
-        let base = u32::from(bank) * DFA_STATES;
-        for (i, row) in c.rows.iter().enumerate() {
-            self.sig_dfa.set(base + i as u32, *row, 0).context("writing CG_SIG_DFA")?;
-        }
+        // Half a megabyte: built and handed over on the heap (Box borrows as DfaBank), never on a
+        // stack.
+        // SAFETY: DfaBank is integers only, for which all-zero bytes are a valid value.
+        let mut dfa: Box<DfaBank> = unsafe { Box::new_zeroed().assume_init() };
+        dfa.fill(&c.rows);
+        self.sig_dfa.set(u32::from(bank), dfa, 0).context("writing CG_SIG_DFA")?;
         self.sig_head.set(u32::from(bank), c.head, 0).context("writing CG_SIG_HEAD")?;
         let cfg = KernelConfig { sig_bank: bank, ..self.kcfg };
         self.config.set(CONFIG_KEY, cfg, 0)?;

@@ -1,17 +1,19 @@
 //! Kernel verdict tests: the real XDP program, loaded in this kernel, run on crafted frames
 //! through BPF_PROG_TEST_RUN. Each test asserts the verdict and the counters a user would read.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
+use aya::maps::{Array, MapData};
 use callguard::{
     config::Config,
+    ebpf::Kernel,
     rules::{Kind, Scope},
 };
-use callguard_common::{Action, Reason};
+use callguard_common::{Action, Reason, maps};
 use callguard_tests::{
     TestKernel,
     frame::{self, Frame, ICMP, TPID_8021AD, TPID_8021Q, ext},
-    rule,
+    rule, unique,
 };
 
 const SIP: u16 = 5060;
@@ -373,4 +375,31 @@ fn a_new_rule_never_inherits_the_counters_of_a_deleted_one() {
     k.set_rules(&[rule(2, "198.18.30.0/24", Kind::Allow, Scope::Sip)]);
     assert_eq!(k.run(&f), Action::Pass);
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (0, 1));
+}
+
+/// An upgrade over maps pinned by another callguard version: the load is refused with the map,
+/// both shapes and the remedy named, and it pins nothing next to the old map.
+#[test]
+fn a_map_pinned_by_another_layout_is_named_not_reused() {
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = callguard::ebpf::detach_all(&self.0);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    // The signature table as earlier versions pinned it: one 136-byte entry per state.
+    let old: Array<MapData, [u8; 136]> = Array::create(8192, 0).unwrap();
+    old.pin(dir.join(maps::SIG_DFA)).unwrap();
+
+    let Err(err) = Kernel::load(&dir) else { panic!("the load must be refused") };
+    let msg = format!("{err:#}");
+    assert!(msg.contains("the map CG_SIG_DFA pinned at"), "{msg}");
+    assert!(msg.contains("key size 4, value size 136, 8192 entries"), "{msg}");
+    assert!(msg.contains("callguard detach --pin-dir"), "{msg}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [maps::SIG_DFA], "nothing pinned next to the old map");
 }
