@@ -658,8 +658,16 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
     if bit == 0 {
         return (0, i);
     }
-    // Spaces or tabs may stand between the name and the colon.
-    let mut colon = i + n as usize;
+    match colon_after(s, i + n as usize) {
+        Some(colon) => (bit, colon + 1),
+        None => (0, i),
+    }
+}
+
+/// The colon that ends a header name ending at `end`: spaces or tabs (up to eight) may stand
+/// between them.
+fn colon_after(s: &Scratch, end: usize) -> Option<usize> {
+    let mut colon = end;
     for _ in 0..8 {
         let c = at(s, colon);
         if c == b' ' || c == b'\t' {
@@ -669,10 +677,7 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
         }
     }
     let colon = s.launder(colon);
-    if at(s, colon) != b':' {
-        return (0, i);
-    }
-    (bit, colon + 1)
+    if at(s, colon) == b':' { Some(colon) } else { None }
 }
 
 #[cfg(test)]
@@ -864,20 +869,7 @@ mod tests {
         if n == 0 {
             return (0, i);
         }
-        // Spaces or tabs may stand between the name and the colon.
-        let mut colon = i + n;
-        for _ in 0..8 {
-            let c = at(s, colon);
-            if c == b' ' || c == b'\t' {
-                colon += 1;
-            } else {
-                break;
-            }
-        }
-        let colon = s.launder(colon);
-        if at(s, colon) != b':' {
-            return (0, i);
-        }
+        let Some(colon) = colon_after(s, i + n) else { return (0, i) };
         let bit = match (n, name) {
             (1, [b'v', ..]) | (3, [b'v', b'i', b'a', ..]) => header::VIA,
             (1, [b'f', ..]) | (4, [b'f', b'r', b'o', b'm', ..]) => header::FROM,

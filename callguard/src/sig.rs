@@ -224,16 +224,22 @@ impl Compiled {
 /// The regular expression for one signature over a field value (anchored at the value start).
 fn pattern(field: SigField, matches: SigMatch, text: &str) -> String {
     let lit = regex_syntax::escape(text);
+    // Where the URI starts (RFC 3261 §25.1, name-addr / addr-spec): after a display name, quoted
+    // (with `\"` escapes) or not, and `<`; or at the value's start. Only that first URI is the
+    // From/To URI: one in a parameter (`;x=sip:…`) is not. Anchored so, every automaton is dead
+    // once the URI user has ended, and the kernel stops reading the value there instead of
+    // walking its host and parameters.
+    const URI_START: &str = r#"(?:"(?:[^"\\]|\\(?s:.))*"[ \t]*<|[^"<]*<)?"#;
     // A URI user ends at '@' (sip/sips; no '@' means no user) or at ';', '>', '?' (tel).
     match (field, matches) {
         (SigField::UserAgent, SigMatch::Prefix) => lit,
         (SigField::UserAgent, SigMatch::Contains) => format!("(?s:.)*{lit}"),
         // Display name, quoted or not; or the user of a sip, sips or tel URI.
         (SigField::FromTo, SigMatch::Prefix) => {
-            format!("\"?{lit}|(?s:.)*(?:sips?:{lit}[^@;>?]*@|tel:{lit})")
+            format!("\"?{lit}|{URI_START}(?:sips?:{lit}[^@;>?]*@|tel:{lit})")
         }
         (SigField::FromTo, SigMatch::Contains) => format!(
-            "\"[^\"]*{lit}|[^\"<]*{lit}[^\"<]*<|(?s:.)*(?:sips?:[^@;>?]*{lit}[^@;>?]*@|tel:[^;>?]*{lit})"
+            "\"[^\"]*{lit}|[^\"<]*{lit}[^\"<]*<|{URI_START}(?:sips?:[^@;>?]*{lit}[^@;>?]*@|tel:[^;>?]*{lit})"
         ),
     }
 }
@@ -422,8 +428,50 @@ mod tests {
             assert_eq!(hit(&c, f, "<sip:100@evil.example>"), (MODE_NONE, 0), "host, not user");
             assert_eq!(hit(&c, f, "sip:100@evil.example"), (MODE_NONE, 0));
             assert_eq!(hit(&c, f, "\"Alice\" <sip:alice@pbx.example>;tag=1"), (MODE_NONE, 0));
+            // Only the From/To URI's user: not a URI in a parameter or after the first one.
+            assert_eq!(hit(&c, f, "<sip:100@h>;x=sip:sipvicious@h"), (MODE_NONE, 0), "parameter");
+            assert_eq!(hit(&c, f, "sip:100@h;x=\"<sip:evil@h>\""), (MODE_NONE, 0), "parameter");
+            assert_eq!(
+                hit(&c, f, "\"A \\\"B\\\" C\" <sip:sipvicious@h>"),
+                (MODE_ENFORCE, 1),
+                "escaped quotes"
+            );
+            assert_eq!(hit(&c, f, "\"Bob\"\t<sips:xevilx@h>"), (MODE_ENFORCE, 2));
         }
         assert_eq!(hit(&c, field::USER_AGENT, "sipvicious"), (MODE_NONE, 0));
+    }
+
+    /// The kernel reads a From or To value in `<…>` form at most up to the end of its URI user
+    /// (`@`): the automata die there, whatever follows (host, parameters, tag). A value without `<` is
+    /// read to its end, since an unquoted display name (read leniently, as SIP servers do) may
+    /// still be followed by one.
+    #[test]
+    fn from_to_walks_stop_at_the_end_of_the_uri_user() {
+        let c = compile(&numbered_defaults()).unwrap();
+        for (value, user_end) in [
+            ("\"Front Desk\" <sip:201@pbx.example.com>;tag=1803316542", 22),
+            ("<sip:+14155550100@pbx.example.com>", 18),
+            ("Sales <sip:202@pbx.example.com>;tag=x", 15),
+            ("sip:204@pbx.example.com;tag=x", 29), // all of it
+        ] {
+            for f in [field::FROM, field::TO] {
+                let mut read = 0;
+                let hit = callguard_common::sig::walk(
+                    &c.head,
+                    c.head.start[f],
+                    |k| {
+                        read = read.max(k + 1);
+                        value.as_bytes()[k]
+                    },
+                    value.len(),
+                    callguard_common::sip::FIELD_MAX,
+                    |s, class| c.rows[usize::from(s)].next[class],
+                    |s| (c.rows[usize::from(s)].mode, c.rows[usize::from(s)].slot),
+                );
+                assert_eq!(hit.mode, MODE_NONE, "{value}");
+                assert!(read <= user_end, "{value}: read {read} bytes, more than {user_end}");
+            }
+        }
     }
 
     #[test]
