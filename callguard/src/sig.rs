@@ -474,6 +474,30 @@ mod tests {
         }
     }
 
+    /// What a bank holds, as the README states it: three `from-to` `contains` signatures beside
+    /// the shipped set fit, a fourth is refused with the count.
+    #[test]
+    fn a_bank_holds_the_shipped_set_and_three_from_to_contains_signatures() {
+        let mut sigs = numbered_defaults();
+        for i in 0..4 {
+            let n = sigs.len() as u32 + 1;
+            sigs.push(sig(
+                n,
+                SigField::FromTo,
+                SigMatch::Contains,
+                &format!("scanner{i}x"),
+                SigMode::Enforce,
+            ));
+            let c = compile(&sigs);
+            if i < 3 {
+                assert!(c.is_ok(), "{} signatures: {:?}", sigs.len(), c.err());
+            } else {
+                let e = c.expect_err("a fourth must not fit").to_string();
+                assert!(e.starts_with("the signatures need") && e.ends_with("the kernel holds 4095"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn enforce_wins_over_dry_run_and_dry_run_alone_counts() {
         let c = compile(&[
