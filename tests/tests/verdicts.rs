@@ -391,14 +391,14 @@ fn a_map_pinned_by_another_layout_is_named_not_reused() {
     let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
     let _cleanup = Cleanup(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
-    // The signature table as earlier versions pinned it: one 136-byte entry per state.
-    let old: Array<MapData, [u8; 136]> = Array::create(8192, 0).unwrap();
+    // The signature table as earlier versions pinned it: one 132-byte row per state.
+    let old: Array<MapData, [u8; 132]> = Array::create(8192, 0).unwrap();
     old.pin(dir.join(maps::SIG_DFA)).unwrap();
 
     let Err(err) = Kernel::load(&dir) else { panic!("the load must be refused") };
     let msg = format!("{err:#}");
     assert!(msg.contains("the map CG_SIG_DFA pinned at"), "{msg}");
-    assert!(msg.contains("key size 4, value size 136, 8192 entries"), "{msg}");
+    assert!(msg.contains("key size 4, value size 132, 8192 entries"), "{msg}");
     assert!(msg.contains("callguard detach --pin-dir"), "{msg}");
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, [maps::SIG_DFA], "nothing pinned next to the old map");
