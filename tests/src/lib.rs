@@ -31,25 +31,57 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Removes the pin directories of test kernels whose process is gone (`callguard-test-<pid>-<n>`
-/// with no `/proc/<pid>`): `Drop` removes them on success and on panic, but not when a test or
-/// bench is killed by a signal. Once per process; a pid that was reused is left alone.
-fn sweep_stale_pins() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else { return };
+/// The process that made `name` (`<prefix>-<pid>-<n>`, see [`unique`]) when `name` has one of
+/// `prefixes` and that process is gone. A pid that was reused counts as alive (left alone).
+fn gone_owner(name: &str, prefixes: &[&str]) -> Option<u32> {
+    let rest = prefixes.iter().find_map(|p| name.strip_prefix(p)?.strip_prefix('-'))?;
+    let (pid, n) = rest.split_once('-')?;
+    let pid: u32 = pid.parse().ok()?;
+    n.parse::<u32>().ok()?;
+    (!Path::new("/proc").join(pid.to_string()).exists()).then_some(pid)
+}
+
+/// Removes what tests of processes that are gone left behind: `Drop` cleans up on success and
+/// on panic, but not when a test or bench is killed by a signal. Pin directories of test kernels
+/// and test daemons (`callguard-test-*`, `callguard-it-*`) are detached and removed; network
+/// namespaces of the harness (`cg-<role>-*`) have their processes killed and are deleted. Only
+/// names this harness makes are touched.
+pub fn sweep_stale() {
+    // Namespaces first: a test daemon in one still holds its pins.
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("callguard-test-").and_then(|r| r.split('-').next()) else {
-                continue;
-            };
-            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let Some(role) = name.strip_prefix("cg-").and_then(|r| r.split('-').next()) else { continue };
+            let Some(pid) = gone_owner(&name, &[&format!("cg-{role}")]) else { continue };
+            eprintln!("deleting network namespace {name} (left by process {pid}, which is gone)");
+            if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", &name]).output() {
+                for p in
+                    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: kill has no memory preconditions; `p` runs in a namespace this
+                    // harness made for a test whose process is gone.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &name]).status();
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = gone_owner(&name, &["callguard-test", "callguard-it"]) {
                 eprintln!("removing {} (left by process {pid}, which is gone)", e.path().display());
                 let _ = callguard::ebpf::detach_all(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-    });
+    }
+}
+
+/// [`sweep_stale`], once per process: before the first test kernel or namespace.
+pub(crate) fn sweep_stale_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(sweep_stale);
 }
 
 /// The XDP program loaded with its maps pinned in a private directory under `/sys/fs/bpf`,
@@ -87,7 +119,7 @@ impl TestKernel {
             unsafe { libc::geteuid() } == 0,
             "kernel tests load XDP programs and must run as root"
         );
-        sweep_stale_pins();
+        sweep_stale_once();
         let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
         let mut kernel = match Kernel::load(&dir) {
             Ok(k) => k,

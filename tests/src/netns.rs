@@ -32,6 +32,7 @@ pub struct Netns {
 impl Netns {
     /// Creates a namespace with `lo` up.
     pub fn new(prefix: &str) -> Self {
+        crate::sweep_stale_once();
         let name = unique(prefix);
         sh(&["ip", "netns", "add", &name]);
         let ns = Self { name };

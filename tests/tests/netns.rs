@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
+    process::Command,
     time::Duration,
 };
 
@@ -265,4 +266,61 @@ fn import_is_all_or_nothing() {
     }
     let got: Vec<String> = listeners.drain().keys().map(|(ip, _)| ip.to_string()).collect();
     assert_eq!(got, ["198.18.0.11", "2001:db8::12"]);
+}
+
+/// What a test killed by a signal leaves behind (a namespace with a process still running in
+/// it, its daemon's pin directory) is removed by the next test process, and nothing of a process
+/// that is alive is touched.
+#[test]
+fn leftovers_of_a_killed_test_are_swept() {
+    use std::os::unix::process::ExitStatusExt as _;
+    struct Cleanup(Vec<String>, Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for ns in &self.0 {
+                // Most are gone by now: quietly.
+                let _ = Command::new("ip")
+                    .args(["netns", "delete", ns])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            for dir in &self.1 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    // A process that has exited: its pid names the leftovers, as `unique` names a test's.
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let (dead, alive) = (gone.id(), std::process::id());
+    let names = [format!("cg-stale-{dead}-0"), format!("cg-stale-{alive}-999")];
+    let pins = [dead, alive].map(|p| std::path::PathBuf::from(format!("/sys/fs/bpf/callguard-it-{p}-999")));
+    let _cleanup = Cleanup(names.to_vec(), pins.to_vec());
+    for ns in &names {
+        assert!(Command::new("ip").args(["netns", "add", ns]).status().unwrap().success());
+    }
+    for dir in &pins {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut sleeper = Command::new("ip").args(["netns", "exec", &names[0], "sleep", "600"]).spawn().unwrap();
+    let listed = || {
+        let out = Command::new("ip").args(["netns", "pids", &names[0]]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == sleeper.id().to_string())
+    };
+    let t0 = std::time::Instant::now();
+    while !listed() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "sleep never entered the namespace");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    callguard_tests::sweep_stale();
+
+    assert!(!std::path::Path::new("/run/netns").join(&names[0]).exists(), "stale namespace left");
+    assert!(!pins[0].exists(), "stale pin directory left");
+    assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL), "the process inside was killed");
+    assert!(
+        std::path::Path::new("/run/netns").join(&names[1]).exists(),
+        "a live process's namespace was deleted"
+    );
+    assert!(pins[1].exists(), "a live process's pins were removed");
 }
