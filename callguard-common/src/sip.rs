@@ -237,13 +237,13 @@ fn word(s: &Scratch, i: usize) -> u64 {
     unsafe { s.buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
 }
 
-/// Eight bytes from `i` on (any alignment) as a little-endian word: two aligned words, shifted
-/// together (the BPF backend would split an unaligned load into eight byte loads).
+/// The eight bytes `sh / 8` bytes into the aligned words `lo`, `hi` (as [`word`] reads them at
+/// `i & !7` and `(i & !7) + 8`, `sh` being `(i & 7) * 8`): an unaligned word from two aligned
+/// ones, since the BPF backend splits an unaligned 8-byte load into eight byte loads.
 #[inline(always)]
-fn word_at(s: &Scratch, i: usize) -> u64 {
-    let sh = (i & 7) * 8;
+const fn join(lo: u64, hi: u64, sh: usize) -> u64 {
     // `<< 1 << (63 - sh)` is `<< (64 - sh)` without the undefined shift by 64 when `sh` is 0.
-    (word(s, i) >> sh) | (word(s, i + 8) << 1 << (63 - sh))
+    (lo >> sh) | (hi << 1 << (63 - sh))
 }
 
 /// `w` with its ASCII upper-case letters lower-cased, eight bytes at once; other bytes unchanged.
@@ -614,10 +614,11 @@ fn trim(s: &Scratch, value: usize, end: usize) -> Span {
 }
 
 /// Which header the line starting at `i` holds (a `header::*` bit, 0 for others) and where its
-/// value starts (after the colon). Reads the 16 bytes from `i` as two words, so past the line
-/// and, on the last line, up to [`TAIL`] bytes past the payload. Past the line end the bytes hold
-/// a line break, which no name or colon match crosses; past the payload they are zero (the
-/// caller's part of the contract, see [`TAIL`]).
+/// value starts (after the colon). Reads the aligned words holding the 16 bytes from `i` (the
+/// third only for names longer than seven bytes), so past the line and, on the last line, up to
+/// [`TAIL`] bytes past the payload. Past the line end the bytes hold a line break, which no name
+/// or colon match crosses; past the payload they are zero (the caller's part of the contract,
+/// see [`TAIL`]).
 fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
     const fn seps(w: u64) -> u64 {
         bytes_eq(w, b':') | bytes_eq(w, b' ') | bytes_eq(w, b'\t')
@@ -626,16 +627,21 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
     const fn first(w: u64, n: u32) -> u64 {
         w & (u64::MAX >> (64 - 8 * n))
     }
-    let (w0, w1) = (word_at(s, i), word_at(s, i + 8));
+    let (sh, b) = ((i & 7) * 8, word(s, i + 8));
+    let w0 = join(word(s, i), b, sh);
     // The name ends at the first colon, space or tab, within 11 bytes (10-byte names at most).
-    // The lowest bit of an OR of `bytes_eq` masks is exact (see `bytes_eq`).
-    let (m0, m1) = (seps(w0), seps(w1) & 0x0080_8080);
-    let n = if m0 != 0 {
-        m0.trailing_zeros() / 8
-    } else if m1 != 0 {
-        8 + m1.trailing_zeros() / 8
+    // The lowest bit of an OR of `bytes_eq` masks is exact (see `bytes_eq`). Bytes 8 to 15 are
+    // needed only when the first eight hold no separator.
+    let m0 = seps(w0);
+    let (n, w1) = if m0 != 0 {
+        (m0.trailing_zeros() / 8, 0)
     } else {
-        return (0, i);
+        let w1 = join(b, word(s, i + 16), sh);
+        let m1 = seps(w1) & 0x0080_8080;
+        if m1 == 0 {
+            return (0, i);
+        }
+        (8 + m1.trailing_zeros() / 8, w1)
     };
     let (l0, l1) = (lower8(w0), lower8(w1));
     let bit = match n {

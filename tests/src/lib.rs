@@ -31,10 +31,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The process that made `name` (`<prefix>-<pid>-<n>`, see [`unique`]) when `name` has one of
-/// `prefixes` and that process is gone. A pid that was reused counts as alive (left alone).
-fn gone_owner(name: &str, prefixes: &[&str]) -> Option<u32> {
-    let rest = prefixes.iter().find_map(|p| name.strip_prefix(p)?.strip_prefix('-'))?;
+/// The process named by `rest`, the `<pid>-<n>` that [`unique`] puts after a prefix, when that
+/// process is gone. A pid that was reused counts as alive (left alone).
+fn gone_owner(rest: &str) -> Option<u32> {
     let (pid, n) = rest.split_once('-')?;
     let pid: u32 = pid.parse().ok()?;
     n.parse::<u32>().ok()?;
@@ -51,8 +50,11 @@ pub fn sweep_stale() {
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(role) = name.strip_prefix("cg-").and_then(|r| r.split('-').next()) else { continue };
-            let Some(pid) = gone_owner(&name, &[&format!("cg-{role}")]) else { continue };
+            // `cg-<role>-<pid>-<n>`
+            let Some((_role, rest)) = name.strip_prefix("cg-").and_then(|r| r.split_once('-')) else {
+                continue;
+            };
+            let Some(pid) = gone_owner(rest) else { continue };
             eprintln!("deleting network namespace {name} (left by process {pid}, which is gone)");
             if let Ok(out) = std::process::Command::new("ip").args(["netns", "pids", &name]).output() {
                 for p in
@@ -69,7 +71,8 @@ pub fn sweep_stale() {
     if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = gone_owner(&name, &["callguard-test", "callguard-it"]) {
+            let rest = name.strip_prefix("callguard-test-").or_else(|| name.strip_prefix("callguard-it-"));
+            if let Some(pid) = rest.and_then(gone_owner) {
                 eprintln!("removing {} (left by process {pid}, which is gone)", e.path().display());
                 let _ = callguard::ebpf::detach_all(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
