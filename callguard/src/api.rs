@@ -24,9 +24,10 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::events::{EventKind, EventRecord};
 use crate::{
-    ebpf::Attached,
-    rules::{Kind, NetRule, Scope},
+    kernel::Attached,
+    net::{NetAction, NetRule, Scope},
     sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
 
@@ -99,7 +100,7 @@ pub struct RuleCount {
     /// The rule's network, if the rule still exists.
     pub cidr: Option<IpNet>,
     /// The rule's action, if it still exists.
-    pub action: Option<Kind>,
+    pub action: Option<NetAction>,
     /// Packets.
     pub packets: u64,
     /// Bytes.
@@ -118,10 +119,10 @@ pub struct Stats {
     pub sigs: Vec<SigRow>,
     /// The slow path: decisions on handed-up requests.
     #[serde(default)]
-    pub slow_path: crate::slowpath::SlowStats,
+    pub slow_path: crate::calls::slowpath::SlowStats,
     /// The number-level rules in force and whether the kernel hands requests up.
     #[serde(default)]
-    pub calls: crate::calls::PolicySummary,
+    pub calls: crate::calls::policy::PolicySummary,
 }
 
 /// `POST /v1/explain`: a SIP request and the address it would come from.
@@ -140,9 +141,9 @@ pub struct Explained {
     /// ask for it; a request from an authorized network never is).
     pub handed_up: bool,
     /// What the request says, as the checks read it.
-    pub facts: Option<crate::calls::Facts>,
+    pub facts: Option<crate::calls::policy::Facts>,
     /// The decision (also for a request that would not be handed up: what the rules say).
-    pub decision: crate::calls::Decision,
+    pub decision: crate::calls::policy::Decision,
 }
 
 /// A signature with its counters.
@@ -224,7 +225,7 @@ pub struct NetSpec {
     /// Address or prefix; host bits must be clear.
     pub cidr: String,
     /// `allow` or `deny`.
-    pub action: Kind,
+    pub action: NetAction,
     /// For deny: `sip` (default) or `all`.
     #[serde(default)]
     pub scope: Scope,
@@ -304,31 +305,4 @@ pub struct Reloaded {
     pub attached: Vec<String>,
     /// Interfaces detached.
     pub detached: Vec<String>,
-}
-
-/// A drop sample or a ban, as the daemon reports it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-pub struct EventRecord {
-    /// When the kernel saw the packet.
-    pub time: DateTime<Utc>,
-    /// `drop` (a sampled drop) or `ban` (the kernel banned the source).
-    pub kind: String,
-    /// The source (for IPv6 bans and rate drops: its /64).
-    pub source: IpAddr,
-    /// The reason's name.
-    pub reason: String,
-    /// The request method (`unknown` when it is not one callguard knows, or not a request).
-    pub method: String,
-    /// The rule that decided, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<u32>,
-    /// The signature that matched, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<u32>,
-    /// The first bytes of the User-Agent.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub user_agent: String,
-    /// For bans: what was done (the rule written, or why none was).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
 }

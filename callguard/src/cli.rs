@@ -20,7 +20,7 @@ use crate::{
     config::{self, Config},
     daemon, import,
     manage::{self, Resource},
-    rules::{Kind, NetRule, Scope},
+    net::{NetAction, NetRule, Scope},
     sig::{SigField, SigMatch, SigMode},
 };
 
@@ -619,7 +619,8 @@ impl Cli {
         let client = self.client()?;
         match cmd {
             NetCommand::Allow(add) | NetCommand::Deny(add) => {
-                let action = if matches!(cmd, NetCommand::Allow(_)) { Kind::Allow } else { Kind::Deny };
+                let action =
+                    if matches!(cmd, NetCommand::Allow(_)) { NetAction::Allow } else { NetAction::Deny };
                 let req = api::AddNets {
                     rules: vec![api::NetSpec {
                         cidr: add.cidr.clone(),
@@ -659,7 +660,7 @@ impl Cli {
                         r.cidr,
                         r.id,
                         r.origin.as_str(),
-                        if r.action == Kind::Deny {
+                        if r.action == NetAction::Deny {
                             format!(", scope {}", r.scope.as_str())
                         } else {
                             String::new()
@@ -688,7 +689,7 @@ impl Cli {
                         r.id.to_string(),
                         r.action.to_string(),
                         r.cidr.to_string(),
-                        if r.action == Kind::Deny { r.scope.as_str().into() } else { "-".into() },
+                        if r.action == NetAction::Deny { r.scope.as_str().into() } else { "-".into() },
                         r.expires_at
                             .map_or("never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                         r.origin.as_str().into(),
@@ -705,7 +706,7 @@ impl Cli {
 }
 
 async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts) -> anyhow::Result<()> {
-    let action = Kind::parse(action).unwrap_or(Kind::Deny);
+    let action = NetAction::parse(action).unwrap_or(NetAction::Deny);
     let (nets, name) = if file == Path::new("-") {
         (import::parse(std::io::stdin().lock(), |_| {})?, "standard input".to_owned())
     } else {

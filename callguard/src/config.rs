@@ -6,7 +6,6 @@
 
 use std::{
     fmt,
-    net::IpAddr,
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -15,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
-use crate::rules::{Kind, Scope};
+use crate::net::{NetAction, Scope, parse_net};
 
 /// The default configuration file path.
 pub const DEFAULT_PATH: &str = "/etc/callguard/callguard.toml";
@@ -40,7 +39,7 @@ pub struct Config {
     /// Guarded ports.
     pub ports: Ports,
     /// Policies for defective packets.
-    pub policy: Policy,
+    pub policy: PacketPolicy,
     /// SIP inspection of UDP to guarded ports from sources outside the authorized networks.
     pub sip: SipPolicy,
     /// Per-source rate limits and automatic bans.
@@ -68,7 +67,7 @@ impl Default for Config {
             database: PathBuf::from("/var/lib/callguard/callguard.db"),
             sweep_interval_secs: 5,
             ports: Ports::default(),
-            policy: Policy::default(),
+            policy: PacketPolicy::default(),
             sip: SipPolicy::default(),
             rate: RateLimits::default(),
             enumeration: Enumeration::default(),
@@ -173,7 +172,7 @@ impl Serialize for PortRange {
 /// What to do with packets the program cannot fully judge.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct Policy {
+pub struct PacketPolicy {
     /// Later IPv4 fragments and IPv6 fragments without a transport header: `pass` (default) or `drop`.
     pub fragments: PassDrop,
     /// Defective UDP/TCP headers aimed at a guarded port: `pass` (default) or `drop`.
@@ -473,7 +472,7 @@ pub struct NetworkEntry {
     #[serde(deserialize_with = "de_net")]
     pub cidr: IpNet,
     /// `allow` (authorized) or `deny` (blocked).
-    pub action: Kind,
+    pub action: NetAction,
     /// For deny: `sip` (guarded ports only, default) or `all`.
     #[serde(default)]
     pub scope: Scope,
@@ -483,21 +482,6 @@ pub struct NetworkEntry {
     /// Free text shown in `net list`.
     #[serde(default)]
     pub comment: String,
-}
-
-/// Parses an address or a prefix; a bare address is a /32 or /128.
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        if net.trunc() != net {
-            return Err(format!("`{s}` has host bits set; did you mean {}?", net.trunc()));
-        }
-        return Ok(net);
-    }
-    match s.parse::<IpAddr>() {
-        Ok(addr) => Ok(IpNet::from(addr)),
-        Err(_) => Err(format!("`{s}` is not an IP address or CIDR prefix")),
-    }
 }
 
 fn de_net<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {

@@ -28,13 +28,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     api::{self, ApiError},
-    calls,
-    config::{Config, parse_net},
-    ebpf::{self, Kernel},
+    calls::{message, policy, slowpath},
+    clock::Clock,
+    config::Config,
     events::{self, Hub},
-    rules::{self, Clock, Kind, NetRule, NewNetRule, Origin},
+    kernel::{self, Kernel},
+    net::{self, NetAction, NetRule, NewNetRule, Origin, parse_net},
     sig::{self, Signature},
-    slowpath,
     store::{SqliteStore, Store, StoreError},
 };
 
@@ -64,7 +64,7 @@ pub struct State {
     interfaces: Vec<api::Interface>,
     started: Instant,
     /// The number-level policy in force, shared with the slow path.
-    calls: Arc<calls::Live>,
+    calls: Arc<policy::Live>,
     /// The store's `calls_generation` the policy in force was built at.
     calls_gen: u64,
     /// The slow path's counters.
@@ -218,7 +218,7 @@ impl State {
     /// Compiles the number-level policy from the store and puts it in force.
     fn build_calls(&mut self) -> anyhow::Result<()> {
         let generation = self.store.calls_generation()?;
-        let p = calls::Policy::build(
+        let p = policy::CallPolicy::build(
             &self.cfg.calls,
             self.store.border_rules()?,
             self.store.numbers()?,
@@ -244,8 +244,8 @@ impl State {
 
     /// What the rules in force would do with `message` from `source` (`callguard explain`).
     pub fn explain(&self, req: &api::ExplainRequest) -> Result<api::Explained, Failure> {
-        let m = crate::message::parse(req.message.as_bytes()).map_err(|e| Failure::bad("message", e.0))?;
-        let facts = calls::Facts::read(&m, req.source).map_err(|e| Failure::bad("message", e.0))?;
+        let m = message::parse(req.message.as_bytes()).map_err(|e| Failure::bad("message", e.0))?;
+        let facts = policy::Facts::read(&m, req.source).map_err(|e| Failure::bad("message", e.0))?;
         let policy = self.calls.get();
         let allowed = self.check(req.source).verdict == "allow";
         let handed_up = !allowed
@@ -325,10 +325,10 @@ impl State {
             IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
         };
         let Ok(single) = single else { return "bad address".into() };
-        if let Some(r) = rules::decide(self.rules.values(), source, now) {
+        if let Some(r) = net::decide(self.rules.values(), source, now) {
             return match r.action {
-                Kind::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
-                Kind::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
+                NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
+                NetAction::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
             };
         }
         let why = match kind {
@@ -365,7 +365,7 @@ impl State {
             let banned = self
                 .rules
                 .values()
-                .filter(|r| r.origin == Origin::Auto && r.action == Kind::Deny && r.is_live(now))
+                .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
                 .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
                 .count();
             let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
@@ -384,8 +384,8 @@ impl State {
     fn add_auto(&mut self, cidr: IpNet, secs: i64, comment: String) -> anyhow::Result<u32> {
         let rule = NewNetRule {
             cidr,
-            action: Kind::Deny,
-            scope: rules::Scope::Sip,
+            action: NetAction::Deny,
+            scope: net::Scope::Sip,
             expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
             comment,
             origin: Origin::Auto,
@@ -398,7 +398,7 @@ impl State {
     }
 
     /// Fills in the rule and signature ids of a kernel event.
-    fn name_slots(&self, e: &callguard_common::limits::Event, rec: &mut api::EventRecord) {
+    fn name_slots(&self, e: &callguard_common::limits::Event, rec: &mut events::EventRecord) {
         if e.rule_slot != 0 {
             rec.rule = self.kernel.rule_for_slot(e.rule_slot);
         }
@@ -421,14 +421,14 @@ impl State {
     }
 
     fn sync_all(&mut self) -> anyhow::Result<(usize, usize)> {
-        let compiled = rules::compile(self.rules.values(), &Clock::now());
+        let compiled = net::compile(self.rules.values(), &Clock::now());
         self.kernel.apply_nets(&compiled)
     }
 
     /// Recompiles the kernel entries of the given networks only.
     fn sync_nets(&mut self, nets: &BTreeSet<IpNet>) -> anyhow::Result<()> {
         let affected = self.rules.values().filter(|r| nets.contains(&r.cidr));
-        let compiled = rules::compile(affected, &Clock::now());
+        let compiled = net::compile(affected, &Clock::now());
         let changes: Vec<(IpNet, Option<NetEntry>)> =
             nets.iter().map(|n| (*n, compiled.get(n).copied())).collect();
         self.kernel.apply_changes(&changes, |_| {})?;
@@ -487,7 +487,7 @@ impl State {
                     .map_err(|_| Failure::bad("contains", format!("`{s}` is not an IP address")))
             })
             .transpose()?;
-        let kind = req.allowed.map(|a| if a { Kind::Allow } else { Kind::Deny });
+        let kind = req.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
         let victims: Vec<&NetRule> = self
             .rules
             .values()
@@ -592,7 +592,7 @@ impl State {
     }
 
     fn status(&self) -> api::Status {
-        let allow = self.rules.values().filter(|r| r.action == Kind::Allow).count();
+        let allow = self.rules.values().filter(|r| r.action == NetAction::Allow).count();
         api::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -644,7 +644,7 @@ impl State {
     }
 
     pub(crate) fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
-        let kind = q.allowed.map(|a| if a { Kind::Allow } else { Kind::Deny });
+        let kind = q.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
         self.rules
             .values()
             .filter(|r| kind.is_none_or(|k| r.action == k))
@@ -654,7 +654,7 @@ impl State {
     }
 
     pub(crate) fn check(&self, ip: IpAddr) -> api::Check {
-        let rule = rules::decide(self.rules.values(), ip, Utc::now());
+        let rule = net::decide(self.rules.values(), ip, Utc::now());
         let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
         api::Check {
             ip,
@@ -718,7 +718,7 @@ async fn events_route(AxState(s): AxState<Shared>, q: Query<HashMap<String, Stri
     if q.get("follow").is_none_or(|v| v != "true") {
         return Json(recent).into_response();
     }
-    let line = |r: &api::EventRecord| {
+    let line = |r: &events::EventRecord| {
         let mut v = serde_json::to_vec(r).unwrap_or_default();
         v.push(b'\n');
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v))
@@ -1031,5 +1031,5 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 /// `callguard detach`: removes links, maps and the pin directory.
 pub fn detach(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
-    ebpf::detach_all(pin_dir)
+    kernel::detach_all(pin_dir)
 }

@@ -7,6 +7,7 @@
 
 use std::{
     collections::VecDeque,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -18,9 +19,64 @@ use callguard_common::{
     sip,
 };
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 
-use crate::{api::EventRecord, rules};
+/// What an [`EventRecord`] reports.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A sampled drop in the kernel.
+    Drop,
+    /// The kernel banned the source (rate, extension scan or signature).
+    Ban,
+    /// The slow path decided a handed-up request.
+    Call,
+}
+
+impl EventKind {
+    /// The lower-case name, as in the JSON and the log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Ban => "ban",
+            Self::Call => "call",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A drop sample, a ban or a decided call, as the daemon reports it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct EventRecord {
+    /// When the kernel saw the packet.
+    pub time: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+    /// The source (for IPv6 bans and rate drops: its /64).
+    pub source: IpAddr,
+    /// The reason's name.
+    pub reason: String,
+    /// The request method (`unknown` when it is not one callguard knows, or not a request).
+    pub method: String,
+    /// The rule that decided, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// The signature that matched, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<u32>,
+    /// The first bytes of the User-Agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    /// For bans: what was done (the rule written, or why none was).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
 
 /// Events kept for `callguard events` without `--follow`: this many drops, and as many bans
 /// (kept apart, so that a flood of drop samples does not push the bans out).
@@ -47,13 +103,13 @@ impl Hub {
 
     /// Records an event: recent list, live subscribers, and the log (drops rate-limited).
     pub fn publish(&self, rec: EventRecord) {
-        if rec.kind == "ban" {
+        if rec.kind == EventKind::Ban {
             tracing::warn!(
                 source = %rec.source, reason = %rec.reason, detail = %rec.detail, "source banned"
             );
         } else {
             let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if rec.kind == "call" {
+            if rec.kind == EventKind::Call {
                 if log.admit() {
                     tracing::info!(
                         source = %rec.source, decision = %rec.reason, method = %rec.method,
@@ -69,7 +125,7 @@ impl Hub {
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let list = &mut recent[usize::from(rec.kind == "ban")];
+        let list = &mut recent[usize::from(rec.kind == EventKind::Ban)];
         if list.len() == RECENT {
             list.pop_front();
         }
@@ -123,12 +179,12 @@ impl LogLimiter {
 }
 
 /// A kernel event turned into a record (rule and signature ids are filled in by the daemon).
-pub fn record(e: &Event, clock: &rules::Clock) -> EventRecord {
+pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
     let time: DateTime<Utc> = clock.wall_at(e.ts_ns);
     let ua_len = usize::from(e.ua_len).min(e.ua.len());
     EventRecord {
         time,
-        kind: if e.kind == event::DROP { "drop" } else { "ban" }.into(),
+        kind: if e.kind == event::DROP { EventKind::Drop } else { EventKind::Ban },
         source: e.addr(),
         reason: match e.kind {
             event::BAN_RATE => "rate".into(),

@@ -11,7 +11,7 @@ use std::io::BufRead;
 
 use ipnet::IpNet;
 
-use crate::config::parse_net;
+use crate::net::parse_net;
 
 /// A line that is not an address, a prefix, a comment or ipset syntax.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::{
     accounts::{ApiKey, AuthCode, Group, Perm, Role, Session, Tenant, User},
     border::{BorderAction, BorderRule, BorderRuleInput, Flag, Opts},
     client::Client,
-    security::{BlacklistedNumber, DisallowedCode, country_key},
+    numbers::{BlacklistedNumber, DisallowedCode, country_key},
     web::{
         admin::{
             CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, UserPatch,

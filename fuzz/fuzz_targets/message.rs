@@ -3,7 +3,7 @@
 //! for any parsed request must itself parse, with a To tag.
 #![no_main]
 
-use callguard::{calls::Facts, message, slowpath::forbidden};
+use callguard::calls::{message, policy::Facts, slowpath::forbidden};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -18,8 +18,8 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions};
 use callguard::{
     config::Config,
-    ebpf::Kernel,
-    rules::{self, Kind, NetRule, Origin, Scope},
+    kernel::Kernel,
+    net::{self, NetAction, NetRule, Origin, Scope},
     sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
 use callguard_common::{Action, Counter, Reason};
@@ -74,7 +74,7 @@ pub fn sweep_stale() {
             let rest = name.strip_prefix("callguard-test-").or_else(|| name.strip_prefix("callguard-it-"));
             if let Some(pid) = rest.and_then(gone_owner) {
                 eprintln!("removing {} (left by process {pid}, which is gone)", e.path().display());
-                let _ = callguard::ebpf::detach_all(&e.path());
+                let _ = callguard::kernel::detach_all(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -128,7 +128,7 @@ impl TestKernel {
             Ok(k) => k,
             Err(e) => {
                 // Maps were pinned before the verifier ran; leave nothing behind.
-                let _ = callguard::ebpf::detach_all(&dir);
+                let _ = callguard::kernel::detach_all(&dir);
                 panic!("loading the XDP program: {e:#}");
             }
         };
@@ -140,7 +140,7 @@ impl TestKernel {
 
     /// Makes the kernel's network maps hold exactly `rules`, compiled as the daemon does.
     pub fn set_rules(&mut self, rules: &[NetRule]) {
-        let compiled = rules::compile(rules, &rules::Clock::now());
+        let compiled = net::compile(rules, &callguard::clock::Clock::now());
         self.kernel.apply_nets(&compiled).unwrap();
     }
 
@@ -206,17 +206,17 @@ impl Default for TestKernel {
 
 impl Drop for TestKernel {
     fn drop(&mut self) {
-        if let Err(e) = callguard::ebpf::detach_all(&self.dir) {
+        if let Err(e) = callguard::kernel::detach_all(&self.dir) {
             eprintln!("cleanup of {}: {e:#}", self.dir.display());
         }
     }
 }
 
 /// A rule for tests: `id`, network, action, scope; no expiry.
-pub fn rule(id: u32, cidr: &str, action: Kind, scope: Scope) -> NetRule {
+pub fn rule(id: u32, cidr: &str, action: NetAction, scope: Scope) -> NetRule {
     NetRule {
         id,
-        cidr: callguard::config::parse_net(cidr).expect("cidr"),
+        cidr: net::parse_net(cidr).expect("cidr"),
         action,
         scope,
         expires_at: None,

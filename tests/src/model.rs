@@ -5,14 +5,14 @@
 //! What the model shares with the kernel: the SIP line parser ([`callguard_common::sip`], the
 //! same source compiled for the host) and the compiled signature automata, walked in userspace.
 //! What it does not: frame parsing (it never parses the frame), the network decision (it uses the
-//! rule model, [`rules::decide`], not the kernel's hash and LPM maps with their expiry fallback),
+//! rule model, [`net::decide`], not the kernel's hash and LPM maps with their expiry fallback),
 //! ports, policies, the bounded copy of the payload and the `bpf_loop` chunking. As an extra
 //! check independent of the automata, User-Agent signatures are also matched with plain string
 //! search ([`Model::ua_by_text`]).
 
 use callguard::{
     config::{Config, PassDrop},
-    rules::{self, Kind, NetRule, Scope},
+    net::{self, NetAction, NetRule, Scope},
     sig::{Compiled, SigField, SigMatch, SigMode, Signature},
 };
 use callguard_common::{
@@ -43,9 +43,9 @@ impl Model<'_> {
     /// The verdict and reason of the README's decision table for a well-formed frame.
     pub fn verdict(&self, f: &Frame) -> (Action, Reason) {
         let policy = |drop: bool, r: Reason| (if drop { Action::Drop } else { Action::Pass }, r);
-        let net = rules::decide(self.rules, f.src, self.now);
+        let net = net::decide(self.rules, f.src, self.now);
         if let Some(r) = net
-            && r.action == Kind::Deny
+            && r.action == NetAction::Deny
             && r.scope == Scope::All
         {
             return (Action::Drop, Reason::Denied);
@@ -62,8 +62,8 @@ impl Model<'_> {
             return (Action::Pass, Reason::Unguarded);
         }
         match net.map(|r| r.action) {
-            Some(Kind::Allow) => (Action::Pass, Reason::Allowed),
-            Some(Kind::Deny) => (Action::Drop, Reason::Denied),
+            Some(NetAction::Allow) => (Action::Pass, Reason::Allowed),
+            Some(NetAction::Deny) => (Action::Drop, Reason::Denied),
             None if f.proto == UDP => self.inspect(&f.payload),
             None => (Action::Pass, Reason::Clean),
         }

@@ -360,7 +360,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Err(e) = callguard::ebpf::detach_all(&self.pin_dir) {
+        if let Err(e) = callguard::kernel::detach_all(&self.pin_dir) {
             eprintln!("cleanup of {}: {e:#}", self.pin_dir.display());
         }
     }

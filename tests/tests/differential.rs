@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use callguard::{
     config::MethodName,
-    rules::{Kind, NetRule, Scope},
+    net::{NetAction, NetRule, Scope},
     sig::{SigField, SigMatch, SigMode},
 };
 use callguard_common::{Action, Reason};
@@ -30,16 +30,16 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn rules() -> Vec<NetRule> {
-    let mut expired = rule(8, "198.18.0.48/28", Kind::Deny, Scope::All);
+    let mut expired = rule(8, "198.18.0.48/28", NetAction::Deny, Scope::All);
     expired.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(60));
     vec![
-        rule(1, "198.18.0.0/28", Kind::Allow, Scope::Sip),
-        rule(2, "198.18.0.16/28", Kind::Deny, Scope::Sip),
-        rule(3, "198.18.0.32/28", Kind::Deny, Scope::All),
-        rule(4, "198.18.0.36/32", Kind::Allow, Scope::Sip),
-        rule(5, "2001:db8:a::/48", Kind::Allow, Scope::Sip),
-        rule(6, "2001:db8:d::/48", Kind::Deny, Scope::Sip),
-        rule(7, "2001:db8:e::/48", Kind::Deny, Scope::All),
+        rule(1, "198.18.0.0/28", NetAction::Allow, Scope::Sip),
+        rule(2, "198.18.0.16/28", NetAction::Deny, Scope::Sip),
+        rule(3, "198.18.0.32/28", NetAction::Deny, Scope::All),
+        rule(4, "198.18.0.36/32", NetAction::Allow, Scope::Sip),
+        rule(5, "2001:db8:a::/48", NetAction::Allow, Scope::Sip),
+        rule(6, "2001:db8:d::/48", NetAction::Deny, Scope::Sip),
+        rule(7, "2001:db8:e::/48", NetAction::Deny, Scope::All),
         expired,
     ]
 }

@@ -3,8 +3,8 @@
 //! is stale, its queue is full, or a request cannot be handed up whole.
 
 use callguard::{
-    rules::{Kind, Scope},
-    slowpath::boot_ns,
+    clock::boot_ns,
+    net::{NetAction, Scope},
 };
 use callguard_common::{
     Action, KernelConfig, Reason,
@@ -89,7 +89,7 @@ fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
     assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, 4);
 
     // Authorized sources are never handed up.
-    k.set_rules(&[rule(1, "198.18.0.0/24", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.0/24", NetAction::Allow, Scope::Sip)]);
     assert_eq!(k.run(&invite), Action::Pass);
     assert_eq!(k.counter(Action::Pass, Reason::Allowed).packets, 1);
     k.set_rules(&[]);

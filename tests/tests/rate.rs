@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use callguard::{
     config::{Bucket, Config},
-    rules::{Kind, Scope},
+    net::{NetAction, Scope},
 };
 use callguard_common::{
     Action, Reason,
@@ -162,7 +162,7 @@ fn authorized_sources_are_never_limited_or_banned() {
     cfg.rate.requests = Bucket { rate: 1, burst: 1 };
     cfg.enumeration.users = 2;
     let mut k = TestKernel::with_config(&cfg);
-    k.set_rules(&[rule(1, "198.18.0.64/29", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.64/29", NetAction::Allow, Scope::Sip)]);
     for ext in 0..30 {
         assert_eq!(k.run(&sip_frame("198.18.0.66", &register(&ext.to_string()))), Action::Pass);
     }

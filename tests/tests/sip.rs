@@ -3,7 +3,7 @@
 
 use callguard::{
     config::{Config, MethodName, PassDrop},
-    rules::{Kind, Scope},
+    net::{NetAction, Scope},
     sig::{SigField, SigMatch, SigMode},
 };
 use callguard_common::{Action, Reason, sig::field, sip};
@@ -101,7 +101,7 @@ fn not_sip_to_a_guarded_port_follows_the_policy() {
     // Not guarded: not inspected.
     assert_eq!(k.run(&Frame::udp("198.18.0.20", 5999).payload(b"hello").build()), Action::Pass);
     // Authorized sources are not inspected either.
-    k.set_rules(&[rule(1, "198.18.0.20/32", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.20/32", NetAction::Allow, Scope::Sip)]);
     assert_eq!(k.run(&sip_frame("198.18.0.20", b"hello")), Action::Pass);
     k.assert_counters(&[
         (Action::Drop, Reason::NotSip, 4),
@@ -131,7 +131,7 @@ fn method_policy_applies_to_unauthorized_sources_only() {
     let mut cfg = Config::default();
     cfg.sip.drop_methods = vec![MethodName(sip::method::UNKNOWN), MethodName(sip::method::OPTIONS)];
     let mut k = TestKernel::with_config(&cfg);
-    k.set_rules(&[rule(1, "198.18.0.30/32", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.30/32", NetAction::Allow, Scope::Sip)]);
     assert_eq!(k.run(&sip_frame(SCANNER, &options)), Action::Drop);
     assert_eq!(k.run(&sip_frame("198.18.0.30", &options)), Action::Pass);
     let invite = &sipmsg::phones()[0].1;
@@ -170,8 +170,8 @@ fn authorized_networks_are_not_checked_and_denied_ones_stay_denied() {
     let mut k = TestKernel::new();
     k.set_signatures(&default_signatures());
     k.set_rules(&[
-        rule(1, "198.18.0.64/30", Kind::Allow, Scope::Sip),
-        rule(2, "2001:db8:66::/48", Kind::Deny, Scope::Sip),
+        rule(1, "198.18.0.64/30", NetAction::Allow, Scope::Sip),
+        rule(2, "2001:db8:66::/48", NetAction::Deny, Scope::Sip),
     ]);
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     assert_eq!(k.run(&sip_frame(SCANNER, &svmap)), Action::Pass);
@@ -278,7 +278,7 @@ fn torture_messages_pass_unless_they_hide_a_scanner_or_a_rule_refuses_them() {
 /// `fuzz/fuzz_targets/message.rs` runs the same code without end).
 #[test]
 fn the_daemon_parser_reads_the_torture_messages_and_survives_mutations() {
-    use callguard::message;
+    use callguard::calls::message;
     let mut corpus: Vec<(String, Vec<u8>)> =
         sipmsg::torture().into_iter().map(|(name, m, _)| (name.to_owned(), m)).collect();
     corpus.extend(sipmsg::phones().into_iter().map(|(name, m)| (name.to_owned(), m)));
@@ -308,8 +308,8 @@ fn the_daemon_parser_reads_the_torture_messages_and_survives_mutations() {
         let p = mutator.payload();
         if let Ok(m) = message::parse(&p) {
             read += 1;
-            let _ = callguard::calls::Facts::read(&m, "198.18.0.9".parse().unwrap());
-            let _ = (m.top_via(), m.asserted_identities(), callguard::slowpath::forbidden(&m, "t"));
+            let _ = callguard::calls::policy::Facts::read(&m, "198.18.0.9".parse().unwrap());
+            let _ = (m.top_via(), m.asserted_identities(), callguard::calls::slowpath::forbidden(&m, "t"));
         }
     }
     println!(

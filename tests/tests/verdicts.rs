@@ -6,8 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use aya::maps::{Array, MapData};
 use callguard::{
     config::Config,
-    ebpf::Kernel,
-    rules::{Kind, Scope},
+    kernel::Kernel,
+    net::{NetAction, Scope},
 };
 use callguard_common::{Action, Reason, maps};
 use callguard_tests::{
@@ -25,7 +25,7 @@ fn count(k: &TestKernel, action: Action, reason: Reason) -> u64 {
 #[test]
 fn blocked_prefix_drops_on_guarded_port_and_counts() {
     let mut k = TestKernel::new();
-    k.set_rules(&[rule(7, "198.18.66.0/24", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(7, "198.18.66.0/24", NetAction::Deny, Scope::Sip)]);
     let f = Frame::udp("198.18.66.9", SIP).build();
     assert_eq!(k.run(&f), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.67.9", SIP).build()), Action::Pass);
@@ -40,9 +40,9 @@ fn blocked_prefix_drops_on_guarded_port_and_counts() {
 fn ipv6_prefix_and_exact_address() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "2001:db8:bad::/48", Kind::Deny, Scope::Sip),
-        rule(2, "2001:db8:bad::7", Kind::Allow, Scope::Sip),
-        rule(3, "2001:db8:ff::9", Kind::Deny, Scope::Sip),
+        rule(1, "2001:db8:bad::/48", NetAction::Deny, Scope::Sip),
+        rule(2, "2001:db8:bad::7", NetAction::Allow, Scope::Sip),
+        rule(3, "2001:db8:ff::9", NetAction::Deny, Scope::Sip),
     ]);
     assert_eq!(k.run(&Frame::udp("2001:db8:bad::1", SIP).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("2001:db8:bad::7", SIP).build()), Action::Pass);
@@ -61,8 +61,8 @@ fn ipv6_prefix_and_exact_address() {
 fn ipv4_exact_address_beats_prefix() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "198.18.0.0/16", Kind::Allow, Scope::Sip),
-        rule(2, "198.18.3.3/32", Kind::Deny, Scope::Sip),
+        rule(1, "198.18.0.0/16", NetAction::Allow, Scope::Sip),
+        rule(2, "198.18.3.3/32", NetAction::Deny, Scope::Sip),
     ]);
     assert_eq!(k.run(&Frame::udp("198.18.3.3", SIP).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.3.4", SIP).build()), Action::Pass);
@@ -73,10 +73,10 @@ fn ipv4_exact_address_beats_prefix() {
 fn allow_inside_deny_and_deny_inside_allow() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "198.18.0.0/15", Kind::Deny, Scope::Sip),
-        rule(2, "198.18.10.0/24", Kind::Allow, Scope::Sip),
-        rule(3, "198.18.10.128/26", Kind::Deny, Scope::Sip),
-        rule(4, "198.18.10.130/31", Kind::Allow, Scope::Sip),
+        rule(1, "198.18.0.0/15", NetAction::Deny, Scope::Sip),
+        rule(2, "198.18.10.0/24", NetAction::Allow, Scope::Sip),
+        rule(3, "198.18.10.128/26", NetAction::Deny, Scope::Sip),
+        rule(4, "198.18.10.130/31", NetAction::Allow, Scope::Sip),
     ]);
     let cases = [
         ("198.19.200.1", Action::Drop, 1),
@@ -100,8 +100,8 @@ fn allow_inside_deny_and_deny_inside_allow() {
 fn allow_beats_deny_at_equal_prefix() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "2001:db8:5::/64", Kind::Deny, Scope::All),
-        rule(2, "2001:db8:5::/64", Kind::Allow, Scope::Sip),
+        rule(1, "2001:db8:5::/64", NetAction::Deny, Scope::All),
+        rule(2, "2001:db8:5::/64", NetAction::Allow, Scope::Sip),
     ]);
     assert_eq!(k.run(&Frame::udp("2001:db8:5::1", SIP).build()), Action::Pass);
     assert_eq!(k.run(&Frame::udp("2001:db8:5::1", 80).build()), Action::Pass);
@@ -113,8 +113,8 @@ fn allow_beats_deny_at_equal_prefix() {
 fn scope_sip_spares_other_ports_scope_all_does_not() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "198.18.1.0/24", Kind::Deny, Scope::Sip),
-        rule(2, "198.18.2.0/24", Kind::Deny, Scope::All),
+        rule(1, "198.18.1.0/24", NetAction::Deny, Scope::Sip),
+        rule(2, "198.18.2.0/24", NetAction::Deny, Scope::All),
     ]);
     assert_eq!(k.run(&Frame::udp("198.18.1.1", SIP).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.1.1", 53).build()), Action::Pass);
@@ -132,7 +132,7 @@ fn scope_sip_spares_other_ports_scope_all_does_not() {
 fn unguarded_ports_and_configured_ranges() {
     let cfg = Config::parse("[ports]\nudp = [\"5080-5090\"]\ntcp = [5061]\n").unwrap();
     let mut k = TestKernel::with_config(&cfg);
-    k.set_rules(&[rule(1, "198.18.0.0/16", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.0/16", NetAction::Deny, Scope::Sip)]);
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5060).build()), Action::Pass);
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5080).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("198.18.0.5", 5090).build()), Action::Drop);
@@ -146,8 +146,8 @@ fn unguarded_ports_and_configured_ranges() {
 fn vlan_and_qinq_are_looked_through() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "198.18.7.0/24", Kind::Deny, Scope::Sip),
-        rule(2, "2001:db8:7::/48", Kind::Deny, Scope::Sip),
+        rule(1, "198.18.7.0/24", NetAction::Deny, Scope::Sip),
+        rule(2, "2001:db8:7::/48", NetAction::Deny, Scope::Sip),
     ]);
     for tags in [&[TPID_8021Q][..], &[TPID_8021AD, TPID_8021Q], &[TPID_8021Q, TPID_8021Q]] {
         assert_eq!(k.run(&Frame::udp("198.18.7.7", SIP).vlans(tags).build()), Action::Drop, "{tags:x?}");
@@ -167,7 +167,7 @@ fn vlan_and_qinq_are_looked_through() {
 #[test]
 fn ipv4_options_move_the_transport_header() {
     let mut k = TestKernel::new();
-    k.set_rules(&[rule(1, "198.18.9.0/24", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.9.0/24", NetAction::Deny, Scope::Sip)]);
     for opts in [vec![1u8; 4], vec![1u8; 20], vec![1u8; 40]] {
         let mut f = Frame::udp("198.18.9.9", SIP);
         f.ipv4_options = opts.clone();
@@ -182,7 +182,7 @@ fn ipv4_options_move_the_transport_header() {
 #[test]
 fn ipv6_extension_headers_are_walked() {
     let mut k = TestKernel::new();
-    k.set_rules(&[rule(1, "2001:db8:e::/48", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(1, "2001:db8:e::/48", NetAction::Deny, Scope::Sip)]);
     let chains: [&[u8]; 4] = [
         &[ext::HOP_BY_HOP],
         &[ext::HOP_BY_HOP, ext::ROUTING, ext::DEST_OPTS],
@@ -211,9 +211,9 @@ fn ipv6_extension_headers_are_walked() {
 fn fragments_follow_the_policy_and_first_fragments_are_judged() {
     let mut k = TestKernel::new();
     k.set_rules(&[
-        rule(1, "198.18.4.0/24", Kind::Deny, Scope::Sip),
-        rule(2, "198.18.5.0/24", Kind::Deny, Scope::All),
-        rule(3, "2001:db8:4::/48", Kind::Deny, Scope::Sip),
+        rule(1, "198.18.4.0/24", NetAction::Deny, Scope::Sip),
+        rule(2, "198.18.5.0/24", NetAction::Deny, Scope::All),
+        rule(3, "2001:db8:4::/48", NetAction::Deny, Scope::Sip),
     ]);
     // First fragments carry the transport header: judged like whole datagrams.
     assert_eq!(k.run(&Frame::udp("198.18.4.1", SIP).fragment(0, true).build()), Action::Drop);
@@ -235,7 +235,10 @@ fn fragments_follow_the_policy_and_first_fragments_are_judged() {
 fn truncated_at_every_header_boundary_is_never_dropped() {
     let mut k = TestKernel::new();
     // Even with every source denied (scope sip), a frame cut short is passed and counted.
-    k.set_rules(&[rule(1, "0.0.0.0/0", Kind::Deny, Scope::Sip), rule(2, "::/0", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[
+        rule(1, "0.0.0.0/0", NetAction::Deny, Scope::Sip),
+        rule(2, "::/0", NetAction::Deny, Scope::Sip),
+    ]);
     let mut v4 = Frame::udp("198.18.1.1", SIP).vlans(&[TPID_8021AD, TPID_8021Q]);
     v4.ipv4_options = vec![1; 8];
     let mut v6 = Frame::tcp("2001:db8::5", SIP).vlans(&[TPID_8021Q]);
@@ -295,7 +298,7 @@ fn malformed_transport_headers_follow_the_policy() {
 #[test]
 fn authorized_networks_still_get_malformed_checks() {
     let mut k = TestKernel::with_config(&Config::parse("[policy]\nmalformed = \"drop\"\n").unwrap());
-    k.set_rules(&[rule(1, "198.18.0.0/24", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.0.0/24", NetAction::Allow, Scope::Sip)]);
     let mut bad = Frame::udp("198.18.0.1", SIP);
     bad.udp_len = Some(3);
     assert_eq!(k.run(&bad.build()), Action::Drop);
@@ -306,7 +309,7 @@ fn authorized_networks_still_get_malformed_checks() {
 #[test]
 fn non_ip_and_bad_ip_headers_pass() {
     let mut k = TestKernel::new();
-    k.set_rules(&[rule(1, "0.0.0.0/0", Kind::Deny, Scope::All)]);
+    k.set_rules(&[rule(1, "0.0.0.0/0", NetAction::Deny, Scope::All)]);
     let mut arp = Frame::udp("198.18.0.1", SIP).build();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     assert_eq!(k.run(&arp), Action::Pass);
@@ -323,15 +326,15 @@ fn non_ip_and_bad_ip_headers_pass() {
 fn expiry_is_enforced_by_the_kernel_itself() {
     let mut k = TestKernel::new();
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(700);
-    let mut deny = rule(1, "198.18.50.0/24", Kind::Deny, Scope::Sip);
+    let mut deny = rule(1, "198.18.50.0/24", NetAction::Deny, Scope::Sip);
     deny.expires_at = Some(soon);
     // An allow that expires uncovers the deny at the same prefix; an expiring /28 deny inside
     // a permanent /16 allow falls back to the /16 once it expires.
-    let mut allow = rule(2, "198.18.60.0/24", Kind::Allow, Scope::Sip);
+    let mut allow = rule(2, "198.18.60.0/24", NetAction::Allow, Scope::Sip);
     allow.expires_at = Some(soon);
-    let deny_same = rule(3, "198.18.60.0/24", Kind::Deny, Scope::Sip);
-    let outer = rule(4, "198.19.0.0/16", Kind::Allow, Scope::Sip);
-    let mut inner = rule(5, "198.19.1.0/28", Kind::Deny, Scope::Sip);
+    let deny_same = rule(3, "198.18.60.0/24", NetAction::Deny, Scope::Sip);
+    let outer = rule(4, "198.19.0.0/16", NetAction::Allow, Scope::Sip);
+    let mut inner = rule(5, "198.19.1.0/28", NetAction::Deny, Scope::Sip);
     inner.expires_at = Some(soon);
     k.set_rules(&[deny, allow, deny_same, outer, inner]);
 
@@ -354,7 +357,7 @@ fn expiry_is_enforced_by_the_kernel_itself() {
 fn rule_removal_takes_effect_for_the_next_packet() {
     let mut k = TestKernel::new();
     let f = Frame::udp("2001:db8:99::1", SIP).build();
-    k.set_rules(&[rule(1, "2001:db8:99::/64", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(1, "2001:db8:99::/64", NetAction::Deny, Scope::Sip)]);
     assert_eq!(k.run(&f), Action::Drop);
     k.set_rules(&[]);
     assert_eq!(k.run(&f), Action::Pass);
@@ -365,14 +368,14 @@ fn rule_removal_takes_effect_for_the_next_packet() {
 fn a_new_rule_never_inherits_the_counters_of_a_deleted_one() {
     let mut k = TestKernel::new();
     let f = Frame::udp("198.18.30.1", SIP).build();
-    k.set_rules(&[rule(1, "198.18.30.0/24", Kind::Deny, Scope::Sip)]);
+    k.set_rules(&[rule(1, "198.18.30.0/24", NetAction::Deny, Scope::Sip)]);
     for _ in 0..3 {
         assert_eq!(k.run(&f), Action::Drop);
     }
     assert_eq!(k.rule_counter(1).packets, 3);
     k.set_rules(&[]);
     // The next rule gets the freed counter slot; it must start from zero.
-    k.set_rules(&[rule(2, "198.18.30.0/24", Kind::Allow, Scope::Sip)]);
+    k.set_rules(&[rule(2, "198.18.30.0/24", NetAction::Allow, Scope::Sip)]);
     assert_eq!(k.run(&f), Action::Pass);
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (0, 1));
 }
@@ -384,7 +387,7 @@ fn a_map_pinned_by_another_layout_is_named_not_reused() {
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = callguard::ebpf::detach_all(&self.0);
+            let _ = callguard::kernel::detach_all(&self.0);
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }

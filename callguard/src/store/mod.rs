@@ -1,16 +1,16 @@
 //! The durable store of the whole rule model and of the accounts.
 //!
-//! [`Store`] is the one interface the daemon writes through (with its parts [`SecurityStore`]
+//! [`Store`] is the one interface the daemon writes through (with its parts [`CallRuleStore`]
 //! and [`AccountStore`]); [`SqliteStore`] is the embedded back end (one file, WAL,
 //! `synchronous = FULL`: a write the daemon acknowledged survives `kill -9` and power loss).
 //! Every multi-row change is one transaction: all of it or none. Another back end (PostgreSQL
 //! for a fleet) implements the same traits with the same schema and passes the same tests.
 
 mod accounts;
-mod security;
+mod calls;
 
 pub use accounts::{AccountStore, NewUser, SessionTokens};
-pub use security::SecurityStore;
+pub use calls::CallRuleStore;
 
 use std::path::Path;
 
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::{
-    rules::{Kind, NetRule, NewNetRule, Origin, Scope},
+    net::{NetAction, NetRule, NewNetRule, Origin, Scope},
     sig::{self, NewSignature, SigMode, Signature},
 };
 
@@ -42,7 +42,7 @@ pub enum StoreError {
 }
 
 /// What the daemon needs from a rule store.
-pub trait Store: SecurityStore + AccountStore + Send + std::fmt::Debug {
+pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     /// Every network rule, expired ones included, ordered by id.
     fn nets(&self) -> Result<Vec<NetRule>, StoreError>;
     /// Adds rules, or updates the rule with the same network and action. One transaction: a
@@ -97,7 +97,7 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (field, match_kind, text COLLATE NOCASE)
     );",
     // 3: disallowed codes, blacklisted numbers, allowed country codes, border rules.
-    security::MIGRATION,
+    calls::MIGRATION,
     // 4: tenants, groups, roles, users, sessions, resets, API keys, authorization codes.
     accounts::MIGRATION,
     // 5: the generation of the rules the slow path decides with (see `Store::calls_generation`).
@@ -214,7 +214,7 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
         return Ok(corrupt(format!("id {id}: cidr {cidr}")));
     };
     let (Some(action), Some(scope), Some(origin)) =
-        (Kind::parse(&action), Scope::parse(&scope), Origin::parse(&origin))
+        (NetAction::parse(&action), Scope::parse(&scope), Origin::parse(&origin))
     else {
         return Ok(corrupt(format!("id {id}: action/scope/origin")));
     };
@@ -435,7 +435,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn new(cidr: &str, action: Kind, origin: Origin) -> NewNetRule {
+    fn new(cidr: &str, action: NetAction, origin: Origin) -> NewNetRule {
         NewNetRule {
             cidr: cidr.parse().unwrap(),
             action,
@@ -449,13 +449,13 @@ mod tests {
     #[test]
     fn upsert_keeps_id_and_updates_fields() {
         let mut s = SqliteStore::memory().unwrap();
-        let a = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
-        let mut again = new("198.18.0.0/24", Kind::Deny, Origin::Manual);
+        let a = s.upsert_nets(&[new("198.18.0.0/24", NetAction::Deny, Origin::Manual)]).unwrap();
+        let mut again = new("198.18.0.0/24", NetAction::Deny, Origin::Manual);
         again.scope = Scope::All;
         let b = s.upsert_nets(&[again]).unwrap();
         assert_eq!(a[0].id, b[0].id);
         assert_eq!(b[0].scope, Scope::All);
-        let c = s.upsert_nets(&[new("198.18.0.0/24", Kind::Allow, Origin::Manual)]).unwrap();
+        let c = s.upsert_nets(&[new("198.18.0.0/24", NetAction::Allow, Origin::Manual)]).unwrap();
         assert_ne!(c[0].id, a[0].id);
         assert_eq!(s.nets().unwrap().len(), 2);
     }
@@ -463,11 +463,11 @@ mod tests {
     #[test]
     fn a_conflict_stores_nothing() {
         let mut s = SqliteStore::memory().unwrap();
-        s.replace_config_nets(&[new("198.18.1.0/24", Kind::Deny, Origin::Config)]).unwrap();
+        s.replace_config_nets(&[new("198.18.1.0/24", NetAction::Deny, Origin::Config)]).unwrap();
         let err = s
             .upsert_nets(&[
-                new("198.18.2.0/24", Kind::Deny, Origin::Import),
-                new("198.18.1.0/24", Kind::Deny, Origin::Import),
+                new("198.18.2.0/24", NetAction::Deny, Origin::Import),
+                new("198.18.1.0/24", NetAction::Deny, Origin::Import),
             ])
             .unwrap_err();
         assert!(err.to_string().contains("configuration file"), "{err}");
@@ -479,13 +479,13 @@ mod tests {
     #[test]
     fn replace_config_removes_only_stale_config_rules() {
         let mut s = SqliteStore::memory().unwrap();
-        s.upsert_nets(&[new("198.18.9.0/24", Kind::Allow, Origin::Manual)]).unwrap();
+        s.upsert_nets(&[new("198.18.9.0/24", NetAction::Allow, Origin::Manual)]).unwrap();
         s.replace_config_nets(&[
-            new("198.18.1.0/24", Kind::Deny, Origin::Config),
-            new("198.18.2.0/24", Kind::Deny, Origin::Config),
+            new("198.18.1.0/24", NetAction::Deny, Origin::Config),
+            new("198.18.2.0/24", NetAction::Deny, Origin::Config),
         ])
         .unwrap();
-        s.replace_config_nets(&[new("198.18.2.0/24", Kind::Deny, Origin::Config)]).unwrap();
+        s.replace_config_nets(&[new("198.18.2.0/24", NetAction::Deny, Origin::Config)]).unwrap();
         let cidrs: Vec<String> = s.nets().unwrap().iter().map(|r| r.cidr.to_string()).collect();
         assert_eq!(cidrs, ["198.18.9.0/24", "198.18.2.0/24"]);
     }
@@ -493,9 +493,9 @@ mod tests {
     #[test]
     fn ids_are_never_reused() {
         let mut s = SqliteStore::memory().unwrap();
-        let a = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
+        let a = s.upsert_nets(&[new("198.18.0.0/24", NetAction::Deny, Origin::Manual)]).unwrap();
         s.delete_nets(&[a[0].id]).unwrap();
-        let b = s.upsert_nets(&[new("198.18.0.0/24", Kind::Deny, Origin::Manual)]).unwrap();
+        let b = s.upsert_nets(&[new("198.18.0.0/24", NetAction::Deny, Origin::Manual)]).unwrap();
         assert!(b[0].id > a[0].id);
     }
 
@@ -531,7 +531,7 @@ mod tests {
         let path = dir.path().join("rules.db");
         let id = {
             let mut s = SqliteStore::open(&path).unwrap();
-            s.upsert_nets(&[new("2001:db8::/32", Kind::Deny, Origin::Manual)]).unwrap()[0].id
+            s.upsert_nets(&[new("2001:db8::/32", NetAction::Deny, Origin::Manual)]).unwrap()[0].id
         };
         let s = SqliteStore::open(&path).unwrap();
         let nets = s.nets().unwrap();

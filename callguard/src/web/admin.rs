@@ -23,7 +23,7 @@ use crate::{
         check_password, check_slug, check_username,
     },
     daemon::{Failure, Shared, State},
-    security::check_len,
+    numbers::check_len,
     store::NewUser,
 };
 

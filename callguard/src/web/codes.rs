@@ -12,7 +12,7 @@ use super::{Caller, JsonBody, PathArgs, Principal, blocking, portsip::Empty};
 use crate::{
     accounts::{AuthCode, Perm, User, check_auth_code},
     daemon::{Failure, Shared, State},
-    security::check_len,
+    numbers::check_len,
 };
 
 const BASE: &str =

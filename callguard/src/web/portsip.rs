@@ -20,7 +20,7 @@ use super::{
 use crate::{
     accounts::Perm,
     daemon::{Failure, Shared},
-    security::{
+    numbers::{
         BlacklistedNumber, CODE_DESCRIPTION_MAX, DisallowedCode, NUMBER_DESCRIPTION_MAX, NUMBER_MAX,
         PREFIX_MAX, check_country, check_len, check_number, country_key,
     },

@@ -26,9 +26,8 @@ use super::{Caller, QueryArgs, blocking};
 use crate::{
     accounts::Perm,
     api::{AddNets, DelNets, NetQuery, NetSpec},
-    config::parse_net,
     daemon::{Failure, Shared},
-    rules::{Kind, NetRule},
+    net::{NetAction, NetRule, parse_net},
 };
 
 /// The routes (each with and without the trailing slash).
@@ -126,7 +125,7 @@ pub async fn add(
     let req = AddNets {
         rules: vec![NetSpec {
             cidr: q.authorized_ip.clone(),
-            action: if q.allowed.unwrap_or(true) { Kind::Allow } else { Kind::Deny },
+            action: if q.allowed.unwrap_or(true) { NetAction::Allow } else { NetAction::Deny },
             scope: Default::default(),
             expires_at: None,
             comment: format!("AddAuthorizedAccountIP by {who}"),
@@ -193,9 +192,9 @@ pub async fn check(
         let best = rules
             .iter()
             .filter(|r| r.is_live(now) && r.cidr.contains(&asked))
-            .max_by_key(|r| (r.cidr.prefix_len(), r.action == Kind::Allow));
+            .max_by_key(|r| (r.cidr.prefix_len(), r.action == NetAction::Allow));
         Ok(Json(match best {
-            Some(r) => Checked { result: r.action == Kind::Allow, authorized_ip: Some(show(&r.cidr)) },
+            Some(r) => Checked { result: r.action == NetAction::Allow, authorized_ip: Some(show(&r.cidr)) },
             None => Checked { result: false, authorized_ip: None },
         }))
     })
@@ -336,7 +335,7 @@ pub async fn list(
             .skip(q.offset.unwrap_or(0) as usize)
             .take(count as usize)
             .map(|r| Listed {
-                allowed: (r.action == Kind::Allow).to_string(),
+                allowed: (r.action == NetAction::Allow).to_string(),
                 created: r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 authorized_ip: show(&r.cidr),
             })

@@ -21,7 +21,7 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use callguard::{
     config::{Bucket, Config},
-    rules::{self, Kind, NetRule, Scope},
+    net::{self, NetAction, NetRule, Scope},
 };
 use callguard_tests::{
     TestKernel, default_signatures,
@@ -66,7 +66,7 @@ fn prefixes(count: usize, first_id: u32) -> Vec<NetRule> {
             continue;
         }
         let id = first_id + out.len() as u32;
-        out.push(rule(id, &format!("{a}.{b}.{c}.0/24"), Kind::Deny, Scope::Sip));
+        out.push(rule(id, &format!("{a}.{b}.{c}.0/24"), NetAction::Deny, Scope::Sip));
     }
     out
 }
@@ -105,10 +105,10 @@ fn kernel(repeat: u32) {
     println!("{:<48} {baseline:>7.1} ns  {:>5.2}x", "pass-everything reference program", 1.0);
 
     k.set_rules(&[
-        rule(1, "198.18.66.0/24", Kind::Deny, Scope::Sip),
-        rule(2, "198.18.77.0/24", Kind::Allow, Scope::Sip),
-        rule(3, "2001:db8:66::/48", Kind::Deny, Scope::Sip),
-        rule(4, "198.18.88.8/32", Kind::Deny, Scope::All),
+        rule(1, "198.18.66.0/24", NetAction::Deny, Scope::Sip),
+        rule(2, "198.18.77.0/24", NetAction::Allow, Scope::Sip),
+        rule(3, "2001:db8:66::/48", NetAction::Deny, Scope::Sip),
+        rule(4, "198.18.88.8/32", NetAction::Deny, Scope::All),
     ]);
     row("drop: blocked IPv4 prefix (/24, LPM)", &mut k, &sip_v4);
     row("drop: blocked IPv4 address (/32, exact hash)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
@@ -157,9 +157,9 @@ fn kernel(repeat: u32) {
     for &n in &[100usize, 10_000, 1_000_000] {
         let mut k = TestKernel::with_config(&Config::default());
         let mut all = prefixes(n - 1, 100);
-        all.push(rule(1, "198.18.66.0/24", Kind::Deny, Scope::Sip));
+        all.push(rule(1, "198.18.66.0/24", NetAction::Deny, Scope::Sip));
         let t0 = Instant::now();
-        let compiled = rules::compile(&all, &rules::Clock::now());
+        let compiled = net::compile(&all, &callguard::clock::Clock::now());
         k.kernel.apply_nets(&compiled).expect("loading prefixes");
         let load = t0.elapsed().as_secs_f64();
         let drop_ns = per_packet(k.kernel.program(), &sip_v4, repeat);

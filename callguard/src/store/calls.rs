@@ -1,5 +1,6 @@
-//! Store: the PortSIP security resources (disallowed codes, blacklisted numbers, allowed country
-//! codes) and border rules.
+//! Store: the number-level call rules the slow path decides with: disallowed codes (dialed
+//! prefixes), blacklisted numbers, allowed country codes (the PortSIP security seed) and border
+//! rules.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
@@ -7,7 +8,7 @@ use rusqlite::{OptionalExtension as _, params};
 use super::{SqliteStore, StoreError, conflict_on_unique as unique, ts};
 use crate::{
     border::{BorderAction, BorderRule, Ext, Opts},
-    security::{BlacklistedNumber, DisallowedCode, country_key},
+    numbers::{BlacklistedNumber, DisallowedCode, country_key},
 };
 
 /// Migration 3: the security resources and border rules.
@@ -47,8 +48,8 @@ pub(super) const MIGRATION: &str = "
     );
 ";
 
-/// What the daemon needs to keep the security resources and border rules.
-pub trait SecurityStore {
+/// What the daemon needs to keep the number-level call rules.
+pub trait CallRuleStore {
     /// Every disallowed code, by id.
     fn codes(&self) -> Result<Vec<DisallowedCode>, StoreError>;
     /// Adds a disallowed code (a prefix stored already is a conflict).
@@ -144,7 +145,7 @@ const NUMBER_SELECT: &str =
 const BORDER_SELECT: &str = "SELECT id, enabled, priority, site, service, domain, username, useragent, \
      remoteipmask, action, title, comment, ct, lwt FROM border_rules";
 
-impl SecurityStore for SqliteStore {
+impl CallRuleStore for SqliteStore {
     fn codes(&self) -> Result<Vec<DisallowedCode>, StoreError> {
         let mut stmt = self
             .conn

@@ -14,17 +14,19 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+
 /// Allow (authorized network) or deny (blocked network).
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub enum NetAction {
     /// Authorized: skips SIP checks, never rate-limited or banned.
     Allow,
     /// Blocked: dropped at the NIC (on guarded ports, or everywhere with scope `all`).
     Deny,
 }
 
-impl Kind {
+impl NetAction {
     /// The lower-case name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -42,7 +44,7 @@ impl Kind {
     }
 }
 
-impl fmt::Display for Kind {
+impl fmt::Display for NetAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -121,7 +123,7 @@ pub struct NetRule {
     /// The network (host bits clear).
     pub cidr: IpNet,
     /// Allow or deny.
-    pub action: Kind,
+    pub action: NetAction,
     /// For deny rules: what they cover.
     pub scope: Scope,
     /// When the rule stops applying.
@@ -140,7 +142,7 @@ pub struct NewNetRule {
     /// The network (host bits clear).
     pub cidr: IpNet,
     /// Allow or deny.
-    pub action: Kind,
+    pub action: NetAction,
     /// For deny rules: what they cover.
     #[serde(default)]
     pub scope: Scope,
@@ -161,47 +163,19 @@ impl NetRule {
     }
 }
 
-/// Maps wall-clock expiry times to the kernel's `CLOCK_BOOTTIME`, which does not jump when the
-/// wall clock is set. Taken once per compilation so every entry uses the same offset.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    wall: DateTime<Utc>,
-    boot_ns: u64,
-}
-
-impl Clock {
-    /// The clocks now.
-    pub fn now() -> Self {
-        Self { wall: Utc::now(), boot_ns: boot_ns() }
+/// Parses an address or a prefix; a bare address is a /32 or /128.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(format!("`{s}` has host bits set; did you mean {}?", net.trunc()));
+        }
+        return Ok(net);
     }
-
-    /// The wall-clock instant of a `CLOCK_BOOTTIME` instant (a kernel timestamp).
-    pub fn wall_at(&self, boot_ns: u64) -> DateTime<Utc> {
-        let delta = i64::try_from(self.boot_ns.abs_diff(boot_ns)).unwrap_or(i64::MAX);
-        let d = chrono::Duration::nanoseconds(delta);
-        if boot_ns <= self.boot_ns { self.wall - d } else { self.wall + d }
+    match s.parse::<IpAddr>() {
+        Ok(addr) => Ok(IpNet::from(addr)),
+        Err(_) => Err(format!("`{s}` is not an IP address or CIDR prefix")),
     }
-
-    /// Wall-clock now.
-    pub const fn wall(&self) -> DateTime<Utc> {
-        self.wall
-    }
-
-    /// The boot-time instant matching a wall-clock instant; 0 (never) for `None`. A time already
-    /// past maps to 1 ns, which every later reading of the clock is beyond.
-    pub fn boot_ns_at(&self, t: Option<DateTime<Utc>>) -> u64 {
-        let Some(t) = t else { return 0 };
-        let delta = t.signed_duration_since(self.wall).num_nanoseconds().unwrap_or(i64::MAX);
-        if delta <= 0 { 1 } else { self.boot_ns.saturating_add(delta.unsigned_abs()) }
-    }
-}
-
-/// `CLOCK_BOOTTIME` in nanoseconds (what `bpf_ktime_get_boot_ns` reads).
-pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Compiles rules into kernel entries, one per distinct network. Rules already expired at
@@ -217,11 +191,11 @@ pub fn compile<'a>(rules: impl IntoIterator<Item = &'a NetRule>, clock: &Clock) 
             .or_insert_with(|| NetEntry { prefix_len: r.cidr.prefix_len(), ..NetEntry::default() });
         let expires = clock.boot_ns_at(r.expires_at);
         match r.action {
-            Kind::Allow => {
+            NetAction::Allow => {
                 e.allow_rule = r.id;
                 e.allow_expires_ns = expires;
             }
-            Kind::Deny => {
+            NetAction::Deny => {
                 e.deny_rule = r.id;
                 e.deny_expires_ns = expires;
                 e.deny_scope = match r.scope {
@@ -244,14 +218,15 @@ pub fn decide<'a>(
     rules
         .into_iter()
         .filter(|r| r.is_live(now) && r.cidr.contains(&addr))
-        .max_by_key(|r| (r.cidr.prefix_len(), r.action == Kind::Allow))
+        .max_by_key(|r| (r.cidr.prefix_len(), r.action == NetAction::Allow))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::boot_ns;
 
-    fn rule(id: u32, cidr: &str, action: Kind) -> NetRule {
+    fn rule(id: u32, cidr: &str, action: NetAction) -> NetRule {
         NetRule {
             id,
             cidr: cidr.parse().unwrap(),
@@ -267,9 +242,9 @@ mod tests {
     #[test]
     fn longest_prefix_wins_both_ways() {
         let rules = [
-            rule(1, "198.18.0.0/16", Kind::Deny),
-            rule(2, "198.18.5.0/24", Kind::Allow),
-            rule(3, "198.18.5.128/25", Kind::Deny),
+            rule(1, "198.18.0.0/16", NetAction::Deny),
+            rule(2, "198.18.5.0/24", NetAction::Allow),
+            rule(3, "198.18.5.128/25", NetAction::Deny),
         ];
         let now = Utc::now();
         let at = |s: &str| decide(&rules, s.parse().unwrap(), now).map(|r| r.id);
@@ -282,24 +257,29 @@ mod tests {
 
     #[test]
     fn allow_beats_deny_at_equal_prefix_and_expiry_uncovers() {
-        let mut allow = rule(2, "198.18.0.0/24", Kind::Allow);
-        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow.clone()];
+        let mut allow = rule(2, "198.18.0.0/24", NetAction::Allow);
+        let rules = [rule(1, "198.18.0.0/24", NetAction::Deny), allow.clone()];
         let now = Utc::now();
         assert_eq!(decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id), Some(2));
         allow.expires_at = Some(now - chrono::Duration::seconds(1));
-        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), allow];
+        let rules = [rule(1, "198.18.0.0/24", NetAction::Deny), allow];
         assert_eq!(decide(&rules, "198.18.0.9".parse().unwrap(), now).map(|r| r.id), Some(1));
     }
 
     #[test]
     fn compile_merges_allow_and_deny_per_network_and_skips_expired() {
         let clock = Clock::now();
-        let mut gone = rule(3, "198.18.9.0/24", Kind::Deny);
+        let mut gone = rule(3, "198.18.9.0/24", NetAction::Deny);
         gone.expires_at = Some(clock.wall() - chrono::Duration::seconds(5));
-        let mut soon = rule(4, "2001:db8::/48", Kind::Deny);
+        let mut soon = rule(4, "2001:db8::/48", NetAction::Deny);
         soon.scope = Scope::All;
         soon.expires_at = Some(clock.wall() + chrono::Duration::seconds(60));
-        let rules = [rule(1, "198.18.0.0/24", Kind::Deny), rule(2, "198.18.0.0/24", Kind::Allow), gone, soon];
+        let rules = [
+            rule(1, "198.18.0.0/24", NetAction::Deny),
+            rule(2, "198.18.0.0/24", NetAction::Allow),
+            gone,
+            soon,
+        ];
         let out = compile(&rules, &clock);
         assert_eq!(out.len(), 2);
         let e = out[&"198.18.0.0/24".parse::<IpNet>().unwrap()];

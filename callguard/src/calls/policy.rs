@@ -1,4 +1,4 @@
-//! Number-level call checks: the rules the kernel cannot evaluate, compiled into a [`Policy`]
+//! Number-level call checks: the rules the kernel cannot evaluate, compiled into a [`CallPolicy`]
 //! the slow path consults for each request the kernel hands up.
 //!
 //! Order of evaluation (the first step that decides ends it; documented in the README):
@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     border::{BorderAction, BorderRule},
+    calls::message::{Message, ParseError, Uri},
     config::Calls,
-    message::{Message, ParseError, Uri},
-    security::{BlacklistedNumber, DisallowedCode, country_key},
+    numbers::{BlacklistedNumber, DisallowedCode, country_key},
 };
 
 /// What happens to a request.
@@ -227,7 +227,7 @@ impl Border {
 
 /// Everything the slow path decides with, compiled from the store.
 #[derive(Debug, Default)]
-pub struct Policy {
+pub struct CallPolicy {
     cfg: Calls,
     border: Vec<Border>,
     blacklist: Vec<(String, BlacklistedNumber)>,
@@ -251,7 +251,7 @@ pub struct CodeOwner {
     pub codes: Vec<String>,
 }
 
-impl Policy {
+impl CallPolicy {
     /// Compiles a policy. Border rules that no longer compile (they were checked when written)
     /// are skipped with a warning rather than stopping every call.
     pub fn build(
@@ -459,16 +459,16 @@ pub struct PolicySummary {
 /// The policy in force, shared by the daemon (which replaces it when rules change) and the slow
 /// path (which reads it per request without taking the daemon's lock).
 #[derive(Debug, Default)]
-pub struct Live(RwLock<Arc<Policy>>);
+pub struct Live(RwLock<Arc<CallPolicy>>);
 
 impl Live {
     /// The policy in force.
-    pub fn get(&self) -> Arc<Policy> {
+    pub fn get(&self) -> Arc<CallPolicy> {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Puts a new policy in force.
-    pub fn set(&self, p: Policy) {
+    pub fn set(&self, p: CallPolicy) {
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(p);
     }
 }
@@ -509,9 +509,9 @@ mod tests {
         }
     }
 
-    fn policy(border: Vec<BorderRule>) -> Policy {
+    fn policy(border: Vec<BorderRule>) -> CallPolicy {
         let now = Utc::now();
-        Policy::build(
+        CallPolicy::build(
             &Calls::default(),
             border,
             vec![BlacklistedNumber {

@@ -1,5 +1,5 @@
 //! The slow path: reads the requests the kernel hands up ([`callguard_common::handup`]), decides
-//! each with the [`calls::Policy`] in force, and carries the verdict out:
+//! each with the [`policy::CallPolicy`] in force, and carries the verdict out:
 //!
 //! - `allow`: the IP packet is sent again, unchanged (or with the authorization code removed),
 //!   through a raw socket to its own destination, so the PBX receives it from the caller's
@@ -27,10 +27,11 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    api::EventRecord,
-    calls::{self, Decision, Facts, Step, Verdict},
-    events::Hub,
-    message::{self, Message},
+    calls::{
+        message::{self, Message},
+        policy::{self, Decision, Facts, Step, Verdict},
+    },
+    events::{EventKind, EventRecord, Hub},
 };
 
 /// Most requests remembered for retransmission matching.
@@ -261,7 +262,7 @@ fn unreadable(e: &message::ParseError) -> Decision {
 /// The slow path's state.
 #[derive(Debug)]
 pub struct SlowPath {
-    live: Arc<calls::Live>,
+    live: Arc<policy::Live>,
     hub: Arc<Hub>,
     inject: Injector,
     window: Duration,
@@ -273,7 +274,7 @@ pub struct SlowPath {
 impl SlowPath {
     /// A slow path deciding with `live`, publishing decisions to `hub`.
     pub fn new(
-        live: Arc<calls::Live>,
+        live: Arc<policy::Live>,
         hub: Arc<Hub>,
         window: Duration,
         stats: Arc<Mutex<SlowStats>>,
@@ -378,7 +379,7 @@ impl SlowPath {
         if !o.retransmission {
             self.hub.publish(EventRecord {
                 time: Utc::now(),
-                kind: "call".into(),
+                kind: EventKind::Call,
                 source: d.src.ip(),
                 reason: format!("{}/{}", dec.verdict.as_str(), dec.step.as_str()),
                 method: m.and_then(Message::method).unwrap_or("unknown").into(),
@@ -394,14 +395,6 @@ impl SlowPath {
 /// A fresh To tag (64 random bits, hex).
 fn new_tag() -> String {
     crate::accounts::new_secret()[..16].to_owned()
-}
-
-/// `CLOCK_BOOTTIME` in nanoseconds: the kernel's `bpf_ktime_get_boot_ns`.
-pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_BOOTTIME exists since Linux 2.6.39.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// The slow path on a thread of its own (see [`spawn`]).
@@ -460,7 +453,7 @@ pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Arra
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                if let Err(e) = heartbeat.set(0, boot_ns(), 0) {
+                if let Err(e) = heartbeat.set(0, crate::clock::boot_ns(), 0) {
                     tracing::error!("writing the heartbeat: {e}");
                 }
             }

@@ -1,0 +1,11 @@
+//! The slow path: number-level checks of the requests the kernel hands up.
+//!
+//! | what | module |
+//! |---|---|
+//! | SIP parser for handed-up requests (the daemon's reading of a message) | [`message`] |
+//! | the number-level rules compiled for lookups, the facts of a call, the decision | [`policy`] |
+//! | the hand-up reader thread: decide, re-inject, answer 403, drop | [`slowpath`] |
+
+pub mod message;
+pub mod policy;
+pub mod slowpath;
