@@ -352,7 +352,7 @@ impl Cli {
                 Ok(())
             }
             Command::Reload => {
-                let r: api::Reloaded = self.client()?.post("/v1/reload", &()).await?;
+                let r: api::control::Reloaded = self.client()?.post("/v1/reload", &()).await?;
                 println!(
                     "reloaded: {} kernel entries written, {} removed; attached [{}], detached [{}]",
                     r.written,
@@ -363,7 +363,7 @@ impl Cli {
                 Ok(())
             }
             Command::Status { json } => {
-                let s: api::Status = self.client()?.get("/v1/status").await?;
+                let s: api::control::Status = self.client()?.get("/v1/status").await?;
                 if *json {
                     return print_json(&s);
                 }
@@ -389,7 +389,7 @@ impl Cli {
                 Ok(())
             }
             Command::Stats { json } => {
-                let s: api::Stats = self.client()?.get("/v1/stats").await?;
+                let s: api::control::Stats = self.client()?.get("/v1/stats").await?;
                 if *json {
                     return print_json(&s);
                 }
@@ -485,8 +485,8 @@ impl Cli {
                         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
                     }
                 };
-                let req = api::ExplainRequest { message, source: *source };
-                let e: api::Explained = self.client()?.post("/v1/explain", &req).await?;
+                let req = api::control::ExplainRequest { message, source: *source };
+                let e: api::control::Explained = self.client()?.post("/v1/explain", &req).await?;
                 if *json {
                     return print_json(&e);
                 }
@@ -519,7 +519,7 @@ impl Cli {
             }
             Command::Events { follow, json } => {
                 let client = self.client()?;
-                let show = |r: &api::EventRecord| {
+                let show = |r: &api::control::EventRecord| {
                     if *json { serde_json::to_string(r).unwrap_or_default() } else { event_line(r) }
                 };
                 if *follow {
@@ -530,7 +530,7 @@ impl Cli {
                         })
                         .await
                 } else {
-                    let recent: Vec<api::EventRecord> = client.get("/v1/events").await?;
+                    let recent: Vec<api::control::EventRecord> = client.get("/v1/events").await?;
                     for r in &recent {
                         println!("{}", show(r));
                     }
@@ -576,7 +576,7 @@ impl Cli {
         let client = self.client()?;
         match cmd {
             SigCommand::List { json } => {
-                let rows: Vec<api::SigRow> = client.get("/v1/sigs").await?;
+                let rows: Vec<api::control::SigRow> = client.get("/v1/sigs").await?;
                 if *json {
                     return print_json(&rows);
                 }
@@ -584,14 +584,14 @@ impl Cli {
                 println!("{} signature{}", rows.len(), if rows.len() == 1 { "" } else { "s" });
             }
             SigCommand::Add { field, text, matches, dry_run, comment } => {
-                let req = api::AddSig {
+                let req = api::control::AddSig {
                     field: *field,
                     matches: *matches,
                     text: text.clone(),
                     mode: if *dry_run { SigMode::DryRun } else { SigMode::Enforce },
                     comment: comment.clone(),
                 };
-                let r: api::SigRow = client.post("/v1/sigs", &req).await?;
+                let r: api::control::SigRow = client.post("/v1/sigs", &req).await?;
                 println!(
                     "signature {}: {} {} `{}` ({})",
                     r.sig.id,
@@ -602,13 +602,13 @@ impl Cli {
                 );
             }
             SigCommand::Del { ids } => {
-                let r: api::Removed =
-                    client.post("/v1/sigs/delete", &api::DelSigs { ids: ids.clone() }).await?;
+                let r: api::control::Removed =
+                    client.post("/v1/sigs/delete", &api::control::DelSigs { ids: ids.clone() }).await?;
                 println!("removed {} signature{}", r.count, if r.count == 1 { "" } else { "s" });
             }
             SigCommand::Mode { id, mode } => {
-                let r: api::SigRow =
-                    client.post("/v1/sigs/mode", &api::SetSigMode { id: *id, mode: *mode }).await?;
+                let r: api::control::SigRow =
+                    client.post("/v1/sigs/mode", &api::control::SetSigMode { id: *id, mode: *mode }).await?;
                 println!("signature {}: {}", r.sig.id, r.sig.sig.mode.name());
             }
         }
@@ -621,8 +621,8 @@ impl Cli {
             NetCommand::Allow(add) | NetCommand::Deny(add) => {
                 let action =
                     if matches!(cmd, NetCommand::Allow(_)) { NetAction::Allow } else { NetAction::Deny };
-                let req = api::AddNets {
-                    rules: vec![api::NetSpec {
+                let req = api::control::AddNets {
+                    rules: vec![api::control::NetSpec {
                         cidr: add.cidr.clone(),
                         action,
                         scope: add.opts.scope,
@@ -631,25 +631,25 @@ impl Cli {
                     }],
                     import: false,
                 };
-                let r: api::Added = client.post("/v1/nets", &req).await?;
+                let r: api::control::Added = client.post("/v1/nets", &req).await?;
                 for rule in &r.rules {
                     println!("{} {} (rule {}){}", rule.action, rule.cidr, rule.id, expiry_note(rule));
                 }
                 Ok(())
             }
             NetCommand::Del { cidr, contains, all, allowed } => {
-                let req = api::DelNets {
+                let req = api::control::DelNets {
                     cidr: cidr.clone(),
                     contains: contains.clone(),
                     all: *all,
                     allowed: *allowed,
                 };
-                let r: api::Removed = client.post("/v1/nets/delete", &req).await?;
+                let r: api::control::Removed = client.post("/v1/nets/delete", &req).await?;
                 println!("removed {} rule{}", r.count, if r.count == 1 { "" } else { "s" });
                 Ok(())
             }
             NetCommand::Check { ip, json } => {
-                let c: api::Check = client.get(&format!("/v1/nets/check?ip={ip}")).await?;
+                let c: api::control::Check = client.get(&format!("/v1/nets/check?ip={ip}")).await?;
                 if *json {
                     return print_json(&c);
                 }
@@ -730,10 +730,10 @@ async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts
         action
     ));
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let req = api::AddNets {
+    let req = api::control::AddNets {
         rules: nets
             .iter()
-            .map(|n| api::NetSpec {
+            .map(|n| api::control::NetSpec {
                 cidr: n.to_string(),
                 action,
                 scope: opts.scope,
@@ -743,7 +743,7 @@ async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts
             .collect(),
         import: true,
     };
-    let r: api::Added = client.post("/v1/nets", &req).await?;
+    let r: api::control::Added = client.post("/v1/nets", &req).await?;
     spinner.finish_and_clear();
     println!("imported {} {} rules from {name} in {} ms", r.count, action, r.applied_ms);
     Ok(())
@@ -756,7 +756,7 @@ fn expiry_note(r: &NetRule) -> String {
     }
 }
 
-fn event_line(r: &api::EventRecord) -> String {
+fn event_line(r: &api::control::EventRecord) -> String {
     let mut l = format!(
         "{} {:<4} {:<10} {:<24} {}",
         r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -780,7 +780,7 @@ fn event_line(r: &api::EventRecord) -> String {
     l
 }
 
-fn sig_table(rows: &[api::SigRow]) -> Table {
+fn sig_table(rows: &[api::control::SigRow]) -> Table {
     let mut t = table(&["sig", "field", "match", "text", "mode", "matched", "origin", "comment"]);
     for r in rows {
         t.add_row(vec![

@@ -61,7 +61,7 @@ pub struct State {
     rules: BTreeMap<u32, NetRule>,
     /// The store's signatures by id (a cache, as `rules`).
     sigs: BTreeMap<u32, Signature>,
-    interfaces: Vec<api::Interface>,
+    interfaces: Vec<api::control::Interface>,
     started: Instant,
     /// The number-level policy in force, shared with the slow path.
     calls: Arc<policy::Live>,
@@ -172,7 +172,7 @@ impl State {
         for iface in state.wanted_interfaces() {
             let mode = state.kernel.attach(&iface, state.cfg.xdp_mode)?;
             tracing::info!(iface, ?mode, "guarding");
-            state.interfaces.push(api::Interface { name: iface, mode });
+            state.interfaces.push(api::control::Interface { name: iface, mode });
         }
         Ok(state)
     }
@@ -243,7 +243,7 @@ impl State {
     }
 
     /// What the rules in force would do with `message` from `source` (`callguard explain`).
-    pub fn explain(&self, req: &api::ExplainRequest) -> Result<api::Explained, Failure> {
+    pub fn explain(&self, req: &api::control::ExplainRequest) -> Result<api::control::Explained, Failure> {
         let m = message::parse(req.message.as_bytes()).map_err(|e| Failure::bad("message", e.0))?;
         let facts = policy::Facts::read(&m, req.source).map_err(|e| Failure::bad("message", e.0))?;
         let policy = self.calls.get();
@@ -255,7 +255,7 @@ impl State {
                 _ => false,
             };
         let decision = policy.decide(&facts, Utc::now());
-        Ok(api::Explained { handed_up, facts: Some(facts), decision })
+        Ok(api::control::Explained { handed_up, facts: Some(facts), decision })
     }
 
     /// Compiles the signatures and installs them (the bank switch makes it atomic).
@@ -266,7 +266,7 @@ impl State {
     }
 
     /// Adds one signature: store, then kernel. Its counter starts from zero.
-    pub fn add_sig(&mut self, new: &sig::NewSignature) -> Result<api::SigRow, Failure> {
+    pub fn add_sig(&mut self, new: &sig::NewSignature) -> Result<api::control::SigRow, Failure> {
         new.validate().map_err(|m| Failure::bad("text", m))?;
         if new.comment.chars().count() > COMMENT_MAX {
             return Err(Failure::bad("comment", format!("longer than {COMMENT_MAX} characters")));
@@ -286,11 +286,11 @@ impl State {
         self.kernel.clear_sig_stats(stored.slot).map_err(|e| Failure::internal(&e))?;
         self.sigs.insert(stored.id, stored.clone());
         self.push_sigs().map_err(|e| Failure::internal(&e))?;
-        Ok(api::SigRow { sig: stored, packets: 0, bytes: 0 })
+        Ok(api::control::SigRow { sig: stored, packets: 0, bytes: 0 })
     }
 
     /// Deletes signatures by id (404 when none of them exists).
-    pub fn del_sigs(&mut self, req: &api::DelSigs) -> Result<api::Removed, Failure> {
+    pub fn del_sigs(&mut self, req: &api::control::DelSigs) -> Result<api::control::Removed, Failure> {
         let ids: Vec<u32> = req.ids.iter().copied().filter(|id| self.sigs.contains_key(id)).collect();
         if ids.is_empty() {
             return Err(Failure::not_found("ids", "no such signature"));
@@ -300,11 +300,11 @@ impl State {
             self.sigs.remove(id);
         }
         self.push_sigs().map_err(|e| Failure::internal(&e))?;
-        Ok(api::Removed { count })
+        Ok(api::control::Removed { count })
     }
 
     /// Switches a signature between enforce and dry-run.
-    pub fn set_sig_mode(&mut self, req: &api::SetSigMode) -> Result<api::SigRow, Failure> {
+    pub fn set_sig_mode(&mut self, req: &api::control::SetSigMode) -> Result<api::control::SigRow, Failure> {
         let Some(stored) = self.store.set_sig_mode(req.id, req.mode)? else {
             return Err(Failure::not_found("id", "no such signature"));
         };
@@ -312,7 +312,7 @@ impl State {
         self.push_sigs().map_err(|e| Failure::internal(&e))?;
         let c = self.kernel.sig_stats([stored.slot]).map_err(|e| Failure::internal(&e))?;
         let c = c.get(&stored.slot).copied().unwrap_or_default();
-        Ok(api::SigRow { sig: stored, packets: c.packets, bytes: c.bytes })
+        Ok(api::control::SigRow { sig: stored, packets: c.packets, bytes: c.bytes })
     }
 
     /// Stores the ban the kernel imposed on a source (event kind `BAN_*`) as a deny rule with
@@ -408,14 +408,14 @@ impl State {
     }
 
     /// Every signature with its counters.
-    fn sig_rows(&self) -> anyhow::Result<Vec<api::SigRow>> {
+    fn sig_rows(&self) -> anyhow::Result<Vec<api::control::SigRow>> {
         let counts = self.kernel.sig_stats(self.sigs.values().map(|s| s.slot))?;
         Ok(self
             .sigs
             .values()
             .map(|s| {
                 let c = counts.get(&s.slot).copied().unwrap_or_default();
-                api::SigRow { sig: s.clone(), packets: c.packets, bytes: c.bytes }
+                api::control::SigRow { sig: s.clone(), packets: c.packets, bytes: c.bytes }
             })
             .collect())
     }
@@ -436,7 +436,7 @@ impl State {
     }
 
     /// Adds or updates rules: store (one transaction), then kernel.
-    pub fn add_nets(&mut self, req: &api::AddNets) -> Result<api::Added, Failure> {
+    pub fn add_nets(&mut self, req: &api::control::AddNets) -> Result<api::control::Added, Failure> {
         let t0 = Instant::now();
         let origin = if req.import { Origin::Import } else { Origin::Manual };
         let mut new = Vec::with_capacity(req.rules.len());
@@ -468,11 +468,11 @@ impl State {
         }
         self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
         let rules = if count < 100 { stored } else { Vec::new() };
-        Ok(api::Added { count, rules, applied_ms: t0.elapsed().as_millis() as u64 })
+        Ok(api::control::Added { count, rules, applied_ms: t0.elapsed().as_millis() as u64 })
     }
 
     /// Deletes rules chosen by network, containment or all.
-    pub fn del_nets(&mut self, req: &api::DelNets) -> Result<api::Removed, Failure> {
+    pub fn del_nets(&mut self, req: &api::control::DelNets) -> Result<api::control::Removed, Failure> {
         let chosen = [req.cidr.is_some(), req.contains.is_some(), req.all].iter().filter(|b| **b).count();
         if chosen != 1 {
             return Err(Failure::bad("cidr", "give exactly one of cidr, contains, all"));
@@ -524,7 +524,7 @@ impl State {
         }
         let nets: BTreeSet<IpNet> = victims.iter().map(|v| v.1).collect();
         self.sync_nets(&nets).map_err(|e| Failure::internal(&e))?;
-        Ok(api::Removed { count })
+        Ok(api::control::Removed { count })
     }
 
     /// Removes rules and blacklisted numbers whose expiry has passed (the kernel already
@@ -550,7 +550,7 @@ impl State {
 
     /// Re-reads the configuration file and applies only the difference. An invalid file
     /// changes nothing.
-    pub fn reload(&mut self) -> anyhow::Result<api::Reloaded> {
+    pub fn reload(&mut self) -> anyhow::Result<api::control::Reloaded> {
         let cfg = match &self.opts.config_path {
             Some(p) => Config::load(p)?,
             None => Config::default(),
@@ -577,7 +577,7 @@ impl State {
         for iface in &wanted {
             if !self.interfaces.iter().any(|i| &i.name == iface) {
                 let mode = self.kernel.attach(iface, self.cfg.xdp_mode)?;
-                self.interfaces.push(api::Interface { name: iface.clone(), mode });
+                self.interfaces.push(api::control::Interface { name: iface.clone(), mode });
                 attached.push(iface.clone());
             }
         }
@@ -588,12 +588,12 @@ impl State {
         }
         self.interfaces.retain(|i| wanted.contains(&i.name));
         tracing::info!(written, removed, ?attached, ?detached, "configuration reloaded");
-        Ok(api::Reloaded { written, removed, attached, detached })
+        Ok(api::control::Reloaded { written, removed, attached, detached })
     }
 
-    fn status(&self) -> api::Status {
+    fn status(&self) -> api::control::Status {
         let allow = self.rules.values().filter(|r| r.action == NetAction::Allow).count();
-        api::Status {
+        api::control::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.started.elapsed().as_secs(),
             pin_dir: self.cfg.pin_dir.display().to_string(),
@@ -608,12 +608,12 @@ impl State {
         }
     }
 
-    fn stats(&self) -> anyhow::Result<api::Stats> {
+    fn stats(&self) -> anyhow::Result<api::control::Stats> {
         let reasons = self
             .kernel
             .stats()?
             .into_iter()
-            .map(|(a, r, c)| api::ReasonCount {
+            .map(|(a, r, c)| api::control::ReasonCount {
                 action: a.name().into(),
                 reason: r.name().into(),
                 description: r.describe().trim().into(),
@@ -621,13 +621,13 @@ impl State {
                 bytes: c.bytes,
             })
             .collect();
-        let mut rules: Vec<api::RuleCount> = self
+        let mut rules: Vec<api::control::RuleCount> = self
             .kernel
             .rule_stats()?
             .into_iter()
             .map(|(id, c)| {
                 let r = self.rules.get(&id);
-                api::RuleCount {
+                api::control::RuleCount {
                     id,
                     cidr: r.map(|r| r.cidr),
                     action: r.map(|r| r.action),
@@ -637,13 +637,14 @@ impl State {
             })
             .collect();
         rules.sort_by_key(|r| std::cmp::Reverse(r.packets));
-        let mut sigs: Vec<api::SigRow> = self.sig_rows()?.into_iter().filter(|s| s.packets != 0).collect();
+        let mut sigs: Vec<api::control::SigRow> =
+            self.sig_rows()?.into_iter().filter(|s| s.packets != 0).collect();
         sigs.sort_by_key(|s| std::cmp::Reverse(s.packets));
         let slow_path = self.slow_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary() })
+        Ok(api::control::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary() })
     }
 
-    pub(crate) fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
+    pub(crate) fn list(&self, q: &api::control::NetQuery) -> Vec<NetRule> {
         let kind = q.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
         self.rules
             .values()
@@ -653,10 +654,10 @@ impl State {
             .collect()
     }
 
-    pub(crate) fn check(&self, ip: IpAddr) -> api::Check {
+    pub(crate) fn check(&self, ip: IpAddr) -> api::control::Check {
         let rule = net::decide(self.rules.values(), ip, Utc::now());
         let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
-        api::Check {
+        api::control::Check {
             ip,
             verdict: rule.map_or("none", |r| r.action.as_str()).into(),
             rule: rule.cloned(),
@@ -791,14 +792,14 @@ pub fn router() -> Router<Shared> {
         )
         .route(
             "/v1/nets",
-            get(|AxState(s): AxState<Shared>, q: Result<Query<api::NetQuery>, _>| async move {
+            get(|AxState(s): AxState<Shared>, q: Result<Query<api::control::NetQuery>, _>| async move {
                 let Query(q) = q.map_err(|e: axum::extract::rejection::QueryRejection| {
                     Failure(StatusCode::BAD_REQUEST, ApiError { error: e.body_text(), field: None })
                 })?;
                 Answer::Ok(Json(lock(&s).list(&q)))
             })
             .post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::AddNets>, JsonRejection>| async move {
+                |AxState(s): AxState<Shared>, body: Result<Json<api::control::AddNets>, JsonRejection>| async move {
                     let req = json_body(body)?;
                     // Large imports take seconds: keep them off the async workers.
                     let added = tokio::task::spawn_blocking(move || lock(&s).add_nets(&req))
@@ -810,7 +811,7 @@ pub fn router() -> Router<Shared> {
         )
         .route(
             "/v1/nets/delete",
-            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelNets>, JsonRejection>| async move {
+            post(|AxState(s): AxState<Shared>, body: Result<Json<api::control::DelNets>, JsonRejection>| async move {
                 let req = json_body(body)?;
                 Answer::Ok(Json(lock(&s).del_nets(&req)?))
             }),
@@ -832,7 +833,7 @@ pub fn router() -> Router<Shared> {
                 Answer::Ok(Json(lock(&s).sig_rows().map_err(|e| Failure::internal(&e))?))
             })
             .post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::AddSig>, JsonRejection>| async move {
+                |AxState(s): AxState<Shared>, body: Result<Json<api::control::AddSig>, JsonRejection>| async move {
                     let req = json_body(body)?;
                     Answer::Ok(Json(lock(&s).add_sig(&req.into())?))
                 },
@@ -841,7 +842,7 @@ pub fn router() -> Router<Shared> {
         .route(
             "/v1/explain",
             post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::ExplainRequest>, JsonRejection>| async move {
+                |AxState(s): AxState<Shared>, body: Result<Json<api::control::ExplainRequest>, JsonRejection>| async move {
                     let req = json_body(body)?;
                     Answer::Ok(Json(lock(&s).explain(&req)?))
                 },
@@ -849,7 +850,7 @@ pub fn router() -> Router<Shared> {
         )
         .route(
             "/v1/sigs/delete",
-            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelSigs>, JsonRejection>| async move {
+            post(|AxState(s): AxState<Shared>, body: Result<Json<api::control::DelSigs>, JsonRejection>| async move {
                 let req = json_body(body)?;
                 Answer::Ok(Json(lock(&s).del_sigs(&req)?))
             }),
@@ -857,7 +858,7 @@ pub fn router() -> Router<Shared> {
         .route(
             "/v1/sigs/mode",
             post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::SetSigMode>, JsonRejection>| async move {
+                |AxState(s): AxState<Shared>, body: Result<Json<api::control::SetSigMode>, JsonRejection>| async move {
                     let req = json_body(body)?;
                     Answer::Ok(Json(lock(&s).set_sig_mode(&req)?))
                 },

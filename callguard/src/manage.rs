@@ -15,17 +15,18 @@ use serde_json::{Value, json};
 
 use crate::{
     accounts::{ApiKey, AuthCode, Group, Perm, Role, Session, Tenant, User},
-    border::{BorderAction, BorderRule, BorderRuleInput, Flag, Opts},
-    client::Client,
-    numbers::{BlacklistedNumber, DisallowedCode, country_key},
-    web::{
+    api::{
         admin::{
             CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, UserPatch,
         },
+        border::BorderQuery,
         codes::{AuthCodes, CodeRef, CodeRefs},
         portsip::{CodeChange, Countries, Created, NewCode, NewNumber, NumberChange, Page},
         query::ListQuery,
     },
+    border::{BorderAction, BorderRule, BorderRuleInput, Flag, Opts},
+    client::Client,
+    numbers::{BlacklistedNumber, DisallowedCode, country_key},
 };
 
 /// A resource's command with the output switch every command of it shares.
@@ -1001,7 +1002,7 @@ pub async fn border(client: &Client, r: &Resource<BorderCommand>) -> anyhow::Res
     let o = Out { client, json: r.json };
     match &r.command {
         BorderCommand::List { filter, order, offset, limit } => {
-            let q = crate::web::query::BorderQuery {
+            let q = BorderQuery {
                 filter: filter.clone(),
                 mask: None,
                 offset: *offset,

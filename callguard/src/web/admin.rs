@@ -13,10 +13,12 @@ use axum::{
     routing::{delete, get, post},
 };
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{Caller, JsonBody, PathArgs, Principal, QueryArgs, blocking, find_role};
+use crate::api::admin::{
+    CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, SessionQuery,
+    UserPatch, UserQuery,
+};
 use crate::{
     accounts::{
         self, ApiKey, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User, check_domain,
@@ -50,21 +52,6 @@ fn check_name(field: &str, s: &str) -> Result<(), Failure> {
         return Err(Failure::bad(field, format!("1 to {NAME_MAX} characters")));
     }
     Ok(())
-}
-
-/// A tenant to create.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    /// The id used in paths: 1 to 64 of a-z 0-9 _ -.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// The SIP domain (host name or IP address), unique.
-    pub domain: String,
-    /// Website.
-    #[serde(default)]
-    pub website: String,
 }
 
 /// Every tenant the caller reaches (`tenants.read`).
@@ -149,17 +136,6 @@ pub async fn delete_tenant(
     .await
 }
 
-/// A group to create.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewGroup {
-    /// The id used in paths: 1 to 64 of a-z 0-9 _ -.
-    pub id: String,
-    /// Display name (default: the id).
-    #[serde(default)]
-    pub name: String,
-}
-
 /// The groups of a tenant (`users.read`).
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups", tag = "Accounts", security(("bearer" = [])),
     params(("tenant" = String, Path)), responses((status = 200, body = Vec<Group>), (status = "4XX", body = crate::api::ApiError)))]
@@ -226,16 +202,6 @@ pub async fn delete_group(
     .await
 }
 
-/// User filters.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct UserQuery {
-    /// Only this tenant's users.
-    pub tenant: Option<String>,
-    /// Only this group's users.
-    pub group: Option<String>,
-}
-
 /// The users the caller reaches (`users.read`).
 #[utoipa::path(get, path = "/api/v1/users", tag = "Accounts", security(("bearer" = [])), params(UserQuery),
     responses((status = 200, body = Vec<User>), (status = "4XX", body = crate::api::ApiError)))]
@@ -257,36 +223,6 @@ pub async fn list_users(
         ))
     })
     .await
-}
-
-/// A user to create.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewUserReq {
-    /// The tenant (required unless the role is system-level).
-    pub tenant: Option<String>,
-    /// The group (required for group- and user-level roles).
-    pub group: Option<String>,
-    /// Account name: letters, digits, `_ - ' .`, not starting or ending with `.`.
-    pub username: String,
-    /// Password (8 to 128 characters); absent: a random one, returned once.
-    pub password: Option<String>,
-    /// The role's name.
-    pub role: String,
-    /// Must set a new password at the next sign-in.
-    #[serde(default)]
-    pub force_reset: bool,
-}
-
-/// A created user, with the generated password when there was none.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct CreatedUser {
-    /// The user.
-    #[serde(flatten)]
-    pub user: User,
-    /// The generated password (shown once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
 }
 
 /// Checks that the caller may hand out `role`: not above its own level, no right it lacks.
@@ -403,18 +339,6 @@ pub async fn show_user(
     blocking(&s, move |st| user(st, &p, id).map(Json)).await
 }
 
-/// Changes to a user.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserPatch {
-    /// A new role.
-    pub role: Option<String>,
-    /// A new group in the same tenant.
-    pub group: Option<String>,
-    /// Whether the user must set a new password.
-    pub force_reset: Option<bool>,
-}
-
 /// Change a user's role, group or reset flag (`users.write`).
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "Accounts", security(("bearer" = [])),
     params(("id" = u32, Path)), request_body = UserPatch,
@@ -486,16 +410,6 @@ pub async fn delete_user(
     .await
 }
 
-/// A new password.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPassword {
-    /// The new password (8 to 128 characters).
-    pub password: String,
-    /// The current password: required when changing one's own.
-    pub old_password: Option<String>,
-}
-
 /// Set a user's password. One's own needs `old_password` (and clears a forced reset); another
 /// user's needs `users.write` over them and forces them to choose a new one. Every session of
 /// the user is revoked.
@@ -565,21 +479,6 @@ pub async fn show_role(
     .await
 }
 
-/// A custom role to create.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewRole {
-    /// Unique name (not a built-in role's, in any case): letters, digits, `_ - .`.
-    pub name: String,
-    /// How far its rights reach.
-    pub level: Level,
-    /// What it may read and write.
-    pub permissions: Vec<Perm>,
-    /// Free text.
-    #[serde(default)]
-    pub description: String,
-}
-
 /// Create a custom role (`roles.write`; no stronger than the caller's own).
 #[utoipa::path(post, path = "/api/v1/roles", tag = "Accounts", security(("bearer" = [])), request_body = NewRole,
     responses((status = 201, body = Role), (status = "4XX", body = crate::api::ApiError)))]
@@ -634,14 +533,6 @@ pub async fn delete_role(
         Ok(StatusCode::NO_CONTENT)
     })
     .await
-}
-
-/// Session filters.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct SessionQuery {
-    /// Another user's sessions (needs `users.read` over them); default: one's own.
-    pub user: Option<u32>,
 }
 
 /// Sessions (token pairs): one's own, or another user's.
@@ -705,28 +596,6 @@ pub async fn list_keys(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result
         Ok(Json(all.into_iter().filter(|k| sees_all || Some(k.user_id) == me).collect()))
     })
     .await
-}
-
-/// A key to create.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    /// Whose rights the key carries (default: the caller; another user needs `users.write`
-    /// over them).
-    pub user_id: Option<u32>,
-    /// Free text.
-    #[serde(default)]
-    pub comment: String,
-}
-
-/// A created key: the secret is shown once.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct CreatedKey {
-    /// The key.
-    #[serde(flatten)]
-    pub key: ApiKey,
-    /// The secret to pass as `api_key`.
-    pub api_key: String,
 }
 
 /// Create an API key (for the Voximplant-style calls).

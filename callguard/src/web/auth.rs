@@ -16,14 +16,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use chrono::Utc;
 
 use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
+use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TenantInfo, TokenInfo, Tokens};
 use crate::{
     accounts::{self, check_password},
-    config::SystemInfo,
     daemon::{Failure, Shared, State},
     store::SessionTokens,
 };
@@ -38,40 +36,6 @@ pub fn routes() -> Router<Shared> {
         .route("/api/auth/sign_out", post(sign_out))
         .route("/api/auth/forgot_password", post(forgot_password))
         .route("/api/auth/reset_password", post(reset_password))
-}
-
-/// `GET /api/info` query.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct InfoQuery {
-    /// A tenant's SIP domain: adds that tenant's fields.
-    pub domain: Option<String>,
-}
-
-/// A tenant's public fields.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TenantInfo {
-    /// The name of the tenant.
-    pub name: String,
-    /// The SIP domain of the tenant.
-    pub domain: String,
-    /// The official website of the tenant.
-    pub website: String,
-    /// The relative path of the tenant's avatar (empty: none).
-    pub avatar_url: String,
-    /// Microsoft 365 sign-in enabled (social sign-in is not offered: always false).
-    pub ms365_enabled: bool,
-}
-
-/// System (and tenant) metadata.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Info {
-    /// The system's fields, from `[api.info]`.
-    #[serde(flatten)]
-    pub system: SystemInfo,
-    /// The tenant of `domain`, when one was asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<TenantInfo>,
 }
 
 /// System metadata; with `domain`, also that tenant's. No token needed.
@@ -101,32 +65,6 @@ pub async fn info(
         Ok(Json(Info { system, tenant }))
     })
     .await
-}
-
-/// Sign-in request.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SignIn {
-    /// The user's account name.
-    pub username: String,
-    /// The user's password.
-    pub password: String,
-    /// The SIP domain of the user's tenant; empty or absent for system users.
-    #[serde(default)]
-    pub domain: String,
-}
-
-/// A token pair.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct Tokens {
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// The access token: `Authorization: Bearer <access_token>`.
-    pub access_token: String,
-    /// The refresh token (for `POST /api/auth/refresh`).
-    pub refresh_token: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
 }
 
 /// Starts a session (or rotates `rotate`'s tokens) for `user`.
@@ -239,14 +177,6 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     }
 }
 
-/// Refresh request.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Refresh {
-    /// The refresh token.
-    pub refresh_token: String,
-}
-
 /// Exchange a refresh token for a new token pair (the old pair stops working).
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "Authentication", request_body = Refresh,
     responses((status = 200, body = Tokens), (status = 400, body = crate::api::ApiError),
@@ -269,27 +199,6 @@ pub async fn refresh(
         issue(st, session.user_id, session.password_verified, Some(session.id)).map(Json)
     })
     .await
-}
-
-/// What an access token is.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct TokenInfo {
-    /// The access token's expiry (RFC 3339).
-    pub expires_at: DateTime<Utc>,
-    /// Seconds it stays valid.
-    pub expires_in: i64,
-    /// The role of its user.
-    pub role: String,
-    /// The user's account name.
-    pub user: String,
-    /// The user's id.
-    pub user_id: u32,
-    /// The user's tenant.
-    pub tenant: Option<String>,
-    /// Whether the session began with a verified password.
-    pub password_verified: bool,
-    /// Whether the user must set a new password first.
-    pub force_reset: bool,
 }
 
 /// Information on the access token sent (in `Authorization: Bearer` or the `access_token`
@@ -330,20 +239,6 @@ pub async fn sign_out(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<
     };
     blocking(&s, move |st| st.store().revoke_session(id, Utc::now()).map_err(Failure::from)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Forgot-password request.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Forgot {
-    /// The SIP domain of the user's tenant (empty for system users).
-    #[serde(default)]
-    pub domain: String,
-    /// The user's account name.
-    pub username: String,
-    /// The URL the user follows to set a new password; the token is handed to the hook with it.
-    #[serde(default)]
-    pub callback: String,
 }
 
 /// Starts the forgot-password flow: a single-use reset token is handed to the `api.reset_hook`
@@ -422,16 +317,6 @@ pub async fn forgot_password(
         Err(f) => return f.into_response(),
     }
     StatusCode::NO_CONTENT.into_response()
-}
-
-/// Reset-password request.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Reset {
-    /// The token the hook delivered.
-    pub token: String,
-    /// The new password (8 to 128 characters).
-    pub password: String,
 }
 
 /// Sets a new password with a reset token. Every session of the user is revoked.

@@ -14,10 +14,9 @@ use axum::{
     routing::get,
 };
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, query};
+use crate::api::border::{BorderError, BorderQuery, OneQuery};
 use crate::{
     accounts::Perm,
     border::{BorderRule, BorderRuleInput, RULES_MAX},
@@ -33,18 +32,6 @@ pub fn routes() -> Router<Shared> {
         .route(PATH, get(list).post(create))
         .route(&format!("{PATH}/{{id}}"), get(show).patch(update).delete(remove))
         .route_layer(axum::middleware::from_fn(seed_errors))
-}
-
-/// This seed's error body.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct BorderError {
-    /// 1000 + the HTTP status (1404: not found).
-    pub error_code: u16,
-    /// What went wrong.
-    pub error_message: String,
-    /// The offending field, when one input caused it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
 }
 
 /// Rewrites the generic error body of this seed's routes into its own shape.
@@ -98,11 +85,11 @@ pub async fn create(
 /// Get the list of rules (by priority, then id, unless `order` says otherwise). Without `mask`,
 /// rules show every field but `opts.comment`, as the seed's example does.
 #[utoipa::path(get, path = "/rest/v1/master/borderrules", tag = "Border rules", security(("bearer" = [])),
-    params(query::BorderQuery), responses((status = 200, body = Vec<BorderRule>), (status = "4XX", body = BorderError)))]
+    params(BorderQuery), responses((status = 200, body = Vec<BorderRule>), (status = "4XX", body = BorderError)))]
 pub async fn list(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
-    QueryArgs(q): QueryArgs<query::BorderQuery>,
+    QueryArgs(q): QueryArgs<BorderQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, Failure> {
     p.need(Perm::SecurityRead)?;
     let mut q = q;
@@ -111,16 +98,6 @@ pub async fn list(
         q.mask = Some(shown.join(","));
     }
     blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
-}
-
-/// `mask` and `flat` of one rule.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct OneQuery {
-    /// Comma-separated fields to output.
-    pub mask: Option<String>,
-    /// Nested objects as dotted keys.
-    pub flat: Option<bool>,
 }
 
 fn one(st: &mut crate::daemon::State, id: &str) -> Result<BorderRule, Failure> {

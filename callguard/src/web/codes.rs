@@ -5,10 +5,12 @@
 //! and without the trailing slash.
 
 use axum::{Json, Router, extract::State as AxState, http::StatusCode, routing::get};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use super::{Caller, JsonBody, PathArgs, Principal, blocking, portsip::Empty};
+use super::{Caller, JsonBody, PathArgs, Principal, blocking};
+use crate::api::{
+    codes::{AuthCodes, CodeRefs, CreateCodes, Owner, OwnerCode},
+    portsip::Empty,
+};
 use crate::{
     accounts::{AuthCode, Perm, User, check_auth_code},
     daemon::{Failure, Shared, State},
@@ -32,61 +34,6 @@ pub fn routes() -> Router<Shared> {
 pub const CODES_MAX: usize = 1000;
 /// Longest description.
 pub const DESCRIPTION_MAX: usize = 256;
-
-/// The path's tenant, group and user.
-#[derive(Debug, Deserialize)]
-pub struct Owner {
-    tenant: String,
-    group: String,
-    user: String,
-}
-
-/// `{tenant, group, user, code}`.
-#[derive(Debug, Deserialize)]
-pub struct OwnerCode {
-    tenant: String,
-    group: String,
-    user: String,
-    code: String,
-}
-
-/// A list of codes.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuthCodes {
-    /// The codes.
-    #[serde(rename = "authCodes")]
-    pub auth_codes: Vec<AuthCode>,
-}
-
-/// One code to delete.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct CodeRef {
-    /// The code.
-    pub code: String,
-    /// Ignored.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// Codes to delete.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CodeRefs {
-    /// The codes.
-    #[serde(rename = "authCodes")]
-    pub auth_codes: Vec<CodeRef>,
-}
-
-/// Create one code or many.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum CreateCodes {
-    /// `{"authCodes": [{code, description}, …]}`.
-    Many(AuthCodes),
-    /// `{code, description}`.
-    One(AuthCode),
-}
 
 /// Resolves the path's user and checks `perm` and reach.
 fn owner(

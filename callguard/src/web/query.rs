@@ -20,29 +20,11 @@
 
 use std::cmp::Ordering;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::IntoParams;
 
+use crate::api::{border::BorderQuery, query::ListQuery};
 use crate::daemon::Failure;
-
-/// PortSIP list parameters.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Conditions: `FIELD OP VALUE [and …]`, OP one of eq ne lt le gt ge startswith contains.
-    pub filter: Option<String>,
-    /// A case-insensitive substring of any text field.
-    pub search: Option<String>,
-    /// `FIELD [asc|desc]`, comma-separated.
-    pub orderby: Option<String>,
-    /// Items to skip (default 0).
-    #[param(minimum = 0)]
-    pub skip: Option<u32>,
-    /// Page size, 1 to 100 (default 100).
-    #[param(minimum = 1, maximum = 100)]
-    pub top: Option<u32>,
-}
 
 /// The value at a dotted path.
 fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -225,26 +207,6 @@ pub fn portsip<T: Serialize>(
     let count = rows.len() as u64;
     let page = rows.into_iter().skip(q.skip.unwrap_or(0) as usize).take(top as usize).collect();
     Ok((count, page))
-}
-
-/// Border-rule list parameters.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct BorderQuery {
-    /// A JSON object of field values that must all be equal.
-    pub filter: Option<String>,
-    /// Comma-separated fields to output.
-    pub mask: Option<String>,
-    /// Resources to skip (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<u32>,
-    /// Most resources to return (1 to 10000; default all).
-    #[param(minimum = 1, maximum = 10000)]
-    pub limit: Option<u32>,
-    /// Sort order: `field`, `-field`, or a JSON array of those or of `{"field": "asc"|"desc"}`.
-    pub order: Option<String>,
-    /// Nested objects as dotted keys.
-    pub flat: Option<bool>,
 }
 
 /// Nested objects as dotted keys.

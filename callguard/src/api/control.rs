@@ -16,7 +16,7 @@
 //! | POST | `/v1/sigs/mode` | [`SetSigMode`] | [`SigRow`] |
 //! | GET | `/v1/events` | `follow=true` | `[EventRecord]`; with `follow`, NDJSON: recent then live |
 //!
-//! Errors answer 4xx/5xx with [`ApiError`].
+//! Errors answer 4xx/5xx with [`super::ApiError`].
 
 use std::net::IpAddr;
 
@@ -30,16 +30,6 @@ use crate::{
     net::{NetAction, NetRule, Scope},
     sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
-
-/// An error answer: what went wrong and, when one input caused it, which field.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ApiError {
-    /// Human-readable message.
-    pub error: String,
-    /// The offending field or input line, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
 
 /// One guarded interface.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,0 +1,121 @@
+//! Wire types of system info, sign-in, tokens and password reset (`/api/info`, `/api/auth/…`,
+//! the authentication seed).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::config::SystemInfo;
+
+/// `GET /api/info` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InfoQuery {
+    /// A tenant's SIP domain: adds that tenant's fields.
+    pub domain: Option<String>,
+}
+
+/// A tenant's public fields.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantInfo {
+    /// The name of the tenant.
+    pub name: String,
+    /// The SIP domain of the tenant.
+    pub domain: String,
+    /// The official website of the tenant.
+    pub website: String,
+    /// The relative path of the tenant's avatar (empty: none).
+    pub avatar_url: String,
+    /// Microsoft 365 sign-in enabled (social sign-in is not offered: always false).
+    pub ms365_enabled: bool,
+}
+
+/// System (and tenant) metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Info {
+    /// The system's fields, from `[api.info]`.
+    #[serde(flatten)]
+    pub system: SystemInfo,
+    /// The tenant of `domain`, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantInfo>,
+}
+
+/// Sign-in request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    /// The user's account name.
+    pub username: String,
+    /// The user's password.
+    pub password: String,
+    /// The SIP domain of the user's tenant; empty or absent for system users.
+    #[serde(default)]
+    pub domain: String,
+}
+
+/// A token pair.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Tokens {
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// The access token: `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// The refresh token (for `POST /api/auth/refresh`).
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// Refresh request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// What an access token is.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct TokenInfo {
+    /// The access token's expiry (RFC 3339).
+    pub expires_at: DateTime<Utc>,
+    /// Seconds it stays valid.
+    pub expires_in: i64,
+    /// The role of its user.
+    pub role: String,
+    /// The user's account name.
+    pub user: String,
+    /// The user's id.
+    pub user_id: u32,
+    /// The user's tenant.
+    pub tenant: Option<String>,
+    /// Whether the session began with a verified password.
+    pub password_verified: bool,
+    /// Whether the user must set a new password first.
+    pub force_reset: bool,
+}
+
+/// Forgot-password request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Forgot {
+    /// The SIP domain of the user's tenant (empty for system users).
+    #[serde(default)]
+    pub domain: String,
+    /// The user's account name.
+    pub username: String,
+    /// The URL the user follows to set a new password; the token is handed to the hook with it.
+    #[serde(default)]
+    pub callback: String,
+}
+
+/// Reset-password request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reset {
+    /// The token the hook delivered.
+    pub token: String,
+    /// The new password (8 to 128 characters).
+    pub password: String,
+}
