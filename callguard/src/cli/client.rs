@@ -10,29 +10,33 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// A connection target: the daemon's control socket.
 #[derive(Clone, Debug)]
-pub struct Client {
+pub(super) struct Client {
     socket: PathBuf,
 }
 
 impl Client {
     /// A client for the daemon listening on `socket`.
-    pub fn new(socket: &Path) -> Self {
+    pub(super) fn new(socket: &Path) -> Self {
         Self { socket: socket.to_owned() }
     }
 
     /// GET `path` (with its query string).
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(Method::GET, path, None::<&()>).await
     }
 
     /// POST `body` as JSON to `path`.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub(super) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.call(Method::POST, path, Some(body)).await
     }
 
     /// GET `path` and hand each line of the streamed answer to `line` until the daemon closes
     /// it (`events --follow`).
-    pub async fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
+    pub(super) async fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
         let mut sender = self.connect().await?;
         let mut res = sender
             .send_request(request(Method::GET, path, Bytes::new())?)
@@ -58,7 +62,12 @@ impl Client {
 
     /// Sends `method path` with an optional raw JSON body; returns the status and the body
     /// text, whatever the status.
-    pub async fn raw(&self, method: &str, path: &str, body: Option<String>) -> anyhow::Result<(u16, String)> {
+    pub(super) async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<(u16, String)> {
         let mut sender = self.connect().await?;
         let method =
             Method::from_bytes(method.as_bytes()).map_err(|_| anyhow!("`{method}` is not an HTTP method"))?;
@@ -89,7 +98,7 @@ impl Client {
     /// status is a success; otherwise the error the API gave, with the field it named. Both
     /// error shapes are read: the generic `{"error", "field"}` and the border-rule seed's
     /// `{"error_code", "error_message", "field"}`.
-    pub async fn send<B: Serialize>(
+    pub(super) async fn send<B: Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -134,4 +143,31 @@ fn request(method: Method, path: &str, body: Bytes) -> anyhow::Result<Request<Fu
         .header("host", "callguard")
         .header("content-type", "application/json")
         .body(Full::new(body))?)
+}
+
+/// A path segment, percent-encoded.
+pub(crate) fn seg(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// A query string (`?a=1&b=2`, or nothing) of a query struct; absent fields are left out.
+pub(crate) fn query<T: Serialize>(q: &T) -> anyhow::Result<String> {
+    let s = serde_urlencoded::to_string(q)?;
+    Ok(if s.is_empty() { s } else { format!("?{s}") })
+}
+
+/// A query string of the pairs that have a value.
+pub(crate) fn pairs(p: &[(&str, Option<String>)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in p {
+        if let Some(v) = v {
+            s.append_pair(k, v);
+        }
+    }
+    let s = s.finish();
+    if s.is_empty() { s } else { format!("?{s}") }
+}
+
+pub(crate) fn typed<T: DeserializeOwned>(body: &Bytes, what: &str) -> anyhow::Result<T> {
+    serde_json::from_slice(body).with_context(|| format!("reading the daemon's answer ({what})"))
 }

@@ -16,7 +16,7 @@ use crate::net::parse_net;
 /// A line that is not an address, a prefix, a comment or ipset syntax.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {message}")]
-pub struct BadLine {
+pub(super) struct BadLine {
     /// 1-based line number.
     pub line: usize,
     /// What is wrong with it.
@@ -24,7 +24,10 @@ pub struct BadLine {
 }
 
 /// Parses a whole list. `progress` is called with the bytes read so far every 64 KiB.
-pub fn parse(reader: impl BufRead, mut progress: impl FnMut(u64)) -> Result<Vec<IpNet>, anyhow::Error> {
+pub(super) fn parse(
+    reader: impl BufRead,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<IpNet>, anyhow::Error> {
     let mut out = Vec::new();
     let mut read = 0u64;
     let mut last_report = 0u64;
@@ -44,7 +47,7 @@ pub fn parse(reader: impl BufRead, mut progress: impl FnMut(u64)) -> Result<Vec<
 }
 
 /// One line: `Ok(None)` for blank lines, comments and ipset `create`/`COMMIT` lines.
-pub fn parse_line(line: &str) -> Result<Option<IpNet>, String> {
+pub(super) fn parse_line(line: &str) -> Result<Option<IpNet>, String> {
     let text = line.split('#').next().unwrap_or("").trim();
     if text.is_empty() {
         return Ok(None);

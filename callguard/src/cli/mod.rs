@@ -1,6 +1,13 @@
 //! The command line: `callguard run` is the daemon; every other command talks to it over the
 //! control socket, except `detach`, which works on the pins directly (also with no daemon).
 
+mod accounts;
+mod args;
+mod calls;
+mod client;
+mod import;
+mod output;
+
 use std::{
     io::BufReader,
     net::IpAddr,
@@ -9,18 +16,19 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{
-    api,
+use self::{
+    args::{NetAdd, Resource, RuleOpts},
     client::Client,
+    output::{event_line, expiry_note, print_json, sig_table, table},
+};
+use crate::{
+    api::{self},
     config::{self, Config},
-    daemon, import,
-    manage::{self, Resource},
-    net::{NetAction, NetRule, Scope},
+    daemon,
+    net::{NetAction, NetRule},
     sig::{SigField, SigMatch, SigMode},
 };
 
@@ -107,27 +115,27 @@ pub enum Command {
     #[command(subcommand)]
     Sig(SigCommand),
     /// Blacklisted caller numbers (the PortSIP seed's `blacklisted_numbers`).
-    Numbers(Resource<manage::NumbersCommand>),
+    Numbers(Resource<calls::NumbersCommand>),
     /// Dialed prefixes outside callers may not reach (the PortSIP seed's `disallowed_codes`).
-    Prefixes(Resource<manage::PrefixesCommand>),
+    Prefixes(Resource<calls::PrefixesCommand>),
     /// Country calling codes international calls may reach (`allowed_country_codes`).
-    Countries(Resource<manage::CountriesCommand>),
+    Countries(Resource<calls::CountriesCommand>),
     /// Border rules: source, domain, user and User-Agent patterns that allow, deny or drop.
-    Border(Resource<manage::BorderCommand>),
+    Border(Resource<calls::BorderCommand>),
     /// Outgoing-call-barring authorization codes of a user.
-    Codes(Resource<manage::CodesCommand>),
+    Codes(Resource<calls::CodesCommand>),
     /// Tenants (one SIP domain each).
-    Tenants(Resource<manage::TenantsCommand>),
+    Tenants(Resource<accounts::TenantsCommand>),
     /// Groups of users inside a tenant.
-    Groups(Resource<manage::GroupsCommand>),
+    Groups(Resource<accounts::GroupsCommand>),
     /// Users of the management API.
-    Users(Resource<manage::UsersCommand>),
+    Users(Resource<accounts::UsersCommand>),
     /// Roles: the built-in ones and custom ones.
-    Roles(Resource<manage::RolesCommand>),
+    Roles(Resource<accounts::RolesCommand>),
     /// Sign-in sessions and their tokens.
-    Tokens(Resource<manage::TokensCommand>),
+    Tokens(Resource<accounts::TokensCommand>),
     /// API keys for the Voximplant-style authorized-IP calls.
-    Keys(Resource<manage::KeysCommand>),
+    Keys(Resource<accounts::KeysCommand>),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -268,29 +276,6 @@ pub enum NetCommand {
     },
 }
 
-/// Options common to rules.
-#[derive(Debug, Args)]
-pub struct RuleOpts {
-    /// When the rule stops applying: a duration (`90s`, `12h`, `7d`) or an RFC 3339 time.
-    #[arg(long, value_parser = parse_expiry, value_name = "DURATION|RFC3339")]
-    pub expires: Option<DateTime<Utc>>,
-    /// For deny rules: drop only SIP traffic (guarded ports) or everything.
-    #[arg(long, value_enum, default_value_t = Scope::Sip)]
-    pub scope: Scope,
-    /// Free text shown in `net list`.
-    #[arg(long, default_value = "")]
-    pub comment: String,
-}
-
-/// `net allow|deny CIDR …`
-#[derive(Debug, Args)]
-pub struct NetAdd {
-    /// Address or prefix (`198.18.0.0/15`, `2001:db8::/32`, `198.18.0.7`).
-    pub cidr: String,
-    #[command(flatten)]
-    pub opts: RuleOpts,
-}
-
 /// `callguard config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -298,16 +283,6 @@ pub enum ConfigCommand {
     Default,
     /// Check a configuration file and print it with defaults filled in.
     Check,
-}
-
-pub(crate) fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is neither a duration (90s, 12h, 7d) nor an RFC 3339 time: {e}"))?;
-    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
-    Ok(Utc::now() + d)
 }
 
 impl Cli {
@@ -447,17 +422,17 @@ impl Cli {
             }
             Command::Net(cmd) => self.net(cmd).await,
             Command::Sig(cmd) => self.sig(cmd).await,
-            Command::Numbers(r) => manage::numbers(&self.client()?, r).await,
-            Command::Prefixes(r) => manage::prefixes(&self.client()?, r).await,
-            Command::Countries(r) => manage::countries(&self.client()?, r).await,
-            Command::Border(r) => manage::border(&self.client()?, r).await,
-            Command::Codes(r) => manage::codes(&self.client()?, r).await,
-            Command::Tenants(r) => manage::tenants(&self.client()?, r).await,
-            Command::Groups(r) => manage::groups(&self.client()?, r).await,
-            Command::Users(r) => manage::users(&self.client()?, r).await,
-            Command::Roles(r) => manage::roles(&self.client()?, r).await,
-            Command::Tokens(r) => manage::tokens(&self.client()?, r).await,
-            Command::Keys(r) => manage::keys(&self.client()?, r).await,
+            Command::Numbers(r) => calls::numbers(&self.client()?, r).await,
+            Command::Prefixes(r) => calls::prefixes(&self.client()?, r).await,
+            Command::Countries(r) => calls::countries(&self.client()?, r).await,
+            Command::Border(r) => calls::border(&self.client()?, r).await,
+            Command::Codes(r) => calls::codes(&self.client()?, r).await,
+            Command::Tenants(r) => accounts::tenants(&self.client()?, r).await,
+            Command::Groups(r) => accounts::groups(&self.client()?, r).await,
+            Command::Users(r) => accounts::users(&self.client()?, r).await,
+            Command::Roles(r) => accounts::roles(&self.client()?, r).await,
+            Command::Tokens(r) => accounts::tokens(&self.client()?, r).await,
+            Command::Keys(r) => accounts::keys(&self.client()?, r).await,
             Command::Api { method, path, body } => {
                 let body = match body.as_deref() {
                     Some("-") => Some(std::io::read_to_string(std::io::stdin()).context("reading stdin")?),
@@ -746,65 +721,6 @@ async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts
     let r: api::control::Added = client.post("/v1/nets", &req).await?;
     spinner.finish_and_clear();
     println!("imported {} {} rules from {name} in {} ms", r.count, action, r.applied_ms);
-    Ok(())
-}
-
-fn expiry_note(r: &NetRule) -> String {
-    match r.expires_at {
-        None => String::new(),
-        Some(t) => format!(", expires {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    }
-}
-
-fn event_line(r: &api::control::EventRecord) -> String {
-    let mut l = format!(
-        "{} {:<4} {:<10} {:<24} {}",
-        r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        r.kind,
-        r.reason,
-        r.source,
-        r.method
-    );
-    if let Some(id) = r.rule {
-        l += &format!(" rule={id}");
-    }
-    if let Some(id) = r.signature {
-        l += &format!(" sig={id}");
-    }
-    if !r.user_agent.is_empty() {
-        l += &format!(" ua={:?}", r.user_agent);
-    }
-    if !r.detail.is_empty() {
-        l += &format!(" — {}", r.detail);
-    }
-    l
-}
-
-fn sig_table(rows: &[api::control::SigRow]) -> Table {
-    let mut t = table(&["sig", "field", "match", "text", "mode", "matched", "origin", "comment"]);
-    for r in rows {
-        t.add_row(vec![
-            r.sig.id.to_string(),
-            r.sig.sig.field.name().into(),
-            r.sig.sig.matches.name().into(),
-            r.sig.sig.text.clone(),
-            r.sig.sig.mode.name().into(),
-            r.packets.to_string(),
-            r.sig.origin.clone(),
-            r.sig.sig.comment.clone(),
-        ]);
-    }
-    t
-}
-
-pub(crate) fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
-    t
-}
-
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 

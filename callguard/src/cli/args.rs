@@ -1,0 +1,73 @@
+//! Arguments shared by several commands: rule options, expiry times, list paging, the
+//! `--json` switch of the resource commands.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+
+use crate::net::Scope;
+
+/// Options common to rules.
+#[derive(Debug, Args)]
+pub struct RuleOpts {
+    /// When the rule stops applying: a duration (`90s`, `12h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_expiry, value_name = "DURATION|RFC3339")]
+    pub expires: Option<DateTime<Utc>>,
+    /// For deny rules: drop only SIP traffic (guarded ports) or everything.
+    #[arg(long, value_enum, default_value_t = Scope::Sip)]
+    pub scope: Scope,
+    /// Free text shown in `net list`.
+    #[arg(long, default_value = "")]
+    pub comment: String,
+}
+
+/// `net allow|deny CIDR …`
+#[derive(Debug, Args)]
+pub struct NetAdd {
+    /// Address or prefix (`198.18.0.0/15`, `2001:db8::/32`, `198.18.0.7`).
+    pub cidr: String,
+    #[command(flatten)]
+    pub opts: RuleOpts,
+}
+
+pub(crate) fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is neither a duration (90s, 12h, 7d) nor an RFC 3339 time: {e}"))?;
+    let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+    Ok(Utc::now() + d)
+}
+
+/// A resource's command with the output switch every command of it shares.
+#[derive(Debug, Args)]
+pub struct Resource<C: Subcommand> {
+    /// Print the API's answer as JSON (for scripts) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: C,
+}
+
+/// Paging and filtering of the PortSIP collections; without `--skip`/`--top` every page is
+/// fetched.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Conditions `FIELD OP VALUE [and …]`; OP: eq ne lt le gt ge startswith contains.
+    /// Example: `--filter "number startswith '+49'"`.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// A case-insensitive substring of any text field.
+    #[arg(long)]
+    pub search: Option<String>,
+    /// `FIELD [asc|desc]`, comma-separated. Example: `--order "updated_at desc"`.
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Entries to skip.
+    #[arg(long)]
+    pub skip: Option<u32>,
+    /// Page size, 1 to 100.
+    #[arg(long)]
+    pub top: Option<u32>,
+}
