@@ -14,6 +14,7 @@ pub mod events;
 pub mod kernel;
 pub mod net;
 pub mod numbers;
+pub mod service;
 pub mod sig;
 pub mod store;
 pub mod web;

@@ -22,7 +22,7 @@ struct Cli {
 enum Task {
     /// Install missing prerequisites (Debian packages, rust-src, bpf-linker).
     Setup,
-    /// Run every check and test: formatting, clippy (userspace and eBPF), unit tests, kernel
+    /// Run every check and test: formatting, import cycles, clippy (userspace and eBPF), unit tests, kernel
     /// verdict tests (BPF_PROG_TEST_RUN) and network-namespace integration tests. Needs root.
     Test {
         /// Skip formatting and clippy.
@@ -110,6 +110,14 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // Layers import only downwards: no module of a crate may import, through any chain, a module
+    // that imports it back (`scripts/module-cycles` reads the `use crate::` paths).
+    run(Command::new("python3").args([
+        "scripts/module-cycles",
+        "callguard/src",
+        "callguard-common/src",
+        "callguard-ebpf/src",
+    ]))?;
     // The eBPF crate has its own panic handler and cannot build for the host as a binary.
     run(cargo()
         .args(["clippy", "--workspace", "--exclude", "callguard-ebpf", "--all-targets", "--locked"])

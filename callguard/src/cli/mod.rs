@@ -537,10 +537,7 @@ impl Cli {
             }
             Command::Config(ConfigCommand::Check) => {
                 let cfg = self.file_config()?;
-                if let (Some(cert), Some(key)) = (&cfg.api.tls_cert, &cfg.api.tls_key) {
-                    // The files as the daemon will read them: a bad pair fails here, not at start.
-                    crate::web::tls::acceptor(cert, key)?;
-                }
+                daemon::check_config(&cfg)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);
                 Ok(())
             }

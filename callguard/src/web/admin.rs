@@ -24,9 +24,10 @@ use crate::{
         self, ApiKey, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User, check_domain,
         check_password, check_slug, check_username,
     },
-    daemon::{Failure, Shared, State},
     numbers::check_len,
+    service::Service as State,
     store::NewUser,
+    web::{Failure, Shared},
 };
 
 /// The routes.

@@ -22,8 +22,9 @@ use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
 use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TenantInfo, TokenInfo, Tokens};
 use crate::{
     accounts::{self, check_password},
-    daemon::{Failure, Shared, State},
+    service::Service as State,
     store::SessionTokens,
+    web::{Failure, Shared},
 };
 
 /// The routes.
@@ -127,7 +128,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     let who =
         format!("user:{}/{}", req.domain.trim().to_ascii_lowercase(), req.username.to_ascii_lowercase());
     let (max, window) = {
-        let st = crate::daemon::lock(&s);
+        let st = crate::web::lock(&s);
         let a = &st.cfg().api;
         (a.signin_failures, Duration::from_secs(a.signin_window_secs))
     };
@@ -256,7 +257,7 @@ pub async fn forgot_password(
     }
     let source = peer.key("reset");
     let (max, window) = {
-        let st = crate::daemon::lock(&s);
+        let st = crate::web::lock(&s);
         (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
     };
     {

@@ -20,7 +20,7 @@ use crate::api::border::{BorderError, BorderQuery, OneQuery};
 use crate::{
     accounts::Perm,
     border::{BorderRule, BorderRuleInput, RULES_MAX},
-    daemon::{Failure, Shared},
+    web::{Failure, Shared},
 };
 
 /// The collection's path.
@@ -100,7 +100,7 @@ pub async fn list(
     blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
 }
 
-fn one(st: &mut crate::daemon::State, id: &str) -> Result<BorderRule, Failure> {
+fn one(st: &mut crate::service::Service, id: &str) -> Result<BorderRule, Failure> {
     st.store()
         .border_rules()?
         .into_iter()

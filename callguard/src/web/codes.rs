@@ -13,8 +13,9 @@ use crate::api::{
 };
 use crate::{
     accounts::{AuthCode, Perm, User, check_auth_code},
-    daemon::{Failure, Shared, State},
     numbers::check_len,
+    service::Service as State,
+    web::{Failure, Shared},
 };
 
 const BASE: &str =

@@ -10,7 +10,7 @@
 //! | `/api/v1/tenants/{t}/groups/{g}/users/{u}/services/outgoing_call_barring/codes/` | authorization codes | [`codes`] |
 //! | `/rest/v1/master/borderrules` | border rules | [`border`] |
 //! | `/platform_api/…AuthorizedAccountIP…/` | Voximplant authorized IPs | [`vox`] |
-//! | `/v1/…` | the control API of the CLI ([`crate::api`]) | [`crate::daemon`] |
+//! | `/v1/…` | the control API of the CLI ([`crate::api::control`]) | [`control`] |
 //! | `/api/openapi.json` | the OpenAPI document of all of it | [`openapi`] |
 //!
 //! Every request passes [`authenticate`] first: it names the caller ([`Principal`]) from the
@@ -24,9 +24,12 @@ pub mod admin;
 pub mod auth;
 pub mod border;
 pub mod codes;
+pub mod control;
+pub mod error;
 pub mod openapi;
 pub mod portsip;
 pub mod query;
+pub mod state;
 pub mod tls;
 pub mod vox;
 
@@ -47,9 +50,13 @@ use axum::{
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 
+pub use self::{
+    error::Failure,
+    state::{Shared, lock},
+};
 use crate::{
     accounts::{self, Level, Perm, Role, User},
-    daemon::{Failure, Shared, State, lock},
+    service::Service as State,
 };
 
 /// How a request arrived.
@@ -565,7 +572,7 @@ pub struct Runtime {
 /// behind [`authenticate`].
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .merge(crate::daemon::router())
+        .merge(control::router())
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(portsip::routes())
@@ -576,28 +583,4 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared.clone())
         .layer(axum::middleware::from_fn_with_state(shared.clone(), border::lookup_layer))
         .layer(axum::middleware::from_fn_with_state(shared, authenticate))
-}
-
-/// Creates the system administrator `admin` when there is no user at all; returns the
-/// password when it was generated (to be shown once).
-pub fn bootstrap_admin(st: &mut State) -> anyhow::Result<Option<String>> {
-    if !st.store().users()?.is_empty() {
-        return Ok(None);
-    }
-    let given =
-        st.cfg().api.admin_password.clone().or_else(|| std::env::var("CALLGUARD_ADMIN_PASSWORD").ok());
-    if let Some(p) = &given {
-        accounts::check_password(p).map_err(|m| anyhow::anyhow!("the administrator password: {m}"))?;
-    }
-    let password = given.clone().unwrap_or_else(accounts::new_password);
-    let hash = accounts::hash_password(&password)?;
-    st.store().add_user(&crate::store::NewUser {
-        tenant: None,
-        group: None,
-        username: "admin".into(),
-        password_hash: hash,
-        role: "SystemAdmin".into(),
-        force_reset: false,
-    })?;
-    Ok(given.is_none().then_some(password))
 }

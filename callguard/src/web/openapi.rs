@@ -7,7 +7,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::daemon::Shared;
+use crate::web::Shared;
 
 /// Adds the bearer scheme the handlers refer to.
 #[derive(Debug)]

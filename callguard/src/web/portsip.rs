@@ -18,11 +18,11 @@ use crate::api::{
 };
 use crate::{
     accounts::Perm,
-    daemon::{Failure, Shared},
     numbers::{
         BlacklistedNumber, CODE_DESCRIPTION_MAX, DisallowedCode, NUMBER_DESCRIPTION_MAX, NUMBER_MAX,
         PREFIX_MAX, check_country, check_len, check_number, country_key,
     },
+    web::{Failure, Shared},
 };
 
 /// The routes.

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::{border::BorderQuery, query::ListQuery};
-use crate::daemon::Failure;
+use crate::web::Failure;
 
 /// The value at a dotted path.
 fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {

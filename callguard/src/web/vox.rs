@@ -5,7 +5,7 @@
 //!
 //! The white list is callguard's allow rules and the black list its deny rules: the same rules
 //! `callguard net list` shows and the kernel enforces, changed through the same path
-//! ([`crate::daemon::State::add_nets`]), so a change is in the kernel before the answer
+//! ([`crate::service::Service::add_nets`]), so a change is in the kernel before the answer
 //! leaves. Errors use Voximplant's shape: `{"error": {"code": …, "msg": …, "field": …}}`.
 
 use std::net::IpAddr;
@@ -27,8 +27,9 @@ use crate::api::vox::{
 use crate::{
     accounts::Perm,
     api::control::{AddNets, DelNets, NetQuery, NetSpec},
-    daemon::{Failure, Shared},
     net::{NetAction, NetRule, parse_net},
+    service::ServiceError,
+    web::{Failure, Shared},
 };
 
 /// The routes (each with and without the trailing slash).
@@ -81,18 +82,23 @@ pub async fn add(
         import: false,
     };
     blocking(&s, move |st| {
-        let added = st.add_nets(&req).map_err(|f| rename(f, "cidr", "authorized_ip"))?;
+        let added = st.add_nets(&req).map_err(|e| rename(e, "cidr", "authorized_ip"))?;
         Ok(Json(Count { result: added.count }))
     })
     .await
 }
 
-fn rename(f: Failure, from: &str, to: &str) -> Failure {
-    let mut f = f;
-    if f.1.field.as_deref() == Some(from) {
-        f.1.field = Some(to.into());
+/// The service's error with the seed's name for a field.
+fn rename(e: ServiceError, from: &str, to: &str) -> ServiceError {
+    match e {
+        ServiceError::Invalid { field, msg } if field == from => {
+            ServiceError::Invalid { field: to.into(), msg }
+        }
+        ServiceError::NotFound { field, msg } if field == from => {
+            ServiceError::NotFound { field: to.into(), msg }
+        }
+        e => e,
     }
-    f
 }
 
 /// Tests whether an IP is allowed (`result: true`), forbidden (`false` with the deny rule's
@@ -151,8 +157,8 @@ pub async fn del(
     blocking(&s, move |st| match st.del_nets(&req) {
         Ok(r) => Ok(Json(Count { result: r.count })),
         // The seed counts what it removed: nothing to remove is a count of 0.
-        Err(f) if f.status() == axum::http::StatusCode::NOT_FOUND => Ok(Json(Count { result: 0 })),
-        Err(f) => Err(rename(rename(f, "cidr", "authorized_ip"), "contains", "contains_ip")),
+        Err(ServiceError::NotFound { .. }) => Ok(Json(Count { result: 0 })),
+        Err(e) => Err(rename(rename(e, "cidr", "authorized_ip"), "contains", "contains_ip").into()),
     })
     .await
 }
