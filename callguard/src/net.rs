@@ -156,6 +156,22 @@ pub struct NewNetRule {
     pub origin: Origin,
 }
 
+impl NewNetRule {
+    /// The rule as it would be stored with `id`, created now.
+    pub fn to_rule(&self, id: u32) -> NetRule {
+        NetRule {
+            id,
+            cidr: self.cidr,
+            action: self.action,
+            scope: self.scope,
+            expires_at: self.expires_at,
+            comment: self.comment.clone(),
+            origin: self.origin,
+            created_at: Utc::now(),
+        }
+    }
+}
+
 impl NetRule {
     /// Whether the rule applies at `now`.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {

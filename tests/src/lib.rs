@@ -19,6 +19,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use callguard::{
     config::Config,
     kernel::Kernel,
+    kernel::datapath::Datapath as _,
     net::{self, NetAction, NetRule, Origin, Scope},
     sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
@@ -154,7 +155,7 @@ impl TestKernel {
 
     /// The counter of one signature slot.
     pub fn sig_counter(&self, slot: u16) -> Counter {
-        self.kernel.sig_stats([slot]).unwrap()[&slot]
+        self.kernel.sig_stats(&mut std::iter::once(slot)).unwrap()[&slot]
     }
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the action.

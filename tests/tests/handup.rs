@@ -4,6 +4,7 @@
 
 use callguard::{
     clock::boot_ns,
+    kernel::datapath::Datapath as _,
     net::{NetAction, Scope},
 };
 use callguard_common::{

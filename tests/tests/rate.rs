@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use callguard::{
     config::{Bucket, Config},
+    kernel::datapath::Datapath as _,
     net::{NetAction, Scope},
 };
 use callguard_common::{

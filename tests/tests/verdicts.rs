@@ -7,6 +7,7 @@ use aya::maps::{Array, MapData};
 use callguard::{
     config::Config,
     kernel::Kernel,
+    kernel::datapath::Datapath as _,
     net::{NetAction, Scope},
 };
 use callguard_common::{Action, Reason, maps};

@@ -50,6 +50,9 @@ pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     fn upsert_nets(&mut self, rules: &[NewNetRule]) -> Result<Vec<NetRule>, StoreError>;
     /// Deletes rules by id; returns how many existed.
     fn delete_nets(&mut self, ids: &[u32]) -> Result<usize, StoreError>;
+    /// In one transaction: deletes the rules `remove` and writes `restore` back exactly as they
+    /// were, ids included (undoes a change the kernel refused).
+    fn revert_nets(&mut self, remove: &[u32], restore: &[NetRule]) -> Result<(), StoreError>;
     /// Makes the `config` rules exactly `rules` (one transaction).
     fn replace_config_nets(&mut self, rules: &[NewNetRule]) -> Result<(), StoreError>;
     /// Every scanner signature, ordered by id.
@@ -406,6 +409,34 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(n)
+    }
+
+    fn revert_nets(&mut self, remove: &[u32], restore: &[NetRule]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM net_rules WHERE id = ?1")?;
+            for id in remove {
+                del.execute([id])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO net_rules (id, cidr, action, scope, expires_at, comment, origin, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for r in restore {
+                put.execute(params![
+                    r.id,
+                    r.cidr.to_string(),
+                    r.action.as_str(),
+                    r.scope.as_str(),
+                    ts(r.expires_at),
+                    r.comment,
+                    r.origin.as_str(),
+                    ts(Some(r.created_at)),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn replace_config_nets(&mut self, rules: &[NewNetRule]) -> Result<(), StoreError> {

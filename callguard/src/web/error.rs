@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{api::ApiError, service::ServiceError, store::StoreError};
+use crate::{api::ApiError, kernel::datapath::KernelError, service::ServiceError, store::StoreError};
 
 /// A failed request: status and body.
 #[derive(Debug)]
@@ -80,7 +80,11 @@ impl From<ServiceError> for Failure {
             ServiceError::NotFound { field, msg } => Self::not_found(&field, msg),
             ServiceError::Conflict(m) => Self::conflict(m),
             ServiceError::Store(e) => e.into(),
-            ServiceError::Kernel(e) => Self::internal(&e),
+            // A full kernel map is a limit the request ran into, not a fault: 409, naming it.
+            ServiceError::Kernel(e @ KernelError::Full { .. }) => {
+                Self(StatusCode::CONFLICT, ApiError { error: e.to_string(), field: Some("rules".into()) })
+            }
+            ServiceError::Kernel(KernelError::Failed(e)) => Self::internal(&e),
         }
     }
 }

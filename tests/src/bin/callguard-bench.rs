@@ -21,6 +21,7 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use callguard::{
     config::{Bucket, Config},
+    kernel::datapath::Datapath as _,
     net::{self, NetAction, NetRule, Scope},
 };
 use callguard_tests::{

@@ -26,7 +26,10 @@ use crate::{
     clock::Clock,
     config::Config,
     events,
-    kernel::Kernel,
+    kernel::{
+        Kernel,
+        datapath::{Datapath, KernelError},
+    },
     net::{self, NetAction, NetRule, NewNetRule, Origin, parse_net},
     sig::{self, Signature},
     store::{SqliteStore, Store, StoreError},
@@ -57,9 +60,9 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The kernel refused a map write.
-    #[error("{0:#}")]
-    Kernel(anyhow::Error),
+    /// The kernel refused the change (a full map, a failed write); nothing was stored.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
 }
 
 impl ServiceError {
@@ -104,7 +107,7 @@ pub struct Service {
     opts: Options,
     cfg: Config,
     store: Box<dyn Store>,
-    kernel: Kernel,
+    kernel: Box<dyn Datapath>,
     /// The store's rules by id (a cache: the store is the truth).
     rules: BTreeMap<u32, NetRule>,
     /// The store's signatures by id (a cache, as `rules`).
@@ -151,14 +154,23 @@ impl Service {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
-        let mut store: Box<dyn Store> = Box::new(
-            SqliteStore::open(&cfg.database)
-                .with_context(|| format!("opening {}", cfg.database.display()))?,
-        );
-        store.replace_config_nets(&config_rules(&cfg))?;
-        let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
+        let store = SqliteStore::open(&cfg.database)
+            .with_context(|| format!("opening {}", cfg.database.display()))?;
         let mut kernel = Kernel::load(&cfg.pin_dir)?;
         kernel.pin_program()?;
+        Self::with_parts(opts, cfg, Box::new(store), Box::new(kernel))
+    }
+
+    /// The service over a given store and datapath: [`Service::start`] with the real ones, tests
+    /// with [`SqliteStore::memory`] and [`crate::kernel::fake::FakeDatapath`].
+    pub fn with_parts(
+        opts: Options,
+        cfg: Config,
+        mut store: Box<dyn Store>,
+        kernel: Box<dyn Datapath>,
+    ) -> anyhow::Result<Self> {
+        store.replace_config_nets(&config_rules(&cfg))?;
+        let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         let sigs = store.sigs()?.into_iter().map(|s| (s.id, s)).collect();
         let mut state = Self {
             opts,
@@ -185,6 +197,11 @@ impl Service {
             state.interfaces.push(api::Interface { name: iface, mode });
         }
         Ok(state)
+    }
+
+    /// The datapath (tests look into a fake one through it).
+    pub fn datapath(&self) -> &dyn Datapath {
+        self.kernel.as_ref()
     }
 
     /// The store (for the management API).
@@ -220,10 +237,10 @@ impl Service {
         v
     }
 
-    fn push_policy(&mut self) -> anyhow::Result<()> {
+    fn push_policy(&mut self) -> Result<()> {
         self.kernel.set_ports(&self.cfg.port_bits())?;
         self.kernel.set_limits(self.cfg.kernel_limits())?;
-        self.kernel.set_config(self.kernel_config())
+        Ok(self.kernel.set_config(self.kernel_config())?)
     }
 
     /// The kernel's policy record: the configuration's, plus the hand-up flags the number-level
@@ -242,7 +259,7 @@ impl Service {
     }
 
     /// Compiles the number-level policy from the store and puts it in force.
-    fn build_calls(&mut self) -> anyhow::Result<()> {
+    fn build_calls(&mut self) -> Result<()> {
         let generation = self.store.calls_generation()?;
         let p = policy::CallPolicy::build(
             &self.cfg.calls,
@@ -260,12 +277,12 @@ impl Service {
 
     /// Rebuilds the number-level policy when its rules changed in the store (whoever changed
     /// them), and tells the kernel whether to hand requests up. Called after every API request.
-    pub(crate) fn refresh_calls(&mut self) -> anyhow::Result<()> {
+    pub fn refresh_calls(&mut self) -> Result<()> {
         if self.store.calls_generation()? == self.calls_gen {
             return Ok(());
         }
         self.build_calls()?;
-        self.kernel.set_config(self.kernel_config())
+        Ok(self.kernel.set_config(self.kernel_config())?)
     }
 
     /// What the rules in force would do with `message` from `source` (`callguard explain`).
@@ -285,10 +302,10 @@ impl Service {
     }
 
     /// Compiles the signatures and installs them (the bank switch makes it atomic).
-    fn push_sigs(&mut self) -> anyhow::Result<()> {
+    fn push_sigs(&mut self) -> Result<()> {
         let all: Vec<Signature> = self.sigs.values().cloned().collect();
-        let compiled = sig::compile(&all)?;
-        self.kernel.set_signatures(&compiled)
+        let compiled = sig::compile(&all).map_err(|e| ServiceError::invalid("text", e.to_string()))?;
+        Ok(self.kernel.set_signatures(&compiled)?)
     }
 
     /// Adds one signature: store, then kernel. Its counter starts from zero.
@@ -309,9 +326,9 @@ impl Service {
         });
         sig::compile(&trial).map_err(|e| ServiceError::invalid("text", e.to_string()))?;
         let stored = self.store.add_sigs(std::slice::from_ref(new), "operator")?.remove(0);
-        self.kernel.clear_sig_stats(stored.slot).map_err(ServiceError::Kernel)?;
+        self.kernel.clear_sig_stats(stored.slot)?;
         self.sigs.insert(stored.id, stored.clone());
-        self.push_sigs().map_err(ServiceError::Kernel)?;
+        self.push_sigs()?;
         Ok(api::SigRow { sig: stored, packets: 0, bytes: 0 })
     }
 
@@ -325,7 +342,7 @@ impl Service {
         for id in &ids {
             self.sigs.remove(id);
         }
-        self.push_sigs().map_err(ServiceError::Kernel)?;
+        self.push_sigs()?;
         Ok(api::Removed { count })
     }
 
@@ -335,8 +352,8 @@ impl Service {
             return Err(ServiceError::not_found("id", "no such signature"));
         };
         self.sigs.insert(stored.id, stored.clone());
-        self.push_sigs().map_err(ServiceError::Kernel)?;
-        let c = self.kernel.sig_stats([stored.slot]).map_err(ServiceError::Kernel)?;
+        self.push_sigs()?;
+        let c = self.kernel.sig_stats(&mut std::iter::once(stored.slot))?;
         let c = c.get(&stored.slot).copied().unwrap_or_default();
         Ok(api::SigRow { sig: stored, packets: c.packets, bytes: c.bytes })
     }
@@ -435,7 +452,7 @@ impl Service {
 
     /// Every signature with its counters.
     pub fn sig_rows(&self) -> anyhow::Result<Vec<api::SigRow>> {
-        let counts = self.kernel.sig_stats(self.sigs.values().map(|s| s.slot))?;
+        let counts = self.kernel.sig_stats(&mut self.sigs.values().map(|s| s.slot))?;
         Ok(self
             .sigs
             .values()
@@ -446,19 +463,55 @@ impl Service {
             .collect())
     }
 
-    fn sync_all(&mut self) -> anyhow::Result<(usize, usize)> {
+    fn sync_all(&mut self) -> Result<(usize, usize)> {
         let compiled = net::compile(self.rules.values(), &Clock::now());
-        self.kernel.apply_nets(&compiled)
+        Ok(self.kernel.apply_nets(&compiled)?)
+    }
+
+    /// The kernel changes that bring the entries of `nets` in step with `rules`.
+    fn changes_for<'a>(
+        rules: impl IntoIterator<Item = &'a NetRule>,
+        nets: &BTreeSet<IpNet>,
+    ) -> Vec<(IpNet, Option<NetEntry>)> {
+        let affected = rules.into_iter().filter(|r| nets.contains(&r.cidr));
+        let compiled = net::compile(affected, &Clock::now());
+        nets.iter().map(|n| (*n, compiled.get(n).copied())).collect()
     }
 
     /// Recompiles the kernel entries of the given networks only.
-    fn sync_nets(&mut self, nets: &BTreeSet<IpNet>) -> anyhow::Result<()> {
-        let affected = self.rules.values().filter(|r| nets.contains(&r.cidr));
-        let compiled = net::compile(affected, &Clock::now());
-        let changes: Vec<(IpNet, Option<NetEntry>)> =
-            nets.iter().map(|n| (*n, compiled.get(n).copied())).collect();
-        self.kernel.apply_changes(&changes, |_| {})?;
+    fn sync_nets(&mut self, nets: &BTreeSet<IpNet>) -> Result<(), KernelError> {
+        let changes = Self::changes_for(self.rules.values(), nets);
+        self.kernel.check_room(&changes)?;
+        self.kernel.apply_changes(&changes, &mut |_| {})?;
         Ok(())
+    }
+
+    /// Puts the store and the cache back as they were before a change whose kernel half failed:
+    /// removes the rules the change created (`added`), puts `previous` back with their ids, and
+    /// rewrites the kernel entries of `nets` from the restored rules, so what the kernel took of
+    /// the change is undone too. Returns the kernel's error, for the caller.
+    fn undo_nets(
+        &mut self,
+        added: &[u32],
+        previous: &[NetRule],
+        nets: &BTreeSet<IpNet>,
+        cause: KernelError,
+    ) -> ServiceError {
+        if let Err(e) = self.store.revert_nets(added, previous) {
+            tracing::error!("undoing a change the kernel refused: {e}; the store keeps it");
+            return ServiceError::Kernel(cause);
+        }
+        for id in added {
+            self.rules.remove(id);
+        }
+        for r in previous {
+            self.rules.insert(r.id, r.clone());
+        }
+        let changes = Self::changes_for(self.rules.values(), nets);
+        if let Err(e) = self.kernel.apply_changes(&changes, &mut |_| {}) {
+            tracing::error!("restoring kernel entries after a refused change: {e}");
+        }
+        ServiceError::Kernel(cause)
     }
 
     /// Adds or updates rules: store (one transaction), then kernel.
@@ -489,13 +542,33 @@ impl Service {
                 origin,
             });
         }
+        // Refuse what the kernel cannot hold before anything is stored.
+        let nets: BTreeSet<IpNet> = new.iter().map(|r| r.cidr).collect();
+        let mut trial: Vec<NetRule> = self
+            .rules
+            .values()
+            .filter(|r| {
+                nets.contains(&r.cidr) && !new.iter().any(|n| n.cidr == r.cidr && n.action == r.action)
+            })
+            .cloned()
+            .collect();
+        trial.extend(new.iter().map(|n| n.to_rule(u32::MAX)));
+        self.kernel.check_room(&Self::changes_for(&trial, &nets))?;
+        let previous: Vec<NetRule> = self
+            .rules
+            .values()
+            .filter(|r| new.iter().any(|n| n.cidr == r.cidr && n.action == r.action))
+            .cloned()
+            .collect();
         let stored = self.store.upsert_nets(&new)?;
-        let nets: BTreeSet<IpNet> = stored.iter().map(|r| r.cidr).collect();
         let count = stored.len();
+        let added: Vec<u32> = stored.iter().map(|r| r.id).filter(|id| !self.rules.contains_key(id)).collect();
         for r in &stored {
             self.rules.insert(r.id, r.clone());
         }
-        self.sync_nets(&nets).map_err(ServiceError::Kernel)?;
+        if let Err(e) = self.sync_nets(&nets) {
+            return Err(self.undo_nets(&added, &previous, &nets, e));
+        }
         let rules = if count < 100 { stored } else { Vec::new() };
         Ok(api::Added { count, rules, applied_ms: t0.elapsed().as_millis() as u64 })
     }
@@ -537,17 +610,19 @@ impl Service {
             return Err(ServiceError::not_found("cidr", "no such rule"));
         }
         let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
+        let previous: Vec<NetRule> = ids.iter().filter_map(|id| self.rules.get(id).cloned()).collect();
         let count = self.store.delete_nets(&ids)?;
         for id in &ids {
-            if let Some(r) = self.rules.remove(id)
-                && r.origin == Origin::Auto
-            {
-                // Deleting an automatic ban lifts the kernel's own ban of that source too.
-                self.forget_source(r.cidr);
-            }
+            self.rules.remove(id);
         }
         let nets: BTreeSet<IpNet> = victims.iter().map(|v| v.1).collect();
-        self.sync_nets(&nets).map_err(ServiceError::Kernel)?;
+        if let Err(e) = self.sync_nets(&nets) {
+            return Err(self.undo_nets(&[], &previous, &nets, e));
+        }
+        for r in previous.iter().filter(|r| r.origin == Origin::Auto) {
+            // Deleting an automatic ban lifts the kernel's own ban of that source too.
+            self.forget_source(r.cidr);
+        }
         Ok(api::Removed { count })
     }
 
@@ -719,3 +794,6 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -38,7 +38,11 @@ use callguard_common::{
 };
 use ipnet::IpNet;
 
+use self::datapath::{Datapath, KernelError, Result};
 use crate::config::XdpModeSetting;
+
+pub mod datapath;
+pub mod fake;
 
 /// The XDP object built by `build.rs` from `callguard-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard"));
@@ -300,54 +304,6 @@ impl Kernel {
         self.program().pin(&path).with_context(|| format!("pinning {}", path.display()))
     }
 
-    /// Attaches to `iface`, or adopts the link pinned for it by an earlier daemon, replacing the
-    /// program in that link atomically.
-    pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> anyhow::Result<Attached> {
-        let pin = link_pin(&self.pin_dir, iface);
-        if pin.exists() {
-            match self.adopt(&pin) {
-                Ok(()) => return Ok(Attached::Adopted),
-                Err(e) => {
-                    tracing::warn!(iface, "pinned link is stale ({e:#}); attaching afresh");
-                    std::fs::remove_file(&pin).ok();
-                }
-            }
-        }
-        let attempts: &[(XdpMode, Attached)] = match mode {
-            XdpModeSetting::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
-            XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
-            XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
-        };
-        let prog = self.program();
-        let mut last = None;
-        for &(xdp_mode, how) in attempts {
-            match prog.attach(iface, xdp_mode) {
-                Ok(id) => {
-                    let link = prog.take_link(id)?;
-                    let fd: FdLink = link.try_into().map_err(|e| {
-                        anyhow!(
-                            "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
-                        )
-                    })?;
-                    fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
-                    return Ok(how);
-                }
-                Err(e) => {
-                    last = Some(
-                        anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
-                    );
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow!("no attach mode")))
-    }
-
-    /// Stops guarding `iface`: removing the pinned link detaches the program from it.
-    pub fn detach(&mut self, iface: &str) -> anyhow::Result<()> {
-        let pin = link_pin(&self.pin_dir, iface);
-        std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))
-    }
-
     fn adopt(&mut self, pin: &Path) -> anyhow::Result<()> {
         let pinned = PinnedLink::from_pin(pin)?;
         let fd: FdLink = pinned.into();
@@ -357,68 +313,6 @@ impl Kernel {
         // The pin file keeps the link; our descriptor may close when the daemon exits.
         let _ = prog.take_link(id)?;
         Ok(())
-    }
-
-    /// Makes the network maps hold exactly `desired` (startup, reload). Returns (written, removed).
-    pub fn apply_nets(&mut self, desired: &BTreeMap<IpNet, NetEntry>) -> anyhow::Result<(usize, usize)> {
-        let mut changes: Vec<(IpNet, Option<NetEntry>)> = desired
-            .iter()
-            .filter(|(n, e)| self.nets.get(n) != Some(e))
-            .map(|(n, e)| (*n, Some(*e)))
-            .collect();
-        changes.extend(self.nets.keys().filter(|n| !desired.contains_key(n)).map(|n| (*n, None)));
-        self.apply_changes(&changes, |_| {})
-    }
-
-    /// Writes (`Some`) or removes (`None`) entries. All writes go in before any removal: at every
-    /// moment each packet's longest match is either its match under the old rules or its match
-    /// under the new ones, never a third verdict (see the README, "Atomic updates"). `progress`
-    /// is called with the number of map operations done so far. Returns (written, removed).
-    pub fn apply_changes(
-        &mut self,
-        changes: &[(IpNet, Option<NetEntry>)],
-        mut progress: impl FnMut(usize),
-    ) -> anyhow::Result<(usize, usize)> {
-        let (mut written, mut removed) = (0, 0);
-        // Slots of rules that leave the kernel are freed only after the removals, so no slot is
-        // counted for two rules at once.
-        let mut released = Vec::new();
-        for (net, entry) in changes {
-            let Some(mut e) = entry.filter(|e| !e.is_empty()) else { continue };
-            e.allow_slot = self.slot(e.allow_rule)?;
-            e.deny_slot = self.slot(e.deny_rule)?;
-            let old = self.nets.get(net).copied();
-            if old == Some(e) {
-                continue;
-            }
-            self.write_net(*net, Some(&e))?;
-            self.nets.insert(*net, e);
-            if let Some(old) = old {
-                released.extend(
-                    [old.allow_rule, old.deny_rule]
-                        .into_iter()
-                        .filter(|r| *r != e.allow_rule && *r != e.deny_rule),
-                );
-            }
-            written += 1;
-            if written % 8192 == 0 {
-                progress(written);
-            }
-        }
-        for (net, entry) in changes {
-            if entry.is_none_or(|e| e.is_empty())
-                && let Some(old) = self.nets.remove(net)
-            {
-                self.write_net(*net, None)?;
-                released.extend([old.allow_rule, old.deny_rule]);
-                removed += 1;
-            }
-        }
-        for rule in released {
-            self.slots.release(rule);
-        }
-        progress(written + removed);
-        Ok((written, removed))
     }
 
     /// The counter slot of `rule` (0 for no rule, or when every slot is taken). A new slot's
@@ -494,13 +388,69 @@ impl Kernel {
         Ok(out)
     }
 
-    /// What the network maps hold.
-    pub fn nets(&self) -> &BTreeMap<IpNet, NetEntry> {
+    /// What the kernel tracks about a source, if anything.
+    pub fn source(&self, key: &[u8; 16]) -> anyhow::Result<Option<SourceState>> {
+        match self.sources.get(key, 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Datapath for Kernel {
+    fn nets(&self) -> &BTreeMap<IpNet, NetEntry> {
         &self.nets
     }
 
-    /// Makes `CG_PORTS` equal `bits` (65,536 bytes), writing only the ports that change.
-    pub fn set_ports(&mut self, bits: &[u8]) -> anyhow::Result<()> {
+    fn apply_changes(
+        &mut self,
+        changes: &[(IpNet, Option<NetEntry>)],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(usize, usize)> {
+        let (mut written, mut removed) = (0, 0);
+        // Slots of rules that leave the kernel are freed only after the removals, so no slot is
+        // counted for two rules at once.
+        let mut released = Vec::new();
+        for (net, entry) in changes {
+            let Some(mut e) = entry.filter(|e| !e.is_empty()) else { continue };
+            e.allow_slot = self.slot(e.allow_rule)?;
+            e.deny_slot = self.slot(e.deny_rule)?;
+            let old = self.nets.get(net).copied();
+            if old == Some(e) {
+                continue;
+            }
+            self.write_net(*net, Some(&e))?;
+            self.nets.insert(*net, e);
+            if let Some(old) = old {
+                released.extend(
+                    [old.allow_rule, old.deny_rule]
+                        .into_iter()
+                        .filter(|r| *r != e.allow_rule && *r != e.deny_rule),
+                );
+            }
+            written += 1;
+            if written % 8192 == 0 {
+                progress(written);
+            }
+        }
+        for (net, entry) in changes {
+            if entry.is_none_or(|e| e.is_empty())
+                && let Some(old) = self.nets.remove(net)
+            {
+                self.write_net(*net, None)?;
+                released.extend([old.allow_rule, old.deny_rule]);
+                removed += 1;
+            }
+        }
+        for rule in released {
+            self.slots.release(rule);
+        }
+        progress(written + removed);
+        Ok((written, removed))
+    }
+
+    fn set_ports(&mut self, bits: &[u8]) -> Result<()> {
         for (port, &b) in bits.iter().enumerate() {
             if self.port_bits.get(port) != Some(&b) {
                 self.ports.set(port as u32, b, 0)?;
@@ -510,52 +460,19 @@ impl Kernel {
         Ok(())
     }
 
-    /// Replaces the policy record with one update (keeping the signature bank in use).
-    pub fn set_config(&mut self, cfg: KernelConfig) -> anyhow::Result<()> {
+    fn set_config(&mut self, cfg: KernelConfig) -> Result<()> {
         let cfg = KernelConfig { sig_bank: self.kcfg.sig_bank, ..cfg };
         self.config.set(CONFIG_KEY, cfg, 0)?;
         self.kcfg = cfg;
         Ok(())
     }
 
-    /// Replaces the rate-limit record with one update.
-    pub fn set_limits(&mut self, l: Limits) -> anyhow::Result<()> {
+    fn set_limits(&mut self, l: Limits) -> Result<()> {
         self.limits.set(0, l, 0)?;
         Ok(())
     }
 
-    /// The event ring buffer (once: its reader is single-consumer).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
-    }
-
-    /// The hand-up ring buffer and the heartbeat map (once: the slow path is their only user).
-    pub fn take_handup(&mut self) -> Option<(RingBuf<MapData>, Array<MapData, u64>)> {
-        self.handup.take()
-    }
-
-    /// Forgets what the kernel tracks about a source (its buckets and a ban it imposed itself):
-    /// used when an automatic ban is deleted, so that deleting it really lifts it.
-    pub fn forget_source(&mut self, key: &[u8; 16]) -> anyhow::Result<()> {
-        match self.sources.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// What the kernel tracks about a source, if anything.
-    pub fn source(&self, key: &[u8; 16]) -> anyhow::Result<Option<SourceState>> {
-        match self.sources.get(key, 0) {
-            Ok(s) => Ok(Some(s)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Installs compiled signature automata: writes the bank not in use, then switches the
-    /// policy record to it in one update, so every packet walks either the old automata or the
-    /// new ones.
-    pub fn set_signatures(&mut self, c: &crate::sig::Compiled) -> anyhow::Result<()> {
+    fn set_signatures(&mut self, c: &crate::sig::Compiled) -> Result<()> {
         let bank = self.kcfg.sig_bank ^ 1;
         // Half a megabyte: built and handed over on the heap (Box borrows as DfaBank), never on a
         // stack.
@@ -570,11 +487,7 @@ impl Kernel {
         Ok(())
     }
 
-    /// Counters of the given signature slots, summed over CPUs.
-    pub fn sig_stats(
-        &self,
-        slots: impl IntoIterator<Item = u16>,
-    ) -> anyhow::Result<StdHashMap<u16, Counter>> {
+    fn sig_stats(&self, slots: &mut dyn Iterator<Item = u16>) -> Result<StdHashMap<u16, Counter>> {
         let mut out = StdHashMap::new();
         for slot in slots {
             let per_cpu = self.sig_stats.get(&u32::from(slot), 0)?;
@@ -583,16 +496,21 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Zeroes a signature slot's counters (before a new signature takes the slot).
-    pub fn clear_sig_stats(&mut self, slot: u16) -> anyhow::Result<()> {
+    fn clear_sig_stats(&mut self, slot: u16) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])?;
         self.sig_stats.set(u32::from(slot), zero, 0)?;
         Ok(())
     }
 
-    /// Counters by (action, reason), summed over CPUs, zero rows left out.
-    pub fn stats(&self) -> anyhow::Result<Vec<(Action, Reason, Counter)>> {
+    fn forget_source(&mut self, key: &[u8; 16]) -> Result<()> {
+        match self.sources.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn stats(&self) -> Result<Vec<(Action, Reason, Counter)>> {
         let mut out = Vec::new();
         for action in Action::ALL {
             for &reason in Reason::ALL {
@@ -606,13 +524,11 @@ impl Kernel {
         Ok(out)
     }
 
-    /// The rule counted in a slot.
-    pub fn rule_for_slot(&self, slot: u16) -> Option<u32> {
+    fn rule_for_slot(&self, slot: u16) -> Option<u32> {
         self.slots.by_rule.iter().find(|(_, s)| **s == slot).map(|(r, _)| *r)
     }
 
-    /// Counters by rule id, summed over CPUs, for rules that have a slot and counted something.
-    pub fn rule_stats(&self) -> anyhow::Result<StdHashMap<u32, Counter>> {
+    fn rule_stats(&self) -> Result<StdHashMap<u32, Counter>> {
         let mut out = StdHashMap::new();
         for (&rule, &slot) in &self.slots.by_rule {
             let per_cpu = self.rule_stats.get(&u32::from(slot), 0)?;
@@ -622,6 +538,59 @@ impl Kernel {
             }
         }
         Ok(out)
+    }
+
+    fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        let pin = link_pin(&self.pin_dir, iface);
+        if pin.exists() {
+            match self.adopt(&pin) {
+                Ok(()) => return Ok(Attached::Adopted),
+                Err(e) => {
+                    tracing::warn!(iface, "pinned link is stale ({e:#}); attaching afresh");
+                    std::fs::remove_file(&pin).ok();
+                }
+            }
+        }
+        let attempts: &[(XdpMode, Attached)] = match mode {
+            XdpModeSetting::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
+            XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
+            XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
+        };
+        let prog = self.program();
+        let mut last = None;
+        for &(xdp_mode, how) in attempts {
+            match prog.attach(iface, xdp_mode) {
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    let fd: FdLink = link.try_into().map_err(|e| {
+                        anyhow!(
+                            "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
+                        )
+                    })?;
+                    fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+                    return Ok(how);
+                }
+                Err(e) => {
+                    last = Some(
+                        anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
+                    );
+                }
+            }
+        }
+        Err(KernelError::Failed(last.unwrap_or_else(|| anyhow!("no attach mode"))))
+    }
+
+    fn detach(&mut self, iface: &str) -> Result<()> {
+        let pin = link_pin(&self.pin_dir, iface);
+        Ok(std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?)
+    }
+
+    fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    fn take_handup(&mut self) -> Option<(RingBuf<MapData>, Array<MapData, u64>)> {
+        self.handup.take()
     }
 }
 
