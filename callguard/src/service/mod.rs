@@ -20,7 +20,6 @@ use chrono::Utc;
 use ipnet::IpNet;
 
 use crate::{
-    accounts,
     api::control as api,
     calls::{message, policy, slowpath},
     clock::Clock,
@@ -54,9 +53,18 @@ pub enum ServiceError {
         /// What is missing.
         msg: String,
     },
-    /// The change conflicts with what is stored (a rule of the configuration file).
+    /// The change conflicts with what is stored (a rule of the configuration file, a limit).
     #[error("{0}")]
     Conflict(String),
+    /// The caller's role lacks the right, or what they name is beyond its reach.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The credentials presented are not (or no longer) valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A fault of callguard's own (hashing a password, a poisoned thread).
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -126,17 +134,18 @@ impl Service {
     /// Creates the system administrator `admin` when there is no user at all; returns the
     /// password when it was generated (to be shown once).
     pub fn bootstrap_admin(&mut self) -> anyhow::Result<Option<String>> {
-        if !self.store().users()?.is_empty() {
+        if !self.store.users()?.is_empty() {
             return Ok(None);
         }
         let given =
             self.cfg().api.admin_password.clone().or_else(|| std::env::var("CALLGUARD_ADMIN_PASSWORD").ok());
         if let Some(p) = &given {
-            accounts::check_password(p).map_err(|m| anyhow::anyhow!("the administrator password: {m}"))?;
+            crate::accounts::check_password(p)
+                .map_err(|m| anyhow::anyhow!("the administrator password: {m}"))?;
         }
-        let password = given.clone().unwrap_or_else(accounts::new_password);
-        let hash = accounts::hash_password(&password)?;
-        self.store().add_user(&crate::store::NewUser {
+        let password = given.clone().unwrap_or_else(crate::accounts::new_password);
+        let hash = crate::accounts::hash_password(&password)?;
+        self.store.add_user(&crate::store::NewUser {
             tenant: None,
             group: None,
             username: "admin".into(),
@@ -204,7 +213,8 @@ impl Service {
         self.kernel.as_ref()
     }
 
-    /// The store (for the management API).
+    /// The store, for the service's tests.
+    #[cfg(test)]
     pub(crate) fn store(&mut self) -> &mut dyn Store {
         self.store.as_mut()
     }
@@ -794,6 +804,11 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
         })
         .collect()
 }
+
+pub mod access;
+pub mod accounts;
+pub mod auth;
+pub mod calls;
 
 #[cfg(test)]
 mod tests;

@@ -12,21 +12,14 @@ use axum::{
     http::StatusCode,
     routing::{delete, get, post},
 };
-use chrono::Utc;
 
-use super::{Caller, JsonBody, PathArgs, Principal, QueryArgs, blocking, find_role};
+use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking};
 use crate::api::admin::{
     CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, SessionQuery,
     UserPatch, UserQuery,
 };
 use crate::{
-    accounts::{
-        self, ApiKey, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User, check_domain,
-        check_password, check_slug, check_username,
-    },
-    numbers::check_len,
-    service::Service as State,
-    store::NewUser,
+    accounts::{ApiKey, Group, Role, Session, Tenant, User},
     web::{Failure, Shared},
 };
 
@@ -48,13 +41,6 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/api_keys/{account_id}", delete(delete_key))
 }
 
-fn check_name(field: &str, s: &str) -> Result<(), Failure> {
-    if s.trim().is_empty() || s.chars().count() > NAME_MAX {
-        return Err(Failure::bad(field, format!("1 to {NAME_MAX} characters")));
-    }
-    Ok(())
-}
-
 /// Every tenant the caller reaches (`tenants.read`).
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "Accounts", security(("bearer" = [])),
     responses((status = 200, body = Vec<Tenant>), (status = "4XX", body = crate::api::ApiError)))]
@@ -62,11 +48,7 @@ pub async fn list_tenants(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
 ) -> Result<Json<Vec<Tenant>>, Failure> {
-    p.need(Perm::TenantsRead)?;
-    blocking(&s, move |st| {
-        Ok(Json(st.store().tenants()?.into_iter().filter(|t| p.reaches_tenant(&t.id)).collect()))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.tenants(&p)?))).await
 }
 
 /// Create a tenant (`tenants.write`, system level).
@@ -77,35 +59,7 @@ pub async fn create_tenant(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewTenant>,
 ) -> Result<(StatusCode, Json<Tenant>), Failure> {
-    p.need(Perm::TenantsWrite)?;
-    if p.role.level != Level::System {
-        return Err(Failure::forbidden("creating tenants needs a system-level role"));
-    }
-    check_slug(&req.id).map_err(|m| Failure::bad("id", m))?;
-    check_name("name", &req.name)?;
-    check_domain(&req.domain).map_err(|m| Failure::bad("domain", m))?;
-    check_len(&req.website, 256).map_err(|m| Failure::bad("website", m))?;
-    let t = Tenant {
-        id: req.id,
-        name: req.name,
-        domain: req.domain,
-        website: req.website,
-        created_at: Utc::now(),
-    };
-    blocking(&s, move |st| {
-        st.store().add_tenant(&t)?;
-        Ok((StatusCode::CREATED, Json(t)))
-    })
-    .await
-}
-
-fn tenant(st: &mut State, p: &Principal, id: &str) -> Result<Tenant, Failure> {
-    let t = st.store().tenants()?.into_iter().find(|t| t.id == id);
-    let t = t.ok_or_else(|| Failure::not_found("tenant", format!("no tenant `{id}`")))?;
-    if !p.reaches_tenant(&t.id) {
-        return Err(Failure::forbidden(format!("tenant `{id}` is outside your reach")));
-    }
-    Ok(t)
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_tenant(&p, req)?)))).await
 }
 
 /// One tenant.
@@ -116,8 +70,7 @@ pub async fn show_tenant(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Json<Tenant>, Failure> {
-    p.need(Perm::TenantsRead)?;
-    blocking(&s, move |st| tenant(st, &p, &id).map(Json)).await
+    blocking(&s, move |st| Ok(Json(st.tenant(&p, &id)?))).await
 }
 
 /// Delete a tenant with its groups, users, their sessions, keys and codes.
@@ -128,10 +81,8 @@ pub async fn delete_tenant(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::TenantsWrite)?;
     blocking(&s, move |st| {
-        tenant(st, &p, &id)?;
-        st.store().delete_tenant(&id)?;
+        st.delete_tenant(&p, &id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -145,12 +96,7 @@ pub async fn list_groups(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Json<Vec<Group>>, Failure> {
-    p.need(Perm::UsersRead)?;
-    blocking(&s, move |st| {
-        tenant(st, &p, &id)?;
-        Ok(Json(st.store().groups(Some(&id))?))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.groups(&p, &id)?))).await
 }
 
 /// Create a group (`users.write`, tenant level or above).
@@ -163,20 +109,7 @@ pub async fn create_group(
     PathArgs(tid): PathArgs<String>,
     JsonBody(req): JsonBody<NewGroup>,
 ) -> Result<(StatusCode, Json<Group>), Failure> {
-    p.need(Perm::UsersWrite)?;
-    if p.role.level < Level::Tenant {
-        return Err(Failure::forbidden("creating groups needs a tenant-level role"));
-    }
-    check_slug(&req.id).map_err(|m| Failure::bad("id", m))?;
-    let name = if req.name.is_empty() { req.id.clone() } else { req.name };
-    check_name("name", &name)?;
-    blocking(&s, move |st| {
-        tenant(st, &p, &tid)?;
-        let g = Group { tenant: tid, id: req.id, name, created_at: Utc::now() };
-        st.store().add_group(&g)?;
-        Ok((StatusCode::CREATED, Json(g)))
-    })
-    .await
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_group(&p, &tid, req)?)))).await
 }
 
 /// Delete a group with its users.
@@ -188,17 +121,9 @@ pub async fn delete_group(
     Caller(p): Caller,
     PathArgs((tid, gid)): PathArgs<(String, String)>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::UsersWrite)?;
-    if p.role.level < Level::Tenant {
-        return Err(Failure::forbidden("deleting groups needs a tenant-level role"));
-    }
     blocking(&s, move |st| {
-        tenant(st, &p, &tid)?;
-        if st.store().delete_group(&tid, &gid)? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(Failure::not_found("group", format!("no group `{gid}` in tenant `{tid}`")))
-        }
+        st.delete_group(&p, &tid, &gid)?;
+        Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
@@ -211,67 +136,7 @@ pub async fn list_users(
     Caller(p): Caller,
     QueryArgs(q): QueryArgs<UserQuery>,
 ) -> Result<Json<Vec<User>>, Failure> {
-    p.need(Perm::UsersRead)?;
-    blocking(&s, move |st| {
-        Ok(Json(
-            st.store()
-                .users()?
-                .into_iter()
-                .filter(|u| p.reaches_user(u))
-                .filter(|u| q.tenant.is_none() || u.tenant == q.tenant)
-                .filter(|u| q.group.is_none() || u.group == q.group)
-                .collect(),
-        ))
-    })
-    .await
-}
-
-/// Checks that the caller may hand out `role`: not above its own level, no right it lacks.
-fn may_grant(p: &Principal, role: &Role) -> Result<(), Failure> {
-    if role.level > p.role.level {
-        return Err(Failure::forbidden(format!(
-            "role {} (level {}) reaches further than yours ({})",
-            role.name,
-            role.level.as_str(),
-            p.role.level.as_str()
-        )));
-    }
-    if let Some(x) = role.permissions.iter().find(|x| !p.role.has(**x)) {
-        return Err(Failure::forbidden(format!("role {} has {x}, which you lack", role.name)));
-    }
-    Ok(())
-}
-
-/// Where a user of `role` sits: checks tenant and group against the level.
-fn placement(st: &mut State, role: &Role, tenant: Option<&str>, group: Option<&str>) -> Result<(), Failure> {
-    match (role.level, tenant, group) {
-        (Level::System, None, None) => return Ok(()),
-        (Level::System, _, _) => {
-            return Err(Failure::bad(
-                "tenant",
-                format!("role {} is system-wide: no tenant or group", role.name),
-            ));
-        }
-        (_, None, _) => return Err(Failure::bad("tenant", format!("role {} needs a tenant", role.name))),
-        (Level::Group | Level::User, _, None) => {
-            return Err(Failure::bad("group", format!("role {} needs a group", role.name)));
-        }
-        _ => {}
-    }
-    let t = tenant.unwrap_or_default();
-    if !st.store().tenants()?.iter().any(|x| x.id == t) {
-        return Err(Failure::bad("tenant", format!("no tenant `{t}`")));
-    }
-    if let Some(g) = group
-        && !st.store().groups(Some(t))?.iter().any(|x| x.id == g)
-    {
-        return Err(Failure::bad("group", format!("no group `{g}` in tenant `{t}`")));
-    }
-    Ok(())
-}
-
-fn hash(password: &str) -> Result<String, Failure> {
-    accounts::hash_password(password).map_err(|e| Failure::internal(&e))
+    blocking(&s, move |st| Ok(Json(st.users(&p, q.tenant.as_deref(), q.group.as_deref())?))).await
 }
 
 /// Create a user (`users.write`; the new user must be within the caller's reach, and its role
@@ -283,49 +148,7 @@ pub async fn create_user(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewUserReq>,
 ) -> Result<(StatusCode, Json<CreatedUser>), Failure> {
-    p.need(Perm::UsersWrite)?;
-    if let Some(pw) = &req.password {
-        check_password(pw).map_err(|m| Failure::bad("password", m))?;
-    }
-    let generated = req.password.is_none().then(accounts::new_password);
-    let password = req.password.clone().or_else(|| generated.clone()).unwrap_or_default();
-    blocking(&s, move |st| {
-        let role = find_role(st, &req.role)?
-            .ok_or_else(|| Failure::bad("role", format!("no role `{}`", req.role)))?;
-        check_username(&req.username, role.name == "SystemAdmin").map_err(|m| Failure::bad("username", m))?;
-        may_grant(&p, &role)?;
-        placement(st, &role, req.tenant.as_deref(), req.group.as_deref())?;
-        let probe = User {
-            id: 0,
-            tenant: req.tenant.clone(),
-            group: req.group.clone(),
-            username: req.username.clone(),
-            role: role.name.clone(),
-            force_reset: false,
-            created_at: Utc::now(),
-        };
-        p.reach_user(&probe)?;
-        let user = st.store().add_user(&NewUser {
-            tenant: req.tenant,
-            group: req.group,
-            username: req.username,
-            password_hash: hash(&password)?,
-            role: role.name,
-            force_reset: req.force_reset,
-        })?;
-        Ok((StatusCode::CREATED, Json(CreatedUser { user, password: generated })))
-    })
-    .await
-}
-
-fn user(st: &mut State, p: &Principal, id: u32) -> Result<User, Failure> {
-    let u = st
-        .store()
-        .user(id)?
-        .map(|(u, _)| u)
-        .ok_or_else(|| Failure::not_found("id", format!("no user {id}")))?;
-    p.reach_user(&u)?;
-    Ok(u)
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_user(&p, req)?)))).await
 }
 
 /// One user.
@@ -336,8 +159,7 @@ pub async fn show_user(
     Caller(p): Caller,
     PathArgs(id): PathArgs<u32>,
 ) -> Result<Json<User>, Failure> {
-    p.need(Perm::UsersRead)?;
-    blocking(&s, move |st| user(st, &p, id).map(Json)).await
+    blocking(&s, move |st| Ok(Json(st.user(&p, id)?))).await
 }
 
 /// Change a user's role, group or reset flag (`users.write`).
@@ -350,41 +172,7 @@ pub async fn update_user(
     PathArgs(id): PathArgs<u32>,
     JsonBody(req): JsonBody<UserPatch>,
 ) -> Result<Json<User>, Failure> {
-    p.need(Perm::UsersWrite)?;
-    blocking(&s, move |st| {
-        let u = user(st, &p, id)?;
-        if p.user.as_ref().is_some_and(|me| me.id == id) && req.role.is_some() {
-            return Err(Failure::forbidden("you cannot change your own role"));
-        }
-        let role_name = req.role.clone().unwrap_or_else(|| u.role.clone());
-        let role = find_role(st, &role_name)?
-            .ok_or_else(|| Failure::bad("role", format!("no role `{role_name}`")))?;
-        may_grant(&p, &role)?;
-        let group = req.group.clone().or_else(|| u.group.clone());
-        placement(st, &role, u.tenant.as_deref(), group.as_deref())?;
-        if !reserved_ok(&u.username, &role) {
-            return Err(Failure::bad(
-                "role",
-                format!("`{}` is reserved for the system administrator", u.username),
-            ));
-        }
-        let moved = User { group: group.clone(), ..u.clone() };
-        p.reach_user(&moved)?;
-        let updated = st.store().update_user(
-            id,
-            Some(&role.name),
-            req.group.as_ref().map(|g| Some(g.as_str())),
-            None,
-            req.force_reset,
-        )?;
-        updated.map(Json).ok_or_else(|| Failure::not_found("id", format!("no user {id}")))
-    })
-    .await
-}
-
-/// Whether user name and role fit the reserved-name rule.
-fn reserved_ok(username: &str, role: &Role) -> bool {
-    check_username(username, role.name == "SystemAdmin").is_ok()
+    blocking(&s, move |st| Ok(Json(st.update_user(&p, id, &req)?))).await
 }
 
 /// Delete a user with its sessions, keys and codes (`users.write`). Not oneself.
@@ -395,17 +183,8 @@ pub async fn delete_user(
     Caller(p): Caller,
     PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::UsersWrite)?;
-    if p.user.as_ref().is_some_and(|me| me.id == id) {
-        return Err(Failure::forbidden("you cannot delete yourself"));
-    }
     blocking(&s, move |st| {
-        let u = user(st, &p, id)?;
-        let target = find_role(st, &u.role)?;
-        if let Some(r) = target {
-            may_grant(&p, &r)?;
-        }
-        st.store().delete_user(id)?;
+        st.delete_user(&p, id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -423,30 +202,8 @@ pub async fn set_password(
     PathArgs(id): PathArgs<u32>,
     JsonBody(req): JsonBody<NewPassword>,
 ) -> Result<StatusCode, Failure> {
-    check_password(&req.password).map_err(|m| Failure::bad("password", m))?;
-    let own = p.user.as_ref().is_some_and(|me| me.id == id);
     blocking(&s, move |st| {
-        let (target, old_hash) =
-            st.store().user(id)?.ok_or_else(|| Failure::not_found("id", format!("no user {id}")))?;
-        if own {
-            let old = req.old_password.as_deref().ok_or_else(|| Failure::bad("old_password", "required"))?;
-            if !accounts::verify_password(old, &old_hash) {
-                return Err(Failure::bad("old_password", "does not match"));
-            }
-        } else {
-            p.need(Perm::UsersWrite)?;
-            p.reach_user(&target)?;
-            if let Some(r) = find_role(st, &target.role)? {
-                may_grant(&p, &r)?;
-            }
-        }
-        st.store().update_user(
-            id,
-            None,
-            None,
-            Some(&hash(&req.password)?),
-            Some(!own && p.user.is_some()),
-        )?;
+        st.set_password(&p, id, &req)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -456,13 +213,7 @@ pub async fn set_password(
 #[utoipa::path(get, path = "/api/v1/roles", tag = "Accounts", security(("bearer" = [])),
     responses((status = 200, body = Vec<Role>), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn list_roles(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Json<Vec<Role>>, Failure> {
-    p.need(Perm::RolesRead)?;
-    blocking(&s, |st| {
-        let mut all = accounts::builtin_roles();
-        all.extend(st.store().custom_roles()?);
-        Ok(Json(all))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.roles(&p)?))).await
 }
 
 /// One role.
@@ -473,11 +224,7 @@ pub async fn show_role(
     Caller(p): Caller,
     PathArgs(name): PathArgs<String>,
 ) -> Result<Json<Role>, Failure> {
-    p.need(Perm::RolesRead)?;
-    blocking(&s, move |st| {
-        find_role(st, &name)?.map(Json).ok_or_else(|| Failure::not_found("name", format!("no role `{name}`")))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.role(&p, &name)?))).await
 }
 
 /// Create a custom role (`roles.write`; no stronger than the caller's own).
@@ -488,30 +235,7 @@ pub async fn create_role(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewRole>,
 ) -> Result<(StatusCode, Json<Role>), Failure> {
-    p.need(Perm::RolesWrite)?;
-    let ok = !req.name.is_empty()
-        && req.name.len() <= NAME_MAX
-        && req.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if !ok {
-        return Err(Failure::bad("name", format!("1 to {NAME_MAX} letters, digits, _ - or .")));
-    }
-    if accounts::builtin_role(&req.name).is_some() {
-        return Err(Failure::bad("name", format!("`{}` is a built-in role's name", req.name)));
-    }
-    check_len(&req.description, 256).map_err(|m| Failure::bad("description", m))?;
-    let role = Role {
-        name: req.name,
-        level: req.level,
-        permissions: req.permissions.into_iter().collect(),
-        builtin: false,
-        description: req.description,
-    };
-    may_grant(&p, &role)?;
-    blocking(&s, move |st| {
-        st.store().add_role(&role)?;
-        Ok((StatusCode::CREATED, Json(role)))
-    })
-    .await
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_role(&p, req)?)))).await
 }
 
 /// Delete a custom role (not while a user holds it).
@@ -522,15 +246,8 @@ pub async fn delete_role(
     Caller(p): Caller,
     PathArgs(name): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::RolesWrite)?;
-    if accounts::builtin_role(&name).is_some() {
-        return Err(Failure::conflict(format!("{name} is a built-in role: it cannot be deleted")));
-    }
     blocking(&s, move |st| {
-        let role =
-            find_role(st, &name)?.ok_or_else(|| Failure::not_found("name", format!("no role `{name}`")))?;
-        may_grant(&p, &role)?;
-        st.store().delete_role(&role.name)?;
+        st.delete_role(&p, &name)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -544,20 +261,7 @@ pub async fn list_sessions(
     Caller(p): Caller,
     QueryArgs(q): QueryArgs<SessionQuery>,
 ) -> Result<Json<Vec<Session>>, Failure> {
-    blocking(&s, move |st| {
-        let me = p.user.as_ref().map(|u| u.id);
-        let who = match (q.user, me) {
-            (Some(id), m) if Some(id) != m => {
-                p.need(Perm::UsersRead)?;
-                user(st, &p, id)?;
-                Some(id)
-            }
-            (None, None) => None,
-            (_, m) => m,
-        };
-        Ok(Json(st.store().sessions(who)?))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.sessions(&p, q.user)?))).await
 }
 
 /// Revoke a session: its tokens stop working at once. One's own, or with `users.write` over
@@ -570,17 +274,7 @@ pub async fn revoke_session(
     PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
     blocking(&s, move |st| {
-        let session = st
-            .store()
-            .sessions(None)?
-            .into_iter()
-            .find(|x| x.id == id)
-            .ok_or_else(|| Failure::not_found("id", format!("no session {id}")))?;
-        if p.user.as_ref().is_none_or(|me| me.id != session.user_id) {
-            p.need(Perm::UsersWrite)?;
-            user(st, &p, session.user_id)?;
-        }
-        st.store().revoke_session(id, Utc::now())?;
+        st.revoke_session(&p, id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -590,13 +284,7 @@ pub async fn revoke_session(
 #[utoipa::path(get, path = "/api/v1/api_keys", tag = "Accounts", security(("bearer" = [])),
     responses((status = 200, body = Vec<ApiKey>), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn list_keys(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Json<Vec<ApiKey>>, Failure> {
-    blocking(&s, move |st| {
-        let all = st.store().api_keys()?;
-        let sees_all = p.role.level == Level::System && p.role.has(Perm::UsersRead);
-        let me = p.user.as_ref().map(|u| u.id);
-        Ok(Json(all.into_iter().filter(|k| sees_all || Some(k.user_id) == me).collect()))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.api_keys(&p)?))).await
 }
 
 /// Create an API key (for the Voximplant-style calls).
@@ -607,26 +295,7 @@ pub async fn create_key(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), Failure> {
-    check_len(&req.comment, 256).map_err(|m| Failure::bad("comment", m))?;
-    blocking(&s, move |st| {
-        let me = p.user.as_ref().map(|u| u.id);
-        let owner = match (req.user_id, me) {
-            (Some(id), m) if Some(id) != m => {
-                p.need(Perm::UsersWrite)?;
-                let u = user(st, &p, id)?;
-                if let Some(r) = find_role(st, &u.role)? {
-                    may_grant(&p, &r)?;
-                }
-                id
-            }
-            (_, Some(m)) => m,
-            (_, None) => return Err(Failure::bad("user_id", "required on the control socket")),
-        };
-        let secret = accounts::new_secret();
-        let key = st.store().add_api_key(owner, &accounts::secret_digest(&secret), &req.comment)?;
-        Ok((StatusCode::CREATED, Json(CreatedKey { key, api_key: secret })))
-    })
-    .await
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_api_key(&p, &req)?)))).await
 }
 
 /// Delete an API key: one's own, or with `users.write` over its user.
@@ -638,15 +307,7 @@ pub async fn delete_key(
     PathArgs(id): PathArgs<u32>,
 ) -> Result<StatusCode, Failure> {
     blocking(&s, move |st| {
-        let (k, _) = st
-            .store()
-            .api_key(id)?
-            .ok_or_else(|| Failure::not_found("account_id", format!("no API key {id}")))?;
-        if p.user.as_ref().is_none_or(|me| me.id != k.user_id) {
-            p.need(Perm::UsersWrite)?;
-            user(st, &p, k.user_id)?;
-        }
-        st.store().delete_api_key(id)?;
+        st.delete_api_key(&p, id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

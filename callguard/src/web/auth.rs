@@ -16,14 +16,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::Utc;
 
 use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
-use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TenantInfo, TokenInfo, Tokens};
+use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TokenInfo, Tokens};
 use crate::{
-    accounts::{self, check_password},
-    service::Service as State,
-    store::SessionTokens,
+    accounts::{self},
+    service::{Service, auth::ResetTicket},
     web::{Failure, Shared},
 };
 
@@ -47,55 +45,10 @@ pub async fn info(
     QueryArgs(q): QueryArgs<InfoQuery>,
 ) -> Result<Json<Info>, Failure> {
     blocking(&s, move |st| {
-        let system = st.cfg().api.info.clone();
-        let tenant = match q.domain.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
-            None => None,
-            Some(d) => {
-                let t = st.store().tenants()?.into_iter().find(|t| t.domain.eq_ignore_ascii_case(d));
-                let t =
-                    t.ok_or_else(|| Failure::not_found("domain", format!("no tenant has the domain `{d}`")))?;
-                Some(TenantInfo {
-                    name: t.name,
-                    domain: t.domain,
-                    website: t.website,
-                    avatar_url: String::new(),
-                    ms365_enabled: false,
-                })
-            }
-        };
+        let (system, tenant) = st.info(q.domain.as_deref())?;
         Ok(Json(Info { system, tenant }))
     })
     .await
-}
-
-/// Starts a session (or rotates `rotate`'s tokens) for `user`.
-fn issue(st: &mut State, user: u32, verified: bool, rotate: Option<u32>) -> Result<Tokens, Failure> {
-    let api = &st.cfg().api;
-    let (access_secs, refresh_secs) = (api.access_token_secs, api.refresh_token_secs);
-    let (access, refresh) = (accounts::new_secret(), accounts::new_secret());
-    let now = Utc::now();
-    let t = SessionTokens {
-        access_digest: accounts::secret_digest(&access),
-        access_expires: now + chrono::Duration::seconds(access_secs as i64),
-        refresh_digest: accounts::secret_digest(&refresh),
-        refresh_expires: now + chrono::Duration::seconds(refresh_secs as i64),
-    };
-    match rotate {
-        Some(id) => {
-            st.store()
-                .rotate_session(id, &t)?
-                .ok_or_else(|| Failure::unauthorized("the session was revoked"))?;
-        }
-        None => {
-            st.store().add_session(user, &t, verified)?;
-        }
-    }
-    Ok(Tokens {
-        token_type: "Bearer".into(),
-        access_token: access,
-        refresh_token: refresh,
-        expires_in: access_secs,
-    })
 }
 
 fn too_many(what: &str, wait: Duration) -> Response {
@@ -139,21 +92,8 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
         }
     }
     let s2 = s.clone();
-    let result = blocking(&s, move |st| {
-        let domain = req.domain.trim();
-        let tenant = if domain.is_empty() {
-            None
-        } else {
-            st.store().tenants()?.into_iter().find(|t| t.domain.eq_ignore_ascii_case(domain)).map(|t| t.id)
-        };
-        let found = if domain.is_empty() || tenant.is_some() {
-            st.store().find_user(tenant.as_deref(), req.username.trim())?
-        } else {
-            None
-        };
-        Ok((found, req.password))
-    })
-    .await;
+    let result =
+        blocking(&s, move |st| Ok((st.sign_in_candidate(&req.domain, &req.username)?, req.password))).await;
     let (found, password) = match result {
         Ok(v) => v,
         Err(f) => return f.into_response(),
@@ -172,7 +112,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     };
     s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).signed_in(&source, &who);
     tracing::info!(user = user.username, tenant = ?user.tenant, "signed in");
-    match blocking(&s2, move |st| issue(st, user.id, true, None)).await {
+    match blocking(&s2, move |st| Ok(st.issue_tokens(user.id, true, None)?)).await {
         Ok(t) => Json(t).into_response(),
         Err(f) => f.into_response(),
     }
@@ -186,20 +126,7 @@ pub async fn refresh(
     AxState(s): AxState<Shared>,
     JsonBody(req): JsonBody<Refresh>,
 ) -> Result<Json<Tokens>, Failure> {
-    blocking(&s, move |st| {
-        let session = st
-            .store()
-            .session_by_refresh(&accounts::secret_digest(&req.refresh_token))?
-            .ok_or_else(|| Failure::unauthorized("unknown refresh token"))?;
-        if session.revoked_at.is_some() {
-            return Err(Failure::unauthorized("the session was revoked (signed out)"));
-        }
-        if session.refresh_expires <= Utc::now() {
-            return Err(Failure::unauthorized("the refresh token has expired; sign in again"));
-        }
-        issue(st, session.user_id, session.password_verified, Some(session.id)).map(Json)
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.refresh_tokens(&req.refresh_token)?))).await
 }
 
 /// Information on the access token sent (in `Authorization: Bearer` or the `access_token`
@@ -207,38 +134,14 @@ pub async fn refresh(
 #[utoipa::path(get, path = "/api/auth/token", tag = "Authentication", security(("bearer" = [])),
     responses((status = 200, body = TokenInfo), (status = 401, body = crate::api::ApiError)))]
 pub async fn token_info(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Json<TokenInfo>, Failure> {
-    let (Some(user), Some(id)) = (p.user, p.session) else {
-        return Err(Failure::bad("authorization", "this request carries no access token"));
-    };
-    blocking(&s, move |st| {
-        let session = st
-            .store()
-            .sessions(Some(user.id))?
-            .into_iter()
-            .find(|x| x.id == id)
-            .ok_or_else(|| Failure::unauthorized("the session is gone"))?;
-        Ok(Json(TokenInfo {
-            expires_at: session.access_expires,
-            expires_in: (session.access_expires - Utc::now()).num_seconds().max(0),
-            role: p.role.name,
-            user: user.username,
-            user_id: user.id,
-            tenant: user.tenant,
-            password_verified: session.password_verified,
-            force_reset: user.force_reset,
-        }))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.token_info(&p)?))).await
 }
 
 /// Sign out: the access and refresh tokens of this session stop working.
 #[utoipa::path(post, path = "/api/auth/sign_out", tag = "Authentication", security(("bearer" = [])),
     responses((status = 204, description = "Signed out"), (status = 401, body = crate::api::ApiError)))]
 pub async fn sign_out(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<StatusCode, Failure> {
-    let Some(id) = p.session else {
-        return Err(Failure::bad("authorization", "this request carries no access token"));
-    };
-    blocking(&s, move |st| st.store().revoke_session(id, Utc::now()).map_err(Failure::from)).await?;
+    blocking(&s, move |st| Ok(st.sign_out(&p)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,55 +172,44 @@ pub async fn forgot_password(
         th.fail(&source, window);
     }
     let made = blocking(&s, move |st| {
-        let domain = req.domain.trim().to_owned();
-        let tenant = match domain.as_str() {
-            "" => None,
-            d => match st.store().tenants()?.into_iter().find(|t| t.domain.eq_ignore_ascii_case(d)) {
-                Some(t) => Some(t.id),
-                None => return Ok(None),
-            },
-        };
-        let Some((user, _)) = st.store().find_user(tenant.as_deref(), req.username.trim())? else {
-            return Ok(None);
-        };
-        let token = accounts::new_secret();
-        let expires = Utc::now() + chrono::Duration::seconds(st.cfg().api.reset_token_secs as i64);
-        st.store().add_reset(user.id, &accounts::secret_digest(&token), expires)?;
-        Ok(Some((st.cfg().api.reset_hook.clone(), token, user.username, domain, req.callback, expires)))
+        let ticket = st.start_reset(&req.domain, &req.username, &req.callback)?;
+        Ok(ticket.map(|t| (st.cfg().api.reset_hook.clone(), t)))
     })
     .await;
     match made {
-        Ok(Some((hook, token, user, domain, callback, expires))) => match hook {
-            Some(cmd) => {
-                tokio::spawn(async move {
-                    let run = tokio::process::Command::new(&cmd)
-                        .env("CALLGUARD_RESET_TOKEN", &token)
-                        .env("CALLGUARD_RESET_USER", &user)
-                        .env("CALLGUARD_RESET_DOMAIN", &domain)
-                        .env("CALLGUARD_RESET_CALLBACK", &callback)
-                        .env("CALLGUARD_RESET_EXPIRES", expires.to_rfc3339())
-                        .kill_on_drop(true)
-                        .status();
-                    match tokio::time::timeout(Duration::from_secs(30), run).await {
-                        Ok(Ok(st)) if st.success() => {
-                            tracing::info!(user, "password-reset token handed to the hook");
-                        }
-                        Ok(Ok(st)) => tracing::error!(user, hook = %cmd.display(), "reset hook failed: {st}"),
-                        Ok(Err(e)) => {
-                            tracing::error!(user, hook = %cmd.display(), "reset hook did not start: {e}");
-                        }
-                        Err(_) => {
-                            tracing::error!(user, hook = %cmd.display(), "reset hook timed out after 30 s");
-                        }
-                    }
-                });
-            }
-            None => tracing::debug!(user, token, "password-reset token (no api.reset_hook configured)"),
-        },
+        Ok(Some((Some(cmd), t))) => {
+            tokio::spawn(run_reset_hook(cmd, t));
+        }
+        Ok(Some((None, t))) => {
+            tracing::debug!(
+                user = t.user,
+                token = t.token,
+                "password-reset token (no api.reset_hook configured)"
+            );
+        }
         Ok(None) => tracing::info!("password reset asked for an unknown user"),
         Err(f) => return f.into_response(),
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Hands a reset token to the `api.reset_hook` command (30 s at most), which delivers it.
+async fn run_reset_hook(cmd: std::path::PathBuf, t: ResetTicket) {
+    let run = tokio::process::Command::new(&cmd)
+        .env("CALLGUARD_RESET_TOKEN", &t.token)
+        .env("CALLGUARD_RESET_USER", &t.user)
+        .env("CALLGUARD_RESET_DOMAIN", &t.domain)
+        .env("CALLGUARD_RESET_CALLBACK", &t.callback)
+        .env("CALLGUARD_RESET_EXPIRES", t.expires.to_rfc3339())
+        .kill_on_drop(true)
+        .status();
+    let user = t.user;
+    match tokio::time::timeout(Duration::from_secs(30), run).await {
+        Ok(Ok(st)) if st.success() => tracing::info!(user, "password-reset token handed to the hook"),
+        Ok(Ok(st)) => tracing::error!(user, hook = %cmd.display(), "reset hook failed: {st}"),
+        Ok(Err(e)) => tracing::error!(user, hook = %cmd.display(), "reset hook did not start: {e}"),
+        Err(_) => tracing::error!(user, hook = %cmd.display(), "reset hook timed out after 30 s"),
+    }
 }
 
 /// Sets a new password with a reset token. Every session of the user is revoked.
@@ -327,17 +219,13 @@ pub async fn reset_password(
     AxState(s): AxState<Shared>,
     JsonBody(req): JsonBody<Reset>,
 ) -> Result<StatusCode, Failure> {
-    check_password(&req.password).map_err(|m| Failure::bad("password", m))?;
+    Service::check_new_password(&req.password)?;
     let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&req.password))
         .await
         .map_err(|e| Failure::internal(&e.into()))?
         .map_err(|e| Failure::internal(&e))?;
     blocking(&s, move |st| {
-        let user = st
-            .store()
-            .take_reset(&accounts::secret_digest(&req.token), Utc::now())?
-            .ok_or_else(|| Failure::bad("token", "unknown, used or expired reset token"))?;
-        st.store().update_user(user, None, None, Some(&hash), Some(false))?;
+        st.finish_reset(&req.token, &hash)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

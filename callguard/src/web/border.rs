@@ -13,13 +13,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chrono::Utc;
 
 use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, query};
 use crate::api::border::{BorderError, BorderQuery, OneQuery};
 use crate::{
     accounts::Perm,
-    border::{BorderRule, BorderRuleInput, RULES_MAX},
+    border::{BorderRule, BorderRuleInput},
     web::{Failure, Shared},
 };
 
@@ -70,16 +69,7 @@ pub async fn create(
     Caller(p): Caller,
     JsonBody(req): JsonBody<BorderRuleInput>,
 ) -> Result<Json<BorderRule>, Failure> {
-    p.need(Perm::SecurityWrite)?;
-    let rule = req.apply(None, Utc::now()).map_err(|(f, m)| Failure::bad(&f, m))?;
-    blocking(&s, move |st| {
-        if st.store().border_rules()?.len() >= RULES_MAX {
-            return Err(Failure::conflict(format!("there are {RULES_MAX} border rules already")));
-        }
-        st.store().put_border_rule(&rule, true)?;
-        Ok(Json(rule))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.add_border_rule(&p, req)?))).await
 }
 
 /// Get the list of rules (by priority, then id, unless `order` says otherwise). Without `mask`,
@@ -91,21 +81,12 @@ pub async fn list(
     Caller(p): Caller,
     QueryArgs(q): QueryArgs<BorderQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, Failure> {
-    p.need(Perm::SecurityRead)?;
     let mut q = q;
     if q.mask.as_deref().is_none_or(|m| m.trim().is_empty()) {
         let shown: Vec<&str> = FIELDS.iter().copied().filter(|f| *f != "opts.comment").collect();
         q.mask = Some(shown.join(","));
     }
-    blocking(&s, move |st| Ok(Json(query::border(&st.store().border_rules()?, &q, FIELDS)?))).await
-}
-
-fn one(st: &mut crate::service::Service, id: &str) -> Result<BorderRule, Failure> {
-    st.store()
-        .border_rules()?
-        .into_iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| Failure::not_found("id", format!("no border rule `{id}`")))
+    blocking(&s, move |st| Ok(Json(query::border(&st.border_rules(&p)?, &q, FIELDS)?))).await
 }
 
 /// Obtain one rule.
@@ -117,10 +98,9 @@ pub async fn show(
     PathArgs(id): PathArgs<String>,
     QueryArgs(q): QueryArgs<OneQuery>,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    p.need(Perm::SecurityRead)?;
     let mask = query::parse_mask(q.mask.as_deref(), FIELDS)?;
     blocking(&s, move |st| {
-        let r = serde_json::to_value(one(st, &id)?).map_err(|e| Failure::internal(&e.into()))?;
+        let r = serde_json::to_value(st.border_rule(&p, &id)?).map_err(|e| Failure::internal(&e.into()))?;
         Ok(Json(query::shape(r, mask.as_deref(), q.flat.unwrap_or(false))))
     })
     .await
@@ -136,14 +116,7 @@ pub async fn update(
     PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<BorderRuleInput>,
 ) -> Result<Json<BorderRule>, Failure> {
-    p.need(Perm::SecurityWrite)?;
-    blocking(&s, move |st| {
-        let old = one(st, &id)?;
-        let rule = req.apply(Some(&old), Utc::now()).map_err(|(f, m)| Failure::bad(&f, m))?;
-        st.store().put_border_rule(&rule, false)?;
-        Ok(Json(rule))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.update_border_rule(&p, &id, req)?))).await
 }
 
 /// Delete a rule.
@@ -154,13 +127,9 @@ pub async fn remove(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::SecurityWrite)?;
     blocking(&s, move |st| {
-        if st.store().delete_border_rule(&id)? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(Failure::not_found("id", format!("no border rule `{id}`")))
-        }
+        st.delete_border_rule(&p, &id)?;
+        Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
@@ -199,8 +168,8 @@ pub async fn lookup_layer(AxState(s): AxState<Shared>, req: Request, next: Next)
             Ok(Caller(p)) => p,
             Err(f) => return seed_errors_now(&f),
         };
-    if let Err(f) = caller.need(Perm::SecurityRead) {
-        return seed_errors_now(&f);
+    if let Err(e) = caller.need(Perm::SecurityRead) {
+        return seed_errors_now(&e.into());
     }
     let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
         Ok(b) => b,
@@ -220,7 +189,7 @@ pub async fn lookup_layer(AxState(s): AxState<Shared>, req: Request, next: Next)
         _ => return seed_errors_now(&Failure::bad("body", "a JSON string (the id) is required")),
     };
     match blocking(&s, move |st| {
-        Ok(st.store().border_rules()?.into_iter().any(|r| r.id == key).then_some(key))
+        Ok(st.border_rules(&caller)?.into_iter().any(|r| r.id == key).then_some(key))
     })
     .await
     {

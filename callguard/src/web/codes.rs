@@ -6,15 +6,13 @@
 
 use axum::{Json, Router, extract::State as AxState, http::StatusCode, routing::get};
 
-use super::{Caller, JsonBody, PathArgs, Principal, blocking};
+use super::{Caller, JsonBody, PathArgs, blocking};
 use crate::api::{
     codes::{AuthCodes, CodeRefs, CreateCodes, Owner, OwnerCode},
     portsip::Empty,
 };
 use crate::{
-    accounts::{AuthCode, Perm, User, check_auth_code},
-    numbers::check_len,
-    service::Service as State,
+    accounts::AuthCode,
     web::{Failure, Shared},
 };
 
@@ -31,57 +29,6 @@ pub fn routes() -> Router<Shared> {
         .route(&one, get(show).delete(delete_one))
 }
 
-/// Most codes per user.
-pub const CODES_MAX: usize = 1000;
-/// Longest description.
-pub const DESCRIPTION_MAX: usize = 256;
-
-/// Resolves the path's user and checks `perm` and reach.
-fn owner(
-    st: &mut State,
-    p: &Principal,
-    perm: Perm,
-    tenant: &str,
-    group: &str,
-    user: &str,
-) -> Result<User, Failure> {
-    p.need(perm)?;
-    if !st.store().tenants()?.iter().any(|t| t.id == tenant) {
-        return Err(Failure::not_found("tenant", format!("no tenant `{tenant}`")));
-    }
-    if !st.store().groups(Some(tenant))?.iter().any(|g| g.id == group) {
-        return Err(Failure::not_found("group", format!("no group `{group}` in tenant `{tenant}`")));
-    }
-    let found = st
-        .store()
-        .find_user(Some(tenant), user)?
-        .map(|(u, _)| u)
-        .filter(|u| u.group.as_deref() == Some(group));
-    let u =
-        found.ok_or_else(|| Failure::not_found("user", format!("no user `{user}` in group `{group}`")))?;
-    p.reach_user(&u)?;
-    Ok(u)
-}
-
-fn check_codes(codes: &[AuthCode], field: &str) -> Result<(), Failure> {
-    if codes.is_empty() {
-        return Err(Failure::bad(field, "give at least one code"));
-    }
-    if codes.len() > CODES_MAX {
-        return Err(Failure::bad(field, format!("at most {CODES_MAX} codes")));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in codes.iter().enumerate() {
-        let at = |f: &str| if field.is_empty() { f.to_owned() } else { format!("{field}[{i}].{f}") };
-        check_auth_code(&c.code).map_err(|m| Failure::bad(&at("code"), m))?;
-        check_len(&c.description, DESCRIPTION_MAX).map_err(|m| Failure::bad(&at("description"), m))?;
-        if !seen.insert(&c.code) {
-            return Err(Failure::bad(&at("code"), format!("`{}` is given twice", c.code)));
-        }
-    }
-    Ok(())
-}
-
 /// List all authorization codes of the end user.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/groups/{group}/users/{user}/services/outgoing_call_barring/codes/",
     tag = "Authorization codes", security(("bearer" = [])),
@@ -93,8 +40,7 @@ pub async fn list(
     PathArgs(o): PathArgs<Owner>,
 ) -> Result<Json<AuthCodes>, Failure> {
     blocking(&s, move |st| {
-        let u = owner(st, &p, Perm::AuthCodesRead, &o.tenant, &o.group, &o.user)?;
-        Ok(Json(AuthCodes { auth_codes: st.store().auth_codes(u.id)? }))
+        Ok(Json(AuthCodes { auth_codes: st.auth_codes(&p, &o.tenant, &o.group, &o.user)? }))
     })
     .await
 }
@@ -119,16 +65,8 @@ pub async fn create(
         let one: AuthCode = super::from_value(req)?;
         (vec![one], "")
     };
-    check_codes(&codes, field)?;
     blocking(&s, move |st| {
-        let u = owner(st, &p, Perm::AuthCodesWrite, &o.tenant, &o.group, &o.user)?;
-        if st.store().auth_codes(u.id)?.len() + codes.len() > CODES_MAX {
-            return Err(Failure::bad(
-                if field.is_empty() { "code" } else { field },
-                format!("a user has at most {CODES_MAX} codes"),
-            ));
-        }
-        st.store().add_auth_codes(u.id, &codes)?;
+        st.add_auth_codes(&p, (&o.tenant, &o.group, &o.user), &codes, field)?;
         Ok((StatusCode::CREATED, Json(Empty {})))
     })
     .await
@@ -145,8 +83,7 @@ pub async fn show(
     PathArgs(o): PathArgs<OwnerCode>,
 ) -> Result<Json<AuthCode>, Failure> {
     blocking(&s, move |st| {
-        let u = owner(st, &p, Perm::AuthCodesRead, &o.tenant, &o.group, &o.user)?;
-        let c = st.store().auth_codes(u.id)?.into_iter().find(|c| c.code == o.code);
+        let c = st.auth_codes(&p, &o.tenant, &o.group, &o.user)?.into_iter().find(|c| c.code == o.code);
         c.map(Json)
             .ok_or_else(|| Failure::not_found("code", format!("user `{}` has no code `{}`", o.user, o.code)))
     })
@@ -164,13 +101,9 @@ pub async fn delete_many(
     PathArgs(o): PathArgs<Owner>,
     JsonBody(req): JsonBody<CodeRefs>,
 ) -> Result<Json<Empty>, Failure> {
-    for (i, c) in req.auth_codes.iter().enumerate() {
-        check_auth_code(&c.code).map_err(|m| Failure::bad(&format!("authCodes[{i}].code"), m))?;
-    }
     blocking(&s, move |st| {
-        let u = owner(st, &p, Perm::AuthCodesWrite, &o.tenant, &o.group, &o.user)?;
         let codes: Vec<String> = req.auth_codes.into_iter().map(|c| c.code).collect();
-        st.store().delete_auth_codes(u.id, &codes)?;
+        st.delete_auth_codes(&p, (&o.tenant, &o.group, &o.user), &codes, "authCodes")?;
         Ok(Json(Empty {}))
     })
     .await
@@ -187,8 +120,7 @@ pub async fn delete_one(
     PathArgs(o): PathArgs<OwnerCode>,
 ) -> Result<Json<Empty>, Failure> {
     blocking(&s, move |st| {
-        let u = owner(st, &p, Perm::AuthCodesWrite, &o.tenant, &o.group, &o.user)?;
-        st.store().delete_auth_codes(u.id, &[o.code])?;
+        st.delete_auth_codes(&p, (&o.tenant, &o.group, &o.user), &[o.code], "")?;
         Ok(Json(Empty {}))
     })
     .await

@@ -79,6 +79,9 @@ impl From<ServiceError> for Failure {
             ServiceError::Invalid { field, msg } => Self::bad(&field, msg),
             ServiceError::NotFound { field, msg } => Self::not_found(&field, msg),
             ServiceError::Conflict(m) => Self::conflict(m),
+            ServiceError::Forbidden(m) => Self::forbidden(m),
+            ServiceError::Unauthorized(m) => Self::unauthorized(m),
+            ServiceError::Internal(e) => Self::internal(&e),
             ServiceError::Store(e) => e.into(),
             // A full kernel map is a limit the request ran into, not a fault: 409, naming it.
             ServiceError::Kernel(e @ KernelError::Full { .. }) => {

@@ -47,17 +47,14 @@ use axum::{
     middleware::Next,
     response::{IntoResponse as _, Response},
 };
-use chrono::Utc;
 use serde::de::DeserializeOwned;
 
 pub use self::{
     error::Failure,
     state::{Shared, lock},
 };
-use crate::{
-    accounts::{self, Level, Perm, Role, User},
-    service::Service as State,
-};
+pub use crate::service::{access::Principal, auth::Denied};
+use crate::{accounts::Perm, service::Service as State};
 
 /// How a request arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,101 +65,6 @@ pub enum Transport {
     Tcp(SocketAddr),
 }
 
-/// Who is calling, with the rights of their role.
-#[derive(Clone, Debug)]
-pub struct Principal {
-    /// The user; `None` for root on the Unix socket.
-    pub user: Option<User>,
-    /// The user's role.
-    pub role: Role,
-    /// The session of the access token used, if one was.
-    pub session: Option<u32>,
-    /// Where the request came from (`None`: the Unix socket).
-    pub peer: Option<IpAddr>,
-}
-
-impl Principal {
-    /// Root on the Unix socket: every right, everywhere.
-    pub fn root() -> Self {
-        Self {
-            user: None,
-            role: accounts::builtin_role("SystemAdmin").expect("built-in role"),
-            session: None,
-            peer: None,
-        }
-    }
-
-    fn name(&self) -> String {
-        self.user.as_ref().map_or_else(|| "root (control socket)".into(), |u| u.username.clone())
-    }
-
-    /// 403 unless the role has `p` (and the user need not set a new password first).
-    pub fn need(&self, p: Perm) -> Result<(), Failure> {
-        if self.user.as_ref().is_some_and(|u| u.force_reset) {
-            return Err(Failure::forbidden("set a new password first (POST /api/v1/users/{id}/password)"));
-        }
-        if self.role.has(p) {
-            Ok(())
-        } else {
-            Err(Failure::forbidden(format!("role {} of {} lacks the right {p}", self.role.name, self.name())))
-        }
-    }
-
-    /// The caller's tenant, for users below system level.
-    pub fn tenant(&self) -> Option<&str> {
-        self.user.as_ref().and_then(|u| u.tenant.as_deref())
-    }
-
-    /// Whether the role's level reaches the tenant `t`.
-    pub fn reaches_tenant(&self, t: &str) -> bool {
-        match self.role.level {
-            Level::System => true,
-            _ => self.tenant() == Some(t),
-        }
-    }
-
-    /// Whether the role's level reaches the user `u`.
-    pub fn reaches_user(&self, u: &User) -> bool {
-        let me = self.user.as_ref();
-        match self.role.level {
-            Level::System => true,
-            Level::Tenant => me.is_some_and(|m| m.tenant.is_some() && m.tenant == u.tenant),
-            Level::Group => {
-                me.is_some_and(|m| m.tenant.is_some() && m.tenant == u.tenant && m.group == u.group)
-            }
-            Level::User => me.is_some_and(|m| m.id == u.id),
-        }
-    }
-
-    /// 403 unless [`Principal::reaches_user`].
-    pub fn reach_user(&self, u: &User) -> Result<(), Failure> {
-        if self.reaches_user(u) {
-            Ok(())
-        } else {
-            Err(Failure::forbidden(format!(
-                "user {} is outside the reach of {} (role {}, level {})",
-                u.username,
-                self.name(),
-                self.role.name,
-                self.role.level.as_str()
-            )))
-        }
-    }
-}
-
-/// Why a request carries no valid credentials.
-#[derive(Clone, Debug)]
-pub enum Denied {
-    /// No token or key at all.
-    Missing,
-    /// Something that is not a credential of ours.
-    Unknown,
-    /// The access token expired.
-    Expired,
-    /// The session was signed out or revoked.
-    Revoked,
-}
-
 /// What [`authenticate`] found, for the handlers.
 #[derive(Clone, Debug)]
 pub struct Auth(pub Result<Principal, Denied>);
@@ -171,18 +73,16 @@ pub struct Auth(pub Result<Principal, Denied>);
 #[derive(Debug)]
 pub struct Caller(pub Principal);
 
-impl Denied {
-    /// The 401 answer, saying what was wrong with the credentials.
-    pub fn failure(&self) -> Failure {
-        Failure::unauthorized(match self {
-            Self::Expired => "the access token has expired; refresh it or sign in again",
-            Self::Revoked => "the token was revoked (signed out)",
-            Self::Unknown => "unknown token or API key",
-            Self::Missing => {
-                "sign in first: POST /api/auth/sign_in, then send Authorization: Bearer <access_token>"
-            }
-        })
-    }
+/// The 401 answer, saying what was wrong with the credentials.
+pub fn denied(d: &Denied) -> Failure {
+    Failure::unauthorized(match d {
+        Denied::Expired => "the access token has expired; refresh it or sign in again",
+        Denied::Revoked => "the token was revoked (signed out)",
+        Denied::Unknown => "unknown token or API key",
+        Denied::Missing => {
+            "sign in first: POST /api/auth/sign_in, then send Authorization: Bearer <access_token>"
+        }
+    })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -190,8 +90,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Failure> {
         match parts.extensions.get::<Auth>() {
             Some(Auth(Ok(p))) => Ok(Self(p.clone())),
-            Some(Auth(Err(d))) => Err(d.failure()),
-            None => Err(Denied::Missing.failure()),
+            Some(Auth(Err(d))) => Err(denied(d)),
+            None => Err(denied(&Denied::Missing)),
         }
     }
 }
@@ -224,62 +124,6 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     headers.get("access_token").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_owned())
 }
 
-/// The role called `name`: built-in or custom.
-pub fn find_role(st: &mut State, name: &str) -> Result<Option<Role>, Failure> {
-    if let Some(r) = accounts::builtin_role(name) {
-        return Ok(Some(r));
-    }
-    Ok(st.store().custom_roles()?.into_iter().find(|r| r.name.eq_ignore_ascii_case(name)))
-}
-
-/// The principal of an access token.
-fn from_token(
-    st: &mut State,
-    token: &str,
-    peer: Option<IpAddr>,
-) -> Result<Result<Principal, Denied>, Failure> {
-    let Some(session) = st.store().session_by_access(&accounts::secret_digest(token))? else {
-        return Ok(Err(Denied::Unknown));
-    };
-    if session.revoked_at.is_some() {
-        return Ok(Err(Denied::Revoked));
-    }
-    if session.access_expires <= Utc::now() {
-        return Ok(Err(Denied::Expired));
-    }
-    principal_of(st, session.user_id, Some(session.id), peer)
-}
-
-/// The principal acting as user `id`.
-pub fn principal_of(
-    st: &mut State,
-    id: u32,
-    session: Option<u32>,
-    peer: Option<IpAddr>,
-) -> Result<Result<Principal, Denied>, Failure> {
-    let Some((user, _)) = st.store().user(id)? else { return Ok(Err(Denied::Revoked)) };
-    let Some(role) = find_role(st, &user.role)? else { return Ok(Err(Denied::Revoked)) };
-    Ok(Ok(Principal { user: Some(user), role, session, peer }))
-}
-
-/// The principal of a Voximplant-style `account_id` + `api_key` pair in the query string.
-fn from_api_key(
-    st: &mut State,
-    query: &str,
-    peer: Option<IpAddr>,
-) -> Result<Result<Principal, Denied>, Failure> {
-    let pairs: HashMap<String, String> = form_urlencoded_pairs(query);
-    let (Some(id), Some(key)) = (pairs.get("account_id"), pairs.get("api_key")) else {
-        return Ok(Err(Denied::Missing));
-    };
-    let Ok(id) = id.trim().parse::<u32>() else { return Ok(Err(Denied::Unknown)) };
-    let Some((k, digest)) = st.store().api_key(id)? else { return Ok(Err(Denied::Unknown)) };
-    if digest != accounts::secret_digest(key) {
-        return Ok(Err(Denied::Unknown));
-    }
-    principal_of(st, k.user_id, None, peer)
-}
-
 fn form_urlencoded_pairs(query: &str) -> HashMap<String, String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default().into_iter().collect()
 }
@@ -305,8 +149,14 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
                 let query = req.uri().query().unwrap_or_default().to_owned();
                 let ip = Some(peer.ip());
                 blocking(&s, move |st| match token {
-                    Some(t) => from_token(st, &t, ip),
-                    None => from_api_key(st, &query, ip),
+                    Some(t) => Ok(st.principal_by_token(&t, ip)?),
+                    None => {
+                        let pairs = form_urlencoded_pairs(&query);
+                        match (pairs.get("account_id"), pairs.get("api_key")) {
+                            (Some(id), Some(key)) => Ok(st.principal_by_api_key(id, key, ip)?),
+                            _ => Ok(Err(Denied::Missing)),
+                        }
+                    }
                 })
                 .await
             }
@@ -318,7 +168,7 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
     };
     if req.uri().path().starts_with("/v1/") {
         let need = if req.method() == Method::GET { Perm::SecurityRead } else { Perm::SecurityWrite };
-        if let Err(f) = auth.0.as_ref().map_err(Denied::failure).and_then(|p| p.need(need)) {
+        if let Err(f) = auth.0.as_ref().map_err(denied).and_then(|p| p.need(need).map_err(Failure::from)) {
             return f.into_response();
         }
     }

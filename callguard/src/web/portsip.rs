@@ -17,11 +17,7 @@ use crate::api::{
     query::ListQuery,
 };
 use crate::{
-    accounts::Perm,
-    numbers::{
-        BlacklistedNumber, CODE_DESCRIPTION_MAX, DisallowedCode, NUMBER_DESCRIPTION_MAX, NUMBER_MAX,
-        PREFIX_MAX, check_country, check_len, check_number, country_key,
-    },
+    numbers::{BlacklistedNumber, DisallowedCode},
     web::{Failure, Shared},
 };
 
@@ -39,9 +35,6 @@ pub fn routes() -> Router<Shared> {
         .route("/api/blacklisted_numbers/{id}/destroy", post(destroy_number))
 }
 
-/// Most allowed country codes.
-pub const COUNTRIES_MAX: usize = 1000;
-
 /// List allowed region or country codes.
 #[utoipa::path(get, path = "/api/allowed_country_codes", tag = "Security", security(("bearer" = [])),
     responses((status = 200, body = Countries), (status = "4XX", body = crate::api::ApiError)))]
@@ -49,8 +42,7 @@ pub async fn list_countries(
     AxState(s): AxState<Shared>,
     Caller(p): Caller,
 ) -> Result<Json<Countries>, Failure> {
-    p.need(Perm::SecurityRead)?;
-    blocking(&s, |st| Ok(Json(Countries { items: st.store().countries()? }))).await
+    blocking(&s, move |st| Ok(Json(Countries { items: st.countries(&p)? }))).await
 }
 
 /// Update (replace) allowed region or country codes. Codes are stored without a leading `+`.
@@ -61,19 +53,8 @@ pub async fn set_countries(
     Caller(p): Caller,
     JsonBody(req): JsonBody<Countries>,
 ) -> Result<Json<Empty>, Failure> {
-    p.need(Perm::SecurityWrite)?;
-    if req.items.len() > COUNTRIES_MAX {
-        return Err(Failure::bad("items", format!("at most {COUNTRIES_MAX} codes")));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in req.items.iter().enumerate() {
-        check_country(c).map_err(|m| Failure::bad(&format!("items[{i}]"), m))?;
-        if !seen.insert(country_key(c)) {
-            return Err(Failure::bad(&format!("items[{i}]"), format!("`{c}` is given twice")));
-        }
-    }
     blocking(&s, move |st| {
-        st.store().set_countries(&req.items)?;
+        st.set_countries(&p, &req.items)?;
         Ok(Json(Empty {}))
     })
     .await
@@ -92,17 +73,6 @@ fn update_id(path: &str, body: Option<&str>) -> Result<u32, Failure> {
     Ok(n)
 }
 
-/// Checks a code's prefix and description, whichever are given.
-fn check_code(prefix: Option<&str>, description: Option<&str>) -> Result<(), Failure> {
-    if let Some(p) = prefix {
-        check_number(p, PREFIX_MAX).map_err(|m| Failure::bad("number_prefix", m))?;
-    }
-    if let Some(d) = description {
-        check_len(d, CODE_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
-    }
-    Ok(())
-}
-
 const CODE_FIELDS: &[&str] = &["id", "number_prefix", "description"];
 
 /// List block codes.
@@ -113,9 +83,8 @@ pub async fn list_codes(
     Caller(p): Caller,
     QueryArgs(q): QueryArgs<ListQuery>,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    p.need(Perm::SecurityRead)?;
     blocking(&s, move |st| {
-        let (count, items) = query::portsip(&st.store().codes()?, &q, CODE_FIELDS)?;
+        let (count, items) = query::portsip(&st.disallowed_codes(&p)?, &q, CODE_FIELDS)?;
         Ok(Json(serde_json::json!({ "count": count, "items": items })))
     })
     .await
@@ -129,10 +98,9 @@ pub async fn create_code(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewCode>,
 ) -> Result<(StatusCode, Json<Created>), Failure> {
-    p.need(Perm::SecurityWrite)?;
-    check_code(Some(&req.number_prefix), req.description.as_deref())?;
     blocking(&s, move |st| {
-        let c = st.store().add_code(&req.number_prefix, req.description.as_deref().unwrap_or_default())?;
+        let c =
+            st.add_disallowed_code(&p, &req.number_prefix, req.description.as_deref().unwrap_or_default())?;
         Ok((StatusCode::CREATED, Json(Created { id: c.id })))
     })
     .await
@@ -147,13 +115,8 @@ pub async fn show_code(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Json<DisallowedCode>, Failure> {
-    p.need(Perm::SecurityRead)?;
     let id = parse_id(&id)?;
-    blocking(&s, move |st| {
-        let found = st.store().codes()?.into_iter().find(|c| c.id == id.to_string());
-        found.map(Json).ok_or_else(|| Failure::not_found("id", format!("no disallowed code {id}")))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.disallowed_code(&p, id)?))).await
 }
 
 /// Update a blocked code by its ID (absent fields are kept).
@@ -166,12 +129,14 @@ pub async fn update_code(
     PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<CodeChange>,
 ) -> Result<Json<DisallowedCode>, Failure> {
-    p.need(Perm::SecurityWrite)?;
     let n = update_id(&id, req.id.as_deref())?;
-    check_code(req.number_prefix.as_deref(), req.description.as_deref())?;
     blocking(&s, move |st| {
-        let c = st.store().update_code(n, req.number_prefix.as_deref(), req.description.as_deref())?;
-        c.map(Json).ok_or_else(|| Failure::not_found("id", format!("no disallowed code {n}")))
+        Ok(Json(st.update_disallowed_code(
+            &p,
+            n,
+            req.number_prefix.as_deref(),
+            req.description.as_deref(),
+        )?))
     })
     .await
 }
@@ -187,14 +152,10 @@ pub async fn destroy_code(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::SecurityWrite)?;
     let n = parse_id(&id)?;
     blocking(&s, move |st| {
-        if st.store().delete_code(n)? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(Failure::not_found("id", format!("no disallowed code {n}")))
-        }
+        st.delete_disallowed_code(&p, n)?;
+        Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
@@ -225,31 +186,12 @@ fn csv_bytes(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result
     responses((status = 200, description = "`attachment; filename=\"disallowed_codes.csv\"`", content_type = "application/octet-stream", body = Vec<u8>,
         headers(("Content-Disposition" = String))), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn export_codes(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Response, Failure> {
-    p.need(Perm::SecurityRead)?;
-    let codes = blocking(&s, |st| Ok(st.store().codes()?)).await?;
+    let codes = blocking(&s, move |st| Ok(st.disallowed_codes(&p)?)).await?;
     let body = csv_bytes(
         &["number_prefix", "description"],
         codes.into_iter().map(|c| vec![c.number_prefix, c.description]),
     )?;
     Ok(attachment("disallowed_codes.csv", body))
-}
-
-/// Checks a blacklisted number's fields, whichever are given.
-fn check_blacklisted(
-    number: Option<&str>,
-    expire_at: Option<DateTime<Utc>>,
-    description: Option<&str>,
-) -> Result<(), Failure> {
-    if let Some(n) = number {
-        check_number(n, NUMBER_MAX).map_err(|m| Failure::bad("number", m))?;
-    }
-    if let Some(d) = description {
-        check_len(d, NUMBER_DESCRIPTION_MAX).map_err(|m| Failure::bad("description", m))?;
-    }
-    if expire_at.is_some_and(|t| t <= Utc::now()) {
-        return Err(Failure::bad("expire_at", "already in the past"));
-    }
-    Ok(())
 }
 
 const NUMBER_FIELDS: &[&str] = &["id", "number", "expire_at", "created_at", "updated_at", "description"];
@@ -262,9 +204,8 @@ pub async fn list_numbers(
     Caller(p): Caller,
     QueryArgs(q): QueryArgs<ListQuery>,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    p.need(Perm::SecurityRead)?;
     blocking(&s, move |st| {
-        let (count, items) = query::portsip(&st.store().numbers()?, &q, NUMBER_FIELDS)?;
+        let (count, items) = query::portsip(&st.blacklisted_numbers(&p)?, &q, NUMBER_FIELDS)?;
         Ok(Json(serde_json::json!({ "count": count, "items": items })))
     })
     .await
@@ -278,10 +219,9 @@ pub async fn create_number(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewNumber>,
 ) -> Result<(StatusCode, Json<Created>), Failure> {
-    p.need(Perm::SecurityWrite)?;
-    check_blacklisted(Some(&req.number), req.expire_at, req.description.as_deref())?;
     blocking(&s, move |st| {
-        let n = st.store().add_number(
+        let n = st.add_blacklisted_number(
+            &p,
             &req.number,
             req.expire_at,
             req.description.as_deref().unwrap_or_default(),
@@ -300,13 +240,8 @@ pub async fn show_number(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
-    p.need(Perm::SecurityRead)?;
     let n = parse_id(&id)?;
-    blocking(&s, move |st| {
-        let found = st.store().numbers()?.into_iter().find(|x| x.id == n.to_string());
-        found.map(Json).ok_or_else(|| Failure::not_found("id", format!("no blacklisted number {n}")))
-    })
-    .await
+    blocking(&s, move |st| Ok(Json(st.blacklisted_number(&p, n)?))).await
 }
 
 /// Update a blacklisted number (absent fields are kept).
@@ -319,13 +254,16 @@ pub async fn update_number(
     PathArgs(id): PathArgs<String>,
     JsonBody(req): JsonBody<NumberChange>,
 ) -> Result<Json<BlacklistedNumber>, Failure> {
-    p.need(Perm::SecurityWrite)?;
     let n = update_id(&id, req.id.as_deref())?;
-    check_blacklisted(req.number.as_deref(), req.expire_at.flatten(), req.description.as_deref())?;
     blocking(&s, move |st| {
-        let x =
-            st.store().update_number(n, req.number.as_deref(), req.expire_at, req.description.as_deref())?;
-        x.map(Json).ok_or_else(|| Failure::not_found("id", format!("no blacklisted number {n}")))
+        let x = st.update_blacklisted_number(
+            &p,
+            n,
+            req.number.as_deref(),
+            req.expire_at,
+            req.description.as_deref(),
+        )?;
+        Ok(Json(x))
     })
     .await
 }
@@ -341,14 +279,10 @@ pub async fn destroy_number(
     Caller(p): Caller,
     PathArgs(id): PathArgs<String>,
 ) -> Result<StatusCode, Failure> {
-    p.need(Perm::SecurityWrite)?;
     let n = parse_id(&id)?;
     blocking(&s, move |st| {
-        if st.store().delete_number(n)? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(Failure::not_found("id", format!("no blacklisted number {n}")))
-        }
+        st.delete_blacklisted_number(&p, n)?;
+        Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
@@ -358,8 +292,7 @@ pub async fn destroy_number(
     responses((status = 200, description = "`attachment; filename=\"blacklisted_numbers.csv\"`", content_type = "application/octet-stream", body = Vec<u8>,
         headers(("Content-Disposition" = String))), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn export_numbers(AxState(s): AxState<Shared>, Caller(p): Caller) -> Result<Response, Failure> {
-    p.need(Perm::SecurityRead)?;
-    let numbers = blocking(&s, |st| Ok(st.store().numbers()?)).await?;
+    let numbers = blocking(&s, move |st| Ok(st.blacklisted_numbers(&p)?)).await?;
     let t = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = csv_bytes(
         &["number", "expire_at", "description", "created_at", "updated_at"],
