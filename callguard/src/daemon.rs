@@ -230,3 +230,51 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The management API served on a thread of its own, stopped when dropped.
+#[derive(Debug)]
+pub struct ApiThread {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ApiThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the HTTP API of `service` on `listen` (port 0: any free port) from a thread with a
+/// runtime of its own, without the control socket, the slow path or the event reader: what a
+/// test of the API needs, with a service over an in-memory store and a fake datapath.
+pub fn serve_api(mut service: Service, listen: std::net::SocketAddr) -> anyhow::Result<ApiThread> {
+    service.bootstrap_admin()?;
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let hub = Hub::new(service.cfg().events.log_per_sec);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let thread = std::thread::Builder::new().name("callguard-api".into()).spawn(move || {
+        rt.block_on(async move {
+            let shared = Shared { state: Arc::new(Mutex::new(service)), hub, web: Arc::default() };
+            let app = web::router(shared);
+            let Ok(l) = tokio::net::TcpListener::from_std(listener) else { return };
+            let serve = axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!("serving the API: {e}");
+            }
+        });
+    })?;
+    Ok(ApiThread { addr, stop: Some(stop), thread: Some(thread) })
+}

@@ -229,3 +229,40 @@ impl Drop for ApiServer {
         self.kill9();
     }
 }
+
+/// The management API in this process: the rule service over an in-memory store and a fake
+/// kernel, served on a free port of 127.0.0.1. No root, namespace or loaded program: the API
+/// tests that do not need the kernel run this way, in a fraction of a second each.
+#[derive(Debug)]
+pub struct LocalApi {
+    /// The server (stopped on drop).
+    pub api: callguard::daemon::ApiThread,
+    /// The fake kernel behind it: what the service wrote, and knobs to make it refuse.
+    pub kernel: callguard::kernel::fake::FakeKernel,
+}
+
+impl LocalApi {
+    /// Starts it with `extra` TOML keys in the configuration's `[api]` section.
+    pub fn start(api_extra: &str) -> Self {
+        use callguard::{
+            config::Config,
+            kernel::fake::FakeKernel,
+            service::{Options, Service},
+            store::SqliteStore,
+        };
+        let cfg =
+            Config::parse(&format!("[api]\nadmin_password = \"{}\"\n{api_extra}", ApiServer::ADMIN_PASSWORD))
+                .expect("configuration");
+        let (kernel, datapath) = FakeKernel::new();
+        let store = SqliteStore::memory().expect("in-memory store");
+        let service = Service::with_parts(Options::default(), cfg, Box::new(store), Box::new(datapath))
+            .expect("service");
+        let api = callguard::daemon::serve_api(service, ([127, 0, 0, 1], 0).into()).expect("serving the API");
+        Self { api, kernel }
+    }
+
+    /// Runs `f` with an anonymous client of this API.
+    pub fn run<T>(&self, f: impl FnOnce(Http) -> T) -> T {
+        f(Http::new(&format!("http://{}", self.api.addr)))
+    }
+}

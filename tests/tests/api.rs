@@ -1,8 +1,13 @@
-//! The management API of the seed documents, end to end: a real daemon in its own namespace,
-//! its HTTP API on 127.0.0.1:8887, requests as the seeds show them. Each documented example is
-//! a test here; where a seed's example cannot be sent as printed, the test says why.
+//! The management API of the seed documents, end to end, requests as the seeds show them. Each
+//! documented example is a test here; where a seed's example cannot be sent as printed, the test
+//! says why.
+//!
+//! Tests of the API alone run against [`LocalApi`]: the rule service over an in-memory store and
+//! a fake kernel, served in this process (no root, no namespace). Tests that need what only the
+//! real daemon has (its kernel maps, the control socket and the CLI, a kill -9, TLS from the
+//! configuration file) run a real daemon in its own namespace ([`ApiServer`]).
 
-use callguard_tests::http::{ApiServer, Http, expect};
+use callguard_tests::http::{ApiServer, Http, LocalApi, expect};
 use serde_json::{Value, json};
 
 fn admin(h: &Http) -> Http {
@@ -11,7 +16,7 @@ fn admin(h: &Http) -> Http {
 
 #[test]
 fn portsip_security_seed() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         // Allowed country codes: replace, then list.
@@ -79,7 +84,7 @@ fn portsip_security_seed() {
 
 #[test]
 fn authorization_code_seed() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         expect(a.post("/api/v1/tenants", &json!({"id": "footenant", "name": "Foo", "domain": "foo.example"})), 201);
@@ -158,7 +163,7 @@ fn seed_rules() -> Vec<Value> {
 
 #[test]
 fn border_rule_seed() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         const P: &str = "/rest/v1/master/borderrules";
@@ -227,7 +232,7 @@ fn border_rule_seed() {
 
 #[test]
 fn voximplant_authorized_ip_seed() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         let key = expect(a.post("/api/v1/api_keys", &json!({"comment": "vox panel"})), 201).json();
@@ -305,7 +310,7 @@ fn authentication_seed_tokens_and_password_reset() {
     )
     .unwrap();
     std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]).status().unwrap();
-    let server = ApiServer::start(&format!(
+    let server = LocalApi::start(&format!(
         "reset_hook = \"{}\"\nsignin_failures = 3\n[api.info]\nweb_domain = \"pbx.example\"\n",
         hook.display()
     ));
@@ -389,7 +394,7 @@ fn authentication_seed_tokens_and_password_reset() {
 
 #[test]
 fn expired_access_tokens_are_refused_and_refresh_works() {
-    let server = ApiServer::start("access_token_secs = 1");
+    let server = LocalApi::start("access_token_secs = 1");
     server.run(|h| {
         let (a, tokens) = h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
         expect(a.get("/api/v1/users"), 200);
@@ -404,7 +409,7 @@ fn expired_access_tokens_are_refused_and_refresh_works() {
 
 #[test]
 fn bad_input_names_the_field_and_stores_nothing() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         let long = format!("{{\"number\": \"1\", \"description\": \"{}\"}}", "x".repeat(256));
@@ -476,7 +481,7 @@ fn bad_input_names_the_field_and_stores_nothing() {
 /// succeeds or is refused with 403, exactly as the role's rights and reach say.
 #[test]
 fn permission_matrix() {
-    let server = ApiServer::start("");
+    let server = LocalApi::start("");
     server.run(|h| {
         let a = admin(&h);
         for (t, d) in [("t1", "t1.example"), ("t2", "t2.example")] {
@@ -667,6 +672,31 @@ fn kill9_during_parallel_writes_loses_no_acknowledged_write() {
 
 /// A network denied through the Voximplant call stops reaching the protected namespace at once,
 /// and reaches it again when the call removes it.
+/// A kernel map that cannot hold a change refuses it whole: 409 naming the map, nothing stored,
+/// and the next change that fits goes through.
+#[test]
+fn a_full_kernel_map_is_a_409_and_stores_nothing() {
+    use callguard::kernel::datapath::NetMap;
+    let server = LocalApi::start("");
+    server.kernel.state().capacities.insert(NetMap::V4Lpm, 2);
+    server.run(|h| {
+        let a = admin(&h);
+        let rule = |cidr: &str| json!({"cidr": cidr, "action": "deny"});
+        expect(a.post("/v1/nets", &json!({"rules": [rule("198.18.1.0/24"), rule("198.18.2.0/24")]})), 200);
+        let full =
+            expect(a.post("/v1/nets", &json!({"rules": [rule("198.18.3.0/24"), rule("198.18.4.1")]})), 409);
+        assert_eq!(full.field().as_deref(), Some("rules"));
+        assert!(full.text.contains("CG_NET4_LPM") && full.text.contains("at most 2"), "{}", full.text);
+        let listed = expect(a.get("/v1/nets"), 200).json();
+        assert_eq!(
+            listed.as_array().map(Vec::len),
+            Some(2),
+            "nothing of the refused batch is stored: {listed}"
+        );
+        expect(a.post("/v1/nets", &json!({"rules": [rule("198.18.4.1")]})), 200);
+    });
+}
+
 #[test]
 fn api_changes_reach_the_kernel() {
     use std::net::{SocketAddr, UdpSocket};
