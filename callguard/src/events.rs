@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 
 /// What an [`EventRecord`] reports.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// A sampled drop in the kernel.
@@ -52,13 +52,14 @@ impl std::fmt::Display for EventKind {
 }
 
 /// A drop sample, a ban or a decided call, as the daemon reports it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EventRecord {
     /// When the kernel saw the packet.
     pub time: DateTime<Utc>,
     /// What happened.
     pub kind: EventKind,
     /// The source (for IPv6 bans and rate drops: its /64).
+    #[schema(value_type = String)]
     pub source: IpAddr,
     /// The reason's name.
     pub reason: String,

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 
 /// Allow (authorized network) or deny (blocked network).
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NetAction {
     /// Authorized: skips SIP checks, never rate-limited or banned.
@@ -51,7 +53,19 @@ impl fmt::Display for NetAction {
 }
 
 /// What a deny rule covers.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Only packets to guarded (SIP) ports.
@@ -80,7 +94,7 @@ impl Scope {
 }
 
 /// Where a rule came from.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Added through the CLI or the API.
@@ -116,11 +130,12 @@ impl Origin {
 }
 
 /// A stored network rule.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NetRule {
     /// Stable id; the kernel counts per id.
     pub id: u32,
     /// The network (host bits clear).
+    #[schema(value_type = String, example = "198.18.0.0/24")]
     pub cidr: IpNet,
     /// Allow or deny.
     pub action: NetAction,

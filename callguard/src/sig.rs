@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 pub const TEXT_MAX: usize = 64;
 
 /// Which part of a request a signature looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigField {
     /// The User-Agent header value.
@@ -42,7 +44,9 @@ impl SigField {
 }
 
 /// How the text must occur.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigMatch {
     /// The field starts with the text.
@@ -62,7 +66,9 @@ impl SigMatch {
 }
 
 /// What a match does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigMode {
     /// Count and drop.
@@ -82,7 +88,7 @@ impl SigMode {
 }
 
 /// A signature to store (validated with [`NewSignature::validate`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewSignature {
     /// Field looked at.
     pub field: SigField,
@@ -113,7 +119,7 @@ impl NewSignature {
 }
 
 /// A stored signature.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Signature {
     /// Never reused.
     pub id: u32,

@@ -1,22 +1,7 @@
-//! The control API's requests and responses (JSON over HTTP on the daemon's Unix socket).
-//! The daemon serves these types and the CLI sends them: one definition for both.
-//!
-//! | method | path | body / query | answer |
-//! |---|---|---|---|
-//! | GET | `/v1/status` | | [`Status`] |
-//! | GET | `/v1/stats` | | [`Stats`] |
-//! | GET | `/v1/nets` | [`NetQuery`] | `[NetRule]` |
-//! | POST | `/v1/nets` | [`AddNets`] | [`Added`] |
-//! | POST | `/v1/nets/delete` | [`DelNets`] | [`Removed`] |
-//! | GET | `/v1/nets/check` | `ip=ADDR` | [`Check`] |
-//! | POST | `/v1/reload` | | [`Reloaded`] |
-//! | GET | `/v1/sigs` | | `[SigRow]` |
-//! | POST | `/v1/sigs` | [`AddSig`] | [`SigRow`] |
-//! | POST | `/v1/sigs/delete` | [`DelSigs`] | [`Removed`] |
-//! | POST | `/v1/sigs/mode` | [`SetSigMode`] | [`SigRow`] |
-//! | GET | `/v1/events` | `follow=true` | `[EventRecord]`; with `follow`, NDJSON: recent then live |
-//!
-//! Errors answer 4xx/5xx with [`super::ApiError`].
+//! The control API's requests and responses (`/v1/…`, JSON over HTTP on the daemon's Unix
+//! socket and on `api.listen`): the daemon serves these types and the CLI sends them, one
+//! definition for both. The routes are those of `web::control`, listed in the OpenAPI document
+//! and the README's API reference.
 
 use std::net::IpAddr;
 
@@ -32,7 +17,7 @@ use crate::{
 };
 
 /// One guarded interface.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Interface {
     /// Interface name.
     pub name: String,
@@ -41,7 +26,7 @@ pub struct Interface {
 }
 
 /// Daemon status.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// callguard version.
     pub version: String,
@@ -68,7 +53,7 @@ pub struct Status {
 }
 
 /// One (action, reason) counter.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ReasonCount {
     /// `pass` or `drop`.
     pub action: String,
@@ -83,11 +68,12 @@ pub struct ReasonCount {
 }
 
 /// One rule's counter.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RuleCount {
     /// Rule id.
     pub id: u32,
     /// The rule's network, if the rule still exists.
+    #[schema(value_type = Option<String>)]
     pub cidr: Option<IpNet>,
     /// The rule's action, if it still exists.
     pub action: Option<NetAction>,
@@ -98,7 +84,7 @@ pub struct RuleCount {
 }
 
 /// All counters.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// By action and reason.
     pub reasons: Vec<ReasonCount>,
@@ -109,35 +95,40 @@ pub struct Stats {
     pub sigs: Vec<SigRow>,
     /// The slow path: decisions on handed-up requests.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub slow_path: crate::calls::slowpath::SlowStats,
     /// The number-level rules in force and whether the kernel hands requests up.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub calls: crate::calls::policy::PolicySummary,
 }
 
 /// `POST /v1/explain`: a SIP request and the address it would come from.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ExplainRequest {
     /// The message, as it would arrive.
     pub message: String,
     /// Its source address.
+    #[schema(value_type = String)]
     pub source: IpAddr,
 }
 
 /// What `POST /v1/explain` answers.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Explained {
     /// Whether the kernel would hand this request up at all (an INVITE or REGISTER while rules
     /// ask for it; a request from an authorized network never is).
     pub handed_up: bool,
     /// What the request says, as the checks read it.
+    #[schema(value_type = Option<Object>)]
     pub facts: Option<crate::calls::policy::Facts>,
     /// The decision (also for a request that would not be handed up: what the rules say).
+    #[schema(value_type = Object)]
     pub decision: crate::calls::policy::Decision,
 }
 
 /// A signature with its counters.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct SigRow {
     /// The stored signature.
     #[serde(flatten)]
@@ -149,7 +140,7 @@ pub struct SigRow {
 }
 
 /// A signature to add, as the CLI and the API send it (unknown fields refused).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddSig {
     /// `user-agent` or `from-to`.
@@ -182,7 +173,7 @@ impl From<AddSig> for NewSignature {
 }
 
 /// Which signatures to delete.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelSigs {
     /// Signature ids.
@@ -190,7 +181,7 @@ pub struct DelSigs {
 }
 
 /// Switch a signature between enforce and dry-run.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSigMode {
     /// Signature id.
@@ -200,16 +191,17 @@ pub struct SetSigMode {
 }
 
 /// Filters for listing network rules.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
 pub struct NetQuery {
     /// `true`: allow rules only; `false`: deny rules only.
     pub allowed: Option<bool>,
     /// Only rules whose network contains this address.
+    #[param(value_type = Option<String>)]
     pub contains: Option<IpAddr>,
 }
 
 /// A rule to add, as the CLI and the API send it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     /// Address or prefix; host bits must be clear.
@@ -228,7 +220,7 @@ pub struct NetSpec {
 }
 
 /// Add or update rules, all or none.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNets {
     /// The rules.
@@ -239,7 +231,7 @@ pub struct AddNets {
 }
 
 /// Rules added or updated.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Added {
     /// How many rules were written.
     pub count: usize,
@@ -250,7 +242,7 @@ pub struct Added {
 }
 
 /// Which rules to delete: exactly one of `cidr`, `contains`, `all`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelNets {
     /// The rule(s) for exactly this network.
@@ -265,16 +257,17 @@ pub struct DelNets {
 }
 
 /// Rules deleted.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Removed {
     /// How many.
     pub count: usize,
 }
 
 /// The verdict for one address.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// The address asked about.
+    #[schema(value_type = String)]
     pub ip: IpAddr,
     /// `allow`, `deny`, or `none` (no rule matches: guarded traffic is inspected, others pass).
     pub verdict: String,
@@ -285,7 +278,7 @@ pub struct Check {
 }
 
 /// What a reload changed.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Reloaded {
     /// Kernel network entries written.
     pub written: usize,
@@ -295,4 +288,20 @@ pub struct Reloaded {
     pub attached: Vec<String>,
     /// Interfaces detached.
     pub detached: Vec<String>,
+}
+
+/// `GET /v1/nets/check` parameters.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    /// The address to decide.
+    pub ip: String,
+}
+
+/// `GET /v1/events` parameters.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Stream: the recent events, then live ones as they happen (NDJSON).
+    pub follow: Option<bool>,
 }

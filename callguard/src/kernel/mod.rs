@@ -123,7 +123,7 @@ pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
 }
 
 /// How an interface ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Attached {
     /// Native (driver) XDP.

@@ -6,12 +6,8 @@
 //! Nobody can give more than they have: a user created or a role defined by a caller never
 //! has a permission the caller lacks or a level above the caller's.
 
-use axum::{
-    Json, Router,
-    extract::State as AxState,
-    http::StatusCode,
-    routing::{delete, get, post},
-};
+use axum::{Json, extract::State as AxState, http::StatusCode};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking};
 use crate::api::admin::{
@@ -24,21 +20,21 @@ use crate::{
 };
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
-        .route("/api/v1/tenants/{tenant}", get(show_tenant).delete(delete_tenant))
-        .route("/api/v1/tenants/{tenant}/groups", get(list_groups).post(create_group))
-        .route("/api/v1/tenants/{tenant}/groups/{group}", delete(delete_group))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/users/{id}", get(show_user).patch(update_user).delete(delete_user))
-        .route("/api/v1/users/{id}/password", post(set_password))
-        .route("/api/v1/roles", get(list_roles).post(create_role))
-        .route("/api/v1/roles/{name}", get(show_role).delete(delete_role))
-        .route("/api/v1/sessions", get(list_sessions))
-        .route("/api/v1/sessions/{id}", delete(revoke_session))
-        .route("/api/v1/api_keys", get(list_keys).post(create_key))
-        .route("/api/v1/api_keys/{account_id}", delete(delete_key))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(show_tenant, delete_tenant))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(delete_group))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(show_user, update_user, delete_user))
+        .routes(routes!(set_password))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(show_role, delete_role))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(delete_key))
 }
 
 /// Every tenant the caller reaches (`tenants.read`).

@@ -10,12 +10,12 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State as AxState,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
 use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TokenInfo, Tokens};
@@ -26,15 +26,15 @@ use crate::{
 };
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/info", get(info))
-        .route("/api/auth/sign_in", post(sign_in))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/token", get(token_info))
-        .route("/api/auth/sign_out", post(sign_out))
-        .route("/api/auth/forgot_password", post(forgot_password))
-        .route("/api/auth/reset_password", post(reset_password))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(info))
+        .routes(routes!(sign_in))
+        .routes(routes!(refresh))
+        .routes(routes!(token_info))
+        .routes(routes!(sign_out))
+        .routes(routes!(forgot_password))
+        .routes(routes!(reset_password))
 }
 
 /// System metadata; with `domain`, also that tenant's. No token needed.

@@ -6,13 +6,13 @@
 //! writing `security.write`.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Request, State as AxState},
     http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::get,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, query};
 use crate::api::border::{BorderError, BorderQuery, OneQuery};
@@ -26,10 +26,10 @@ use crate::{
 pub const PATH: &str = "/rest/v1/master/borderrules";
 
 /// The routes. `LOOKUP` is not a method the router knows: [`lookup_layer`] answers it.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(PATH, get(list).post(create))
-        .route(&format!("{PATH}/{{id}}"), get(show).patch(update).delete(remove))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
         .route_layer(axum::middleware::from_fn(seed_errors))
 }
 

@@ -4,7 +4,8 @@
 //! `authcodes.write` ("minimum Group Admin"), each within the role's reach. Paths work with
 //! and without the trailing slash.
 
-use axum::{Json, Router, extract::State as AxState, http::StatusCode, routing::get};
+use axum::{Json, extract::State as AxState, http::StatusCode, routing::get};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, PathArgs, blocking};
 use crate::api::{
@@ -20,12 +21,14 @@ const BASE: &str =
     "/api/v1/tenants/{tenant}/groups/{group}/users/{user}/services/outgoing_call_barring/codes";
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
+/// The documented paths end in `/`, as the seed's; each also answers without it (an alias the
+/// OpenAPI document does not repeat).
+pub fn routes() -> OpenApiRouter<Shared> {
     let one = format!("{BASE}/{{code}}");
-    Router::new()
-        .route(&format!("{BASE}/"), get(list).post(create).delete(delete_many))
+    OpenApiRouter::new()
+        .routes(routes!(list, create, delete_many))
+        .routes(routes!(show, delete_one))
         .route(BASE, get(list).post(create).delete(delete_many))
-        .route(&format!("{one}/"), get(show).delete(delete_one))
         .route(&one, get(show).delete(delete_one))
 }
 

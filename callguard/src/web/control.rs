@@ -1,32 +1,162 @@
 //! The control API of the CLI (`/v1/…`): status, statistics, networks, signatures, events,
 //! explain and reload, over the rule service. [`super::router`] serves them with the
-//! management API, behind its authentication.
-
-use std::{collections::HashMap, net::IpAddr};
+//! management API, behind its authentication (reading needs `security.read`, anything else
+//! `security.write`).
 
 use axum::{
-    Json, Router,
-    extract::{Query, State as AxState, rejection::JsonRejection},
-    http::StatusCode,
+    Json,
+    extract::State as AxState,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    error::{Answer, Failure, json_body},
+    JsonBody, QueryArgs, blocking,
+    error::Failure,
     state::{Shared, lock},
 };
-use crate::api::{ApiError, control as api};
+use crate::{
+    api::{ApiError, control as api},
+    events::EventRecord,
+    net::NetRule,
+};
 
-/// `GET /v1/events`: the recent events, or with `follow=true` an NDJSON stream of the recent
-/// events followed by live ones.
-async fn events_route(AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>) -> Response {
+/// The `/v1` routes, each documented in the OpenAPI document.
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(stats))
+        .routes(routes!(list_nets, add_nets))
+        .routes(routes!(delete_nets))
+        .routes(routes!(check))
+        .routes(routes!(list_sigs, add_sig))
+        .routes(routes!(delete_sigs))
+        .routes(routes!(set_sig_mode))
+        .routes(routes!(explain))
+        .routes(routes!(events))
+        .routes(routes!(reload))
+}
+
+/// The daemon: version, uptime, paths, guarded interfaces and ports, rule counts.
+#[utoipa::path(get, path = "/v1/status", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = api::Status), (status = "4XX", body = ApiError)))]
+pub async fn status(AxState(s): AxState<Shared>) -> Json<api::Status> {
+    Json(lock(&s).status())
+}
+
+/// Every counter: by action and reason, by rule, by signature, and the slow path's decisions.
+#[utoipa::path(get, path = "/v1/stats", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = api::Stats), (status = "4XX", body = ApiError)))]
+pub async fn stats(AxState(s): AxState<Shared>) -> Result<Json<api::Stats>, Failure> {
+    blocking(&s, |st| Ok(Json(st.stats().map_err(|e| Failure::internal(&e))?))).await
+}
+
+/// The network rules (authorized and blocked networks), optionally only allow or deny rules,
+/// or those containing an address.
+#[utoipa::path(get, path = "/v1/nets", tag = "Control", security(("bearer" = [])), params(api::NetQuery),
+    responses((status = 200, body = Vec<NetRule>), (status = "4XX", body = ApiError)))]
+pub async fn list_nets(
+    AxState(s): AxState<Shared>,
+    QueryArgs(q): QueryArgs<api::NetQuery>,
+) -> Json<Vec<NetRule>> {
+    Json(lock(&s).list(&q))
+}
+
+/// Adds or updates network rules, all or none: stored, then in the kernel before the answer.
+/// A batch the kernel maps cannot hold is refused whole (409 naming the map).
+#[utoipa::path(post, path = "/v1/nets", tag = "Control", security(("bearer" = [])), request_body = api::AddNets,
+    responses((status = 200, body = api::Added), (status = "4XX", body = ApiError)))]
+pub async fn add_nets(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::AddNets>,
+) -> Result<Json<api::Added>, Failure> {
+    // Large imports take seconds: off the async workers.
+    blocking(&s, move |st| Ok(Json(st.add_nets(&req)?))).await
+}
+
+/// Deletes network rules chosen by network, containment or all (the configuration file's stay).
+#[utoipa::path(post, path = "/v1/nets/delete", tag = "Control", security(("bearer" = [])), request_body = api::DelNets,
+    responses((status = 200, body = api::Removed), (status = "4XX", body = ApiError)))]
+pub async fn delete_nets(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::DelNets>,
+) -> Result<Json<api::Removed>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.del_nets(&req)?))).await
+}
+
+/// The verdict for one address: the deciding rule and whether the kernel holds it.
+#[utoipa::path(get, path = "/v1/nets/check", tag = "Control", security(("bearer" = [])), params(api::CheckQuery),
+    responses((status = 200, body = api::Check), (status = "4XX", body = ApiError)))]
+pub async fn check(
+    AxState(s): AxState<Shared>,
+    QueryArgs(q): QueryArgs<api::CheckQuery>,
+) -> Result<Json<api::Check>, Failure> {
+    let ip =
+        q.ip.trim().parse().map_err(|_| Failure::bad("ip", format!("`{}` is not an IP address", q.ip)))?;
+    Ok(Json(lock(&s).check(ip)))
+}
+
+/// Every scanner signature with its counters.
+#[utoipa::path(get, path = "/v1/sigs", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::SigRow>), (status = "4XX", body = ApiError)))]
+pub async fn list_sigs(AxState(s): AxState<Shared>) -> Result<Json<Vec<api::SigRow>>, Failure> {
+    blocking(&s, |st| Ok(Json(st.sig_rows().map_err(|e| Failure::internal(&e))?))).await
+}
+
+/// Adds a scanner signature (refused with nothing stored when the kernel's automaton bank
+/// cannot hold it).
+#[utoipa::path(post, path = "/v1/sigs", tag = "Control", security(("bearer" = [])), request_body = api::AddSig,
+    responses((status = 200, body = api::SigRow), (status = "4XX", body = ApiError)))]
+pub async fn add_sig(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::AddSig>,
+) -> Result<Json<api::SigRow>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.add_sig(&req.into())?))).await
+}
+
+/// Deletes signatures by id.
+#[utoipa::path(post, path = "/v1/sigs/delete", tag = "Control", security(("bearer" = [])), request_body = api::DelSigs,
+    responses((status = 200, body = api::Removed), (status = "4XX", body = ApiError)))]
+pub async fn delete_sigs(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::DelSigs>,
+) -> Result<Json<api::Removed>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.del_sigs(&req)?))).await
+}
+
+/// Switches a signature between enforce and dry-run.
+#[utoipa::path(post, path = "/v1/sigs/mode", tag = "Control", security(("bearer" = [])), request_body = api::SetSigMode,
+    responses((status = 200, body = api::SigRow), (status = "4XX", body = ApiError)))]
+pub async fn set_sig_mode(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::SetSigMode>,
+) -> Result<Json<api::SigRow>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.set_sig_mode(&req)?))).await
+}
+
+/// What the rules in force would do with a SIP request from an address: whether the kernel
+/// hands it up, what the checks read in it, and the decision.
+#[utoipa::path(post, path = "/v1/explain", tag = "Control", security(("bearer" = [])), request_body = api::ExplainRequest,
+    responses((status = 200, body = api::Explained), (status = "4XX", body = ApiError)))]
+pub async fn explain(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::ExplainRequest>,
+) -> Result<Json<api::Explained>, Failure> {
+    Ok(Json(lock(&s).explain(&req)?))
+}
+
+/// The recent drop samples, bans and decided calls; with `follow=true` an NDJSON stream of
+/// them followed by live ones.
+#[utoipa::path(get, path = "/v1/events", tag = "Control", security(("bearer" = [])), params(api::EventsQuery),
+    responses((status = 200, body = Vec<EventRecord>, description = "JSON, or with `follow=true` NDJSON (`application/x-ndjson`): one event a line"),
+        (status = "4XX", body = ApiError)))]
+pub async fn events(AxState(s): AxState<Shared>, QueryArgs(q): QueryArgs<api::EventsQuery>) -> Response {
     use futures_util::StreamExt as _;
     let recent = s.hub.recent();
-    if q.get("follow").is_none_or(|v| v != "true") {
+    if !q.follow.unwrap_or(false) {
         return Json(recent).into_response();
     }
-    let line = |r: &crate::events::EventRecord| {
+    let line = |r: &EventRecord| {
         let mut v = serde_json::to_vec(r).unwrap_or_default();
         v.push(b'\n');
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(v))
@@ -45,99 +175,10 @@ async fn events_route(AxState(s): AxState<Shared>, q: Query<HashMap<String, Stri
     ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-/// The `/v1` routes.
-pub fn router() -> Router<Shared> {
-    Router::new()
-        .route("/v1/status", get(|AxState(s): AxState<Shared>| async move { Json(lock(&s).status()) }))
-        .route(
-            "/v1/stats",
-            get(|AxState(s): AxState<Shared>| async move {
-                let st = lock(&s).stats().map_err(|e| Failure::internal(&e))?;
-                Answer::Ok(Json(st))
-            }),
-        )
-        .route(
-            "/v1/nets",
-            get(|AxState(s): AxState<Shared>, q: Result<Query<api::NetQuery>, _>| async move {
-                let Query(q) = q.map_err(|e: axum::extract::rejection::QueryRejection| {
-                    Failure(StatusCode::BAD_REQUEST, ApiError { error: e.body_text(), field: None })
-                })?;
-                Answer::Ok(Json(lock(&s).list(&q)))
-            })
-            .post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::AddNets>, JsonRejection>| async move {
-                    let req = json_body(body)?;
-                    // Large imports take seconds: keep them off the async workers.
-                    let added = tokio::task::spawn_blocking(move || lock(&s).add_nets(&req))
-                        .await
-                        .map_err(|e| Failure::internal(&e.into()))??;
-                    Answer::Ok(Json(added))
-                },
-            ),
-        )
-        .route(
-            "/v1/nets/delete",
-            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelNets>, JsonRejection>| async move {
-                let req = json_body(body)?;
-                Answer::Ok(Json(lock(&s).del_nets(&req)?))
-            }),
-        )
-        .route(
-            "/v1/nets/check",
-            get(|AxState(s): AxState<Shared>, q: Query<HashMap<String, String>>| async move {
-                let ip = q.get("ip").ok_or_else(|| Failure::bad("ip", "missing"))?;
-                let ip: IpAddr = ip
-                    .trim()
-                    .parse()
-                    .map_err(|_| Failure::bad("ip", format!("`{ip}` is not an IP address")))?;
-                Answer::Ok(Json(lock(&s).check(ip)))
-            }),
-        )
-        .route(
-            "/v1/sigs",
-            get(|AxState(s): AxState<Shared>| async move {
-                Answer::Ok(Json(lock(&s).sig_rows().map_err(|e| Failure::internal(&e))?))
-            })
-            .post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::AddSig>, JsonRejection>| async move {
-                    let req = json_body(body)?;
-                    Answer::Ok(Json(lock(&s).add_sig(&req.into())?))
-                },
-            ),
-        )
-        .route(
-            "/v1/explain",
-            post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::ExplainRequest>, JsonRejection>| async move {
-                    let req = json_body(body)?;
-                    Answer::Ok(Json(lock(&s).explain(&req)?))
-                },
-            ),
-        )
-        .route(
-            "/v1/sigs/delete",
-            post(|AxState(s): AxState<Shared>, body: Result<Json<api::DelSigs>, JsonRejection>| async move {
-                let req = json_body(body)?;
-                Answer::Ok(Json(lock(&s).del_sigs(&req)?))
-            }),
-        )
-        .route(
-            "/v1/sigs/mode",
-            post(
-                |AxState(s): AxState<Shared>, body: Result<Json<api::SetSigMode>, JsonRejection>| async move {
-                    let req = json_body(body)?;
-                    Answer::Ok(Json(lock(&s).set_sig_mode(&req)?))
-                },
-            ),
-        )
-        .route("/v1/events", get(events_route))
-        .route(
-            "/v1/reload",
-            post(|AxState(s): AxState<Shared>| async move {
-                let r = lock(&s).reload().map_err(|e| {
-                    Failure(StatusCode::BAD_REQUEST, ApiError { error: format!("{e:#}"), field: None })
-                })?;
-                Answer::Ok(Json(r))
-            }),
-        )
+/// Re-reads the configuration file and applies the difference; an invalid file changes
+/// nothing (400 saying why).
+#[utoipa::path(post, path = "/v1/reload", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = api::Reloaded), (status = "4XX", body = ApiError)))]
+pub async fn reload(AxState(s): AxState<Shared>) -> Result<Json<api::Reloaded>, Failure> {
+    blocking(&s, |st| Ok(Json(st.reload().map_err(|e| Failure::bad("config", format!("{e:#}")))?))).await
 }

@@ -48,6 +48,8 @@ use axum::{
     response::{IntoResponse as _, Response},
 };
 use serde::de::DeserializeOwned;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use self::{
     error::Failure,
@@ -418,18 +420,30 @@ pub struct Runtime {
     pub throttle: Mutex<Throttle>,
 }
 
-/// The whole HTTP API: the management routes, the CLI's `/v1` routes and the OpenAPI document,
-/// behind [`authenticate`].
-pub fn router(shared: Shared) -> Router {
-    Router::new()
-        .merge(control::router())
+/// Every route with its OpenAPI operation, in one list: a route is served exactly when it is
+/// documented (the `utoipa::path` annotation of its handler gives both).
+pub fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(openapi::Doc::openapi())
+        .merge(control::routes())
         .merge(auth::routes())
         .merge(admin::routes())
         .merge(portsip::routes())
         .merge(codes::routes())
         .merge(border::routes())
         .merge(vox::routes())
-        .merge(openapi::routes())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The whole HTTP API: the management routes, the CLI's `/v1` routes and the OpenAPI document,
+/// behind [`authenticate`].
+pub fn router(shared: Shared) -> Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    routes
+        .merge(openapi::routes(doc))
         .with_state(shared.clone())
         .layer(axum::middleware::from_fn_with_state(shared.clone(), border::lookup_layer))
         .layer(axum::middleware::from_fn_with_state(shared, authenticate))

@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 document of the whole API, generated from the handlers' annotations and
-//! served at `/api/openapi.json` (no token needed).
+//! The OpenAPI 3.1 document of the whole API, generated from the handlers' annotations as the
+//! routes are registered ([`super::api_routes`]), and served at `/api/openapi.json` (no token
+//! needed).
 
 use axum::{Json, Router, routing::get};
 use utoipa::{
@@ -23,7 +24,7 @@ impl Modify for Bearer {
     }
 }
 
-/// The document.
+/// The document's title, description and security scheme; the paths come from the routes.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -34,29 +35,54 @@ impl Modify for Bearer {
                        200 `[id]` or 404 `{\"error_code\":1404,\"error_message\":\"Lookup failed\"}`."
     ),
     modifiers(&Bearer),
-    paths(
-        super::auth::info, super::auth::sign_in, super::auth::refresh, super::auth::token_info,
-        super::auth::sign_out, super::auth::forgot_password, super::auth::reset_password,
-        super::admin::list_tenants, super::admin::create_tenant, super::admin::show_tenant, super::admin::delete_tenant,
-        super::admin::list_groups, super::admin::create_group, super::admin::delete_group,
-        super::admin::list_users, super::admin::create_user, super::admin::show_user, super::admin::update_user,
-        super::admin::delete_user, super::admin::set_password,
-        super::admin::list_roles, super::admin::show_role, super::admin::create_role, super::admin::delete_role,
-        super::admin::list_sessions, super::admin::revoke_session,
-        super::admin::list_keys, super::admin::create_key, super::admin::delete_key,
-        super::portsip::list_countries, super::portsip::set_countries,
-        super::portsip::list_codes, super::portsip::create_code, super::portsip::show_code,
-        super::portsip::update_code, super::portsip::destroy_code, super::portsip::export_codes,
-        super::portsip::list_numbers, super::portsip::create_number, super::portsip::show_number,
-        super::portsip::update_number, super::portsip::destroy_number, super::portsip::export_numbers,
-        super::codes::list, super::codes::create, super::codes::show, super::codes::delete_many, super::codes::delete_one,
-        super::border::create, super::border::list, super::border::show, super::border::update, super::border::remove,
-        super::vox::add, super::vox::check, super::vox::del, super::vox::list,
-    )
 )]
 pub struct Doc;
 
-/// The route.
-pub fn routes() -> Router<Shared> {
-    Router::new().route("/api/openapi.json", get(|| async { Json(Doc::openapi()) }))
+/// The route serving `doc`, the document of every other route ([`super::api_routes`]).
+pub fn routes(doc: utoipa::openapi::OpenApi) -> Router<Shared> {
+    let doc = std::sync::Arc::new(doc);
+    Router::new().route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+}
+
+/// The README's route table: one row per operation of `doc` (method, path, the first sentence
+/// of its description), in the document's order. A test keeps the README's copy equal to it.
+pub fn route_table(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut out = String::from("| method | path | what it does |\n|---|---|---|\n");
+    for (path, item) in &doc.paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            // The summary's first sentence, on one line.
+            let summary = op.summary.as_deref().unwrap_or_default().replace('\n', " ");
+            let first = summary.split(". ").next().unwrap_or_default();
+            let what = first.trim_end_matches('.').replace('|', "\\|");
+            out.push_str(&format!("| {method} | `{path}` | {what} |\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's route table is the one the OpenAPI document makes: every route the daemon
+    /// serves is listed, and nothing else.
+    #[test]
+    fn the_readme_lists_every_route_and_only_those() {
+        let table = super::route_table(&super::super::openapi_document());
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+        let (begin, end) = ("<!-- routes: generated from the OpenAPI document -->", "<!-- routes: end -->");
+        let start = readme.find(begin).expect("the README's route table begin marker") + begin.len();
+        let stop = readme[start..].find(end).expect("the README's route table end marker") + start;
+        assert!(
+            readme[start..stop].trim() == table.trim(),
+            "README.md's route table differs from the routes served; put this between its markers:\n{table}"
+        );
+    }
 }

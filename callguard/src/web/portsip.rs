@@ -3,13 +3,13 @@
 //! `security.write`. Paths as the seed's server (`…/api`).
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State as AxState,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, query};
 use crate::api::{
@@ -22,17 +22,17 @@ use crate::{
 };
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/allowed_country_codes", get(list_countries).post(set_countries))
-        .route("/api/disallowed_codes", get(list_codes).post(create_code))
-        .route("/api/disallowed_codes/export", get(export_codes))
-        .route("/api/disallowed_codes/{id}", get(show_code).post(update_code))
-        .route("/api/disallowed_codes/{id}/destroy", post(destroy_code))
-        .route("/api/blacklisted_numbers", get(list_numbers).post(create_number))
-        .route("/api/blacklisted_numbers/export", get(export_numbers))
-        .route("/api/blacklisted_numbers/{id}", get(show_number).post(update_number))
-        .route("/api/blacklisted_numbers/{id}/destroy", post(destroy_number))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_countries, set_countries))
+        .routes(routes!(list_codes, create_code))
+        .routes(routes!(export_codes))
+        .routes(routes!(show_code, update_code))
+        .routes(routes!(destroy_code))
+        .routes(routes!(list_numbers, create_number))
+        .routes(routes!(export_numbers))
+        .routes(routes!(show_number, update_number))
+        .routes(routes!(destroy_number))
 }
 
 /// List allowed region or country codes.

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Request, State as AxState},
     middleware::Next,
     response::Response,
@@ -19,6 +19,7 @@ use axum::{
 };
 use chrono::Utc;
 use ipnet::IpNet;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, QueryArgs, blocking};
 use crate::api::vox::{
@@ -33,17 +34,21 @@ use crate::{
 };
 
 /// The routes (each with and without the trailing slash).
-pub fn routes() -> Router<Shared> {
-    let mut r = Router::new();
+/// The documented paths end in `/`, as the seed's; each also answers without it (an alias the
+/// OpenAPI document does not repeat).
+pub fn routes() -> OpenApiRouter<Shared> {
+    let mut r = OpenApiRouter::new()
+        .routes(routes!(add))
+        .routes(routes!(check))
+        .routes(routes!(del))
+        .routes(routes!(list));
     for (name, handler) in [
         ("AddAuthorizedAccountIP", get(add).post(add)),
         ("CheckAuthorizedAccountIP", get(check).post(check)),
         ("DelAuthorizedAccountIP", get(del).post(del)),
         ("GetAuthorizedAccountIPs", get(list).post(list)),
     ] {
-        r = r
-            .route(&format!("/platform_api/{name}/"), handler.clone())
-            .route(&format!("/platform_api/{name}"), handler);
+        r = r.route(&format!("/platform_api/{name}"), handler);
     }
     r.route_layer(axum::middleware::from_fn(seed_errors))
 }
