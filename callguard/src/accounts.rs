@@ -374,6 +374,17 @@ pub fn check_auth_code(code: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The owner of authorization codes: a user of a tenant.
+#[derive(Clone, Debug)]
+pub struct CodeOwner {
+    /// The tenant's SIP domain.
+    pub domain: String,
+    /// The user name (the From user of the user's calls).
+    pub username: String,
+    /// The user's codes.
+    pub codes: Vec<String>,
+}
+
 /// A sign-in session: one access token and one refresh token, rotated together.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Session {

@@ -53,19 +53,7 @@ impl fmt::Display for NetAction {
 }
 
 /// What a deny rule covers.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    Deserialize,
-    Serialize,
-    PartialEq,
-    Eq,
-    Hash,
-    clap::ValueEnum,
-    utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Only packets to guarded (SIP) ports.
@@ -76,6 +64,8 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope.
+    pub const ALL: [Self; 2] = [Self::Sip, Self::All];
     /// The lower-case name.
     pub const fn as_str(self) -> &'static str {
         match self {

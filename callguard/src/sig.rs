@@ -22,9 +22,7 @@ use serde::{Deserialize, Serialize};
 pub const TEXT_MAX: usize = 64;
 
 /// Which part of a request a signature looks at.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigField {
     /// The User-Agent header value.
@@ -34,6 +32,12 @@ pub enum SigField {
 }
 
 impl SigField {
+    /// The value called `name` (as [`SigField::name`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+    /// Every value.
+    pub const ALL: [Self; 2] = [Self::UserAgent, Self::FromTo];
     /// Name used in the store, the API and tables.
     pub const fn name(self) -> &'static str {
         match self {
@@ -44,9 +48,7 @@ impl SigField {
 }
 
 /// How the text must occur.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigMatch {
     /// The field starts with the text.
@@ -56,6 +58,12 @@ pub enum SigMatch {
 }
 
 impl SigMatch {
+    /// The value called `name` (as [`SigMatch::name`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+    /// Every value.
+    pub const ALL: [Self; 2] = [Self::Prefix, Self::Contains];
     /// Name used in the store, the API and tables.
     pub const fn name(self) -> &'static str {
         match self {
@@ -66,9 +74,7 @@ impl SigMatch {
 }
 
 /// What a match does.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigMode {
     /// Count and drop.
@@ -78,6 +84,12 @@ pub enum SigMode {
 }
 
 impl SigMode {
+    /// The value called `name` (as [`SigMode::name`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+    /// Every value.
+    pub const ALL: [Self; 2] = [Self::Enforce, Self::DryRun];
     /// Name used in the store, the API and tables.
     pub const fn name(self) -> &'static str {
         match self {

@@ -30,6 +30,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    accounts::CodeOwner,
     border::{BorderAction, BorderRule},
     calls::message::{Message, ParseError, Uri},
     config::Calls,
@@ -238,17 +239,6 @@ pub struct CallPolicy {
     /// `calls.authcode_form` split around its placeholders (`None`: an invalid form, which
     /// configuration checks refuse, turns codes off).
     authcode_form: Option<(String, String, String)>,
-}
-
-/// The owner of authorization codes: a user of a tenant.
-#[derive(Clone, Debug)]
-pub struct CodeOwner {
-    /// The tenant's SIP domain.
-    pub domain: String,
-    /// The user name (the From user of the user's calls).
-    pub username: String,
-    /// The user's codes.
-    pub codes: Vec<String>,
 }
 
 impl CallPolicy {

@@ -394,7 +394,12 @@ impl SlowPath {
 
 /// A fresh To tag (64 random bits, hex).
 fn new_tag() -> String {
-    crate::accounts::new_secret()[..16].to_owned()
+    let mut b = [0u8; 8];
+    // Without randomness the boot clock stands in: tags must differ, not be secret.
+    if getrandom::fill(&mut b).is_err() {
+        b = crate::clock::boot_ns().to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The slow path on a thread of its own (see [`spawn`]).

@@ -13,7 +13,7 @@ pub struct RuleOpts {
     #[arg(long, value_parser = parse_expiry, value_name = "DURATION|RFC3339")]
     pub expires: Option<DateTime<Utc>>,
     /// For deny rules: drop only SIP traffic (guarded ports) or everything.
-    #[arg(long, value_enum, default_value_t = Scope::Sip)]
+    #[arg(long, value_parser = named(&Scope::ALL, Scope::as_str), default_value = "sip")]
     pub scope: Scope,
     /// Free text shown in `net list`.
     #[arg(long, default_value = "")]
@@ -70,4 +70,15 @@ pub struct ListArgs {
     /// Page size, 1 to 100.
     #[arg(long)]
     pub top: Option<u32>,
+}
+
+/// A value parser for an enum of the model, by the names the API uses (listed by `--help`): the
+/// model stays free of the CLI library.
+pub(crate) fn named<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|t| name(*t)))
+        .map(move |s| all.iter().copied().find(|t| name(*t) == s).unwrap_or(all[0]))
 }

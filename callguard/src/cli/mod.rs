@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::{
-    args::{NetAdd, Resource, RuleOpts},
+    args::{NetAdd, Resource, RuleOpts, named},
     client::Client,
     output::{event_line, expiry_note, print_json, sig_table, table},
 };
@@ -190,12 +190,12 @@ pub enum SigCommand {
     Add {
         /// `user-agent`: the User-Agent value; `from-to`: the display name or URI user of
         /// From or To.
-        #[arg(value_enum)]
+        #[arg(value_parser = named(&SigField::ALL, SigField::name))]
         field: SigField,
         /// The text (1 to 64 printable ASCII characters).
         text: String,
         /// `prefix`: the field starts with the text (cheapest); `contains`: anywhere in it.
-        #[arg(long = "match", value_enum, default_value_t = SigMatch::Prefix)]
+        #[arg(long = "match", value_parser = named(&SigMatch::ALL, SigMatch::name), default_value = "prefix")]
         matches: SigMatch,
         /// Count matches without dropping (try a signature before enforcing it).
         #[arg(long)]
@@ -215,7 +215,7 @@ pub enum SigCommand {
         /// Signature id.
         id: u32,
         /// The new mode.
-        #[arg(value_enum)]
+        #[arg(value_parser = named(&SigMode::ALL, SigMode::name))]
         mode: SigMode,
     },
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{SqliteStore, StoreError, conflict_on_unique, ts};
-use crate::accounts::{ApiKey, AuthCode, Group, Level, Perm, Role, Session, Tenant, User};
+use crate::accounts::{ApiKey, AuthCode, CodeOwner, Group, Level, Perm, Role, Session, Tenant, User};
 
 /// Migration 4: accounts.
 pub(super) const MIGRATION: &str = "
@@ -191,7 +191,7 @@ pub trait AccountStore {
     fn delete_auth_codes(&mut self, user: u32, codes: &[String]) -> Result<usize, StoreError>;
     /// Every tenant user with authorization codes: SIP domain, user name and codes (what the
     /// slow path maps a caller's From user and host to).
-    fn code_owners(&self) -> Result<Vec<crate::calls::policy::CodeOwner>, StoreError>;
+    fn code_owners(&self) -> Result<Vec<CodeOwner>, StoreError>;
 }
 
 fn corrupt(table: &'static str, detail: String) -> StoreError {
@@ -546,19 +546,19 @@ impl AccountStore for SqliteStore {
         Ok(self.conn.execute("DELETE FROM api_keys WHERE account_id = ?1", [account_id])? == 1)
     }
 
-    fn code_owners(&self) -> Result<Vec<crate::calls::policy::CodeOwner>, StoreError> {
+    fn code_owners(&self) -> Result<Vec<CodeOwner>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.domain, u.username, a.code FROM auth_codes a
              JOIN users u ON u.id = a.user_id JOIN tenants t ON t.id = u.tenant_id
              ORDER BY u.id, a.code",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
-        let mut owners: Vec<crate::calls::policy::CodeOwner> = Vec::new();
+        let mut owners: Vec<CodeOwner> = Vec::new();
         for row in rows {
             let (domain, username, code) = row?;
             match owners.last_mut() {
                 Some(o) if o.domain == domain && o.username == username => o.codes.push(code),
-                _ => owners.push(crate::calls::policy::CodeOwner { domain, username, codes: vec![code] }),
+                _ => owners.push(CodeOwner { domain, username, codes: vec![code] }),
             }
         }
         Ok(owners)

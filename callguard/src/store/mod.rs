@@ -274,17 +274,14 @@ const SIG_SELECT: &str =
     "SELECT id, field, match_kind, text, mode, slot, comment, origin, created_at FROM signatures";
 
 fn row_to_sig(r: &rusqlite::Row<'_>) -> Result<Result<Signature, StoreError>, rusqlite::Error> {
-    use clap::ValueEnum as _;
     let id: u32 = r.get(0)?;
     let corrupt =
         |what: &str| Err(StoreError::Corrupt { table: "signatures", detail: format!("id {id}: {what}") });
     let (field, matches, mode): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(4)?);
     let created: String = r.get(8)?;
-    let (Ok(field), Ok(matches), Ok(mode)) = (
-        sig::SigField::from_str(&field, false),
-        sig::SigMatch::from_str(&matches, false),
-        SigMode::from_str(&mode, false),
-    ) else {
+    let (Some(field), Some(matches), Some(mode)) =
+        (sig::SigField::parse(&field), sig::SigMatch::parse(&matches), SigMode::parse(&mode))
+    else {
         return Ok(corrupt("field/match/mode"));
     };
     let Ok(created_at) = DateTime::parse_from_rfc3339(&created) else { return Ok(corrupt("created_at")) };
