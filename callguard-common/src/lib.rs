@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod config;
+pub mod events;
 pub mod handup;
 pub mod limits;
 pub mod maps;

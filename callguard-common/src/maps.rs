@@ -44,7 +44,7 @@ pub const VERDICT: &str = "CG_VERDICT";
 pub const SOURCES: &str = "CG_SOURCES";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";
-/// Drop samples and ban requests: a ring buffer of `limits::Event`.
+/// Drop samples and ban requests: a ring buffer of `events::Event`.
 pub const EVENTS: &str = "CG_EVENTS";
 /// Per-CPU drop sequence for event sampling: `PerCpuArray<u64>` of one slot.
 pub const EVENT_SEQ: &str = "CG_EVSEQ";

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use callguard_common::limits::event;
+use callguard_common::events::event;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use crate::service::Options;

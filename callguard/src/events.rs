@@ -15,7 +15,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use callguard_common::{
     Reason,
-    limits::{Event, event},
+    events::{Event, event},
     sip,
 };
 use chrono::{DateTime, Utc};

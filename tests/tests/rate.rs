@@ -10,7 +10,7 @@ use callguard::{
 };
 use callguard_common::{
     Action, Reason,
-    limits::{Event, event},
+    events::{Event, event},
 };
 use callguard_tests::{
     TestKernel, default_signatures,

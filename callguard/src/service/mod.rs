@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Array, MapData, RingBuf};
-use callguard_common::{NetEntry, limits::event};
+use callguard_common::{NetEntry, events::event};
 use chrono::Utc;
 use ipnet::IpNet;
 
@@ -451,7 +451,7 @@ impl Service {
     }
 
     /// Fills in the rule and signature ids of a kernel event.
-    pub fn name_slots(&self, e: &callguard_common::limits::Event, rec: &mut events::EventRecord) {
+    pub fn name_slots(&self, e: &callguard_common::events::Event, rec: &mut events::EventRecord) {
         if e.rule_slot != 0 {
             rec.rule = self.kernel.rule_for_slot(e.rule_slot);
         }

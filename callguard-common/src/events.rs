@@ -1,0 +1,55 @@
+//! The records of `CG_EVENTS`, the ring buffer through which the program tells the daemon about
+//! sampled drops and the bans it imposed.
+
+/// Event kinds ([`Event::kind`]).
+pub mod event {
+    /// A sampled drop.
+    pub const DROP: u8 = 1;
+    /// The kernel banned a source that kept exceeding its rate limits.
+    pub const BAN_RATE: u8 = 2;
+    /// The kernel banned a source for enumerating users.
+    pub const BAN_ENUM: u8 = 3;
+    /// The kernel banned a source for a request that matched an enforcing signature
+    /// ([`Event::sig_slot`](super::Event::sig_slot) names it).
+    pub const BAN_SIGNATURE: u8 = 4;
+}
+
+/// Bytes of the User-Agent kept in an event.
+pub const EVENT_UA: usize = 32;
+
+/// A record in [`crate::maps::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `CLOCK_BOOTTIME` ns.
+    pub ts_ns: u64,
+    /// The source address (IPv4 mapped as `::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// [`event`] kind.
+    pub kind: u8,
+    /// The drop's reason code ([`crate::Reason`]).
+    pub reason: u8,
+    /// Method id of the request (0: unknown or not a request).
+    pub method: u8,
+    /// Bytes of `ua` used.
+    pub ua_len: u8,
+    /// Rule counter slot that decided (0: none).
+    pub rule_slot: u16,
+    /// Signature counter slot that matched (0: none).
+    pub sig_slot: u16,
+    /// The first bytes of the User-Agent.
+    pub ua: [u8; EVENT_UA],
+}
+
+const _: () = assert!(size_of::<Event>() == 8 + 16 + 8 + EVENT_UA);
+
+impl Event {
+    /// The source address.
+    pub fn addr(&self) -> core::net::IpAddr {
+        let v6 = core::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => core::net::IpAddr::V4(v4),
+            None => core::net::IpAddr::V6(v6),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Events for the daemon: drop samples and bans, written to `CG_EVENTS` with the source's key.
+
+use callguard_common::{
+    Reason,
+    events::{EVENT_UA, Event},
+    limits,
+    sip::{SCAN_LEN, Span},
+};
+
+use crate::{
+    maps::{CG_EVENTS, CG_SCRATCH},
+    net::boot_ns,
+    parse::Src,
+};
+
+/// Writes an event to the ring buffer (dropped, not waited for, when it is full).
+#[inline(always)]
+pub(crate) fn emit(
+    src: &[u8; 16],
+    kind: u8,
+    reason: Reason,
+    method: u8,
+    rule_slot: u16,
+    sig_slot: u16,
+    ua: Span,
+) {
+    let Some(mut entry) = CG_EVENTS.reserve::<Event>(0) else { return };
+    let ua_len = if usize::from(ua.len) > EVENT_UA { EVENT_UA } else { usize::from(ua.len) };
+    let mut e = Event {
+        ts_ns: boot_ns(),
+        addr: *src,
+        kind,
+        reason: reason as u8,
+        method,
+        ua_len: ua_len as u8,
+        rule_slot,
+        sig_slot,
+        ua: [0; EVENT_UA],
+    };
+    if ua_len != 0
+        && let Some(buf) = CG_SCRATCH.get_ptr(0)
+    {
+        // SAFETY: this CPU's scratch buffer, filled in this program run.
+        let buf = unsafe { &*buf };
+        for k in 0..EVENT_UA {
+            if k < ua_len {
+                e.ua[k] = buf.buf[(usize::from(ua.off) + k) & (SCAN_LEN - 1)];
+            }
+        }
+    }
+    entry.write(e);
+    entry.submit(0);
+}
+
+/// The key of a source in `CG_SOURCES` and in events: built only where one is needed.
+#[inline(always)]
+pub(crate) fn source_key(src: Src) -> [u8; 16] {
+    match src {
+        Src::V4(a) => limits::source_key_v4(a),
+        Src::V6(a) => limits::source_key_v6(a),
+    }
+}

@@ -1,0 +1,77 @@
+//! The hand-up: requests that need number-level checks go to the daemon's queue, or meet the
+//! failure policy when the daemon is gone or its queue is full.
+
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
+use callguard_common::{
+    Action, Reason,
+    config::FLAG_FAIL_CLOSED,
+    handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
+    sip,
+};
+
+use crate::{
+    inspect::to_tagged,
+    maps::{CG_HANDUP, CG_HEARTBEAT},
+    net::boot_ns,
+    verdict::{SLOW_FRAGMENTED, Verdict, config},
+};
+
+/// Decides a slow-path candidate, once every path through SIP inspection has joined (so the
+/// verifier walks this once, not once per path): an in-dialog INVITE (To tag) passes `clean`
+/// (or `signature` for a dry-run match); anything else is handed up or meets the failure policy.
+#[inline(always)]
+pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
+    if v.method == sip::method::INVITE && to_tagged(v.to) {
+        v.action = Action::Pass;
+        v.reason = if v.sig != 0 { Reason::Signature } else { Reason::Clean };
+        return;
+    }
+    let (action, reason) =
+        hand_up(ctx, config().flags & FLAG_FAIL_CLOSED != 0, v.slow & SLOW_FRAGMENTED != 0);
+    v.action = action;
+    v.reason = reason;
+}
+
+/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`), or, when the
+/// daemon is gone, its queue is full or the frame does not fit, lets the failure policy decide:
+/// pass (fail-open) or drop (fail-closed).
+#[inline(always)]
+pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> (Action, Reason) {
+    let fail = if fail_closed { Action::Drop } else { Action::Pass };
+    let now = boot_ns();
+    let beat = match CG_HEARTBEAT.get(0) {
+        Some(b) => *b,
+        None => 0,
+    };
+    if beat == 0 || now > beat + HEARTBEAT_TIMEOUT_NS {
+        return (fail, Reason::DaemonGone);
+    }
+    let total = ctx.data_end() - ctx.data();
+    if fragmented || total > FRAME_MAX {
+        return (fail, Reason::Oversize);
+    }
+    let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (fail, Reason::QueueFull) };
+    let rec = entry.as_mut_ptr();
+    // Checked again on a value LLVM cannot reason about, so the verifier sees the length the
+    // helper gets bounded to [1, FRAME_MAX].
+    let n = sip::opaque(total);
+    if n == 0 || n > FRAME_MAX {
+        entry.discard(0);
+        return (fail, Reason::Oversize);
+    }
+    // SAFETY: `rec` points to the reserved record, FRAME_MAX bytes of frame after the header,
+    // and `n <= FRAME_MAX`; the context is this program's.
+    let rc = unsafe {
+        (*rec).ts_ns = now;
+        (*rec).ifindex = (*ctx.ctx).ingress_ifindex;
+        (*rec).len = n as u16;
+        (*rec)._pad = 0;
+        bpf_xdp_load_bytes(ctx.ctx, 0, (&raw mut (*rec).frame).cast(), n as u32)
+    };
+    if rc != 0 {
+        entry.discard(0);
+        return (fail, Reason::Oversize);
+    }
+    entry.submit(0);
+    (Action::HandUp, Reason::HandedUp)
+}

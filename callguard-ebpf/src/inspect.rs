@@ -1,0 +1,197 @@
+//! SIP inspection of a UDP datagram to a guarded port: the header-line walk, the signature
+//! automata, the To value (hash and tag), each a `bpf_loop` callback the verifier checks once.
+
+use aya_ebpf::{
+    helpers::{bpf_loop, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
+use callguard_common::{
+    Action, Reason,
+    config::{FLAG_BAN_SIGNATURE, FLAG_DROP_NOT_SIP, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER},
+    sig::{self, Hit, MODE_DRY_RUN, MODE_ENFORCE},
+    sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Span},
+};
+
+use crate::{
+    maps::{CG_PARSE, CG_SCRATCH, CG_SIG_DFA, CG_SIG_HEAD},
+    parse::Src,
+    police::{ban_for_signature, police},
+    verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
+};
+
+/// One header line per call (`bpf_loop` callback): the verifier checks this body once instead of
+/// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
+pub(crate) extern "C" fn header_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(buf), Some(parse)) = (CG_SCRATCH.get_ptr(0), CG_PARSE.get_ptr_mut(0)) else { return 1 };
+    // SAFETY: this CPU's scratch buffer and parse state, filled by inspect_sip in this run.
+    let (parse, buf) = unsafe { (&mut *parse, &*buf) };
+    if parse.step(buf) { 0 } else { 1 }
+}
+
+/// The signature walk of one packet: the inputs of [`sig_step`] and its result. Lives on the
+/// caller's stack; `bpf_loop` hands the callback a pointer to it.
+pub(crate) struct SigWalk {
+    /// Values by `sig::field` index.
+    pub(crate) fields: [Span; sig::field::COUNT],
+    /// The bank in use.
+    pub(crate) bank: u32,
+    /// The enforcing match, or else the last dry-run match.
+    pub(crate) hit: Hit,
+}
+
+/// Walks the signature automaton over one field (`bpf_loop` callback, index = field): checked
+/// once by the verifier instead of once per field.
+pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the SigWalk that inspect_sip passed to bpf_loop, alive during the loop.
+    let walk = unsafe { &mut *ctx.cast::<SigWalk>() };
+    let field = index as usize;
+    if field >= sig::field::COUNT {
+        return 1;
+    }
+    let (Some(head), Some(bank), Some(buf)) =
+        (CG_SIG_HEAD.get(walk.bank), CG_SIG_DFA.get(walk.bank), CG_SCRATCH.get_ptr(0))
+    else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    let buf = unsafe { &*buf };
+    let span = walk.fields[field];
+    let start = head.start[field];
+    if start == sig::STATE_DEAD || !span.is_some() {
+        return 0;
+    }
+    let off = usize::from(span.off);
+    let hit = sig::walk(
+        head,
+        start,
+        |k| buf.buf[(off + k) & (SCAN_LEN - 1)],
+        usize::from(span.len),
+        FIELD_MAX,
+        |state, class| bank.next(state, class),
+        |state| bank.meta(state),
+    );
+    if hit.mode == MODE_ENFORCE {
+        walk.hit = hit;
+        return 1;
+    }
+    if hit.mode == MODE_DRY_RUN {
+        walk.hit = hit;
+    }
+    0
+}
+
+/// SIP inspection of a UDP datagram to a guarded port from a source in neither list.
+#[inline(always)]
+pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
+    let cfg = config();
+    let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
+    let total = ctx.data_end() - ctx.data();
+    if payload_off >= total {
+        return not_sip;
+    }
+    let mut n = total - payload_off;
+    if n > SCAN_LEN {
+        n = SCAN_LEN;
+    }
+    // Checked again on a value LLVM cannot reason about, so that the check stays in the program
+    // and the verifier sees a length in [1, SCAN_LEN] for the helper.
+    let n = sip::opaque(n);
+    if n == 0 || n > SCAN_LEN {
+        return not_sip;
+    }
+    let Some(buf) = CG_SCRATCH.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
+    // SAFETY: `buf` is this CPU's scratch value, whose first SCAN_LEN bytes are the buffer, and
+    // `n <= SCAN_LEN`.
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, buf.cast(), n as u32) };
+    if rc != 0 {
+        return Verdict::pass(Reason::Clean);
+    }
+    // SAFETY: the helper filled the first `n` bytes; the value lives as long as the program run.
+    let buf = unsafe { &mut *buf };
+    // The parser may read sip::TAIL bytes past the payload: zero, not an earlier packet's bytes.
+    buf.clear_tail(n);
+    let buf = &*buf;
+    let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
+    // SAFETY: this CPU's parse state; nothing else uses it during this program run.
+    unsafe { *parse = Parse::begin(buf, n) };
+    // SAFETY: the callback matches bpf_loop's contract; it finds its state in the maps.
+    unsafe {
+        bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, core::ptr::null_mut(), 0);
+    }
+    // SAFETY: as above.
+    let info = unsafe { (*parse).info() };
+    match info.kind {
+        Kind::NotSip => return not_sip,
+        Kind::Keepalive => return Verdict::pass(Reason::Keepalive),
+        Kind::Request | Kind::Response => {}
+    }
+    let mut walk = SigWalk {
+        fields: [info.user_agent, info.from, info.to],
+        bank: u32::from(cfg.sig_bank & 1),
+        hit: Hit::default(),
+    };
+    // SAFETY: the callback matches bpf_loop's contract and only uses `walk` during the call.
+    unsafe {
+        bpf_loop(sig::field::COUNT as u32, sig_step as *mut core::ffi::c_void, (&raw mut walk).cast(), 0);
+    }
+    if walk.hit.mode == MODE_ENFORCE {
+        if info.kind == Kind::Request && cfg.flags & FLAG_BAN_SIGNATURE != 0 {
+            ban_for_signature(src, walk.hit.slot, &info);
+        }
+        return Verdict::sip(Action::Drop, Reason::Signature, walk.hit.slot, &info);
+    }
+    let dry_run = walk.hit.slot;
+    if info.kind == Kind::Request {
+        if cfg.method_drop & (1 << info.method) != 0 {
+            return Verdict::sip(Action::Drop, Reason::Method, dry_run, &info);
+        }
+        if let Some(reason) = police(src, &info, cfg.flags & FLAG_BAN_SIGNATURE != 0) {
+            return Verdict::sip(Action::Drop, reason, dry_run, &info);
+        }
+        let slow = match info.method {
+            sip::method::INVITE => cfg.flags & FLAG_HANDUP_INVITE != 0,
+            sip::method::REGISTER => cfg.flags & FLAG_HANDUP_REGISTER != 0,
+            _ => false,
+        };
+        if slow {
+            // Decided in `callguard` once this path has joined the others: see `slow_path`.
+            let mut v = Verdict::sip(Action::HandUp, Reason::HandedUp, dry_run, &info);
+            v.slow = SLOW_CANDIDATE | noted_fragmented();
+            v.to = info.to;
+            return v;
+        }
+    }
+    if dry_run != 0 {
+        return Verdict::sip(Action::Pass, Reason::Signature, dry_run, &info);
+    }
+    Verdict::sip(Action::Pass, Reason::Clean, 0, &info)
+}
+
+/// Whether the To value carries a tag (`bpf_loop` callback, one iteration): an in-dialog request,
+/// which the slow path leaves alone.
+pub(crate) extern "C" fn to_tag_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the ToTag that to_tagged passed to bpf_loop, alive during the loop.
+    let tt = unsafe { &mut *ctx.cast::<ToTag>() };
+    let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
+    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    let buf = unsafe { &*buf };
+    tt.tagged = sip::has_tag(buf, tt.span);
+    1
+}
+
+/// Input and output of [`to_tag_step`].
+pub(crate) struct ToTag {
+    pub(crate) span: Span,
+    pub(crate) tagged: bool,
+}
+
+/// Whether the To value `span` carries a tag.
+#[inline(always)]
+pub(crate) fn to_tagged(span: Span) -> bool {
+    let mut tt = ToTag { span, tagged: false };
+    // SAFETY: the callback matches bpf_loop's contract and only uses `tt` during the call.
+    unsafe {
+        bpf_loop(1, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
+    }
+    tt.tagged
+}

@@ -1,0 +1,98 @@
+//! Every map of the program, pinned where userspace reads or writes it. Names, sizes and value
+//! types come from `callguard_common::maps`; each static says what it holds.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use callguard_common::{
+    Counter, KernelConfig, NetEntry,
+    limits::{Limits, SourceState},
+    maps::{
+        BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT,
+        RULE_STATS_MAX, SOURCES_MAX,
+    },
+    sig::{self, DfaBank, DfaHead},
+    sip::{Parse, Scratch},
+    stats::STATS_LEN,
+};
+
+/// Rules for single IPv4 addresses (`maps::NET_V4_EXACT`).
+#[map]
+pub(crate) static CG_NET4_EXACT: HashMap<[u8; 4], NetEntry> =
+    HashMap::pinned(NET_EXACT_MAX, BPF_F_NO_PREALLOC);
+
+/// Rules for single IPv6 addresses (`maps::NET_V6_EXACT`).
+#[map]
+pub(crate) static CG_NET6_EXACT: HashMap<[u8; 16], NetEntry> =
+    HashMap::pinned(NET_EXACT_MAX, BPF_F_NO_PREALLOC);
+
+/// IPv4 prefix rules (`maps::NET_V4_LPM`).
+#[map]
+pub(crate) static CG_NET4_LPM: LpmTrie<[u8; 4], NetEntry> = LpmTrie::pinned(NET_LPM_MAX, 0);
+
+/// IPv6 prefix rules (`maps::NET_V6_LPM`).
+#[map]
+pub(crate) static CG_NET6_LPM: LpmTrie<[u8; 16], NetEntry> = LpmTrie::pinned(NET_LPM_MAX, 0);
+
+/// Guarded ports (`maps::PORTS`): `PORT_UDP | PORT_TCP` bits by destination port.
+#[map]
+pub(crate) static CG_PORTS: Array<u8> = Array::pinned(PORT_COUNT, 0);
+
+/// The policy record (`maps::CONFIG`); all zero means the defaults.
+#[map]
+pub(crate) static CG_CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
+
+/// Counters by (action, reason) (`maps::STATS`).
+#[map]
+pub(crate) static CG_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_LEN, 0);
+
+/// Counters by rule counter slot (`maps::RULE_STATS`).
+#[map]
+pub(crate) static CG_RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(RULE_STATS_MAX, 0);
+
+/// Scanner signature automata, both banks (`maps::SIG_DFA`).
+#[map]
+pub(crate) static CG_SIG_DFA: Array<DfaBank> = Array::pinned(sig::BANKS, 0);
+
+/// Byte classes and start states of each bank (`maps::SIG_HEAD`).
+#[map]
+pub(crate) static CG_SIG_HEAD: Array<DfaHead> = Array::pinned(sig::BANKS, 0);
+
+/// Counters by signature slot (`maps::SIG_STATS`).
+#[map]
+pub(crate) static CG_SIG_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(sig::SLOTS, 0);
+
+/// Scratch space for the SIP payload (`maps::SCRATCH`): too large for the 512-byte stack.
+#[map]
+pub(crate) static CG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The SIP parse in progress (`sip::Parse`). Kept in map memory rather than on the stack on
+/// purpose: the verifier does not track what a map value holds, so the many shapes a parse can
+/// take (methods, header combinations, positions) reach the code after it as one state.
+#[map]
+pub(crate) static CG_PARSE: PerCpuArray<Parse> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-source rate state (`maps::SOURCES`).
+#[map]
+pub(crate) static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pinned(SOURCES_MAX, 0);
+
+/// Rate limits, ban and enumeration settings (`maps::LIMITS`).
+#[map]
+pub(crate) static CG_LIMITS: Array<Limits> = Array::pinned(1, 0);
+
+/// Drop samples and ban requests for the daemon (`maps::EVENTS`).
+#[map]
+pub(crate) static CG_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Per-CPU drop sequence, for sampling (`maps::EVENT_SEQ`).
+#[map]
+pub(crate) static CG_EVSEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Requests handed up to the daemon (`maps::HANDUP`).
+#[map]
+pub(crate) static CG_HANDUP: RingBuf = RingBuf::pinned(HANDUP_BYTES, 0);
+
+/// The daemon's last heartbeat (`maps::HEARTBEAT`).
+#[map]
+pub(crate) static CG_HEARTBEAT: Array<u64> = Array::pinned(1, 0);

@@ -1,0 +1,73 @@
+//! Network rules: whether a port is guarded, and the source's rule (exact hash first, then the
+//! LPM trie, past expired entries).
+
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use callguard_common::{
+    NetMatch,
+    config::{PORT_TCP, PORT_UDP},
+    net::EXPIRED_RETRIES,
+};
+
+use crate::{
+    maps::{CG_NET4_EXACT, CG_NET4_LPM, CG_NET6_EXACT, CG_NET6_LPM, CG_PORTS},
+    parse::{IPPROTO_TCP, IPPROTO_UDP},
+};
+
+#[inline(always)]
+pub(crate) fn is_guarded(proto: u8, port: u16) -> bool {
+    let bit = match proto {
+        IPPROTO_UDP => PORT_UDP,
+        IPPROTO_TCP => PORT_TCP,
+        _ => return false,
+    };
+    match CG_PORTS.get(u32::from(port)) {
+        Some(bits) => *bits & bit != 0,
+        None => false,
+    }
+}
+
+#[inline(always)]
+pub(crate) fn boot_ns() -> u64 {
+    // SAFETY: a helper call with no arguments; available to XDP programs since Linux 5.8.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Generates the lookup for one address family: the exact map first (a single address is the
+/// longest prefix there is), then the LPM trie, retrying with a shorter prefix past entries whose
+/// rules have all expired.
+macro_rules! lookup_fn {
+    ($name:ident, $n:literal, $exact:ident, $lpm:ident) => {
+        #[inline(always)]
+        pub(crate) fn $name(addr: [u8; $n]) -> Option<NetMatch> {
+            // The clock is read only for entries that expire (most do not).
+            let mut now = 0u64;
+            // SAFETY: the exact maps are BPF_F_NO_PREALLOC: elements are freed after RCU grace.
+            if let Some(entry) = unsafe { $exact.get(&addr) } {
+                if entry.expires() {
+                    now = boot_ns();
+                }
+                match entry.decide(now) {
+                    NetMatch::Expired => {}
+                    decided => return Some(decided),
+                }
+            }
+            let mut prefix_len = $n * 8;
+            // Bounded for the verifier; see EXPIRED_RETRIES.
+            for _ in 0..=EXPIRED_RETRIES {
+                let entry = $lpm.get(Key::new(prefix_len, addr))?;
+                if now == 0 && entry.expires() {
+                    now = boot_ns();
+                }
+                match entry.decide(now) {
+                    NetMatch::Expired if entry.prefix_len > 0 => prefix_len = u32::from(entry.prefix_len) - 1,
+                    NetMatch::Expired => return None,
+                    decided => return Some(decided),
+                }
+            }
+            None
+        }
+    };
+}
+
+lookup_fn!(lookup_v4, 4, CG_NET4_EXACT, CG_NET4_LPM);
+lookup_fn!(lookup_v6, 16, CG_NET6_EXACT, CG_NET6_LPM);

@@ -1,0 +1,162 @@
+//! Per-source policing: rate limits (GCRA buckets), extension-scan detection, and bans.
+
+use aya_ebpf::helpers::bpf_loop;
+use callguard_common::{
+    Reason,
+    events::event,
+    limits::{self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, Limits, STREAK_GAP_NS, SourceState},
+    sip::{self, SCAN_LEN, Span},
+};
+
+use crate::{
+    events::{emit, source_key},
+    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCES},
+    net::boot_ns,
+    parse::Src,
+};
+
+/// Bans a source whose request matched an enforcing signature, unless it is banned already (so a
+/// scanner's later requests raise no further events).
+#[inline(always)]
+pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
+    let Some(lim) = CG_LIMITS.get(0) else { return };
+    if lim.ban_ns == 0 {
+        return;
+    }
+    let src = &source_key(src);
+    let Some(st) = source_state(src) else { return };
+    // SAFETY: as in `police`: an LRU value, valid for this program run.
+    let st = unsafe { &mut *st };
+    let now = boot_ns();
+    if st.banned_until <= now {
+        ban(st, src, now, lim.ban_ns, event::BAN_SIGNATURE, sig_slot, info);
+    }
+}
+
+/// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
+/// request.
+#[inline(always)]
+pub(crate) fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
+    if let Some(st) = CG_SOURCES.get_ptr_mut(src) {
+        return Some(st);
+    }
+    let _ = CG_SOURCES.insert(src, SourceState::default(), 0);
+    CG_SOURCES.get_ptr_mut(src)
+}
+
+/// Rate limits, bans and enumeration detection for a request from a source in neither list.
+/// `None`: within limits.
+#[inline(always)]
+pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reason> {
+    let lim = CG_LIMITS.get(0)?;
+    if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
+        // Nothing to count: only a signature ban to honour, on a source that already has state.
+        if !sig_bans {
+            return None;
+        }
+        // SAFETY: a value of the LRU hash, read once during this program run (RCU).
+        let banned_until = unsafe { CG_SOURCES.get(source_key(src))?.banned_until };
+        return (banned_until > boot_ns()).then_some(Reason::Banned);
+    }
+    let src = &source_key(src);
+    let now = boot_ns();
+    let st = source_state(src)?;
+    // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
+    // an update, which only lets a request more through.
+    let st = unsafe { &mut *st };
+    if st.banned_until > now {
+        return Some(Reason::Banned);
+    }
+    // Every request takes from the bucket for all requests, REGISTER and INVITE also from their own.
+    let own = match info.method {
+        sip::method::REGISTER => Some(BUCKET_REGISTER),
+        sip::method::INVITE => Some(BUCKET_INVITE),
+        _ => None,
+    };
+    let mut over = !take(st, lim, BUCKET_ALL, now);
+    if let Some(b) = own {
+        over |= !take(st, lim, b, now);
+    }
+    if over {
+        if st.over_since == 0 || now - st.last_over > STREAK_GAP_NS {
+            st.over_since = now;
+        }
+        st.last_over = now;
+        if lim.ban_after_ns != 0 && now - st.over_since >= lim.ban_after_ns {
+            ban(st, src, now, lim.ban_ns, event::BAN_RATE, 0, info);
+            return Some(Reason::Banned);
+        }
+        return Some(Reason::Rate);
+    }
+    if lim.enum_users != 0 && info.to.is_some() {
+        if now - st.enum_start > lim.enum_window_ns {
+            st.enum_start = now;
+            st.sketch = [0; 4];
+        }
+        let mut th = ToHash { span: info.to, bit: 0 };
+        // SAFETY: the callback matches bpf_loop's contract and only uses `th` during the call.
+        unsafe {
+            bpf_loop(1, to_hash_step as *mut core::ffi::c_void, (&raw mut th).cast(), 0);
+        }
+        let bit = th.bit & (limits::SKETCH_BITS - 1);
+        st.sketch[bit / 64] |= 1 << (bit % 64);
+        let seen: u32 = st.sketch.iter().map(|w| w.count_ones()).sum();
+        if seen > lim.enum_users {
+            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, 0, info);
+            return Some(Reason::Banned);
+        }
+    }
+    None
+}
+
+/// Takes a token from bucket `b` (GCRA); `false` when the request exceeds it. A bucket that is
+/// off always conforms.
+#[inline(always)]
+pub(crate) fn take(st: &mut SourceState, lim: &Limits, b: usize, now: u64) -> bool {
+    if lim.interval_ns[b] == 0 {
+        return true;
+    }
+    match limits::gcra(st.tat[b], now, lim.interval_ns[b], lim.tau_ns[b]) {
+        Some(tat) => {
+            st.tat[b] = tat;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Bans a source in the kernel and asks the daemon (an event) to store the ban as a rule.
+#[inline(always)]
+pub(crate) fn ban(
+    st: &mut SourceState,
+    src: &[u8; 16],
+    now: u64,
+    ban_ns: u64,
+    kind: u8,
+    sig_slot: u16,
+    info: &sip::Info,
+) {
+    st.banned_until = now + ban_ns;
+    st.over_since = 0;
+    st.sketch = [0; 4];
+    emit(src, kind, Reason::Banned, info.method, 0, sig_slot, info.user_agent);
+}
+
+/// The To value hash (`bpf_loop` callback, one iteration): its own verifier pass, like
+/// [`sig_step`].
+pub(crate) extern "C" fn to_hash_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the ToHash that police passed to bpf_loop, alive during the loop.
+    let th = unsafe { &mut *ctx.cast::<ToHash>() };
+    let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
+    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    let buf = unsafe { &*buf };
+    let off = usize::from(th.span.off);
+    th.bit = limits::to_bit_with(|k| buf.buf[(off + k) & (SCAN_LEN - 1)], usize::from(th.span.len));
+    1
+}
+
+/// Input and output of [`to_hash_step`].
+pub(crate) struct ToHash {
+    pub(crate) span: Span,
+    pub(crate) bit: usize,
+}

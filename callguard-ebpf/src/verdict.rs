@@ -1,0 +1,122 @@
+//! The verdict a packet gets on its way through the program, and the verifier-shaped helpers
+//! that carry state through map memory so that the many paths join into one.
+
+use callguard_common::{
+    Action, KernelConfig, Reason,
+    config::CONFIG_KEY,
+    sip::{self, Span},
+};
+
+use crate::maps::CG_CONFIG;
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+
+/// A verdict: what to do, why, the counter slot of the rule that decided (0 = none) and of the
+/// signature that matched (0 = none), and for SIP the method and where the User-Agent is.
+#[derive(Clone, Copy)]
+pub(crate) struct Verdict {
+    pub(crate) action: Action,
+    pub(crate) reason: Reason,
+    pub(crate) slot: u16,
+    pub(crate) sig: u16,
+    pub(crate) method: u8,
+    pub(crate) ua: Span,
+    /// `SLOW_*` bits: a candidate for the slow path, still to be decided by [`slow_path`].
+    pub(crate) slow: u8,
+    /// For slow-path candidates: the To value.
+    pub(crate) to: Span,
+}
+
+/// [`Verdict::slow`]: the request may need the daemon (an INVITE or REGISTER it asked for).
+pub(crate) const SLOW_CANDIDATE: u8 = 1;
+
+/// [`Verdict::slow`]: the datagram is fragmented.
+pub(crate) const SLOW_FRAGMENTED: u8 = 2;
+
+impl Verdict {
+    #[inline(always)]
+    pub(crate) const fn new(action: Action, reason: Reason, slot: u16) -> Self {
+        Self {
+            action,
+            reason,
+            slot,
+            sig: 0,
+            method: 0,
+            ua: Span { off: 0, len: 0 },
+            slow: 0,
+            to: Span { off: 0, len: 0 },
+        }
+    }
+    #[inline(always)]
+    pub(crate) const fn pass(reason: Reason) -> Self {
+        Self::new(Action::Pass, reason, 0)
+    }
+    #[inline(always)]
+    pub(crate) const fn by_policy(drop: bool, reason: Reason) -> Self {
+        Self::new(if drop { Action::Drop } else { Action::Pass }, reason, 0)
+    }
+    /// A verdict on a SIP message.
+    #[inline(always)]
+    pub(crate) const fn sip(action: Action, reason: Reason, sig: u16, info: &sip::Info) -> Self {
+        Self {
+            action,
+            reason,
+            slot: 0,
+            sig,
+            method: info.method,
+            ua: info.user_agent,
+            slow: 0,
+            to: Span { off: 0, len: 0 },
+        }
+    }
+}
+
+/// The policy record; all defaults when absent.
+#[inline(always)]
+pub(crate) fn config() -> KernelConfig {
+    match CG_CONFIG.get(CONFIG_KEY) {
+        Some(cfg) => *cfg,
+        None => KernelConfig::default(),
+    }
+}
+
+/// `v`, with everything the verifier knows about its fields forgotten: written to and read back
+/// from map memory, whose contents the verifier does not track. The many paths through
+/// [`decide`] end with verdicts the verifier knows exactly, so without this it would walk the
+/// code after it (the slow path, the counters) once per path, past its instruction limit; after
+/// it, they reach that code as one state.
+#[inline(always)]
+pub(crate) fn forget(v: Verdict) -> Verdict {
+    let Some(p) = CG_VERDICT.get_ptr_mut(0) else { return v };
+    // SAFETY: this CPU's value, used by nothing else during this program run; volatile, so the
+    // compiler does not forward `v` past the map memory.
+    unsafe {
+        core::ptr::write_volatile(p, v);
+        core::ptr::read_volatile(p)
+    }
+}
+
+/// Notes whether the datagram is fragmented, for [`slow_path`], in map memory: carried as a
+/// variable through SIP inspection, the flag would double the states the verifier walks there.
+#[inline(always)]
+pub(crate) fn note_fragmented(fragmented: bool) {
+    if let Some(p) = CG_VERDICT.get_ptr_mut(0) {
+        // SAFETY: this CPU's value, used by nothing else during this program run.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*p).slow, if fragmented { SLOW_FRAGMENTED } else { 0 });
+        };
+    }
+}
+
+/// What [`note_fragmented`] noted: [`SLOW_FRAGMENTED`] or 0.
+#[inline(always)]
+pub(crate) fn noted_fragmented() -> u8 {
+    match CG_VERDICT.get_ptr(0) {
+        // SAFETY: as in note_fragmented.
+        Some(p) => (unsafe { core::ptr::read_volatile(&raw const (*p).slow) }) & SLOW_FRAGMENTED,
+        None => 0,
+    }
+}
+
+/// The verdict of `decide`, passed through map memory (`maps::VERDICT`); see [`forget`].
+#[map]
+pub(crate) static CG_VERDICT: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(1, 0);
