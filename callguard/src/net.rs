@@ -184,6 +184,11 @@ impl NetRule {
     }
 }
 
+/// Parses one address (surrounding blanks allowed).
+pub fn parse_addr(s: &str) -> Result<IpAddr, String> {
+    s.trim().parse().map_err(|_| format!("`{s}` is not an IP address"))
+}
+
 /// Parses an address or a prefix; a bare address is a /32 or /128.
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();

@@ -269,12 +269,34 @@ pub struct Check {
     /// The address asked about.
     #[schema(value_type = String)]
     pub ip: IpAddr,
-    /// `allow`, `deny`, or `none` (no rule matches: guarded traffic is inspected, others pass).
-    pub verdict: String,
+    /// What the network rules say of the address.
+    pub verdict: CheckVerdict,
     /// The deciding rule.
     pub rule: Option<NetRule>,
     /// What the kernel map holds for the deciding network (a cross-check of the compiled state).
     pub in_kernel: bool,
+}
+
+/// The network rules' verdict on an address.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVerdict {
+    /// An allow rule decides: the address is authorized.
+    Allow,
+    /// A deny rule decides: the address is blocked.
+    Deny,
+    /// No rule matches: guarded traffic is inspected, the rest passes.
+    None,
+}
+
+impl std::fmt::Display for CheckVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::None => "none",
+        })
+    }
 }
 
 /// What a reload changed.

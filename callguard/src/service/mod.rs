@@ -29,7 +29,7 @@ use crate::{
         Kernel,
         datapath::{Datapath, KernelError},
     },
-    net::{self, NetAction, NetRule, NewNetRule, Origin, parse_net},
+    net::{self, NetAction, NetRule, NewNetRule, Origin, parse_addr, parse_net},
     sig::{self, Signature},
     store::{SqliteStore, Store, StoreError},
 };
@@ -300,7 +300,7 @@ impl Service {
         let m = message::parse(req.message.as_bytes()).map_err(|e| ServiceError::invalid("message", e.0))?;
         let facts = policy::Facts::read(&m, req.source).map_err(|e| ServiceError::invalid("message", e.0))?;
         let policy = self.calls.get();
-        let allowed = self.check(req.source).verdict == "allow";
+        let allowed = self.check(req.source).verdict == api::CheckVerdict::Allow;
         let handed_up = !allowed
             && match facts.method.as_str() {
                 "INVITE" => policy.wants_invites() && !facts.in_dialog,
@@ -594,11 +594,7 @@ impl Service {
         let contains = req
             .contains
             .as_deref()
-            .map(|s| {
-                s.trim()
-                    .parse::<IpAddr>()
-                    .map_err(|_| ServiceError::invalid("contains", format!("`{s}` is not an IP address")))
-            })
+            .map(|s| parse_addr(s).map_err(|m| ServiceError::invalid("contains", m)))
             .transpose()?;
         let kind = req.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
         let victims: Vec<&NetRule> = self
@@ -767,7 +763,11 @@ impl Service {
         let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
         api::Check {
             ip,
-            verdict: rule.map_or("none", |r| r.action.as_str()).into(),
+            verdict: match rule.map(|r| r.action) {
+                Some(NetAction::Allow) => api::CheckVerdict::Allow,
+                Some(NetAction::Deny) => api::CheckVerdict::Deny,
+                None => api::CheckVerdict::None,
+            },
             rule: rule.cloned(),
             in_kernel,
         }

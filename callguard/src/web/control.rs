@@ -18,7 +18,7 @@ use super::{
 use crate::{
     api::{ApiError, control as api},
     events::EventRecord,
-    net::NetRule,
+    net::{NetRule, parse_addr},
 };
 
 /// The `/v1` routes, each documented in the OpenAPI document.
@@ -91,8 +91,7 @@ pub async fn check(
     AxState(s): AxState<Shared>,
     QueryArgs(q): QueryArgs<api::CheckQuery>,
 ) -> Result<Json<api::Check>, Failure> {
-    let ip =
-        q.ip.trim().parse().map_err(|_| Failure::bad("ip", format!("`{}` is not an IP address", q.ip)))?;
+    let ip = parse_addr(&q.ip).map_err(|m| Failure::bad("ip", m))?;
     Ok(Json(lock(&s).check(ip)))
 }
 

@@ -28,7 +28,7 @@ use crate::api::vox::{
 use crate::{
     accounts::Perm,
     api::control::{AddNets, DelNets, NetQuery, NetSpec},
-    net::{NetAction, NetRule, parse_net},
+    net::{NetAction, NetRule, parse_addr, parse_net},
     service::ServiceError,
     web::{Failure, Shared},
 };
@@ -190,11 +190,7 @@ pub async fn list(
     let contains = q
         .contains_ip
         .as_deref()
-        .map(|c| {
-            c.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| Failure::bad("contains_ip", format!("`{c}` is not an IP address")))
-        })
+        .map(|c| parse_addr(c).map_err(|m| Failure::bad("contains_ip", m)))
         .transpose()?;
     blocking(&s, move |st| {
         let rules: Vec<NetRule> = st
