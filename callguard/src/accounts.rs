@@ -290,6 +290,18 @@ pub fn new_secret() -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
+/// The identity a sign-in attempt names, as the store looks it up (blanks around the name and
+/// the domain ignored, ASCII case folded): the key sign-in throttling counts failures under, so
+/// that `" admin"` and `"ADMIN\t"` count against `admin`. `None` for a name no user can have (longer
+/// than [`NAME_MAX`]), which then names nobody and takes no memory.
+pub fn sign_in_identity(domain: &str, username: &str) -> Option<String> {
+    let name = username.trim();
+    if name.is_empty() || name.chars().count() > NAME_MAX || domain.trim().chars().count() > 253 {
+        return None;
+    }
+    Some(format!("user:{}/{}", domain.trim().to_ascii_lowercase(), name.to_ascii_lowercase()))
+}
+
 /// A new random password for generated accounts: 20 characters from an unambiguous alphabet.
 pub fn new_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

@@ -251,6 +251,11 @@ impl Service {
         if p.user.as_ref().is_some_and(|me| me.id == id) && req.role.is_some() {
             return Err(ServiceError::Forbidden("you cannot change your own role".into()));
         }
+        // Nobody changes a user stronger than themselves: the role held now counts, not only
+        // the one given (else a Dealer could demote a system administrator).
+        if let Some(current) = self.find_role(&u.role)? {
+            may_grant(p, &current)?;
+        }
         let role_name = req.role.clone().unwrap_or_else(|| u.role.clone());
         let role = self
             .find_role(&role_name)?

@@ -78,12 +78,19 @@ fn decoy_hash() -> &'static str {
         (status = 429, description = "Too many failures from this source or for this user", body = crate::api::ApiError)))]
 pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): JsonBody<SignIn>) -> Response {
     let source = peer.key("ip");
-    let who =
-        format!("user:{}/{}", req.domain.trim().to_ascii_lowercase(), req.username.to_ascii_lowercase());
     let (max, window) = {
         let st = crate::web::lock(&s);
         let a = &st.cfg().api;
         (a.signin_failures, Duration::from_secs(a.signin_window_secs))
+    };
+    let Some(who) = accounts::sign_in_identity(&req.domain, &req.username) else {
+        // A name no user can have: a failure of the source, and no key kept for the name.
+        let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(wait) = th.blocked(&source, max, window) {
+            return too_many("sign-ins", wait);
+        }
+        th.fail(&source, window);
+        return Failure::unauthorized("wrong user name, domain or password").into_response();
     };
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
