@@ -430,16 +430,18 @@ impl<'a> Uri<'a> {
         if scheme != "sip" && scheme != "sips" {
             return Ok(Self { scheme, user: None, host: String::new(), raw });
         }
-        // The user part ends at the last `@` before any URI parameter or header.
-        let hostport_end = rest.find([';', '?']).unwrap_or(rest.len());
-        let (user, hostport) = match rest[..hostport_end].rfind('@') {
+        // The user part ends at the first `@`: neither host, parameters nor headers may hold an
+        // unescaped one (RFC 3261 §25.1), while the user may hold `;` and `?` (a telephone
+        // subscriber's parameters: `sip:0090123;isub=1@pbx;user=phone`), which PBXs keep in the
+        // number they route on. Reading the user only up to a `;` would find no number at all.
+        let (user, after) = match rest.find('@') {
             Some(at) => {
-                let userinfo = &rest[..at];
-                let user = userinfo.split(':').next().unwrap_or_default();
-                (Some(percent_decode(user)), &rest[at + 1..hostport_end])
+                let user = rest[..at].split(':').next().unwrap_or_default();
+                (Some(percent_decode(user)), &rest[at + 1..])
             }
-            None => (None, &rest[..hostport_end]),
+            None => (None, rest),
         };
+        let hostport = &after[..after.find([';', '?']).unwrap_or(after.len())];
         let host = if let Some(v6) = hostport.strip_prefix('[') {
             v6.split(']').next().unwrap_or_default()
         } else {
@@ -597,5 +599,12 @@ mod tests {
         assert_eq!(t.user.as_deref(), Some("+1-201-555-0123"));
         assert!(Uri::parse("sip:@").is_err());
         assert_eq!(Uri::parse("sip:example.com").unwrap().user, None);
+        // A telephone subscriber's parameters belong to the user: the number is still read.
+        let p = Uri::parse("sip:0090123456;isub=1@pbx.example.com;user=phone").unwrap();
+        assert_eq!((p.user.as_deref(), p.host.as_str()), (Some("0090123456;isub=1"), "pbx.example.com"));
+        let q = Uri::parse("sip:0090123456?x@pbx.example.com").unwrap();
+        assert_eq!((q.user.as_deref(), q.host.as_str()), (Some("0090123456?x"), "pbx.example.com"));
+        let h = Uri::parse("sip:pbx.example.com;lr?subject=x").unwrap();
+        assert_eq!((h.user, h.host.as_str()), (None, "pbx.example.com"));
     }
 }

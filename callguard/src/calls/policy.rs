@@ -155,7 +155,8 @@ impl Facts {
         let username = if method == "REGISTER" { to.uri.user.clone() } else { from.uri.user.clone() };
         Ok(Self {
             method: method.to_owned(),
-            dialed: ruri.user.clone(),
+            // The number without a telephone subscriber's parameters (`;isub=…`, `;phone-context=…`).
+            dialed: ruri.user.as_deref().map(|u| u.split([';', '?']).next().unwrap_or_default().to_owned()),
             domain: if ruri.host.is_empty() { to.uri.host.clone() } else { ruri.host.clone() },
             username: username.unwrap_or_default(),
             from_user: from.uri.user.clone(),
@@ -523,6 +524,23 @@ mod tests {
                 codes: vec!["4711".into()],
             }],
         )
+    }
+
+    /// M1: parameters in the Request-URI user do not hide the dialed number.
+    #[test]
+    fn the_dialed_number_is_read_past_user_parameters() {
+        for ruri in ["sip:+882777;isub=1@pbx.example;user=phone", "sip:+882777?x@pbx.example"] {
+            let text = format!(
+                "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+                 From: <sip:101@t.example>;tag=1\r\nTo: <sip:+882777@pbx.example>\r\n\
+                 Call-ID: a\r\nCSeq: 1 INVITE\r\n\r\n"
+            );
+            let m = crate::calls::message::parse(text.as_bytes()).unwrap();
+            let f = Facts::read(&m, "192.0.2.1".parse().unwrap()).unwrap();
+            assert_eq!(f.dialed.as_deref(), Some("+882777"), "{ruri}");
+            let d = policy(vec![]).decide(&f, Utc::now());
+            assert_eq!((d.verdict, d.step), (Verdict::Deny, Step::DisallowedCode), "{ruri}");
+        }
     }
 
     #[test]

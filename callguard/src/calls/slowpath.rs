@@ -224,27 +224,22 @@ impl Injector {
     }
 }
 
-/// A request as retransmissions repeat it.
+/// A request as its retransmissions repeat it: the same bytes (RFC 3261 §17.1.1.2 retransmits
+/// the request unchanged) between the same addresses and ports. Anything less would let a
+/// different request that shares the transaction's identifiers (Call-ID, CSeq, branch), sent
+/// to another port or dialing another number, inherit an earlier "allow".
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct TxKey {
     src: SocketAddr,
-    call_id: String,
-    cseq: u32,
-    method: String,
-    branch: String,
+    dst: SocketAddr,
+    digest: [u8; 32],
 }
 
 impl TxKey {
-    /// The key of `m` from `src`; `None` when it lacks Call-ID, CSeq or Via.
-    fn of(m: &Message<'_>, src: SocketAddr) -> Option<Self> {
-        let (cseq, method) = m.cseq().ok()?;
-        Some(Self {
-            src,
-            call_id: m.call_id().ok()?.to_owned(),
-            cseq,
-            method: method.to_owned(),
-            branch: m.top_via().ok()?.branch.unwrap_or_default().to_owned(),
-        })
+    /// The key of a handed-up datagram.
+    fn of(d: &Datagram<'_>) -> Self {
+        use sha2::Digest as _;
+        Self { src: d.src, dst: d.dst, digest: sha2::Sha256::digest(d.payload).into() }
     }
 }
 
@@ -311,34 +306,29 @@ impl SlowPath {
         }
         let (outcome, msg) = match message::parse(d.payload) {
             Err(e) => (Outcome { decision: unreadable(&e), retransmission: false }, None),
-            Ok(m) => (self.decide(&m, d.src, now), Some(m)),
+            Ok(m) => (self.decide(&m, TxKey::of(&d), d.src, now), Some(m)),
         };
         self.carry_out(&d, msg.as_ref(), &outcome);
         Some(outcome)
     }
 
-    fn decide(&mut self, m: &Message<'_>, src: SocketAddr, now: Instant) -> Outcome {
-        let key = TxKey::of(m, src);
-        if let Some(k) = &key
-            && let Some((_, decision, _)) = self.seen.get(k)
-        {
+    fn decide(&mut self, m: &Message<'_>, key: TxKey, src: SocketAddr, now: Instant) -> Outcome {
+        if let Some((_, decision, _)) = self.seen.get(&key) {
             return Outcome { decision: decision.clone(), retransmission: true };
         }
         let decision = match Facts::read(m, src.ip()) {
             Ok(f) => self.live.get().decide(&f, Utc::now()),
             Err(e) => unreadable(&e),
         };
-        if let Some(k) = key {
-            // The To tag of the 403, kept so a retransmission gets the same answer.
-            let tag = if decision.verdict == Verdict::Deny { new_tag() } else { String::new() };
-            self.seen.insert(k.clone(), (now, decision.clone(), tag));
-            self.order.push_back((now, k));
-        }
+        // The To tag of the 403, kept so a retransmission gets the same answer.
+        let tag = if decision.verdict == Verdict::Deny { new_tag() } else { String::new() };
+        self.seen.insert(key.clone(), (now, decision.clone(), tag));
+        self.order.push_back((now, key));
         Outcome { decision, retransmission: false }
     }
 
-    fn tag_for(&self, m: &Message<'_>, src: SocketAddr) -> String {
-        TxKey::of(m, src).and_then(|k| self.seen.get(&k).map(|e| e.2.clone())).unwrap_or_else(new_tag)
+    fn tag_for(&self, d: &Datagram<'_>) -> String {
+        self.seen.get(&TxKey::of(d)).map_or_else(new_tag, |e| e.2.clone())
     }
 
     fn carry_out(&mut self, d: &Datagram<'_>, m: Option<&Message<'_>>, o: &Outcome) {
@@ -356,7 +346,7 @@ impl SlowPath {
             }
             (Verdict::Deny, Some(m)) => {
                 let to = reply_to(m, d.src);
-                let body = forbidden(m, &self.tag_for(m, d.src));
+                let body = forbidden(m, &self.tag_for(d));
                 udp_packet(&d.ip, d.dst, to, &body).map(|p| self.inject.send(&p, to.ip()))
             }
             _ => None,
@@ -543,5 +533,23 @@ mod tests {
         let h = u.to_header();
         assert_eq!(h.checksum, h.calc_checksum_ipv4(&v4.header().to_header(), b"hello").unwrap());
         assert_eq!(u.payload(), b"hello");
+    }
+
+    /// A retransmission is the same bytes between the same addresses and ports; a request that
+    /// only shares the transaction's identifiers (a replayed Call-ID, CSeq and branch) is not.
+    #[test]
+    fn only_the_same_bytes_between_the_same_ports_are_a_retransmission() {
+        let ip = IpHeaders::Ipv4(
+            Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, [0; 4], [0; 4]).unwrap(),
+            Default::default(),
+        );
+        let (src, dst) = ("192.0.2.10:5062".parse().unwrap(), "198.51.100.1:5060".parse().unwrap());
+        let barred = INVITE.replace("*4711*0086123", "+882777");
+        let key = |payload: &str, dst: SocketAddr| {
+            TxKey::of(&Datagram { ip: ip.clone(), src, dst, payload: payload.as_bytes() })
+        };
+        assert_eq!(key(INVITE, dst), key(INVITE, dst));
+        assert_ne!(key(INVITE, dst), key(&barred, dst), "another number dialed in the same transaction");
+        assert_ne!(key(INVITE, dst), key(INVITE, "198.51.100.1:5061".parse().unwrap()), "another port");
     }
 }

@@ -1,0 +1,209 @@
+//! Attacks on callguard, each by name, carried out end to end in network namespaces against the
+//! release build with its defaults, as an attacker who has read the code would try them
+//! (`../shared/reviews/security.md` names the findings). Each test asserts that the attack fails
+//! and that legitimate traffic in the same run still gets through.
+
+use std::{net::UdpSocket, time::Duration};
+
+use callguard_tests::{
+    http::{ApiServer, LocalApi, expect},
+    netns::{Instance, Topology},
+};
+use serde_json::json;
+
+const PBX: &str = Topology::PBX_V4;
+const CALLER: &str = "198.18.0.2";
+
+/// An INVITE from the caller's port 5090 dialing `dialed`, with the transaction identifiers an
+/// attacker can repeat at will.
+fn invite(dialed: &str, call_id: &str, branch: &str) -> String {
+    format!(
+        "INVITE sip:{dialed}@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch={branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=a1\r\nTo: <sip:{dialed}@{PBX}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:101@{CALLER}:5090>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// What `sock` receives within `wait`, one datagram each.
+fn received(sock: &UdpSocket, wait: Duration) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let until = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+/// H1. An INVITE to an allowed number, sent where no PBX listens (5061, guarded by default), is
+/// allowed and its decision remembered for retransmissions. A second INVITE from the same
+/// source with the same Call-ID, CSeq and branch, but dialing a barred number and sent to the
+/// PBX's port, must not inherit that "allow": only the same bytes to the same place are a
+/// retransmission.
+#[test]
+fn a_replayed_transaction_key_does_not_carry_an_allow_to_another_invite() {
+    let t = Topology::new();
+    // Rate limits off: the attack is not about rates.
+    let inst = Instance::new(
+        &t.pbx,
+        &t.pbx_if,
+        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
+    );
+    let _daemon = inst.start();
+    inst.cli(&[
+        "api",
+        "POST",
+        "/api/disallowed_codes",
+        r#"{"number_prefix": "+882", "description": "satellite"}"#,
+    ]);
+    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
+    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+
+    // A: allowed, to a port where nothing listens.
+    caller
+        .send_to(invite("0086101234", "replay@attacker", "z9hG4bKreplay").as_bytes(), format!("{PBX}:5061"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // B: the same transaction identifiers, a barred number, the PBX's port.
+    caller
+        .send_to(invite("+882777", "replay@attacker", "z9hG4bKreplay").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let answers = received(&caller, Duration::from_secs(2));
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.starts_with("SIP/2.0 403 Forbidden\r\n") && a.contains("Call-ID: replay@attacker")),
+        "the barred INVITE is decided afresh and refused: {answers:?}"
+    );
+    let at_pbx = received(&pbx, Duration::from_millis(500));
+    assert!(!at_pbx.iter().any(|m| m.contains("+882777")), "the barred INVITE reached the PBX: {at_pbx:?}");
+
+    // Legitimate traffic in the same run: an allowed call reaches the PBX, and a retransmission
+    // of a refused one still gets the same 403.
+    caller
+        .send_to(invite("0086101234", "legit@caller", "z9hG4bKlegit").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(
+        at_pbx.iter().any(|m| m.contains("Call-ID: legit@caller")),
+        "an allowed call reaches the PBX: {at_pbx:?}"
+    );
+    let barred = invite("+882777", "barred@caller", "z9hG4bKbarred");
+    let mut refusals = Vec::new();
+    for _ in 0..2 {
+        caller.send_to(barred.as_bytes(), format!("{PBX}:5060")).unwrap();
+        refusals.extend(
+            received(&caller, Duration::from_secs(1)).into_iter().filter(|a| a.contains("barred@caller")),
+        );
+    }
+    assert_eq!(refusals.len(), 2, "each transmission of a refused INVITE is answered: {refusals:?}");
+    assert_eq!(refusals[0], refusals[1], "a retransmission gets the same 403, To tag included");
+    let stats = inst.stats();
+    assert_eq!(stats["slow_path"]["retransmissions"], 1, "{}", stats["slow_path"]);
+}
+
+/// M1. RFC 3261 lets the user part of a SIP URI carry `;` and `?` (a telephone subscriber's
+/// parameters), and PBXs route on the whole of it. A barred number dialed as
+/// `sip:+882777;isub=1@pbx;user=phone` or `sip:+882777?x@pbx` must be refused like the plain one,
+/// not read as "no number dialed" and allowed.
+#[test]
+fn parameters_in_the_dialed_user_do_not_hide_a_barred_number() {
+    let t = Topology::new();
+    let inst = Instance::new(
+        &t.pbx,
+        &t.pbx_if,
+        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
+    );
+    let _daemon = inst.start();
+    inst.cli(&[
+        "api",
+        "POST",
+        "/api/disallowed_codes",
+        r#"{"number_prefix": "+882", "description": "satellite"}"#,
+    ]);
+    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
+    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+    for (n, dialed) in ["+882777;isub=1", "+882777?x=y", "+882777;phone-context=+1"].iter().enumerate() {
+        let call_id = format!("param{n}@attacker");
+        let text = invite(dialed, &call_id, &format!("z9hG4bKparam{n}")).replacen(
+            &format!("INVITE sip:{dialed}@{PBX} SIP/2.0"),
+            &format!("INVITE sip:{dialed}@{PBX};user=phone SIP/2.0"),
+            1,
+        );
+        caller.send_to(text.as_bytes(), format!("{PBX}:5060")).unwrap();
+        let answers = received(&caller, Duration::from_secs(1));
+        assert!(
+            answers.iter().any(|a| a.starts_with("SIP/2.0 403 Forbidden\r\n") && a.contains(&call_id)),
+            "{dialed}: refused as the plain number is: {answers:?}"
+        );
+    }
+    let at_pbx = received(&pbx, Duration::from_millis(300));
+    assert!(!at_pbx.iter().any(|m| m.contains("+882777")), "a barred INVITE reached the PBX: {at_pbx:?}");
+    // Legitimate: a number with a subscriber parameter that no rule bars still goes through.
+    caller
+        .send_to(invite("0086101234;isub=7", "isub@caller", "z9hG4bKisub").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(
+        at_pbx.iter().any(|m| m.contains("Call-ID: isub@caller")),
+        "an allowed call reaches the PBX: {at_pbx:?}"
+    );
+}
+
+/// M9. A Dealer (system level, no security rights) may manage tenants' users, but must not
+/// touch a user stronger than itself: demoting a system administrator to Dealer is refused.
+#[test]
+fn a_dealer_cannot_demote_a_system_administrator() {
+    let server = LocalApi::start("");
+    server.run(|h| {
+        let (a, _) = h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        let dealer = json!({"username": "dealer1", "password": "dealer-pass-1", "role": "Dealer"});
+        expect(a.post("/api/v1/users", &dealer), 201);
+        let other = json!({"username": "sa2", "password": "sysadmin-pass-2", "role": "SystemAdmin"});
+        let sa2 = expect(a.post("/api/v1/users", &other), 201).json()["id"].as_u64().unwrap();
+        let (d, _) = h.sign_in("dealer1", "dealer-pass-1", "");
+        let demote = d.call("PATCH", &format!("/api/v1/users/{sa2}"), Some(&json!({"role": "Dealer"})));
+        expect(demote, 403);
+        let still = expect(a.get(&format!("/api/v1/users/{sa2}")), 200).json();
+        assert_eq!(still["role"], "SystemAdmin", "{still}");
+        // What a Dealer may do still works: a tenant and a user in it, then a change of that user.
+        expect(d.post("/api/v1/tenants", &json!({"id": "t1", "name": "T1", "domain": "t1.example"})), 201);
+        expect(d.post("/api/v1/tenants/t1/groups", &json!({"id": "g1"})), 201);
+        let u = json!({"tenant": "t1", "group": "g1", "username": "u1", "password": "user-pass-1", "role": "StandardUser"});
+        let u1 = expect(d.post("/api/v1/users", &u), 201).json()["id"].as_u64().unwrap();
+        expect(d.call("PATCH", &format!("/api/v1/users/{u1}"), Some(&json!({"role": "GroupAdmin"}))), 200);
+    });
+}
+
+/// M4. The per-user sign-in limit counts the user, not the spelling: blanks around the name and
+/// its case do not make a fresh counter, so guesses spread over " admin", "ADMIN\t" and
+/// "admin" from three addresses still lock `admin` out for a fourth address, while the
+/// administrator's own address (where it signed in before) keeps working.
+#[test]
+fn padding_a_user_name_does_not_escape_the_per_user_limit() {
+    let server = LocalApi::start("signin_failures = 3");
+    server.run(|h| {
+        h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        let attempt =
+            |name: &str, password: &str| json!({"username": name, "password": password, "domain": ""});
+        for (source, name) in
+            [([127, 0, 0, 2], " admin"), ([127, 0, 0, 3], "ADMIN\t"), ([127, 0, 0, 4], "admin ")]
+        {
+            expect(h.post_from(source.into(), "/api/auth/sign_in", &attempt(name, "wrong-password")), 401);
+        }
+        let right = attempt("admin", ApiServer::ADMIN_PASSWORD);
+        let blocked = expect(h.post_from([127, 0, 0, 5].into(), "/api/auth/sign_in", &right), 429);
+        assert!(blocked.header("retry-after").is_some(), "{:?}", blocked.headers);
+        expect(h.post("/api/auth/sign_in", &right), 200);
+        // A name longer than any user's names nobody and counts against its source only.
+        let long = "x".repeat(100_000);
+        for _ in 0..3 {
+            expect(h.post_from([127, 0, 0, 6].into(), "/api/auth/sign_in", &attempt(&long, "p")), 401);
+        }
+        expect(h.post_from([127, 0, 0, 6].into(), "/api/auth/sign_in", &attempt("admin", "p")), 429);
+    });
+}
