@@ -8,6 +8,7 @@ use crate::{
         datapath::NetMap,
         fake::{FakeDatapath, FakeKernel},
     },
+    net,
 };
 
 fn service() -> (Service, FakeKernel) {

@@ -1,0 +1,300 @@
+//! Network rules through the service: add, delete, list, check; the bans the kernel imposes,
+//! stored as rules with expiry (and escalated to the /24 or /48); and how a change reaches the
+//! kernel, room checked first and undone when the kernel refuses.
+
+use std::{collections::BTreeSet, net::IpAddr, time::Instant};
+
+use callguard_common::{NetEntry, events::event};
+use chrono::Utc;
+use ipnet::IpNet;
+
+use super::{COMMENT_MAX, Result, Service, ServiceError};
+use crate::{
+    api::control as api,
+    clock::Clock,
+    kernel::datapath::KernelError,
+    net::{self, NetAction, NetRule, NewNetRule, Origin, parse_addr, parse_net},
+};
+
+impl Service {
+    /// Stores the ban the kernel imposed on a source (event kind `BAN_*`) as a deny rule with
+    /// expiry, origin `auto`, then bans its /24 or /48 when enough of its neighbours are banned.
+    /// Returns what was done, for the event's detail.
+    pub fn auto_ban(&mut self, source: IpAddr, kind: u8, sig_slot: u16) -> String {
+        let now = Utc::now();
+        let single = match source {
+            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
+            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
+        };
+        let Ok(single) = single else { return "bad address".into() };
+        if let Some(r) = net::decide(self.rules.values(), source, now) {
+            return match r.action {
+                NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
+                NetAction::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
+            };
+        }
+        let why = match kind {
+            event::BAN_ENUM => format!(
+                "auto: more than {} distinct To values in {} s",
+                self.cfg.enumeration.users, self.cfg.enumeration.window_secs
+            ),
+            event::BAN_SIGNATURE => match self.sigs.values().find(|s| s.slot == sig_slot) {
+                Some(s) => format!(
+                    "auto: matched signature {} ({} {} `{}`)",
+                    s.id,
+                    s.sig.field.name(),
+                    s.sig.matches.name(),
+                    s.sig.text
+                ),
+                None => "auto: matched a signature since deleted".into(),
+            },
+            _ => format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs),
+        };
+        let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
+        let mut detail = match self.add_auto(single, secs, why) {
+            Ok(id) => format!("deny {single} for {secs} s (rule {id})"),
+            Err(e) => return format!("storing the ban failed: {e:#}"),
+        };
+        // Subnet escalation.
+        let n = self.cfg.rate.escalate_after;
+        let wide = match source {
+            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 24).ok().map(|n| n.trunc()),
+            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 48).ok().map(|n| n.trunc()),
+        };
+        if n > 0
+            && let Some(wide) = wide
+        {
+            let banned = self
+                .rules
+                .values()
+                .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
+                .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
+                .count();
+            let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
+            if banned >= n as usize && !covered {
+                let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
+                let why = format!("auto: {banned} banned sources in this /{}", wide.prefix_len());
+                match self.add_auto(wide, secs, why) {
+                    Ok(id) => detail += &format!("; escalated: deny {wide} for {secs} s (rule {id})"),
+                    Err(e) => detail += &format!("; escalating to {wide} failed: {e:#}"),
+                }
+            }
+        }
+        detail
+    }
+
+    pub(super) fn add_auto(&mut self, cidr: IpNet, secs: i64, comment: String) -> anyhow::Result<u32> {
+        let rule = NewNetRule {
+            cidr,
+            action: NetAction::Deny,
+            scope: net::Scope::Sip,
+            expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
+            comment,
+            origin: Origin::Auto,
+        };
+        let stored = self.store.upsert_nets(std::slice::from_ref(&rule))?.remove(0);
+        let id = stored.id;
+        self.rules.insert(id, stored);
+        self.sync_nets(&BTreeSet::from([cidr]))?;
+        Ok(id)
+    }
+
+    pub(super) fn sync_all(&mut self) -> Result<(usize, usize)> {
+        let compiled = net::compile(self.rules.values(), &Clock::now());
+        Ok(self.kernel.apply_nets(&compiled)?)
+    }
+
+    /// The kernel changes that bring the entries of `nets` in step with `rules`.
+    pub(super) fn changes_for<'a>(
+        rules: impl IntoIterator<Item = &'a NetRule>,
+        nets: &BTreeSet<IpNet>,
+    ) -> Vec<(IpNet, Option<NetEntry>)> {
+        let affected = rules.into_iter().filter(|r| nets.contains(&r.cidr));
+        let compiled = net::compile(affected, &Clock::now());
+        nets.iter().map(|n| (*n, compiled.get(n).copied())).collect()
+    }
+
+    /// Recompiles the kernel entries of the given networks only.
+    pub(super) fn sync_nets(&mut self, nets: &BTreeSet<IpNet>) -> Result<(), KernelError> {
+        let changes = Self::changes_for(self.rules.values(), nets);
+        self.kernel.check_room(&changes)?;
+        self.kernel.apply_changes(&changes, &mut |_| {})?;
+        Ok(())
+    }
+
+    /// Puts the store and the cache back as they were before a change whose kernel half failed:
+    /// removes the rules the change created (`added`), puts `previous` back with their ids, and
+    /// rewrites the kernel entries of `nets` from the restored rules, so what the kernel took of
+    /// the change is undone too. Returns the kernel's error, for the caller.
+    pub(super) fn undo_nets(
+        &mut self,
+        added: &[u32],
+        previous: &[NetRule],
+        nets: &BTreeSet<IpNet>,
+        cause: KernelError,
+    ) -> ServiceError {
+        if let Err(e) = self.store.revert_nets(added, previous) {
+            tracing::error!("undoing a change the kernel refused: {e}; the store keeps it");
+            return ServiceError::Kernel(cause);
+        }
+        for id in added {
+            self.rules.remove(id);
+        }
+        for r in previous {
+            self.rules.insert(r.id, r.clone());
+        }
+        let changes = Self::changes_for(self.rules.values(), nets);
+        if let Err(e) = self.kernel.apply_changes(&changes, &mut |_| {}) {
+            tracing::error!("restoring kernel entries after a refused change: {e}");
+        }
+        ServiceError::Kernel(cause)
+    }
+
+    /// Adds or updates rules: store (one transaction), then kernel.
+    pub fn add_nets(&mut self, req: &api::AddNets) -> Result<api::Added> {
+        let t0 = Instant::now();
+        let origin = if req.import { Origin::Import } else { Origin::Manual };
+        let mut new = Vec::with_capacity(req.rules.len());
+        for (i, spec) in req.rules.iter().enumerate() {
+            let field = |name: &str| {
+                if req.rules.len() == 1 { name.to_owned() } else { format!("rules[{i}].{name}") }
+            };
+            let cidr = parse_net(&spec.cidr).map_err(|m| ServiceError::invalid(&field("cidr"), m))?;
+            if spec.comment.chars().count() > COMMENT_MAX {
+                return Err(ServiceError::invalid(
+                    &field("comment"),
+                    format!("longer than {COMMENT_MAX} characters"),
+                ));
+            }
+            if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
+                return Err(ServiceError::invalid(&field("expires_at"), "already in the past"));
+            }
+            new.push(NewNetRule {
+                cidr,
+                action: spec.action,
+                scope: spec.scope,
+                expires_at: spec.expires_at,
+                comment: spec.comment.clone(),
+                origin,
+            });
+        }
+        // Refuse what the kernel cannot hold before anything is stored.
+        let nets: BTreeSet<IpNet> = new.iter().map(|r| r.cidr).collect();
+        let mut trial: Vec<NetRule> = self
+            .rules
+            .values()
+            .filter(|r| {
+                nets.contains(&r.cidr) && !new.iter().any(|n| n.cidr == r.cidr && n.action == r.action)
+            })
+            .cloned()
+            .collect();
+        trial.extend(new.iter().map(|n| n.to_rule(u32::MAX)));
+        self.kernel.check_room(&Self::changes_for(&trial, &nets))?;
+        let previous: Vec<NetRule> = self
+            .rules
+            .values()
+            .filter(|r| new.iter().any(|n| n.cidr == r.cidr && n.action == r.action))
+            .cloned()
+            .collect();
+        let stored = self.store.upsert_nets(&new)?;
+        let count = stored.len();
+        let added: Vec<u32> = stored.iter().map(|r| r.id).filter(|id| !self.rules.contains_key(id)).collect();
+        for r in &stored {
+            self.rules.insert(r.id, r.clone());
+        }
+        if let Err(e) = self.sync_nets(&nets) {
+            return Err(self.undo_nets(&added, &previous, &nets, e));
+        }
+        let rules = if count < 100 { stored } else { Vec::new() };
+        Ok(api::Added { count, rules, applied_ms: t0.elapsed().as_millis() as u64 })
+    }
+
+    /// Deletes rules chosen by network, containment or all.
+    pub fn del_nets(&mut self, req: &api::DelNets) -> Result<api::Removed> {
+        let chosen = [req.cidr.is_some(), req.contains.is_some(), req.all].iter().filter(|b| **b).count();
+        if chosen != 1 {
+            return Err(ServiceError::invalid("cidr", "give exactly one of cidr, contains, all"));
+        }
+        let cidr =
+            req.cidr.as_deref().map(parse_net).transpose().map_err(|m| ServiceError::invalid("cidr", m))?;
+        let contains = req
+            .contains
+            .as_deref()
+            .map(|s| parse_addr(s).map_err(|m| ServiceError::invalid("contains", m)))
+            .transpose()?;
+        let kind = req.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
+        let victims: Vec<&NetRule> = self
+            .rules
+            .values()
+            .filter(|r| kind.is_none_or(|k| r.action == k))
+            .filter(|r| cidr.is_none_or(|c| r.cidr == c))
+            .filter(|r| contains.is_none_or(|ip| r.cidr.contains(&ip)))
+            .collect();
+        if let Some(r) = victims.iter().find(|r| r.origin == Origin::Config && !req.all) {
+            return Err(ServiceError::Conflict(format!(
+                "{} {} is set in the configuration file; remove it there",
+                r.action, r.cidr
+            )));
+        }
+        let victims: Vec<(u32, IpNet)> =
+            victims.iter().filter(|r| r.origin != Origin::Config).map(|r| (r.id, r.cidr)).collect();
+        if victims.is_empty() && cidr.is_some() {
+            return Err(ServiceError::not_found("cidr", "no such rule"));
+        }
+        let ids: Vec<u32> = victims.iter().map(|v| v.0).collect();
+        let previous: Vec<NetRule> = ids.iter().filter_map(|id| self.rules.get(id).cloned()).collect();
+        let count = self.store.delete_nets(&ids)?;
+        for id in &ids {
+            self.rules.remove(id);
+        }
+        let nets: BTreeSet<IpNet> = victims.iter().map(|v| v.1).collect();
+        if let Err(e) = self.sync_nets(&nets) {
+            return Err(self.undo_nets(&[], &previous, &nets, e));
+        }
+        for r in previous.iter().filter(|r| r.origin == Origin::Auto) {
+            // Deleting an automatic ban lifts the kernel's own ban of that source too.
+            self.forget_source(r.cidr);
+        }
+        Ok(api::Removed { count })
+    }
+
+    pub(crate) fn list(&self, q: &api::NetQuery) -> Vec<NetRule> {
+        let kind = q.allowed.map(|a| if a { NetAction::Allow } else { NetAction::Deny });
+        self.rules
+            .values()
+            .filter(|r| kind.is_none_or(|k| r.action == k))
+            .filter(|r| q.contains.is_none_or(|ip| r.cidr.contains(&ip)))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn check(&self, ip: IpAddr) -> api::Check {
+        let rule = net::decide(self.rules.values(), ip, Utc::now());
+        let in_kernel = rule.is_some_and(|r| self.kernel.nets().contains_key(&r.cidr));
+        api::Check {
+            ip,
+            verdict: match rule.map(|r| r.action) {
+                Some(NetAction::Allow) => api::CheckVerdict::Allow,
+                Some(NetAction::Deny) => api::CheckVerdict::Deny,
+                None => api::CheckVerdict::None,
+            },
+            rule: rule.cloned(),
+            in_kernel,
+        }
+    }
+
+    pub(super) fn forget_source(&mut self, net: IpNet) {
+        let key = match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                callguard_common::limits::source_key_v4(n.addr().octets())
+            }
+            IpNet::V6(n) if n.prefix_len() >= 64 => {
+                callguard_common::limits::source_key_v6(n.addr().octets())
+            }
+            _ => return,
+        };
+        if let Err(e) = self.kernel.forget_source(&key) {
+            tracing::warn!("forgetting source {net} in the kernel: {e:#}");
+        }
+    }
+}
