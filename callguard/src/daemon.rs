@@ -87,7 +87,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // Shown once: only its hash is stored.
         println!(
             "callguard: created the system administrator `admin` with password {password}\n\
-             callguard: (shown once; change it: callguard api POST /api/v1/users/1/password '{{\"password\": \"…\"}}')"
+             callguard: (shown once; sign in and change it: POST /api/v1/users/1/password \
+             '{{\"old_password\": \"…\", \"password\": \"…\"}}'; set by root instead, it must be changed again at sign-in)"
         );
     }
     let cfg = state.cfg().clone();

@@ -697,6 +697,30 @@ fn a_full_kernel_map_is_a_409_and_stores_nothing() {
     });
 }
 
+/// A password root sets on the control socket (`callguard users password`) is one the user must
+/// replace at the next sign-in, as the command says; until then the user has no rights.
+#[test]
+fn a_password_set_by_root_must_be_changed_at_sign_in() {
+    let server = ApiServer::start("");
+    let id = server.run(|h| {
+        let a = admin(&h);
+        let u = json!({"username": "carol", "password": "carol-pass-1", "role": "SystemAdmin"});
+        expect(a.post("/api/v1/users", &u), 201).json()["id"].as_u64().unwrap()
+    });
+    let out = server.inst.cli_input(&["users", "password", &id.to_string()], "carol-pass-2\n");
+    assert!(out.contains("must choose a new one"), "{out}");
+    server.run(move |h| {
+        let (c, _) = h.sign_in("carol", "carol-pass-2", "");
+        assert_eq!(expect(c.get("/api/auth/token"), 200).json()["force_reset"], true);
+        let refused = expect(c.get("/api/blacklisted_numbers"), 403);
+        assert!(refused.text.contains("set a new password first"), "{}", refused.text);
+        let own = json!({"old_password": "carol-pass-2", "password": "carol-pass-3"});
+        expect(c.post(&format!("/api/v1/users/{id}/password"), &own), 204);
+        let (c, _) = h.sign_in("carol", "carol-pass-3", "");
+        expect(c.get("/api/blacklisted_numbers"), 200);
+    });
+}
+
 #[test]
 fn api_changes_reach_the_kernel() {
     use std::net::{SocketAddr, UdpSocket};

@@ -169,14 +169,19 @@ impl Facts {
     }
 }
 
-/// A number in the form it is compared in: visual separators (space, `-`, `.`, `(`, `)`)
-/// removed, letters lower case, and an international prefix (`+`, `00` or `intl`) read as `+`.
-pub fn normalize(number: &str, intl: &str) -> String {
-    let n: String = number
+/// A number as dialed, without visual separators (space, `-`, `.`, `(`, `)`), letters lower case.
+pub fn clean(number: &str) -> String {
+    number
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\t'))
         .map(|c| c.to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+/// A number in the form it is compared in: [`clean`], and an international prefix (`+`, `00`
+/// or `intl`) read as `+`.
+pub fn normalize(number: &str, intl: &str) -> String {
+    let n = clean(number);
     if let Some(rest) = n.strip_prefix('+') {
         return format!("+{rest}");
     }
@@ -233,7 +238,10 @@ pub struct CallPolicy {
     cfg: Calls,
     border: Vec<Border>,
     blacklist: Vec<(String, BlacklistedNumber)>,
-    disallowed: Vec<(String, DisallowedCode)>,
+    /// Each disallowed code as dialed ([`clean`]) and normalized, with the code. A code that is
+    /// only an international prefix (`00`, the configured one, `+`) normalizes to `+`: every
+    /// international number.
+    disallowed: Vec<(String, String, DisallowedCode)>,
     countries: Vec<String>,
     /// Authorization codes by (SIP domain, user name), both lower case.
     codes: HashMap<(String, String), Vec<String>>,
@@ -273,7 +281,15 @@ impl CallPolicy {
             cfg: cfg.clone(),
             border,
             blacklist: blacklist.into_iter().map(|b| (normalize(&b.number, intl), b)).collect(),
-            disallowed: disallowed.into_iter().map(|d| (normalize(&d.number_prefix, intl), d)).collect(),
+            disallowed: disallowed
+                .into_iter()
+                .map(|d| {
+                    let raw = clean(&d.number_prefix);
+                    let international = raw == "+" || raw == "00" || (!intl.is_empty() && raw == intl);
+                    let norm = if international { "+".to_owned() } else { normalize(&raw, intl) };
+                    (raw, norm, d)
+                })
+                .collect(),
             countries: countries.iter().map(|c| country_key(c).to_owned()).collect(),
             codes,
             authcode_form: cfg
@@ -377,11 +393,14 @@ impl CallPolicy {
             };
         }
         let number = normalize(dialed, intl);
-        if let Some((p, d)) = self
+        // A code matches the number as dialed or as normalized, so that it bars what the
+        // operator wrote: `0` bars `0049…` too (normalized `+49…`), `00` every international call.
+        let as_dialed = clean(dialed);
+        if let Some((_, p, d)) = self
             .disallowed
             .iter()
-            .filter(|(p, _)| number.starts_with(p.as_str()))
-            .max_by_key(|(p, _)| p.len())
+            .filter(|(raw, norm, _)| number.starts_with(norm.as_str()) || as_dialed.starts_with(raw.as_str()))
+            .max_by_key(|(raw, norm, _)| raw.len().max(norm.len()))
         {
             return Decision::new(
                 Verdict::Deny,
@@ -524,6 +543,48 @@ mod tests {
                 codes: vec!["4711".into()],
             }],
         )
+    }
+
+    /// A policy with these disallowed codes and nothing else.
+    fn barring(codes: &[&str]) -> CallPolicy {
+        let codes = codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| DisallowedCode {
+                id: i.to_string(),
+                number_prefix: (*c).into(),
+                description: String::new(),
+            })
+            .collect();
+        CallPolicy::build(&Calls::default(), vec![], vec![], codes, &[], vec![])
+    }
+
+    /// Item 6 of issue 16: a disallowed code means what the operator wrote. `00` (or the
+    /// configured international prefix, or `+`) bars every international call however it is
+    /// dialed; `0` bars national and international numbers alike; a country code bars that
+    /// country in every form.
+    #[test]
+    fn disallowed_codes_bar_what_the_operator_means() {
+        let now = Utc::now();
+        let step = |p: &CallPolicy, dialed: &str| p.decide(&facts(dialed, "101"), now).step;
+        for intl in ["00", "+"] {
+            let p = barring(&[intl]);
+            for dialed in ["004930123", "+4930123", "00 1 555 0100"] {
+                assert_eq!(step(&p, dialed), Step::DisallowedCode, "{intl} bars {dialed}");
+            }
+            assert_eq!(step(&p, "0301234"), Step::Default, "{intl} leaves national calls");
+        }
+        let p = barring(&["0"]);
+        for dialed in ["0301234", "004930123"] {
+            assert_eq!(step(&p, dialed), Step::DisallowedCode, "0 bars {dialed}");
+        }
+        assert_eq!(step(&p, "+4930123"), Step::Default, "dialed with +, no 0 was dialed");
+        assert_eq!(step(&p, "101"), Step::Default);
+        let p = barring(&["0049"]);
+        for dialed in ["004930123", "+4930123", "+49 30 123"] {
+            assert_eq!(step(&p, dialed), Step::DisallowedCode, "0049 bars {dialed}");
+        }
+        assert_eq!(step(&p, "004430123"), Step::Default);
     }
 
     /// M1: parameters in the Request-URI user do not hide the dialed number.

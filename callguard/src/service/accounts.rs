@@ -317,13 +317,9 @@ impl Service {
                 may_grant(p, &r)?;
             }
         }
-        self.store.update_user(
-            id,
-            None,
-            None,
-            Some(&hash(&req.password)?),
-            Some(!own && p.user.is_some()),
-        )?;
+        // Set by someone else (root on the control socket included), the password is one the
+        // user must replace at the next sign-in.
+        self.store.update_user(id, None, None, Some(&hash(&req.password)?), Some(!own))?;
         Ok(())
     }
 
