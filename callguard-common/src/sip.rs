@@ -304,7 +304,8 @@ pub fn parse(s: &Scratch, len: usize) -> Info {
 
 /// Whether the To (or From) value `v` carries a `tag` header parameter: a `;` outside quotes
 /// and outside `<…>`, then `tag`, then `=` (case-insensitive, whitespace allowed around both,
-/// RFC 3261 §25.1). A `;tag=` inside the display name or the URI is not one. At most
+/// RFC 3261 §25.1), then at least one character of value. A `;tag=` inside the display name or
+/// the URI is not one, and neither is an empty `;tag=`: PBXs read that as no tag, a new call. At most
 /// [`FIELD_MAX`] bytes are read: a tag past them reads as absent, which hands the request up,
 /// where the daemon's full parser finds it.
 pub fn has_tag(s: &Scratch, v: Span) -> bool {
@@ -317,6 +318,8 @@ pub fn has_tag(s: &Scratch, v: Span) -> bool {
     const T: usize = 4;
     const TA: usize = 5;
     const TAG: usize = 6;
+    /// After `tag` and `=`: the value's first character decides.
+    const VALUE: usize = 7;
     let mut st = OUT;
     let off = usize::from(v.off);
     for k in 0..FIELD_MAX {
@@ -330,6 +333,9 @@ pub fn has_tag(s: &Scratch, v: Span) -> bool {
         st = match (s.launder(st), c) {
             (QUOTED, b'"') | (ANGLE, b'>') => OUT,
             (st @ (QUOTED | ANGLE), _) => st,
+            (VALUE, _) if ws => VALUE,
+            (VALUE, b';' | b',') => SEMI,
+            (VALUE, _) => return true,
             (_, b'"') => QUOTED,
             (_, b'<') => ANGLE,
             (_, b';') => SEMI,
@@ -337,7 +343,7 @@ pub fn has_tag(s: &Scratch, v: Span) -> bool {
             (T, b'a') => TA,
             (TA, b'g') => TAG,
             (st @ (SEMI | TAG), _) if ws => st,
-            (TAG, b'=') => return true,
+            (TAG, b'=') => VALUE,
             _ => OUT,
         };
     }
@@ -729,6 +735,12 @@ mod tests {
         assert!(!has("\"x;tag=1\" <sip:bob@example.com>"));
         assert!(!has("<sip:bob@example.com>;tagx=1"));
         assert!(!has("<sip:bob@example.com>;xtag=1"));
+        // An empty tag is no tag (issue 16, H3): the request is initial and gets checked.
+        assert!(!has("<sip:bob@example.com>;tag="));
+        assert!(!has("<sip:bob@example.com>;tag= "));
+        assert!(!has("<sip:bob@example.com>;tag=;x=1"));
+        assert!(has("<sip:bob@example.com>;tag=;tag=1"), "a later, non-empty tag counts");
+        assert!(has("<sip:bob@example.com>;tag= 1"));
     }
 
     #[test]

@@ -154,6 +154,56 @@ fn parameters_in_the_dialed_user_do_not_hide_a_barred_number() {
     );
 }
 
+/// H3 (a). An INVITE whose To carries an empty `;tag=` looked in-dialog to the kernel and the
+/// daemon, so it passed unchecked, while PBXs read an empty tag as none and start a new call. It
+/// must be checked as the initial request it is.
+#[test]
+fn an_empty_to_tag_does_not_make_an_initial_invite_look_in_dialog() {
+    let t = Topology::new();
+    let inst = Instance::new(
+        &t.pbx,
+        &t.pbx_if,
+        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
+    );
+    let _daemon = inst.start();
+    inst.cli(&[
+        "api",
+        "POST",
+        "/api/disallowed_codes",
+        r#"{"number_prefix": "+882", "description": "satellite"}"#,
+    ]);
+    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
+    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+    for (n, to_params) in [";tag=", ";tag= ", ";tag=;x=1"].iter().enumerate() {
+        let call_id = format!("emptytag{n}@attacker");
+        let text = invite("+882777", &call_id, &format!("z9hG4bKempty{n}")).replacen(
+            &format!("To: <sip:+882777@{PBX}>"),
+            &format!("To: <sip:+882777@{PBX}>{to_params}"),
+            1,
+        );
+        caller.send_to(text.as_bytes(), format!("{PBX}:5060")).unwrap();
+        let answers = received(&caller, Duration::from_secs(1));
+        assert!(
+            answers.iter().any(|a| a.starts_with("SIP/2.0 403 Forbidden\r\n") && a.contains(&call_id)),
+            "To: ...{to_params}: refused as an initial INVITE: {answers:?}"
+        );
+    }
+    let at_pbx = received(&pbx, Duration::from_millis(300));
+    assert!(!at_pbx.iter().any(|m| m.contains("+882777")), "a barred INVITE reached the PBX: {at_pbx:?}");
+    // Legitimate: a request inside a dialog (a real To tag) is the PBX's to judge, unchecked.
+    let reinvite = invite("0086101234", "dialog@caller", "z9hG4bKdialog").replacen(
+        &format!("To: <sip:0086101234@{PBX}>"),
+        &format!("To: <sip:0086101234@{PBX}>;tag=as1"),
+        1,
+    );
+    caller.send_to(reinvite.as_bytes(), format!("{PBX}:5060")).unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(
+        at_pbx.iter().any(|m| m.contains("Call-ID: dialog@caller")),
+        "an in-dialog request reaches the PBX: {at_pbx:?}"
+    );
+}
+
 /// M9. A Dealer (system level, no security rights) may manage tenants' users, but must not
 /// touch a user stronger than itself: demoting a system administrator to Dealer is refused.
 #[test]

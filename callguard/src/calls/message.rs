@@ -385,7 +385,10 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.iter().find_map(|(k, v)| if k == "tag" { *v } else { None })
+        // An empty `;tag=` is no tag: PBXs start a new call on it, so it must be checked as one.
+        self.params
+            .iter()
+            .find_map(|(k, v)| if k == "tag" { v.filter(|v| !v.trim().is_empty()) } else { None })
     }
 }
 
@@ -577,6 +580,8 @@ mod tests {
         assert_eq!(NameAddr::parse("\"a;tag=no\" <sip:b@x>").unwrap().tag(), None);
         assert_eq!(NameAddr::parse("sip:b@x;tag=yes").unwrap().tag(), Some("yes"));
         assert_eq!(NameAddr::parse("<sip:b@x> ; TAG = yes").unwrap().tag(), Some("yes"));
+        assert_eq!(NameAddr::parse("<sip:b@x>;tag=").unwrap().tag(), None, "an empty tag is none");
+        assert_eq!(NameAddr::parse("<sip:b@x>;tag= ;x=1").unwrap().tag(), None);
     }
 
     #[test]
