@@ -1,7 +1,7 @@
 //! Events from the kernel: sampled drops and bans, read from the `CG_EVENTS` ring buffer.
 //!
 //! The daemon reads the ring buffer as it becomes readable ([`read_ring`]), turns bans into deny
-//! rules (`daemon::State::auto_ban`), logs drops at most `events.log_per_sec` a second (the rest
+//! rules (`service::Service::auto_ban`), logs drops at most `events.log_per_sec` a second (the rest
 //! are counted and summarised), keeps the last [`RECENT`] events, and streams them to
 //! `callguard events --follow` through [`Hub`].
 
