@@ -39,6 +39,38 @@ fn received(sock: &UdpSocket, wait: Duration) -> Vec<String> {
     out
 }
 
+/// A PBX host guarded by callguard with its defaults (rate limits off: these attacks are not
+/// about rates) and one number rule, the disallowed code `+882`; a socket on the PBX's SIP port
+/// recording what reaches it, and the caller's socket.
+struct Barring {
+    _t: Topology,
+    inst: Instance,
+    _daemon: callguard_tests::netns::Daemon,
+    pbx: UdpSocket,
+    caller: UdpSocket,
+}
+
+impl Barring {
+    fn start() -> Self {
+        let t = Topology::new();
+        let inst = Instance::new(
+            &t.pbx,
+            &t.pbx_if,
+            "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
+        );
+        let daemon = inst.start();
+        inst.cli(&[
+            "api",
+            "POST",
+            "/api/disallowed_codes",
+            r#"{"number_prefix": "+882", "description": "satellite"}"#,
+        ]);
+        let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
+        let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+        Self { _t: t, inst, _daemon: daemon, pbx, caller }
+    }
+}
+
 /// H1. An INVITE to an allowed number, sent where no PBX listens (5061, guarded by default), is
 /// allowed and its decision remembered for retransmissions. A second INVITE from the same
 /// source with the same Call-ID, CSeq and branch, but dialing a barred number and sent to the
@@ -46,22 +78,7 @@ fn received(sock: &UdpSocket, wait: Duration) -> Vec<String> {
 /// retransmission.
 #[test]
 fn a_replayed_transaction_key_does_not_carry_an_allow_to_another_invite() {
-    let t = Topology::new();
-    // Rate limits off: the attack is not about rates.
-    let inst = Instance::new(
-        &t.pbx,
-        &t.pbx_if,
-        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
-    );
-    let _daemon = inst.start();
-    inst.cli(&[
-        "api",
-        "POST",
-        "/api/disallowed_codes",
-        r#"{"number_prefix": "+882", "description": "satellite"}"#,
-    ]);
-    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
-    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+    let Barring { _t, inst, _daemon, pbx, caller } = Barring::start();
 
     // A: allowed, to a port where nothing listens.
     caller
@@ -112,21 +129,7 @@ fn a_replayed_transaction_key_does_not_carry_an_allow_to_another_invite() {
 /// not read as "no number dialed" and allowed.
 #[test]
 fn parameters_in_the_dialed_user_do_not_hide_a_barred_number() {
-    let t = Topology::new();
-    let inst = Instance::new(
-        &t.pbx,
-        &t.pbx_if,
-        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
-    );
-    let _daemon = inst.start();
-    inst.cli(&[
-        "api",
-        "POST",
-        "/api/disallowed_codes",
-        r#"{"number_prefix": "+882", "description": "satellite"}"#,
-    ]);
-    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
-    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+    let Barring { _t, inst: _inst, _daemon, pbx, caller } = Barring::start();
     for (n, dialed) in ["+882777;isub=1", "+882777?x=y", "+882777;phone-context=+1"].iter().enumerate() {
         let call_id = format!("param{n}@attacker");
         let text = invite(dialed, &call_id, &format!("z9hG4bKparam{n}")).replacen(
@@ -159,21 +162,7 @@ fn parameters_in_the_dialed_user_do_not_hide_a_barred_number() {
 /// must be checked as the initial request it is.
 #[test]
 fn an_empty_to_tag_does_not_make_an_initial_invite_look_in_dialog() {
-    let t = Topology::new();
-    let inst = Instance::new(
-        &t.pbx,
-        &t.pbx_if,
-        "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
-    );
-    let _daemon = inst.start();
-    inst.cli(&[
-        "api",
-        "POST",
-        "/api/disallowed_codes",
-        r#"{"number_prefix": "+882", "description": "satellite"}"#,
-    ]);
-    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
-    let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+    let Barring { _t, inst: _inst, _daemon, pbx, caller } = Barring::start();
     for (n, to_params) in [";tag=", ";tag= ", ";tag=;x=1"].iter().enumerate() {
         let call_id = format!("emptytag{n}@attacker");
         let text = invite("+882777", &call_id, &format!("z9hG4bKempty{n}")).replacen(
