@@ -29,8 +29,17 @@ pub const FLAG_HANDUP_INVITE: u16 = 1 << 4;
 pub const FLAG_HANDUP_REGISTER: u16 = 1 << 5;
 /// [`KernelConfig::flags`]: failure policy of the slow path. Set: a request that needs the
 /// daemon while it is gone (stale heartbeat) or its queue is full is dropped (fail-closed).
-/// Clear (the default): it passes to the stack unchecked (fail-open).
+/// Clear (the default): it passes to the stack unchecked (fail-open). Only for the daemon being
+/// gone or behind: what a sender controls (fragments, length) never meets this policy.
 pub const FLAG_FAIL_CLOSED: u16 = 1 << 6;
+/// [`KernelConfig::flags`]: drop a fragmented datagram to a guarded UDP port from a source
+/// outside the authorized networks unless its first fragment is a SIP response: the later
+/// fragments, which the program cannot read, could hide a signature or a number. Set by default.
+pub const FLAG_DROP_FRAGMENTED_SIP: u16 = 1 << 7;
+/// [`KernelConfig::flags`]: drop an IPv6 packet whose transport header lies beyond the extension
+/// headers the program walks (so its port is unknown: it may be SIP) from a source outside the
+/// authorized networks. Set by default.
+pub const FLAG_DROP_LONG_CHAINS: u16 = 1 << 8;
 /// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 

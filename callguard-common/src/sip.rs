@@ -129,6 +129,12 @@ pub mod header {
     pub const CONTACT: u8 = 1 << 4;
     /// User-Agent.
     pub const USER_AGENT: u8 = 1 << 5;
+    /// Not a header: From, To or Call-ID appeared more than once. RFC 3261 §20 allows each once;
+    /// readers differ on which of two counts (the first, the last, a refusal), so a request that
+    /// carries two is never judged by one of them.
+    pub const DUPLICATE: u8 = 1 << 6;
+    /// The headers that may appear once only, of those the parser tells apart.
+    pub const SINGLE: u8 = FROM | TO | CALL_ID;
 }
 
 /// What [`parse`] found.
@@ -394,9 +400,11 @@ impl Parse {
         }
         let end = next_newline(s, start, self.len).unwrap_or(self.len);
         let (bit, value) = header_name(s, start);
-        self.info.headers |= bit;
-        // Only these three values are used; the others are only noted as present.
-        if bit & (header::USER_AGENT | header::FROM | header::TO) != 0 {
+        let again = self.info.headers & bit & header::SINGLE != 0;
+        self.info.headers |= bit | if again { header::DUPLICATE } else { 0 };
+        // Only these three values are used (the first of each); the others are only noted as
+        // present.
+        if !again && bit & (header::USER_AGENT | header::FROM | header::TO) != 0 {
             let mut v = trim(s, value, end);
             // A value that starts on a continuation line (`User-Agent:` CRLF SP `value`): folding
             // is one space (RFC 3261 §7.3.1), so that line is the value. A value folded later

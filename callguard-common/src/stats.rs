@@ -113,7 +113,8 @@ reasons! {
     TruncatedL3 = 7, "truncated_l3";
     /// IPv4 header length (IHL) below 20 bytes, or a version field that contradicts the EtherType.
     BadL3Header = 8, "bad_l3_header";
-    /// More IPv6 extension headers than the program walks (or a VLAN stack deeper than two tags).
+    /// More IPv6 extension headers than the program walks, or a VLAN stack deeper than two tags.
+    /// IPv6: dropped from sources outside the authorized networks (`policy.ipv6_long_chains`).
     HeaderChainTooLong = 9, "header_chain_too_long";
     /// Frame ends inside the UDP or TCP header.
     TruncatedL4 = 10, "truncated_l4";
@@ -137,8 +138,12 @@ reasons! {
     DaemonGone = 19, "daemon_gone";
     /// A request that needed the daemon while its hand-up queue was full; the failure policy decided.
     QueueFull = 20, "queue_full";
-    /// A request that needed the daemon but was fragmented or too long to hand up; the failure policy decided.
+    /// A request that needed the daemon but was fragmented or too long to hand up whole: dropped, its numbers unchecked.
     Oversize = 21, "oversize";
+    /// A fragmented datagram to a guarded UDP port, not a SIP response, from a source outside the authorized networks.
+    Fragmented = 22, "fragmented";
+    /// A SIP request with more than one To, From or Call-ID header: readers disagree on which counts.
+    DuplicateHeader = 23, "duplicate_header";
 }
 
 impl Reason {

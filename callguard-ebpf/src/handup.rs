@@ -32,12 +32,18 @@ pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
     v.reason = reason;
 }
 
-/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`), or, when the
-/// daemon is gone, its queue is full or the frame does not fit, lets the failure policy decide:
-/// pass (fail-open) or drop (fail-closed).
+/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`). When the daemon
+/// is gone or its queue is full, the failure policy decides: pass (fail-open) or drop
+/// (fail-closed). A request that cannot be handed up whole (fragmented, or longer than a record)
+/// is dropped whatever that policy says: its sender chose that, and its numbers would go unchecked.
 #[inline(always)]
 pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> (Action, Reason) {
     let fail = if fail_closed { Action::Drop } else { Action::Pass };
+    let oversize = (Action::Drop, Reason::Oversize);
+    let total = ctx.data_end() - ctx.data();
+    if fragmented || total > FRAME_MAX {
+        return oversize;
+    }
     let now = boot_ns();
     let beat = match CG_HEARTBEAT.get(0) {
         Some(b) => *b,
@@ -46,10 +52,6 @@ pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> 
     if beat == 0 || now > beat + HEARTBEAT_TIMEOUT_NS {
         return (fail, Reason::DaemonGone);
     }
-    let total = ctx.data_end() - ctx.data();
-    if fragmented || total > FRAME_MAX {
-        return (fail, Reason::Oversize);
-    }
     let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (fail, Reason::QueueFull) };
     let rec = entry.as_mut_ptr();
     // Checked again on a value LLVM cannot reason about, so the verifier sees the length the
@@ -57,7 +59,7 @@ pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> 
     let n = sip::opaque(total);
     if n == 0 || n > FRAME_MAX {
         entry.discard(0);
-        return (fail, Reason::Oversize);
+        return oversize;
     }
     // SAFETY: `rec` points to the reserved record, FRAME_MAX bytes of frame after the header,
     // and `n <= FRAME_MAX`; the context is this program's.
@@ -70,7 +72,7 @@ pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> 
     };
     if rc != 0 {
         entry.discard(0);
-        return (fail, Reason::Oversize);
+        return oversize;
     }
     entry.submit(0);
     (Action::HandUp, Reason::HandedUp)

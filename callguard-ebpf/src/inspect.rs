@@ -7,7 +7,10 @@ use aya_ebpf::{
 };
 use callguard_common::{
     Action, Reason,
-    config::{FLAG_BAN_SIGNATURE, FLAG_DROP_NOT_SIP, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER},
+    config::{
+        FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTED_SIP, FLAG_DROP_NOT_SIP, FLAG_HANDUP_INVITE,
+        FLAG_HANDUP_REGISTER,
+    },
     sig::{self, Hit, MODE_DRY_RUN, MODE_ENFORCE},
     sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Span},
 };
@@ -80,16 +83,22 @@ pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     0
 }
 
-/// SIP inspection of a UDP datagram to a guarded port from a source in neither list.
+/// SIP inspection of a UDP datagram to a guarded port from a source in neither list. `udp_payload`
+/// is the payload length the UDP header gives: bytes past it (which the stack trims) are not read.
 #[inline(always)]
-pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Verdict {
+pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usize, src: Src) -> Verdict {
     let cfg = config();
+    // The rest of a fragmented datagram is out of sight: whatever it says is unchecked.
+    let fragmented = noted_fragmented() != 0 && cfg.flags & FLAG_DROP_FRAGMENTED_SIP != 0;
     let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
     let total = ctx.data_end() - ctx.data();
     if payload_off >= total {
         return not_sip;
     }
     let mut n = total - payload_off;
+    if n > udp_payload {
+        n = udp_payload;
+    }
     if n > SCAN_LEN {
         n = SCAN_LEN;
     }
@@ -120,7 +129,9 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Ver
     }
     // SAFETY: as above.
     let info = unsafe { (*parse).info() };
+    let refuse_fragment = Verdict::new(Action::Drop, Reason::Fragmented, 0);
     match info.kind {
+        Kind::NotSip | Kind::Keepalive if fragmented => return refuse_fragment,
         Kind::NotSip => return not_sip,
         Kind::Keepalive => return Verdict::pass(Reason::Keepalive),
         Kind::Request | Kind::Response => {}
@@ -142,6 +153,12 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, src: Src) -> Ver
     }
     let dry_run = walk.hit.slot;
     if info.kind == Kind::Request {
+        if fragmented {
+            return Verdict::sip(Action::Drop, Reason::Fragmented, dry_run, &info);
+        }
+        if info.headers & sip::header::DUPLICATE != 0 {
+            return Verdict::sip(Action::Drop, Reason::DuplicateHeader, dry_run, &info);
+        }
         if cfg.method_drop & (1 << info.method) != 0 {
             return Verdict::sip(Action::Drop, Reason::Method, dry_run, &info);
         }

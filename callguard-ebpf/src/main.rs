@@ -23,15 +23,19 @@
 //!
 //! Order of decisions (documented in the README):
 //! 1. no usable IP header → pass, counted by the defect (`not_ip`, `truncated_*`, ...);
-//! 2. source denied with scope `all` → drop `denied`;
+//! 2. source denied with scope `all` → drop `denied`; an IPv6 extension-header chain longer
+//!    than the walk (transport unknown) → pass `allowed` if the source is authorized, else the
+//!    long-chain policy (`header_chain_too_long`);
 //! 3. a later fragment → the fragment policy (`fragment`);
 //! 4. a defective transport header → the malformed policy if the port is guarded, else pass;
 //! 5. port not guarded → pass `unguarded`;
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
-//! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — not SIP → `not_sip`
-//!    (policy), keepalive → pass `keepalive`, a request matching an enforcing scanner signature
-//!    → drop `signature` (and a ban of the source, when configured), a refused method → drop
-//!    `method`, a request matching only dry-run signatures → pass `signature`; then, for
+//! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — a first fragment that
+//!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
+//!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
+//!    `signature` (and a ban of the source, when configured), a request with two To, From or
+//!    Call-ID headers → drop `duplicate_header`, a refused method → drop `method`, a request
+//!    matching only dry-run signatures → pass `signature`; then, for
 //!    requests, the per-source state (`police.rs`): a source the kernel banned → drop `banned`;
 //!    a request over a rate limit → drop `rate` (a source that keeps exceeding is banned); too
 //!    many distinct To values → banned;
@@ -50,7 +54,7 @@ mod verdict;
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use callguard_common::{
     Action, NetMatch, Reason,
-    config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED},
+    config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_LONG_CHAINS, FLAG_DROP_MALFORMED},
     net::SCOPE_ALL,
 };
 use parse::{IPPROTO_UDP, Src};
@@ -96,6 +100,14 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     if let Some(NetMatch::Deny { slot, scope: SCOPE_ALL, .. }) = net {
         return Verdict::new(Action::Drop, Reason::Denied, slot);
     }
+    if l3.chain_too_long {
+        // The port is out of reach, so this may be SIP to a guarded port that skipped every
+        // check below: only an authorized source is given the benefit of the doubt.
+        return match net {
+            Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
+            _ => Verdict::by_policy(config().flags & FLAG_DROP_LONG_CHAINS != 0, Reason::HeaderChainTooLong),
+        };
+    }
     if l3.later_fragment {
         return Verdict::by_policy(config().flags & FLAG_DROP_FRAGMENTS != 0, Reason::Fragment);
     }
@@ -115,7 +127,7 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
         Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
         _ if l3.proto == IPPROTO_UDP => {
             note_fragmented(l3.first_fragment);
-            inspect_sip(ctx, l3.l4_off + 8, l3.src)
+            inspect_sip(ctx, l3.l4_off + 8, l4.udp_payload, l3.src)
         }
         _ => Verdict::pass(Reason::Clean),
     }

@@ -28,8 +28,9 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-/// How many IPv6 extension headers the program walks before giving up (counted as
-/// `header_chain_too_long` and passed). Real traffic carries one or two.
+/// How many IPv6 extension headers the program walks before giving up (`header_chain_too_long`:
+/// the source is known, the port is not; see `decide`). Real traffic carries one or two; RFC 8200
+/// §4.1 orders at most six kinds, each once but destination options twice.
 const IPV6_EXT_MAX: usize = 6;
 
 /// A pointer to a `T` at `offset` bytes into the packet, if the packet is long enough.
@@ -79,6 +80,9 @@ pub(crate) struct L3 {
     pub later_fragment: bool,
     /// The first fragment of a fragmented datagram: transport lengths cover more than this packet.
     pub first_fragment: bool,
+    /// IPv6 only: the extension headers go on past [`IPV6_EXT_MAX`], so the transport header
+    /// (and `proto`, `l4_off`) are unknown. The source address is still good.
+    pub chain_too_long: bool,
 }
 
 /// Parses Ethernet, VLAN and the IP header. `Err` carries the reason when there is no usable
@@ -132,6 +136,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
         l4_off: off + ihl,
         later_fragment: offset != 0,
         first_fragment: offset == 0 && more,
+        chain_too_long: false,
     })
 }
 
@@ -171,14 +176,30 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
                 }
             }
             _ => {
-                return Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment });
+                return Ok(L3 {
+                    src,
+                    proto: next,
+                    l4_off: pos,
+                    later_fragment,
+                    first_fragment,
+                    chain_too_long: false,
+                });
             }
         }
         if later_fragment {
-            return Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment });
+            return Ok(L3 {
+                src,
+                proto: next,
+                l4_off: pos,
+                later_fragment,
+                first_fragment,
+                chain_too_long: false,
+            });
         }
     }
-    Err(Reason::HeaderChainTooLong)
+    // Linux delivers such packets, so this is not a parse failure: the caller still knows the
+    // source and decides (RFC 8200 sets no limit; the stack walks any length).
+    Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment, chain_too_long: true })
 }
 
 /// The transport layer: destination port if readable, and the defect if any.
@@ -187,22 +208,26 @@ pub(crate) struct L4 {
     pub dst_port: Option<u16>,
     /// `TruncatedL4` or `BadL4Header` when the header is defective.
     pub defect: Option<Reason>,
+    /// UDP: the payload length the UDP header gives (what the stack delivers: bytes past it are
+    /// trimmed away, so inspection must not read them). 0 otherwise.
+    pub udp_payload: usize,
 }
 
 /// Parses the UDP or TCP header at `l3.l4_off`. Other protocols have no port.
 #[inline(always)]
 pub(crate) fn parse_l4(ctx: &XdpContext, l3: &L3) -> L4 {
     let off = l3.l4_off;
-    let none = L4 { dst_port: None, defect: None };
-    if l3.later_fragment || (l3.proto != IPPROTO_UDP && l3.proto != IPPROTO_TCP) {
+    let none = L4 { dst_port: None, defect: None, udp_payload: 0 };
+    if l3.chain_too_long || l3.later_fragment || (l3.proto != IPPROTO_UDP && l3.proto != IPPROTO_TCP) {
         return none;
     }
     let Some(dst_port) = be16_at(ctx, off + 2) else {
-        return L4 { dst_port: None, defect: Some(Reason::TruncatedL4) };
+        return L4 { dst_port: None, defect: Some(Reason::TruncatedL4), udp_payload: 0 };
     };
     let l4_bytes = ctx.data_end() - (ctx.data() + off);
+    let udp_len = if l3.proto == IPPROTO_UDP { be16_at(ctx, off + 4) } else { None };
     let defect = if l3.proto == IPPROTO_UDP {
-        match be16_at(ctx, off + 4) {
+        match udp_len {
             None => Some(Reason::TruncatedL4),
             Some(len) if len < 8 => Some(Reason::BadL4Header),
             // A first fragment carries only part of the datagram the length describes.
@@ -219,5 +244,9 @@ pub(crate) fn parse_l4(ctx: &XdpContext, l3: &L3) -> L4 {
             Some(_) => None,
         }
     };
-    L4 { dst_port: Some(dst_port), defect }
+    let udp_payload = match udp_len {
+        Some(len) if len >= 8 => usize::from(len) - 8,
+        _ => 0,
+    };
+    L4 { dst_port: Some(dst_port), defect, udp_payload }
 }

@@ -170,13 +170,25 @@ impl Serialize for PortRange {
 }
 
 /// What to do with packets the program cannot fully judge.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacketPolicy {
-    /// Later IPv4 fragments and IPv6 fragments without a transport header: `pass` (default) or `drop`.
+    /// Later IPv4 fragments and IPv6 fragments without a transport header: `pass` (default) or
+    /// `drop`. Fragmented SIP is stopped at its first fragment (`sip.fragmented`), so passing the
+    /// rest lets only datagrams through whose first fragment was judged.
     pub fragments: PassDrop,
     /// Defective UDP/TCP headers aimed at a guarded port: `pass` (default) or `drop`.
     pub malformed: PassDrop,
+    /// IPv6 packets with more extension headers than callguard walks (six), whose port it
+    /// therefore cannot see, from sources outside the authorized networks: `drop` (default) or
+    /// `pass`. Linux delivers them, so passing would let SIP past every check.
+    pub ipv6_long_chains: PassDrop,
+}
+
+impl Default for PacketPolicy {
+    fn default() -> Self {
+        Self { fragments: PassDrop::Pass, malformed: PassDrop::Pass, ipv6_long_chains: PassDrop::Drop }
+    }
 }
 
 /// The management REST API.
@@ -274,6 +286,13 @@ pub struct SipPolicy {
     /// scanner's next tools (svwar, svcrack) are dropped by the cheapest lookup, whatever they
     /// send. Authorized sources are never banned.
     pub signature_ban: bool,
+    /// A fragmented datagram to a guarded UDP port from a source outside the authorized
+    /// networks, unless its first fragment is a SIP response: `drop` (default, reason
+    /// `fragmented`) or `pass`. The program reads the first fragment only, so the rest of a
+    /// fragmented request (a User-Agent, a second To) would go unchecked; RFC 3261 §18.1.1 sends
+    /// large requests over TCP. With `pass`, an INVITE that needs number checks is still dropped
+    /// (`oversize`): the daemon cannot see it whole.
+    pub fragmented: PassDrop,
 }
 
 impl Default for SipPolicy {
@@ -282,6 +301,7 @@ impl Default for SipPolicy {
             not_sip: PassDrop::Drop,
             drop_methods: vec![MethodName(callguard_common::sip::method::UNKNOWN)],
             signature_ban: true,
+            fragmented: PassDrop::Drop,
         }
     }
 }
@@ -572,9 +592,16 @@ impl Config {
     /// The kernel's policy record (the signature bank is the kernel loader's business).
     pub fn kernel_config(&self) -> callguard_common::KernelConfig {
         use callguard_common::config::{
-            FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTS, FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP,
+            FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTED_SIP, FLAG_DROP_FRAGMENTS, FLAG_DROP_LONG_CHAINS,
+            FLAG_DROP_MALFORMED, FLAG_DROP_NOT_SIP,
         };
         let mut flags = 0;
+        if self.sip.fragmented == PassDrop::Drop {
+            flags |= FLAG_DROP_FRAGMENTED_SIP;
+        }
+        if self.policy.ipv6_long_chains == PassDrop::Drop {
+            flags |= FLAG_DROP_LONG_CHAINS;
+        }
         if self.sip.not_sip == PassDrop::Drop {
             flags |= FLAG_DROP_NOT_SIP;
         }

@@ -113,6 +113,11 @@ impl Frame {
         self
     }
 
+    /// The IP packet of the frame (no Ethernet header or VLAN tags), as a raw socket sends it.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        self.build().split_off(14 + 4 * self.vlans.len())
+    }
+
     /// The frame's bytes.
     pub fn build(&self) -> Vec<u8> {
         let l4 = self.l4();
@@ -193,6 +198,33 @@ impl Frame {
                 l4.extend_from_slice(&self.dport.to_be_bytes());
                 l4.extend_from_slice(&len.to_be_bytes());
                 l4.extend_from_slice(&[0, 0]);
+                // A whole datagram gets its checksum, so that a host delivers it (IPv6 requires
+                // one); a first fragment's would cover bytes this frame does not hold.
+                if self.frag.is_none() && self.udp_len.is_none() {
+                    let mut pseudo = Vec::new();
+                    match (self.src, self.dst) {
+                        (IpAddr::V4(s), IpAddr::V4(d)) => {
+                            pseudo.extend_from_slice(&s.octets());
+                            pseudo.extend_from_slice(&d.octets());
+                            pseudo.extend_from_slice(&[0, UDP]);
+                            pseudo.extend_from_slice(&len.to_be_bytes());
+                        }
+                        (IpAddr::V6(s), IpAddr::V6(d)) => {
+                            pseudo.extend_from_slice(&s.octets());
+                            pseudo.extend_from_slice(&d.octets());
+                            pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
+                            pseudo.extend_from_slice(&[0, 0, 0, UDP]);
+                        }
+                        _ => {}
+                    }
+                    pseudo.extend_from_slice(&l4);
+                    pseudo.extend_from_slice(&self.payload);
+                    let sum = match checksum(&pseudo) {
+                        0 => 0xffff,
+                        s => s,
+                    };
+                    l4[6..8].copy_from_slice(&sum.to_be_bytes());
+                }
             }
             TCP => {
                 let doff = self.tcp_doff.unwrap_or(5);

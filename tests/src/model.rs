@@ -50,6 +50,13 @@ impl Model<'_> {
         {
             return (Action::Drop, Reason::Denied);
         }
+        // Six extension headers are walked; a fragment header appended by the builder is one more.
+        if f.ipv6_ext.len() + usize::from(f.src.is_ipv6() && f.frag.is_some()) > 6 {
+            return match net.map(|r| r.action) {
+                Some(NetAction::Allow) => (Action::Pass, Reason::Allowed),
+                _ => policy(self.cfg.policy.ipv6_long_chains == PassDrop::Drop, Reason::HeaderChainTooLong),
+            };
+        }
         if matches!(f.frag, Some((off, _)) if off > 0) {
             return policy(self.cfg.policy.fragments == PassDrop::Drop, Reason::Fragment);
         }
@@ -64,20 +71,23 @@ impl Model<'_> {
         match net.map(|r| r.action) {
             Some(NetAction::Allow) => (Action::Pass, Reason::Allowed),
             Some(NetAction::Deny) => (Action::Drop, Reason::Denied),
-            None if f.proto == UDP => self.inspect(&f.payload),
+            None if f.proto == UDP => self.inspect(&f.payload, f.frag == Some((0, true))),
             None => (Action::Pass, Reason::Clean),
         }
     }
 
-    /// SIP inspection of a UDP payload from a source in neither list (rate limits off).
-    fn inspect(&self, payload: &[u8]) -> (Action, Reason) {
+    /// SIP inspection of a UDP payload from a source in neither list (rate limits off);
+    /// `first_fragment`: the payload is the start of a fragmented datagram.
+    fn inspect(&self, payload: &[u8], first_fragment: bool) -> (Action, Reason) {
         let not_sip = if self.cfg.sip.not_sip == PassDrop::Drop { Action::Drop } else { Action::Pass };
+        let fragmented = first_fragment && self.cfg.sip.fragmented == PassDrop::Drop;
         if payload.is_empty() {
             return (not_sip, Reason::NotSip);
         }
         let (scratch, n) = Scratch::new(payload);
         let info = sip::parse(&scratch, n);
         match info.kind {
+            SipKind::NotSip | SipKind::Keepalive if fragmented => return (Action::Drop, Reason::Fragmented),
             SipKind::NotSip => return (not_sip, Reason::NotSip),
             SipKind::Keepalive => return (Action::Pass, Reason::Keepalive),
             SipKind::Request | SipKind::Response => {}
@@ -98,6 +108,12 @@ impl Model<'_> {
         );
         if modes.contains(&MODE_ENFORCE) {
             return (Action::Drop, Reason::Signature);
+        }
+        if info.kind == SipKind::Request && fragmented {
+            return (Action::Drop, Reason::Fragmented);
+        }
+        if info.kind == SipKind::Request && info.headers & sip::header::DUPLICATE != 0 {
+            return (Action::Drop, Reason::DuplicateHeader);
         }
         if info.kind == SipKind::Request && self.cfg.kernel_config().method_drop & (1 << info.method) != 0 {
             return (Action::Drop, Reason::Method);

@@ -106,6 +106,19 @@ impl Netns {
         self.run(move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
     }
 
+    /// Sends `packet`, a whole IP packet with its header (built with [`crate::frame::Frame`]), from
+    /// this namespace through a raw socket: sources, extension headers and fragments as written.
+    pub fn send_ip(&self, packet: Vec<u8>, dst: IpAddr) {
+        self.run(move || {
+            let domain = if dst.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+            // IPPROTO_RAW: the packet carries its own IP header (IPv4 and IPv6 alike).
+            let s = socket2::Socket::new(domain, socket2::Type::RAW, Some(libc::IPPROTO_RAW.into()))
+                .expect("raw socket");
+            s.send_to(&packet, &SocketAddr::new(dst, 0).into())
+                .unwrap_or_else(|e| panic!("send to {dst}: {e}"));
+        });
+    }
+
     /// A TCP listener bound to `addr` inside this namespace.
     pub fn tcp_listener(&self, addr: SocketAddr) -> TcpListener {
         self.run(move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))

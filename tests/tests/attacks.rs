@@ -193,6 +193,165 @@ fn an_empty_to_tag_does_not_make_an_initial_invite_look_in_dialog() {
     );
 }
 
+/// `text` with an `X-Pad` header that makes it at least `len` bytes long, so that it leaves the
+/// sender in fragments (the veth's MTU is 1,500).
+fn padded(text: &str, len: usize) -> String {
+    let pad = "p".repeat(len.saturating_sub(text.len()));
+    text.replacen("Content-Length: 0", &format!("X-Pad: {pad}\r\nContent-Length: 0"), 1)
+}
+
+/// H2. A request the XDP program cannot see whole went by the failure policy, open by default:
+/// padding a barred INVITE past the MTU delivered it to the PBX unchecked, and a scanner's
+/// User-Agent in a later fragment was never seen. From sources outside the authorized networks,
+/// such requests are now dropped (`fragmented`); an authorized phone's large INVITE still
+/// arrives whole, and a small call from the attacker's address still goes through.
+#[test]
+fn a_fragmented_request_does_not_slip_past_the_checks() {
+    let Barring { _t: t, inst, _daemon, pbx, caller } = Barring::start();
+    let to_pbx = format!("{PBX}:5060");
+    let barred = padded(&invite("+882777", "frag@attacker", "z9hG4bKfrag"), 3000);
+    caller.send_to(barred.as_bytes(), &to_pbx).unwrap();
+    // svmap's OPTIONS with its User-Agent beyond the first fragment, over IPv6.
+    let scanner = t.peer.udp("[2001:db8::2]:5070".parse().unwrap());
+    let options = "OPTIONS sip:100@[2001:db8::1] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::2]:5070;branch=z9hG4bKsv\r\n\
+                   From: \"100\" <sip:100@[2001:db8::1]>;tag=1\r\nTo: \"100\" <sip:100@[2001:db8::1]>\r\n\
+                   Call-ID: scan@attacker\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let late_ua =
+        padded(options, 2000).replacen("Content-Length", "User-Agent: friendly-scanner\r\nContent-Length", 1);
+    let pbx6 = t.pbx.udp("[2001:db8::1]:5060".parse().unwrap());
+    scanner.send_to(late_ua.as_bytes(), "[2001:db8::1]:5060").unwrap();
+
+    let at_pbx = received(&pbx, Duration::from_secs(1));
+    assert!(
+        !at_pbx.iter().any(|m| m.contains("frag@attacker")),
+        "the fragmented barred INVITE reached the PBX"
+    );
+    let at_pbx6 = received(&pbx6, Duration::from_millis(300));
+    assert!(
+        at_pbx6.is_empty(),
+        "the scanner's fragmented OPTIONS reached the PBX: {} messages",
+        at_pbx6.len()
+    );
+    let stats = inst.stats();
+    assert_eq!(
+        callguard_tests::netns::reason_packets(&stats, "drop", "fragmented"),
+        2,
+        "{}",
+        stats["reasons"]
+    );
+
+    // Legitimate: a phone in an authorized network sends the same large INVITE to a number no
+    // rule bars, and the PBX gets it whole; the attacker's address can still place a small call.
+    inst.cli(&["net", "allow", "198.18.0.10/32"]);
+    let phone = t.peer.udp("198.18.0.10:5090".parse().unwrap());
+    let large = padded(&invite("0086101234", "large@phone", "z9hG4bKlarge"), 3000);
+    phone.send_to(large.as_bytes(), &to_pbx).unwrap();
+    caller.send_to(invite("0086101234", "small@caller", "z9hG4bKsmall").as_bytes(), &to_pbx).unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(
+        at_pbx.iter().any(|m| m.contains("large@phone") && m.len() == large.len()),
+        "the authorized phone's large INVITE arrives whole: {:?}",
+        at_pbx.iter().map(String::len).collect::<Vec<_>>()
+    );
+    assert!(at_pbx.iter().any(|m| m.contains("small@caller")), "a small allowed call reaches the PBX");
+}
+
+/// H3 (b). With two To headers, one tagged, the program read the last and the daemon the first:
+/// one order looked in-dialog to the program, the other to the daemon, and PBXs read either.
+/// A request with two To (or From, or Call-ID) headers is dropped, whatever their order and form.
+#[test]
+fn a_second_to_header_does_not_make_an_initial_invite_look_in_dialog() {
+    let Barring { _t, inst, _daemon, pbx, caller } = Barring::start();
+    let untagged = format!("To: <sip:+882777@{PBX}>");
+    let tagged = format!("t: <sip:+882777@{PBX}>;tag=zz");
+    for (n, pair) in [[&untagged, &tagged], [&tagged, &untagged]].iter().enumerate() {
+        let text = invite("+882777", &format!("twoto{n}@attacker"), &format!("z9hG4bKtwo{n}")).replacen(
+            &untagged,
+            &format!("{}\r\n{}", pair[0], pair[1]),
+            1,
+        );
+        caller.send_to(text.as_bytes(), format!("{PBX}:5060")).unwrap();
+    }
+    let at_pbx = received(&pbx, Duration::from_secs(1));
+    assert!(!at_pbx.iter().any(|m| m.contains("+882777")), "a barred INVITE reached the PBX: {at_pbx:?}");
+    let stats = inst.stats();
+    assert_eq!(
+        callguard_tests::netns::reason_packets(&stats, "drop", "duplicate_header"),
+        2,
+        "{}",
+        stats["reasons"]
+    );
+    // Legitimate: one To in its compact form is an ordinary call.
+    let compact = invite("0086101234", "compact@caller", "z9hG4bKcompact").replacen("To:", "t:", 1);
+    caller.send_to(compact.as_bytes(), format!("{PBX}:5060")).unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(
+        at_pbx.iter().any(|m| m.contains("compact@caller")),
+        "an allowed call reaches the PBX: {at_pbx:?}"
+    );
+}
+
+/// H4. Behind seven or more IPv6 extension headers the program could not find the port and
+/// passed the packet before any rule lookup, and Linux delivers it: a network denied with scope
+/// `all` reached every port. The source is read first now, and a packet whose port is out of
+/// sight is dropped unless its source is authorized.
+#[test]
+fn an_ipv6_extension_chain_does_not_hide_a_denied_network() {
+    let Barring { _t: t, inst, _daemon, pbx: _pbx, caller: _caller } = Barring::start();
+    inst.cli(&["net", "deny", "2001:db8::10/128", "--scope", "all"]);
+    inst.cli(&["net", "allow", "2001:db8::12/128"]);
+    let sip = t.pbx.udp("[2001:db8::1]:5060".parse().unwrap());
+    let other = t.pbx.udp("[2001:db8::1]:9999".parse().unwrap());
+    let send = |src: &str, headers: usize, port: u16, tag: &str| {
+        let mut f = callguard_tests::frame::Frame::udp(src, port).payload(
+            format!(
+                "OPTIONS sip:100@[2001:db8::1] SIP/2.0\r\nVia: SIP/2.0/UDP [{src}]:40000;branch=z9hG4bK{tag}\r\n\
+                 From: <sip:{tag}@[{src}]>;tag=1\r\nTo: <sip:100@[2001:db8::1]>\r\nCall-ID: {tag}\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        f.ipv6_ext = vec![callguard_tests::frame::ext::DEST_OPTS; headers];
+        t.peer.send_ip(f.ip_packet(), f.dst);
+    };
+    // Neighbour discovery first, from an address no rule denies: a solicitation sent from the
+    // denied source would itself be dropped (scope all means every packet).
+    let hello = t.peer.udp("[2001:db8::2]:5071".parse().unwrap());
+    hello.send_to(b"\r\n\r\n", "[2001:db8::1]:5060").unwrap();
+    assert_eq!(received(&sip, Duration::from_millis(500)), ["\r\n\r\n"], "the keepalive arrives");
+    for headers in [8, 12] {
+        send("2001:db8::10", headers, 5060, &format!("denied-sip-{headers}"));
+        send("2001:db8::10", headers, 9999, &format!("denied-other-{headers}"));
+        send("2001:db8::11", headers, 5060, &format!("unknown-sip-{headers}"));
+    }
+    // Legitimate: a short chain from a source in neither list is inspected and passes; a long
+    // one from an authorized source passes; a short one to another port is not callguard's.
+    send("2001:db8::11", 1, 5060, "short-sip");
+    send("2001:db8::11", 1, 9999, "short-other");
+    send("2001:db8::12", 8, 5060, "authorized-long");
+    let got: Vec<String> = [&sip, &other]
+        .iter()
+        .flat_map(|s| received(s, Duration::from_secs(1)))
+        .filter_map(|m| m.split("Call-ID: ").nth(1).and_then(|r| r.split("\r\n").next()).map(str::to_owned))
+        .collect();
+    let mut got = got;
+    got.sort();
+    let stats = inst.stats();
+    assert_eq!(
+        got,
+        ["authorized-long", "short-other", "short-sip"],
+        "what reached the PBX host; {}",
+        stats["reasons"]
+    );
+    assert_eq!(callguard_tests::netns::reason_packets(&stats, "drop", "denied"), 4, "{}", stats["reasons"]);
+    assert_eq!(
+        callguard_tests::netns::reason_packets(&stats, "drop", "header_chain_too_long"),
+        2,
+        "{}",
+        stats["reasons"]
+    );
+}
+
 /// M9. A Dealer (system level, no security rights) may manage tenants' users, but must not
 /// touch a user stronger than itself: demoting a system administrator to Dealer is refused.
 #[test]

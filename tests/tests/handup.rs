@@ -4,13 +4,14 @@
 
 use callguard::{
     clock::boot_ns,
+    config::PassDrop,
     kernel::datapath::Datapath as _,
     net::{NetAction, Scope},
 };
 use callguard_common::{
     Action, KernelConfig, Reason,
     config::{FLAG_FAIL_CLOSED, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER},
-    handup::{HEARTBEAT_TIMEOUT_NS, HandUp},
+    handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
 };
 use callguard_tests::{TestKernel, frame::Frame, rule};
 
@@ -95,10 +96,28 @@ fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
     assert_eq!(k.counter(Action::Pass, Reason::Allowed).packets, 1);
     k.set_rules(&[]);
 
-    // A first fragment cannot be handed up whole: the failure policy (open) passes it.
+    // H2: a request that cannot be handed up whole (a first fragment, with `sip.fragmented =
+    // "pass"`, these flags having it clear; or a frame longer than a record, jumbo frames) is
+    // dropped, whatever the failure policy: the sender chose it, and its numbers would go
+    // unchecked. Fail-open is for the daemon's absence only.
     let fragment = Frame::udp(CALLER, 5060).payload(&request("INVITE", "")).fragment(0, true).build();
-    assert_eq!(k.run(&fragment), Action::Pass);
-    assert_eq!(k.counter(Action::Pass, Reason::Oversize).packets, 1);
+    assert_eq!(k.run(&fragment), Action::Drop);
+    assert_eq!(
+        k.counter(Action::Drop, Reason::Fragmented).packets,
+        1,
+        "by default, as any fragmented request"
+    );
+    let mut cfg = TestKernel::quiet();
+    cfg.sip.fragmented = PassDrop::Pass;
+    let base = cfg.kernel_config();
+    k.kernel.set_config(KernelConfig { flags: base.flags | FLAG_HANDUP_INVITE, ..base }).unwrap();
+    assert_eq!(k.run(&fragment), Action::Drop);
+    let mut long = request("INVITE", "");
+    long.truncate(long.len() - 2);
+    long.extend_from_slice(format!("X-Pad: {}\r\n\r\n", "p".repeat(FRAME_MAX)).as_bytes());
+    assert_eq!(k.run(&frame(CALLER, &long)), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::Oversize).packets, 2);
+    assert_eq!(k.counter(Action::Pass, Reason::Oversize).packets, 0);
 
     // Fail-closed with a stale heartbeat: dropped.
     set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_FAIL_CLOSED);

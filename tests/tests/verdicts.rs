@@ -197,15 +197,50 @@ fn ipv6_extension_headers_are_walked() {
         f.dport = 80;
         assert_eq!(k.run(&f.build()), Action::Pass, "{chain:?}");
     }
-    // Seven headers are more than the walk allows: passed, counted.
-    let mut f = Frame::udp("2001:db8:e::1", SIP);
+    k.assert_counters(&[(Action::Drop, Reason::Denied, 4), (Action::Pass, Reason::Unguarded, 4)]);
+}
+
+/// H4: seven or more extension headers hide the port from the program, and Linux delivers such a
+/// packet all the same. The source is known, so deny-all rules still apply; from a source in
+/// neither list it is dropped (it could be SIP to a guarded port), from an authorized one passed.
+#[test]
+fn a_long_ipv6_extension_chain_hides_nothing() {
+    let mut k = TestKernel::new();
+    k.set_rules(&[
+        rule(1, "2001:db8:a::/48", NetAction::Allow, Scope::Sip),
+        rule(2, "2001:db8:e::/48", NetAction::Deny, Scope::All),
+        rule(3, "2001:db8:d::/48", NetAction::Deny, Scope::Sip),
+    ]);
+    for n in [7, 12, 40] {
+        for dport in [SIP, 80] {
+            let mut f = Frame::udp("2001:db8:66::1", dport);
+            f.ipv6_ext = vec![ext::DEST_OPTS; n];
+            assert_eq!(k.run(&f.build()), Action::Drop, "{n} headers, port {dport}, no rule");
+            f.src = "2001:db8:d::1".parse().unwrap();
+            assert_eq!(k.run(&f.build()), Action::Drop, "{n} headers, port {dport}, denied (sip)");
+            f.src = "2001:db8:e::1".parse().unwrap();
+            assert_eq!(k.run(&f.build()), Action::Drop, "{n} headers, port {dport}, denied (all)");
+            f.src = "2001:db8:a::1".parse().unwrap();
+            assert_eq!(k.run(&f.build()), Action::Pass, "{n} headers, port {dport}, authorized");
+        }
+    }
+    // A fragment header counts as one of the chain, as in the stack.
+    let mut f = Frame::udp("2001:db8:66::1", SIP).fragment(0, true);
+    f.ipv6_ext = vec![ext::DEST_OPTS; 6];
+    assert_eq!(k.run(&f.build()), Action::Drop);
+    k.assert_counters(&[
+        (Action::Drop, Reason::HeaderChainTooLong, 13),
+        (Action::Drop, Reason::Denied, 6),
+        (Action::Pass, Reason::Allowed, 6),
+    ]);
+    assert_eq!(k.rule_counter(2).packets, 6, "deny-all rules apply before the chain is walked");
+
+    // The operator can choose to pass them.
+    let mut k = TestKernel::with_config(&Config::parse("[policy]\nipv6_long_chains = \"pass\"\n").unwrap());
+    let mut f = Frame::udp("2001:db8:66::1", SIP);
     f.ipv6_ext = vec![ext::DEST_OPTS; 7];
     assert_eq!(k.run(&f.build()), Action::Pass);
-    k.assert_counters(&[
-        (Action::Drop, Reason::Denied, 4),
-        (Action::Pass, Reason::Unguarded, 4),
-        (Action::Pass, Reason::HeaderChainTooLong, 1),
-    ]);
+    k.assert_counters(&[(Action::Pass, Reason::HeaderChainTooLong, 1)]);
 }
 
 #[test]
@@ -228,8 +263,91 @@ fn fragments_follow_the_policy_and_first_fragments_are_judged() {
     let mut k = TestKernel::with_config(&Config::parse("[policy]\nfragments = \"drop\"\n").unwrap());
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(185, false).build()), Action::Drop);
     assert_eq!(k.run(&Frame::udp("2001:db8:77::1", 80).fragment(1, false).build()), Action::Drop);
+    k.assert_counters(&[(Action::Drop, Reason::Fragment, 2)]);
+}
+
+/// H2: the program reads only the first fragment of a datagram, so the rest of a fragmented
+/// request (a User-Agent, a second To, anything) would reach the PBX unseen. From a source in
+/// neither list, a fragmented datagram to a guarded UDP port is dropped unless its first
+/// fragment is a SIP response; from an authorized source it passes.
+#[test]
+fn a_fragmented_sip_request_from_an_unknown_source_is_dropped() {
+    let mut k = TestKernel::with_config(&TestKernel::quiet());
+    k.set_rules(&[rule(1, "198.18.9.0/24", NetAction::Allow, Scope::Sip)]);
+    let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.0.1;branch=z9hG4bK1\r\n".as_slice();
+    let not_sip = [0x55u8; 64];
+    let cases: [(&str, &[u8], u16, Action, Reason); 9] = [
+        ("198.18.77.1", b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\n", SIP, Action::Drop, Reason::Fragmented),
+        ("2001:db8:77::1", b"INVITE sip:100@198.18.0.1 SIP/2.0\r\n", SIP, Action::Drop, Reason::Fragmented),
+        ("198.18.77.1", b"REGISTER sip:x SIP/2.0\r\nUser-Agent: ", SIP, Action::Drop, Reason::Fragmented),
+        // Not SIP at all, or a request line that ends in the next fragment.
+        ("198.18.77.1", &not_sip, SIP, Action::Drop, Reason::Fragmented),
+        ("198.18.77.1", b"INVITE sip:100@198.18.0.1 SIP/", SIP, Action::Drop, Reason::Fragmented),
+        // A response (a large 200 OK with SDP from a trunk) is inspected on its first fragment.
+        ("198.18.77.1", response, SIP, Action::Pass, Reason::Clean),
+        ("2001:db8:77::1", response, SIP, Action::Pass, Reason::Clean),
+        // Authorized sources and other ports are not concerned.
+        ("198.18.9.9", b"INVITE sip:100@198.18.0.1 SIP/2.0\r\n", SIP, Action::Pass, Reason::Allowed),
+        ("198.18.77.1", b"INVITE sip:100@198.18.0.1 SIP/2.0\r\n", 80, Action::Pass, Reason::Unguarded),
+    ];
+    for (n, (src, payload, port, action, reason)) in cases.into_iter().enumerate() {
+        let before = k.counter(action, reason).packets;
+        let f = Frame::udp(src, port).payload(payload).fragment(0, true).build();
+        assert_eq!(k.run(&f), action, "case {n}: {src} {}", payload.escape_ascii());
+        assert_eq!(k.counter(action, reason).packets, before + 1, "case {n}: counted as {reason:?}");
+    }
+    // The same requests whole are judged as usual.
+    let whole = Frame::udp("198.18.77.1", SIP).payload(b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\n\r\n").build();
+    assert_eq!(k.run(&whole), Action::Pass);
+
+    // `sip.fragmented = "pass"`: the first fragment is inspected like a whole datagram.
+    let mut cfg = TestKernel::quiet();
+    cfg.sip.fragmented = callguard::config::PassDrop::Pass;
+    let mut k = TestKernel::with_config(&cfg);
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).fragment(0, true).build()), Action::Pass);
-    k.assert_counters(&[(Action::Drop, Reason::Fragment, 2), (Action::Pass, Reason::Clean, 1)]);
+    k.assert_counters(&[(Action::Pass, Reason::Clean, 1)]);
+}
+
+/// H3: RFC 3261 allows one To, From and Call-ID; of two, readers differ on which counts (the
+/// program read the last To, the daemon the first), and one order or the other made an initial
+/// INVITE look in-dialog to callguard. A request with two, in any mix of long and compact forms,
+/// is dropped; a response is left alone (it answers the PBX's own request).
+#[test]
+fn a_request_with_two_to_from_or_call_id_headers_is_dropped() {
+    let mut k = TestKernel::with_config(&TestKernel::quiet());
+    let base = "INVITE sip:+882777@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2;branch=z9hG4bK1\r\n\
+                From: <sip:101@example>;tag=1\r\nTo: <sip:+882777@198.18.0.1>\r\nCall-ID: c1\r\n";
+    for extra in
+        ["t: <sip:x@y>;tag=zz", "TO: <sip:+882777@198.18.0.1>", "f: <sip:102@example>;tag=2", "i: c2"]
+    {
+        let payload = format!("{base}{extra}\r\nCSeq: 1 INVITE\r\n\r\n");
+        let f = Frame::udp("198.18.77.1", SIP).payload(payload.as_bytes()).build();
+        assert_eq!(k.run(&f), Action::Drop, "{extra}");
+    }
+    k.assert_counters(&[(Action::Drop, Reason::DuplicateHeader, 4)]);
+    // One of each (compact forms included) passes; so does a response with two To.
+    let single = format!("{base}CSeq: 1 INVITE\r\n\r\n").replace("To:", "t:");
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(single.as_bytes()).build()), Action::Pass);
+    let response = "SIP/2.0 200 OK\r\nTo: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n\r\n";
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(response.as_bytes()).build()), Action::Pass);
+}
+
+/// H3 (c): the program reads the payload only as far as the UDP length says, as the stack
+/// delivers it: bytes an attacker appends past it (which the stack trims) cannot add a header.
+#[test]
+fn bytes_past_the_udp_length_are_not_read() {
+    let mut k = TestKernel::with_config(&TestKernel::quiet());
+    let sigs = callguard_tests::default_signatures();
+    k.set_signatures(&sigs);
+    let head = b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2\r\n";
+    let tail = b"User-Agent: friendly-scanner\r\n\r\n";
+    let mut f = Frame::udp("198.18.77.1", SIP).payload(&[head.as_slice(), tail].concat());
+    // The whole datagram: the signature is seen.
+    assert_eq!(k.run(&f.build()), Action::Drop);
+    // The UDP length ends before the User-Agent: what the stack delivers has none.
+    f.udp_len = Some((8 + head.len()) as u16);
+    assert_eq!(k.run(&f.build()), Action::Pass);
+    k.assert_counters(&[(Action::Drop, Reason::Signature, 1), (Action::Pass, Reason::Clean, 1)]);
 }
 
 #[test]

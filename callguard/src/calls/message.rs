@@ -237,14 +237,35 @@ impl<'a> Message<'a> {
         self.header(name).map(|h| h.value.as_ref())
     }
 
+    /// The value of a header RFC 3261 §20 allows once (From, To, Call-ID, CSeq). Two are refused,
+    /// not read: readers differ on which one counts, and the kernel drops such requests too.
+    fn single(&self, name: &'static str, label: &str) -> Result<&str, ParseError> {
+        let mut all = self.all(name);
+        let first = all.next().ok_or_else(|| ParseError(format!("no {label} header")))?;
+        if all.next().is_some() {
+            return err(format!("more than one {label} header"));
+        }
+        Ok(first.value.as_ref())
+    }
+
+    /// Refuses a message that carries From, To, Call-ID or CSeq more than once (see `single`).
+    pub fn check_single_headers(&self) -> Result<(), ParseError> {
+        for (name, label) in [("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")] {
+            if self.all(name).nth(1).is_some() {
+                return err(format!("more than one {label} header"));
+            }
+        }
+        Ok(())
+    }
+
     /// The From header, parsed.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
-        NameAddr::parse(self.value("from").ok_or_else(|| ParseError("no From header".into()))?)
+        NameAddr::parse(self.single("from", "From")?)
     }
 
     /// The To header, parsed.
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
-        NameAddr::parse(self.value("to").ok_or_else(|| ParseError("no To header".into()))?)
+        NameAddr::parse(self.single("to", "To")?)
     }
 
     /// The P-Asserted-Identity values (RFC 3325), parsed; unreadable ones are skipped.
@@ -257,15 +278,15 @@ impl<'a> Message<'a> {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        match self.value("call-id") {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => err("no Call-ID header"),
+        match self.single("call-id", "Call-ID")? {
+            "" => err("no Call-ID header"),
+            v => Ok(v),
         }
     }
 
     /// The CSeq: number and method.
     pub fn cseq(&self) -> Result<(u32, &str), ParseError> {
-        let v = self.value("cseq").ok_or_else(|| ParseError("no CSeq header".into()))?;
+        let v = self.single("cseq", "CSeq")?;
         let mut p = v.split([' ', '\t']).filter(|s| !s.is_empty());
         match (p.next().map(str::parse::<u32>), p.next(), p.next()) {
             (Some(Ok(n)), Some(m), None) => Ok((n, m)),
@@ -594,6 +615,19 @@ mod tests {
         assert!(parse(b"INVITE sip:a@b SIP/2.0\r\nNoColon\r\n\r\n").is_err());
         assert!(parse(b"INVITE sip:a@b SIP/2.0\r\n Folded\r\n\r\n").is_err());
         assert_eq!(parse(b"SIP/2.0 403 Forbidden\r\n\r\n").unwrap().start, StartLine::Response { code: 403 });
+    }
+
+    #[test]
+    fn headers_allowed_once_are_refused_twice() {
+        let base = "INVITE sip:1@h SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n";
+        assert!(parse(format!("{base}\r\n").as_bytes()).unwrap().check_single_headers().is_ok());
+        for extra in ["t: <sip:2@h>;tag=x", "TO: <sip:1@h>", "f: <sip:b@h>", "i: d", "CSeq: 2 INVITE"] {
+            let m = parse(format!("{base}{extra}\r\n\r\n").as_bytes()).unwrap();
+            let e = m.check_single_headers().unwrap_err();
+            assert!(e.0.starts_with("more than one "), "{extra}: {e:?}");
+        }
+        let two_to = parse(format!("{base}t: <sip:2@h>;tag=x\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(two_to.to().unwrap_err().0, "more than one To header", "no reading of either");
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Facts {
     /// Reads the facts of a request.
     pub fn read(m: &Message<'_>, source: IpAddr) -> Result<Self, ParseError> {
         let method = m.method().ok_or_else(|| ParseError("a response, not a request".into()))?;
+        m.check_single_headers()?;
         let ruri = Uri::parse(m.request_uri().unwrap_or_default())?;
         let from = m.from()?;
         let to = m.to()?;
