@@ -7,7 +7,7 @@ use std::{net::UdpSocket, time::Duration};
 
 use callguard_tests::{
     http::{ApiServer, LocalApi, expect},
-    netns::{Instance, Topology},
+    netns::{Instance, Netns, Topology},
 };
 use serde_json::json;
 
@@ -350,6 +350,69 @@ fn an_ipv6_extension_chain_does_not_hide_a_denied_network() {
         "{}",
         stats["reasons"]
     );
+}
+
+/// M10. The slow path sent an allowed request on to whatever destination its frame carried: a
+/// frame to a foreign address, routed to the PBX host, came out of it again, past `ip_forward`
+/// (off) and the firewall, with a source of the attacker's choosing. Only requests addressed to
+/// this host are decided now; the rest are dropped and counted.
+#[test]
+fn callguard_relays_nothing_to_another_host() {
+    let Barring { _t: t, inst, _daemon, pbx, caller } = Barring::start();
+    // A third host, 203.0.113.5, reachable from the PBX host over a link of its own.
+    let victim = Netns::new("cg-victim");
+    let (pbx_end, victim_end) = callguard_tests::netns::veth(&t.pbx, &victim);
+    t.pbx.ip(&["addr", "add", "203.0.113.1/24", "dev", &pbx_end]);
+    victim.ip(&["addr", "add", "203.0.113.5/24", "dev", &victim_end]);
+    t.pbx.ip(&["link", "set", &pbx_end, "up"]);
+    victim.ip(&["link", "set", &victim_end, "up"]);
+    let listener = victim.udp("203.0.113.5:5060".parse().unwrap());
+    // The attacker sends a call to a number no rule bars, addressed to the third host, through
+    // the PBX host.
+    t.peer.ip(&["route", "add", "203.0.113.0/24", "via", PBX]);
+    let relayed =
+        invite("0086101234", "relay@attacker", "z9hG4bKrelay").replace(&format!("@{PBX}"), "@203.0.113.5");
+    caller.send_to(relayed.as_bytes(), "203.0.113.5:5060").unwrap();
+    let at_victim = received(&listener, Duration::from_secs(1));
+    assert!(at_victim.is_empty(), "callguard relayed the request to another host: {at_victim:?}");
+    let stats = inst.stats();
+    assert_eq!(stats["slow_path"]["not_local"], 1, "{}", stats["slow_path"]);
+    // Legitimate: the same call to the PBX itself goes through.
+    caller
+        .send_to(invite("0086101234", "local@caller", "z9hG4bKlocal").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(at_pbx.iter().any(|m| m.contains("local@caller")), "an allowed call reaches the PBX: {at_pbx:?}");
+}
+
+/// L6. A denial's `403` writes compact headers out in full, so a request built of compact
+/// headers drew an answer half again its size, to any address the attacker put as the source.
+/// A `403` longer than its request is not sent (counted); an ordinary request still gets one.
+#[test]
+fn a_403_is_never_larger_than_the_request_it_answers() {
+    let Barring { _t, inst, _daemon, pbx, caller } = Barring::start();
+    let compact = format!(
+        "INVITE sip:+882777@{PBX} SIP/2.0\r\nv:SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKc;rport\r\n\
+         f:<sip:1@a>;tag=1\r\nt:<sip:+882777@b>\r\ni:amp\r\nCSeq:1 INVITE\r\n\r\n"
+    );
+    caller.send_to(compact.as_bytes(), format!("{PBX}:5060")).unwrap();
+    let answers = received(&caller, Duration::from_secs(1));
+    assert!(
+        answers.is_empty(),
+        "a 403 of {:?} bytes for a {}-byte request",
+        answers.first().map(String::len),
+        compact.len()
+    );
+    let stats = inst.stats();
+    assert_eq!(stats["slow_path"]["unanswered"], 1, "{}", stats["slow_path"]);
+    assert_eq!(stats["slow_path"]["decisions"]["deny/disallowed_code"], 1, "denied all the same");
+    let at_pbx = received(&pbx, Duration::from_millis(300));
+    assert!(at_pbx.is_empty(), "the barred INVITE reached the PBX: {at_pbx:?}");
+    // Legitimate: an ordinary barred INVITE is answered, with fewer bytes than it had.
+    let ordinary = invite("+882777", "amp@caller", "z9hG4bKamp");
+    caller.send_to(ordinary.as_bytes(), format!("{PBX}:5060")).unwrap();
+    let answers = received(&caller, Duration::from_secs(1));
+    assert!(answers.iter().any(|a| a.starts_with("SIP/2.0 403") && a.len() <= ordinary.len()), "{answers:?}");
 }
 
 /// M9. A Dealer (system level, no security rights) may manage tenants' users, but must not

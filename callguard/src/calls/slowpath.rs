@@ -48,6 +48,43 @@ pub struct SlowStats {
     pub malformed_frames: u64,
     /// Verdicts that could not be carried out (a send failed).
     pub send_errors: u64,
+    /// Requests addressed to none of this host's addresses: dropped undecided. Sending them on
+    /// would make callguard a relay for spoofed packets, past `ip_forward` and the firewall.
+    #[serde(default)]
+    pub not_local: u64,
+    /// Denials left unanswered because the `403` would be longer than the request (compact
+    /// headers written out): a spoofed source must not get more bytes than were sent.
+    #[serde(default)]
+    pub unanswered: u64,
+}
+
+/// This host's addresses: only a request addressed to one of them is decided and sent on.
+#[derive(Debug, Default)]
+struct LocalAddrs {
+    addrs: std::collections::HashSet<IpAddr>,
+    read: Option<Instant>,
+}
+
+impl LocalAddrs {
+    /// How often a miss may read the addresses again: addresses come and go (DHCP, failover),
+    /// and a flood of frames to foreign addresses must not turn into a flood of system calls.
+    const REREAD: Duration = Duration::from_secs(1);
+
+    /// Whether `ip` is an address of this host (in this network namespace).
+    fn contains(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.addrs.contains(&ip) {
+            return true;
+        }
+        if self.read.is_some_and(|t| now.duration_since(t) < Self::REREAD) {
+            return false;
+        }
+        self.read = Some(now);
+        match if_addrs::get_if_addrs() {
+            Ok(list) => self.addrs = list.iter().map(if_addrs::Interface::ip).collect(),
+            Err(e) => tracing::warn!("reading this host's addresses: {e}"),
+        }
+        self.addrs.contains(&ip)
+    }
 }
 
 /// What one request led to.
@@ -95,13 +132,20 @@ fn datagram(frame: &[u8]) -> Option<Datagram<'_>> {
 }
 
 /// An IP packet carrying `payload` in UDP from `src` to `dst`, with checksums; `like` gives the
-/// IP header fields to keep (TTL or hop limit, traffic class, IPv4 options).
+/// IP header fields to keep (TTL or hop limit, traffic class). Never the sender's IPv4 options or
+/// IPv6 extension headers: a source route or a router alert has no business in what callguard
+/// sends.
 fn udp_packet(like: &IpHeaders, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(payload.len() + 68);
     let udp_len = payload.len() + UdpHeader::LEN;
     match (like, src.ip(), dst.ip()) {
         (IpHeaders::Ipv4(h, _), IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut ip = Ipv4Header { source: s.octets(), destination: d.octets(), ..h.clone() };
+            let mut ip = Ipv4Header {
+                source: s.octets(),
+                destination: d.octets(),
+                options: etherparse::Ipv4Options::default(),
+                ..h.clone()
+            };
             ip.set_payload_len(udp_len).ok()?;
             ip.fragment_offset = Default::default();
             ip.more_fragments = false;
@@ -264,6 +308,7 @@ pub struct SlowPath {
     seen: HashMap<TxKey, (Instant, Decision, String)>,
     order: VecDeque<(Instant, TxKey)>,
     stats: Arc<Mutex<SlowStats>>,
+    local: LocalAddrs,
 }
 
 impl SlowPath {
@@ -282,6 +327,7 @@ impl SlowPath {
             seen: HashMap::new(),
             order: VecDeque::new(),
             stats,
+            local: LocalAddrs::default(),
         })
     }
 
@@ -296,6 +342,10 @@ impl SlowPath {
             return None;
         };
         let now = Instant::now();
+        if !self.local.contains(d.dst.ip(), now) {
+            self.count(|s| s.not_local += 1);
+            return None;
+        }
         while let Some((t, _)) = self.order.front() {
             if now.duration_since(*t) < self.window && self.order.len() < REMEMBERED_MAX {
                 break;
@@ -347,7 +397,12 @@ impl SlowPath {
             (Verdict::Deny, Some(m)) => {
                 let to = reply_to(m, d.src);
                 let body = forbidden(m, &self.tag_for(d));
-                udp_packet(&d.ip, d.dst, to, &body).map(|p| self.inject.send(&p, to.ip()))
+                if body.len() > d.payload.len() {
+                    self.count(|s| s.unanswered += 1);
+                    None
+                } else {
+                    udp_packet(&d.ip, d.dst, to, &body).map(|p| self.inject.send(&p, to.ip()))
+                }
             }
             _ => None,
         };
@@ -514,11 +569,11 @@ mod tests {
     }
 
     #[test]
-    fn rebuilt_packets_carry_valid_checksums() {
-        let like = IpHeaders::Ipv4(
-            Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, [0; 4], [0; 4]).unwrap(),
-            Default::default(),
-        );
+    fn rebuilt_packets_carry_valid_checksums_and_no_options() {
+        let mut h = Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, [0; 4], [0; 4]).unwrap();
+        // A loose source route (type 131), as an attacker would put in a request.
+        h.options = [131u8, 7, 4, 192, 0, 2, 99, 0].as_slice().try_into().unwrap();
+        let like = IpHeaders::Ipv4(h, Default::default());
         let p = udp_packet(
             &like,
             "192.0.2.10:5062".parse().unwrap(),
@@ -529,10 +584,25 @@ mod tests {
         let s = SlicedPacket::from_ip(&p).unwrap();
         let Some(NetSlice::Ipv4(v4)) = s.net else { panic!() };
         assert_eq!(v4.header().header_checksum(), v4.header().to_header().calc_header_checksum());
+        assert!(v4.header().options().is_empty(), "the sender's IPv4 options are not copied");
         let Some(TransportSlice::Udp(u)) = s.transport else { panic!() };
         let h = u.to_header();
         assert_eq!(h.checksum, h.calc_checksum_ipv4(&v4.header().to_header(), b"hello").unwrap());
         assert_eq!(u.payload(), b"hello");
+    }
+
+    /// Only this host's addresses are local; a miss does not reread them more than once a second.
+    #[test]
+    fn only_this_hosts_addresses_are_local() {
+        let mut local = LocalAddrs::default();
+        let now = Instant::now();
+        assert!(local.contains("127.0.0.1".parse().unwrap(), now));
+        assert!(!local.contains("203.0.113.77".parse().unwrap(), now));
+        let read = local.read;
+        assert!(!local.contains("203.0.113.78".parse().unwrap(), now + Duration::from_millis(10)));
+        assert_eq!(local.read, read, "no second read within a second");
+        assert!(!local.contains("203.0.113.78".parse().unwrap(), now + Duration::from_secs(2)));
+        assert_ne!(local.read, read, "read again after a second");
     }
 
     /// A retransmission is the same bytes between the same addresses and ports; a request that

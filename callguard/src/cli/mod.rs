@@ -413,9 +413,11 @@ impl Cli {
                         t.add_row(vec![k.clone(), n.to_string()]);
                     }
                     println!("{t}");
+                    let p = &s.slow_path;
                     println!(
-                        "retransmissions answered again: {}, send errors: {}",
-                        s.slow_path.retransmissions, s.slow_path.send_errors
+                        "retransmissions answered again: {}, send errors: {}, not for this host: {}, \
+                         403s left unsent (longer than the request): {}",
+                        p.retransmissions, p.send_errors, p.not_local, p.unanswered
                     );
                 }
                 Ok(())
