@@ -270,17 +270,86 @@ pub fn check_domain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Argon2 computations running at once, at most: half the CPUs, at least one. Each takes 19 MiB
+/// and a core for tens of milliseconds, so without a bound a burst of sign-ins or reset requests
+/// (anyone can send them) would take every core and gigabytes, and starve the slow path; with
+/// it, the burst waits its turn (cheaply: no memory is taken before the turn comes).
+static ARGON2_SLOTS: std::sync::LazyLock<(std::sync::Mutex<usize>, std::sync::Condvar)> =
+    std::sync::LazyLock::new(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        (std::sync::Mutex::new((cpus / 2).max(1)), std::sync::Condvar::new())
+    });
+
+/// Argon2 computations done since the start (hashes and verifications).
+static ARGON2_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many Argon2 computations this process has done: what a request that should cost none
+/// (a reset with a token nobody was given) can be checked against.
+pub fn argon2_runs() -> u64 {
+    ARGON2_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `f` in one of the [`ARGON2_SLOTS`], waiting for one to be free. Blocking: call it from a
+/// blocking thread, never with the daemon's state lock held.
+fn in_argon2_slot<T>(f: impl FnOnce() -> T) -> T {
+    ARGON2_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (free, freed) = &*ARGON2_SLOTS;
+    {
+        let mut n = free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n == 0 {
+            n = freed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n -= 1;
+    }
+    /// Gives the slot back however `f` ends.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let (free, freed) = &*ARGON2_SLOTS;
+            *free.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+            freed.notify_one();
+        }
+    }
+    let _release = Release;
+    f()
+}
+
+/// The largest `api.signin_failures` accepted: the sign-in throttle keeps this many failures per
+/// key, and a larger limit could never be reached.
+pub const SIGNIN_FAILURES_MAX: usize = 64;
+
+/// The origin (`scheme://host[:port]`, lower case) of an absolute `http` or `https` URL; `None`
+/// for anything else, and for a URL with user information (`https://a.example@b.example/`, whose
+/// host is `b.example`), which only serves to mislead.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() || authority.contains('@') || authority.contains('\\') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
 /// Hashes a password with Argon2id (default parameters, random salt) into a PHC string.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+    in_argon2_slot(|| {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+    })
 }
 
 /// Whether `password` matches the PHC string `hash`.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    in_argon2_slot(|| {
+        PasswordHash::new(hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    })
 }
 
 /// A new random secret: 128 bits as 32 upper-case hex digits (the seed's token form).

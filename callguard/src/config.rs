@@ -215,11 +215,16 @@ pub struct ApiConfig {
     pub signin_window_secs: u64,
     /// Command run for a forgot-password request, with the reset token in its environment
     /// (`CALLGUARD_RESET_TOKEN`, `_USER`, `_DOMAIN`, `_CALLBACK`, `_EXPIRES`); it delivers the
-    /// token (mail, chat…). Unset: the request is answered 204 and the token is only logged at
-    /// debug level, so no mail server is needed to test the flow.
+    /// token (mail, chat…). Unset: the request is answered 204, a warning logged, and the token
+    /// goes nowhere (never into the log: whoever reads it could take the account over).
     pub reset_hook: Option<PathBuf>,
     /// Lifetime of a password-reset token, seconds. Default 3600.
     pub reset_token_secs: u64,
+    /// Origins (`https://panel.example.com`, scheme, host and port) a forgot-password request's
+    /// `callback` may point to; it reaches the hook only then (any other is refused, 400). Empty
+    /// (the default): only requests without a callback are accepted. Without this list, anyone
+    /// could have a genuine reset link mailed to a user that leads to their own site.
+    pub reset_callback_origins: Vec<String>,
     /// Password of the system administrator `admin` created on first start. Unset (and no
     /// `CALLGUARD_ADMIN_PASSWORD` in the environment): a random one is printed once.
     pub admin_password: Option<String>,
@@ -239,6 +244,7 @@ impl Default for ApiConfig {
             signin_window_secs: 300,
             reset_hook: None,
             reset_token_secs: 3600,
+            reset_callback_origins: Vec::new(),
             admin_password: None,
             info: SystemInfo::default(),
         }
@@ -660,8 +666,16 @@ impl Config {
                 return Err(format!("api.{name}: 1 to 31536000 seconds, not {v}"));
             }
         }
-        if a.signin_failures == 0 {
-            return Err("api.signin_failures: at least 1".into());
+        if a.signin_failures == 0 || a.signin_failures as usize > crate::accounts::SIGNIN_FAILURES_MAX {
+            return Err(format!("api.signin_failures: from 1 to {}", crate::accounts::SIGNIN_FAILURES_MAX));
+        }
+        for o in &a.reset_callback_origins {
+            if crate::accounts::origin_of(o).is_none_or(|x| !x.eq_ignore_ascii_case(o.trim_end_matches('/')))
+            {
+                return Err(format!(
+                    "api.reset_callback_origins: `{o}` is not an origin (scheme://host[:port], nothing after)"
+                ));
+            }
         }
         if let Some(p) = &a.admin_password {
             crate::accounts::check_password(p).map_err(|m| format!("api.admin_password: {m}"))?;
@@ -713,6 +727,23 @@ mod tests {
         assert_eq!(bits[5061], 3);
         assert_eq!(bits[5062], 0);
         assert_eq!(bits.iter().filter(|b| **b != 0).count(), 2);
+    }
+
+    #[test]
+    fn throttle_and_reset_settings_are_checked() {
+        let e = Config::parse("[api]\nsignin_failures = 65\n").unwrap_err().to_string();
+        assert!(e.contains("api.signin_failures: from 1 to 64"), "{e}");
+        assert!(Config::parse("[api]\nsignin_failures = 64\n").is_ok());
+        for bad in ["https://panel.example/reset", "panel.example", "https://a@b.example", "ftp://x"] {
+            let e = Config::parse(&format!("[api]\nreset_callback_origins = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not an origin"), "{bad}: {e}");
+        }
+        let ok = Config::parse(
+            "[api]\nreset_callback_origins = [\"https://Panel.example:8443\", \"http://10.0.0.5/\"]\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

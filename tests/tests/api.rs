@@ -311,7 +311,8 @@ fn authentication_seed_tokens_and_password_reset() {
     .unwrap();
     std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]).status().unwrap();
     let server = LocalApi::start(&format!(
-        "reset_hook = \"{}\"\nsignin_failures = 3\n[api.info]\nweb_domain = \"pbx.example\"\n",
+        "reset_hook = \"{}\"\nsignin_failures = 3\nreset_callback_origins = [\"https://panel\"]\n\
+         [api.info]\nweb_domain = \"pbx.example\"\n",
         hook.display()
     ));
     server.run(move |h| {
@@ -346,14 +347,25 @@ fn authentication_seed_tokens_and_password_reset() {
         expect(me.get("/api/auth/token"), 401);
         let me = h.with_token(r["access_token"].as_str().unwrap());
         expect(me.get("/api/auth/token"), 200);
-        expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 401);
+        // A spent refresh token used again (a stolen copy, or the thief's use first): which holder
+        // is the thief cannot be told, so the session ends for both.
+        let reused = expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 401);
+        assert!(reused.text.contains("used before"), "{}", reused.text);
+        expect(me.get("/api/auth/token"), 401);
+        expect(h.post("/api/auth/refresh", &json!({"refresh_token": r["refresh_token"]})), 401);
         // Sign out: both tokens stop working.
+        let (me, r) = h.sign_in("o'neil.j", "first-password", "sip.acme.example");
         expect(me.post("/api/auth/sign_out", &json!({})), 204);
         let revoked = expect(me.get("/api/auth/token"), 401);
         assert!(revoked.text.contains("revoked"), "{}", revoked.text);
         expect(h.post("/api/auth/refresh", &json!({"refresh_token": r["refresh_token"]})), 401);
         // Forgot password: 204 for anyone; the hook gets a token for a real user.
         expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "nobody"})), 204);
+        // A callback outside api.reset_callback_origins is refused (reset poisoning).
+        for evil in ["https://evil.example/reset", "https://panel.evil.example/", "https://panel@evil.example/", "javascript:x"] {
+            let e = expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "o'neil.j", "callback": evil})), 400);
+            assert_eq!(e.field().as_deref(), Some("callback"), "{evil}");
+        }
         expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "o'neil.j", "callback": "https://panel/reset"})), 204);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let line = loop {

@@ -468,3 +468,107 @@ fn padding_a_user_name_does_not_escape_the_per_user_limit() {
         expect(h.post_from([127, 0, 0, 6].into(), "/api/auth/sign_in", &attempt("admin", "p")), 429);
     });
 }
+
+/// The in-process API tests below that count Argon2 work: one at a time, so that another test's
+/// sign-ins do not show up in their count.
+static ARGON2_COUNTED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// M5 (b). Sign-in failures were recorded after the password check, so parallel guesses from one
+/// address all passed the limit before the first failure counted. Each attempt now counts when
+/// it begins: of twelve parallel guesses with a limit of three, three are checked, the rest
+/// refused; the right password from the administrator's usual address still works.
+#[test]
+fn parallel_guesses_get_no_more_tries_than_the_limit() {
+    let _one = ARGON2_COUNTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let server = LocalApi::start("signin_failures = 3");
+    server.run(|h| {
+        h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        let guess = json!({"username": "admin", "password": "guess", "domain": ""});
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| s.spawn(|| h.post_from([127, 0, 0, 7].into(), "/api/auth/sign_in", &guess).status))
+                .collect();
+            handles.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((checked, refused), (3, 9), "{statuses:?}");
+        expect(
+            h.post(
+                "/api/auth/sign_in",
+                &json!({"username": "admin", "password": ApiServer::ADMIN_PASSWORD, "domain": ""}),
+            ),
+            200,
+        );
+    });
+}
+
+/// M6, M14, L8. A reset with a token nobody was given hashed the new password first (Argon2: 19
+/// MiB and tens of milliseconds, for anyone, without limit); a reset left the user's API keys
+/// and other reset tokens working; a user under a forced reset could make an API key. Now: a
+/// wrong token costs no Argon2 work and is throttled per source; a reset revokes sessions, keys
+/// and every other pending token; a forced-reset user gets no key.
+#[test]
+fn a_password_reset_costs_an_attacker_and_ends_what_the_old_password_allowed() {
+    let _one = ARGON2_COUNTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, out) = (dir.path().join("hook.sh"), dir.path().join("tokens"));
+    std::fs::write(&hook, format!("#!/bin/sh\necho \"$CALLGUARD_RESET_TOKEN\" >> {}\n", out.display()))
+        .unwrap();
+    std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]).status().unwrap();
+    let server = LocalApi::start(&format!("signin_failures = 3\nreset_hook = \"{}\"\n", hook.display()));
+    server.run(|h| {
+        let (a, _) = h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        let u = json!({"username": "ops", "password": "ops-password-1", "role": "SystemAdmin"});
+        let id = expect(a.post("/api/v1/users", &u), 201).json()["id"].as_u64().unwrap();
+        let (ops, _) = h.sign_in("ops", "ops-password-1", "");
+        let key = expect(ops.post("/api/v1/api_keys", &json!({"comment": "panel"})), 201).json();
+        let keyed = format!(
+            "/platform_api/GetAuthorizedAccountIPs/?account_id={}&api_key={}",
+            key["account_id"],
+            key["api_key"].as_str().unwrap()
+        );
+        expect(h.get(&keyed), 200);
+
+        // Wrong tokens: no Argon2 work, and after three from one address, 429.
+        let before = callguard::accounts::argon2_runs();
+        let bogus = json!({"token": "00000000000000000000000000000000", "password": "new-password-9"});
+        for _ in 0..3 {
+            let e = expect(h.post_from([127, 0, 0, 8].into(), "/api/auth/reset_password", &bogus), 400);
+            assert_eq!(e.field().as_deref(), Some("token"));
+        }
+        expect(h.post_from([127, 0, 0, 8].into(), "/api/auth/reset_password", &bogus), 429);
+        assert_eq!(callguard::accounts::argon2_runs(), before, "a wrong token cost Argon2 work");
+
+        // Two reset requests, two tokens; the first one used ends the second, the sessions and
+        // the API key.
+        for _ in 0..2 {
+            expect(h.post("/api/auth/forgot_password", &json!({"username": "ops", "domain": ""})), 204);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let tokens = loop {
+            let t: Vec<String> =
+                std::fs::read_to_string(&out).unwrap_or_default().lines().map(str::to_owned).collect();
+            if t.len() == 2 {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "the hook did not run twice: {t:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let reset = json!({"token": tokens[0], "password": "ops-password-2"});
+        expect(h.post("/api/auth/reset_password", &reset), 204);
+        let again = json!({"token": tokens[1], "password": "ops-password-3"});
+        expect(h.post("/api/auth/reset_password", &again), 400);
+        expect(ops.get("/api/auth/token"), 401);
+        let with_key = h.get(&keyed);
+        assert_eq!(with_key.status, 401, "the API key outlived the reset: {}", with_key.text);
+        // Legitimate: the new password signs in.
+        let (ops, _) = h.sign_in("ops", "ops-password-2", "");
+
+        // A password set by someone else must be replaced before anything else, a key included.
+        expect(a.post(&format!("/api/v1/users/{id}/password"), &json!({"password": "set-by-admin-1"})), 204);
+        expect(ops.get("/api/auth/token"), 401);
+        let (forced, _) = h.sign_in("ops", "set-by-admin-1", "");
+        expect(forced.post("/api/v1/api_keys", &json!({"comment": "backdoor"})), 403);
+    });
+}

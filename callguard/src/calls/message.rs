@@ -622,11 +622,13 @@ mod tests {
         let base = "INVITE sip:1@h SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n";
         assert!(parse(format!("{base}\r\n").as_bytes()).unwrap().check_single_headers().is_ok());
         for extra in ["t: <sip:2@h>;tag=x", "TO: <sip:1@h>", "f: <sip:b@h>", "i: d", "CSeq: 2 INVITE"] {
-            let m = parse(format!("{base}{extra}\r\n\r\n").as_bytes()).unwrap();
+            let raw = format!("{base}{extra}\r\n\r\n");
+            let m = parse(raw.as_bytes()).unwrap();
             let e = m.check_single_headers().unwrap_err();
             assert!(e.0.starts_with("more than one "), "{extra}: {e:?}");
         }
-        let two_to = parse(format!("{base}t: <sip:2@h>;tag=x\r\n\r\n").as_bytes()).unwrap();
+        let raw = format!("{base}t: <sip:2@h>;tag=x\r\n\r\n");
+        let two_to = parse(raw.as_bytes()).unwrap();
         assert_eq!(two_to.to().unwrap_err().0, "more than one To header", "no reading of either");
     }
 

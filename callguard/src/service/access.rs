@@ -36,13 +36,19 @@ impl Principal {
         self.user.as_ref().map_or_else(|| "root (control socket)".into(), |u| u.username.clone())
     }
 
-    /// 403 unless the role has `p` (and the user need not set a new password first).
-    pub fn need(&self, p: Perm) -> Result<()> {
+    /// 403 when the user must set a new password before anything else.
+    pub fn no_pending_reset(&self) -> Result<()> {
         if self.user.as_ref().is_some_and(|u| u.force_reset) {
             return Err(ServiceError::Forbidden(
                 "set a new password first (POST /api/v1/users/{id}/password)".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// 403 unless the role has `p` (and the user need not set a new password first).
+    pub fn need(&self, p: Perm) -> Result<()> {
+        self.no_pending_reset()?;
         if self.role.has(p) {
             Ok(())
         } else {

@@ -47,8 +47,46 @@ fn reserved_ok(username: &str, role: &Role) -> bool {
     check_username(username, role.name == "SystemAdmin").is_ok()
 }
 
-fn hash(password: &str) -> Result<String> {
-    accounts::hash_password(password).map_err(ServiceError::Internal)
+/// A new password, checked and hashed off the daemon's lock ([`Hashed::new`]), ready to store.
+#[derive(Debug)]
+pub struct Hashed(String);
+
+impl Hashed {
+    /// The PHC string to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks `password` against the password rules and hashes it (Argon2, in one of the
+    /// bounded slots). Blocking and slow: call it off the daemon's lock, so that the control
+    /// plane never waits for a password hash.
+    pub fn new(password: &str) -> Result<Self> {
+        check_password(password).map_err(|m| ServiceError::invalid("password", m))?;
+        accounts::hash_password(password).map(Self).map_err(ServiceError::Internal)
+    }
+}
+
+/// A password change that passed the rights checks ([`Service::plan_password`]); what is left
+/// needs Argon2 and is done off the lock by [`PasswordChange::hash`].
+#[derive(Debug)]
+pub struct PasswordChange {
+    id: u32,
+    /// One's own: the old password and the hash it must match.
+    old: Option<(String, String)>,
+    new: String,
+}
+
+impl PasswordChange {
+    /// Verifies the old password (one's own change) and hashes the new one. Blocking and slow:
+    /// off the lock.
+    pub fn hash(&self) -> Result<Hashed> {
+        if let Some((old, old_hash)) = &self.old
+            && !accounts::verify_password(old, old_hash)
+        {
+            return Err(ServiceError::invalid("old_password", "does not match"));
+        }
+        Hashed::new(&self.new)
+    }
 }
 
 impl Service {
@@ -192,13 +230,16 @@ impl Service {
 
     /// Creates a user within the caller's reach, with a role no stronger than the caller's; a
     /// password is generated (and answered once) when none is given.
-    pub fn add_user(&mut self, p: &Principal, req: NewUserReq) -> Result<CreatedUser> {
+    /// Creates a user with `password` (the request's, or a generated one, `generated`), hashed
+    /// beforehand off the lock.
+    pub fn add_user(
+        &mut self,
+        p: &Principal,
+        req: NewUserReq,
+        password: Hashed,
+        generated: Option<String>,
+    ) -> Result<CreatedUser> {
         p.need(Perm::UsersWrite)?;
-        if let Some(pw) = &req.password {
-            check_password(pw).map_err(|m| ServiceError::invalid("password", m))?;
-        }
-        let generated = req.password.is_none().then(accounts::new_password);
-        let password = req.password.clone().or_else(|| generated.clone()).unwrap_or_default();
         let role = self
             .find_role(&req.role)?
             .ok_or_else(|| ServiceError::invalid("role", format!("no role `{}`", req.role)))?;
@@ -220,7 +261,7 @@ impl Service {
             tenant: req.tenant,
             group: req.group,
             username: req.username,
-            password_hash: hash(&password)?,
+            password_hash: password.0,
             role: role.name,
             force_reset: req.force_reset,
         })?;
@@ -295,31 +336,43 @@ impl Service {
         Ok(())
     }
 
-    /// Sets a user's password. One's own needs the old password (and clears a forced reset);
-    /// another user's needs `users.write` over them and forces them to choose a new one.
-    pub fn set_password(&mut self, p: &Principal, id: u32, req: &NewPassword) -> Result<()> {
+    /// Checks the rights for a password change. One's own needs the old password (and clears a
+    /// forced reset); another user's needs `users.write` over them and forces them to choose a
+    /// new one. The Argon2 work is left to [`PasswordChange::hash`], off the lock.
+    pub fn plan_password(&self, p: &Principal, id: u32, req: &NewPassword) -> Result<PasswordChange> {
         check_password(&req.password).map_err(|m| ServiceError::invalid("password", m))?;
         let own = p.user.as_ref().is_some_and(|me| me.id == id);
         let (target, old_hash) =
             self.store.user(id)?.ok_or_else(|| ServiceError::not_found("id", format!("no user {id}")))?;
-        if own {
-            let old = req
-                .old_password
-                .as_deref()
-                .ok_or_else(|| ServiceError::invalid("old_password", "required"))?;
-            if !accounts::verify_password(old, &old_hash) {
-                return Err(ServiceError::invalid("old_password", "does not match"));
-            }
+        let old = if own {
+            let old =
+                req.old_password.clone().ok_or_else(|| ServiceError::invalid("old_password", "required"))?;
+            Some((old, old_hash))
         } else {
             p.need(Perm::UsersWrite)?;
             p.reach_user(&target)?;
             if let Some(r) = self.find_role(&target.role)? {
                 may_grant(p, &r)?;
             }
+            None
+        };
+        Ok(PasswordChange { id, old, new: req.password.clone() })
+    }
+
+    /// Stores a password change planned by [`Service::plan_password`] and hashed off the lock.
+    /// Sessions, pending reset tokens and API keys of the user are revoked with it.
+    pub fn set_password(&mut self, change: &PasswordChange, hashed: Hashed) -> Result<()> {
+        let own = change.old.is_some();
+        if let Some((_, old_hash)) = &change.old {
+            // The old password was checked against this hash off the lock: it must still be it.
+            let now = self.store.user(change.id)?.map(|(_, h)| h);
+            if now.as_ref() != Some(old_hash) {
+                return Err(ServiceError::Conflict("the password changed meanwhile; try again".into()));
+            }
         }
         // Set by someone else (root on the control socket included), the password is one the
         // user must replace at the next sign-in.
-        self.store.update_user(id, None, None, Some(&hash(&req.password)?), Some(!own))?;
+        self.store.update_user(change.id, None, None, Some(&hashed.0), Some(!own))?;
         Ok(())
     }
 
@@ -429,7 +482,11 @@ impl Service {
                 }
                 id
             }
-            (_, Some(m)) => m,
+            (_, Some(m)) => {
+                // A key outlives passwords: not for an account that must first replace its own.
+                p.no_pending_reset()?;
+                m
+            }
             (_, None) => return Err(ServiceError::invalid("user_id", "required on the control socket")),
         };
         let secret = accounts::new_secret();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Service, ServiceError, access::Principal};
+use super::{Result, Service, ServiceError, access::Principal, accounts::Hashed};
 use crate::{
     accounts::{self, User, check_password},
     api::auth::{TenantInfo, TokenInfo, Tokens},
@@ -157,10 +157,23 @@ impl Service {
 
     /// A new token pair for a refresh token (the old pair stops working).
     pub fn refresh_tokens(&mut self, refresh_token: &str) -> Result<Tokens> {
-        let session = self
-            .store
-            .session_by_refresh(&accounts::secret_digest(refresh_token))?
-            .ok_or_else(|| ServiceError::Unauthorized("unknown refresh token".into()))?;
+        let digest = accounts::secret_digest(refresh_token);
+        let Some(session) = self.store.session_by_refresh(&digest)? else {
+            // A refresh token used a second time: one of the two users holds a stolen copy, and
+            // which one cannot be told, so the session ends for both.
+            if let Some(s) = self.store.session_by_spent_refresh(&digest)? {
+                self.store.revoke_session(s.id, Utc::now())?;
+                tracing::warn!(
+                    session = s.id,
+                    user = s.user_id,
+                    "a spent refresh token was used again; session revoked"
+                );
+                return Err(ServiceError::Unauthorized(
+                    "this refresh token was used before: the session is revoked; sign in again".into(),
+                ));
+            }
+            return Err(ServiceError::Unauthorized("unknown refresh token".into()));
+        };
         if session.revoked_at.is_some() {
             return Err(ServiceError::Unauthorized("the session was revoked (signed out)".into()));
         }
@@ -213,6 +226,7 @@ impl Service {
         if callback.len() > 2048 {
             return Err(ServiceError::invalid("callback", "longer than 2048 bytes"));
         }
+        self.check_callback(callback)?;
         let Some((user, _)) = self.sign_in_candidate(domain, username)? else { return Ok(None) };
         let token = accounts::new_secret();
         let expires = Utc::now() + chrono::Duration::seconds(self.cfg.api.reset_token_secs as i64);
@@ -226,18 +240,53 @@ impl Service {
         }))
     }
 
-    /// Sets a new password with a reset token; `hashed` is its hash, made off the lock.
-    pub fn finish_reset(&mut self, token: &str, hashed: &str) -> Result<()> {
+    /// Whether `token` is a reset token that can still be used: checked before any Argon2 work,
+    /// so that a token nobody was given costs nothing.
+    pub fn reset_pending(&self, token: &str) -> Result<()> {
+        match self.store.peek_reset(&accounts::secret_digest(token), Utc::now())? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::invalid("token", "unknown, used or expired reset token")),
+        }
+    }
+
+    /// Sets a new password with a reset token; `hashed` is its hash, made off the lock. The
+    /// user's sessions, other reset tokens and API keys are revoked with it.
+    pub fn finish_reset(&mut self, token: &str, hashed: Hashed) -> Result<()> {
         let user = self
             .store
             .take_reset(&accounts::secret_digest(token), Utc::now())?
             .ok_or_else(|| ServiceError::invalid("token", "unknown, used or expired reset token"))?;
-        self.store.update_user(user, None, None, Some(hashed), Some(false))?;
+        self.store.update_user(user, None, None, Some(hashed.as_str()), Some(false))?;
         Ok(())
     }
 
     /// Checks a new password before it is hashed.
     pub fn check_new_password(password: &str) -> Result<()> {
         check_password(password).map_err(|m| ServiceError::invalid("password", m))
+    }
+
+    /// Whether `callback` (a forgot-password request's link target, handed to the reset hook)
+    /// is allowed: empty, or on one of `api.reset_callback_origins`. Anything else would let a
+    /// stranger have a genuine reset token mailed with a link to their own site.
+    pub fn check_callback(&self, callback: &str) -> Result<()> {
+        if callback.is_empty() {
+            return Ok(());
+        }
+        let origin = accounts::origin_of(callback)
+            .ok_or_else(|| ServiceError::invalid("callback", "not an absolute http(s) URL"))?;
+        if self
+            .cfg
+            .api
+            .reset_callback_origins
+            .iter()
+            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(&origin))
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::invalid(
+                "callback",
+                format!("{origin} is not one of the configured api.reset_callback_origins"),
+            ))
+        }
     }
 }

@@ -75,6 +75,15 @@ pub(super) const MIGRATION: &str = "
     );
 ";
 
+/// Migration 6: refresh tokens already exchanged, so that a second use of one (a stolen copy)
+/// is recognised and ends the session (OAuth 2.0 Security BCP, refresh token rotation).
+pub(super) const MIGRATION_SPENT_REFRESH: &str = "
+    CREATE TABLE spent_refresh (
+        digest BLOB PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
+    );
+";
+
 /// A user to create.
 #[derive(Clone, Debug)]
 pub struct NewUser {
@@ -160,8 +169,11 @@ pub trait AccountStore {
     fn session_by_access(&self, digest: &[u8]) -> Result<Option<Session>, StoreError>;
     /// The session a refresh token belongs to.
     fn session_by_refresh(&self, digest: &[u8]) -> Result<Option<Session>, StoreError>;
-    /// Replaces a live session's tokens (refresh); `None` when it is gone or revoked.
+    /// Replaces a live session's tokens (refresh); `None` when it is gone or revoked. The old
+    /// refresh token is remembered as spent ([`AccountStore::session_by_spent_refresh`]).
     fn rotate_session(&mut self, id: u32, t: &SessionTokens) -> Result<Option<Session>, StoreError>;
+    /// The session a refresh token belonged to before it was exchanged.
+    fn session_by_spent_refresh(&self, digest: &[u8]) -> Result<Option<Session>, StoreError>;
     /// Revokes a session; whether it was live.
     fn revoke_session(&mut self, id: u32, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Sessions of one user, or of all, newest first.
@@ -173,6 +185,8 @@ pub trait AccountStore {
     fn add_reset(&mut self, user: u32, digest: &[u8], expires: DateTime<Utc>) -> Result<(), StoreError>;
     /// Consumes a reset token: the user it was for, when it exists and has not expired.
     fn take_reset(&mut self, digest: &[u8], now: DateTime<Utc>) -> Result<Option<u32>, StoreError>;
+    /// The user a reset token is for, when it exists and has not expired; leaves it in place.
+    fn peek_reset(&self, digest: &[u8], now: DateTime<Utc>) -> Result<Option<u32>, StoreError>;
 
     /// Adds an API key for `user`.
     fn add_api_key(&mut self, user: u32, digest: &[u8], comment: &str) -> Result<ApiKey, StoreError>;
@@ -407,10 +421,14 @@ impl AccountStore for SqliteStore {
             .optional()
             .map_err(|e| conflict_on_unique(e, String::new))?;
         if row.is_some() && password_hash.is_some() {
+            // A new password ends everything the old one let anybody obtain: sessions, pending
+            // reset tokens and API keys.
             tx.execute(
                 "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
                 params![id, ts(Some(Utc::now()))],
             )?;
+            tx.execute("DELETE FROM password_resets WHERE user_id = ?1", [id])?;
+            tx.execute("DELETE FROM api_keys WHERE user_id = ?1", [id])?;
         }
         tx.commit()?;
         Ok(row.map(|(u, _)| u))
@@ -453,8 +471,13 @@ impl AccountStore for SqliteStore {
     }
 
     fn rotate_session(&mut self, id: u32, t: &SessionTokens) -> Result<Option<Session>, StoreError> {
-        let row = self
-            .conn
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO spent_refresh (digest, session_id)
+             SELECT refresh_digest, id FROM sessions WHERE id = ?1 AND revoked_at IS NULL",
+            [id],
+        )?;
+        let row = tx
             .query_row(
                 "UPDATE sessions SET access_digest = ?2, access_expires = ?3, refresh_digest = ?4,
                    refresh_expires = ?5 WHERE id = ?1 AND revoked_at IS NULL
@@ -469,7 +492,12 @@ impl AccountStore for SqliteStore {
                 session_row,
             )
             .optional()?;
+        tx.commit()?;
         Ok(row)
+    }
+
+    fn session_by_spent_refresh(&self, digest: &[u8]) -> Result<Option<Session>, StoreError> {
+        self.one_session("id = (SELECT session_id FROM spent_refresh WHERE digest = ?1)", [digest])
     }
 
     fn revoke_session(&mut self, id: u32, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -509,6 +537,16 @@ impl AccountStore for SqliteStore {
                 [digest],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
+            .optional()?;
+        Ok(row.filter(|(_, exp)| *exp > now).map(|(user, _)| user))
+    }
+
+    fn peek_reset(&self, digest: &[u8], now: DateTime<Utc>) -> Result<Option<u32>, StoreError> {
+        let row: Option<(u32, DateTime<Utc>)> = self
+            .conn
+            .query_row("SELECT user_id, expires_at FROM password_resets WHERE digest = ?1", [digest], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         Ok(row.filter(|(_, exp)| *exp > now).map(|(user, _)| user))
     }

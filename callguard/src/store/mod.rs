@@ -125,6 +125,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER cg_te_i AFTER INSERT ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;
      CREATE TRIGGER cg_te_u AFTER UPDATE ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;
      CREATE TRIGGER cg_te_d AFTER DELETE ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;",
+    // 6: refresh tokens already exchanged (reuse ends the session).
+    accounts::MIGRATION_SPENT_REFRESH,
 ];
 
 /// Data a migration adds besides its schema, by migration index.

@@ -9,13 +9,14 @@
 use axum::{Json, extract::State as AxState, http::StatusCode};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking};
+use super::{Caller, JsonBody, PathArgs, QueryArgs, blocking, off_lock};
 use crate::api::admin::{
     CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, SessionQuery,
     UserPatch, UserQuery,
 };
 use crate::{
-    accounts::{ApiKey, Group, Role, Session, Tenant, User},
+    accounts::{self, ApiKey, Group, Perm, Role, Session, Tenant, User},
+    service::accounts::Hashed,
     web::{Failure, Shared},
 };
 
@@ -144,7 +145,12 @@ pub async fn create_user(
     Caller(p): Caller,
     JsonBody(req): JsonBody<NewUserReq>,
 ) -> Result<(StatusCode, Json<CreatedUser>), Failure> {
-    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_user(&p, req)?)))).await
+    // The right first, so that nobody without it gets Argon2 work done; the hash off the lock.
+    p.need(Perm::UsersWrite)?;
+    let generated = req.password.is_none().then(accounts::new_password);
+    let password = req.password.clone().or_else(|| generated.clone()).unwrap_or_default();
+    let hashed = off_lock(move || Ok(Hashed::new(&password)?)).await?;
+    blocking(&s, move |st| Ok((StatusCode::CREATED, Json(st.add_user(&p, req, hashed, generated)?)))).await
 }
 
 /// One user.
@@ -198,8 +204,14 @@ pub async fn set_password(
     PathArgs(id): PathArgs<u32>,
     JsonBody(req): JsonBody<NewPassword>,
 ) -> Result<StatusCode, Failure> {
+    let change = blocking(&s, move |st| Ok(st.plan_password(&p, id, &req)?)).await?;
+    let (change, hashed) = off_lock(move || {
+        let hashed = change.hash()?;
+        Ok((change, hashed))
+    })
+    .await?;
     blocking(&s, move |st| {
-        st.set_password(&p, id, &req)?;
+        st.set_password(&change, hashed)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -17,11 +17,11 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Caller, JsonBody, Peer, QueryArgs, blocking};
+use super::{Caller, JsonBody, Peer, QueryArgs, blocking, off_lock};
 use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TokenInfo, Tokens};
 use crate::{
     accounts::{self},
-    service::{Service, auth::ResetTicket},
+    service::{Service, accounts::Hashed, auth::ResetTicket},
     web::{Failure, Shared},
 };
 
@@ -94,7 +94,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     };
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(wait) = th.sign_in_blocked(&source, &who, max, window) {
+        if let Err(wait) = th.sign_in_begin(&source, &who, max, window) {
             return too_many("sign-ins", wait);
         }
     }
@@ -111,11 +111,8 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
         .unwrap_or(false);
     let user = match (found, ok) {
         (Some((u, _)), true) => u,
-        _ => {
-            let mut th = s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            th.sign_in_failed(&source, &who, window);
-            return Failure::unauthorized("wrong user name, domain or password").into_response();
-        }
+        // Counted already, when the attempt began.
+        _ => return Failure::unauthorized("wrong user name, domain or password").into_response(),
     };
     s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).signed_in(&source, &who);
     tracing::info!(user = user.username, tenant = ?user.tenant, "signed in");
@@ -166,17 +163,29 @@ pub async fn forgot_password(
         return Failure::bad("callback", "longer than 2048 bytes").into_response();
     }
     let source = peer.key("reset");
-    let (max, window) = {
+    let (max, window, callback) = {
         let st = crate::web::lock(&s);
-        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
+        (
+            st.cfg().api.signin_failures,
+            Duration::from_secs(st.cfg().api.signin_window_secs),
+            st.check_callback(&req.callback),
+        )
     };
+    if let Err(e) = callback {
+        return Failure::from(e).into_response();
+    }
     {
-        // Every request counts: a reset request has no failure to wait for.
+        // Every request counts, per source and per user: a reset request has no failure to
+        // wait for, and each may send a mail.
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(wait) = th.blocked(&source, max, window) {
+        let user = accounts::sign_in_identity(&req.domain, &req.username).map(|u| format!("reset-user:{u}"));
+        let keys: Vec<&str> = [Some(source.as_str()), user.as_deref()].into_iter().flatten().collect();
+        if let Some(wait) = keys.iter().find_map(|k| th.blocked(k, max, window)) {
             return too_many("password-reset requests", wait);
         }
-        th.fail(&source, window);
+        for k in keys {
+            th.fail(k, window);
+        }
     }
     let made = blocking(&s, move |st| {
         let ticket = st.start_reset(&req.domain, &req.username, &req.callback)?;
@@ -188,10 +197,10 @@ pub async fn forgot_password(
             tokio::spawn(run_reset_hook(cmd, t));
         }
         Ok(Some((None, t))) => {
-            tracing::debug!(
+            // Never the token itself: whoever reads the log could take the account over.
+            tracing::warn!(
                 user = t.user,
-                token = t.token,
-                "password-reset token (no api.reset_hook configured)"
+                "password reset asked for, but no api.reset_hook is configured to deliver it"
             );
         }
         Ok(None) => tracing::info!("password reset asked for an unknown user"),
@@ -221,19 +230,40 @@ async fn run_reset_hook(cmd: std::path::PathBuf, t: ResetTicket) {
 
 /// Sets a new password with a reset token. Every session of the user is revoked.
 #[utoipa::path(post, path = "/api/auth/reset_password", tag = "Authentication", request_body = Reset,
-    responses((status = 204, description = "Password set"), (status = 400, body = crate::api::ApiError)))]
+    responses((status = 204, description = "Password set"), (status = 400, body = crate::api::ApiError),
+        (status = 429, description = "Too many wrong tokens from this source", body = crate::api::ApiError)))]
 pub async fn reset_password(
     AxState(s): AxState<Shared>,
+    peer: Peer,
     JsonBody(req): JsonBody<Reset>,
-) -> Result<StatusCode, Failure> {
-    Service::check_new_password(&req.password)?;
-    let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&req.password))
-        .await
-        .map_err(|e| Failure::internal(&e.into()))?
-        .map_err(|e| Failure::internal(&e))?;
-    blocking(&s, move |st| {
-        st.finish_reset(&req.token, &hash)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+) -> Response {
+    if let Err(e) = Service::check_new_password(&req.password) {
+        return Failure::from(e).into_response();
+    }
+    // Wrong tokens are counted per source, and a token is checked before any Argon2 work: a
+    // token nobody was given costs the daemon a lookup, not a hash.
+    let source = peer.key("reset-token");
+    let (max, window) = {
+        let st = crate::web::lock(&s);
+        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
+    };
+    if let Some(wait) =
+        s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocked(&source, max, window)
+    {
+        return too_many("password resets", wait);
+    }
+    let token = req.token.clone();
+    if let Err(f) = blocking(&s, move |st| Ok(st.reset_pending(&token)?)).await {
+        s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fail(&source, window);
+        return f.into_response();
+    }
+    let password = req.password;
+    let hashed = match off_lock(move || Ok(Hashed::new(&password)?)).await {
+        Ok(h) => h,
+        Err(f) => return f.into_response(),
+    };
+    match blocking(&s, move |st| Ok(st.finish_reset(&req.token, hashed)?)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => f.into_response(),
+    }
 }

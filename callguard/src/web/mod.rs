@@ -110,9 +110,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 impl Peer {
-    /// A throttle key for this peer.
+    /// A throttle key for this peer: its IPv4 address, or the /64 of its IPv6 address (one
+    /// host usually holds a whole /64, and would otherwise get a fresh limit per address).
     pub fn key(self, what: &str) -> String {
-        format!("{what}:{}", self.0.map_or_else(|| "local".into(), |ip| ip.to_string()))
+        let source = match self.0 {
+            None => "local".into(),
+            Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Some(ip) => ip.to_canonical().to_string(),
+        };
+        format!("{what}:{source}")
     }
 }
 
@@ -307,7 +316,15 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
     }
 }
 
-/// Runs `f` on the state off the async workers (the store and Argon2 are synchronous).
+/// Runs `f` off the async workers and without the state: for the slow work (Argon2) that
+/// must not hold the daemon's lock.
+pub async fn off_lock<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Failure::internal(&e.into()))?
+}
+
+/// Runs `f` on the state off the async workers (the store is synchronous).
 pub async fn blocking<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&mut State) -> Result<T, Failure> + Send + 'static,
@@ -345,6 +362,9 @@ pub struct Throttle {
 /// Keys kept at most, per map: bounds the memory a spray of sources or user names can take.
 const THROTTLE_KEYS: usize = 100_000;
 
+/// Failures kept per key: the largest `api.signin_failures` the configuration accepts.
+const FAILURES_MAX: usize = crate::accounts::SIGNIN_FAILURES_MAX;
+
 impl Throttle {
     /// How long until `key` may try again, when it has `max` failures within `window`.
     pub fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<Duration> {
@@ -373,16 +393,33 @@ impl Throttle {
             .or_else(|| if self.knows(user, source) { None } else { self.blocked(user, max, window) })
     }
 
-    /// Records a failed sign-in from `source` as `user`.
-    pub fn sign_in_failed(&mut self, source: &str, user: &str, window: Duration) {
+    /// Begins a sign-in from `source` as `user`: `Err(wait)` when either is blocked; else the
+    /// attempt is counted as a failure at once, before the password is checked, so that
+    /// parallel attempts cannot all pass the check before the first failure is recorded. A
+    /// success takes it back ([`Throttle::signed_in`]).
+    pub fn sign_in_begin(
+        &mut self,
+        source: &str,
+        user: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<(), Duration> {
+        if let Some(wait) = self.sign_in_blocked(source, user, max, window) {
+            return Err(wait);
+        }
         self.fail(source, window);
         if !self.knows(user, source) {
             self.fail(user, window);
         }
+        Ok(())
     }
 
-    /// Records a successful sign-in: `source` is known for `user` from now on.
+    /// Records a successful sign-in: `source` is known for `user` from now on. The attempt was
+    /// counted as a failure when it began ([`Throttle::sign_in_begin`]): that is taken back.
     pub fn signed_in(&mut self, source: &str, user: &str) {
+        if let Some(q) = self.failures.get_mut(source) {
+            q.pop_back();
+        }
         self.failures.remove(user);
         if self.known.len() >= THROTTLE_KEYS {
             // Forget the oldest half rather than refuse to learn.
@@ -407,7 +444,9 @@ impl Throttle {
         }
         let q = self.failures.entry(key.to_owned()).or_default();
         q.push_back(now);
-        if q.len() > 64 {
+        // `api.signin_failures` is at most FAILURES_MAX (checked with the configuration), so
+        // keeping that many is enough to tell.
+        if q.len() > FAILURES_MAX {
             q.pop_front();
         }
     }
@@ -447,4 +486,39 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared.clone())
         .layer(axum::middleware::from_fn_with_state(shared.clone(), border::lookup_layer))
         .layer(axum::middleware::from_fn_with_state(shared, authenticate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 host holds a whole /64: every address in it is one throttle key; IPv4 addresses
+    /// (also written IPv4-mapped) are each their own.
+    #[test]
+    fn throttle_keys_take_an_ipv6_slash_64_as_one_source() {
+        let key = |a: &str| Peer(Some(a.parse().unwrap())).key("ip");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::1"), "ip:2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(Peer(None).key("ip"), "ip:local");
+    }
+
+    /// Parallel attempts cannot all pass the check before the first failure is recorded: each
+    /// is counted when it begins, and a success takes its count back.
+    #[test]
+    fn sign_in_attempts_are_counted_before_the_password_is_checked() {
+        let mut t = Throttle::default();
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(t.sign_in_begin("ip:a", "u", 3, w).is_ok());
+        }
+        assert!(t.sign_in_begin("ip:a", "u", 3, w).is_err(), "the fourth attempt in flight is refused");
+        let mut t = Throttle::default();
+        for _ in 0..10 {
+            assert!(t.sign_in_begin("ip:b", "u", 3, w).is_ok());
+            t.signed_in("ip:b", "u");
+        }
+    }
 }
