@@ -213,6 +213,14 @@ pub struct ApiConfig {
     pub signin_failures: u32,
     /// The window of `signin_failures`, seconds. Default 300.
     pub signin_window_secs: u64,
+    /// Connections to `listen` at once, at most (more wait to be accepted). Default 256.
+    pub max_connections: usize,
+    /// Connections at once from one address (an IPv6 /64 counts as one); more are closed at
+    /// once. Default 16.
+    pub max_connections_per_source: usize,
+    /// Seconds a request's head may take to arrive (idle keep-alive connections are closed after
+    /// it too), and again for the request to be read and answered (else 408). Default 30.
+    pub request_timeout_secs: u64,
     /// Command run for a forgot-password request, with the reset token in its environment
     /// (`CALLGUARD_RESET_TOKEN`, `_USER`, `_DOMAIN`, `_CALLBACK`, `_EXPIRES`); it delivers the
     /// token (mail, chat…). Unset: the request is answered 204, a warning logged, and the token
@@ -232,6 +240,28 @@ pub struct ApiConfig {
     pub info: SystemInfo,
 }
 
+impl ApiConfig {
+    /// The limits of the TCP listener.
+    pub const fn limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            connections: self.max_connections,
+            per_source: self.max_connections_per_source,
+            request: std::time::Duration::from_secs(self.request_timeout_secs),
+        }
+    }
+}
+
+/// The limits of the API's TCP listener, from `[api]`.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerLimits {
+    /// Connections at once.
+    pub connections: usize,
+    /// Connections at once from one source.
+    pub per_source: usize,
+    /// Time for a request's head to arrive, and again for it to be read and answered.
+    pub request: std::time::Duration,
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -242,6 +272,9 @@ impl Default for ApiConfig {
             refresh_token_secs: 30 * 86_400,
             signin_failures: 5,
             signin_window_secs: 300,
+            max_connections: 256,
+            max_connections_per_source: 16,
+            request_timeout_secs: 30,
             reset_hook: None,
             reset_token_secs: 3600,
             reset_callback_origins: Vec::new(),
@@ -668,6 +701,15 @@ impl Config {
         }
         if a.signin_failures == 0 || a.signin_failures as usize > crate::accounts::SIGNIN_FAILURES_MAX {
             return Err(format!("api.signin_failures: from 1 to {}", crate::accounts::SIGNIN_FAILURES_MAX));
+        }
+        if a.max_connections == 0 || a.max_connections > 4096 {
+            return Err("api.max_connections: from 1 to 4096 (each takes a file descriptor)".into());
+        }
+        if a.max_connections_per_source == 0 {
+            return Err("api.max_connections_per_source: at least 1".into());
+        }
+        if a.request_timeout_secs == 0 || a.request_timeout_secs > 3600 {
+            return Err("api.request_timeout_secs: from 1 to 3600".into());
         }
         for o in &a.reset_callback_origins {
             if crate::accounts::origin_of(o).is_none_or(|x| !x.eq_ignore_ascii_case(o.trim_end_matches('/')))

@@ -163,23 +163,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let unix_app = app.clone().layer(axum::Extension(web::Transport::Unix));
     let unix = axum::serve(listener, unix_app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let http: Option<std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>> = match (tcp, tls) {
+    let limits = cfg.api.limits();
+    let http: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = match (tcp, tls) {
         (None, _) => None,
-        (Some(l), None) => Some(Box::pin(
-            axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        )),
-        (Some(l), Some(tls)) => {
-            // tap_io: axum gives `ConnectInfo<SocketAddr>` to any tapped listener whose address
-            // is a SocketAddr, so the routes see the client's address as over plain HTTP.
-            let l = axum::serve::ListenerExt::tap_io(web::tls::TlsListener::new(l, tls)?, |_| {});
-            Some(Box::pin(
-                axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-            ))
-        }
+        (Some(l), None) => Some(Box::pin(web::serve::serve(l, app, limits, stopped(stop_rx.clone())))),
+        (Some(l), Some(tls)) => Some(Box::pin(web::serve::serve(
+            web::tls::TlsListener::new(l, tls)?,
+            app,
+            limits,
+            stopped(stop_rx.clone()),
+        ))),
     };
     println!(
         "callguard: ready (control socket {}{})",
@@ -194,14 +187,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     };
     let http = async move {
-        match http {
-            Some(h) => h.await,
-            None => Ok(()),
+        if let Some(h) = http {
+            h.await;
         }
     };
-    let (u, h, ()) = tokio::join!(async move { unix.await }, http, signals);
+    let (u, (), ()) = tokio::join!(async move { unix.await }, http, signals);
     u?;
-    h?;
     sweeper.abort();
     hup.abort();
     if let Some(r) = reader {
@@ -261,6 +252,7 @@ pub fn serve_api(mut service: Service, listen: std::net::SocketAddr) -> anyhow::
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let hub = Hub::new(service.cfg().events.log_per_sec);
+    let limits = service.cfg().api.limits();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let thread = std::thread::Builder::new().name("callguard-api".into()).spawn(move || {
@@ -268,13 +260,10 @@ pub fn serve_api(mut service: Service, listen: std::net::SocketAddr) -> anyhow::
             let shared = Shared { state: Arc::new(Mutex::new(service)), hub, web: Arc::default() };
             let app = web::router(shared);
             let Ok(l) = tokio::net::TcpListener::from_std(listener) else { return };
-            let serve = axum::serve(l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                });
-            if let Err(e) = serve.await {
-                tracing::error!("serving the API: {e}");
-            }
+            web::serve::serve(l, app, limits, async move {
+                let _ = stopped.await;
+            })
+            .await;
         });
     })?;
     Ok(ApiThread { addr, stop: Some(stop), thread: Some(thread) })

@@ -572,3 +572,73 @@ fn a_password_reset_costs_an_attacker_and_ends_what_the_old_password_allowed() {
         expect(forced.post("/api/v1/api_keys", &json!({"comment": "backdoor"})), 403);
     });
 }
+
+/// A TCP connection to the daemon's API from the local address `source`.
+fn connect_from(source: [u8; 4]) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind the source address");
+    let api: std::net::SocketAddr = "127.0.0.1:8887".parse().unwrap();
+    sock.connect_timeout(&api.into(), Duration::from_secs(5)).expect("connect");
+    std::net::TcpStream::from(sock)
+}
+
+/// What `stream` receives until the server closes it, or `None` when it is still open after
+/// `wait`.
+fn until_closed(stream: &mut std::net::TcpStream, wait: Duration) -> Option<String> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Some(String::from_utf8_lossy(&got).into_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+/// M8. The API had no timeouts and no connection limit: connections that send a header a byte at
+/// a time, or never finish their body, were held forever, until the daemon ran out of file
+/// descriptors and the root control socket stopped accepting too. Now a request's head and body
+/// must arrive in time, one address gets a share of the connections, and the control socket
+/// answers while the TCP side is saturated.
+#[test]
+fn slow_and_many_connections_do_not_take_the_api_or_the_control_socket() {
+    let server =
+        ApiServer::start("request_timeout_secs = 4\nmax_connections = 8\nmax_connections_per_source = 3\n");
+    let held = server.run(|h| {
+        use std::io::Write;
+        // A head that never ends, and a body that never comes: both end within the timeout.
+        let mut head = connect_from([127, 0, 0, 2]);
+        head.write_all(b"GET /api/info HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();
+        let mut body = connect_from([127, 0, 0, 3]);
+        body.write_all(b"POST /api/auth/sign_in HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{").unwrap();
+        assert!(until_closed(&mut head, Duration::from_secs(15)).is_some(), "an unfinished head kept its connection");
+        let answer = until_closed(&mut body, Duration::from_secs(15)).expect("an unfinished body kept its connection");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+        // One address gets three connections; a fourth is closed at once, while another address
+        // is served.
+        let mut held: Vec<_> = (0..3).map(|_| connect_from([127, 0, 0, 4])).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut fourth = connect_from([127, 0, 0, 4]);
+        assert_eq!(until_closed(&mut fourth, Duration::from_secs(2)).as_deref(), Some(""), "a fourth connection from one address");
+        expect(h.get("/api/info"), 200);
+
+        // Every connection taken: eight, from five more addresses.
+        held.extend((5..10).map(|last| connect_from([127, 0, 0, last])));
+        std::thread::sleep(Duration::from_millis(200));
+        held
+    });
+    // The control socket answers while they are held.
+    let status = server.inst.cli_output(&["status", "--json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    server.run(move |h| {
+        let mut held = held;
+        // Once they time out, the API is back for everyone.
+        for c in &mut held {
+            assert!(until_closed(c, Duration::from_secs(15)).is_some(), "an idle connection was kept");
+        }
+        expect(h.get("/api/info"), 200);
+    });
+}

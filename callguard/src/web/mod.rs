@@ -29,6 +29,7 @@ pub mod error;
 pub mod openapi;
 pub mod portsip;
 pub mod query;
+pub mod serve;
 pub mod state;
 pub mod tls;
 pub mod vox;
