@@ -74,6 +74,8 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
+    // Created 0600 by the daemon's umask (no window between bind and chmod); set again all the
+    // same, and every connection's peer is checked too (`RootOnly`).
     let listener =
         tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -82,7 +84,20 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// Runs the daemon until SIGTERM or SIGINT. Filtering stays in place after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    // Everything the daemon creates (the database with password hashes and authorization codes,
+    // its directory, the control socket, the pins) is for root alone, whatever umask it was
+    // started with: outside systemd that is usually 022.
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     let mut state = Service::start(opts)?;
+    if kernel::pins_are_private() == Some(true) {
+        tracing::error!(
+            "the pins under /sys/fs/bpf are on a BPF file system private to this daemon (it runs in a \
+             mount namespace of its own, as `ip netns exec` gives): the filter ends when the daemon \
+             does, and a restarted daemon cannot adopt it. Run it in the host's mount namespace \
+             (`nsenter --net=/run/netns/NAME callguard run` enters only the network namespace)"
+        );
+    }
     if let Some(password) = state.bootstrap_admin()? {
         // Shown once: only its hash is stored.
         println!(
@@ -125,6 +140,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the API to {listen} (api.listen)"))?;
         tracing::info!(address = %listen, https = tls.is_some(), "management API listening");
+        if tls.is_none() && !l.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+            tracing::warn!(
+                address = %listen,
+                "the management API speaks plain HTTP on an address other hosts can reach: passwords \
+                 and tokens cross the network readable; set api.tls_cert and api.tls_key"
+            );
+        }
         Some(l)
     };
 
@@ -161,7 +183,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let app = web::router(shared);
     let unix_app = app.clone().layer(axum::Extension(web::Transport::Unix));
-    let unix = axum::serve(listener, unix_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let unix = axum::serve(web::serve::RootOnly(listener), unix_app)
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = cfg.api.limits();
     let http: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = match (tcp, tls) {

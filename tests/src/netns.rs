@@ -330,8 +330,15 @@ impl Instance {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        self.command_via(&[], args)
+    }
+
+    /// `callguard <args>` in the namespace, started through `wrapper` (a program and its
+    /// arguments that ends by running the rest of its command line, as `setpriv` does).
+    fn command_via(&self, wrapper: &[&str], args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{}", self.netns))
+            .args(wrapper)
             .arg(binary())
             .arg("-c")
             .arg(&self.config)
@@ -342,10 +349,16 @@ impl Instance {
 
     /// Starts `callguard run` and waits until its control socket answers.
     pub fn start(&self) -> Daemon {
+        self.start_via(&[])
+    }
+
+    /// Starts `callguard run` through `wrapper` (see [`Instance::command_via`]: `setpriv` with
+    /// the systemd unit's capabilities, say) and waits until its control socket answers.
+    pub fn start_via(&self, wrapper: &[&str]) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", unique("run")));
         let file = File::create(&log).expect("log file");
         let child = self
-            .command(&["run"])
+            .command_via(wrapper, &["run"])
             .env("CALLGUARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
@@ -387,6 +400,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's process id (wrappers such as `nsenter` and `setpriv` exec it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops with SIGTERM and waits.
     pub fn stop(mut self) {
         // SAFETY: kill on our own child's pid.

@@ -642,3 +642,102 @@ fn slow_and_many_connections_do_not_take_the_api_or_the_control_socket() {
         expect(h.get("/api/info"), 200);
     });
 }
+
+/// The value of `key` in the `[Service]` section of a systemd unit.
+fn unit_value<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
+    unit.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::trim)
+}
+
+/// `setpriv` arguments that give a process what the shipped unit gives the daemon: its
+/// capability bounding set (root keeps exactly those) and `NoNewPrivileges`, read from
+/// `dist/callguard.service` so that the unit and this test cannot drift apart. This machine's
+/// PID 1 is not systemd, so `systemd-run` is not available; the unit's file-system sandboxing
+/// (`ProtectSystem`) is not applied.
+fn as_the_unit_runs_it() -> Vec<String> {
+    let unit = include_str!("../../dist/callguard.service");
+    let caps: Vec<String> = unit_value(unit, "CapabilityBoundingSet")
+        .expect("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    let mut args = vec!["setpriv".to_owned(), format!("--bounding-set=-all,{}", caps.join(","))];
+    if unit_value(unit, "NoNewPrivileges") == Some("true") {
+        args.push("--no-new-privs".into());
+    }
+    args
+}
+
+/// M12, L2, L5. The shipped unit gave the daemon no `CAP_NET_RAW`: it attached the program, then
+/// failed to open the slow path's raw sockets and exited, so every call went by the failure
+/// policy, unchecked. Started here with exactly the unit's capabilities (and umask 022, as
+/// outside systemd), the daemon runs, refuses a barred call with a 403 and passes an allowed
+/// one; its database is root's alone, and its control socket serves root only.
+#[test]
+fn the_daemon_runs_with_exactly_the_units_capabilities() {
+    let t = Topology::new();
+    let inst = Instance::new(&t.pbx, &t.pbx_if, "[rate]\ninvite = { rate = 0, burst = 0 }\n");
+    let wrapper = as_the_unit_runs_it();
+    let mut wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let umask = ["sh", "-c", "umask 022; exec \"$@\"", "sh"];
+    wrapper.splice(0..0, umask);
+    let daemon = inst.start_via(&wrapper);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("the daemon's status");
+    let effective = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    assert_eq!(
+        effective,
+        Some(format!("{:016x}", unit_capability_mask()).as_str()),
+        "the daemon's capabilities"
+    );
+    inst.cli(&["api", "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882"}"#]);
+    let pbx = t.pbx.udp(format!("{PBX}:5060").parse().unwrap());
+    let caller = t.peer.udp(format!("{CALLER}:5090").parse().unwrap());
+    caller
+        .send_to(invite("+882777", "unit@attacker", "z9hG4bKunit").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let answers = received(&caller, Duration::from_secs(2));
+    assert!(answers.iter().any(|a| a.starts_with("SIP/2.0 403")), "a barred call is refused: {answers:?}");
+    caller
+        .send_to(invite("0086101234", "unit@caller", "z9hG4bKok").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(at_pbx.iter().any(|m| m.contains("unit@caller")), "an allowed call is re-injected: {at_pbx:?}");
+
+    // L2: what the daemon created is root's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = inst.dir.path().join("rules.db");
+    let mode = std::fs::metadata(&db).expect("the database").permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "the database is mode {mode:o}");
+    // L5: a process that is not root gets nothing from the socket, even if its mode were
+    // loosened by mistake.
+    let socket = inst.dir.path().join("callguard.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(inst.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(callguard_tests::netns::binary())
+        .args(["--socket", socket.to_str().unwrap(), "status"])
+        .output()
+        .expect("setpriv");
+    assert!(!nobody.status.success(), "uid 65534 was served: {}", String::from_utf8_lossy(&nobody.stdout));
+    assert!(inst.cli_output(&["status"]).status.success(), "root still is");
+}
+
+/// The unit's capability bounding set as the kernel's bit mask (`linux/capability.h` numbers).
+fn unit_capability_mask() -> u64 {
+    let unit = include_str!("../../dist/callguard.service");
+    unit_value(unit, "CapabilityBoundingSet").expect("CapabilityBoundingSet").split_whitespace().fold(
+        0,
+        |m, c| {
+            let bit = match c {
+                "CAP_NET_ADMIN" => 12,
+                "CAP_NET_RAW" => 13,
+                "CAP_SYS_ADMIN" => 21,
+                "CAP_PERFMON" => 38,
+                "CAP_BPF" => 39,
+                other => panic!("{other}: add its number here"),
+            };
+            m | 1 << bit
+        },
+    )
+}

@@ -49,26 +49,57 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Mounts bpffs on `/sys/fs/bpf` when it is not mounted (a fresh machine of this kind has none)
-/// and creates `dir` on it.
+/// Mounts bpffs on `/sys/fs/bpf` when it is not mounted (a fresh machine of this kind has none;
+/// mode 0700, not the 01777 a bare mount gives) and creates `dir` on it (mode 0700). A pin
+/// directory that is there already must belong to root and be writable by nobody else: whoever
+/// could write in it could remove the pins and, with them, the filter.
 pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     let root = Path::new("/sys/fs/bpf");
     if dir.starts_with(root) && !is_bpffs(root) {
         std::fs::create_dir_all(root).ok();
         let src = CString::new("bpf")?;
         let target = CString::new("/sys/fs/bpf")?;
-        // SAFETY: valid NUL-terminated strings; a null data pointer is allowed for bpffs.
-        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+        let opts = CString::new("mode=0700")?;
+        // SAFETY: valid NUL-terminated strings; bpffs takes `mode=` as its data.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, opts.as_ptr().cast()) };
         if rc != 0 {
             bail!("mounting bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
         }
-        tracing::info!("mounted bpffs on /sys/fs/bpf");
+        tracing::info!("mounted bpffs on /sys/fs/bpf (mode 0700)");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating pin directory {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating pin directory {}", dir.display()))?;
     if !is_bpffs(dir) {
         bail!("{} is not on a BPF file system (bpffs)", dir.display());
     }
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        bail!(
+            "pin directory {} belongs to uid {} with mode {:o}: it must belong to root and be writable by \
+             root only (anyone who can write there can remove the filter); remove it or fix it \
+             (chown root {0}; chmod go-w {0})",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
     Ok(())
+}
+
+/// Whether the bpffs holding the pins is private to this process's mount namespace, so that its
+/// pins, and the filter with them, end with the daemon: true when `/sys/fs/bpf` here is another
+/// file system than the one PID 1 sees there (`ip netns exec` gives a process a fresh /sys, on
+/// which the daemon then mounts a bpffs of its own). `None` when it cannot be told (no access
+/// to PID 1's root, as under the systemd unit's capabilities).
+pub fn pins_are_private() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let here = std::fs::metadata("/sys/fs/bpf").ok()?.dev();
+    let init = std::fs::metadata("/proc/1/root/sys/fs/bpf").ok()?.dev();
+    Some(here != init)
 }
 
 fn is_bpffs(path: &Path) -> bool {

@@ -127,6 +127,42 @@ where
     graceful.shutdown().await;
 }
 
+/// The control socket's listener: a connection is served only when its peer (`SO_PEERCRED`) is
+/// root or this daemon's own user. The socket file's mode (0600) already keeps others out; this
+/// holds even when that mode is changed by mistake.
+#[derive(Debug)]
+pub struct RootOnly(pub tokio::net::UnixListener);
+
+impl axum::serve::Listener for RootOnly {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // SAFETY: geteuid cannot fail and touches nothing.
+        let me = unsafe { libc::geteuid() };
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => match stream.peer_cred() {
+                    Ok(c) if c.uid() == 0 || c.uid() == me => return (stream, addr),
+                    Ok(c) => {
+                        tracing::warn!(uid = c.uid(), pid = ?c.pid(), "refused a control-socket connection: not root")
+                    }
+                    Err(e) => tracing::warn!("refused a control-socket connection: its peer is unknown: {e}"),
+                },
+                Err(e) => {
+                    // Out of file descriptors, typically: wait rather than spin.
+                    tracing::warn!("accepting a control-socket connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
 /// The answer to a request not read and answered in time.
 fn timed_out(limit: Duration, peer: IpAddr) -> axum::response::Response {
     tracing::debug!(%peer, "API request not read and answered within {} s", limit.as_secs());
