@@ -314,10 +314,6 @@ fn in_argon2_slot<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The largest `api.signin_failures` accepted: the sign-in throttle keeps this many failures per
-/// key, and a larger limit could never be reached.
-pub const SIGNIN_FAILURES_MAX: usize = 64;
-
 /// The origin (`scheme://host[:port]`, lower case) of an absolute `http` or `https` URL; `None`
 /// for anything else, and for a URL with user information (`https://a.example@b.example/`, whose
 /// host is `b.example`), which only serves to mislead.
@@ -437,7 +433,7 @@ pub struct User {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthCode {
-    /// The code: 1 to 16 digits.
+    /// The code: `calls.authcode_min_digits` (default 4) to 16 digits.
     pub code: String,
     /// Free text.
     #[serde(default)]
@@ -447,10 +443,12 @@ pub struct AuthCode {
 /// Longest authorization code.
 pub const AUTH_CODE_MAX: usize = 16;
 
-/// Checks an authorization code: 1 to 16 digits.
-pub fn check_auth_code(code: &str) -> Result<(), String> {
-    if code.is_empty() || code.len() > AUTH_CODE_MAX || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("`{code}`: 1 to {AUTH_CODE_MAX} digits"));
+/// Checks an authorization code: `min` to [`AUTH_CODE_MAX`] digits. A short code falls to
+/// guessing however slowly guesses are allowed (ten thousand tries cover four digits).
+pub fn check_auth_code(code: &str, min: usize) -> Result<(), String> {
+    if code.len() < min || code.len() > AUTH_CODE_MAX || !code.bytes().all(|b| b.is_ascii_digit()) {
+        let why = if min > 1 { " (calls.authcode_min_digits)" } else { "" };
+        return Err(format!("`{code}`: {min} to {AUTH_CODE_MAX} digits{why}"));
     }
     Ok(())
 }

@@ -439,6 +439,18 @@ pub struct Calls {
     /// retransmissions and get the first verdict again without a second evaluation. Default
     /// 32 (Timer B of RFC 3261).
     pub retransmit_secs: u64,
+    /// Fewest digits a new authorization code may have. Default 4: with the lockout below, a
+    /// four-digit code takes an attacker years from one address. The seed's examples (`01`)
+    /// need 2.
+    pub authcode_min_digits: usize,
+    /// Wrong authorization codes from one source (an IPv4 address, an IPv6 /64), or for one
+    /// caller, within `authcode_window_secs`, after which that source's (or caller's) calls with a
+    /// code are refused, right code or not, until the window has passed. A caller's limit spares
+    /// the sources that caller has dialed a right code from, so a stranger cannot lock the real
+    /// caller out. Default 5.
+    pub authcode_failures: u32,
+    /// The window of `authcode_failures`, seconds. Default 900.
+    pub authcode_window_secs: u64,
 }
 
 impl Default for Calls {
@@ -449,6 +461,9 @@ impl Default for Calls {
             authcode_form: "*{code}*{number}".into(),
             site: String::new(),
             retransmit_secs: 32,
+            authcode_min_digits: 4,
+            authcode_failures: 5,
+            authcode_window_secs: 900,
         }
     }
 }
@@ -599,6 +614,16 @@ impl Config {
         }
         self.validate_api()?;
         self.calls.authcode_parts()?;
+        let c = &self.calls;
+        if !(1..=crate::accounts::AUTH_CODE_MAX).contains(&c.authcode_min_digits) {
+            return Err(format!("calls.authcode_min_digits: from 1 to {}", crate::accounts::AUTH_CODE_MAX));
+        }
+        if c.authcode_failures == 0 || c.authcode_failures as usize > crate::throttle::FAILURES_MAX {
+            return Err(format!("calls.authcode_failures: from 1 to {}", crate::throttle::FAILURES_MAX));
+        }
+        if c.authcode_window_secs == 0 {
+            return Err("calls.authcode_window_secs: at least 1".into());
+        }
         if !self.calls.international_prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
                 "calls.international_prefix: `{}` must be digits",
@@ -699,8 +724,8 @@ impl Config {
                 return Err(format!("api.{name}: 1 to 31536000 seconds, not {v}"));
             }
         }
-        if a.signin_failures == 0 || a.signin_failures as usize > crate::accounts::SIGNIN_FAILURES_MAX {
-            return Err(format!("api.signin_failures: from 1 to {}", crate::accounts::SIGNIN_FAILURES_MAX));
+        if a.signin_failures == 0 || a.signin_failures as usize > crate::throttle::FAILURES_MAX {
+            return Err(format!("api.signin_failures: from 1 to {}", crate::throttle::FAILURES_MAX));
         }
         if a.max_connections == 0 || a.max_connections > 4096 {
             return Err("api.max_connections: from 1 to 4096 (each takes a file descriptor)".into());

@@ -17,6 +17,7 @@
 //! | 0 | [`border`] | border rules (the border-rules seed) |
 //! | 0 | [`accounts`] | tenants, groups, users, roles and rights, sessions, keys, authorization codes, passwords |
 //! | 0 | [`config`] | the TOML configuration file, its sections and errors |
+//! | 0 | [`throttle`] | failures counted per source and subject in sliding windows: sign-ins, reset tokens, authorization codes |
 //! | 1 | [`store`] | the durable store (SQLite): one trait, its migrations and queries |
 //! | 1 | [`kernel`] | the embedded XDP object, pins and links, typed maps; the [`kernel::datapath::Datapath`] boundary and its fake |
 //! | 1 | [`events`] | kernel events (drop samples, bans) and decided calls: records, the hub, the ring reader |
@@ -45,6 +46,7 @@ pub mod numbers;
 pub mod service;
 pub mod sig;
 pub mod store;
+pub mod throttle;
 pub mod web;
 
 #[cfg(test)]

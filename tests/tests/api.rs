@@ -84,7 +84,26 @@ fn portsip_security_seed() {
 
 #[test]
 fn authorization_code_seed() {
-    let server = LocalApi::start("");
+    // The seed's examples are two-digit codes; callguard's default minimum is four.
+    let strict = LocalApi::start("");
+    strict.run(|h| {
+        let a = admin(&h);
+        expect(
+            a.post("/api/v1/tenants", &json!({"id": "footenant", "name": "Foo", "domain": "foo.example"})),
+            201,
+        );
+        expect(a.post("/api/v1/tenants/footenant/groups", &json!({"id": "foogroup"})), 201);
+        let u = json!({"tenant": "footenant", "group": "foogroup", "username": "foouser",
+                       "password": "foouser-pass", "role": "StandardUser"});
+        expect(a.post("/api/v1/users", &u), 201);
+        let base =
+            "/api/v1/tenants/footenant/groups/foogroup/users/foouser/services/outgoing_call_barring/codes/";
+        let short = expect(a.post(base, &json!({"code": "01"})), 400);
+        assert_eq!(short.field().as_deref(), Some("code"));
+        assert!(short.text.contains("4 to 16 digits (calls.authcode_min_digits)"), "{}", short.text);
+        expect(a.post(base, &json!({"code": "0147"})), 201);
+    });
+    let server = LocalApi::start("[calls]\nauthcode_min_digits = 2\n");
     server.run(|h| {
         let a = admin(&h);
         expect(a.post("/api/v1/tenants", &json!({"id": "footenant", "name": "Foo", "domain": "foo.example"})), 201);
@@ -565,7 +584,7 @@ fn permission_matrix() {
             ("read alice's authorization codes", Box::new(|| ("GET".into(), codes.into(), None)), ALICE_READERS),
             (
                 "write alice's authorization codes",
-                Box::new(|| ("POST".into(), codes.into(), Some(json!({"code": format!("{}", 100 + next())})))),
+                Box::new(|| ("POST".into(), codes.into(), Some(json!({"code": format!("{}", 1000 + next())})))),
                 &["SystemAdmin", "Dealer", "Admin@t1", "GroupAdmin@t1/g1"],
             ),
             ("read alice", Box::new(move || ("GET".into(), format!("/api/v1/users/{alice}"), None)), ALICE_READERS),

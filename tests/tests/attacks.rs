@@ -741,3 +741,63 @@ fn unit_capability_mask() -> u64 {
         },
     )
 }
+
+/// M11. Wrong authorization codes were answered and never counted, and one-digit codes were
+/// accepted: with the caller's extension known (From is not authenticated), cycling codes from
+/// one address found a four-digit code in minutes. Now a new code has at least four digits, and
+/// after five wrong codes from an address the calls with a code from it are refused, the right
+/// code too, with the same 403; the real caller, who dialed the right code from their own
+/// address before, keeps their code.
+#[test]
+fn guessing_an_authorization_code_stops_at_the_lockout() {
+    let Barring { _t: t, inst, _daemon, pbx, caller } = Barring::start();
+    let api = |method: &str, path: &str, body: &str| inst.cli(&["api", method, path, body]);
+    api("POST", "/api/v1/tenants", r#"{"id": "t1", "name": "T1", "domain": "tenant.example"}"#);
+    api("POST", "/api/v1/tenants/t1/groups", r#"{"id": "g1"}"#);
+    api(
+        "POST",
+        "/api/v1/users",
+        r#"{"tenant": "t1", "group": "g1", "username": "101", "password": "user-101-pass", "role": "StandardUser"}"#,
+    );
+    let codes = "/api/v1/tenants/t1/groups/g1/users/101/services/outgoing_call_barring/codes/";
+    let short = inst.cli_output(&["api", "POST", codes, r#"{"code": "7"}"#]);
+    assert!(!short.status.success(), "a one-digit code was accepted");
+    api("POST", codes, r#"{"code": "4711"}"#);
+    let to_pbx = format!("{PBX}:5060");
+    let dial = |sock: &UdpSocket, code: &str, n: usize| {
+        let id = format!("code{n}@{code}");
+        sock.send_to(
+            invite(&format!("*{code}*+882777"), &id, &format!("z9hG4bKcode{n}")).as_bytes(),
+            &to_pbx,
+        )
+        .unwrap();
+        id
+    };
+    // The real caller, from a phone at 198.18.0.10, dials the right code: allowed.
+    let phone = t.peer.udp("198.18.0.10:5090".parse().unwrap());
+    let first = dial(&phone, "4711", 0);
+    assert!(
+        received(&pbx, Duration::from_secs(2)).iter().any(|m| m.contains(&first)),
+        "the right code works"
+    );
+    // The attacker guesses from 198.18.0.2: five wrong codes, then the right one.
+    for (n, guess) in ["0000", "1111", "2222", "3333", "4444"].iter().enumerate() {
+        dial(&caller, guess, n + 1);
+    }
+    let right = dial(&caller, "4711", 6);
+    let answers = received(&caller, Duration::from_secs(2));
+    assert_eq!(answers.iter().filter(|a| a.starts_with("SIP/2.0 403")).count(), 6, "{answers:?}");
+    let at_pbx = received(&pbx, Duration::from_millis(500));
+    assert!(
+        !at_pbx.iter().any(|m| m.contains(&right)),
+        "the right code got through from a locked-out address"
+    );
+    let stats = inst.stats();
+    assert_eq!(stats["slow_path"]["authcode_lockouts"], 1, "{}", stats["slow_path"]);
+    // The real caller's own address is not locked out by the stranger's guesses.
+    let again = dial(&phone, "4711", 7);
+    assert!(
+        received(&pbx, Duration::from_secs(2)).iter().any(|m| m.contains(&again)),
+        "the caller keeps their code"
+    );
+}

@@ -115,6 +115,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The answer to a call with an authorization code from a source (or for a caller) locked
+    /// out for `wait`: a denial like a wrong code's, so the answer tells nothing of the code.
+    pub fn authcode_locked(wait: std::time::Duration) -> Self {
+        Self::new(
+            Verdict::Deny,
+            Step::AuthCode,
+            "authorization-code lockout (calls.authcode_failures)",
+            format!(
+                "too many wrong authorization codes from this source or for this caller: codes are refused for {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+    }
+
     fn new(verdict: Verdict, step: Step, rule: impl Into<String>, why: impl Into<String>) -> Self {
         Self { verdict, step, rule: rule.into(), why: why.into(), dial: None }
     }
@@ -298,6 +312,11 @@ impl CallPolicy {
                 .ok()
                 .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())),
         }
+    }
+
+    /// Wrong authorization codes allowed per source or caller, and in what window.
+    pub fn authcode_lockout(&self) -> (u32, std::time::Duration) {
+        (self.cfg.authcode_failures, std::time::Duration::from_secs(self.cfg.authcode_window_secs))
     }
 
     /// Whether initial INVITEs need the daemon: some rule could refuse or rewrite a call.

@@ -32,6 +32,7 @@ use crate::{
         policy::{self, Decision, Facts, Step, Verdict},
     },
     events::{EventKind, EventRecord, Hub},
+    throttle::{self, Throttle},
 };
 
 /// Most requests remembered for retransmission matching.
@@ -56,6 +57,10 @@ pub struct SlowStats {
     /// headers written out): a spoofed source must not get more bytes than were sent.
     #[serde(default)]
     pub unanswered: u64,
+    /// Calls with an authorization code refused unchecked: their source (or caller) dialed too
+    /// many wrong codes (`calls.authcode_failures`).
+    #[serde(default)]
+    pub authcode_lockouts: u64,
 }
 
 /// This host's addresses: only a request addressed to one of them is decided and sent on.
@@ -309,6 +314,8 @@ pub struct SlowPath {
     order: VecDeque<(Instant, TxKey)>,
     stats: Arc<Mutex<SlowStats>>,
     local: LocalAddrs,
+    /// Wrong authorization codes by source and by caller.
+    codes: Throttle,
 }
 
 impl SlowPath {
@@ -328,6 +335,7 @@ impl SlowPath {
             order: VecDeque::new(),
             stats,
             local: LocalAddrs::default(),
+            codes: Throttle::default(),
         })
     }
 
@@ -367,7 +375,11 @@ impl SlowPath {
             return Outcome { decision: decision.clone(), retransmission: true };
         }
         let decision = match Facts::read(m, src.ip()) {
-            Ok(f) => self.live.get().decide(&f, Utc::now()),
+            Ok(f) => {
+                let policy = self.live.get();
+                let decision = policy.decide(&f, Utc::now());
+                self.guard_codes(&policy, &f, decision)
+            }
             Err(e) => unreadable(&e),
         };
         // The To tag of the 403, kept so a retransmission gets the same answer.
@@ -375,6 +387,31 @@ impl SlowPath {
         self.seen.insert(key.clone(), (now, decision.clone(), tag));
         self.order.push_back((now, key));
         Outcome { decision, retransmission: false }
+    }
+
+    /// Counts the authorization codes dialed (review finding M11): a source, or a caller from a
+    /// source it never dialed a right code from, with `calls.authcode_failures` wrong codes in
+    /// the window has its calls with a code refused, right code or not, and the answer is the
+    /// same 403 as for a wrong code. Only decisions made by the code step are concerned.
+    fn guard_codes(&mut self, policy: &policy::CallPolicy, f: &Facts, decision: Decision) -> Decision {
+        if decision.step != Step::AuthCode {
+            return decision;
+        }
+        let (max, window) = policy.authcode_lockout();
+        let source = throttle::source_key("code-source", f.source);
+        let caller = format!(
+            "code-caller:{}@{}",
+            f.from_user.as_deref().unwrap_or_default().to_ascii_lowercase(),
+            f.from_host.to_ascii_lowercase()
+        );
+        if let Err(wait) = self.codes.begin(&source, &caller, max, window) {
+            self.count(|s| s.authcode_lockouts += 1);
+            return Decision::authcode_locked(wait);
+        }
+        if decision.verdict == Verdict::Allow {
+            self.codes.succeeded(&source, &caller);
+        }
+        decision
     }
 
     fn tag_for(&self, d: &Datagram<'_>) -> String {

@@ -416,8 +416,9 @@ impl Cli {
                     let p = &s.slow_path;
                     println!(
                         "retransmissions answered again: {}, send errors: {}, not for this host: {}, \
-                         403s left unsent (longer than the request): {}",
-                        p.retransmissions, p.send_errors, p.not_local, p.unanswered
+                         403s left unsent (longer than the request): {}, calls refused by the \
+                         authorization-code lockout: {}",
+                        p.retransmissions, p.send_errors, p.not_local, p.unanswered, p.authcode_lockouts
                     );
                 }
                 Ok(())

@@ -54,9 +54,9 @@ fn check_blacklisted(
     Ok(())
 }
 
-/// Checks a list of authorization codes; `field` names the list (`authCodes`), empty for one
-/// code given alone.
-pub fn check_auth_codes(codes: &[AuthCode], field: &str) -> Result<()> {
+/// Checks a list of authorization codes, each at least `min` digits; `field` names the list
+/// (`authCodes`), empty for one code given alone.
+pub fn check_auth_codes(codes: &[AuthCode], field: &str, min: usize) -> Result<()> {
     let list = if field.is_empty() { "code" } else { field };
     if codes.is_empty() {
         return Err(ServiceError::invalid(list, "give at least one code"));
@@ -67,7 +67,7 @@ pub fn check_auth_codes(codes: &[AuthCode], field: &str) -> Result<()> {
     let mut seen = HashSet::new();
     for (i, c) in codes.iter().enumerate() {
         let at = |f: &str| if field.is_empty() { f.to_owned() } else { format!("{field}[{i}].{f}") };
-        check_auth_code(&c.code).map_err(|m| ServiceError::invalid(&at("code"), m))?;
+        check_auth_code(&c.code, min).map_err(|m| ServiceError::invalid(&at("code"), m))?;
         check_len(&c.description, AUTH_CODE_DESCRIPTION_MAX)
             .map_err(|m| ServiceError::invalid(&at("description"), m))?;
         if !seen.insert(&c.code) {
@@ -282,7 +282,7 @@ impl Service {
         codes: &[AuthCode],
         field: &str,
     ) -> Result<()> {
-        check_auth_codes(codes, field)?;
+        check_auth_codes(codes, field, self.cfg.calls.authcode_min_digits)?;
         let u = self.code_owner(p, Perm::AuthCodesWrite, tenant, group, user)?;
         if self.store.auth_codes(u.id)?.len() + codes.len() > AUTH_CODES_MAX {
             return Err(ServiceError::invalid(
@@ -306,7 +306,9 @@ impl Service {
     ) -> Result<()> {
         if !field.is_empty() {
             for (i, c) in codes.iter().enumerate() {
-                check_auth_code(c).map_err(|m| ServiceError::invalid(&format!("{field}[{i}].code"), m))?;
+                // Any well-formed code, however short: codes stored before a longer minimum was
+                // configured must still be removable.
+                check_auth_code(c, 1).map_err(|m| ServiceError::invalid(&format!("{field}[{i}].code"), m))?;
             }
         }
         let u = self.code_owner(p, Perm::AuthCodesWrite, tenant, group, user)?;

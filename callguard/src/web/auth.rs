@@ -5,7 +5,7 @@
 //! access token lives `api.access_token_secs` (1800 s), a refresh token
 //! `api.refresh_token_secs`; a refresh replaces both. Sign-in failures are throttled per
 //! source address and per user (`api.signin_failures` in `api.signin_window_secs`: 429); a
-//! user's limit spares the sources that user has signed in from (see [`super::Throttle`]).
+//! user's limit spares the sources that user has signed in from (see [`crate::throttle`]).
 
 use std::time::Duration;
 
@@ -94,7 +94,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     };
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(wait) = th.sign_in_begin(&source, &who, max, window) {
+        if let Err(wait) = th.begin(&source, &who, max, window) {
             return too_many("sign-ins", wait);
         }
     }
@@ -114,7 +114,7 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
         // Counted already, when the attempt began.
         _ => return Failure::unauthorized("wrong user name, domain or password").into_response(),
     };
-    s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).signed_in(&source, &who);
+    s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).succeeded(&source, &who);
     tracing::info!(user = user.username, tenant = ?user.tenant, "signed in");
     match blocking(&s2, move |st| Ok(st.issue_tokens(user.id, true, None)?)).await {
         Ok(t) => Json(t).into_response(),

@@ -35,10 +35,9 @@ pub mod tls;
 pub mod vox;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::Mutex,
-    time::{Duration, Instant},
 };
 
 use axum::{
@@ -111,18 +110,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 impl Peer {
-    /// A throttle key for this peer: its IPv4 address, or the /64 of its IPv6 address (one
-    /// host usually holds a whole /64, and would otherwise get a fresh limit per address).
+    /// A throttle key for this peer (see [`crate::throttle::source_key`]).
     pub fn key(self, what: &str) -> String {
-        let source = match self.0 {
-            None => "local".into(),
-            Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
-                let s = a.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-            Some(ip) => ip.to_canonical().to_string(),
-        };
-        format!("{what}:{source}")
+        crate::throttle::source_key(what, self.0)
     }
 }
 
@@ -345,119 +335,11 @@ pub async fn blocking<T: Send + 'static>(
     .map_err(|e| Failure::internal(&e.into()))?
 }
 
-/// Failed sign-ins per key (a source address, a user), in a sliding window, and the sources each
-/// user has signed in from. Kept in memory: a restart forgets them, which an attacker cannot
-/// cause from outside.
-///
-/// A user's failure limit counts and blocks only sources that user has not signed in from
-/// (the "known device" exemption of OWASP's authentication guidance): otherwise anyone could
-/// lock `admin` out by failing to sign in as `admin`. Every source keeps its own limit, known or
-/// not, so a known source cannot be used to guess either.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    failures: HashMap<String, VecDeque<Instant>>,
-    /// (user key, source key) → the last successful sign-in.
-    known: HashMap<(String, String), Instant>,
-}
-
-/// Keys kept at most, per map: bounds the memory a spray of sources or user names can take.
-const THROTTLE_KEYS: usize = 100_000;
-
-/// Failures kept per key: the largest `api.signin_failures` the configuration accepts.
-const FAILURES_MAX: usize = crate::accounts::SIGNIN_FAILURES_MAX;
-
-impl Throttle {
-    /// How long until `key` may try again, when it has `max` failures within `window`.
-    pub fn blocked(&mut self, key: &str, max: u32, window: Duration) -> Option<Duration> {
-        let now = Instant::now();
-        let q = self.failures.get_mut(key)?;
-        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            q.pop_front();
-        }
-        if q.len() >= max as usize {
-            q.front().map(|t| window.saturating_sub(now.duration_since(*t)))
-        } else {
-            None
-        }
-    }
-
-    /// How long until `source` may try to sign in as `user` again: the source's own limit, and
-    /// the user's unless `source` has signed in as `user` before.
-    pub fn sign_in_blocked(
-        &mut self,
-        source: &str,
-        user: &str,
-        max: u32,
-        window: Duration,
-    ) -> Option<Duration> {
-        self.blocked(source, max, window)
-            .or_else(|| if self.knows(user, source) { None } else { self.blocked(user, max, window) })
-    }
-
-    /// Begins a sign-in from `source` as `user`: `Err(wait)` when either is blocked; else the
-    /// attempt is counted as a failure at once, before the password is checked, so that
-    /// parallel attempts cannot all pass the check before the first failure is recorded. A
-    /// success takes it back ([`Throttle::signed_in`]).
-    pub fn sign_in_begin(
-        &mut self,
-        source: &str,
-        user: &str,
-        max: u32,
-        window: Duration,
-    ) -> Result<(), Duration> {
-        if let Some(wait) = self.sign_in_blocked(source, user, max, window) {
-            return Err(wait);
-        }
-        self.fail(source, window);
-        if !self.knows(user, source) {
-            self.fail(user, window);
-        }
-        Ok(())
-    }
-
-    /// Records a successful sign-in: `source` is known for `user` from now on. The attempt was
-    /// counted as a failure when it began ([`Throttle::sign_in_begin`]): that is taken back.
-    pub fn signed_in(&mut self, source: &str, user: &str) {
-        if let Some(q) = self.failures.get_mut(source) {
-            q.pop_back();
-        }
-        self.failures.remove(user);
-        if self.known.len() >= THROTTLE_KEYS {
-            // Forget the oldest half rather than refuse to learn.
-            let mut times: Vec<Instant> = self.known.values().copied().collect();
-            times.sort_unstable();
-            let cut = times[times.len() / 2];
-            self.known.retain(|_, t| *t > cut);
-        }
-        self.known.insert((user.to_owned(), source.to_owned()), Instant::now());
-    }
-
-    fn knows(&self, user: &str, source: &str) -> bool {
-        self.known.contains_key(&(user.to_owned(), source.to_owned()))
-    }
-
-    /// Records a failure of `key`.
-    pub fn fail(&mut self, key: &str, window: Duration) {
-        let now = Instant::now();
-        if self.failures.len() > THROTTLE_KEYS {
-            // Forget keys with nothing recent.
-            self.failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        let q = self.failures.entry(key.to_owned()).or_default();
-        q.push_back(now);
-        // `api.signin_failures` is at most FAILURES_MAX (checked with the configuration), so
-        // keeping that many is enough to tell.
-        if q.len() > FAILURES_MAX {
-            q.pop_front();
-        }
-    }
-}
-
 /// What the API keeps besides the store.
 #[derive(Debug, Default)]
 pub struct Runtime {
     /// Failed sign-ins and reset requests.
-    pub throttle: Mutex<Throttle>,
+    pub throttle: Mutex<crate::throttle::Throttle>,
 }
 
 /// Every route with its OpenAPI operation, in one list: a route is served exactly when it is
@@ -487,39 +369,4 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared.clone())
         .layer(axum::middleware::from_fn_with_state(shared.clone(), border::lookup_layer))
         .layer(axum::middleware::from_fn_with_state(shared, authenticate))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An IPv6 host holds a whole /64: every address in it is one throttle key; IPv4 addresses
-    /// (also written IPv4-mapped) are each their own.
-    #[test]
-    fn throttle_keys_take_an_ipv6_slash_64_as_one_source() {
-        let key = |a: &str| Peer(Some(a.parse().unwrap())).key("ip");
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
-        assert_eq!(key("2001:db8:1:2::1"), "ip:2001:db8:1:2::/64");
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
-        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
-        assert_eq!(Peer(None).key("ip"), "ip:local");
-    }
-
-    /// Parallel attempts cannot all pass the check before the first failure is recorded: each
-    /// is counted when it begins, and a success takes its count back.
-    #[test]
-    fn sign_in_attempts_are_counted_before_the_password_is_checked() {
-        let mut t = Throttle::default();
-        let w = Duration::from_secs(60);
-        for _ in 0..3 {
-            assert!(t.sign_in_begin("ip:a", "u", 3, w).is_ok());
-        }
-        assert!(t.sign_in_begin("ip:a", "u", 3, w).is_err(), "the fourth attempt in flight is refused");
-        let mut t = Throttle::default();
-        for _ in 0..10 {
-            assert!(t.sign_in_begin("ip:b", "u", 3, w).is_ok());
-            t.signed_in("ip:b", "u");
-        }
-    }
 }
