@@ -587,9 +587,33 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::os::unix::fs::PermissionsExt as _;
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })
+        let cfg =
+            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if cfg.api.admin_password.is_some() && mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "api.admin_password is set in a file others can read (mode {:o}): `chmod 600` it, or \
+                     give the password in CALLGUARD_ADMIN_PASSWORD instead",
+                    mode & 0o777
+                ),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// This configuration as `callguard config check` prints it: the administrator's password,
+    /// when set, shown as set but not shown.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        if c.api.admin_password.is_some() {
+            c.api.admin_password = Some("(set, not shown)".into());
+        }
+        c
     }
 
     /// Parses and validates configuration text. The error names the line and column.

@@ -99,11 +99,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     if let Some(password) = state.bootstrap_admin()? {
-        // Shown once: only its hash is stored.
+        // Into a file only root can read, not the log: only its hash is stored, and a journal
+        // is read by more people than root.
+        let file = state.cfg().database.with_file_name("admin-password");
+        std::fs::write(&file, format!("{password}\n"))
+            .with_context(|| format!("writing the administrator's first password to {}", file.display()))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         println!(
-            "callguard: created the system administrator `admin` with password {password}\n\
-             callguard: (shown once; sign in and change it: POST /api/v1/users/1/password \
-             '{{\"old_password\": \"…\", \"password\": \"…\"}}'; set by root instead, it must be changed again at sign-in)"
+            "callguard: created the system administrator `admin`; its first password is in {} (root only).\n\
+             callguard: sign in with it and choose a new one (required before anything else), then delete the file",
+            file.display()
         );
     }
     let cfg = state.cfg().clone();
@@ -112,7 +117,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let sweep_every = Duration::from_secs(cfg.sweep_interval_secs);
     let service::Rings { events: ring, handup } = state.take_rings();
     let hub = Hub::new(cfg.events.log_per_sec);
-    let slow = match handup {
+    let mut slow = match handup {
         Some((ring, heartbeat)) => {
             let sp = slowpath::SlowPath::new(
                 state.live_calls(),
@@ -202,19 +207,39 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         socket.display(),
         if listen.is_empty() { String::new() } else { format!(", API {scheme}://{listen}") }
     );
+    // The slow path's thread ending on its own (its ring failed, it panicked) leaves every call
+    // to the failure policy: stop, and exit with an error so that the service manager restarts
+    // the daemon (the unit's Restart=on-failure), rather than serve on as if all were well.
+    let slow_ended = slow.as_mut().and_then(slowpath::Running::ended);
     let signals = async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+        let lost = async move {
+            match slow_ended {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let lost_slow_path = tokio::select! {
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+            () = lost => true,
+        };
+        if lost_slow_path {
+            tracing::error!(
+                "the slow path stopped: calls go by the failure policy (calls.fail) until callguard \
+                 restarts; stopping so that the service manager restarts it"
+            );
         }
         let _ = stop_tx.send(true);
+        lost_slow_path
     };
     let http = async move {
         if let Some(h) = http {
             h.await;
         }
     };
-    let (u, (), ()) = tokio::join!(async move { unix.await }, http, signals);
+    let (u, (), lost_slow_path) = tokio::join!(async move { unix.await }, http, signals);
     u?;
     sweeper.abort();
     hup.abort();
@@ -229,6 +254,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(
         "stopped; the XDP program stays attached and keeps enforcing (callguard detach removes it)"
     );
+    anyhow::ensure!(!lost_slow_path, "the slow path stopped on its own (see the log above)");
     Ok(())
 }
 

@@ -305,6 +305,9 @@ impl Instance {
             dir.path().join("rules.db").display(),
         );
         std::fs::write(&config, text).expect("writing config");
+        // Root's alone, as the daemon requires of a file that holds the administrator's password.
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod config");
         Self { dir, pin_dir, config, netns: netns.name.clone() }
     }
 
@@ -360,7 +363,7 @@ impl Instance {
         let child = self
             .command_via(wrapper, &["run"])
             .env("CALLGUARD_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .spawn()
             .expect("starting callguard run");

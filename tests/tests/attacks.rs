@@ -801,3 +801,101 @@ fn guessing_an_authorization_code_stops_at_the_lockout() {
         "the caller keeps their code"
     );
 }
+
+/// L1, L11, L12. A tenant's administrator read every tenant's call events (callers, dialed
+/// numbers, code owners) through the CLI's `/v1` routes; learned which other tenants, groups and
+/// users exist from the codes routes' 404s (which came before the reach check); and a
+/// description such as `=HYPERLINK(…)` went verbatim into the CSV exports, a formula for the
+/// spreadsheet that opens them. Now `/v1` is for system-level roles, a name out of reach gets the
+/// answer a missing name gets, and free text leaves the exports inert.
+#[test]
+fn a_tenant_administrator_sees_only_their_tenant_and_exports_are_inert() {
+    let server = LocalApi::start("[calls]\nauthcode_min_digits = 4\n");
+    server.run(|h| {
+        let (a, _) = h.sign_in("admin", ApiServer::ADMIN_PASSWORD, "");
+        for t in ["t1", "t2"] {
+            expect(a.post("/api/v1/tenants", &json!({"id": t, "name": t, "domain": format!("{t}.example")})), 201);
+            expect(a.post(&format!("/api/v1/tenants/{t}/groups"), &json!({"id": "g1"})), 201);
+        }
+        let alice = json!({"tenant": "t1", "group": "g1", "username": "alice", "password": "alice-pass-1", "role": "StandardUser"});
+        expect(a.post("/api/v1/users", &alice), 201);
+        let boss = json!({"tenant": "t2", "group": "g1", "username": "boss", "password": "boss-pass-12", "role": "Admin"});
+        expect(a.post("/api/v1/users", &boss), 201);
+        let (t2, _) = h.sign_in("boss", "boss-pass-12", "t2.example");
+        // L1: the host-wide CLI API is not a tenant's.
+        expect(t2.get("/v1/events"), 403);
+        expect(t2.get("/v1/status"), 403);
+        expect(a.get("/v1/events"), 200);
+        // L12: alice (exists, another tenant), bob (does not), a group and a tenant that do not
+        // exist: one answer.
+        let codes = |tenant: &str, group: &str, user: &str| {
+            t2.get(&format!("/api/v1/tenants/{tenant}/groups/{group}/users/{user}/services/outgoing_call_barring/codes/"))
+        };
+        let answers = [codes("t1", "g1", "alice"), codes("t1", "g1", "bob"), codes("t1", "g9", "alice"), codes("t9", "g1", "alice")];
+        for (n, r) in answers.iter().enumerate() {
+            assert_eq!((r.status, r.field().as_deref()), (404, Some("user")), "case {n}: {}", r.text);
+            assert!(r.text.contains("no user `"), "case {n}: {}", r.text);
+        }
+        // Within reach, codes still work.
+        let own = "/api/v1/tenants/t2/groups/g1/users/boss/services/outgoing_call_barring/codes/";
+        expect(t2.post(own, &json!({"code": "4242"})), 201);
+        // L11: formulas in descriptions are exported as text.
+        for (n, d) in ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1 premium", "@SUM(A1)", "plain"].iter().enumerate() {
+            expect(a.post("/api/disallowed_codes", &json!({"number_prefix": format!("+90{n}"), "description": d})), 201);
+        }
+        let csv = expect(a.get("/api/disallowed_codes/export"), 200).text;
+        for cell in ["'=HYPERLINK", "'+1 premium", "'@SUM(A1)", ",plain"] {
+            assert!(csv.contains(cell), "{cell} in {csv}");
+        }
+        assert!(csv.contains("\n+900,"), "numbers are exported as they are: {csv}");
+    });
+}
+
+/// L3. The first administrator password was printed to standard output (the journal, which more
+/// people read than root) and never had to be changed; a configuration file anyone could read
+/// could hold it, and `config check` printed it. Now it goes to a file only root reads, must be
+/// replaced at the first sign-in, a readable configuration with a password is refused, and
+/// `config check` does not show it.
+#[test]
+fn the_first_administrator_password_is_root_s_alone_and_must_be_replaced() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ns = Netns::new("cg-first");
+    let inst = Instance::guarding(&ns, &[], "");
+    let daemon = inst.start();
+    let file = inst.dir.path().join("admin-password");
+    let mode = std::fs::metadata(&file).expect("the password file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode of {}", file.display());
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(!daemon.log().contains(&password), "the password is in the daemon's output");
+    let token_info = ns.run(move || {
+        let h = callguard_tests::http::Http::new("http://127.0.0.1:8887");
+        let (a, _) = h.sign_in("admin", &password, "");
+        // Nothing but a new password until it is replaced.
+        expect(a.get("/api/v1/users"), 403);
+        expect(
+            a.post(
+                "/api/v1/users/1/password",
+                &json!({"old_password": password, "password": "chosen-by-admin-1"}),
+            ),
+            204,
+        );
+        let (a, _) = h.sign_in("admin", "chosen-by-admin-1", "");
+        expect(a.get("/api/v1/users"), 200);
+        expect(a.get("/api/auth/token"), 200).json()
+    });
+    assert_eq!(token_info["force_reset"], false, "{token_info}");
+    drop(daemon);
+
+    // A password in a file others can read is refused, and never printed back.
+    let text =
+        std::fs::read_to_string(&inst.config).unwrap() + "\n[api]\nadmin_password = \"in-the-open-1\"\n";
+    std::fs::write(&inst.config, text).unwrap();
+    std::fs::set_permissions(&inst.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = inst.cli_output(&["config", "check"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&inst.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shown = inst.cli(&["config", "check"]);
+    assert!(!shown.contains("in-the-open-1") && shown.contains("(set, not shown)"), "{shown}");
+}

@@ -489,9 +489,17 @@ fn new_tag() -> String {
 pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Running {
+    /// Resolves when the slow path's thread ends, however it ends (its ring failed, it
+    /// panicked, or it was stopped); taken once. While it is gone the kernel applies the failure
+    /// policy to every call, so the daemon must not go on as if nothing happened.
+    pub fn ended(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.ended.take()
+    }
+
     /// Stops the slow path and waits for its thread. The heartbeat stops with it.
     pub fn stop(mut self) {
         drop(self.stop.take());
@@ -511,7 +519,10 @@ pub fn spawn(
 ) -> std::io::Result<Running> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Dropped when the thread ends, by return or by panic: what `Running::ended` waits for.
+    let (end, ended) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new().name("callguard-slow".into()).spawn(move || {
+        let _end = end;
         runtime.block_on(async move {
             tokio::select! {
                 () = run(slow, ring, heartbeat) => {}
@@ -519,7 +530,7 @@ pub fn spawn(
             }
         });
     })?;
-    Ok(Running { stop: Some(stop), thread: Some(thread) })
+    Ok(Running { stop: Some(stop), thread: Some(thread), ended: Some(ended) })
 }
 
 /// Runs the slow path until the daemon stops: beats the heartbeat and decides what the ring

@@ -541,7 +541,7 @@ impl Cli {
             Command::Config(ConfigCommand::Check) => {
                 let cfg = self.file_config()?;
                 daemon::check_config(&cfg)?;
-                print!("{}", toml::to_string_pretty(&cfg)?);
+                print!("{}", toml::to_string_pretty(&cfg.redacted())?);
                 Ok(())
             }
         }

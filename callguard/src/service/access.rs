@@ -60,6 +60,22 @@ impl Principal {
         }
     }
 
+    /// 403 unless the role is of system level: what concerns the whole host (the CLI's `/v1`
+    /// routes: every network rule, every call event with its callers and numbers, file paths)
+    /// is not for a tenant's administrators.
+    pub fn need_system_level(&self) -> Result<()> {
+        if self.role.level == Level::System {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "role {} of {} is of {} level; this concerns the whole system",
+                self.role.name,
+                self.name(),
+                self.role.level.as_str()
+            )))
+        }
+    }
+
     /// The caller's tenant, for users below system level.
     pub fn tenant(&self) -> Option<&str> {
         self.user.as_ref().and_then(|u| u.tenant.as_deref())

@@ -250,6 +250,18 @@ impl Service {
     /// and reaches the user.
     fn code_owner(&self, p: &Principal, perm: Perm, tenant: &str, group: &str, user: &str) -> Result<User> {
         p.need(perm)?;
+        // Beyond the caller's reach, one answer for every name, whether it exists or not: the
+        // answers must not tell a tenant's administrator which other tenants, groups and users
+        // exist.
+        let nobody = || {
+            ServiceError::not_found(
+                "user",
+                format!("no user `{user}` in group `{group}` of tenant `{tenant}`"),
+            )
+        };
+        if !p.reaches_tenant(tenant) {
+            return Err(nobody());
+        }
         if !self.store.tenants()?.iter().any(|t| t.id == tenant) {
             return Err(ServiceError::not_found("tenant", format!("no tenant `{tenant}`")));
         }
@@ -263,7 +275,9 @@ impl Service {
             .filter(|u| u.group.as_deref() == Some(group));
         let u = found
             .ok_or_else(|| ServiceError::not_found("user", format!("no user `{user}` in group `{group}`")))?;
-        p.reach_user(&u)?;
+        if !p.reaches_user(&u) {
+            return Err(nobody());
+        }
         Ok(u)
     }
 

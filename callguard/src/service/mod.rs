@@ -157,7 +157,9 @@ impl Service {
             username: "admin".into(),
             password_hash: hash,
             role: "SystemAdmin".into(),
-            force_reset: false,
+            // A generated password was written to a file: it must be replaced at the first
+            // sign-in. One the operator chose is theirs.
+            force_reset: given.is_none(),
         })?;
         Ok(given.is_none().then_some(password))
     }

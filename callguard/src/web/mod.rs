@@ -170,7 +170,9 @@ pub async fn authenticate(AxState(s): AxState<Shared>, mut req: Request, next: N
     };
     if req.uri().path().starts_with("/v1/") {
         let need = if req.method() == Method::GET { Perm::SecurityRead } else { Perm::SecurityWrite };
-        if let Err(f) = auth.0.as_ref().map_err(denied).and_then(|p| p.need(need).map_err(Failure::from)) {
+        let allowed =
+            |p: &Principal| p.need(need).and_then(|()| p.need_system_level()).map_err(Failure::from);
+        if let Err(f) = auth.0.as_ref().map_err(denied).and_then(allowed) {
             return f.into_response();
         }
     }

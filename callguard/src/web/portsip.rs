@@ -171,6 +171,14 @@ fn attachment(name: &str, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// Free text as a spreadsheet will not run it: a cell starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return is a formula to Excel and LibreOffice, so it gets a leading `'` (OWASP's advice
+/// on CSV injection). Only descriptions go through this: numbers and dates are validated and
+/// must survive a round trip unchanged.
+fn spreadsheet_safe(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text }
+}
+
 fn csv_bytes(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<Vec<u8>, Failure> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let fail = |e: csv::Error| Failure::internal(&e.into());
@@ -189,7 +197,7 @@ pub async fn export_codes(AxState(s): AxState<Shared>, Caller(p): Caller) -> Res
     let codes = blocking(&s, move |st| Ok(st.disallowed_codes(&p)?)).await?;
     let body = csv_bytes(
         &["number_prefix", "description"],
-        codes.into_iter().map(|c| vec![c.number_prefix, c.description]),
+        codes.into_iter().map(|c| vec![c.number_prefix, spreadsheet_safe(c.description)]),
     )?;
     Ok(attachment("disallowed_codes.csv", body))
 }
@@ -300,7 +308,7 @@ pub async fn export_numbers(AxState(s): AxState<Shared>, Caller(p): Caller) -> R
             vec![
                 n.number,
                 n.expire_at.map(t).unwrap_or_default(),
-                n.description,
+                spreadsheet_safe(n.description),
                 t(n.created_at),
                 t(n.updated_at),
             ]
