@@ -372,10 +372,16 @@ pub struct RateLimits {
     /// How long a ban lasts. Default 3600.
     pub ban_secs: u64,
     /// When this many sources of one /24 (IPv4) or /48 (IPv6) are banned, the prefix is
-    /// banned; 0: off. Default 5.
+    /// banned; 0 (the default): off. A UDP source can be spoofed, so five spoofed packets could
+    /// otherwise ban a whole /24 of remote phones or a mobile operator's /48 for a day: turn it
+    /// on only where the phones that matter are in allow rules.
     pub escalate_after: u32,
     /// How long a prefix ban lasts. Default 86400.
     pub escalate_ban_secs: u64,
+    /// Automatic bans kept at most; the oldest make room for new ones (manual rules are never
+    /// touched). A flood from spoofed sources is a new ban per packet: this bounds what it takes
+    /// of the store and the kernel's maps. Default 10000.
+    pub max_auto_bans: usize,
 }
 
 impl Default for RateLimits {
@@ -386,8 +392,9 @@ impl Default for RateLimits {
             invite: Bucket { rate: 10, burst: 30 },
             ban_after_secs: 10,
             ban_secs: 3600,
-            escalate_after: 5,
+            escalate_after: 0,
             escalate_ban_secs: 86_400,
+            max_auto_bans: 10_000,
         }
     }
 }
@@ -787,6 +794,9 @@ impl Config {
             if b.rate != 0 && b.burst == 0 {
                 return Err(format!("rate.{name}.burst: at least 1"));
             }
+        }
+        if self.rate.max_auto_bans == 0 || self.rate.max_auto_bans > 1_000_000 {
+            return Err("rate.max_auto_bans: from 1 to 1000000".into());
         }
         if self.rate.ban_after_secs != 0 && self.rate.ban_secs == 0 {
             return Err("rate.ban_secs: at least 1 when rate.ban_after_secs is set".into());

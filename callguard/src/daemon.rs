@@ -48,17 +48,37 @@ async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
                 return;
             }
         };
-        let clock = Clock::now();
-        for e in batch {
-            let mut rec = events::record(&e, &clock);
-            {
-                let mut st = lock(&s);
-                st.name_slots(&e, &mut rec);
-                if e.kind != event::DROP {
-                    rec.detail = st.auto_ban(rec.source, e.kind, e.sig_slot);
-                }
+        // One lock, one store transaction and one kernel update per batch, and on a blocking
+        // thread: a storm of new sources (one ban each) must stall neither the API nor the
+        // runtime's workers.
+        let s2 = s.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            let clock = Clock::now();
+            let mut st = lock(&s2);
+            let mut records: Vec<_> = batch
+                .iter()
+                .map(|e| {
+                    let mut rec = events::record(e, &clock);
+                    st.name_slots(e, &mut rec);
+                    rec
+                })
+                .collect();
+            let bans: Vec<(usize, (std::net::IpAddr, u8, u16))> = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.kind != event::DROP)
+                .map(|(i, e)| (i, (records[i].source, e.kind, e.sig_slot)))
+                .collect();
+            let details = st.auto_bans(&bans.iter().map(|(_, b)| *b).collect::<Vec<_>>());
+            for ((i, _), d) in bans.iter().zip(details) {
+                records[*i].detail = d;
             }
-            s.hub.publish(rec);
+            records
+        })
+        .await;
+        match records {
+            Ok(records) => records.into_iter().for_each(|r| s.hub.publish(r)),
+            Err(e) => tracing::error!("storing a batch of bans: {e}"),
         }
     }
 }

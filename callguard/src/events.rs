@@ -1,7 +1,7 @@
 //! Events from the kernel: sampled drops and bans, read from the `CG_EVENTS` ring buffer.
 //!
 //! The daemon reads the ring buffer as it becomes readable ([`read_ring`]), turns bans into deny
-//! rules (`service::Service::auto_ban`), logs drops at most `events.log_per_sec` a second (the rest
+//! rules (`service::Service::auto_bans`), logs drops at most `events.log_per_sec` a second (the rest
 //! are counted and summarised), keeps the last [`RECENT`] events, and streams them to
 //! `callguard events --follow` through [`Hub`].
 
@@ -105,9 +105,13 @@ impl Hub {
     /// Records an event: recent list, live subscribers, and the log (drops rate-limited).
     pub fn publish(&self, rec: EventRecord) {
         if rec.kind == EventKind::Ban {
-            tracing::warn!(
-                source = %rec.source, reason = %rec.reason, detail = %rec.detail, "source banned"
-            );
+            // Limited like the rest: a storm of spoofed sources is a ban each, and must not
+            // flood the journal (every ban still reaches `callguard events` and the store).
+            if self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit() {
+                tracing::warn!(
+                    source = %rec.source, reason = %rec.reason, detail = %rec.detail, "source banned"
+                );
+            }
         } else {
             let mut log = self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if rec.kind == EventKind::Call {
@@ -163,7 +167,10 @@ impl LogLimiter {
     fn admit(&mut self) -> bool {
         if self.window.elapsed().as_secs() >= 1 {
             if self.held > 0 {
-                tracing::info!(held_back = self.held, "drop events not logged in the last second");
+                tracing::info!(
+                    held_back = self.held,
+                    "events (drops, calls, bans) not logged in the last second"
+                );
             }
             self.window = Instant::now();
             self.logged = 0;

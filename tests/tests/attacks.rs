@@ -899,3 +899,67 @@ fn the_first_administrator_password_is_root_s_alone_and_must_be_replaced() {
     let shown = inst.cli(&["config", "check"]);
     assert!(!shown.contains("in-the-open-1") && shown.contains("(set, not shown)"), "{shown}");
 }
+
+/// M2, M3. Every packet from a new (spoofed) source that matches a signature is a ban, and each
+/// ban was a rule written on its own under the daemon's lock, with an fsync, without bound: a
+/// storm of spoofed sources stalled the API and filled the store and the kernel's maps; and five
+/// spoofed sources in a /24 banned the whole /24 for a day. Now bans are written a batch at a
+/// time, at most `rate.max_auto_bans` are kept (the oldest make room, a manual rule never does),
+/// and escalation to a prefix is off unless asked for.
+#[test]
+fn a_storm_of_spoofed_sources_neither_fills_the_store_nor_bans_a_prefix() {
+    let t = Topology::new();
+    let inst = Instance::new(&t.pbx, &t.pbx_if, "[rate]\nmax_auto_bans = 50\n");
+    let _daemon = inst.start();
+    inst.cli(&["net", "deny", "192.0.2.0/24", "--comment", "manual"]);
+    let scan = |src: &str| {
+        callguard_tests::frame::Frame::udp(src, 5060).payload(
+            b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nUser-Agent: friendly-scanner\r\n\r\n",
+        )
+    };
+    // 300 spoofed sources, 30 of them in one /24.
+    let sources: Vec<String> =
+        (0..300)
+            .map(|i| {
+                if i < 30 {
+                    format!("10.9.9.{}", i + 1)
+                } else {
+                    format!("10.77.{}.{}", i / 200, i % 200 + 1)
+                }
+            })
+            .collect();
+    for src in &sources {
+        let f = scan(src);
+        t.peer.send_ip(f.ip_packet(), f.dst);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s: serde_json::Value = serde_json::from_str(&inst.cli(&["status", "--json"])).unwrap();
+        let banned = inst.stats()["reasons"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|c| c["reason"] == "signature")
+                    .map(|c| c["packets"].as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0);
+        if banned >= 300 && s["auto_bans"] == 50 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bans did not settle: {s} ({banned} signature drops)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["max_auto_bans"], 50, "{status}");
+    let nets: serde_json::Value = serde_json::from_str(&inst.cli(&["net", "list", "--json"])).unwrap();
+    let nets = nets.as_array().unwrap();
+    assert!(nets.iter().any(|r| r["cidr"] == "192.0.2.0/24"), "the manual rule is kept: {nets:?}");
+    assert!(!nets.iter().any(|r| r["cidr"] == "10.9.9.0/24"), "30 spoofed sources banned their /24");
+    assert_eq!(nets.iter().filter(|r| r["origin"] == "auto").count(), 50);
+    // The newest bans are the ones kept: the last source sent is banned.
+    let last = sources.last().unwrap();
+    assert!(nets.iter().any(|r| r["cidr"] == format!("{last}/32").as_str()), "{last} is banned");
+}

@@ -46,6 +46,15 @@ pub struct Status {
     pub deny_rules: usize,
     /// Entries in the kernel's network maps.
     pub kernel_entries: usize,
+    /// Automatic bans (origin `auto`) in the store, of at most `max_auto_bans`.
+    #[serde(default)]
+    pub auto_bans: usize,
+    /// `rate.max_auto_bans`.
+    #[serde(default)]
+    pub max_auto_bans: usize,
+    /// Automatic bans evicted since the start to make room for newer ones.
+    #[serde(default)]
+    pub auto_bans_evicted: u64,
     /// Guarded UDP ports (as configured).
     pub udp_ports: Vec<String>,
     /// Guarded TCP ports (as configured).

@@ -358,6 +358,10 @@ impl Cli {
                     "rules:      {} allow, {} deny ({} kernel entries)",
                     s.allow_rules, s.deny_rules, s.kernel_entries
                 );
+                println!(
+                    "bans:       {} automatic of at most {} ({} oldest evicted to make room since the start)",
+                    s.auto_bans, s.max_auto_bans, s.auto_bans_evicted
+                );
                 println!("pins:       {}", s.pin_dir);
                 println!("database:   {}", s.database);
                 println!("config:     {}", s.config.as_deref().unwrap_or("(built-in defaults)"));

@@ -134,6 +134,8 @@ pub struct Service {
     calls_gen: u64,
     /// The slow path's counters.
     slow_stats: Arc<Mutex<slowpath::SlowStats>>,
+    /// Automatic bans evicted to make room (`rate.max_auto_bans`) since the start.
+    evicted_bans: u64,
 }
 
 impl Service {
@@ -201,6 +203,7 @@ impl Service {
             calls: Arc::default(),
             calls_gen: 0,
             slow_stats: Arc::default(),
+            evicted_bans: 0,
         };
         state.build_calls()?;
         state.push_policy()?;
@@ -395,6 +398,9 @@ impl Service {
             allow_rules: allow,
             deny_rules: self.rules.len() - allow,
             kernel_entries: self.kernel.nets().len(),
+            auto_bans: self.rules.values().filter(|r| r.origin == Origin::Auto).count(),
+            max_auto_bans: self.cfg.rate.max_auto_bans,
+            auto_bans_evicted: self.evicted_bans,
             udp_ports: self.cfg.ports.udp.iter().map(ToString::to_string).collect(),
             tcp_ports: self.cfg.ports.tcp.iter().map(ToString::to_string).collect(),
         }

@@ -17,23 +17,132 @@ use crate::{
 };
 
 impl Service {
-    /// Stores the ban the kernel imposed on a source (event kind `BAN_*`) as a deny rule with
-    /// expiry, origin `auto`, then bans its /24 or /48 when enough of its neighbours are banned.
-    /// Returns what was done, for the event's detail.
-    pub fn auto_ban(&mut self, source: IpAddr, kind: u8, sig_slot: u16) -> String {
+    /// Stores the bans the kernel imposed (events of kind `BAN_*`: source, kind, signature slot)
+    /// as deny rules with expiry, origin `auto`, in one store transaction and one kernel update
+    /// for the whole batch, however many sources a flood brings; then bans a /24 or /48 when
+    /// enough of its sources are banned (`rate.escalate_after`, off by default). At most
+    /// `rate.max_auto_bans` automatic bans are kept: the oldest make room, never a manual rule.
+    /// Returns, per ban, what was done, for the event's detail.
+    pub fn auto_bans(&mut self, bans: &[(IpAddr, u8, u16)]) -> Vec<String> {
         let now = Utc::now();
-        let single = match source {
-            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
-            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
-        };
-        let Ok(single) = single else { return "bad address".into() };
-        if let Some(r) = net::decide(self.rules.values(), source, now) {
-            return match r.action {
-                NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
-                NetAction::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
+        let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
+        let mut details = vec![String::new(); bans.len()];
+        // (index in `bans`, the rule to store)
+        let mut new: Vec<(usize, NewNetRule)> = Vec::new();
+        let mut batch: BTreeSet<IpNet> = BTreeSet::new();
+        for (i, &(source, kind, sig_slot)) in bans.iter().enumerate() {
+            let single = match source {
+                IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
+                IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
             };
+            let Ok(single) = single.map(|n| n.trunc()) else {
+                details[i] = "bad address".into();
+                continue;
+            };
+            if let Some(r) = net::decide(self.rules.values(), source, now) {
+                details[i] = match r.action {
+                    NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
+                    NetAction::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
+                };
+                continue;
+            }
+            if !batch.insert(single) {
+                details[i] = format!("{single}: banned by an earlier event of this batch");
+                continue;
+            }
+            let comment = self.ban_reason(kind, sig_slot);
+            new.push((
+                i,
+                NewNetRule {
+                    cidr: single,
+                    action: NetAction::Deny,
+                    scope: net::Scope::Sip,
+                    expires_at: Some(now + chrono::Duration::seconds(secs)),
+                    comment,
+                    origin: Origin::Auto,
+                },
+            ));
         }
-        let why = match kind {
+        if new.is_empty() {
+            return details;
+        }
+        // The cap: a flood of new (spoofed) sources must fill neither the store nor the kernel's
+        // maps. The newest bans win; the oldest automatic ones make room.
+        let cap = self.cfg.rate.max_auto_bans;
+        if new.len() > cap {
+            for (i, r) in new.drain(..new.len() - cap) {
+                details[i] = format!("not stored: {} newer bans in this batch fill rate.max_auto_bans", cap);
+                batch.remove(&r.cidr);
+            }
+        }
+        let mut autos: Vec<&NetRule> =
+            self.rules.values().filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny).collect();
+        let evict = (autos.len() + new.len()).saturating_sub(cap);
+        autos.sort_by_key(|r| (r.created_at, r.id));
+        let evicted: Vec<NetRule> = autos.into_iter().take(evict).cloned().collect();
+        let mut nets = batch;
+        nets.extend(evicted.iter().map(|r| r.cidr));
+        if !evicted.is_empty() {
+            let ids: Vec<u32> = evicted.iter().map(|r| r.id).collect();
+            if let Err(e) = self.store.delete_nets(&ids) {
+                tracing::error!("evicting the oldest automatic bans: {e}; the new bans are not stored");
+                return details;
+            }
+            for id in &ids {
+                self.rules.remove(id);
+            }
+            self.evicted_bans += evicted.len() as u64;
+            tracing::warn!(
+                evicted = evicted.len(),
+                max = cap,
+                "automatic bans at rate.max_auto_bans: the oldest made room"
+            );
+        }
+        let rows: Vec<NewNetRule> = new.iter().map(|(_, r)| r.clone()).collect();
+        let stored = match self.store.upsert_nets(&rows) {
+            Ok(s) => s,
+            Err(e) => {
+                for (i, _) in &new {
+                    details[*i] = format!("storing the ban failed: {e}");
+                }
+                return details;
+            }
+        };
+        let added: Vec<u32> = stored.iter().map(|r| r.id).collect();
+        for r in &stored {
+            self.rules.insert(r.id, r.clone());
+        }
+        if let Err(e) = self.sync_nets(&nets) {
+            let err = self.undo_nets(&added, &evicted, &nets, e);
+            for (i, _) in &new {
+                details[*i] = format!("storing the ban failed: {err}");
+            }
+            return details;
+        }
+        let mut wides: BTreeSet<IpNet> = BTreeSet::new();
+        for ((i, _), r) in new.iter().zip(&stored) {
+            details[*i] = format!("deny {} for {secs} s (rule {})", r.cidr, r.id);
+            if !evicted.is_empty() {
+                details[*i] +=
+                    &format!("; {} oldest automatic bans evicted (rate.max_auto_bans)", evicted.len());
+            }
+            let wide = match r.cidr.addr() {
+                IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 24).ok().map(|n| n.trunc()),
+                IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 48).ok().map(|n| n.trunc()),
+            };
+            if let Some(w) = wide
+                && wides.insert(w)
+                && let Some(more) = self.escalate(w, now)
+            {
+                details[*i] += &more;
+            }
+        }
+        details
+    }
+
+    /// Why the kernel banned: the rule's comment.
+    fn ban_reason(&self, kind: u8, sig_slot: u16) -> String {
+        match kind {
             event::BAN_ENUM => format!(
                 "auto: more than {} distinct To values in {} s",
                 self.cfg.enumeration.users, self.cfg.enumeration.window_secs
@@ -49,38 +158,32 @@ impl Service {
                 None => "auto: matched a signature since deleted".into(),
             },
             _ => format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs),
-        };
-        let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
-        let mut detail = match self.add_auto(single, secs, why) {
-            Ok(id) => format!("deny {single} for {secs} s (rule {id})"),
-            Err(e) => return format!("storing the ban failed: {e:#}"),
-        };
-        // Subnet escalation.
-        let n = self.cfg.rate.escalate_after;
-        let wide = match source {
-            IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 24).ok().map(|n| n.trunc()),
-            IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 48).ok().map(|n| n.trunc()),
-        };
-        if n > 0
-            && let Some(wide) = wide
-        {
-            let banned = self
-                .rules
-                .values()
-                .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
-                .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
-                .count();
-            let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
-            if banned >= n as usize && !covered {
-                let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
-                let why = format!("auto: {banned} banned sources in this /{}", wide.prefix_len());
-                match self.add_auto(wide, secs, why) {
-                    Ok(id) => detail += &format!("; escalated: deny {wide} for {secs} s (rule {id})"),
-                    Err(e) => detail += &format!("; escalating to {wide} failed: {e:#}"),
-                }
-            }
         }
-        detail
+    }
+
+    /// Bans the prefix `wide` when `rate.escalate_after` of its sources are banned and nothing
+    /// covers it yet; what was done, for the detail.
+    fn escalate(&mut self, wide: IpNet, now: chrono::DateTime<Utc>) -> Option<String> {
+        let n = self.cfg.rate.escalate_after;
+        if n == 0 {
+            return None;
+        }
+        let banned = self
+            .rules
+            .values()
+            .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
+            .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
+            .count();
+        let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
+        if banned < n as usize || covered {
+            return None;
+        }
+        let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
+        let why = format!("auto: {banned} banned sources in this /{}", wide.prefix_len());
+        Some(match self.add_auto(wide, secs, why) {
+            Ok(id) => format!("; escalated: deny {wide} for {secs} s (rule {id})"),
+            Err(e) => format!("; escalating to {wide} failed: {e:#}"),
+        })
     }
 
     pub(super) fn add_auto(&mut self, cidr: IpNet, secs: i64, comment: String) -> anyhow::Result<u32> {
