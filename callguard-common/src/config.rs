@@ -28,9 +28,9 @@ pub const FLAG_HANDUP_INVITE: u16 = 1 << 4;
 /// the daemon. Set while an enabled border rule has a user name or domain pattern.
 pub const FLAG_HANDUP_REGISTER: u16 = 1 << 5;
 /// [`KernelConfig::flags`]: failure policy of the slow path. Set: a request that needs the
-/// daemon while it is gone (stale heartbeat) or its queue is full is dropped (fail-closed).
-/// Clear (the default): it passes to the stack unchecked (fail-open). Only for the daemon being
-/// gone or behind: what a sender controls (fragments, length) never meets this policy.
+/// daemon while it is gone (stale heartbeat) is dropped (fail-closed). Clear (the default): it
+/// passes to the stack unchecked (fail-open). Only for the daemon being gone: what a sender
+/// controls (fragments, length, a flood that fills the queue) never meets this policy.
 pub const FLAG_FAIL_CLOSED: u16 = 1 << 6;
 /// [`KernelConfig::flags`]: drop a fragmented datagram to a guarded UDP port from a source
 /// outside the authorized networks unless its first fragment is a SIP response: the later
@@ -40,6 +40,11 @@ pub const FLAG_DROP_FRAGMENTED_SIP: u16 = 1 << 7;
 /// headers the program walks (so its port is unknown: it may be SIP) from a source outside the
 /// authorized networks. Set by default.
 pub const FLAG_DROP_LONG_CHAINS: u16 = 1 << 8;
+/// [`KernelConfig::flags`]: a request that needs the daemon while its hand-up queue is full
+/// passes unchecked. Clear (the default): it is dropped (`queue_full`): a flood that fills the
+/// queue, from however many spoofed sources, then delays calls (phones retransmit an INVITE)
+/// instead of letting every call through unchecked.
+pub const FLAG_QUEUE_FULL_OPEN: u16 = 1 << 9;
 /// The index of the single record in [`crate::maps::CONFIG`].
 pub const CONFIG_KEY: u32 = 0;
 

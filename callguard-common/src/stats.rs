@@ -136,7 +136,7 @@ reasons! {
     HandedUp = 18, "handed_up";
     /// A request that needed the daemon while its heartbeat was stale; the failure policy decided.
     DaemonGone = 19, "daemon_gone";
-    /// A request that needed the daemon while its hand-up queue was full; the failure policy decided.
+    /// A request that needed the daemon while its hand-up queue was full: dropped (or passed, with calls.queue_full = "open").
     QueueFull = 20, "queue_full";
     /// A request that needed the daemon but was fragmented or too long to hand up whole: dropped, its numbers unchecked.
     Oversize = 21, "oversize";

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 use callguard_common::{
     Action, Reason,
-    config::FLAG_FAIL_CLOSED,
+    config::{FLAG_FAIL_CLOSED, FLAG_QUEUE_FULL_OPEN},
     handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
     sip,
 };
@@ -26,19 +26,20 @@ pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
         v.reason = if v.sig != 0 { Reason::Signature } else { Reason::Clean };
         return;
     }
-    let (action, reason) =
-        hand_up(ctx, config().flags & FLAG_FAIL_CLOSED != 0, v.slow & SLOW_FRAGMENTED != 0);
+    let (action, reason) = hand_up(ctx, config().flags, v.slow & SLOW_FRAGMENTED != 0);
     v.action = action;
     v.reason = reason;
 }
 
 /// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`). When the daemon
-/// is gone or its queue is full, the failure policy decides: pass (fail-open) or drop
-/// (fail-closed). A request that cannot be handed up whole (fragmented, or longer than a record)
-/// is dropped whatever that policy says: its sender chose that, and its numbers would go unchecked.
+/// is gone, the failure policy decides: pass (fail-open) or drop (fail-closed). When its queue
+/// is full, the queue policy: drop by default, since a sender can fill it. A request that cannot
+/// be handed up whole (fragmented, or longer than a record) is dropped whatever the policies
+/// say: its sender chose that, and its numbers would go unchecked.
 #[inline(always)]
-pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> (Action, Reason) {
-    let fail = if fail_closed { Action::Drop } else { Action::Pass };
+pub(crate) fn hand_up(ctx: &XdpContext, flags: u16, fragmented: bool) -> (Action, Reason) {
+    let fail = if flags & FLAG_FAIL_CLOSED != 0 { Action::Drop } else { Action::Pass };
+    let full = if flags & FLAG_QUEUE_FULL_OPEN != 0 { Action::Pass } else { Action::Drop };
     let oversize = (Action::Drop, Reason::Oversize);
     let total = ctx.data_end() - ctx.data();
     if fragmented || total > FRAME_MAX {
@@ -52,7 +53,7 @@ pub(crate) fn hand_up(ctx: &XdpContext, fail_closed: bool, fragmented: bool) -> 
     if beat == 0 || now > beat + HEARTBEAT_TIMEOUT_NS {
         return (fail, Reason::DaemonGone);
     }
-    let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (fail, Reason::QueueFull) };
+    let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (full, Reason::QueueFull) };
     let rec = entry.as_mut_ptr();
     // Checked again on a value LLVM cannot reason about, so the verifier sees the length the
     // helper gets bounded to [1, FRAME_MAX].

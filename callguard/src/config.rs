@@ -432,8 +432,14 @@ pub enum FailPolicy {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Calls {
-    /// `open` (default) or `closed`: see [`FailPolicy`].
+    /// `open` (default) or `closed`: what happens to a call that needs the daemon while it is
+    /// gone (see [`FailPolicy`]).
     pub fail: FailPolicy,
+    /// `closed` (default) or `open`: what happens to a call that needs the daemon while its
+    /// hand-up queue is full. Anyone can fill the queue (a flood of INVITEs from spoofed
+    /// sources), so by default such calls are dropped, not let through unchecked; phones
+    /// retransmit an INVITE that got no answer.
+    pub queue_full: FailPolicy,
     /// The international call prefix dialed on this PBX besides `+` and `00` (for example
     /// `011` in North America). Default `00`.
     pub international_prefix: String,
@@ -464,6 +470,7 @@ impl Default for Calls {
     fn default() -> Self {
         Self {
             fail: FailPolicy::Open,
+            queue_full: FailPolicy::Closed,
             international_prefix: "00".into(),
             authcode_form: "*{code}*{number}".into(),
             site: String::new(),
@@ -711,6 +718,9 @@ impl Config {
         }
         if self.calls.fail == FailPolicy::Closed {
             flags |= callguard_common::config::FLAG_FAIL_CLOSED;
+        }
+        if self.calls.queue_full == FailPolicy::Open {
+            flags |= callguard_common::config::FLAG_QUEUE_FULL_OPEN;
         }
         let method_drop = self.sip.drop_methods.iter().fold(0u32, |m, n| m | 1 << n.0);
         callguard_common::KernelConfig { flags, method_drop, ..Default::default() }

@@ -10,7 +10,7 @@ use callguard::{
 };
 use callguard_common::{
     Action, KernelConfig, Reason,
-    config::{FLAG_FAIL_CLOSED, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER},
+    config::{FLAG_FAIL_CLOSED, FLAG_HANDUP_INVITE, FLAG_HANDUP_REGISTER, FLAG_QUEUE_FULL_OPEN},
     handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
 };
 use callguard_tests::{TestKernel, frame::Frame, rule};
@@ -127,13 +127,18 @@ fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
     assert!(ring.next().is_none());
 }
 
+/// M13. A full queue is something a sender can cause (a flood of INVITEs from spoofed sources),
+/// so by default it drops, whatever the failure policy for an absent daemon says: the flood
+/// delays calls instead of letting every call through unchecked. `calls.queue_full = "open"`
+/// passes them.
 #[test]
-fn a_full_queue_meets_the_failure_policy() {
+fn a_full_queue_drops_even_when_the_daemon_failure_policy_is_open() {
     let mut k = TestKernel::new();
     let (_ring, mut heartbeat) = k.kernel.take_handup().expect("the hand-up maps");
-    set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_FAIL_CLOSED);
+    // Fail-open for an absent daemon (the default), the queue policy left at its default.
+    set_flags(&mut k, FLAG_HANDUP_INVITE);
     let invite = frame(CALLER, &request("INVITE", ""));
-    // Nobody reads the ring: it fills, then the policy (closed) drops.
+    // Nobody reads the ring: it fills, then the queue policy drops.
     let mut sent = 0;
     while k.counter(Action::Drop, Reason::QueueFull).packets == 0 {
         heartbeat.set(0, boot_ns(), 0).unwrap();
@@ -145,4 +150,10 @@ fn a_full_queue_meets_the_failure_policy() {
     println!("ring full after {queued} requests");
     assert_eq!(queued + 1, sent);
     assert!(queued > 1000, "room for about 2,000 requests: {queued}");
+    assert_eq!(k.counter(Action::Pass, Reason::QueueFull).packets, 0, "nothing passed unchecked");
+    // Asked for, a full queue passes.
+    set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_QUEUE_FULL_OPEN);
+    heartbeat.set(0, boot_ns(), 0).unwrap();
+    assert_eq!(k.run(&invite), Action::Pass);
+    assert_eq!(k.counter(Action::Pass, Reason::QueueFull).packets, 1);
 }
