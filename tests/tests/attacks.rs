@@ -963,3 +963,27 @@ fn a_storm_of_spoofed_sources_neither_fills_the_store_nor_bans_a_prefix() {
     let last = sources.last().unwrap();
     assert!(nets.iter().any(|r| r["cidr"] == format!("{last}/32").as_str()), "{last} is banned");
 }
+
+/// L4, and a daemon whose pins die with it. A pin directory somebody else created (and so could
+/// empty, removing the filter) is refused at start; and a daemon started with `ip netns exec`,
+/// which gets a /sys of its own and so a bpffs of its own, says that the filter will not outlive
+/// it.
+#[test]
+fn a_pin_directory_not_root_s_is_refused_and_private_pins_are_reported() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ns = Netns::new("cg-pins");
+    let inst = Instance::guarding(&ns, &[], "");
+    std::fs::create_dir_all(&inst.pin_dir).unwrap();
+    std::os::unix::fs::chown(&inst.pin_dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&inst.pin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = inst.cli_output(&["run"]);
+    assert!(!refused.status.success(), "the daemon started on a pin directory owned by uid 65534");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("must belong to root"), "{err}");
+    std::fs::remove_dir(&inst.pin_dir).unwrap();
+
+    // `ip netns exec` (inside the namespace already: the wrapper runs in it).
+    let daemon = inst.start_via(&["ip", "netns", "exec", &ns.name]);
+    let log = daemon.log();
+    assert!(log.contains("private to this daemon"), "no warning about private pins: {log}");
+}

@@ -91,12 +91,30 @@ pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Whether the bpffs holding the pins is private to this process's mount namespace, so that its
-/// pins, and the filter with them, end with the daemon: true when `/sys/fs/bpf` here is another
-/// file system than the one PID 1 sees there (`ip netns exec` gives a process a fresh /sys, on
-/// which the daemon then mounts a bpffs of its own). `None` when it cannot be told (no access
-/// to PID 1's root, as under the systemd unit's capabilities).
+/// pins, and the filter with them, end with the daemon. `ip netns exec NAME` gives its command a
+/// mount namespace with a /sys of its own (mounted with NAME as its source, which is how it is
+/// recognised), on which the daemon then mounts a bpffs of its own. Otherwise: true when
+/// `/sys/fs/bpf` here is another file system than the one PID 1 sees there; `None` when that
+/// cannot be read (PID 1 out of reach, as in a container or under the unit's capabilities).
 pub fn pins_are_private() -> Option<bool> {
     use std::os::unix::fs::MetadataExt as _;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let sys_source = info
+        .lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let point = mount.split(' ').nth(4)?;
+            let mut fs = fs.split(' ');
+            let (kind, source) = (fs.next()?, fs.next()?);
+            (point == "/sys" && kind == "sysfs").then_some(source)
+        })
+        .last();
+    if let Some(name) = sys_source
+        && name != "sysfs"
+        && Path::new("/run/netns").join(name).exists()
+    {
+        return Some(true);
+    }
     let here = std::fs::metadata("/sys/fs/bpf").ok()?.dev();
     let init = std::fs::metadata("/proc/1/root/sys/fs/bpf").ok()?.dev();
     Some(here != init)
