@@ -108,7 +108,7 @@ pub fn pins_are_private() -> Option<bool> {
             let (kind, source) = (fs.next()?, fs.next()?);
             (point == "/sys" && kind == "sysfs").then_some(source)
         })
-        .last();
+        .next_back();
     if let Some(name) = sys_source
         && name != "sysfs"
         && Path::new("/run/netns").join(name).exists()

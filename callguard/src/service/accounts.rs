@@ -53,8 +53,8 @@ pub struct Hashed(String);
 
 impl Hashed {
     /// The PHC string to store.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// Checks `password` against the password rules and hashes it (Argon2, in one of the
@@ -372,7 +372,8 @@ impl Service {
         }
         // Set by someone else (root on the control socket included), the password is one the
         // user must replace at the next sign-in.
-        self.store.update_user(change.id, None, None, Some(&hashed.0), Some(!own))?;
+        let Hashed(hash) = hashed;
+        self.store.update_user(change.id, None, None, Some(&hash), Some(!own))?;
         Ok(())
     }
 

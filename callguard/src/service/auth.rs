@@ -256,7 +256,8 @@ impl Service {
             .store
             .take_reset(&accounts::secret_digest(token), Utc::now())?
             .ok_or_else(|| ServiceError::invalid("token", "unknown, used or expired reset token"))?;
-        self.store.update_user(user, None, None, Some(hashed.as_str()), Some(false))?;
+        let hash = hashed.into_string();
+        self.store.update_user(user, None, None, Some(&hash), Some(false))?;
         Ok(())
     }
 

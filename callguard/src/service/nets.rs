@@ -71,7 +71,7 @@ impl Service {
         let cap = self.cfg.rate.max_auto_bans;
         if new.len() > cap {
             for (i, r) in new.drain(..new.len() - cap) {
-                details[i] = format!("not stored: {} newer bans in this batch fill rate.max_auto_bans", cap);
+                details[i] = format!("not stored: {cap} newer bans in this batch fill rate.max_auto_bans");
                 batch.remove(&r.cidr);
             }
         }

@@ -145,7 +145,7 @@ impl axum::serve::Listener for RootOnly {
                 Ok((stream, addr)) => match stream.peer_cred() {
                     Ok(c) if c.uid() == 0 || c.uid() == me => return (stream, addr),
                     Ok(c) => {
-                        tracing::warn!(uid = c.uid(), pid = ?c.pid(), "refused a control-socket connection: not root")
+                        tracing::warn!(uid = c.uid(), pid = ?c.pid(), "refused a control-socket connection: not root");
                     }
                     Err(e) => tracing::warn!("refused a control-socket connection: its peer is unknown: {e}"),
                 },
