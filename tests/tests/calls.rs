@@ -175,7 +175,8 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     let invite = format!(
         "INVITE sip:+882777@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKretx\r\n\
          Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=r1\r\nTo: <sip:+882777@{PBX}>\r\n\
-         Call-ID: retx@{CALLER}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+         Call-ID: retx@{CALLER}\r\nCSeq: 1 INVITE\r\nContact: <sip:101@{CALLER}:5090>\r\n\
+         Content-Length: 0\r\n\r\n"
     );
     let mut answers = Vec::new();
     for _ in 0..2 {
@@ -289,7 +290,8 @@ fn ipv6_calls_are_handed_up_decided_and_answered() {
     let invite = format!(
         "INVITE sip:+882123@[{pbx6}] SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::2]:5091;branch=z9hG4bK6\r\n\
          Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=v6\r\nTo: <sip:+882123@[{pbx6}]>\r\n\
-         Call-ID: v6@2001:db8::2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+         Call-ID: v6@2001:db8::2\r\nCSeq: 1 INVITE\r\nContact: <sip:101@[2001:db8::2]:5091>\r\n\
+         Content-Length: 0\r\n\r\n",
         pbx6 = Topology::PBX_V6
     );
     sock.send_to(invite.as_bytes(), pbx).unwrap();
