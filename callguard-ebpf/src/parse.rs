@@ -153,6 +153,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
     let mut pos = off + Ipv6Hdr::LEN;
     let mut later_fragment = false;
     let mut first_fragment = false;
+    let found = |proto, l4_off, later_fragment, first_fragment, chain_too_long| L3 {
+        src,
+        proto,
+        l4_off,
+        later_fragment,
+        first_fragment,
+        chain_too_long,
+    };
     // Bounded walk: the verifier needs a constant trip count. One more round than headers
     // allowed, to read the transport protocol after the last one.
     for _ in 0..=IPV6_EXT_MAX {
@@ -175,31 +183,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, Reason> {
                     first_fragment = fo & 1 != 0;
                 }
             }
-            _ => {
-                return Ok(L3 {
-                    src,
-                    proto: next,
-                    l4_off: pos,
-                    later_fragment,
-                    first_fragment,
-                    chain_too_long: false,
-                });
-            }
+            _ => return Ok(found(next, pos, later_fragment, first_fragment, false)),
         }
         if later_fragment {
-            return Ok(L3 {
-                src,
-                proto: next,
-                l4_off: pos,
-                later_fragment,
-                first_fragment,
-                chain_too_long: false,
-            });
+            return Ok(found(next, pos, later_fragment, first_fragment, false));
         }
     }
     // Linux delivers such packets, so this is not a parse failure: the caller still knows the
     // source and decides (RFC 8200 sets no limit; the stack walks any length).
-    Ok(L3 { src, proto: next, l4_off: pos, later_fragment, first_fragment, chain_too_long: true })
+    Ok(found(next, pos, later_fragment, first_fragment, true))
 }
 
 /// The transport layer: destination port if readable, and the defect if any.

@@ -225,15 +225,15 @@ pub fn torture() -> Vec<(&'static str, Vec<u8>, Torture)> {
         ),
         (
             "long header values (Via, Call-ID, User-Agent past the inspected length)",
-            m(
-                inv,
-                &format!(
-                    "{via};{}\r\n{std_from}User-Agent: {}\r\nCall-ID: {}\r\n",
-                    "x=y;".repeat(60),
-                    "Softphone ".repeat(20),
-                    "c".repeat(300)
-                ),
-            ),
+            // Its own Call-ID, not the common tail's: a request carries one (RFC 3261 §20.8).
+            format!(
+                "{inv}\r\n{via};{}\r\n{std_from}User-Agent: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\n\
+                 Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                "x=y;".repeat(60),
+                "Softphone ".repeat(20),
+                "c".repeat(300)
+            )
+            .into_bytes(),
             Legit,
         ),
         (
