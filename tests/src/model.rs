@@ -50,8 +50,12 @@ impl Model<'_> {
         {
             return (Action::Drop, Reason::Denied);
         }
-        // Six extension headers are walked; a fragment header appended by the builder is one more.
-        if f.ipv6_ext.len() + usize::from(f.src.is_ipv6() && f.frag.is_some()) > 6 {
+        // Six extension headers are walked, and one round more that reads what follows the last:
+        // the transport protocol, or a fragment header (the builder appends it to the chain),
+        // which for a later fragment ends the walk as well.
+        let later = matches!(f.frag, Some((off, _)) if off > 0);
+        let headers = f.ipv6_ext.len() + usize::from(f.src.is_ipv6() && f.frag.is_some());
+        if f.src.is_ipv6() && headers > 6 && !(later && f.ipv6_ext.len() <= 6) {
             return match net.map(|r| r.action) {
                 Some(NetAction::Allow) => (Action::Pass, Reason::Allowed),
                 _ => policy(self.cfg.policy.ipv6_long_chains == PassDrop::Drop, Reason::HeaderChainTooLong),

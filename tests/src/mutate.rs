@@ -104,6 +104,10 @@ impl Mutator {
             1 => f.vlans = vec![TPID_8021AD, TPID_8021Q],
             _ => {}
         }
+        // IPv6 extension chains, short and past the six headers the program walks.
+        if src.is_ipv6() && self.rng.random_range(0..10) == 0 {
+            f.ipv6_ext = vec![crate::frame::ext::DEST_OPTS; self.rng.random_range(1..=9)];
+        }
         f
     }
 

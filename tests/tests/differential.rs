@@ -76,13 +76,15 @@ fn counts(k: &TestKernel) -> BTreeMap<(Action, Reason), u64> {
 /// A packet, for a failure message: enough to see it and to generate it again.
 fn describe(seed: u64, n: u64, f: &Frame, kernel: Action, model: (Action, Reason)) -> String {
     format!(
-        "packet {n} of seed {seed}: kernel {kernel:?}, model {model:?} for {} -> {}/{} frag {:?} vlans {:?}, \
+        "packet {n} of seed {seed}: kernel {kernel:?}, model {model:?} for {} -> {}/{} frag {:?} vlans {:?} \
+         ipv6 extension headers {}, \
          payload ({} bytes):\n{}",
         f.src,
         if f.proto == UDP { "udp" } else { "tcp" },
         f.dport,
         f.frag,
         f.vlans,
+        f.ipv6_ext.len(),
         f.payload.len(),
         f.payload.escape_ascii()
     )
