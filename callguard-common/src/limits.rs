@@ -37,8 +37,12 @@ pub struct Limits {
     /// A source exceeding a bucket without a pause longer than [`STREAK_GAP_NS`] for this long
     /// is banned.
     pub ban_after_ns: u64,
-    /// How long the kernel itself keeps a ban (the daemon's deny rule takes over when it lands).
+    /// How long the kernel itself keeps a rate or enumeration ban (the daemon's deny rule takes
+    /// over when it lands).
     pub ban_ns: u64,
+    /// How long the kernel keeps a ban for a signature match: short, since one packet with a
+    /// spoofed source is enough for it.
+    pub sig_ban_ns: u64,
     /// Enumeration window.
     pub enum_window_ns: u64,
     /// A source whose requests carry more than this many distinct To values in one window is
@@ -49,7 +53,7 @@ pub struct Limits {
     pub event_sample: u32,
 }
 
-const _: () = assert!(size_of::<Limits>() == 8 * 9 + 8);
+const _: () = assert!(size_of::<Limits>() == 8 * 10 + 8);
 
 /// A GCRA bucket step: `Some(new tat)` when a request at `now` conforms, `None` when it exceeds.
 #[inline(always)]

@@ -308,13 +308,25 @@ pub fn parse(s: &Scratch, len: usize) -> Info {
     p.info()
 }
 
-/// Whether the To (or From) value `v` carries a `tag` header parameter: a `;` outside quotes
-/// and outside `<…>`, then `tag`, then `=` (case-insensitive, whitespace allowed around both,
+/// No To tag: an initial request.
+pub const TAG_NONE: u8 = 0;
+/// A To tag that callguard did not make: a request within a dialog of the PBX's.
+pub const TAG_OTHER: u8 = 1;
+/// A To tag that begins with [`CALLGUARD_TAG_PREFIX`]: an ACK to one of callguard's `403`s (the
+/// daemon checks that it really made it), which proves that its sender receives what is sent to
+/// its address.
+pub const TAG_CALLGUARD: u8 = 2;
+/// How the To tags of callguard's own responses begin (the daemon appends a keyed hash).
+pub const CALLGUARD_TAG_PREFIX: &[u8; 3] = b"cg-";
+
+/// The `tag` header parameter of the To (or From) value `v`: [`TAG_NONE`], [`TAG_OTHER`] or
+/// [`TAG_CALLGUARD`] (the value begins with [`CALLGUARD_TAG_PREFIX`]). A tag is a `;` outside
+/// quotes and outside `<…>`, then `tag`, then `=` (case-insensitive, whitespace allowed around both,
 /// RFC 3261 §25.1), then at least one character of value. A `;tag=` inside the display name or
 /// the URI is not one, and neither is an empty `;tag=`: PBXs read that as no tag, a new call. At most
 /// [`FIELD_MAX`] bytes are read: a tag past them reads as absent, which hands the request up,
 /// where the daemon's full parser finds it.
-pub fn has_tag(s: &Scratch, v: Span) -> bool {
+pub fn to_tag(s: &Scratch, v: Span) -> u8 {
     /// Walk states: outside any parameter, in quotes, in `<…>`, after `;` (and how much of
     /// `tag` was read).
     const OUT: usize = 0;
@@ -341,7 +353,13 @@ pub fn has_tag(s: &Scratch, v: Span) -> bool {
             (st @ (QUOTED | ANGLE), _) => st,
             (VALUE, _) if ws => VALUE,
             (VALUE, b';' | b',') => SEMI,
-            (VALUE, _) => return true,
+            (VALUE, _) => {
+                let ours = c == CALLGUARD_TAG_PREFIX[0]
+                    && lower(at(s, off + k + 1)) == CALLGUARD_TAG_PREFIX[1]
+                    && at(s, off + k + 2) == CALLGUARD_TAG_PREFIX[2]
+                    && k + 3 < usize::from(v.len);
+                return if ours { TAG_CALLGUARD } else { TAG_OTHER };
+            }
             (_, b'"') => QUOTED,
             (_, b'<') => ANGLE,
             (_, b';') => SEMI,
@@ -353,7 +371,7 @@ pub fn has_tag(s: &Scratch, v: Span) -> bool {
             _ => OUT,
         };
     }
-    false
+    TAG_NONE
 }
 
 /// Header lines looked at, at most.
@@ -732,7 +750,7 @@ mod tests {
     fn to_tags_are_header_parameters_only() {
         let has = |v: &str| {
             let (s, n) = Scratch::new(v.as_bytes());
-            has_tag(&s, span(0, n))
+            to_tag(&s, span(0, n)) != TAG_NONE
         };
         assert!(has("<sip:bob@example.com>;tag=1928301774"));
         assert!(has("sip:bob@example.com;tag=abc"));
@@ -743,6 +761,16 @@ mod tests {
         assert!(!has("\"x;tag=1\" <sip:bob@example.com>"));
         assert!(!has("<sip:bob@example.com>;tagx=1"));
         assert!(!has("<sip:bob@example.com>;xtag=1"));
+        let tag = |v: &str| {
+            let (s, n) = Scratch::new(v.as_bytes());
+            to_tag(&s, span(0, n))
+        };
+        assert_eq!(tag("<sip:1@h>;tag=cg-0123abcd"), TAG_CALLGUARD);
+        assert_eq!(tag("<sip:1@h>;tag= CG-0"), TAG_CALLGUARD, "the daemon checks the case");
+        assert_eq!(tag("<sip:1@h>;tag=cg"), TAG_OTHER, "the prefix must fit in the value");
+        assert_eq!(tag("<sip:1@h>;tag=cg-"), TAG_OTHER);
+        assert_eq!(tag("<sip:1@h>;tag=cgx-1"), TAG_OTHER);
+        assert_eq!(tag("<sip:1@h;tag=cg-1>"), TAG_NONE);
         // An empty tag is no tag (issue 16, H3): the request is initial and gets checked.
         assert!(!has("<sip:bob@example.com>;tag="));
         assert!(!has("<sip:bob@example.com>;tag= "));

@@ -10,21 +10,27 @@ use callguard_common::{
 };
 
 use crate::{
-    inspect::to_tagged,
+    inspect::to_tag,
     maps::{CG_HANDUP, CG_HEARTBEAT},
     net::boot_ns,
     verdict::{SLOW_FRAGMENTED, Verdict, config},
 };
 
 /// Decides a slow-path candidate, once every path through SIP inspection has joined (so the
-/// verifier walks this once, not once per path): an in-dialog INVITE (To tag) passes `clean`
-/// (or `signature` for a dry-run match); anything else is handed up or meets the failure policy.
+/// verifier walks this once, not once per path): an in-dialog INVITE (To tag), and an ACK whose
+/// To tag is not one of the daemon's, pass `clean` (or `signature` for a dry-run match); an
+/// ACK to the daemon's 403 is handed up, as the daemon's, like anything else (the proof that its
+/// sender receives what is sent to it); anything else is handed up or meets the failure policy.
 #[inline(always)]
 pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
-    if v.method == sip::method::INVITE && to_tagged(v.to) {
-        v.action = Action::Pass;
-        v.reason = if v.sig != 0 { Reason::Signature } else { Reason::Clean };
-        return;
+    let ack = v.method == sip::method::ACK;
+    if ack || v.method == sip::method::INVITE {
+        let tag = to_tag(v.to);
+        if (ack && tag != sip::TAG_CALLGUARD) || (!ack && tag != sip::TAG_NONE) {
+            v.action = Action::Pass;
+            v.reason = if v.sig != 0 { Reason::Signature } else { Reason::Clean };
+            return;
+        }
     }
     let (action, reason) = hand_up(ctx, config().flags, v.slow & SLOW_FRAGMENTED != 0);
     v.action = action;

@@ -166,7 +166,8 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
             return Verdict::sip(Action::Drop, reason, dry_run, &info);
         }
         let slow = match info.method {
-            sip::method::INVITE => cfg.flags & FLAG_HANDUP_INVITE != 0,
+            // An ACK may answer one of the daemon's 403s: see `slow_path`.
+            sip::method::INVITE | sip::method::ACK => cfg.flags & FLAG_HANDUP_INVITE != 0,
             sip::method::REGISTER => cfg.flags & FLAG_HANDUP_REGISTER != 0,
             _ => false,
         };
@@ -184,31 +185,31 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
     Verdict::sip(Action::Pass, Reason::Clean, 0, &info)
 }
 
-/// Whether the To value carries a tag (`bpf_loop` callback, one iteration): an in-dialog request,
-/// which the slow path leaves alone.
+/// The To tag's kind (`bpf_loop` callback, one iteration): a request with a tag is in a dialog,
+/// which the slow path leaves alone, unless it is an ACK to one of the daemon's 403s.
 pub(crate) extern "C" fn to_tag_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the ToTag that to_tagged passed to bpf_loop, alive during the loop.
+    // SAFETY: `ctx` is the ToTag that to_tag passed to bpf_loop, alive during the loop.
     let tt = unsafe { &mut *ctx.cast::<ToTag>() };
     let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
     // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
     let buf = unsafe { &*buf };
-    tt.tagged = sip::has_tag(buf, tt.span);
+    tt.kind = sip::to_tag(buf, tt.span);
     1
 }
 
 /// Input and output of [`to_tag_step`].
 pub(crate) struct ToTag {
     pub(crate) span: Span,
-    pub(crate) tagged: bool,
+    pub(crate) kind: u8,
 }
 
-/// Whether the To value `span` carries a tag.
+/// The kind of the To value's tag: `sip::TAG_NONE`, `TAG_OTHER` or `TAG_CALLGUARD`.
 #[inline(always)]
-pub(crate) fn to_tagged(span: Span) -> bool {
-    let mut tt = ToTag { span, tagged: false };
+pub(crate) fn to_tag(span: Span) -> u8 {
+    let mut tt = ToTag { span, kind: sip::TAG_NONE };
     // SAFETY: the callback matches bpf_loop's contract and only uses `tt` during the call.
     unsafe {
         bpf_loop(1, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
     }
-    tt.tagged
+    tt.kind
 }

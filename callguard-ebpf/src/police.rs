@@ -20,7 +20,7 @@ use crate::{
 #[inline(always)]
 pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     let Some(lim) = CG_LIMITS.get(0) else { return };
-    if lim.ban_ns == 0 {
+    if lim.sig_ban_ns == 0 {
         return;
     }
     let src = &source_key(src);
@@ -29,7 +29,7 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     let st = unsafe { &mut *st };
     let now = boot_ns();
     if st.banned_until <= now {
-        ban(st, src, now, lim.ban_ns, event::BAN_SIGNATURE, sig_slot, info);
+        ban(st, src, now, lim.sig_ban_ns, event::BAN_SIGNATURE, sig_slot, info);
     }
 }
 

@@ -319,12 +319,16 @@ pub struct SipPolicy {
     /// `message`, `update`. Default: `["unknown"]`. Hardened: add `options` when every
     /// trunk that sends OPTIONS keepalives is in an allow rule.
     pub drop_methods: Vec<MethodName>,
-    /// A request that matches an enforcing signature also bans its source for `rate.ban_secs`,
-    /// like a rate or enumeration ban (stored as an `auto` deny rule, counted towards subnet
-    /// escalation). Default `true`: the default signatures name attack tools, and a banned
-    /// scanner's next tools (svwar, svcrack) are dropped by the cheapest lookup, whatever they
-    /// send. Authorized sources are never banned.
+    /// A request that matches an enforcing signature also bans its source for
+    /// `sip.signature_ban_secs` (stored as an `auto` deny rule). Default `true`: the default
+    /// signatures name attack tools, and a banned scanner's next tools (svwar, svcrack) are
+    /// dropped by the cheapest lookup, whatever they send. Authorized sources are never banned.
     pub signature_ban: bool,
+    /// How long a signature ban lasts. One UDP packet with a forged source address is enough
+    /// for it, so it is short: a forger who keeps a victim out must keep sending, and the
+    /// signature itself drops every scanner packet whether its source is banned or not.
+    /// Default 300.
+    pub signature_ban_secs: u64,
     /// A fragmented datagram to a guarded UDP port from a source outside the authorized
     /// networks, unless its first fragment is a SIP response: `drop` (default, reason
     /// `fragmented`) or `pass`. The program reads the first fragment only, so the rest of a
@@ -340,6 +344,7 @@ impl Default for SipPolicy {
             not_sip: PassDrop::Drop,
             drop_methods: vec![MethodName(callguard_common::sip::method::UNKNOWN)],
             signature_ban: true,
+            signature_ban_secs: 300,
             fragmented: PassDrop::Drop,
         }
     }
@@ -372,9 +377,12 @@ pub struct RateLimits {
     /// How long a ban lasts. Default 3600.
     pub ban_secs: u64,
     /// When this many sources of one /24 (IPv4) or /48 (IPv6) are banned, the prefix is
-    /// banned; 0 (the default): off. A UDP source can be spoofed, so five spoofed packets could
-    /// otherwise ban a whole /24 of remote phones or a mobile operator's /48 for a day: turn it
-    /// on only where the phones that matter are in allow rules.
+    /// banned; 0 (the default): off. Only sources proven to receive what is sent to their
+    /// address count (they acknowledged one of callguard's `403`s, which carries a To tag no
+    /// one else can guess), never a source banned on its packets alone: a UDP source can be
+    /// forged, and a whole /24 of remote phones or a mobile operator's /48 must not be banned
+    /// for a day on forged packets. Turn it on only where the phones that matter are in allow
+    /// rules.
     pub escalate_after: u32,
     /// How long a prefix ban lasts. Default 86400.
     pub escalate_ban_secs: u64,
@@ -740,6 +748,8 @@ impl Config {
         }
         l.ban_after_ns = r.ban_after_secs.saturating_mul(SEC);
         l.ban_ns = r.ban_secs.saturating_mul(SEC);
+        l.sig_ban_ns =
+            if self.sip.signature_ban { self.sip.signature_ban_secs.saturating_mul(SEC) } else { 0 };
         l.enum_window_ns = self.enumeration.window_secs.saturating_mul(SEC);
         l.enum_users = self.enumeration.users;
         l.event_sample = self.events.sample;
@@ -811,8 +821,8 @@ impl Config {
         if self.rate.ban_after_secs != 0 && self.rate.ban_secs == 0 {
             return Err("rate.ban_secs: at least 1 when rate.ban_after_secs is set".into());
         }
-        if self.sip.signature_ban && self.rate.ban_secs == 0 {
-            return Err("rate.ban_secs: at least 1 when sip.signature_ban is true".into());
+        if self.sip.signature_ban && self.sip.signature_ban_secs == 0 {
+            return Err("sip.signature_ban_secs: at least 1 when sip.signature_ban is true".into());
         }
         Ok(())
     }

@@ -144,6 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 hub.clone(),
                 Duration::from_secs(cfg.calls.retransmit_secs),
                 state.slow_stats(),
+                state.proven(),
             )
             .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?;
             Some(slowpath::spawn(sp, ring, heartbeat).context("starting the slow path's thread")?)

@@ -184,6 +184,15 @@ impl NetRule {
     }
 }
 
+/// The network a source stands for, as the kernel keys sources and bans them: an IPv4 address
+/// (`/32`), an IPv6 `/64` (an attacker's one host holds a whole /64).
+pub fn source_net(addr: IpAddr) -> IpNet {
+    match addr {
+        IpAddr::V4(a) => IpNet::V4(ipnet::Ipv4Net::new_assert(a, 32)),
+        IpAddr::V6(a) => IpNet::V6(ipnet::Ipv6Net::new_assert(a, 64)).trunc(),
+    }
+}
+
 /// Parses one address (surrounding blanks allowed).
 pub fn parse_addr(s: &str) -> Result<IpAddr, String> {
     s.trim().parse().map_err(|_| format!("`{s}` is not an IP address"))

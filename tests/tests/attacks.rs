@@ -992,3 +992,118 @@ fn a_pin_directory_not_root_s_is_refused_and_private_pins_are_reported() {
     let log = daemon.log();
     assert!(log.contains("private to this daemon"), "no warning about private pins: {log}");
 }
+
+/// The To tag of a response.
+fn to_tag(response: &str) -> Option<String> {
+    let to = response.lines().find(|l| l.starts_with("To: "))?;
+    Some(to.split(";tag=").nth(1)?.trim().to_owned())
+}
+
+/// M2. One forged packet per address was enough to ban it for an hour, and five forged
+/// addresses in a /24 banned the /24 for a day. Now a signature ban (one packet) lasts
+/// `sip.signature_ban_secs` (300 s), and escalation, when an operator turns it on, counts only
+/// sources proven to receive at their address: they acknowledged one of callguard's 403s, whose
+/// To tag is a keyed hash no forger can guess. Here forged scanners in one /24 get short bans
+/// and no prefix ban, a forged ACK proves nothing, and two real scanners in another /24 that
+/// dial a barred number, acknowledge the 403 and then scan, get their /24 banned.
+#[test]
+fn forged_sources_get_short_bans_and_never_a_prefix_ban() {
+    let Barring { _t: t, inst, _daemon, pbx, caller } = {
+        let t = Topology::new();
+        let inst = Instance::new(
+            &t.pbx,
+            &t.pbx_if,
+            "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\nescalate_after = 2\n",
+        );
+        let daemon = inst.start();
+        inst.cli(&[
+            "api",
+            "POST",
+            "/api/disallowed_codes",
+            r#"{"number_prefix": "+882", "description": "satellite"}"#,
+        ]);
+        let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
+        let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
+        Barring { _t: t, inst, _daemon: daemon, pbx, caller }
+    };
+    let scan = |src: &str| {
+        format!(
+            "OPTIONS sip:100@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{src}\r\n\
+             From: <sip:100@{PBX}>;tag=1\r\nTo: <sip:100@{PBX}>\r\nCall-ID: scan@{src}\r\nCSeq: 1 OPTIONS\r\n\
+             User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let auto_bans = || -> Vec<serde_json::Value> {
+        let nets: serde_json::Value = serde_json::from_str(&inst.cli(&["net", "list", "--json"])).unwrap();
+        nets.as_array().unwrap().iter().filter(|r| r["origin"] == "auto").cloned().collect()
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&[serde_json::Value]) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let bans = auto_bans();
+            if done(&bans) {
+                return bans;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {bans:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // Forged: five scanner packets from five addresses of 10.9.9.0/24, and an ACK with a tag
+    // that looks like callguard's.
+    for i in 1..=5 {
+        let src = format!("10.9.9.{i}");
+        let f = callguard_tests::frame::Frame::udp(&src, 5060).payload(scan(&src).as_bytes());
+        t.peer.send_ip(f.ip_packet(), f.dst);
+    }
+    let forged_ack = format!(
+        "ACK sip:+882777@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKf\r\n\
+         From: <sip:101@tenant.example>;tag=a1\r\nTo: <sip:+882777@{PBX}>;tag=cg-0123456789abcdef\r\n\
+         Call-ID: forged\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let f = callguard_tests::frame::Frame::udp("10.9.9.9", 5060).payload(forged_ack.as_bytes());
+    t.peer.send_ip(f.ip_packet(), f.dst);
+    let bans = wait_for("five signature bans", &|b| b.len() == 5);
+    for b in &bans {
+        let created = chrono::DateTime::parse_from_rfc3339(b["created_at"].as_str().unwrap()).unwrap();
+        let expires = chrono::DateTime::parse_from_rfc3339(b["expires_at"].as_str().unwrap()).unwrap();
+        let secs = (expires - created).num_seconds();
+        assert!((295..=305).contains(&secs), "a one-packet ban lasts about 300 s, not {secs}: {b}");
+    }
+
+    // Real: two addresses of 203.0.113.0/24 on the peer, each dialing a barred number, answering
+    // the 403 with an ACK as every SIP stack does, then scanning.
+    t.peer.ip(&["addr", "add", "203.0.113.10/32", "dev", &t.peer_if]);
+    t.peer.ip(&["addr", "add", "203.0.113.11/32", "dev", &t.peer_if]);
+    t.pbx.ip(&["route", "add", "203.0.113.0/24", "dev", &t.pbx_if]);
+    for src in ["203.0.113.10", "203.0.113.11"] {
+        let sock = t.peer.udp(format!("{src}:5090").parse().unwrap());
+        let invite = invite("+882777", &format!("real@{src}"), "z9hG4bKreal").replace(CALLER, src);
+        sock.send_to(invite.as_bytes(), format!("{PBX}:5060")).unwrap();
+        let answers = received(&sock, Duration::from_secs(1));
+        let forbidden = answers.iter().find(|a| a.starts_with("SIP/2.0 403")).expect("a 403");
+        let tag = to_tag(forbidden).expect("the 403's To tag");
+        assert!(tag.starts_with("cg-"), "{forbidden}");
+        let ack = format!(
+            "ACK sip:+882777@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5090;branch=z9hG4bKreal\r\n\
+             From: <sip:101@tenant.example>;tag=a1\r\nTo: <sip:+882777@{PBX}>;tag={tag}\r\n\
+             Call-ID: real@{src}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(ack.as_bytes(), format!("{PBX}:5060")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        sock.send_to(scan(src).as_bytes(), format!("{PBX}:5060")).unwrap();
+    }
+    let bans = wait_for("the real scanners' /24", &|b| b.iter().any(|r| r["cidr"] == "203.0.113.0/24"));
+    assert!(!bans.iter().any(|r| r["cidr"] == "10.9.9.0/24"), "forged sources banned their /24: {bans:?}");
+    let slow = &inst.stats()["slow_path"];
+    assert_eq!((slow["proofs"].as_u64(), slow["false_proofs"].as_u64()), (Some(2), Some(1)), "{slow}");
+    let at_pbx = received(&pbx, Duration::from_millis(500));
+    assert!(!at_pbx.iter().any(|m| m.starts_with("ACK ")), "the ACKs to callguard's 403s reached the PBX");
+
+    // Legitimate traffic in the same run: an allowed call from elsewhere reaches the PBX.
+    caller
+        .send_to(invite("0086101234", "legit@caller", "z9hG4bKlegit").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(at_pbx.iter().any(|m| m.contains("Call-ID: legit@caller")), "an allowed call: {at_pbx:?}");
+}

@@ -84,11 +84,25 @@ fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
         assert!(ring.next().is_some(), "{to} handed up");
     }
 
+    // An ACK to one of the daemon's 403s (its To tag begins `cg-`) is the daemon's: handed up,
+    // so the daemon can absorb it and take it as proof that its sender receives at its address.
+    // Any other ACK, and an ACK without a tag, goes to the PBX as before.
+    let ack = frame(CALLER, &request("ACK", ";tag=cg-0123456789abcdef"));
+    assert_eq!(k.run(&ack), Action::Drop);
+    assert_eq!(ring.next().expect("the ACK handed up").len(), size_of::<HandUp>());
+    for (what, to_tag) in
+        [("PBX's tag", ";tag=b"), ("no tag", ""), ("bare prefix", ";tag=cg-"), ("in the URI", "x;tag=cg-1")]
+    {
+        let p = String::from_utf8(request("ACK", to_tag)).unwrap().replace(">x;tag=cg-1", ";tag=cg-1>");
+        assert_eq!(k.run(&frame(CALLER, p.as_bytes())), Action::Pass, "{what}");
+    }
+    assert!(ring.next().is_none(), "only the ACK to a 403 was handed up");
+
     // REGISTER once asked.
     set_flags(&mut k, FLAG_HANDUP_INVITE | FLAG_HANDUP_REGISTER);
     assert_eq!(k.run(&frame(CALLER, &request("REGISTER", ""))), Action::Drop);
     assert!(ring.next().is_some());
-    assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, 4);
+    assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, 5);
 
     // Authorized sources are never handed up.
     k.set_rules(&[rule(1, "198.18.0.0/24", NetAction::Allow, Scope::Sip)]);

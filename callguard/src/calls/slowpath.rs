@@ -7,6 +7,10 @@
 //! - `deny`: a `403 Forbidden` goes back to the caller from the address and port it called;
 //! - `drop`: nothing.
 //!
+//! An ACK to one of those `403`s (the kernel hands up those whose To tag looks like callguard's)
+//! is absorbed; when its tag is the one made for its source ([`ProofTags`]), the source is
+//! noted as [`Proven`]: it receives what is sent to its address.
+//!
 //! The same task beats the heartbeat the kernel checks, so a stuck or dead slow path is noticed
 //! by the kernel within a second and the failure policy takes over. Retransmissions of a request
 //! get the first verdict again without a second evaluation.
@@ -30,6 +34,7 @@ use crate::{
     calls::{
         message::{self, Message},
         policy::{self, Decision, Facts, Step, Verdict},
+        proven::{ProofTags, Proven},
     },
     events::{EventKind, EventRecord, Hub},
     throttle::{self, Throttle},
@@ -61,6 +66,14 @@ pub struct SlowStats {
     /// many wrong codes (`calls.authcode_failures`).
     #[serde(default)]
     pub authcode_lockouts: u64,
+    /// ACKs to callguard's `403`s whose tag was the one made for their source: proofs that the
+    /// source receives at its address (escalation counts only such sources).
+    #[serde(default)]
+    pub proofs: u64,
+    /// ACKs whose To tag looked like callguard's but was not made for their source (forged, or
+    /// from before a restart): absorbed, nothing proven.
+    #[serde(default)]
+    pub false_proofs: u64,
 }
 
 /// This host's addresses: only a request addressed to one of them is decided and sent on.
@@ -310,12 +323,15 @@ pub struct SlowPath {
     hub: Arc<Hub>,
     inject: Injector,
     window: Duration,
-    seen: HashMap<TxKey, (Instant, Decision, String)>,
+    seen: HashMap<TxKey, (Instant, Decision)>,
     order: VecDeque<(Instant, TxKey)>,
     stats: Arc<Mutex<SlowStats>>,
     local: LocalAddrs,
     /// Wrong authorization codes by source and by caller.
     codes: Throttle,
+    /// The To tags of the 403s, and the sources that acknowledged one.
+    tags: ProofTags,
+    proven: Arc<Proven>,
 }
 
 impl SlowPath {
@@ -325,6 +341,7 @@ impl SlowPath {
         hub: Arc<Hub>,
         window: Duration,
         stats: Arc<Mutex<SlowStats>>,
+        proven: Arc<Proven>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             live,
@@ -336,6 +353,8 @@ impl SlowPath {
             stats,
             local: LocalAddrs::default(),
             codes: Throttle::default(),
+            tags: ProofTags::new()?,
+            proven,
         })
     }
 
@@ -362,7 +381,14 @@ impl SlowPath {
                 self.seen.remove(&k);
             }
         }
-        let (outcome, msg) = match message::parse(d.payload) {
+        let parsed = message::parse(d.payload);
+        if let Ok(m) = &parsed
+            && m.method() == Some("ACK")
+        {
+            self.acknowledged(&d, m);
+            return None;
+        }
+        let (outcome, msg) = match parsed {
             Err(e) => (Outcome { decision: unreadable(&e), retransmission: false }, None),
             Ok(m) => (self.decide(&m, TxKey::of(&d), d.src, now), Some(m)),
         };
@@ -371,7 +397,7 @@ impl SlowPath {
     }
 
     fn decide(&mut self, m: &Message<'_>, key: TxKey, src: SocketAddr, now: Instant) -> Outcome {
-        if let Some((_, decision, _)) = self.seen.get(&key) {
+        if let Some((_, decision)) = self.seen.get(&key) {
             return Outcome { decision: decision.clone(), retransmission: true };
         }
         let decision = match Facts::read(m, src.ip()) {
@@ -382,9 +408,7 @@ impl SlowPath {
             }
             Err(e) => unreadable(&e),
         };
-        // The To tag of the 403, kept so a retransmission gets the same answer.
-        let tag = if decision.verdict == Verdict::Deny { new_tag() } else { String::new() };
-        self.seen.insert(key.clone(), (now, decision.clone(), tag));
+        self.seen.insert(key.clone(), (now, decision.clone()));
         self.order.push_back((now, key));
         Outcome { decision, retransmission: false }
     }
@@ -414,8 +438,30 @@ impl SlowPath {
         decision
     }
 
-    fn tag_for(&self, d: &Datagram<'_>) -> String {
-        self.seen.get(&TxKey::of(d)).map_or_else(new_tag, |e| e.2.clone())
+    /// An ACK the kernel handed up because its To tag looks like one of callguard's: the ACK to
+    /// a 403 of callguard's, which the PBX never saw, so it is absorbed. When the tag is the one
+    /// made for this source and call, the source is proven to receive at its address; an ACK
+    /// with a tag from someone else's dialog (a PBX may choose tags like ours) goes on to the PBX.
+    fn acknowledged(&mut self, d: &Datagram<'_>, m: &Message<'_>) {
+        let tag = m.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let ours = tag
+            .as_deref()
+            .is_some_and(|t| t.as_bytes().starts_with(callguard_common::sip::CALLGUARD_TAG_PREFIX));
+        match (tag, m.call_id()) {
+            (Some(tag), Ok(call_id)) if self.tags.made(&tag, d.src.ip(), call_id) => {
+                self.proven.note(d.src.ip());
+                self.count(|s| s.proofs += 1);
+            }
+            _ if ours => self.count(|s| s.false_proofs += 1),
+            _ => {
+                if let Some(Err(e)) =
+                    udp_packet(&d.ip, d.src, d.dst, d.payload).map(|p| self.inject.send(&p, d.dst.ip()))
+                {
+                    tracing::error!(source = %d.src, "passing an ACK on: {e}");
+                    self.count(|s| s.send_errors += 1);
+                }
+            }
+        }
     }
 
     fn carry_out(&mut self, d: &Datagram<'_>, m: Option<&Message<'_>>, o: &Outcome) {
@@ -433,7 +479,8 @@ impl SlowPath {
             }
             (Verdict::Deny, Some(m)) => {
                 let to = reply_to(m, d.src);
-                let body = forbidden(m, &self.tag_for(d));
+                let tag = self.tags.tag(d.src.ip(), m.call_id().unwrap_or_default());
+                let body = forbidden(m, &tag);
                 if body.len() > d.payload.len() {
                     self.count(|s| s.unanswered += 1);
                     None
@@ -472,16 +519,6 @@ impl SlowPath {
             });
         }
     }
-}
-
-/// A fresh To tag (64 random bits, hex).
-fn new_tag() -> String {
-    let mut b = [0u8; 8];
-    // Without randomness the boot clock stands in: tags must differ, not be secret.
-    if getrandom::fill(&mut b).is_err() {
-        b = crate::clock::boot_ns().to_be_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The slow path on a thread of its own (see [`spawn`]).

@@ -136,6 +136,8 @@ pub struct Service {
     slow_stats: Arc<Mutex<slowpath::SlowStats>>,
     /// Automatic bans evicted to make room (`rate.max_auto_bans`) since the start.
     evicted_bans: u64,
+    /// Sources proven to receive at their address (noted by the slow path).
+    proven: Arc<crate::calls::proven::Proven>,
 }
 
 impl Service {
@@ -203,6 +205,7 @@ impl Service {
             calls: Arc::default(),
             calls_gen: 0,
             slow_stats: Arc::default(),
+            proven: Arc::default(),
             evicted_bans: 0,
         };
         state.build_calls()?;
@@ -244,6 +247,11 @@ impl Service {
     /// The slow path's counters.
     pub fn slow_stats(&self) -> Arc<Mutex<slowpath::SlowStats>> {
         self.slow_stats.clone()
+    }
+
+    /// The sources proven to receive at their address, for the slow path to note them in.
+    pub fn proven(&self) -> Arc<crate::calls::proven::Proven> {
+        self.proven.clone()
     }
 
     /// The configuration in force.

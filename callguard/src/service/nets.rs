@@ -25,20 +25,18 @@ impl Service {
     /// Returns, per ban, what was done, for the event's detail.
     pub fn auto_bans(&mut self, bans: &[(IpAddr, u8, u16)]) -> Vec<String> {
         let now = Utc::now();
-        let secs = i64::try_from(self.cfg.rate.ban_secs).unwrap_or(i64::MAX);
+        // A signature ban needs one packet, which anyone can forge: it is short.
+        let (sig_secs, rate_secs) = (self.cfg.sip.signature_ban_secs, self.cfg.rate.ban_secs);
+        let secs_for = move |kind: u8| {
+            let s = if kind == event::BAN_SIGNATURE { sig_secs } else { rate_secs };
+            i64::try_from(s).unwrap_or(i64::MAX)
+        };
         let mut details = vec![String::new(); bans.len()];
         // (index in `bans`, the rule to store)
         let mut new: Vec<(usize, NewNetRule)> = Vec::new();
         let mut batch: BTreeSet<IpNet> = BTreeSet::new();
         for (i, &(source, kind, sig_slot)) in bans.iter().enumerate() {
-            let single = match source {
-                IpAddr::V4(a) => IpNet::new(IpAddr::V4(a), 32),
-                IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), 64),
-            };
-            let Ok(single) = single.map(|n| n.trunc()) else {
-                details[i] = "bad address".into();
-                continue;
-            };
+            let single = net::source_net(source);
             if let Some(r) = net::decide(self.rules.values(), source, now) {
                 details[i] = match r.action {
                     NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
@@ -57,7 +55,7 @@ impl Service {
                     cidr: single,
                     action: NetAction::Deny,
                     scope: net::Scope::Sip,
-                    expires_at: Some(now + chrono::Duration::seconds(secs)),
+                    expires_at: Some(now + chrono::Duration::seconds(secs_for(kind))),
                     comment,
                     origin: Origin::Auto,
                 },
@@ -121,6 +119,7 @@ impl Service {
         }
         let mut wides: BTreeSet<IpNet> = BTreeSet::new();
         for ((i, _), r) in new.iter().zip(&stored) {
+            let secs = secs_for(bans[*i].1);
             details[*i] = format!("deny {} for {secs} s (rule {})", r.cidr, r.id);
             if !evicted.is_empty() {
                 details[*i] +=
@@ -161,7 +160,8 @@ impl Service {
         }
     }
 
-    /// Bans the prefix `wide` when `rate.escalate_after` of its sources are banned and nothing
+    /// Bans the prefix `wide` when `rate.escalate_after` of its sources are banned and proven to
+    /// receive at their address (a forged source proves nothing: review finding M2), and nothing
     /// covers it yet; what was done, for the detail.
     fn escalate(&mut self, wide: IpNet, now: chrono::DateTime<Utc>) -> Option<String> {
         let n = self.cfg.rate.escalate_after;
@@ -173,13 +173,14 @@ impl Service {
             .values()
             .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
             .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
+            .filter(|r| self.proven.contains(&r.cidr))
             .count();
         let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
         if banned < n as usize || covered {
             return None;
         }
         let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
-        let why = format!("auto: {banned} banned sources in this /{}", wide.prefix_len());
+        let why = format!("auto: {banned} banned sources proven real in this /{}", wide.prefix_len());
         Some(match self.add_auto(wide, secs, why) {
             Ok(id) => format!("; escalated: deny {wide} for {secs} s (rule {id})"),
             Err(e) => format!("; escalating to {wide} failed: {e:#}"),
