@@ -133,6 +133,11 @@ pub mod header {
     /// readers differ on which of two counts (the first, the last, a refusal), so a request that
     /// carries two is never judged by one of them.
     pub const DUPLICATE: u8 = 1 << 6;
+    /// Not a header: one of the names above followed by more spaces or tabs than the parser
+    /// skips (eight) before its colon, or by none. A PBX may read it as that header while this
+    /// parser cannot (a hidden first To, a User-Agent out of the signatures' sight), so such a
+    /// request is never judged.
+    pub const AMBIGUOUS: u8 = 1 << 7;
     /// The headers that may appear once only, of those the parser tells apart.
     pub const SINGLE: u8 = FROM | TO | CALL_ID;
 }
@@ -327,51 +332,74 @@ pub const CALLGUARD_TAG_PREFIX: &[u8; 3] = b"cg-";
 /// [`FIELD_MAX`] bytes are read: a tag past them reads as absent, which hands the request up,
 /// where the daemon's full parser finds it.
 pub fn to_tag(s: &Scratch, v: Span) -> u8 {
-    /// Walk states: outside any parameter, in quotes, in `<…>`, after `;` (and how much of
-    /// `tag` was read).
-    const OUT: usize = 0;
-    const QUOTED: usize = 1;
-    const ANGLE: usize = 2;
-    const SEMI: usize = 3;
-    const T: usize = 4;
-    const TA: usize = 5;
-    const TAG: usize = 6;
-    /// After `tag` and `=`: the value's first character decides.
-    const VALUE: usize = 7;
-    let mut st = OUT;
-    let off = usize::from(v.off);
+    let mut st = TAG_WALK_START;
     for k in 0..FIELD_MAX {
         if k >= usize::from(v.len) {
             break;
         }
-        let c = lower(at(s, off + k));
-        let ws = c == b' ' || c == b'\t';
-        // Laundered: a state the verifier knew exactly would split its walk of this loop into
-        // one path per sequence of states.
-        st = match (s.launder(st), c) {
-            (QUOTED, b'"') | (ANGLE, b'>') => OUT,
-            (st @ (QUOTED | ANGLE), _) => st,
-            (VALUE, _) if ws => VALUE,
-            (VALUE, b';' | b',') => SEMI,
-            (VALUE, _) => {
-                let ours = c == CALLGUARD_TAG_PREFIX[0]
-                    && lower(at(s, off + k + 1)) == CALLGUARD_TAG_PREFIX[1]
-                    && at(s, off + k + 2) == CALLGUARD_TAG_PREFIX[2]
-                    && k + 3 < usize::from(v.len);
-                return if ours { TAG_CALLGUARD } else { TAG_OTHER };
-            }
-            (_, b'"') => QUOTED,
-            (_, b'<') => ANGLE,
-            (_, b';') => SEMI,
-            (SEMI, b't') => T,
-            (T, b'a') => TA,
-            (TA, b'g') => TAG,
-            (st @ (SEMI | TAG), _) if ws => st,
-            (TAG, b'=') => VALUE,
-            _ => OUT,
-        };
+        match to_tag_step(s, v, k, st) {
+            Ok(next) => st = next,
+            Err(kind) => return kind,
+        }
     }
     TAG_NONE
+}
+
+/// Walk states of [`to_tag`]: outside any parameter, in quotes, in `<…>`, after `;` (and how
+/// much of `tag` was read).
+const OUT: usize = 0;
+const QUOTED: usize = 1;
+const ANGLE: usize = 2;
+const SEMI: usize = 3;
+const T: usize = 4;
+const TA: usize = 5;
+const TAG: usize = 6;
+/// After `tag` and `=`: the value's first character decides.
+const VALUE: usize = 7;
+/// After a `\` in quotes: the next character is quoted whatever it is (RFC 3261 quoted-pair),
+/// so `"a\";tag=1"` holds no tag.
+const ESCAPED: usize = 8;
+
+/// The state [`to_tag_step`] starts from.
+pub const TAG_WALK_START: usize = OUT;
+
+/// One byte (`k`) of the [`to_tag`] walk over `v` from state `st`: the next state, or the
+/// answer. The kernel calls it once per `bpf_loop` iteration, so the verifier checks one byte's
+/// worth of code instead of [`FIELD_MAX`] unrolled.
+#[inline(always)]
+pub fn to_tag_step(s: &Scratch, v: Span, k: usize, st: usize) -> Result<usize, u8> {
+    let off = usize::from(v.off);
+    let c = lower(at(s, off + k));
+    let ws = c == b' ' || c == b'\t';
+    // Laundered: a state the verifier knew exactly would split its walk into one path per state.
+    Ok(match (s.launder(st), c) {
+        // A comma outside quotes and `<…>`: a second address, which no To may hold. Readers
+        // differ (Kamailio refuses it, others take the first): the request is initial, so it is
+        // handed up, and the daemon refuses it.
+        (OUT | SEMI | T | TA | TAG | VALUE, b',') => return Err(TAG_NONE),
+        (QUOTED, b'\\') => ESCAPED,
+        (ESCAPED, _) => QUOTED,
+        (QUOTED, b'"') | (ANGLE, b'>') => OUT,
+        (st @ (QUOTED | ANGLE), _) => st,
+        (VALUE, _) if ws => VALUE,
+        (VALUE, b';') => SEMI,
+        (VALUE, _) => {
+            let ours = c == CALLGUARD_TAG_PREFIX[0]
+                && lower(at(s, off + k + 1)) == CALLGUARD_TAG_PREFIX[1]
+                && at(s, off + k + 2) == CALLGUARD_TAG_PREFIX[2]
+                && k + 3 < usize::from(v.len);
+            return Err(if ours { TAG_CALLGUARD } else { TAG_OTHER });
+        }
+        (_, b'"') => QUOTED,
+        (_, b'<') => ANGLE,
+        (_, b';') => SEMI,
+        (SEMI, b't') => T,
+        (T, b'a') => TA,
+        (TA, b'g') => TAG,
+        (st @ (SEMI | TAG), _) if ws => st,
+        (TAG, b'=') => VALUE,
+        _ => OUT,
+    })
 }
 
 /// Header lines looked at, at most.
@@ -698,7 +726,7 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
     }
     match colon_after(s, i + n as usize) {
         Some(colon) => (bit, colon + 1),
-        None => (0, i),
+        None => (header::AMBIGUOUS, i),
     }
 }
 
@@ -771,6 +799,14 @@ mod tests {
         assert_eq!(tag("<sip:1@h>;tag=cg-"), TAG_OTHER);
         assert_eq!(tag("<sip:1@h>;tag=cgx-1"), TAG_OTHER);
         assert_eq!(tag("<sip:1@h;tag=cg-1>"), TAG_NONE);
+        // Kamailio's readings (tests/kamailio): a quoted-pair is part of the quoted string, so
+        // an escaped quote does not end it; a tag after a display name with one is a tag.
+        assert_eq!(tag("\"a\\\";tag=1\" <sip:0049301234@pbx>"), TAG_NONE);
+        assert_eq!(tag("\"a\\\"b\" <sip:0049301234@pbx>;tag=t1"), TAG_OTHER);
+        assert_eq!(tag("\"a\\\\\";tag=1"), TAG_OTHER, "an escaped backslash does not escape the quote");
+        assert_eq!(tag("<sip:0049301234@pbx>, <sip:999@pbx>;tag=t1"), TAG_NONE, "two addresses");
+        assert_eq!(tag("<sip:0049301234@pbx>;tag=, <sip:999@pbx>;tag=t1"), TAG_NONE);
+        assert_eq!(tag("\"a, b\" <sip:1@h>;tag=t1"), TAG_OTHER, "a comma in quotes is text");
         // An empty tag is no tag (issue 16, H3): the request is initial and gets checked.
         assert!(!has("<sip:bob@example.com>;tag="));
         assert!(!has("<sip:bob@example.com>;tag= "));
@@ -923,7 +959,6 @@ mod tests {
         if n == 0 {
             return (0, i);
         }
-        let Some(colon) = colon_after(s, i + n) else { return (0, i) };
         let bit = match (n, name) {
             (1, [b'v', ..]) | (3, [b'v', b'i', b'a', ..]) => header::VIA,
             (1, [b'f', ..]) | (4, [b'f', b'r', b'o', b'm', ..]) => header::FROM,
@@ -933,7 +968,13 @@ mod tests {
             (10, [b'u', b's', b'e', b'r', b'-', b'a', b'g', b'e', b'n', b't']) => header::USER_AGENT,
             _ => 0,
         };
-        (bit, colon + 1)
+        if bit == 0 {
+            return (0, i);
+        }
+        match colon_after(s, i + n) {
+            Some(colon) => (bit, colon + 1),
+            None => (header::AMBIGUOUS, i),
+        }
     }
 
     #[test]

@@ -144,6 +144,8 @@ reasons! {
     Fragmented = 22, "fragmented";
     /// A SIP request with more than one To, From or Call-ID header: readers disagree on which counts.
     DuplicateHeader = 23, "duplicate_header";
+    /// A SIP request with a header line this parser cannot read but a PBX may (a From, To, Call-ID, Via, Contact or User-Agent name with its colon past eight spaces or tabs).
+    AmbiguousHeader = 24, "ambiguous_header";
 }
 
 impl Reason {

@@ -156,8 +156,8 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
         if fragmented {
             return Verdict::sip(Action::Drop, Reason::Fragmented, dry_run, &info);
         }
-        if info.headers & sip::header::DUPLICATE != 0 {
-            return Verdict::sip(Action::Drop, Reason::DuplicateHeader, dry_run, &info);
+        if info.headers & (sip::header::DUPLICATE | sip::header::AMBIGUOUS) != 0 {
+            return Verdict::sip(Action::Drop, header_defect(info.headers), dry_run, &info);
         }
         if cfg.method_drop & (1 << info.method) != 0 {
             return Verdict::sip(Action::Drop, Reason::Method, dry_run, &info);
@@ -185,31 +185,58 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
     Verdict::sip(Action::Pass, Reason::Clean, 0, &info)
 }
 
-/// The To tag's kind (`bpf_loop` callback, one iteration): a request with a tag is in a dialog,
-/// which the slow path leaves alone, unless it is an ACK to one of the daemon's 403s.
-pub(crate) extern "C" fn to_tag_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+const _: () = assert!(Reason::AmbiguousHeader as u32 == Reason::DuplicateHeader as u32 + 1);
+
+/// `duplicate_header` when the headers hold a duplicate, else `ambiguous_header`: computed, not
+/// chosen by a branch, so the verifier walks on with one state instead of two (its budget for
+/// the whole program is nearly spent by the paths into SIP inspection).
+#[inline(always)]
+fn header_defect(headers: u8) -> Reason {
+    let ambiguous_only = u32::from(headers & sip::header::DUPLICATE == 0);
+    // SAFETY: DuplicateHeader + 0 or 1 is DuplicateHeader or AmbiguousHeader (asserted above),
+    // both variants of this repr(u32) enum.
+    unsafe { core::mem::transmute::<u32, Reason>(Reason::DuplicateHeader as u32 + ambiguous_only) }
+}
+
+/// One byte of the To tag walk (`bpf_loop` callback, index = byte): a request with a tag is in a
+/// dialog, which the slow path leaves alone, unless it is an ACK to one of the daemon's 403s.
+/// Checked by the verifier once, not once per byte.
+pub(crate) extern "C" fn to_tag_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the ToTag that to_tag passed to bpf_loop, alive during the loop.
     let tt = unsafe { &mut *ctx.cast::<ToTag>() };
+    let k = index as usize;
+    if k >= usize::from(tt.span.len) || k >= FIELD_MAX {
+        return 1;
+    }
     let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
     // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
     let buf = unsafe { &*buf };
-    tt.kind = sip::to_tag(buf, tt.span);
-    1
+    match sip::to_tag_step(buf, tt.span, k, tt.st) {
+        Ok(next) => {
+            tt.st = next;
+            0
+        }
+        Err(kind) => {
+            tt.kind = kind;
+            1
+        }
+    }
 }
 
-/// Input and output of [`to_tag_step`].
+/// Input, state and output of [`to_tag_step`].
 pub(crate) struct ToTag {
     pub(crate) span: Span,
+    pub(crate) st: usize,
     pub(crate) kind: u8,
 }
 
 /// The kind of the To value's tag: `sip::TAG_NONE`, `TAG_OTHER` or `TAG_CALLGUARD`.
 #[inline(always)]
 pub(crate) fn to_tag(span: Span) -> u8 {
-    let mut tt = ToTag { span, kind: sip::TAG_NONE };
+    let mut tt = ToTag { span, st: sip::TAG_WALK_START, kind: sip::TAG_NONE };
     // SAFETY: the callback matches bpf_loop's contract and only uses `tt` during the call.
     unsafe {
-        bpf_loop(1, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
+        bpf_loop(FIELD_MAX as u32, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
     }
     tt.kind
 }

@@ -34,7 +34,9 @@
 //!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
 //!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
 //!    `signature` (and a ban of the source, when configured), a request with two To, From or
-//!    Call-ID headers → drop `duplicate_header`, a refused method → drop `method`, a request
+//!    Call-ID headers → drop `duplicate_header`, a header line a PBX may read but this parser
+//!    cannot (a colon past eight spaces) → drop `ambiguous_header`, a refused method → drop
+//!    `method`, a request
 //!    matching only dry-run signatures → pass `signature`; then, for
 //!    requests, the per-source state (`police.rs`): a source the kernel banned → drop `banned`;
 //!    a request over a rate limit → drop `rate` (a source that keeps exceeding is banned); too

@@ -119,6 +119,9 @@ impl Model<'_> {
         if info.kind == SipKind::Request && info.headers & sip::header::DUPLICATE != 0 {
             return (Action::Drop, Reason::DuplicateHeader);
         }
+        if info.kind == SipKind::Request && info.headers & sip::header::AMBIGUOUS != 0 {
+            return (Action::Drop, Reason::AmbiguousHeader);
+        }
         if info.kind == SipKind::Request && self.cfg.kernel_config().method_drop & (1 << info.method) != 0 {
             return (Action::Drop, Reason::Method);
         }

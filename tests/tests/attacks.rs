@@ -3,7 +3,7 @@
 //! (`../shared/reviews/security.md` names the findings). Each test asserts that the attack fails
 //! and that legitimate traffic in the same run still gets through.
 
-use std::{net::UdpSocket, time::Duration};
+use std::{net::UdpSocket, path::PathBuf, time::Duration};
 
 use callguard_tests::{
     http::{ApiServer, LocalApi, expect},
@@ -1106,4 +1106,126 @@ fn forged_sources_get_short_bans_and_never_a_prefix_ban() {
         .unwrap();
     let at_pbx = received(&pbx, Duration::from_secs(2));
     assert!(at_pbx.iter().any(|m| m.contains("Call-ID: legit@caller")), "an allowed call: {at_pbx:?}");
+}
+
+/// Kamailio (Debian's `kamailio`, with `tests/kamailio/kamailio.cfg`) as the PBX: it answers an
+/// initial INVITE with `480 Routed rU=<number>`, what it would start a call to, and a request
+/// with a To tag with `481 In-Dialog`. Stopped with SIGTERM (its workers follow) on drop.
+struct Kamailio {
+    _dir: tempfile::TempDir,
+    pid: PathBuf,
+    _proc: callguard_tests::netns::Spawned,
+}
+
+impl Kamailio {
+    fn start(ns: &Netns, listen: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid = dir.path().join("kamailio.pid");
+        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/kamailio/kamailio.cfg");
+        let proc = ns.spawn(
+            &[
+                "kamailio",
+                "-f",
+                cfg,
+                "-l",
+                &format!("udp:{listen}"),
+                "-DD",
+                "-E",
+                "-Y",
+                dir.path().to_str().unwrap(),
+                "-P",
+                pid.to_str().unwrap(),
+                "-m",
+                "32",
+                "-M",
+                "8",
+            ],
+            &dir.path().join("kamailio.log"),
+        );
+        Self { _dir: dir, pid, _proc: proc }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pid).ok().and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: a plain kill(2) of the process this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// H3, M1 against a real PBX. Where Kamailio and callguard could read a request differently
+/// (whether it is initial, which number it dials), callguard must take the reading that checks
+/// it. Each request below dials the barred `+882777` in a way Kamailio reads as a new call
+/// (`tests/kamailio/FINDINGS.md` records Kamailio's readings of each); callguard refuses or drops
+/// every one, so Kamailio never routes one, while an allowed call is routed.
+#[test]
+fn kamailio_never_routes_a_barred_number_however_the_request_is_written() {
+    let Barring { _t: t, inst: _inst, _daemon, pbx, caller } = Barring::start();
+    drop(pbx); // Kamailio takes the port.
+    let _kamailio = Kamailio::start(&t.pbx, &format!("{PBX}:5060"));
+    let options = format!(
+        "OPTIONS sip:{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKping\r\n\
+         From: <sip:101@tenant.example>;tag=p\r\nTo: <sip:{PBX}>\r\nCall-ID: ping\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        caller.send_to(options.as_bytes(), format!("{PBX}:5060")).unwrap();
+        if received(&caller, Duration::from_millis(300)).iter().any(|a| a.starts_with("SIP/2.0 200")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Kamailio did not answer (Debian package kamailio)");
+    }
+    let request = |n: usize, ruri_user: &str, to_lines: &str| {
+        format!(
+            "INVITE sip:{ruri_user}@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKk{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=a{n}\r\n{to_lines}\r\n\
+             Call-ID: kam{n}@caller\r\nCSeq: 1 INVITE\r\nContact: <sip:101@{CALLER}:5090>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let to = format!("To: <sip:+882777@{PBX}>");
+    let cases: Vec<(&str, String)> = vec![
+        ("plain", request(1, "+882777", &to)),
+        ("empty tag", request(2, "+882777", &format!("{to};tag="))),
+        ("escaped quote (B1)", request(3, "+882777", &format!("To: \"a\\\";tag=1\" <sip:+882777@{PBX}>"))),
+        ("tag in a quoted value (B2)", request(4, "+882777", &format!("{to};x=\";tag=1\""))),
+        (
+            "first To past eight spaces (B3)",
+            request(5, "+882777", &format!("To          : <sip:+882777@{PBX}>\r\n{to};tag=t2")),
+        ),
+        ("two addresses", request(6, "+882777", &format!("{to}, <sip:999@{PBX}>;tag=t1"))),
+        ("two To", request(7, "+882777", &format!("{to}\r\n{to};tag=t2"))),
+        ("compact t:", request(8, "+882777", &format!("t: <sip:+882777@{PBX}>"))),
+        ("; in the user", request(9, "+882777;isub=1", &to)),
+        ("? in the user", request(10, "+882777?x", &to)),
+        ("escaped +", request(11, "%2B882777", &to)),
+        ("00 for +", request(12, "00882777", &to)),
+    ];
+    for (what, req) in &cases {
+        caller.send_to(req.as_bytes(), format!("{PBX}:5060")).unwrap();
+        let answers = received(&caller, Duration::from_millis(700));
+        assert!(
+            !answers.iter().any(|a| a.starts_with("SIP/2.0 480 Routed")),
+            "{what}: Kamailio routed a barred call: {answers:?}"
+        );
+    }
+    // The same run: an allowed call is routed by Kamailio, so it was listening all along.
+    caller
+        .send_to(request(99, "0086101234", "To: <sip:0086101234@pbx>").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let answers = received(&caller, Duration::from_secs(2));
+    assert!(
+        answers.iter().any(|a| a.starts_with("SIP/2.0 480 Routed rU=<0086101234>")),
+        "an allowed call is routed: {answers:?}"
+    );
 }

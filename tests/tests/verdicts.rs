@@ -332,6 +332,34 @@ fn a_request_with_two_to_from_or_call_id_headers_is_dropped() {
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(response.as_bytes()).build()), Action::Pass);
 }
 
+/// Kamailio reads `To          : <…>` (any whitespace before the colon) as a To header; the
+/// program skips at most eight spaces or tabs. So a first To past that, untagged, then a tagged
+/// one, made an initial INVITE look in-dialog to the program alone (tests/kamailio, case d6), and
+/// a User-Agent written so was out of the signatures' sight. A request with such a line is
+/// dropped; up to eight spaces are read as the header they are.
+#[test]
+fn a_header_line_the_program_cannot_read_is_dropped() {
+    let mut k = TestKernel::with_config(&TestKernel::quiet());
+    k.set_signatures(&callguard_tests::default_signatures());
+    let base = "INVITE sip:+882777@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2;branch=z9hG4bK1\r\n\
+                From: <sip:101@example>;tag=1\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n";
+    for line in [
+        "To          : <sip:+882777@198.18.0.1>\r\nTo: <sip:+882777@198.18.0.1>;tag=t2",
+        "To: <sip:+882777@198.18.0.1>\r\nUser-Agent\t\t\t\t\t\t\t\t\t: friendly-scanner",
+        "To: <sip:+882777@198.18.0.1>\r\nFrom <sip:a@b>",
+    ] {
+        let payload = format!("{base}{line}\r\n\r\n");
+        let f = Frame::udp("198.18.77.1", SIP).payload(payload.as_bytes()).build();
+        assert_eq!(k.run(&f), Action::Drop, "{line}");
+    }
+    k.assert_counters(&[(Action::Drop, Reason::AmbiguousHeader, 3)]);
+    let eight = format!("{base}To        : <sip:+882777@198.18.0.1>\r\n\r\n");
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(eight.as_bytes()).build()), Action::Pass);
+    let signed = format!("{base}To: <sip:1@h>\r\nUser-Agent        : friendly-scanner\r\n\r\n");
+    assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(signed.as_bytes()).build()), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "eight tabs: the signature sees it");
+}
+
 /// H3 (c): the program reads the payload only as far as the UDP length says, as the stack
 /// delivers it: bytes an attacker appends past it (which the stack trims) cannot add a header.
 #[test]

@@ -309,6 +309,12 @@ impl<'a> Message<'a> {
 
 /// Splits a comma-separated header value, leaving commas inside quotes and `<…>` alone.
 pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    split_outside(v, ',')
+}
+
+/// Splits `v` at each `sep` outside quoted strings (where `\` escapes the next character) and
+/// `<…>`; the parts trimmed of spaces and tabs, empty ones left out.
+fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
     let mut rest = v;
     std::iter::from_fn(move || {
         loop {
@@ -324,7 +330,7 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
                     '"' => quoted = !quoted,
                     '<' if !quoted => angle = true,
                     '>' if !quoted => angle = false,
-                    ',' if !quoted && !angle => {
+                    c if c == sep && !quoted && !angle => {
                         cut = i;
                         break;
                     }
@@ -340,11 +346,11 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// `;name=value` parameters: name lower case, value as written (`None` for a bare name).
+/// `;name=value` parameters: name lower case, value as written (`None` for a bare name). A `;`
+/// inside a quoted value is part of it: `;x=";tag=1"` holds no tag (Kamailio reads it so, and
+/// routes such a request as a new call).
 fn params(s: &str) -> Vec<(String, Option<&str>)> {
-    s.split(';')
-        .map(|p| p.trim_matches([' ', '\t']))
-        .filter(|p| !p.is_empty())
+    split_outside(s, ';')
         .map(|p| match p.split_once('=') {
             Some((k, v)) => {
                 (k.trim_matches([' ', '\t']).to_ascii_lowercase(), Some(v.trim_matches([' ', '\t'])))
@@ -369,6 +375,11 @@ impl<'a> NameAddr<'a> {
     /// Parses `"Display" <uri>;params`, `Display <uri>;params` or `uri;params`.
     pub fn parse(v: &'a str) -> Result<Self, ParseError> {
         let v = v.trim_matches([' ', '\t']);
+        // Two addresses in one From or To: readers differ on which counts (Kamailio refuses
+        // the request, others take the first), so the request is not judged by either.
+        if split_list(v).nth(1).is_some() {
+            return err(format!("more than one address in `{v:.60}`"));
+        }
         let (display, rest) = if let Some(q) = v.strip_prefix('"') {
             let mut end = None;
             let mut escaped = false;
@@ -603,6 +614,14 @@ mod tests {
         assert_eq!(NameAddr::parse("<sip:b@x> ; TAG = yes").unwrap().tag(), Some("yes"));
         assert_eq!(NameAddr::parse("<sip:b@x>;tag=").unwrap().tag(), None, "an empty tag is none");
         assert_eq!(NameAddr::parse("<sip:b@x>;tag= ;x=1").unwrap().tag(), None);
+        // Kamailio's readings (tests/kamailio): a `;` in a quoted value is text; an escaped
+        // quote does not end a display name; two addresses are refused.
+        assert_eq!(NameAddr::parse("<sip:0049301234@pbx>;x=\";tag=1\"").unwrap().tag(), None);
+        assert_eq!(NameAddr::parse("\"a\\\";tag=1\" <sip:b@x>").unwrap().tag(), None);
+        assert_eq!(NameAddr::parse("\"a\\\"b\" <sip:b@x>;tag=t1").unwrap().tag(), Some("t1"));
+        assert!(NameAddr::parse("<sip:0049301234@pbx>, <sip:999@pbx>;tag=t1").is_err());
+        assert!(NameAddr::parse("sip:0049301234@pbx, sip:999@pbx;tag=t1").is_err());
+        assert_eq!(NameAddr::parse("\"a, b\" <sip:b@x>;tag=t1").unwrap().tag(), Some("t1"));
     }
 
     #[test]
