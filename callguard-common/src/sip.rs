@@ -332,17 +332,16 @@ pub const CALLGUARD_TAG_PREFIX: &[u8; 3] = b"cg-";
 /// [`FIELD_MAX`] bytes are read: a tag past them reads as absent, which hands the request up,
 /// where the daemon's full parser finds it.
 pub fn to_tag(s: &Scratch, v: Span) -> u8 {
-    let mut st = TAG_WALK_START;
+    let mut w = TagWalk::START;
     for k in 0..FIELD_MAX {
         if k >= usize::from(v.len) {
             break;
         }
-        match to_tag_step(s, v, k, st) {
-            Ok(next) => st = next,
-            Err(kind) => return kind,
+        if let Some(answer) = to_tag_step(s, v, k, &mut w) {
+            return answer;
         }
     }
-    TAG_NONE
+    to_tag_end(v, &w)
 }
 
 /// Walk states of [`to_tag`]: outside any parameter, in quotes, in `<…>`, after `;` (and how
@@ -359,47 +358,85 @@ const VALUE: usize = 7;
 /// After a `\` in quotes: the next character is quoted whatever it is (RFC 3261 quoted-pair),
 /// so `"a\";tag=1"` holds no tag.
 const ESCAPED: usize = 8;
+/// In a tag's value (a token).
+const IN_TAG: usize = 9;
 
-/// The state [`to_tag_step`] starts from.
-pub const TAG_WALK_START: usize = OUT;
+/// A To tag walk in progress: the state, and the kind of the tag found so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TagWalk {
+    st: usize,
+    found: u8,
+}
 
-/// One byte (`k`) of the [`to_tag`] walk over `v` from state `st`: the next state, or the
-/// answer. The kernel calls it once per `bpf_loop` iteration, so the verifier checks one byte's
-/// worth of code instead of [`FIELD_MAX`] unrolled.
+impl TagWalk {
+    /// Where a walk starts.
+    pub const START: Self = Self { st: OUT, found: TAG_NONE };
+}
+
+/// A byte a token may hold (RFC 3261 §25.1).
+const fn token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// One byte (`k`) of the [`to_tag`] walk over `v`: `Some(answer)` when the byte settles it. The
+/// walk goes on past a tag, since what follows can undo it: Kamailio keeps the *last* of two
+/// tags and reads `;tag=` as none, so `;tag=t1;tag=` is a new call to it, and a second address
+/// (a comma) is refused. The kernel calls this once per `bpf_loop` iteration, so the verifier
+/// checks one byte's worth of code instead of [`FIELD_MAX`] unrolled.
 #[inline(always)]
-pub fn to_tag_step(s: &Scratch, v: Span, k: usize, st: usize) -> Result<usize, u8> {
+pub fn to_tag_step(s: &Scratch, v: Span, k: usize, w: &mut TagWalk) -> Option<u8> {
     let off = usize::from(v.off);
-    let c = lower(at(s, off + k));
+    let raw = at(s, off + k);
+    let c = lower(raw);
     let ws = c == b' ' || c == b'\t';
     // Laundered: a state the verifier knew exactly would split its walk into one path per state.
-    Ok(match (s.launder(st), c) {
+    w.st = match (s.launder(w.st), c) {
         // A comma outside quotes and `<…>`: a second address, which no To may hold. Readers
         // differ (Kamailio refuses it, others take the first): the request is initial, so it is
         // handed up, and the daemon refuses it.
-        (OUT | SEMI | T | TA | TAG | VALUE, b',') => return Err(TAG_NONE),
+        (OUT | SEMI | T | TA | TAG | VALUE | IN_TAG, b',') => return Some(TAG_NONE),
         (QUOTED, b'\\') => ESCAPED,
         (ESCAPED, _) => QUOTED,
         (QUOTED, b'"') | (ANGLE, b'>') => OUT,
         (st @ (QUOTED | ANGLE), _) => st,
         (VALUE, _) if ws => VALUE,
         (VALUE, b';') => SEMI,
+        // `;tag=""`: an empty tag to Kamailio, whatever comes after.
+        (VALUE, b'"') if at(s, off + k + 1) == b'"' => return Some(TAG_NONE),
         (VALUE, _) => {
-            let ours = c == CALLGUARD_TAG_PREFIX[0]
-                && lower(at(s, off + k + 1)) == CALLGUARD_TAG_PREFIX[1]
+            let ours = raw == CALLGUARD_TAG_PREFIX[0]
+                && at(s, off + k + 1) == CALLGUARD_TAG_PREFIX[1]
                 && at(s, off + k + 2) == CALLGUARD_TAG_PREFIX[2]
                 && k + 3 < usize::from(v.len);
-            return Err(if ours { TAG_CALLGUARD } else { TAG_OTHER });
+            w.found = if ours { TAG_CALLGUARD } else { TAG_OTHER };
+            if c == b'"' { QUOTED } else { IN_TAG }
         }
+        (IN_TAG, b';') => SEMI,
+        (IN_TAG, _) if ws || token_byte(c) => IN_TAG,
+        // Anything else in a tag (a quote, `<`): readers differ on where it ends.
+        (IN_TAG, _) => return Some(TAG_NONE),
         (_, b'"') => QUOTED,
         (_, b'<') => ANGLE,
         (_, b';') => SEMI,
         (SEMI, b't') => T,
         (T, b'a') => TA,
+        // A second parameter named `tag…` after a tag: readers differ on which counts.
+        (TA, b'g') if w.found != TAG_NONE => return Some(TAG_NONE),
         (TA, b'g') => TAG,
         (st @ (SEMI | TAG), _) if ws => st,
         (TAG, b'=') => VALUE,
         _ => OUT,
-    })
+    };
+    None
+}
+
+/// The answer of a walk that went through the whole value without settling: the tag found, or
+/// none when the value was cut at [`FIELD_MAX`] bytes (a second tag could follow out of sight;
+/// the request is handed up, where the daemon's full parser reads it).
+#[inline(always)]
+pub fn to_tag_end(v: Span, w: &TagWalk) -> u8 {
+    if usize::from(v.len) >= FIELD_MAX { TAG_NONE } else { w.found }
 }
 
 /// Header lines looked at, at most.
@@ -748,7 +785,7 @@ fn colon_after(s: &Scratch, end: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::{string::String, vec, vec::Vec};
+    use std::{format, string::String, vec, vec::Vec};
 
     use super::*;
 
@@ -794,7 +831,7 @@ mod tests {
             to_tag(&s, span(0, n))
         };
         assert_eq!(tag("<sip:1@h>;tag=cg-0123abcd"), TAG_CALLGUARD);
-        assert_eq!(tag("<sip:1@h>;tag= CG-0"), TAG_CALLGUARD, "the daemon checks the case");
+        assert_eq!(tag("<sip:1@h>;tag= CG-0"), TAG_OTHER, "only callguard's own spelling");
         assert_eq!(tag("<sip:1@h>;tag=cg"), TAG_OTHER, "the prefix must fit in the value");
         assert_eq!(tag("<sip:1@h>;tag=cg-"), TAG_OTHER);
         assert_eq!(tag("<sip:1@h>;tag=cgx-1"), TAG_OTHER);
@@ -807,6 +844,24 @@ mod tests {
         assert_eq!(tag("<sip:0049301234@pbx>, <sip:999@pbx>;tag=t1"), TAG_NONE, "two addresses");
         assert_eq!(tag("<sip:0049301234@pbx>;tag=, <sip:999@pbx>;tag=t1"), TAG_NONE);
         assert_eq!(tag("\"a, b\" <sip:1@h>;tag=t1"), TAG_OTHER, "a comma in quotes is text");
+        // Kamailio keeps the last of two tags, and reads `""` and a bare `;tag` as none.
+        for v in [
+            "<sip:+882777@pbx>;tag=t1;tag=",
+            "<sip:+882777@pbx>;tag=t1;tag",
+            "<sip:+882777@pbx>;tag=t1; TAG = t2",
+            "<sip:+882777@pbx>;tag=\"\"",
+            "<sip:+882777@pbx>;tag=\"t1\";tag=",
+            "<sip:+882777@pbx>;tag=t1, <sip:1@h>",
+            "<sip:+882777@pbx>;tag=t\"1;tag=\"",
+            "<sip:+882777@pbx>;tag=t<1;tag=>",
+        ] {
+            assert_eq!(tag(v), TAG_NONE, "{v}");
+        }
+        assert_eq!(tag("<sip:1@h>;tag=;tag=t2"), TAG_OTHER, "an empty tag, then one");
+        assert_eq!(tag("<sip:1@h>;tag=\"t1\""), TAG_OTHER, "a quoted tag");
+        assert_eq!(tag("<sip:1@h>;tag=t1 ;x=1"), TAG_OTHER);
+        let long = format!("<sip:1@h>;tag=t1;x={}", "y".repeat(FIELD_MAX));
+        assert_eq!(tag(&long), TAG_NONE, "cut at FIELD_MAX: a second tag could hide past it");
         // An empty tag is no tag (issue 16, H3): the request is initial and gets checked.
         assert!(!has("<sip:bob@example.com>;tag="));
         assert!(!has("<sip:bob@example.com>;tag= "));

@@ -206,17 +206,15 @@ pub(crate) extern "C" fn to_tag_step(index: u64, ctx: *mut core::ffi::c_void) ->
     let tt = unsafe { &mut *ctx.cast::<ToTag>() };
     let k = index as usize;
     if k >= usize::from(tt.span.len) || k >= FIELD_MAX {
+        tt.kind = sip::to_tag_end(tt.span, &tt.walk);
         return 1;
     }
     let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
     // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
     let buf = unsafe { &*buf };
-    match sip::to_tag_step(buf, tt.span, k, tt.st) {
-        Ok(next) => {
-            tt.st = next;
-            0
-        }
-        Err(kind) => {
+    match sip::to_tag_step(buf, tt.span, k, &mut tt.walk) {
+        None => 0,
+        Some(kind) => {
             tt.kind = kind;
             1
         }
@@ -226,17 +224,18 @@ pub(crate) extern "C" fn to_tag_step(index: u64, ctx: *mut core::ffi::c_void) ->
 /// Input, state and output of [`to_tag_step`].
 pub(crate) struct ToTag {
     pub(crate) span: Span,
-    pub(crate) st: usize,
+    pub(crate) walk: sip::TagWalk,
     pub(crate) kind: u8,
 }
 
 /// The kind of the To value's tag: `sip::TAG_NONE`, `TAG_OTHER` or `TAG_CALLGUARD`.
 #[inline(always)]
 pub(crate) fn to_tag(span: Span) -> u8 {
-    let mut tt = ToTag { span, st: sip::TAG_WALK_START, kind: sip::TAG_NONE };
+    let mut tt = ToTag { span, walk: sip::TagWalk::START, kind: sip::TAG_NONE };
     // SAFETY: the callback matches bpf_loop's contract and only uses `tt` during the call.
     unsafe {
-        bpf_loop(FIELD_MAX as u32, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
+        // One more iteration than bytes: the last settles a walk that ran through the value.
+        bpf_loop(FIELD_MAX as u32 + 1, to_tag_step as *mut core::ffi::c_void, (&raw mut tt).cast(), 0);
     }
     tt.kind
 }

@@ -824,6 +824,19 @@ impl Config {
         if self.sip.signature_ban && self.sip.signature_ban_secs == 0 {
             return Err("sip.signature_ban_secs: at least 1 when sip.signature_ban is true".into());
         }
+        // Ten years: longer is a manual rule's job, and expiry times must stay representable.
+        const BAN_MAX: u64 = 315_360_000;
+        for (name, secs) in [
+            ("sip.signature_ban_secs", self.sip.signature_ban_secs),
+            ("rate.ban_secs", self.rate.ban_secs),
+            ("rate.escalate_ban_secs", self.rate.escalate_ban_secs),
+            ("enumeration.window_secs", self.enumeration.window_secs),
+            ("rate.ban_after_secs", self.rate.ban_after_secs),
+        ] {
+            if secs > BAN_MAX {
+                return Err(format!("{name}: at most {BAN_MAX} (ten years), not {secs}"));
+            }
+        }
         Ok(())
     }
 }

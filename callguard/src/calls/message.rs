@@ -327,7 +327,7 @@ fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
                 match c {
                     _ if escaped => escaped = false,
                     '\\' if quoted => escaped = true,
-                    '"' => quoted = !quoted,
+                    '"' if !angle => quoted = !quoted,
                     '<' if !quoted => angle = true,
                     '>' if !quoted => angle = false,
                     c if c == sep && !quoted && !angle => {
@@ -344,6 +344,22 @@ fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
             }
         }
     })
+}
+
+/// Whether every quoted string in `s` (outside `<…>`) is closed.
+fn quotes_closed(s: &str) -> bool {
+    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    for c in s.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' if !angle => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            _ => {}
+        }
+    }
+    !quoted
 }
 
 /// `;name=value` parameters: name lower case, value as written (`None` for a bare name). A `;`
@@ -402,17 +418,32 @@ impl<'a> NameAddr<'a> {
         } else {
             (None, v)
         };
-        if let Some(inner) = rest.strip_prefix('<') {
+        let parsed = if let Some(inner) = rest.strip_prefix('<') {
             let gt = inner.find('>').ok_or_else(|| ParseError(format!("no `>` in `{v:.60}`")))?;
             let uri = Uri::parse(&inner[..gt])?;
-            Ok(Self { display, uri, params: params(&inner[gt + 1..]) })
+            Self { display, uri, params: Self::header_params(&inner[gt + 1..], v)? }
         } else if display.is_some() {
-            err(format!("a display name without `<uri>` in `{v:.60}`"))
+            return err(format!("a display name without `<uri>` in `{v:.60}`"));
         } else {
             // addr-spec: every `;` parameter belongs to the header (RFC 3261 §20.10).
             let (uri, p) = rest.split_once(';').unwrap_or((rest, ""));
-            Ok(Self { display, uri: Uri::parse(uri)?, params: params(p) })
+            Self { display, uri: Uri::parse(uri)?, params: Self::header_params(p, v)? }
+        };
+        Ok(parsed)
+    }
+
+    /// The header parameters after the URI, refused where readers would differ: an unclosed
+    /// quote, or two `tag` parameters (Kamailio keeps the last, so `;tag=t1;tag=` is a new call
+    /// to it).
+    fn header_params(p: &'a str, whole: &str) -> Result<Vec<(String, Option<&'a str>)>, ParseError> {
+        if !quotes_closed(p) {
+            return err(format!("an unclosed quote in `{whole:.60}`"));
         }
+        let params = params(p);
+        if params.iter().filter(|(k, _)| k == "tag").count() > 1 {
+            return err(format!("two tags in `{whole:.60}`"));
+        }
+        Ok(params)
     }
 
     /// The `tag` parameter.
@@ -420,7 +451,7 @@ impl<'a> NameAddr<'a> {
         // An empty `;tag=` is no tag: PBXs start a new call on it, so it must be checked as one.
         self.params
             .iter()
-            .find_map(|(k, v)| if k == "tag" { v.filter(|v| !v.trim().is_empty()) } else { None })
+            .find_map(|(k, v)| if k == "tag" { v.filter(|v| !matches!(v.trim(), "" | "\"\"")) } else { None })
     }
 }
 
@@ -622,6 +653,12 @@ mod tests {
         assert!(NameAddr::parse("<sip:0049301234@pbx>, <sip:999@pbx>;tag=t1").is_err());
         assert!(NameAddr::parse("sip:0049301234@pbx, sip:999@pbx;tag=t1").is_err());
         assert_eq!(NameAddr::parse("\"a, b\" <sip:b@x>;tag=t1").unwrap().tag(), Some("t1"));
+        // Kamailio keeps the last of two tags, and reads `""` as none: two are refused.
+        assert!(NameAddr::parse("<sip:+882777@pbx>;tag=t1;tag=").is_err());
+        assert!(NameAddr::parse("<sip:+882777@pbx>;tag=t1;TAG").is_err());
+        assert_eq!(NameAddr::parse("<sip:+882777@pbx>;tag=\"\"").unwrap().tag(), None);
+        assert!(NameAddr::parse("<sip:201@pbx;x=\"<a>\";tag=1").is_err(), "an unclosed quote");
+        assert!(NameAddr::parse("<sip:a\"b@h>, <sip:c@h>;tag=t1").is_err(), "a quote in <…> is text");
     }
 
     #[test]

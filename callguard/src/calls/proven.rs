@@ -34,19 +34,22 @@ pub struct Proven {
 }
 
 impl Proven {
-    /// Notes that `addr` acknowledged one of callguard's responses.
+    /// Notes that `addr` acknowledged one of callguard's responses. When the table is full, the
+    /// expired proofs go, then the oldest eighth: one sort per 8,192 new sources, not per source.
     pub fn note(&self, addr: IpAddr) {
         let now = Instant::now();
+        let net = source_net(addr);
         let mut s = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if s.len() >= PROVEN_MAX {
+        if s.len() >= PROVEN_MAX && !s.contains_key(&net) {
             s.retain(|_, t| now.duration_since(*t) < PROVEN_FOR);
+            if s.len() >= PROVEN_MAX {
+                let mut times: Vec<Instant> = s.values().copied().collect();
+                times.sort_unstable();
+                let cut = times[PROVEN_MAX / 8];
+                s.retain(|_, t| *t > cut);
+            }
         }
-        if s.len() >= PROVEN_MAX
-            && let Some(oldest) = s.iter().min_by_key(|(_, t)| **t).map(|(n, _)| *n)
-        {
-            s.remove(&oldest);
-        }
-        s.insert(source_net(addr), now);
+        s.insert(net, now);
     }
 
     /// Whether the source `net` (as [`source_net`] makes it) is proven, within [`PROVEN_FOR`].
@@ -67,12 +70,18 @@ impl Proven {
 }
 
 /// The To tags of callguard's `403`s: [`CALLGUARD_TAG_PREFIX`], then 16 hex digits of
-/// SHA-256(secret ‖ address ‖ Call-ID). The secret is drawn at start: a restart forgets what
-/// it proved, nothing else. Deterministic, so a retransmitted request gets the same tag.
+/// SHA-256(secret ‖ hour ‖ address as 16 bytes ‖ Call-ID length ‖ Call-ID). The secret is drawn
+/// at start (a restart forgets what it proved, nothing else); the hour (Unix time / 3600) makes
+/// a tag good for one to two hours, so whoever once held an address cannot keep it proven by
+/// replaying an old ACK. Deterministic within the hour, so a retransmitted request gets the
+/// same tag.
 #[derive(Debug)]
 pub struct ProofTags {
     secret: [u8; 32],
 }
+
+/// Seconds a tag's hour lasts.
+const TAG_EPOCH_SECS: u64 = 3600;
 
 impl ProofTags {
     /// Tags under a fresh secret.
@@ -82,15 +91,24 @@ impl ProofTags {
         Ok(Self { secret })
     }
 
-    /// The tag for a response to `addr` in the call `call_id`.
-    pub fn tag(&self, addr: IpAddr, call_id: &str) -> String {
+    fn epoch() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+            / TAG_EPOCH_SECS
+    }
+
+    fn tag_at(&self, epoch: u64, addr: IpAddr, call_id: &str) -> String {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
         h.update(self.secret);
-        match addr {
-            IpAddr::V4(a) => h.update(a.octets()),
-            IpAddr::V6(a) => h.update(a.octets()),
-        }
+        h.update(epoch.to_be_bytes());
+        // One length for both families (IPv4 as ::ffff:a.b.c.d), and the Call-ID's length: no
+        // two (address, Call-ID) pairs hash the same bytes.
+        let addr = match addr {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        h.update(addr.octets());
+        h.update((call_id.len() as u64).to_be_bytes());
         h.update(call_id.as_bytes());
         let digest = h.finalize();
         let mut out = String::from_utf8_lossy(CALLGUARD_TAG_PREFIX).into_owned();
@@ -100,9 +118,20 @@ impl ProofTags {
         out
     }
 
-    /// Whether `tag` is the one made for `addr` and `call_id`.
+    /// The tag for a response to `addr` in the call `call_id`, now.
+    pub fn tag(&self, addr: IpAddr, call_id: &str) -> String {
+        self.tag_at(Self::epoch(), addr, call_id)
+    }
+
+    /// Whether `tag` is the one made for `addr` and `call_id` this hour or the last (compared
+    /// in constant time).
     pub fn made(&self, tag: &str, addr: IpAddr, call_id: &str) -> bool {
-        self.tag(addr, call_id) == tag
+        let now = Self::epoch();
+        [now, now.saturating_sub(1)].into_iter().any(|e| {
+            let want = self.tag_at(e, addr, call_id);
+            want.len() == tag.len()
+                && want.bytes().zip(tag.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
     }
 }
 
@@ -121,6 +150,12 @@ mod tests {
         assert!(!t.made(&tag, "192.0.2.8".parse().unwrap(), "call-1"), "another address");
         assert!(!t.made(&tag, a, "call-2"), "another call");
         assert!(!ProofTags::new().unwrap().made(&tag, a, "call-1"), "another daemon's secret");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(t.tag(mapped, "call-1"), tag, "IPv4 is hashed as its mapped IPv6 address");
+        let old = t.tag_at(ProofTags::epoch() - 2, a, "call-1");
+        assert!(!t.made(&old, a, "call-1"), "a tag two hours old proves nothing");
+        let last_hour = t.tag_at(ProofTags::epoch() - 1, a, "call-1");
+        assert!(t.made(&last_hour, a, "call-1"), "a tag from the hour before still does");
     }
 
     #[test]
@@ -132,7 +167,7 @@ mod tests {
         for i in 0..PROVEN_MAX as u32 + 10 {
             p.note(IpAddr::V4(i.into()));
         }
-        assert_eq!(p.len(), PROVEN_MAX);
+        assert!(p.len() <= PROVEN_MAX && p.len() > PROVEN_MAX * 7 / 8, "{}", p.len());
         assert!(p.contains(&source_net(IpAddr::V4((PROVEN_MAX as u32 + 9).into()))), "the newest stays");
     }
 }

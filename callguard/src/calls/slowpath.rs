@@ -70,8 +70,9 @@ pub struct SlowStats {
     /// source receives at its address (escalation counts only such sources).
     #[serde(default)]
     pub proofs: u64,
-    /// ACKs whose To tag looked like callguard's but was not made for their source (forged, or
-    /// from before a restart): absorbed, nothing proven.
+    /// ACKs whose To tag looked like callguard's but was not made for their source and call
+    /// (a PBX's own tag that happens to begin `cg-`, a forgery, a tag from before a restart or
+    /// from more than two hours ago): passed on to the PBX, nothing proven.
     #[serde(default)]
     pub false_proofs: u64,
 }
@@ -438,29 +439,27 @@ impl SlowPath {
         decision
     }
 
-    /// An ACK the kernel handed up because its To tag looks like one of callguard's: the ACK to
-    /// a 403 of callguard's, which the PBX never saw, so it is absorbed. When the tag is the one
-    /// made for this source and call, the source is proven to receive at its address; an ACK
-    /// with a tag from someone else's dialog (a PBX may choose tags like ours) goes on to the PBX.
+    /// An ACK the kernel handed up because its To tag looks like one of callguard's. When the
+    /// tag is the one made for this source and call, it acknowledges a 403 of callguard's, which
+    /// the PBX never saw: it is absorbed, and the source is proven to receive at its address.
+    /// Anything else (a PBX may choose tags like ours; a forger may copy the prefix) goes on to
+    /// the PBX unchanged, as the kernel would have sent it: a PBX ignores an ACK that matches no
+    /// transaction of its own.
     fn acknowledged(&mut self, d: &Datagram<'_>, m: &Message<'_>) {
         let tag = m.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        let ours = tag
-            .as_deref()
-            .is_some_and(|t| t.as_bytes().starts_with(callguard_common::sip::CALLGUARD_TAG_PREFIX));
-        match (tag, m.call_id()) {
-            (Some(tag), Ok(call_id)) if self.tags.made(&tag, d.src.ip(), call_id) => {
-                self.proven.note(d.src.ip());
-                self.count(|s| s.proofs += 1);
-            }
-            _ if ours => self.count(|s| s.false_proofs += 1),
-            _ => {
-                if let Some(Err(e)) =
-                    udp_packet(&d.ip, d.src, d.dst, d.payload).map(|p| self.inject.send(&p, d.dst.ip()))
-                {
-                    tracing::error!(source = %d.src, "passing an ACK on: {e}");
-                    self.count(|s| s.send_errors += 1);
-                }
-            }
+        if let (Some(tag), Ok(call_id)) = (&tag, m.call_id())
+            && self.tags.made(tag, d.src.ip(), call_id)
+        {
+            self.proven.note(d.src.ip());
+            self.count(|s| s.proofs += 1);
+            return;
+        }
+        self.count(|s| s.false_proofs += 1);
+        if let Some(Err(e)) =
+            udp_packet(&d.ip, d.src, d.dst, d.payload).map(|p| self.inject.send(&p, d.dst.ip()))
+        {
+            tracing::error!(source = %d.src, "passing an ACK on: {e}");
+            self.count(|s| s.send_errors += 1);
         }
     }
 

@@ -16,6 +16,10 @@ use crate::{
     net::{self, NetAction, NetRule, NewNetRule, Origin, parse_addr, parse_net},
 };
 
+/// How the comment of a signature ban begins: a ban one packet can cause, which escalation
+/// does not count.
+const ONE_PACKET_BAN: &str = "auto: matched";
+
 impl Service {
     /// Stores the bans the kernel imposed (events of kind `BAN_*`: source, kind, signature slot)
     /// as deny rules with expiry, origin `auto`, in one store transaction and one kernel update
@@ -148,21 +152,22 @@ impl Service {
             ),
             event::BAN_SIGNATURE => match self.sigs.values().find(|s| s.slot == sig_slot) {
                 Some(s) => format!(
-                    "auto: matched signature {} ({} {} `{}`)",
+                    "{ONE_PACKET_BAN} signature {} ({} {} `{}`)",
                     s.id,
                     s.sig.field.name(),
                     s.sig.matches.name(),
                     s.sig.text
                 ),
-                None => "auto: matched a signature since deleted".into(),
+                None => format!("{ONE_PACKET_BAN} a signature since deleted"),
             },
             _ => format!("auto: kept exceeding rate limits for {} s", self.cfg.rate.ban_after_secs),
         }
     }
 
-    /// Bans the prefix `wide` when `rate.escalate_after` of its sources are banned and proven to
-    /// receive at their address (a forged source proves nothing: review finding M2), and nothing
-    /// covers it yet; what was done, for the detail.
+    /// Bans the prefix `wide` when `rate.escalate_after` of its sources are banned for what many
+    /// packets did (rate, enumeration; not a signature, which one forged packet matches) and
+    /// proven to receive at their address (review finding M2), and nothing covers it yet; what
+    /// was done, for the detail.
     fn escalate(&mut self, wide: IpNet, now: chrono::DateTime<Utc>) -> Option<String> {
         let n = self.cfg.rate.escalate_after;
         if n == 0 {
@@ -173,7 +178,7 @@ impl Service {
             .values()
             .filter(|r| r.origin == Origin::Auto && r.action == NetAction::Deny && r.is_live(now))
             .filter(|r| r.cidr.prefix_len() > wide.prefix_len() && wide.contains(&r.cidr))
-            .filter(|r| self.proven.contains(&r.cidr))
+            .filter(|r| !r.comment.starts_with(ONE_PACKET_BAN) && self.proven.contains(&r.cidr))
             .count();
         let covered = self.rules.values().any(|r| r.cidr == wide && r.is_live(now));
         if banned < n as usize || covered {
