@@ -23,11 +23,15 @@ enum Task {
     /// Install missing prerequisites (Debian packages, rust-src, bpf-linker).
     Setup,
     /// Run every check and test: formatting, import cycles, clippy (userspace and eBPF), unit tests, kernel
-    /// verdict tests (BPF_PROG_TEST_RUN) and network-namespace integration tests. Needs root.
+    /// verdict tests (BPF_PROG_TEST_RUN), network-namespace integration tests, and every fuzz
+    /// target for 10 s. Needs root.
     Test {
         /// Skip formatting and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the short fuzzing run at the end (10 s per target).
+        #[arg(long)]
+        no_fuzz: bool,
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
@@ -36,6 +40,18 @@ enum Task {
     /// The demo: two network namespaces, callguard guarding a UDP listener, allowed and blocked
     /// traffic sent across, counters shown. Needs root; cleans up after itself.
     Demo,
+    /// Fuzzing (libFuzzer, through libfuzzer-sys): the daemon's SIP parser (`message`), the
+    /// kernel's SIP reader in userspace (`sip_reader`), the configuration file (`config`) and the
+    /// API's list parameters (`list_query`), each from a seed corpus and a dictionary written by
+    /// `callguard-fuzz-seeds`. Prints, per target, the coverage counters reached of those
+    /// instrumented; a crash stops with the input's path. Corpora grow in target/fuzz/corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target.
+        target: Option<String>,
+    },
     /// Benchmarks. Kernel: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
     /// pass-everything program, and lookup/load cost with 100, 10,000 and 1,000,000 prefixes;
     /// then the slow path: hand-up latency next to the fast path, and the highest decided rate.
@@ -130,6 +146,107 @@ fn lint() -> anyhow::Result<()> {
         .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))
 }
 
+/// The fuzz targets of `fuzz/Cargo.toml`.
+const FUZZ_TARGETS: [&str; 4] = ["message", "sip_reader", "config", "list_query"];
+
+/// Builds the fuzz targets with coverage instrumentation (the flags cargo-fuzz passes, without
+/// a sanitizer: the code under test is safe Rust, and a panic is what is looked for), writes the
+/// seeds, and runs each target for `secs`; one line per target with what it reached.
+fn fuzz(secs: u64, only: Option<&str>) -> anyhow::Result<()> {
+    let dir = root().join("target/fuzz");
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "callguard-tests",
+            "--bin",
+            "callguard-fuzz-seeds",
+            "--",
+        ])
+        .arg(&dir))?;
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg=fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    // An explicit --target keeps the flags off build scripts; AYA_BUILD_SKIP: the XDP object is
+    // not what is fuzzed.
+    let host = "x86_64-unknown-linux-gnu";
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bins",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--target",
+            host,
+        ])
+        .env("RUSTFLAGS", flags)
+        .env("AYA_BUILD_SKIP", "1")
+        .env("CARGO_TARGET_DIR", dir.join("build")))?;
+    let mut summary = Vec::new();
+    for t in FUZZ_TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
+        let corpus = dir.join("corpus").join(t);
+        let artifacts = dir.join("artifacts").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let bin = dir.join("build").join(host).join("release").join(t);
+        eprintln!("\x1b[1m$ {} ({secs} s)\x1b[0m", bin.display());
+        let out = Command::new(&bin)
+            .arg(&corpus)
+            .arg(dir.join("seeds").join(t))
+            .arg(format!("-dict={}", dir.join(format!("{t}.dict")).display()))
+            .arg(format!("-max_total_time={secs}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=4096", "-max_len=4096"])
+            .output()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        // "INFO: Loaded 1 modules   (3675 inline 8-bit counters)", then "#N DONE cov: C ft: …".
+        let counters = log.lines().find_map(|l| {
+            l.strip_prefix("INFO: Loaded 1 modules")?
+                .split('(')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+        let done = log.lines().rev().find(|l| l.contains(" cov: ")).unwrap_or_default();
+        let word = |w: &str| done.split_whitespace().skip_while(|x| *x != w).nth(1).unwrap_or("?").to_owned();
+        let runs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        if !out.status.success() {
+            eprintln!("{log}");
+            bail!("fuzz target {t} failed: the input is in {}", artifacts.display());
+        }
+        summary.push(format!(
+            "fuzz {t}: {} of {} coverage counters, {} features, {runs} inputs in {secs} s, no failure",
+            word("cov:"),
+            counters.map_or("?".into(), |c| c.to_string()),
+            word("ft:"),
+        ));
+    }
+    for line in summary {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 /// Builds and runs one of the `callguard-tests` binaries (demo, bench) in release mode.
 fn run_tests_bin(name: &str, args: &[String]) -> anyhow::Result<()> {
     // Every binary: the demo and the bench start `callguard-under-test` from beside themselves.
@@ -146,7 +263,7 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             lint()
         }
-        Task::Test { no_lint, filter } => {
+        Task::Test { no_lint, no_fuzz, filter } => {
             setup()?;
             require_root("the test suite")?;
             if !no_lint {
@@ -164,10 +281,18 @@ fn main() -> anyhow::Result<()> {
                 "--locked",
                 "--release",
             ]);
+            let whole = filter.is_none();
             if let Some(f) = filter {
                 cmd.arg(f);
             }
-            run_counting(&mut cmd)
+            run_counting(&mut cmd)?;
+            // Every fuzz target briefly, from its seeds: what a change broke in the parsers
+            // shows here; longer runs are `cargo xtask fuzz`.
+            if whole && !no_fuzz { fuzz(10, None) } else { Ok(()) }
+        }
+        Task::Fuzz { secs, target } => {
+            setup()?;
+            fuzz(secs, target.as_deref())
         }
         Task::Demo => {
             setup()?;

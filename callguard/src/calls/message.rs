@@ -346,8 +346,23 @@ fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether every quoted string in `s` (outside `<…>`) is closed.
-fn quotes_closed(s: &str) -> bool {
+/// A From or To value without its `tag` parameters (an empty `;tag=` among them), for a response
+/// to add its own: `"A" <sip:a@h>;x=1;tag=` becomes `"A" <sip:a@h>;x=1`.
+pub fn without_tag(value: &str) -> String {
+    let mut parts = split_outside(value, ';');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for p in parts {
+        let name = p.split('=').next().unwrap_or_default().trim();
+        if !name.eq_ignore_ascii_case("tag") {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    out
+}
+
+/// Whether every quoted string in `s` (outside `<…>`) and every `<…>` is closed.
+fn balanced(s: &str) -> bool {
     let (mut quoted, mut angle, mut escaped) = (false, false, false);
     for c in s.chars() {
         match c {
@@ -359,7 +374,7 @@ fn quotes_closed(s: &str) -> bool {
             _ => {}
         }
     }
-    !quoted
+    !quoted && !angle
 }
 
 /// `;name=value` parameters: name lower case, value as written (`None` for a bare name). A `;`
@@ -393,7 +408,7 @@ impl<'a> NameAddr<'a> {
         let v = v.trim_matches([' ', '\t']);
         // Two addresses in one From or To: readers differ on which counts (Kamailio refuses
         // the request, others take the first), so the request is not judged by either.
-        if split_list(v).nth(1).is_some() {
+        if split_outside(v, ',').nth(1).is_some() || v.ends_with(',') || v.starts_with(',') {
             return err(format!("more than one address in `{v:.60}`"));
         }
         let (display, rest) = if let Some(q) = v.strip_prefix('"') {
@@ -414,12 +429,21 @@ impl<'a> NameAddr<'a> {
             (Some(unescape(&q[..end])), q[end + 1..].trim_start_matches([' ', '\t']))
         } else if let Some(lt) = v.find('<') {
             let d = v[..lt].trim_matches([' ', '\t']);
+            // An unquoted display name is words of token characters (RFC 3261 §25.1); anything
+            // else (`;tag=` among it) is read differently by different parsers.
+            let token = |c: char| c.is_alphanumeric() || !c.is_ascii() || " \t-.!%*_+`'~".contains(c);
+            if !d.chars().all(token) {
+                return err(format!("a display name neither quoted nor plain words in `{v:.60}`"));
+            }
             ((!d.is_empty()).then(|| d.to_owned()), &v[lt..])
         } else {
             (None, v)
         };
         let parsed = if let Some(inner) = rest.strip_prefix('<') {
             let gt = inner.find('>').ok_or_else(|| ParseError(format!("no `>` in `{v:.60}`")))?;
+            if inner[..gt].contains(['"', '<']) {
+                return err(format!("a quote or `<` in the URI of `{v:.60}`"));
+            }
             let uri = Uri::parse(&inner[..gt])?;
             Self { display, uri, params: Self::header_params(&inner[gt + 1..], v)? }
         } else if display.is_some() {
@@ -427,6 +451,11 @@ impl<'a> NameAddr<'a> {
         } else {
             // addr-spec: every `;` parameter belongs to the header (RFC 3261 §20.10).
             let (uri, p) = rest.split_once(';').unwrap_or((rest, ""));
+            // Without `<…>`, a URI holds none of these (RFC 3261 §20): readers that quote or
+            // bracket around them would each find another end.
+            if uri.contains(['"', '<', '>', ' ', '\t', ',']) {
+                return err(format!("an address neither in `<…>` nor plain in `{v:.60}`"));
+            }
             Self { display, uri: Uri::parse(uri)?, params: Self::header_params(p, v)? }
         };
         Ok(parsed)
@@ -436,8 +465,8 @@ impl<'a> NameAddr<'a> {
     /// quote, or two `tag` parameters (Kamailio keeps the last, so `;tag=t1;tag=` is a new call
     /// to it).
     fn header_params(p: &'a str, whole: &str) -> Result<Vec<(String, Option<&'a str>)>, ParseError> {
-        if !quotes_closed(p) {
-            return err(format!("an unclosed quote in `{whole:.60}`"));
+        if !balanced(p) {
+            return err(format!("an unclosed quote or `<` in `{whole:.60}`"));
         }
         let params = params(p);
         if params.iter().filter(|(k, _)| k == "tag").count() > 1 {
@@ -449,9 +478,9 @@ impl<'a> NameAddr<'a> {
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
         // An empty `;tag=` is no tag: PBXs start a new call on it, so it must be checked as one.
-        self.params
-            .iter()
-            .find_map(|(k, v)| if k == "tag" { v.filter(|v| !matches!(v.trim(), "" | "\"\"")) } else { None })
+        self.params.iter().find_map(|(k, v)| {
+            if k == "tag" { v.filter(|v| !matches!(v.trim_matches([' ', '\t']), "" | "\"\"")) } else { None }
+        })
     }
 }
 
@@ -658,7 +687,21 @@ mod tests {
         assert!(NameAddr::parse("<sip:+882777@pbx>;tag=t1;TAG").is_err());
         assert_eq!(NameAddr::parse("<sip:+882777@pbx>;tag=\"\"").unwrap().tag(), None);
         assert!(NameAddr::parse("<sip:201@pbx;x=\"<a>\";tag=1").is_err(), "an unclosed quote");
+        assert!(NameAddr::parse("<sip:201@pbx>;x=<a;tag=1").is_err(), "an unclosed <");
+        assert!(NameAddr::parse("\"s\"<sip:101@h>,").is_err(), "a list, however short");
+        assert!(NameAddr::parse("a SIP;TAG= <sip:1@h>;x").is_err(), "`;` in a plain display name");
+        assert!(NameAddr::parse("tel: \"a@b;x\" a>;tag=1;h=\"").is_err(), "a quote in a plain address");
+        assert!(NameAddr::parse("<sip:\"a;tag=1\"@h>").is_err(), "a quote in a URI");
+        assert_eq!(
+            NameAddr::parse("Jürgen Müller-Lüdenscheidt <sip:1@h>").unwrap().display.as_deref(),
+            Some("Jürgen Müller-Lüdenscheidt")
+        );
         assert!(NameAddr::parse("<sip:a\"b@h>, <sip:c@h>;tag=t1").is_err(), "a quote in <…> is text");
+        assert_eq!(
+            without_tag("\"A;tag=1\" <sip:a@h;tag=u>;x=1;tag= ;y"),
+            "\"A;tag=1\" <sip:a@h;tag=u>;x=1;y"
+        );
+        assert_eq!(without_tag("sip:a@h;TAG=;x=\";tag=1\""), "sip:a@h;x=\";tag=1\"");
     }
 
     #[test]

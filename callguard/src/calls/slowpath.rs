@@ -195,10 +195,13 @@ pub fn forbidden(m: &Message<'_>, tag: &str) -> Vec<u8> {
         for h in m.all(name) {
             out.extend_from_slice(name_of(name).as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value.as_bytes());
             if name == "to" && message::NameAddr::parse(&h.value).map_or(true, |n| n.tag().is_none()) {
+                // An empty `;tag=` is no tag: it gives way to ours rather than stand beside it.
+                out.extend_from_slice(message::without_tag(&h.value).as_bytes());
                 out.extend_from_slice(b";tag=");
                 out.extend_from_slice(tag.as_bytes());
+            } else {
+                out.extend_from_slice(h.value.as_bytes());
             }
             out.extend_from_slice(b"\r\n");
         }
