@@ -445,7 +445,11 @@ impl<'a> NameAddr<'a> {
                 return err(format!("a quote or `<` in the URI of `{v:.60}`"));
             }
             let uri = Uri::parse(&inner[..gt])?;
-            Self { display, uri, params: Self::header_params(&inner[gt + 1..], v)? }
+            let after = inner[gt + 1..].trim_start_matches([' ', '\t']);
+            if !after.is_empty() && !after.starts_with(';') {
+                return err(format!("`{after:.20}` after the address in `{v:.60}`"));
+            }
+            Self { display, uri, params: Self::header_params(after, v)? }
         } else if display.is_some() {
             return err(format!("a display name without `<uri>` in `{v:.60}`"));
         } else {
@@ -692,6 +696,7 @@ mod tests {
         assert!(NameAddr::parse("a SIP;TAG= <sip:1@h>;x").is_err(), "`;` in a plain display name");
         assert!(NameAddr::parse("tel: \"a@b;x\" a>;tag=1;h=\"").is_err(), "a quote in a plain address");
         assert!(NameAddr::parse("<sip:\"a;tag=1\"@h>").is_err(), "a quote in a URI");
+        assert!(NameAddr::parse("a <sip:1@h>tag=").is_err(), "parameters begin with `;`");
         assert_eq!(
             NameAddr::parse("Jürgen Müller-Lüdenscheidt <sip:1@h>").unwrap().display.as_deref(),
             Some("Jürgen Müller-Lüdenscheidt")
