@@ -52,11 +52,18 @@ struct Barring {
 
 impl Barring {
     fn start() -> Self {
+        Self::with("")
+    }
+
+    /// As [`Barring::start`], with more `[rate]` settings.
+    fn with(rate: &str) -> Self {
         let t = Topology::new();
         let inst = Instance::new(
             &t.pbx,
             &t.pbx_if,
-            "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n",
+            &format!(
+                "[rate]\nrequests = {{ rate = 0, burst = 0 }}\ninvite = {{ rate = 0, burst = 0 }}\n{rate}"
+            ),
         );
         let daemon = inst.start();
         inst.cli(&[
@@ -1010,24 +1017,7 @@ fn to_tag(response: &str) -> Option<String> {
 /// that scan the PBX's extensions get their /24 banned.
 #[test]
 fn forged_sources_get_short_bans_and_never_a_prefix_ban() {
-    let Barring { _t: t, inst, _daemon, pbx, caller } = {
-        let t = Topology::new();
-        let inst = Instance::new(
-            &t.pbx,
-            &t.pbx_if,
-            "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\nescalate_after = 2\n",
-        );
-        let daemon = inst.start();
-        inst.cli(&[
-            "api",
-            "POST",
-            "/api/disallowed_codes",
-            r#"{"number_prefix": "+882", "description": "satellite"}"#,
-        ]);
-        let pbx = t.pbx.udp(format!("{PBX}:5060").parse().expect("address"));
-        let caller = t.peer.udp(format!("{CALLER}:5090").parse().expect("address"));
-        Barring { _t: t, inst, _daemon: daemon, pbx, caller }
-    };
+    let Barring { _t: t, inst, _daemon, pbx, caller } = Barring::with("escalate_after = 2\n");
     let scan = |src: &str| {
         format!(
             "OPTIONS sip:100@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{src}\r\n\

@@ -312,6 +312,31 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
     split_outside(v, ',')
 }
 
+/// Where a scan of a header value stands: in a quoted string (just after a `\` in one), in
+/// `<…>`.
+#[derive(Default)]
+struct Nesting {
+    quoted: bool,
+    angle: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    /// Takes the next character; whether it stands outside quotes and `<…>`, where a
+    /// separator separates.
+    fn outside(&mut self, c: char) -> bool {
+        match c {
+            _ if self.escaped => self.escaped = false,
+            '\\' if self.quoted => self.escaped = true,
+            '"' if !self.angle => self.quoted = !self.quoted,
+            '<' if !self.quoted => self.angle = true,
+            '>' if !self.quoted => self.angle = false,
+            _ => return !self.quoted && !self.angle,
+        }
+        false
+    }
+}
+
 /// Splits `v` at each `sep` outside quoted strings (where `\` escapes the next character) and
 /// `<…>`; the parts trimmed of spaces and tabs, empty ones left out.
 fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
@@ -321,22 +346,9 @@ fn split_outside(v: &str, sep: char) -> impl Iterator<Item = &str> {
             if rest.is_empty() {
                 return None;
             }
-            let (mut quoted, mut angle, mut escaped) = (false, false, false);
-            let mut cut = rest.len();
-            for (i, c) in rest.char_indices() {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' if quoted => escaped = true,
-                    '"' if !angle => quoted = !quoted,
-                    '<' if !quoted => angle = true,
-                    '>' if !quoted => angle = false,
-                    c if c == sep && !quoted && !angle => {
-                        cut = i;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
+            let mut n = Nesting::default();
+            let cut =
+                rest.char_indices().find(|&(_, c)| n.outside(c) && c == sep).map_or(rest.len(), |(i, _)| i);
             let item = rest[..cut].trim_matches([' ', '\t']);
             rest = if cut < rest.len() { &rest[cut + 1..] } else { "" };
             if !item.is_empty() {
@@ -363,18 +375,11 @@ pub fn without_tag(value: &str) -> String {
 
 /// Whether every quoted string in `s` (outside `<…>`) and every `<…>` is closed.
 fn balanced(s: &str) -> bool {
-    let (mut quoted, mut angle, mut escaped) = (false, false, false);
-    for c in s.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' if !angle => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            _ => {}
-        }
-    }
-    !quoted && !angle
+    let mut n = Nesting::default();
+    s.chars().for_each(|c| {
+        n.outside(c);
+    });
+    !n.quoted && !n.angle
 }
 
 /// `;name=value` parameters: name lower case, value as written (`None` for a bare name). A `;`
