@@ -132,7 +132,7 @@ reasons! {
     Rate = 16, "rate";
     /// A source the kernel banned (kept exceeding its rate limits, enumerated users, or matched a signature).
     Banned = 17, "banned";
-    /// A request handed to the daemon for number-level checks (border rules, numbers, codes).
+    /// A request handed to the daemon for number-level checks (border rules, numbers, codes), or an ACK to one of its 403s.
     HandedUp = 18, "handed_up";
     /// A request that needed the daemon while its heartbeat was stale; the failure policy decided.
     DaemonGone = 19, "daemon_gone";

@@ -481,6 +481,34 @@ impl Drop for Spawned {
     }
 }
 
+/// Proves `src` (an address of `ns`) real to the callguard guarding `pbx`, as a SIP phone would:
+/// an INVITE from `src`:5090 dialing `barred` (a number the daemon refuses), then the ACK to its
+/// `403`, carrying the 403's To tag. Panics when no 403 comes back.
+pub fn acknowledge_a_403(ns: &Netns, src: &str, pbx: &str, barred: &str) {
+    let sock = ns.udp(format!("{src}:5090").parse().expect("address"));
+    let head = |method: &str, to_tag: &str| {
+        format!(
+            "{method} sip:{barred}@{pbx} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5090;branch=z9hG4bKprove\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=p1\r\nTo: <sip:{barred}@{pbx}>{to_tag}\r\n\
+             Call-ID: prove@{src}\r\nCSeq: 1 {method}\r\nContact: <sip:101@{src}:5090>\r\n\
+             User-Agent: callguard-tests phone\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // (Contact and User-Agent as a phone sends them: callguard never answers with more bytes
+    // than it was sent.)
+    sock.send_to(head("INVITE", "").as_bytes(), format!("{pbx}:5060")).expect("send");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no 403 for {src}: {e}"));
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    let tag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("To: ")?.split(";tag=").nth(1).map(str::trim))
+        .unwrap_or_else(|| panic!("a 403 without a To tag: {answer}"));
+    sock.send_to(head("ACK", &format!(";tag={tag}")).as_bytes(), format!("{pbx}:5060")).expect("send");
+}
+
 /// The `callguard` binary built for these tests: beside the running executable (the demo and
 /// bench binaries) or one directory up (test executables live in `deps/`).
 pub fn binary() -> PathBuf {

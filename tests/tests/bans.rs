@@ -65,6 +65,18 @@ fn floods_are_banned_escalated_to_the_24_and_bans_are_ordinary_rules() {
          escalate_after = 3\nescalate_ban_secs = 900\n[events]\nsample = 20\n",
     );
     let _daemon = inst.start();
+    // Escalation counts only sources proven real: each flooder first dials a barred number and
+    // acknowledges the 403, as a real SIP stack does (a forged source could not).
+    inst.cli(&[
+        "api",
+        "POST",
+        "/api/disallowed_codes",
+        r#"{"number_prefix": "+882", "description": "satellite"}"#,
+    ]);
+    for src in ["198.18.0.10", "198.18.0.11", "198.18.0.12"] {
+        callguard_tests::netns::acknowledge_a_403(&t.peer, src, Topology::PBX_V4, "+882777");
+    }
+    wait_for("three proofs", || inst.stats()["slow_path"]["proofs"] == 3);
     let v4 = t.pbx.udp(pbx_addr("198.18.0.2"));
     let v6 = t.pbx.udp(pbx_addr("2001:db8::2"));
     for s in [&v4, &v6] {
