@@ -11,8 +11,8 @@
 //!
 //! Checked: the operator's svmap finds the server (the scanner and the server work, the path is
 //! open); from the scanners, sipvicious finds nothing and the server receives none of their
-//! packets; every SIPp call completes; the signature bans and the escalation to the /24 are rules
-//! in `callguard net list`. Everything is removed when the test ends, passed or failed.
+//! packets; every SIPp call completes; the signature bans are rules in `callguard net list`, and
+//! they do not escalate to the /24 (one forged packet could cause each). Everything is removed when the test ends, passed or failed.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -188,12 +188,10 @@ fn sipvicious_finds_nothing_the_server_gets_none_of_it_and_every_call_completes(
         }
     });
 
-    // Three banned sources in one /24: the /24 is banned, so a fourth scanner is stopped from
-    // its first packet, even with the form that carries no signature (svwar -c).
-    let rules = wait_for_escalation(&inst);
-    let out = scanners[3].scan(&format!("svwar -c -m REGISTER -e 100-199 {SERVER}"));
-    assert!(out.contains("found nothing"), "svwar -c from a fourth scanner: {out}");
-    tool_runs += 1;
+    // Three banned sources in one /24, and escalation on: still no /24 ban, since a signature
+    // ban is what one forged packet causes (review finding M2; attacks.rs escalates on proven
+    // sources that scan).
+    let rules = wait_for_bans(&inst, 3);
 
     let (ok, uac_log) = uac.wait(Duration::from_secs(90));
     let uac_csv = std::fs::read_to_string(&uac_stats).expect("the SIPp client's statistics");
@@ -221,7 +219,7 @@ fn sipvicious_finds_nothing_the_server_gets_none_of_it_and_every_call_completes(
     assert_eq!(dropped, sent, "{summary}: every scanner packet dropped at the NIC, none lost elsewhere");
     drop(uas);
 
-    // The bans are ordinary rules: one per scanner that ran into a signature, then the /24.
+    // The bans are ordinary rules: one per scanner that ran into a signature.
     let mut singles: Vec<(&str, &str)> = rules
         .iter()
         .map(|r| (r["cidr"].as_str().unwrap(), r["comment"].as_str().unwrap()))
@@ -232,23 +230,23 @@ fn sipvicious_finds_nothing_the_server_gets_none_of_it_and_every_call_completes(
     let want: Vec<String> = SCANNERS[..3].iter().map(|s| format!("{s}/32")).collect();
     assert_eq!(cidrs, want, "{rules:?}");
     assert!(singles.iter().all(|(_, why)| why.contains("matched signature")), "{singles:?}");
-    assert!(rules.iter().any(|r| r["cidr"] == "198.18.0.0/24"), "{rules:?}");
-    // The operator stays authorized inside the banned /24.
+    assert!(!rules.iter().any(|r| r["cidr"] == "198.18.0.0/24"), "signature bans escalated: {rules:?}");
+    // The operator stays authorized among the banned scanners.
     let check = inst.cli(&["net", "check", OPERATOR]);
     assert!(check.contains("allow"), "{check}");
 }
 
-/// Waits (up to 10 s) for the /24 ban; returns the automatic rules then.
-fn wait_for_escalation(inst: &Instance) -> Vec<serde_json::Value> {
+/// Waits (up to 10 s) for `n` automatic bans; returns the automatic rules then.
+fn wait_for_bans(inst: &Instance, n: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let rules: Vec<serde_json::Value> =
             serde_json::from_str(&inst.cli(&["net", "list", "--json"])).expect("net list json");
         let auto: Vec<serde_json::Value> = rules.into_iter().filter(|r| r["origin"] == "auto").collect();
-        if auto.iter().any(|r| r["cidr"] == "198.18.0.0/24") {
+        if auto.len() >= n {
             return auto;
         }
-        assert!(std::time::Instant::now() < deadline, "no escalation to the /24: {auto:?}");
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} bans: {auto:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
