@@ -10,6 +10,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod answer;
 pub mod config;
 pub mod events;
 pub mod handup;

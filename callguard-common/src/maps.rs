@@ -52,6 +52,19 @@ pub const EVENT_SEQ: &str = "CG_EVSEQ";
 /// Requests handed up to the daemon: a ring buffer of [`crate::handup::HandUp`]; see
 /// [`crate::handup`]. When it is full the failure policy decides.
 pub const HANDUP: &str = "CG_HANDUP";
+/// Requests from registered sources ([`REGISTERED`]), handed up as to [`HANDUP`] but through a
+/// queue of their own: a flood from other sources, spoofed or not, cannot fill it.
+pub const HANDUP_REGISTERED: &str = "CG_HANDUP_REG";
+/// Sources the PBX accepted a registration from (a `2xx` to a REGISTER, seen by the egress
+/// program): `LruHashMap<[u8; 16], u64>` by source key ([`crate::limits::source_key_v4`]), the
+/// `CLOCK_BOOTTIME` of the last such answer in nanoseconds; see [`crate::answer`].
+pub const REGISTERED: &str = "CG_REGISTERED";
+/// Per-CPU counters of the PBX's answers: `PerCpuArray<u64>` indexed by
+/// [`crate::answer::counter`].
+pub const ANSWERS: &str = "CG_ANSWERS";
+/// Per-CPU scratch buffer of the egress program: `PerCpuArray<sip::Scratch>` (its own, so the
+/// XDP program's buffer is never shared).
+pub const EGRESS_SCRATCH: &str = "CG_EG_SCRATCH";
 /// The daemon's heartbeat: `Array<u64>` of one slot, `CLOCK_BOOTTIME` in nanoseconds of its
 /// last beat. The program hands nothing up while it is stale.
 pub const HEARTBEAT: &str = "CG_HEARTBEAT";
@@ -59,6 +72,8 @@ pub const HEARTBEAT: &str = "CG_HEARTBEAT";
 /// The XDP program's function name (and its ELF symbol).
 /// (Maps are listed in the program; `callguard detach` removes every pin in the directory.)
 pub const PROGRAM: &str = "callguard";
+/// The egress program's function name (a TC classifier reading the PBX's answers).
+pub const EGRESS_PROGRAM: &str = "callguard_egress";
 /// A pass-everything program in the same object, loaded only by the benchmark as its reference.
 pub const BASELINE_PROGRAM: &str = "callguard_baseline";
 
@@ -81,6 +96,11 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Size of the hand-up ring buffer in bytes: room for about 2,000 requests waiting for the
 /// daemon (a power of two, a multiple of the page size).
 pub const HANDUP_BYTES: u32 = 1 << 22;
+
+/// Size of the registered sources' hand-up ring buffer in bytes: room for about 500 requests.
+pub const HANDUP_REGISTERED_BYTES: u32 = 1 << 20;
+/// Registered sources remembered (LRU: the least recently registered make room).
+pub const REGISTERED_MAX: u32 = 1 << 16;
 
 /// `BPF_F_NO_PREALLOC`: allocate hash entries on insert. Besides saving memory, it makes an
 /// update of an existing key replace the element under RCU, so a reader sees the old or the new

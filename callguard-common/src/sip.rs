@@ -21,7 +21,7 @@ pub const SCAN_LEN: usize = 1024;
 /// in the buffer even when it points past the payload window; the upper half always reads as
 /// zero (only [`Scratch::clear_tail`] writes there, zeros).
 pub const BUF_LEN: usize = 2 * SCAN_LEN;
-const MASK: usize = BUF_LEN - 1;
+pub(crate) const MASK: usize = BUF_LEN - 1;
 /// Bytes past the payload the parser may read (header names on the last line). They must read as
 /// zero, as in a buffer from [`Scratch::new`]: the kernel, whose buffer holds an earlier packet's
 /// bytes there, zeroes them after each copy ([`Scratch::clear_tail`]). Once per packet, that is
@@ -230,7 +230,7 @@ pub fn opaque(i: usize) -> usize {
 }
 
 #[inline(always)]
-fn at(s: &Scratch, i: usize) -> u8 {
+pub(crate) fn at(s: &Scratch, i: usize) -> u8 {
     s.buf[opaque(i) & MASK]
 }
 
@@ -241,7 +241,7 @@ const fn lower(c: u8) -> u8 {
 
 /// Eight bytes at `i & !7` as a little-endian word.
 #[inline(always)]
-fn word(s: &Scratch, i: usize) -> u64 {
+pub(crate) fn word(s: &Scratch, i: usize) -> u64 {
     let o = opaque(i) & (MASK & !7);
     // SAFETY: `o` is a multiple of 8 no greater than BUF_LEN - 8, so all eight bytes are in the
     // buffer; read_unaligned makes no alignment assumption.
@@ -252,14 +252,14 @@ fn word(s: &Scratch, i: usize) -> u64 {
 /// `i & !7` and `(i & !7) + 8`, `sh` being `(i & 7) * 8`): an unaligned word from two aligned
 /// ones, since the BPF backend splits an unaligned 8-byte load into eight byte loads.
 #[inline(always)]
-const fn join(lo: u64, hi: u64, sh: usize) -> u64 {
+pub(crate) const fn join(lo: u64, hi: u64, sh: usize) -> u64 {
     // `<< 1 << (63 - sh)` is `<< (64 - sh)` without the undefined shift by 64 when `sh` is 0.
     (lo >> sh) | (hi << 1 << (63 - sh))
 }
 
 /// `w` with its ASCII upper-case letters lower-cased, eight bytes at once; other bytes unchanged.
 #[inline(always)]
-const fn lower8(w: u64) -> u64 {
+pub(crate) const fn lower8(w: u64) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let low7 = w & !HI;
@@ -283,7 +283,7 @@ const fn bytes_eq(w: u64, b: u8) -> u64 {
 
 /// Index of the first `\n` at or after `from`, before `end` (bounded by `SCAN_LEN`).
 #[inline(always)]
-fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize> {
+pub(crate) fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize> {
     let mut base = from & !7;
     // Ignore newlines before `from` in the first word.
     let mut skip = from - base;
@@ -584,11 +584,11 @@ const TOKEN: [u64; 4] = {
 };
 
 /// A `token` character.
-const fn is_token(c: u8) -> bool {
+pub(crate) const fn is_token(c: u8) -> bool {
     (TOKEN[(c >> 6) as usize] >> (c & 63)) & 1 != 0
 }
 
-const fn pack(name: &[u8]) -> u64 {
+pub(crate) const fn pack(name: &[u8]) -> u64 {
     let mut v = 0u64;
     let mut k = 0;
     while k < name.len() && k < 8 {
@@ -769,7 +769,7 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
 
 /// The colon that ends a header name ending at `end`: spaces or tabs (up to eight) may stand
 /// between them.
-fn colon_after(s: &Scratch, end: usize) -> Option<usize> {
+pub(crate) fn colon_after(s: &Scratch, end: usize) -> Option<usize> {
     let mut colon = end;
     for _ in 0..8 {
         let c = at(s, colon);

@@ -4,15 +4,18 @@
 use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 use callguard_common::{
     Action, Reason,
+    answer::REGISTERED_NS,
     config::{FLAG_FAIL_CLOSED, FLAG_QUEUE_FULL_OPEN},
     handup::{FRAME_MAX, HEARTBEAT_TIMEOUT_NS, HandUp},
     sip,
 };
 
 use crate::{
+    events::source_key,
     inspect::to_tag,
-    maps::{CG_HANDUP, CG_HEARTBEAT},
+    maps::{CG_HANDUP, CG_HANDUP_REG, CG_HEARTBEAT, CG_REGISTERED},
     net::boot_ns,
+    parse::Src,
     verdict::{SLOW_FRAGMENTED, Verdict, config},
 };
 
@@ -22,7 +25,7 @@ use crate::{
 /// ACK to the daemon's 403 is handed up, as the daemon's, like anything else (the proof that its
 /// sender receives what is sent to it); anything else is handed up or meets the failure policy.
 #[inline(always)]
-pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
+pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict, src: Option<Src>) {
     let ack = v.method == sip::method::ACK;
     if ack || v.method == sip::method::INVITE {
         let tag = to_tag(v.to);
@@ -32,18 +35,20 @@ pub(crate) fn slow_path(ctx: &XdpContext, v: &mut Verdict) {
             return;
         }
     }
-    let (action, reason) = hand_up(ctx, config().flags, v.slow & SLOW_FRAGMENTED != 0);
+    let (action, reason) = hand_up(ctx, config().flags, v.slow & SLOW_FRAGMENTED != 0, src);
     v.action = action;
     v.reason = reason;
 }
 
-/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`). When the daemon
+/// Copies the whole frame to the daemon's hand-up queue (`HandUp`, `handed_up`): the queue of
+/// registered sources when the PBX accepted a registration from this one within
+/// `REGISTERED_NS`, else the common queue, which anyone (spoofing too) can fill. When the daemon
 /// is gone, the failure policy decides: pass (fail-open) or drop (fail-closed). When its queue
 /// is full, the queue policy: drop by default, since a sender can fill it. A request that cannot
 /// be handed up whole (fragmented, or longer than a record) is dropped whatever the policies
 /// say: its sender chose that, and its numbers would go unchecked.
 #[inline(always)]
-pub(crate) fn hand_up(ctx: &XdpContext, flags: u16, fragmented: bool) -> (Action, Reason) {
+pub(crate) fn hand_up(ctx: &XdpContext, flags: u16, fragmented: bool, src: Option<Src>) -> (Action, Reason) {
     let fail = if flags & FLAG_FAIL_CLOSED != 0 { Action::Drop } else { Action::Pass };
     let full = if flags & FLAG_QUEUE_FULL_OPEN != 0 { Action::Pass } else { Action::Drop };
     let oversize = (Action::Drop, Reason::Oversize);
@@ -59,7 +64,17 @@ pub(crate) fn hand_up(ctx: &XdpContext, flags: u16, fragmented: bool) -> (Action
     if beat == 0 || now > beat + HEARTBEAT_TIMEOUT_NS {
         return (fail, Reason::DaemonGone);
     }
-    let Some(mut entry) = CG_HANDUP.reserve::<HandUp>(0) else { return (full, Reason::QueueFull) };
+    let registered = match src {
+        // SAFETY: a plain u64 value of this map, read once.
+        Some(src) => match unsafe { CG_REGISTERED.get(source_key(src)) } {
+            Some(at) => now < *at + REGISTERED_NS,
+            None => false,
+        },
+        None => false,
+    };
+    let reserved =
+        if registered { CG_HANDUP_REG.reserve::<HandUp>(0) } else { CG_HANDUP.reserve::<HandUp>(0) };
+    let Some(mut entry) = reserved else { return (full, Reason::QueueFull) };
     let rec = entry.as_mut_ptr();
     // Checked again on a value LLVM cannot reason about, so the verifier sees the length the
     // helper gets bounded to [1, FRAME_MAX].

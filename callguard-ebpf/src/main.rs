@@ -19,6 +19,7 @@
 //! | `police.rs` | per-source rate limits, extension-scan detection, bans |
 //! | `handup.rs` | the hand-up to the daemon and its failure policy |
 //! | `events.rs` | drop samples and bans for the daemon (`CG_EVENTS`) |
+//! | `egress.rs` | the egress program: the PBX's answers, registered sources |
 //! | `exit.rs` | the one exit: counters, drop sampling, the XDP return code |
 //!
 //! Order of decisions (documented in the README):
@@ -43,6 +44,7 @@
 //!    many distinct To values → banned;
 //! 8. otherwise → pass `clean`.
 
+mod egress;
 mod events;
 mod exit;
 mod handup;
@@ -75,7 +77,7 @@ fn callguard(ctx: XdpContext) -> u32 {
     let mut src = None;
     let mut verdict = forget(decide(&ctx, &mut src));
     if verdict.slow & SLOW_CANDIDATE != 0 {
-        slow_path(&ctx, &mut verdict);
+        slow_path(&ctx, &mut verdict, src);
     }
     finish(&ctx, verdict, src)
 }

@@ -7,10 +7,11 @@ use aya_ebpf::{
 };
 use callguard_common::{
     Counter, KernelConfig, NetEntry,
+    answer::{self, AnswerWalk},
     limits::{Limits, SourceState},
     maps::{
-        BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT,
-        RULE_STATS_MAX, SOURCES_MAX,
+        BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES, NET_EXACT_MAX, NET_LPM_MAX,
+        PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
     },
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
@@ -96,3 +97,25 @@ pub(crate) static CG_HANDUP: RingBuf = RingBuf::pinned(HANDUP_BYTES, 0);
 /// The daemon's last heartbeat (`maps::HEARTBEAT`).
 #[map]
 pub(crate) static CG_HEARTBEAT: Array<u64> = Array::pinned(1, 0);
+
+/// Requests from registered sources (`maps::HANDUP_REGISTERED`).
+#[map]
+pub(crate) static CG_HANDUP_REG: RingBuf = RingBuf::pinned(HANDUP_REGISTERED_BYTES, 0);
+
+/// Sources the PBX accepted a registration from (`maps::REGISTERED`), written by the egress
+/// program, read by the hand-up.
+#[map]
+pub(crate) static CG_REGISTERED: LruHashMap<[u8; 16], u64> = LruHashMap::pinned(REGISTERED_MAX, 0);
+
+/// Counters of the PBX's answers (`maps::ANSWERS`).
+#[map]
+pub(crate) static CG_ANSWERS: PerCpuArray<u64> = PerCpuArray::pinned(answer::counter::COUNT, 0);
+
+/// The egress program's scratch buffer (`maps::EGRESS_SCRATCH`).
+#[map]
+pub(crate) static CG_EG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The egress program's answer being read (`answer::AnswerWalk`), in map memory for the same
+/// reason as `CG_PARSE`.
+#[map]
+pub(crate) static CG_EG_WALK: PerCpuArray<AnswerWalk> = PerCpuArray::with_max_entries(1, 0);

@@ -138,7 +138,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let service::Rings { events: ring, handup } = state.take_rings();
     let hub = Hub::new(cfg.events.log_per_sec);
     let mut slow = match handup {
-        Some((ring, heartbeat)) => {
+        Some(maps) => {
             let sp = slowpath::SlowPath::new(
                 state.live_calls(),
                 hub.clone(),
@@ -147,7 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.proven(),
             )
             .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?;
-            Some(slowpath::spawn(sp, ring, heartbeat).context("starting the slow path's thread")?)
+            Some(slowpath::spawn(sp, maps).context("starting the slow path's thread")?)
         }
         None => None,
     };

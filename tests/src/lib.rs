@@ -166,6 +166,13 @@ impl TestKernel {
             .unwrap_or_else(|| panic!("unexpected XDP code {}", res.return_value))
     }
 
+    /// Runs the egress program (the TC classifier reading the PBX's answers) once on `frame`, as
+    /// the host sends it; returns its TC code (0, `TC_ACT_OK`: it never holds anything back).
+    pub fn run_egress(&mut self, frame: &[u8]) -> u32 {
+        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
+        self.kernel.egress().test_run(opts).expect("BPF_PROG_TEST_RUN of the egress program").return_value
+    }
+
     /// The counter of one (action, reason).
     pub fn counter(&self, action: Action, reason: Reason) -> Counter {
         self.kernel

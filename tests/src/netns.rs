@@ -119,6 +119,24 @@ impl Netns {
         });
     }
 
+    /// Sends `packets` as [`Netns::send_ip`] does, from one socket, pausing a millisecond after
+    /// every 128 so that the receiving veth's XDP ring (256 frames) is not overrun: a frame it
+    /// drops would never reach callguard.
+    pub fn send_ip_many(&self, packets: Vec<Vec<u8>>, dst: IpAddr) {
+        self.run(move || {
+            let domain = if dst.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+            let s = socket2::Socket::new(domain, socket2::Type::RAW, Some(libc::IPPROTO_RAW.into()))
+                .expect("raw socket");
+            for (k, packet) in packets.iter().enumerate() {
+                s.send_to(packet, &SocketAddr::new(dst, 0).into())
+                    .unwrap_or_else(|e| panic!("send to {dst}: {e}"));
+                if k % 128 == 127 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+    }
+
     /// A TCP listener bound to `addr` inside this namespace.
     pub fn tcp_listener(&self, addr: SocketAddr) -> TcpListener {
         self.run(move || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))

@@ -130,6 +130,94 @@ fn a_replayed_transaction_key_does_not_carry_an_allow_to_another_invite() {
     assert_eq!(stats["slow_path"]["retransmissions"], 1, "{}", stats["slow_path"]);
 }
 
+/// M13. A flood of INVITEs from spoofed sources, each new, fills the daemon's queue (the
+/// daemon is paused for a moment here, well within its heartbeat's second, so that the queue
+/// fills on this machine however fast the daemon decides). A full queue drops rather than passes
+/// unchecked, so the flood delays calls; but a phone the PBX accepted a registration from (its
+/// `200` read on the way out) has a queue of its own: its barred call is refused and its allowed
+/// call reaches the PBX during the flood, while a caller who never registered waits it out.
+#[test]
+fn a_queue_flood_from_spoofed_sources_leaves_registered_phones_checked() {
+    let Barring { _t: t, inst, _daemon: daemon, pbx, caller } = Barring::start();
+    // The phone registers; the "PBX" (a socket) accepts it.
+    let register = format!(
+        "REGISTER sip:{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKreg\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:101@tenant.example>;tag=r1\r\nTo: <sip:101@tenant.example>\r\n\
+         Call-ID: reg@phone\r\nCSeq: 2 REGISTER\r\nContact: <sip:101@{CALLER}:5090>\r\n\
+         Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(register.as_bytes(), format!("{PBX}:5060")).unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, phone) = pbx.recv_from(&mut buf).expect("the REGISTER reaches the PBX");
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let ok = got
+        .replacen("REGISTER sip:198.18.0.1 SIP/2.0", "SIP/2.0 200 OK", 1)
+        .replace("To: <sip:101@tenant.example>", "To: <sip:101@tenant.example>;tag=pbx1");
+    pbx.send_to(ok.as_bytes(), phone).unwrap();
+
+    // The flood: 3,000 INVITEs from 3,000 spoofed sources, more than the queue holds, while the
+    // daemon is paused; then, still paused, the phone's two calls and another caller's.
+    let flood: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| {
+            let src = format!("10.{}.{}.{}", 66, i >> 8, i & 255);
+            callguard_tests::frame::Frame {
+                dst: PBX.parse().unwrap(),
+                sport: 5090,
+                ..callguard_tests::frame::Frame::udp(&src, 5060)
+            }
+            .payload(invite("+882666", &format!("flood-{i}"), &format!("z9hG4bKf{i}")).as_bytes())
+            .ip_packet()
+        })
+        .collect();
+    let other = t.peer.udp(format!("{}:5090", Topology::SOURCES_V4[0]).parse().unwrap());
+    let pid = daemon.pid() as i32;
+    // SAFETY: signals to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let paused = std::time::Instant::now();
+    t.peer.send_ip_many(flood, PBX.parse().unwrap());
+    caller.send_to(invite("+882777", "barred@phone", "z9hG4bKpb").as_bytes(), format!("{PBX}:5060")).unwrap();
+    caller
+        .send_to(invite("0086101234", "allowed@phone", "z9hG4bKpa").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    other
+        .send_to(invite("0086105678", "other@caller", "z9hG4bKo").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let held = paused.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(held < Duration::from_millis(800), "paused {held:?}: the heartbeat may have gone stale");
+
+    let answers = received(&caller, Duration::from_secs(2));
+    assert!(
+        answers.iter().any(|a| a.starts_with("SIP/2.0 403") && a.contains("barred@phone")),
+        "the registered phone's barred call was checked and refused: {answers:?}"
+    );
+    let at_pbx = received(&pbx, Duration::from_secs(1));
+    assert!(at_pbx.iter().any(|m| m.contains("allowed@phone")), "the phone's allowed call reached the PBX");
+    assert!(!at_pbx.iter().any(|m| m.contains("+882")), "a barred call reached the PBX");
+    assert!(
+        !at_pbx.iter().any(|m| m.contains("other@caller")),
+        "the unregistered call got past the full queue"
+    );
+    let stats = inst.stats();
+    assert_eq!(stats["answers"]["registered_sources"], 1, "{}", stats["answers"]);
+    assert_eq!(stats["answers"]["registrations"], 1, "{}", stats["answers"]);
+    let full = callguard_tests::netns::reason_packets(&stats, "drop", "queue_full");
+    assert!(full >= 1, "the flood filled the queue: {stats}");
+    assert!(full < 3000, "some of the flood was queued: {full}");
+    assert_eq!(stats["slow_path"]["registered"], 2, "{}", stats["slow_path"]);
+    assert_eq!(callguard_tests::netns::reason_packets(&stats, "pass", "queue_full"), 0);
+
+    // After the flood, the other caller's retransmission gets through.
+    other
+        .send_to(invite("0086105678", "other@caller", "z9hG4bKo").as_bytes(), format!("{PBX}:5060"))
+        .unwrap();
+    let at_pbx = received(&pbx, Duration::from_secs(2));
+    assert!(at_pbx.iter().any(|m| m.contains("other@caller")), "the retransmission reached the PBX");
+}
+
 /// M1. RFC 3261 lets the user part of a SIP URI carry `;` and `?` (a telephone subscriber's
 /// parameters), and PBXs route on the whole of it. A barred number dialed as
 /// `sip:+882777;isub=1@pbx;user=phone` or `sip:+882777?x@pbx` must be refused like the plain one,

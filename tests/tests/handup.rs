@@ -5,7 +5,7 @@
 use callguard::{
     clock::boot_ns,
     config::PassDrop,
-    kernel::datapath::Datapath as _,
+    kernel::datapath::{Datapath as _, HandUpMaps},
     net::{NetAction, Scope},
 };
 use callguard_common::{
@@ -42,7 +42,8 @@ fn set_flags(k: &mut TestKernel, flags: u16) {
 #[test]
 fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
     let mut k = TestKernel::new();
-    let (mut ring, mut heartbeat) = k.kernel.take_handup().expect("the hand-up maps");
+    let HandUpMaps { common: mut ring, mut heartbeat, .. } =
+        k.kernel.take_handup().expect("the hand-up maps");
     let invite = frame(CALLER, &request("INVITE", ""));
 
     // Not asked: nothing is handed up.
@@ -148,7 +149,7 @@ fn requests_are_handed_up_whole_only_while_asked_and_the_daemon_beats() {
 #[test]
 fn a_full_queue_drops_even_when_the_daemon_failure_policy_is_open() {
     let mut k = TestKernel::new();
-    let (_ring, mut heartbeat) = k.kernel.take_handup().expect("the hand-up maps");
+    let HandUpMaps { mut heartbeat, .. } = k.kernel.take_handup().expect("the hand-up maps");
     // Fail-open for an absent daemon (the default), the queue policy left at its default.
     set_flags(&mut k, FLAG_HANDUP_INVITE);
     let invite = frame(CALLER, &request("INVITE", ""));
@@ -170,4 +171,80 @@ fn a_full_queue_drops_even_when_the_daemon_failure_policy_is_open() {
     heartbeat.set(0, boot_ns(), 0).unwrap();
     assert_eq!(k.run(&invite), Action::Pass);
     assert_eq!(k.counter(Action::Pass, Reason::QueueFull).packets, 1);
+}
+
+/// What the PBX at 198.18.0.1 sends from its SIP port 5060 to `to`, port 5090.
+fn answer(to: &str, status: &str, cseq: &str) -> Vec<u8> {
+    let payload = format!(
+        "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP {to}:5090;branch=z9hG4bK7;received={to}\r\n\
+         From: <sip:101@tenant.example>;tag=a\r\nTo: <sip:101@tenant.example>;tag=p\r\n\
+         Call-ID: reg-1@{to}\r\nCSeq: {cseq}\r\nContact: <sip:101@{to}:5090>;expires=600\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let to_addr = to.parse().expect("address");
+    Frame { dst: to_addr, sport: 5060, dport: 5090, ..Frame::udp("198.18.0.1", 5090) }
+        .payload(payload.as_bytes())
+        .build()
+}
+
+/// M13. A flood from spoofed sources can fill the common queue, but not the registered
+/// sources' own: a source the PBX accepted a registration from (its `200` to a REGISTER, read
+/// by the egress program as it leaves) is still handed up and checked while every other source
+/// meets the full queue. Nothing but such an answer makes a source registered.
+#[test]
+fn a_flood_that_fills_the_queue_leaves_registered_sources_their_own() {
+    const PHONE: &str = "198.18.0.9";
+    let mut k = TestKernel::new();
+    let HandUpMaps { common: _common, mut registered, mut heartbeat } =
+        k.kernel.take_handup().expect("the hand-up maps");
+    set_flags(&mut k, FLAG_HANDUP_INVITE);
+    let registered_now = |k: &TestKernel| k.kernel.answers().unwrap().registered;
+
+    // Answers that prove nothing: a challenge, a 200 to an INVITE or an OPTIONS, a 200 from a
+    // port that is not guarded, a request the PBX sends.
+    for (what, frame) in [
+        ("401", answer(PHONE, "401 Unauthorized", "1 REGISTER")),
+        ("200 to INVITE", answer(PHONE, "200 OK", "1 INVITE")),
+        ("200 to OPTIONS", answer(PHONE, "200 OK", "1 OPTIONS")),
+        ("from port 5070", {
+            let mut f = answer(PHONE, "200 OK", "2 REGISTER");
+            // The UDP source port, after Ethernet (14) and IPv4 (20) headers.
+            f[34..36].copy_from_slice(&5070u16.to_be_bytes());
+            f
+        }),
+        ("a request", Frame { sport: 5060, ..Frame::udp("198.18.0.1", 5090) }.build()),
+    ] {
+        assert_eq!(k.run_egress(&frame), 0, "{what}: the host's packets are never held back");
+        assert_eq!(registered_now(&k), 0, "{what} registered a source");
+    }
+    // The PBX accepts the phone's registration.
+    assert_eq!(k.run_egress(&answer(PHONE, "200 OK", "2 REGISTER")), 0);
+    assert_eq!(registered_now(&k), 1);
+    let seen = k.kernel.answers().unwrap().counts;
+    assert_eq!(seen, [4, 1], "responses read, registrations");
+
+    // Spoofed sources, each new, fill the common queue that nobody reads.
+    heartbeat.set(0, boot_ns(), 0).unwrap();
+    let mut sent = 0u32;
+    while k.counter(Action::Drop, Reason::QueueFull).packets == 0 {
+        let src = format!("10.{}.{}.{}", sent >> 16 & 255, sent >> 8 & 255, sent & 255);
+        assert_eq!(k.run(&frame(&src, &request("INVITE", ""))), Action::Drop);
+        sent += 1;
+        assert!(sent < 5000, "the queue never filled");
+    }
+    let flood = k.counter(Action::HandUp, Reason::HandedUp).packets;
+
+    // The phone's INVITE is handed up whole, through its own queue; another caller's is not.
+    heartbeat.set(0, boot_ns(), 0).unwrap();
+    let invite = frame(PHONE, &request("INVITE", ""));
+    assert_eq!(k.run(&invite), Action::Drop);
+    assert_eq!(k.counter(Action::HandUp, Reason::HandedUp).packets, flood + 1);
+    let item = registered.next().expect("the phone's request in its queue");
+    // SAFETY: the kernel wrote a HandUp of exactly this size.
+    let rec = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HandUp>()) };
+    drop(item);
+    assert_eq!(rec.bytes(), invite.as_slice());
+    assert_eq!(k.run(&frame("198.18.0.10", &request("INVITE", ""))), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::QueueFull).packets, 2);
+    assert!(registered.next().is_none(), "only the registered source uses the reserve");
 }

@@ -110,6 +110,21 @@ pub struct Stats {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub calls: crate::calls::policy::PolicySummary,
+    /// What the egress program saw of the PBX's answers.
+    #[serde(default)]
+    pub answers: AnswerStats,
+}
+
+/// What the egress program saw of the PBX's answers on the guarded interfaces.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct AnswerStats {
+    /// SIP responses seen leaving a guarded UDP port.
+    pub responses: u64,
+    /// `2xx` answers to a REGISTER: each notes the source it goes to as registered for a day.
+    pub registrations: u64,
+    /// Sources registered now. Their requests reach the daemon through a queue of their own,
+    /// which a flood from other (spoofed) sources cannot fill.
+    pub registered_sources: usize,
 }
 
 /// `POST /v1/explain`: a SIP request and the address it would come from.

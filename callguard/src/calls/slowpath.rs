@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use callguard_common::handup::{HEARTBEAT_EVERY_MS, HandUp};
 use chrono::Utc;
 use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, NetSlice, SlicedPacket, TransportSlice, UdpHeader};
@@ -37,6 +37,7 @@ use crate::{
         proven::{ProofTags, Proven},
     },
     events::{EventKind, EventRecord, Hub},
+    kernel::datapath::HandUpMaps,
     throttle::{self, Throttle},
 };
 
@@ -75,6 +76,10 @@ pub struct SlowStats {
     /// from more than two hours ago): passed on to the PBX, nothing proven.
     #[serde(default)]
     pub false_proofs: u64,
+    /// Requests that came through the registered sources' queue (sources the PBX accepted a
+    /// registration from), which a flood from other sources cannot fill.
+    #[serde(default)]
+    pub registered: u64,
 }
 
 /// This host's addresses: only a request addressed to one of them is decided and sent on.
@@ -551,11 +556,7 @@ impl Running {
 /// Starts [`run`] on its own thread with its own single-threaded runtime. Nothing else the daemon
 /// does (SQLite writes, password hashing, a large import holding the state lock) runs there, so
 /// none of it can delay a call waiting for its verdict.
-pub fn spawn(
-    slow: SlowPath,
-    ring: RingBuf<MapData>,
-    heartbeat: Array<MapData, u64>,
-) -> std::io::Result<Running> {
+pub fn spawn(slow: SlowPath, maps: HandUpMaps) -> std::io::Result<Running> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Dropped when the thread ends, by return or by panic: what `Running::ended` waits for.
@@ -564,7 +565,7 @@ pub fn spawn(
         let _end = end;
         runtime.block_on(async move {
             tokio::select! {
-                () = run(slow, ring, heartbeat) => {}
+                () = run(slow, maps) => {}
                 _ = stopped => {}
             }
         });
@@ -572,16 +573,43 @@ pub fn spawn(
     Ok(Running { stop: Some(stop), thread: Some(thread), ended: Some(ended) })
 }
 
-/// Runs the slow path until the daemon stops: beats the heartbeat and decides what the ring
-/// holds. Both happen in this one task, so a slow path that stops deciding also stops beating.
-pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Array<MapData, u64>) {
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
-    // RingBuf lives, and the AsyncFd owns the RingBuf.
-    let registered = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
-    let mut ring = match registered {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("watching the hand-up ring buffer: {e}; the failure policy applies");
+/// Most records decided from one queue before the other queue and the heartbeat get their turn:
+/// a flood that keeps a queue full starves neither the other queue nor the heartbeat (a stale
+/// heartbeat would hand every call to the failure policy).
+const BATCH: usize = 64;
+
+/// Decides up to [`BATCH`] records of `ring`; `true` when it may hold more.
+fn decide_batch(slow: &mut SlowPath, ring: &mut RingBuf<MapData>, registered: bool) -> bool {
+    for _ in 0..BATCH {
+        let Some(item) = ring.next() else { return false };
+        if item.len() != size_of::<HandUp>() {
+            continue;
+        }
+        // SAFETY: the kernel wrote a HandUp (repr(C), integers and bytes) of this size.
+        let rec = unsafe { &*item.as_ptr().cast::<HandUp>() };
+        if registered {
+            slow.count(|s| s.registered += 1);
+        }
+        slow.handle(rec.bytes());
+    }
+    true
+}
+
+/// Runs the slow path until the daemon stops: beats the heartbeat and decides what the queues
+/// hold, the registered sources' queue first. All of it happens in this one task, so a slow path
+/// that stops deciding also stops beating.
+pub async fn run(mut slow: SlowPath, maps: HandUpMaps) {
+    let HandUpMaps { common, registered, mut heartbeat } = maps;
+    let watch = |ring: RingBuf<MapData>| {
+        // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
+        // the RingBuf lives, and the AsyncFd owns the RingBuf.
+        unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.to_string())
+    };
+    let (mut common, mut registered) = match (watch(common), watch(registered)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("watching the hand-up ring buffers: {e}; the failure policy applies");
             return;
         }
     };
@@ -594,7 +622,7 @@ pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Arra
                     tracing::error!("writing the heartbeat: {e}");
                 }
             }
-            guard = ring.readable_mut() => {
+            guard = registered.readable_mut() => {
                 let mut guard = match guard {
                     Ok(g) => g,
                     Err(e) => {
@@ -602,16 +630,23 @@ pub async fn run(mut slow: SlowPath, ring: RingBuf<MapData>, mut heartbeat: Arra
                         return;
                     }
                 };
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    if item.len() != size_of::<HandUp>() {
-                        continue;
-                    }
-                    // SAFETY: the kernel wrote a HandUp (repr(C), integers and bytes) of this size.
-                    let rec = unsafe { &*item.as_ptr().cast::<HandUp>() };
-                    slow.handle(rec.bytes());
+                if !decide_batch(&mut slow, guard.get_inner_mut(), true) {
+                    guard.clear_ready();
                 }
-                guard.clear_ready();
+            }
+            guard = common.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("reading the hand-up ring buffer: {e}; the failure policy applies");
+                        return;
+                    }
+                };
+                // A registered source's request waits for at most one batch of the others.
+                decide_batch(&mut slow, registered.get_mut(), true);
+                if !decide_batch(&mut slow, guard.get_inner_mut(), false) {
+                    guard.clear_ready();
+                }
             }
         }
     }

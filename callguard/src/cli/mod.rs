@@ -425,6 +425,17 @@ impl Cli {
                         p.retransmissions, p.send_errors, p.not_local, p.unanswered, p.authcode_lockouts
                     );
                 }
+                let (a, p) = (&s.answers, &s.slow_path);
+                println!(
+                    "the PBX's answers: {} responses, {} accepted registrations; {} sources registered \
+                     now (requests through their own queue: {}); ACKs proving a source: {} (false: {})",
+                    a.responses,
+                    a.registrations,
+                    a.registered_sources,
+                    p.registered,
+                    p.proofs,
+                    p.false_proofs
+                );
                 Ok(())
             }
             Command::Net(cmd) => self.net(cmd).await,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aya::maps::{Array, MapData, RingBuf};
-use callguard_common::{Action, Counter, KernelConfig, NetEntry, Reason, limits::Limits, maps};
+use callguard_common::{Action, Counter, KernelConfig, NetEntry, Reason, answer, limits::Limits, maps};
 use ipnet::IpNet;
 
 use super::Attached;
@@ -88,6 +88,26 @@ impl From<std::io::Error> for KernelError {
     fn from(e: std::io::Error) -> Self {
         Self::Failed(e.into())
     }
+}
+
+/// What the slow path reads and writes in the kernel: the two hand-up queues and the heartbeat.
+#[expect(missing_debug_implementations, reason = "aya's RingBuf and Array have no Debug")]
+pub struct HandUpMaps {
+    /// Requests from any source (`CG_HANDUP`).
+    pub common: RingBuf<MapData>,
+    /// Requests from sources the PBX accepted a registration from (`CG_HANDUP_REG`).
+    pub registered: RingBuf<MapData>,
+    /// The daemon's heartbeat (`CG_HEARTBEAT`).
+    pub heartbeat: Array<MapData, u64>,
+}
+
+/// What the egress program saw of the PBX's answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// Counters by [`answer::counter`] index, summed over CPUs.
+    pub counts: [u64; answer::counter::COUNT as usize],
+    /// Sources registered now (a `2xx` to their REGISTER within [`answer::REGISTERED_NS`]).
+    pub registered: usize,
 }
 
 /// What a kernel operation returns.
@@ -174,8 +194,12 @@ pub trait Datapath: Send + std::fmt::Debug {
     fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         None
     }
-    /// The hand-up ring buffer and the heartbeat map (once); `None` without a kernel.
-    fn take_handup(&mut self) -> Option<(RingBuf<MapData>, Array<MapData, u64>)> {
+    /// The hand-up ring buffers and the heartbeat map (once); `None` without a kernel.
+    fn take_handup(&mut self) -> Option<HandUpMaps> {
         None
+    }
+    /// What the egress program saw of the PBX's answers; nothing without a kernel.
+    fn answers(&self) -> Result<Answers> {
+        Ok(Answers::default())
     }
 }

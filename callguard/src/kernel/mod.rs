@@ -4,6 +4,8 @@
 //! Pin layout under the pin directory (default `/sys/fs/bpf/callguard`):
 //! - one file per map, named as in [`callguard_common::maps`];
 //! - `link_<interface>`: the XDP link of each guarded interface;
+//! - `egress_<interface>`: the TCX link of the egress program on it (Linux 6.6+), which reads
+//!   the PBX's answers (`callguard_common::answer`);
 //! - `prog`: the program the daemon loaded last.
 //!
 //! Filtering outlives the daemon: a pinned link keeps the program attached and the program keeps
@@ -23,13 +25,14 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf, lpm_trie::Key},
     programs::{
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
     },
 };
 use callguard_common::{
-    Action, Counter, KernelConfig, NetEntry, Reason,
+    Action, Counter, KernelConfig, NetEntry, Reason, answer,
     config::CONFIG_KEY,
     limits::{Limits, SourceState},
     maps,
@@ -38,7 +41,7 @@ use callguard_common::{
 };
 use ipnet::IpNet;
 
-use self::datapath::{Datapath, KernelError, Result};
+use self::datapath::{Answers, Datapath, HandUpMaps, KernelError, Result};
 use crate::config::XdpModeSetting;
 
 pub mod datapath;
@@ -135,6 +138,10 @@ fn link_pin(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("link_{iface}"))
 }
 
+fn egress_pin(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("egress_{iface}"))
+}
+
 /// Removes every pin callguard made in `dir` (links first, so nothing filters against half-removed
 /// maps), then the directory. Returns the interfaces that were detached.
 pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -148,6 +155,8 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
         if let Some(iface) = name.strip_prefix("link_") {
             std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
             detached.push(iface.to_owned());
+        } else if name.starts_with("egress_") {
+            std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
         } else {
             others.push(e.path());
         }
@@ -202,9 +211,13 @@ pub struct Kernel {
     limits: Array<MapData, Limits>,
     /// The event ring buffer, until the daemon takes it ([`Kernel::take_events`]).
     events: Option<RingBuf<MapData>>,
-    /// The hand-up ring buffer and the heartbeat, until the slow path takes them
+    /// The hand-up ring buffers and the heartbeat, until the slow path takes them
     /// ([`Kernel::take_handup`]).
-    handup: Option<(RingBuf<MapData>, Array<MapData, u64>)>,
+    handup: Option<HandUpMaps>,
+    /// Sources the PBX accepted a registration from.
+    registered: HashMap<MapData, [u8; 16], u64>,
+    /// Counters of the PBX's answers.
+    answers: PerCpuArray<MapData, u64>,
     /// What `CG_CONFIG` holds (its `sig_bank` is the signature bank in use).
     kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
@@ -289,6 +302,11 @@ impl Kernel {
             .ok_or_else(|| anyhow!("program {} missing", maps::PROGRAM))?
             .try_into()?;
         prog.load().context("the kernel verifier rejected the XDP program")?;
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(maps::EGRESS_PROGRAM)
+            .ok_or_else(|| anyhow!("program {} missing", maps::EGRESS_PROGRAM))?
+            .try_into()?;
+        egress.load().context("the kernel verifier rejected the egress program")?;
         let mut k = Self {
             v4_exact: take(&mut ebpf, maps::NET_V4_EXACT)?,
             v6_exact: take(&mut ebpf, maps::NET_V6_EXACT)?,
@@ -304,7 +322,13 @@ impl Kernel {
             sources: take(&mut ebpf, maps::SOURCES)?,
             limits: take(&mut ebpf, maps::LIMITS)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
-            handup: Some((take(&mut ebpf, maps::HANDUP)?, take(&mut ebpf, maps::HEARTBEAT)?)),
+            handup: Some(HandUpMaps {
+                common: take(&mut ebpf, maps::HANDUP)?,
+                registered: take(&mut ebpf, maps::HANDUP_REGISTERED)?,
+                heartbeat: take(&mut ebpf, maps::HEARTBEAT)?,
+            }),
+            registered: take(&mut ebpf, maps::REGISTERED)?,
+            answers: take(&mut ebpf, maps::ANSWERS)?,
             kcfg: KernelConfig::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -351,6 +375,79 @@ impl Kernel {
             std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
         }
         self.program().pin(&path).with_context(|| format!("pinning {}", path.display()))
+    }
+
+    /// Attaches the XDP program to `iface` through a pinned link, or adopts the pinned link an
+    /// earlier daemon left.
+    fn attach_xdp(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        let pin = link_pin(&self.pin_dir, iface);
+        if pin.exists() {
+            match self.adopt(&pin) {
+                Ok(()) => return Ok(Attached::Adopted),
+                Err(e) => {
+                    tracing::warn!(iface, "pinned link is stale ({e:#}); attaching afresh");
+                    std::fs::remove_file(&pin).ok();
+                }
+            }
+        }
+        let attempts: &[(XdpMode, Attached)] = match mode {
+            XdpModeSetting::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
+            XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
+            XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
+        };
+        let prog = self.program();
+        let mut last = None;
+        for &(xdp_mode, how) in attempts {
+            match prog.attach(iface, xdp_mode) {
+                Ok(id) => {
+                    let link = prog.take_link(id)?;
+                    let fd: FdLink = link.try_into().map_err(|e| {
+                        anyhow!(
+                            "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
+                        )
+                    })?;
+                    fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+                    return Ok(how);
+                }
+                Err(e) => {
+                    last = Some(
+                        anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
+                    );
+                }
+            }
+        }
+        Err(KernelError::Failed(last.unwrap_or_else(|| anyhow!("no attach mode"))))
+    }
+
+    /// The egress program.
+    pub fn egress(&mut self) -> &mut SchedClassifier {
+        // Found and converted in `load`; infallible here.
+        self.ebpf
+            .program_mut(maps::EGRESS_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Kernel::load")
+    }
+
+    /// Attaches the egress program to `iface` through a pinned TCX link, or swaps the program
+    /// into the link an earlier daemon pinned.
+    fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
+        let pin = egress_pin(&self.pin_dir, iface);
+        let prog = self.egress();
+        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+            let id = prog.attach_to_link(link)?;
+            // The pin file keeps the link.
+            let _ = prog.take_link(id)?;
+            return Ok(());
+        }
+        std::fs::remove_file(&pin).ok();
+        let id = prog.attach(iface, TcAttachType::Egress)?;
+        let fd: FdLink = prog
+            .take_link(id)?
+            .try_into()
+            .map_err(|e| anyhow!("the kernel attached without a TCX link ({e}); Linux 6.6+ is required"))?;
+        fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+        Ok(())
     }
 
     fn adopt(&mut self, pin: &Path) -> anyhow::Result<()> {
@@ -590,46 +687,20 @@ impl Datapath for Kernel {
     }
 
     fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
-        let pin = link_pin(&self.pin_dir, iface);
-        if pin.exists() {
-            match self.adopt(&pin) {
-                Ok(()) => return Ok(Attached::Adopted),
-                Err(e) => {
-                    tracing::warn!(iface, "pinned link is stale ({e:#}); attaching afresh");
-                    std::fs::remove_file(&pin).ok();
-                }
-            }
+        let how = self.attach_xdp(iface, mode)?;
+        // Without it the filter works as before; only registered sources lose their own queue.
+        if let Err(e) = self.attach_egress(iface) {
+            tracing::warn!(
+                iface,
+                "the egress program is not attached ({e:#}): the PBX's answers go unread, so no \
+                 source counts as registered and every request shares one hand-up queue"
+            );
         }
-        let attempts: &[(XdpMode, Attached)] = match mode {
-            XdpModeSetting::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
-            XdpModeSetting::Native => &[(XdpMode::Driver, Attached::Native)],
-            XdpModeSetting::Generic => &[(XdpMode::Skb, Attached::Generic)],
-        };
-        let prog = self.program();
-        let mut last = None;
-        for &(xdp_mode, how) in attempts {
-            match prog.attach(iface, xdp_mode) {
-                Ok(id) => {
-                    let link = prog.take_link(id)?;
-                    let fd: FdLink = link.try_into().map_err(|e| {
-                        anyhow!(
-                            "{iface}: the kernel attached without a bpf_link ({e}); Linux 5.9+ is required"
-                        )
-                    })?;
-                    fd.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
-                    return Ok(how);
-                }
-                Err(e) => {
-                    last = Some(
-                        anyhow::Error::from(e).context(format!("attaching to {iface} in {xdp_mode:?} mode")),
-                    );
-                }
-            }
-        }
-        Err(KernelError::Failed(last.unwrap_or_else(|| anyhow!("no attach mode"))))
+        Ok(how)
     }
 
     fn detach(&mut self, iface: &str) -> Result<()> {
+        std::fs::remove_file(egress_pin(&self.pin_dir, iface)).ok();
         let pin = link_pin(&self.pin_dir, iface);
         Ok(std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?)
     }
@@ -638,8 +709,23 @@ impl Datapath for Kernel {
         self.events.take()
     }
 
-    fn take_handup(&mut self) -> Option<(RingBuf<MapData>, Array<MapData, u64>)> {
+    fn take_handup(&mut self) -> Option<HandUpMaps> {
         self.handup.take()
+    }
+
+    fn answers(&self) -> Result<Answers> {
+        let mut counts = [0u64; answer::counter::COUNT as usize];
+        for (k, c) in counts.iter_mut().enumerate() {
+            *c = self.answers.get(&(k as u32), 0)?.iter().sum();
+        }
+        let now = crate::clock::boot_ns();
+        let registered = self
+            .registered
+            .iter()
+            .flatten()
+            .filter(|(_, at)| now < at.saturating_add(answer::REGISTERED_NS))
+            .count();
+        Ok(Answers { counts, registered })
     }
 }
 

@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use chrono::Utc;
 use ipnet::IpNet;
 
@@ -96,7 +96,7 @@ pub struct Rings {
     /// Sampled drops and bans (`CG_EVENTS`).
     pub events: Option<RingBuf<MapData>>,
     /// Handed-up requests, and the heartbeat the daemon keeps for the kernel.
-    pub handup: Option<(RingBuf<MapData>, Array<MapData, u64>)>,
+    pub handup: Option<crate::kernel::datapath::HandUpMaps>,
 }
 
 /// What a service operation returns.
@@ -446,7 +446,13 @@ impl Service {
         let mut sigs: Vec<api::SigRow> = self.sig_rows()?.into_iter().filter(|s| s.packets != 0).collect();
         sigs.sort_by_key(|s| std::cmp::Reverse(s.packets));
         let slow_path = self.slow_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary() })
+        let seen = self.kernel.answers()?;
+        let answers = api::AnswerStats {
+            responses: seen.counts[callguard_common::answer::counter::RESPONSES as usize],
+            registrations: seen.counts[callguard_common::answer::counter::REGISTRATIONS as usize],
+            registered_sources: seen.registered,
+        };
+        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary(), answers })
     }
 }
 

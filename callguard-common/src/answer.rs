@@ -1,0 +1,243 @@
+//! What the PBX answered: the status code and the CSeq method of a SIP response leaving a guarded
+//! port, read by the egress program (`callguard_egress`, a TC classifier beside the XDP one).
+//!
+//! The PBX's answers say what no request can prove by itself. A `2xx` to a REGISTER means the
+//! PBX accepted a registration from the address it answers: a source that completed a digest
+//! challenge (every real PBX asks for one), so it receives what is sent to it, and it is one of
+//! the operator's devices. The program notes such addresses in [`crate::maps::REGISTERED`], and
+//! their requests go to the daemon through a queue of their own
+//! ([`crate::maps::HANDUP_REGISTERED`]), which a flood from spoofed sources cannot fill.
+//!
+//! The reader shares the request parser's buffer and word helpers ([`crate::sip`]) and its
+//! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
+
+use crate::sip::{
+    FIELD_MAX, HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, is_token, join, lower8, method,
+    next_newline, pack, word,
+};
+
+/// How long a registration keeps its source among the registered, in nanoseconds: a day, longer
+/// than any registration interval phones use (an hour at most, commonly), so a phone that
+/// re-registers on schedule never drops out, and one that stopped is forgotten the next day.
+pub const REGISTERED_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// Counters the egress program keeps in [`crate::maps::ANSWERS`], by index.
+pub mod counter {
+    /// SIP responses seen leaving a guarded port.
+    pub const RESPONSES: u32 = 0;
+    /// `2xx` answers to a REGISTER: the address answered is noted as registered.
+    pub const REGISTRATIONS: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+    /// Names in metrics and the API, by index.
+    pub const NAMES: [&str; COUNT as usize] = ["responses", "registrations"];
+}
+
+/// A response being read: [`AnswerWalk::begin`] reads the status line, then [`AnswerWalk::step`]
+/// reads one header line per call (at most [`HEADER_LINES`] calls, until it returns `false`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerWalk {
+    /// The status code; 0 when the payload is not a SIP response.
+    pub status: u16,
+    /// The method of the first CSeq header ([`method::UNKNOWN`] before one is read).
+    cseq_method: u8,
+    /// CSeq headers seen (a response with two says nothing certain about its request).
+    cseqs: u8,
+    /// Explicit padding (zero).
+    _pad: u32,
+    /// Bytes of the buffer holding the payload.
+    len: usize,
+    /// Start of the next header line; past `len` when done.
+    start: usize,
+}
+
+impl AnswerWalk {
+    /// Reads the status line (`SIP/2.0 SP 3DIGIT SP …`, RFC 3261 §7.2) of the first `len`
+    /// bytes of `s`.
+    pub fn begin(s: &Scratch, len: usize) -> Self {
+        let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+        let mut w = Self { len, start: SCAN_LEN + 1, ..Self::default() };
+        const VERSION: &[u8; 8] = b"SIP/2.0 ";
+        if len < 12 || !(0..8).all(|k| at(s, k) == VERSION[k]) {
+            return w;
+        }
+        let (a, b, c) = (at(s, 8), at(s, 9), at(s, 10));
+        if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()) || at(s, 11) != b' ' {
+            return w;
+        }
+        let Some(eol) = next_newline(s, 12, len) else { return w };
+        w.status = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+        w.start = eol + 1;
+        w
+    }
+
+    /// Reads one header line; `false` when there are no more.
+    pub fn step(&mut self, s: &Scratch) -> bool {
+        let start = s.launder(self.start);
+        if start >= self.len {
+            return false;
+        }
+        let c = at(s, start);
+        if c == b'\r' || c == b'\n' {
+            self.start = SCAN_LEN + 1; // end of headers
+            return false;
+        }
+        let end = next_newline(s, start, self.len).unwrap_or(self.len);
+        // `CSeq` (no compact form), case-insensitive, spaces or tabs before the colon.
+        let name = join(word(s, start), word(s, start + 8), (start & 7) * 8);
+        if lower8(name) & 0xffff_ffff == pack(b"cseq")
+            && let Some(colon) = colon_after(s, start + 4)
+        {
+            if self.cseqs == 0 {
+                self.cseq_method = cseq_method(s, colon + 1, end);
+            }
+            self.cseqs = self.cseqs.saturating_add(1);
+        }
+        self.start = end + 1;
+        true
+    }
+
+    /// The method of the request answered, from its one CSeq header ([`method::UNKNOWN`] when
+    /// there is none, two, or one this reader cannot read).
+    pub const fn method(&self) -> u8 {
+        if self.cseqs == 1 { self.cseq_method } else { method::UNKNOWN }
+    }
+
+    /// Whether this is a `2xx` to a REGISTER: a registration the PBX accepted.
+    pub const fn registered(&self) -> bool {
+        self.status >= 200 && self.status < 300 && self.method() == method::REGISTER
+    }
+}
+
+/// Reads a whole response (userspace: the kernel drives the steps with `bpf_loop`).
+pub fn read(s: &Scratch, len: usize) -> AnswerWalk {
+    let mut w = AnswerWalk::begin(s, len);
+    for _ in 0..HEADER_LINES {
+        if !w.step(s) {
+            break;
+        }
+    }
+    w
+}
+
+/// The method of a CSeq value (`1*DIGIT LWS Method`, RFC 3261 §20.16) from `from` to `end`:
+/// the two this reader needs, REGISTER and INVITE, else [`method::UNKNOWN`]. Method names are
+/// upper case and case-sensitive, so the method starts at the value's first upper-case letter,
+/// after a space or tab; the token must end there too (the sequence number before it is not
+/// checked: the PBX answers only requests it could read). One word-at-a-time scan and two
+/// comparisons: the verifier checks this for every header line, so it must stay small.
+fn cseq_method(s: &Scratch, from: usize, end: usize) -> u8 {
+    let p = first_upper(s, from, end);
+    if p >= end || p == 0 || !matches!(at(s, p - 1), b' ' | b'\t') {
+        return method::UNKNOWN;
+    }
+    let w = join(word(s, p), word(s, p + 8), (p & 7) * 8);
+    if w == pack(b"REGISTER") && !is_token(at(s, p + 8)) {
+        method::REGISTER
+    } else if w & 0xffff_ffff_ffff == pack(b"INVITE") && !is_token(at(s, p + 6)) {
+        method::INVITE
+    } else {
+        method::UNKNOWN
+    }
+}
+
+/// The first index in `from..end` holding an ASCII upper-case letter, or `end`; eight bytes at
+/// a time, at most [`FIELD_MAX`] bytes on.
+fn first_upper(s: &Scratch, from: usize, end: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut base = from & !7;
+    let mut skip = from - base;
+    for _ in 0..FIELD_MAX / 8 + 1 {
+        if base >= end {
+            return end;
+        }
+        let w = word(s, base);
+        let low7 = w & !HI;
+        // Bit 7 set where a byte is in 'A'..='Z' (as in `lower8`).
+        let upper =
+            (low7 + LO * (0x80 - u64::from(b'A'))) & !(low7 + LO * (0x80 - u64::from(b'Z') - 1)) & !w & HI;
+        let m = upper >> (skip * 8) << (skip * 8);
+        if m != 0 {
+            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
+            return if pos < end { pos } else { end };
+        }
+        base += 8;
+        skip = 0;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{format, string::String};
+
+    use super::*;
+    use crate::sip::method::{INVITE, REGISTER, UNKNOWN};
+
+    fn read_str(msg: &str) -> AnswerWalk {
+        let (s, n) = Scratch::new(msg.as_bytes());
+        read(&s, n)
+    }
+
+    fn response(status: &str, cseq: &str) -> String {
+        format!(
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 198.18.0.2:5090;branch=z9hG4bK1\r\n\
+             From: <sip:101@pbx>;tag=a\r\nTo: <sip:101@pbx>;tag=b\r\nCall-ID: r1\r\n{cseq}\r\n\
+             Contact: <sip:101@198.18.0.2:5090>;expires=3600\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn a_2xx_to_register_is_a_registration() {
+        let w = read_str(&response("200 OK", "CSeq: 2 REGISTER"));
+        assert_eq!((w.status, w.method()), (200, REGISTER));
+        assert!(w.registered());
+        for cseq in ["cseq:2 {m}", "CSEQ :\t2\t{m}", "CSeq:  4294967295  {m}  "] {
+            let w = read_str(&response("202 Accepted", &cseq.replace("{m}", "REGISTER")));
+            assert!(w.registered(), "{cseq}");
+            let w = read_str(&response("202 Accepted", &cseq.replace("{m}", "register")));
+            assert_eq!(w.method(), UNKNOWN, "method names are case-sensitive: {cseq}");
+        }
+    }
+
+    #[test]
+    fn other_answers_are_not_registrations() {
+        for (status, cseq) in [
+            ("401 Unauthorized", "CSeq: 1 REGISTER"),
+            ("100 Trying", "CSeq: 1 REGISTER"),
+            ("200 OK", "CSeq: 1 INVITE"),
+            ("200 OK", "CSeq: 1 REGISTERX"),
+            ("200 OK", "CSeq: 1REGISTER"),
+            ("200 OK", "CSeq-X: 1 REGISTER"),
+            ("200 OK", "X-CSeq: 1 REGISTER"),
+            ("200 OK", "CSeq: 1 REGISTER\r\nCSeq: 1 INVITE"),
+            ("200 OK", "CSeq: 1 INVITE\r\nCSeq: 1 REGISTER"),
+            ("2000 OK", "CSeq: 1 REGISTER"),
+            ("20x OK", "CSeq: 1 REGISTER"),
+        ] {
+            let w = read_str(&response(status, cseq));
+            assert!(!w.registered(), "{status} / {cseq}: {w:?}");
+        }
+        assert_eq!(read_str(&response("200 OK", "CSeq: 7 INVITE")).method(), INVITE);
+        let request = "REGISTER sip:pbx SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n";
+        assert_eq!(read_str(request).status, 0, "a request is no answer");
+        // Headers after the blank line are the body.
+        let w = read_str("SIP/2.0 200 OK\r\nVia: x\r\n\r\nCSeq: 1 REGISTER\r\n");
+        assert!(!w.registered());
+    }
+
+    #[test]
+    fn what_lies_past_len_never_matters() {
+        let msg = response("200 OK", "CSeq: 2 REGISTER");
+        for cut in 0..msg.len() {
+            let (zeros, _) = Scratch::new(&msg.as_bytes()[..cut]);
+            let want = read(&zeros, cut);
+            let (mut s, _) = Scratch::new(msg.as_bytes());
+            let tail = (cut + crate::sip::TAIL).min(SCAN_LEN);
+            s.buf[cut..tail].fill(0);
+            assert_eq!(read(&s, cut), want, "cut at {cut}");
+        }
+    }
+}

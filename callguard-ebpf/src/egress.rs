@@ -1,0 +1,144 @@
+//! The egress program (`callguard_egress`, a TC classifier on the guarded interfaces): reads
+//! the PBX's own answers as they leave a guarded UDP port, and notes the sources it accepted a
+//! registration from (`CG_REGISTERED`), whose requests then go to the daemon through a queue of
+//! their own (`handup.rs`). It never changes, holds back or drops what the host sends.
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    helpers::{bpf_loop, bpf_skb_load_bytes},
+    macros::classifier,
+    programs::TcContext,
+};
+use callguard_common::{
+    answer::{AnswerWalk, counter},
+    limits,
+    sip::{self, HEADER_LINES, SCAN_LEN},
+};
+
+use crate::{
+    maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED},
+    net::{boot_ns, is_guarded},
+    parse::IPPROTO_UDP,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+#[classifier]
+#[expect(clippy::needless_pass_by_value, reason = "the #[classifier] macro hands the context over by value")]
+fn callguard_egress(ctx: TcContext) -> i32 {
+    let _ = read_answer(&ctx);
+    TC_ACT_OK
+}
+
+/// One header line of the answer per call (`bpf_loop` callback): the verifier checks this body
+/// once instead of every iteration.
+extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(buf), Some(walk)) = (CG_EG_SCRATCH.get_ptr(0), CG_EG_WALK.get_ptr_mut(0)) else { return 1 };
+    // SAFETY: this CPU's scratch buffer and walk, filled by read_answer in this program run.
+    let (walk, buf) = unsafe { (&mut *walk, &*buf) };
+    if walk.step(buf) { 0 } else { 1 }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = CG_ANSWERS.get_ptr_mut(index) {
+        // SAFETY: this CPU's counter.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Reads a UDP datagram leaving a guarded port; a `2xx` to a REGISTER notes its destination as
+/// registered. `None` for anything else (not IP, not UDP, a fragment, an IPv6 extension header,
+/// not from a guarded port, not a SIP response).
+#[inline(always)]
+fn read_answer(ctx: &TcContext) -> Option<()> {
+    let mut off = 14;
+    let mut ether_type = u16::from_be(ctx.load::<u16>(12).ok()?);
+    // Tags are usually offloaded (skb->vlan_tci) by the time egress runs; one or two in the frame
+    // are read past. Written out instead of looped, for constant offsets.
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        ether_type = u16::from_be(ctx.load::<u16>(off + 2).ok()?);
+        off += 4;
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            ether_type = u16::from_be(ctx.load::<u16>(off + 2).ok()?);
+            off += 4;
+        }
+    }
+    let (dst, l4_off) = match ether_type {
+        ETH_P_IP => {
+            let vihl = ctx.load::<u8>(off).ok()?;
+            let ihl = usize::from(vihl & 0xf) * 4;
+            // More-fragments or a fragment offset: not the PBX's answer whole.
+            let frag = u16::from_be(ctx.load::<u16>(off + 6).ok()?) & 0x3fff;
+            if vihl >> 4 != 4 || ihl < 20 || frag != 0 || ctx.load::<u8>(off + 9).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            (limits::source_key_v4(ctx.load::<[u8; 4]>(off + 16).ok()?), off + ihl)
+        }
+        ETH_P_IPV6 => {
+            if ctx.load::<u8>(off + 6).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            (limits::source_key_v6(ctx.load::<[u8; 16]>(off + 24).ok()?), off + 40)
+        }
+        _ => return None,
+    };
+    if !is_guarded(IPPROTO_UDP, u16::from_be(ctx.load::<u16>(l4_off).ok()?)) {
+        return None;
+    }
+    let payload = l4_off + 8;
+    let total = ctx.len() as usize;
+    let udp_len = usize::from(u16::from_be(ctx.load::<u16>(l4_off + 4).ok()?));
+    if udp_len < 8 || payload >= total {
+        return None;
+    }
+    let mut n = udp_len - 8;
+    if n > total - payload {
+        n = total - payload;
+    }
+    if n > SCAN_LEN {
+        n = SCAN_LEN;
+    }
+    // Checked again on a value LLVM cannot reason about, so the verifier sees a length in
+    // [1, SCAN_LEN] for the helper.
+    let n = sip::opaque(n);
+    if n == 0 || n > SCAN_LEN {
+        return None;
+    }
+    let buf = CG_EG_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `buf` is this CPU's scratch value, whose first SCAN_LEN bytes are the buffer, and
+    // `n <= SCAN_LEN`; the context is this program's.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, payload as u32, buf.cast(), n as u32) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: the helper filled the first `n` bytes; the value lives as long as the program run.
+    let buf = unsafe { &mut *buf };
+    buf.clear_tail(n);
+    let walk = CG_EG_WALK.get_ptr_mut(0)?;
+    // SAFETY: this CPU's walk; nothing else uses it during this program run. Kept in map memory,
+    // whose contents the verifier does not track, so the shapes a walk can take reach the code
+    // after it as one state (as `CG_PARSE` in the XDP program).
+    let status = unsafe {
+        *walk = AnswerWalk::begin(buf, n);
+        (*walk).status
+    };
+    if status == 0 {
+        return None;
+    }
+    count(counter::RESPONSES);
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    // SAFETY: the callback finds its state in the maps.
+    unsafe { bpf_loop(HEADER_LINES, answer_step as *mut _, core::ptr::null_mut(), 0) };
+    // SAFETY: as above.
+    if unsafe { (*walk).registered() } {
+        CG_REGISTERED.insert(dst, boot_ns(), 0).ok()?;
+        count(counter::REGISTRATIONS);
+    }
+    Some(())
+}
