@@ -21,6 +21,10 @@ use crate::sip::{
 /// re-registers on schedule never drops out, and one that stopped is forgotten the next day.
 pub const REGISTERED_NS: u64 = 24 * 3600 * 1_000_000_000;
 
+/// The socket mark (`SO_MARK`) of the packets callguard itself sends (the slow path's `403`s):
+/// the egress program leaves them out of the PBX's answers.
+pub const CALLGUARD_MARK: u32 = 0x6367_0001;
+
 /// Counters the egress program keeps in [`crate::maps::ANSWERS`], by index.
 pub mod counter {
     /// SIP responses seen leaving a guarded port.
@@ -44,8 +48,17 @@ pub struct AnswerWalk {
     cseq_method: u8,
     /// CSeq headers seen (a response with two says nothing certain about its request).
     cseqs: u8,
+    /// Whether the challenge (`WWW-Authenticate`, `Proxy-Authenticate`) says `stale=true`: set
+    /// by [`AnswerWalk::stale_step`].
+    pub stale: u8,
     /// Explicit padding (zero).
-    _pad: u32,
+    _pad: [u8; 3],
+    /// The first challenge line's start.
+    challenge_start: u16,
+    /// The first challenge line's end (0: none).
+    challenge_end: u16,
+    /// Explicit padding (zero).
+    _pad2: u32,
     /// Bytes of the buffer holding the payload.
     len: usize,
     /// Start of the next header line; past `len` when done.
@@ -85,8 +98,12 @@ impl AnswerWalk {
         }
         let end = next_newline(s, start, self.len).unwrap_or(self.len);
         // `CSeq` (no compact form), case-insensitive, spaces or tabs before the colon.
-        let name = join(word(s, start), word(s, start + 8), (start & 7) * 8);
-        if lower8(name) & 0xffff_ffff == pack(b"cseq")
+        let name = lower8(join(word(s, start), word(s, start + 8), (start & 7) * 8));
+        if (name == pack(b"www-auth") || name == pack(b"proxy-au")) && self.challenge_end == 0 {
+            self.challenge_start = start as u16;
+            self.challenge_end = end as u16;
+        }
+        if name & 0xffff_ffff == pack(b"cseq")
             && let Some(colon) = colon_after(s, start + 4)
         {
             if self.cseqs == 0 {
@@ -104,6 +121,29 @@ impl AnswerWalk {
         if self.cseqs == 1 { self.cseq_method } else { method::UNKNOWN }
     }
 
+    /// One position of the search for `stale=true` in the challenge line (after the steps;
+    /// the kernel drives it with `bpf_loop`, `k` from 0): `true` when the search is over. The
+    /// parameter is matched case-insensitively, its value quoted or not (RFC 2617 §3.2.1
+    /// writes it unquoted; some PBXs quote it).
+    pub fn stale_step(&mut self, s: &Scratch, k: usize) -> bool {
+        let (from, end) = (usize::from(self.challenge_start), usize::from(self.challenge_end));
+        let p = from + k;
+        if p + 10 > end || k >= SCAN_LEN {
+            return true;
+        }
+        let w = lower8(join(word(s, p), word(s, p + 8), (p & 7) * 8));
+        if w & 0xffff_ffff_ffff != pack(b"stale=") {
+            return false;
+        }
+        let q = if at(s, p + 6) == b'"' { p + 7 } else { p + 6 };
+        let v = lower8(join(word(s, q), word(s, q + 8), (q & 7) * 8));
+        if v & 0xffff_ffff == pack(b"true") && !is_token(at(s, q + 4)) {
+            self.stale = 1;
+            return true;
+        }
+        false
+    }
+
     /// Whether this is a `2xx` to a REGISTER: a registration the PBX accepted.
     pub const fn registered(&self) -> bool {
         self.status >= 200 && self.status < 300 && self.method() == method::REGISTER
@@ -115,6 +155,11 @@ pub fn read(s: &Scratch, len: usize) -> AnswerWalk {
     let mut w = AnswerWalk::begin(s, len);
     for _ in 0..HEADER_LINES {
         if !w.step(s) {
+            break;
+        }
+    }
+    for k in 0..SCAN_LEN {
+        if w.stale_step(s, k) {
             break;
         }
     }
@@ -226,6 +271,29 @@ mod tests {
         // Headers after the blank line are the body.
         let w = read_str("SIP/2.0 200 OK\r\nVia: x\r\n\r\nCSeq: 1 REGISTER\r\n");
         assert!(!w.registered());
+    }
+
+    #[test]
+    fn a_stale_challenge_is_told_apart() {
+        let challenge =
+            |h: &str| read_str(&response("401 Unauthorized", &format!("CSeq: 2 REGISTER\r\n{h}")));
+        for h in [
+            "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"abc\", stale=true",
+            "WWW-Authenticate: Digest realm=\"pbx\", stale=TRUE, nonce=\"abc\"",
+            "Proxy-Authenticate: Digest stale=\"true\", realm=\"pbx\", nonce=\"abc\"",
+            "www-authenticate: Digest realm=\"stale=x\", nonce=\"s\", stale=true",
+        ] {
+            assert_eq!(challenge(h).stale, 1, "{h}");
+        }
+        for h in [
+            "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"abc\"",
+            "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"abc\", stale=false",
+            "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"abc\", stale=truex",
+            "X-Note: stale=true",
+        ] {
+            assert_eq!(challenge(h).stale, 0, "{h}");
+        }
+        assert_eq!(challenge("").status, 401);
     }
 
     #[test]

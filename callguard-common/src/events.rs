@@ -12,6 +12,9 @@ pub mod event {
     /// The kernel banned a source for a request that matched an enforcing signature
     /// ([`Event::sig_slot`](super::Event::sig_slot) names it).
     pub const BAN_SIGNATURE: u8 = 4;
+    /// The kernel banned a source whose failed authentications reached the limit (the
+    /// egress program, from the PBX's answers; see [`crate::auth`]).
+    pub const BAN_AUTH: u8 = 5;
 }
 
 /// Bytes of the User-Agent kept in an event.

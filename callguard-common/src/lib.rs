@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod answer;
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod handup;

@@ -51,9 +51,18 @@ pub struct Limits {
     /// Of the drops, one in `event_sample` is reported as an event (0: none). Bans are always
     /// reported.
     pub event_sample: u32,
+    /// Failed authentications ([`crate::auth`]) are counted within this window.
+    pub auth_window_ns: u64,
+    /// How long the kernel keeps a ban for failed authentications.
+    pub auth_ban_ns: u64,
+    /// A source whose failed authentications within the window reach this many is banned (0:
+    /// not counted).
+    pub auth_failures: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<Limits>() == 8 * 10 + 8);
+const _: () = assert!(size_of::<Limits>() == 8 * 12 + 16);
 
 /// A GCRA bucket step: `Some(new tat)` when a request at `now` conforms, `None` when it exceeds.
 #[inline(always)]

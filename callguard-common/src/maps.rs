@@ -59,6 +59,10 @@ pub const HANDUP_REGISTERED: &str = "CG_HANDUP_REG";
 /// program): `LruHashMap<[u8; 16], u64>` by source key ([`crate::limits::source_key_v4`]), the
 /// `CLOCK_BOOTTIME` of the last such answer in nanoseconds; see [`crate::answer`].
 pub const REGISTERED: &str = "CG_REGISTERED";
+/// Failed authentications by source: `LruHashMap<[u8; 16], auth::AuthState>` by source key,
+/// written by the XDP program (credentialed requests) and the egress program (the PBX's
+/// answers); see [`crate::auth`].
+pub const AUTH: &str = "CG_AUTH";
 /// Per-CPU counters of the PBX's answers: `PerCpuArray<u64>` indexed by
 /// [`crate::answer::counter`].
 pub const ANSWERS: &str = "CG_ANSWERS";
@@ -99,6 +103,8 @@ pub const HANDUP_BYTES: u32 = 1 << 22;
 
 /// Size of the registered sources' hand-up ring buffer in bytes: room for about 500 requests.
 pub const HANDUP_REGISTERED_BYTES: u32 = 1 << 20;
+/// Sources whose authentications are counted (LRU: the least recently seen make room).
+pub const AUTH_MAX: u32 = 1 << 16;
 /// Registered sources remembered (LRU: the least recently registered make room).
 pub const REGISTERED_MAX: u32 = 1 << 16;
 

@@ -118,28 +118,36 @@ impl Span {
 /// Header presence bits in [`Info::headers`].
 pub mod header {
     /// Via / v.
-    pub const VIA: u8 = 1 << 0;
+    pub const VIA: u16 = 1 << 0;
     /// From / f.
-    pub const FROM: u8 = 1 << 1;
+    pub const FROM: u16 = 1 << 1;
     /// To / t.
-    pub const TO: u8 = 1 << 2;
+    pub const TO: u16 = 1 << 2;
     /// Call-ID / i.
-    pub const CALL_ID: u8 = 1 << 3;
+    pub const CALL_ID: u16 = 1 << 3;
     /// Contact / m.
-    pub const CONTACT: u8 = 1 << 4;
+    pub const CONTACT: u16 = 1 << 4;
     /// User-Agent.
-    pub const USER_AGENT: u8 = 1 << 5;
+    pub const USER_AGENT: u16 = 1 << 5;
     /// Not a header: From, To or Call-ID appeared more than once. RFC 3261 §20 allows each once;
     /// readers differ on which of two counts (the first, the last, a refusal), so a request that
     /// carries two is never judged by one of them.
-    pub const DUPLICATE: u8 = 1 << 6;
+    pub const DUPLICATE: u16 = 1 << 6;
     /// Not a header: one of the names above followed by more spaces or tabs than the parser
     /// skips (eight) before its colon, or by none. A PBX may read it as that header while this
     /// parser cannot (a hidden first To, a User-Agent out of the signatures' sight), so such a
     /// request is never judged.
-    pub const AMBIGUOUS: u8 = 1 << 7;
+    pub const AMBIGUOUS: u16 = 1 << 7;
+    /// Authorization or Proxy-Authorization (a name beginning `authoriz` or `proxy-au`, any
+    /// case): the request carries credentials, so the PBX's `401`/`407` to it is a failed
+    /// authentication (see `auth`).
+    pub const CREDENTIALS: u16 = 1 << 8;
+    /// Not a header: the parse stopped before the blank line that ends the headers (past
+    /// [`super::SCAN_LEN`] bytes or [`super::HEADER_LINES`] lines), so credentials may lie past
+    /// what it read. Set by [`super::Parse::info`].
+    pub const UNREAD: u16 = 1 << 9;
     /// The headers that may appear once only, of those the parser tells apart.
-    pub const SINGLE: u8 = FROM | TO | CALL_ID;
+    pub const SINGLE: u16 = FROM | TO | CALL_ID;
 }
 
 /// What [`parse`] found.
@@ -150,7 +158,7 @@ pub struct Info {
     /// For requests: the [`method`] id.
     pub method: u8,
     /// `header::*` bits of the headers seen.
-    pub headers: u8,
+    pub headers: u16,
     /// Request-URI user.
     pub ruri_user: Span,
     /// User-Agent value.
@@ -439,6 +447,10 @@ pub fn to_tag_end(v: Span, w: &TagWalk) -> u8 {
     if usize::from(v.len) >= FIELD_MAX { TAG_NONE } else { w.found }
 }
 
+/// [`Parse::start`] once the blank line that ends the headers was read: past any `len`, and
+/// apart from `len + 1`, where a line the window cuts leaves it.
+const HEADERS_END: usize = SCAN_LEN + 2;
+
 /// Header lines looked at, at most.
 pub const HEADER_LINES: u32 = 64;
 
@@ -478,7 +490,7 @@ impl Parse {
         }
         let c = at(s, start);
         if c == b'\r' || c == b'\n' {
-            self.start = SCAN_LEN + 1; // end of headers
+            self.start = HEADERS_END;
             return false;
         }
         let end = next_newline(s, start, self.len).unwrap_or(self.len);
@@ -507,9 +519,12 @@ impl Parse {
         true
     }
 
-    /// What the parse found so far.
+    /// What the parse found so far; [`header::UNREAD`] when it stopped before the end of the
+    /// headers (computed without a branch: the kernel calls this on every request).
     pub const fn info(&self) -> Info {
-        self.info
+        let mut info = self.info;
+        info.headers |= ((self.start != HEADERS_END) as u16) << 9;
+        info
     }
 }
 
@@ -716,7 +731,7 @@ fn trim(s: &Scratch, value: usize, end: usize) -> Span {
 /// [`TAIL`] bytes past the payload. Past the line end the bytes hold a line break, which no name
 /// or colon match crosses; past the payload they are zero (the caller's part of the contract,
 /// see [`TAIL`]).
-fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
+fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     const fn seps(w: u64) -> u64 {
         bytes_eq(w, b':') | bytes_eq(w, b' ') | bytes_eq(w, b'\t')
     }
@@ -736,7 +751,11 @@ fn header_name(s: &Scratch, i: usize) -> (u8, usize) {
         let w1 = join(b, word(s, i + 16), sh);
         let m1 = seps(w1) & 0x0080_8080;
         if m1 == 0 {
-            return (0, i);
+            // Longer names: only the two that carry credentials matter, by their first eight
+            // bytes (a colon, spaces or a different ending do not hide credentials from this).
+            let l0 = lower8(w0);
+            let creds = l0 == pack(b"authoriz") || l0 == pack(b"proxy-au");
+            return (if creds { header::CREDENTIALS } else { 0 }, i);
         }
         (8 + m1.trailing_zeros() / 8, w1)
     };
@@ -871,6 +890,37 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_headers_left_unread_are_noted() {
+        let register = |extra: &str| {
+            format!(
+                "REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:101@pbx>;tag=1\r\n\
+                 To: <sip:101@pbx>\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let bits = |msg: &str| check(msg).1.headers & (header::CREDENTIALS | header::UNREAD);
+        assert_eq!(bits(&register("")), 0);
+        for h in [
+            "Authorization: Digest username=\"101\"",
+            "authorization : Digest x",
+            "Proxy-Authorization: Digest username=\"101\"",
+            "PROXY-AUTHORIZATION:Digest x",
+        ] {
+            assert_eq!(bits(&register(&format!("{h}\r\n"))), header::CREDENTIALS, "{h}");
+        }
+        for h in ["Authentication-Info: x", "X-Authorization: x", "Proxy-Require: x"] {
+            assert_eq!(bits(&register(&format!("{h}\r\n"))), 0, "{h}");
+        }
+        // Credentials past what the parser reads: it cannot tell, and says so.
+        let padded = register(&"X-Pad: 0123456789\r\n".repeat(70));
+        assert_eq!(bits(&padded), header::UNREAD, "more lines than it reads");
+        let long = register(&format!("X-Pad: {}\r\n", "p".repeat(SCAN_LEN)));
+        assert_eq!(bits(&long), header::UNREAD, "more bytes than it reads");
+        let whole = register("");
+        assert_eq!(bits(whole.trim_end()), header::UNREAD, "no blank line");
+        assert_eq!(bits(SVMAP), 0);
+    }
+
+    #[test]
     fn sipvicious_options() {
         let (b, i) = check(SVMAP);
         assert_eq!((i.kind, i.method), (Kind::Request, method::OPTIONS));
@@ -989,7 +1039,7 @@ mod tests {
 
     /// The header-name reader as it was, one byte at a time: the reference the word-at-a-time
     /// reader is checked against.
-    fn header_name_bytewise(s: &Scratch, i: usize) -> (u8, usize) {
+    fn header_name_bytewise(s: &Scratch, i: usize) -> (u16, usize) {
         // The name ends at a colon, space or tab within 11 bytes (a 10-byte name at most). All
         // eleven bytes are read, without an early exit, so the verifier sees one shape of `name`.
         let mut name = [0u8; 10];
@@ -1005,6 +1055,7 @@ mod tests {
             n = 10;
         }
         let n = s.launder(n);
+        let creds = n == 0 && (name[..8] == *b"authoriz" || name[..8] == *b"proxy-au");
         // Bytes from the separator on are not part of the name.
         for (k, slot) in name.iter_mut().enumerate() {
             if k >= n {
@@ -1012,7 +1063,7 @@ mod tests {
             }
         }
         if n == 0 {
-            return (0, i);
+            return (if creds { header::CREDENTIALS } else { 0 }, i);
         }
         let bit = match (n, name) {
             (1, [b'v', ..]) | (3, [b'v', b'i', b'a', ..]) => header::VIA,
@@ -1034,7 +1085,7 @@ mod tests {
 
     #[test]
     fn header_names_read_by_words_as_by_bytes() {
-        const NAMES: [&str; 14] = [
+        const NAMES: [&str; 16] = [
             "Via",
             "v",
             "From",
@@ -1049,6 +1100,8 @@ mod tests {
             "CSeq",
             "Content-Length",
             "User-Agents",
+            "Authorization",
+            "Proxy-Authorization",
         ];
         const FILL: &[u8] = b" \t:\r\n-aZ\0";
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -1062,7 +1115,7 @@ mod tests {
         let mut found = 0;
         for round in 0..200_000 {
             let r = next();
-            let mut line: Vec<u8> = NAMES[(r % 14) as usize].bytes().collect();
+            let mut line: Vec<u8> = NAMES[(r % 16) as usize].bytes().collect();
             for c in &mut line {
                 if next() % 2 == 0 {
                     c.make_ascii_uppercase();

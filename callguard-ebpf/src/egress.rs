@@ -1,7 +1,8 @@
 //! The egress program (`callguard_egress`, a TC classifier on the guarded interfaces): reads
 //! the PBX's own answers as they leave a guarded UDP port, and notes the sources it accepted a
 //! registration from (`CG_REGISTERED`), whose requests then go to the daemon through a queue of
-//! their own (`handup.rs`). It never changes, holds back or drops what the host sends.
+//! their own (`handup.rs`), and the failed authentications of each source (`auth.rs`). It never
+//! changes, holds back or drops what the host sends.
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
@@ -10,12 +11,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use callguard_common::{
-    answer::{AnswerWalk, counter},
+    answer::{AnswerWalk, CALLGUARD_MARK, counter},
     limits,
     sip::{self, HEADER_LINES, SCAN_LEN},
 };
 
 use crate::{
+    auth::note_answer,
     maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED},
     net::{boot_ns, is_guarded},
     parse::IPPROTO_UDP,
@@ -130,15 +132,35 @@ fn read_answer(ctx: &TcContext) -> Option<()> {
         return None;
     }
     count(counter::RESPONSES);
-    if !(200..300).contains(&status) {
+    let challenge = status == 401 || status == 407;
+    if !((200..300).contains(&status) || challenge || status == 403) {
         return None;
     }
     // SAFETY: the callback finds its state in the maps.
     unsafe { bpf_loop(HEADER_LINES, answer_step as *mut _, core::ptr::null_mut(), 0) };
-    // SAFETY: as above.
-    if unsafe { (*walk).registered() } {
-        CG_REGISTERED.insert(dst, boot_ns(), 0).ok()?;
+    if challenge {
+        // SAFETY: as above.
+        unsafe { bpf_loop(SCAN_LEN as u32, stale_step as *mut _, core::ptr::null_mut(), 0) };
+    }
+    // SAFETY: as above; copied out of map memory once.
+    let read = unsafe { *walk };
+    if read.registered() {
+        let _ = CG_REGISTERED.insert(dst, boot_ns(), 0);
         count(counter::REGISTRATIONS);
     }
+    // callguard's own 403s (the slow path's) carry its mark: they are not the PBX's answers.
+    // SAFETY: a field of this program's context, read as the verifier allows.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark != CALLGUARD_MARK {
+        note_answer(&dst, read.method(), status, read.stale != 0);
+    }
     Some(())
+}
+
+/// One position of the `stale=true` search in the challenge (`bpf_loop` callback).
+extern "C" fn stale_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(buf), Some(walk)) = (CG_EG_SCRATCH.get_ptr(0), CG_EG_WALK.get_ptr_mut(0)) else { return 1 };
+    // SAFETY: as in answer_step.
+    let (walk, buf) = unsafe { (&mut *walk, &*buf) };
+    if walk.stale_step(buf, index as usize) { 1 } else { 0 }
 }

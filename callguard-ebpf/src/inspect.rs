@@ -174,7 +174,7 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
         if slow {
             // Decided in `callguard` once this path has joined the others: see `slow_path`.
             let mut v = Verdict::sip(Action::HandUp, Reason::HandedUp, dry_run, &info);
-            v.slow = SLOW_CANDIDATE | noted_fragmented();
+            v.slow |= SLOW_CANDIDATE | noted_fragmented();
             v.to = info.to;
             return v;
         }
@@ -191,7 +191,7 @@ const _: () = assert!(Reason::AmbiguousHeader as u32 == Reason::DuplicateHeader 
 /// chosen by a branch, so the verifier walks on with one state instead of two (its budget for
 /// the whole program is nearly spent by the paths into SIP inspection).
 #[inline(always)]
-fn header_defect(headers: u8) -> Reason {
+fn header_defect(headers: u16) -> Reason {
     let ambiguous_only = u32::from(headers & sip::header::DUPLICATE == 0);
     // SAFETY: DuplicateHeader + 0 or 1 is DuplicateHeader or AmbiguousHeader (asserted above),
     // both variants of this repr(u32) enum.

@@ -17,6 +17,7 @@
 //! | `verdict.rs` | the verdict and the helpers that join the verifier's paths |
 //! | `inspect.rs` | SIP inspection: header lines, signature automata, the To value |
 //! | `police.rs` | per-source rate limits, extension-scan detection, bans |
+//! | `auth.rs` | failed authentications: credentialed requests here, the PBX's answers in egress |
 //! | `handup.rs` | the hand-up to the daemon and its failure policy |
 //! | `events.rs` | drop samples and bans for the daemon (`CG_EVENTS`) |
 //! | `egress.rs` | the egress program: the PBX's answers, registered sources |
@@ -44,6 +45,7 @@
 //!    many distinct To values → banned;
 //! 8. otherwise → pass `clean`.
 
+mod auth;
 mod egress;
 mod events;
 mod exit;
@@ -64,11 +66,12 @@ use callguard_common::{
 use parse::{IPPROTO_UDP, Src};
 
 use crate::{
+    auth::note_credentials,
     exit::finish,
     handup::slow_path,
     inspect::inspect_sip,
     net::{is_guarded, lookup_v4, lookup_v6},
-    verdict::{SLOW_CANDIDATE, Verdict, config, forget, note_fragmented},
+    verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented},
 };
 
 #[xdp]
@@ -78,6 +81,12 @@ fn callguard(ctx: XdpContext) -> u32 {
     let mut verdict = forget(decide(&ctx, &mut src));
     if verdict.slow & SLOW_CANDIDATE != 0 {
         slow_path(&ctx, &mut verdict, src);
+    }
+    if verdict.slow & SLOW_CREDENTIALS != 0
+        && verdict.action != Action::Drop
+        && let Some(src) = src
+    {
+        note_credentials(src, verdict.method);
     }
     finish(&ctx, verdict, src)
 }

@@ -8,10 +8,11 @@ use aya_ebpf::{
 use callguard_common::{
     Counter, KernelConfig, NetEntry,
     answer::{self, AnswerWalk},
+    auth::AuthState,
     limits::{Limits, SourceState},
     maps::{
-        BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES, NET_EXACT_MAX, NET_LPM_MAX,
-        PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
+        AUTH_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES, NET_EXACT_MAX,
+        NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
     },
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
@@ -119,3 +120,8 @@ pub(crate) static CG_EG_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_en
 /// reason as `CG_PARSE`.
 #[map]
 pub(crate) static CG_EG_WALK: PerCpuArray<AnswerWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failed authentications by source (`maps::AUTH`): credentialed requests noted by the XDP
+/// program, the PBX's answers to them by the egress program.
+#[map]
+pub(crate) static CG_AUTH: LruHashMap<[u8; 16], AuthState> = LruHashMap::pinned(AUTH_MAX, 0);

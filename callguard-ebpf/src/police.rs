@@ -50,8 +50,9 @@ pub(crate) fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
 pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reason> {
     let lim = CG_LIMITS.get(0)?;
     if lim.interval_ns == [0; limits::BUCKETS] && lim.enum_users == 0 {
-        // Nothing to count: only a signature ban to honour, on a source that already has state.
-        if !sig_bans {
+        // Nothing to count: only a signature or authentication ban to honour, on a source that
+        // already has state.
+        if !sig_bans && lim.auth_failures == 0 {
             return None;
         }
         // SAFETY: a value of the LRU hash, read once during this program run (RCU).

@@ -32,6 +32,11 @@ pub(crate) const SLOW_CANDIDATE: u8 = 1;
 /// [`Verdict::slow`]: the datagram is fragmented.
 pub(crate) const SLOW_FRAGMENTED: u8 = 2;
 
+/// [`Verdict::slow`]: the request carries credentials, or headers the parser did not read to the
+/// end (`sip::header::CREDENTIALS`, `UNREAD`): the PBX's answer to it may be a failed
+/// authentication (`auth.rs`).
+pub(crate) const SLOW_CREDENTIALS: u8 = 4;
+
 impl Verdict {
     #[inline(always)]
     pub(crate) const fn new(action: Action, reason: Reason, slot: u16) -> Self {
@@ -64,11 +69,17 @@ impl Verdict {
             sig,
             method: info.method,
             ua: info.user_agent,
-            slow: 0,
+            // Bits 8 and 9 of the headers to bit 2, without a branch: every SIP verdict is made
+            // here, and a branch would double the states the verifier walks after it.
+            slow: ((((info.headers >> 8) | (info.headers >> 9)) & 1) as u8) << 2,
             to: Span { off: 0, len: 0 },
         }
     }
 }
+
+const _: () = assert!(
+    sip::header::CREDENTIALS == 1 << 8 && sip::header::UNREAD == 1 << 9 && SLOW_CREDENTIALS == 1 << 2
+);
 
 /// The policy record; all defaults when absent.
 #[inline(always)]

@@ -46,6 +46,8 @@ pub struct Config {
     pub rate: RateLimits,
     /// Extension-scan (enumeration) detection.
     pub enumeration: Enumeration,
+    /// Failed authentications, read from the PBX's answers (password guessing).
+    pub auth: Auth,
     /// Drop events.
     pub events: Events,
     /// The management REST API (the seed documents) over HTTP, with accounts and tokens.
@@ -71,6 +73,7 @@ impl Default for Config {
             sip: SipPolicy::default(),
             rate: RateLimits::default(),
             enumeration: Enumeration::default(),
+            auth: Auth::default(),
             events: Events::default(),
             api: ApiConfig::default(),
             calls: Calls::default(),
@@ -424,6 +427,29 @@ impl Default for Enumeration {
     }
 }
 
+/// Failed authentications (`[auth]`), counted by the kernel from the PBX's own answers on the
+/// guarded interfaces: a `401`/`407` to a REGISTER or INVITE that carried credentials (not one
+/// that says `stale=true`), a `403` to a REGISTER. The defaults are fail2ban's for Asterisk
+/// (`maxretry` 5, `findtime` and `bantime` 10 minutes).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// A source outside the authorized networks is banned when its failed authentications
+    /// within `window_secs` reach this many (at most this many wrong passwords reach the PBX in
+    /// a window); 0: off. Default 5.
+    pub failures: u32,
+    /// The window, in seconds. Default 600.
+    pub window_secs: u64,
+    /// How long the ban lasts, in seconds. Default 600.
+    pub ban_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self { failures: 5, window_secs: 600, ban_secs: 600 }
+    }
+}
+
 /// What the kernel does with a request that needs the daemon while the daemon is gone (its
 /// heartbeat older than one second) or its queue is full.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -753,6 +779,11 @@ impl Config {
         l.enum_window_ns = self.enumeration.window_secs.saturating_mul(SEC);
         l.enum_users = self.enumeration.users;
         l.event_sample = self.events.sample;
+        if self.auth.failures != 0 {
+            l.auth_failures = self.auth.failures;
+            l.auth_window_ns = self.auth.window_secs.saturating_mul(SEC);
+            l.auth_ban_ns = self.auth.ban_secs.saturating_mul(SEC);
+        }
         l
     }
 
@@ -821,6 +852,12 @@ impl Config {
         if self.rate.ban_after_secs != 0 && self.rate.ban_secs == 0 {
             return Err("rate.ban_secs: at least 1 when rate.ban_after_secs is set".into());
         }
+        if self.auth.failures != 0 && (self.auth.window_secs == 0 || self.auth.ban_secs == 0) {
+            return Err("auth.window_secs and auth.ban_secs: at least 1 when auth.failures is set".into());
+        }
+        if self.auth.failures > 1000 {
+            return Err(format!("auth.failures: at most 1000, not {}", self.auth.failures));
+        }
         if self.sip.signature_ban && self.sip.signature_ban_secs == 0 {
             return Err("sip.signature_ban_secs: at least 1 when sip.signature_ban is true".into());
         }
@@ -832,6 +869,8 @@ impl Config {
             ("rate.escalate_ban_secs", self.rate.escalate_ban_secs),
             ("enumeration.window_secs", self.enumeration.window_secs),
             ("rate.ban_after_secs", self.rate.ban_after_secs),
+            ("auth.window_secs", self.auth.window_secs),
+            ("auth.ban_secs", self.auth.ban_secs),
         ] {
             if secs > BAN_MAX {
                 return Err(format!("{name}: at most {BAN_MAX} (ten years), not {secs}"));

@@ -169,8 +169,25 @@ impl TestKernel {
     /// Runs the egress program (the TC classifier reading the PBX's answers) once on `frame`, as
     /// the host sends it; returns its TC code (0, `TC_ACT_OK`: it never holds anything back).
     pub fn run_egress(&mut self, frame: &[u8]) -> u32 {
-        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
+        self.run_egress_marked(frame, 0)
+    }
+
+    /// As [`TestKernel::run_egress`], for a packet whose socket set `mark` (`SO_MARK`).
+    pub fn run_egress_marked(&mut self, frame: &[u8], mark: u32) -> u32 {
+        // The start of a `struct __sk_buff`: len and pkt_type (zero: not settable), then mark.
+        let mut ctx = [0u8; 12];
+        ctx[8..].copy_from_slice(&mark.to_ne_bytes());
+        let opts = TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), ..Default::default() };
         self.kernel.egress().test_run(opts).expect("BPF_PROG_TEST_RUN of the egress program").return_value
+    }
+
+    /// What `CG_AUTH` holds for the source key `key` (failed authentications, pending requests).
+    pub fn auth_state(&self, key: &[u8; 16]) -> Option<callguard_common::auth::AuthState> {
+        let path = self.kernel.pin_dir().join(callguard_common::maps::AUTH);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_AUTH");
+        let map: aya::maps::HashMap<_, [u8; 16], callguard_common::auth::AuthState> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("CG_AUTH is a hash");
+        map.get(key, 0).ok()
     }
 
     /// The counter of one (action, reason).

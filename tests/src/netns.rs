@@ -558,3 +558,62 @@ pub fn sipp_stat(csv: &str, column: &str) -> u64 {
     let i = head.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no column {column}"));
     last[i].parse().unwrap_or_else(|_| panic!("{column} = {:?}", last[i]))
 }
+
+/// Kamailio (Debian's `kamailio`) running in a namespace with one of the configurations in
+/// `tests/kamailio/`, listening on one UDP address; stopped (SIGTERM, then waited for) when
+/// dropped.
+#[derive(Debug)]
+pub struct Kamailio {
+    dir: tempfile::TempDir,
+    pid: PathBuf,
+    _proc: Spawned,
+}
+
+impl Kamailio {
+    /// Starts Kamailio in `ns` with `tests/kamailio/<config>`, listening on `listen` (UDP).
+    pub fn start(ns: &Netns, config: &str, listen: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid = dir.path().join("kamailio.pid");
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio").join(config);
+        let proc = ns.spawn(
+            &[
+                "kamailio",
+                "-f",
+                cfg.to_str().expect("path"),
+                "-l",
+                &format!("udp:{listen}"),
+                "-DD",
+                "-E",
+                "-Y",
+                dir.path().to_str().expect("path"),
+                "-P",
+                pid.to_str().expect("path"),
+                "-m",
+                "32",
+                "-M",
+                "8",
+            ],
+            &dir.path().join("kamailio.log"),
+        );
+        Self { dir, pid, _proc: proc }
+    }
+
+    /// What Kamailio logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pid).ok().and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: a plain kill(2) of the process this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}

@@ -3,11 +3,11 @@
 //! (`../shared/reviews/security.md` names the findings). Each test asserts that the attack fails
 //! and that legitimate traffic in the same run still gets through.
 
-use std::{net::UdpSocket, path::PathBuf, time::Duration};
+use std::{net::UdpSocket, time::Duration};
 
 use callguard_tests::{
     http::{ApiServer, LocalApi, expect},
-    netns::{Instance, Netns, Topology},
+    netns::{Instance, Kamailio, Netns, Topology},
 };
 use serde_json::json;
 
@@ -1220,60 +1220,6 @@ fn forged_sources_get_short_bans_and_never_a_prefix_ban() {
     assert!(at_pbx.iter().any(|m| m.contains("Call-ID: legit@caller")), "an allowed call: {at_pbx:?}");
 }
 
-/// Kamailio (Debian's `kamailio`, with `tests/kamailio/kamailio.cfg`) as the PBX: it answers an
-/// initial INVITE with `480 Routed rU=<number>`, what it would start a call to, and a request
-/// with a To tag with `481 In-Dialog`. Stopped with SIGTERM (its workers follow) on drop.
-struct Kamailio {
-    _dir: tempfile::TempDir,
-    pid: PathBuf,
-    _proc: callguard_tests::netns::Spawned,
-}
-
-impl Kamailio {
-    fn start(ns: &Netns, listen: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pid = dir.path().join("kamailio.pid");
-        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/kamailio/kamailio.cfg");
-        let proc = ns.spawn(
-            &[
-                "kamailio",
-                "-f",
-                cfg,
-                "-l",
-                &format!("udp:{listen}"),
-                "-DD",
-                "-E",
-                "-Y",
-                dir.path().to_str().unwrap(),
-                "-P",
-                pid.to_str().unwrap(),
-                "-m",
-                "32",
-                "-M",
-                "8",
-            ],
-            &dir.path().join("kamailio.log"),
-        );
-        Self { _dir: dir, pid, _proc: proc }
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pid).ok().and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: a plain kill(2) of the process this test started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = std::time::Instant::now() + Duration::from_secs(3);
-            while std::path::Path::new(&format!("/proc/{pid}")).exists()
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
 /// H3, M1 against a real PBX. Where Kamailio and callguard could read a request differently
 /// (whether it is initial, which number it dials), callguard must take the reading that checks
 /// it. Each request below dials the barred `+882777` in a way Kamailio reads as a new call
@@ -1283,7 +1229,7 @@ impl Drop for Kamailio {
 fn kamailio_never_routes_a_barred_number_however_the_request_is_written() {
     let Barring { _t: t, inst: _inst, _daemon, pbx, caller } = Barring::start();
     drop(pbx); // Kamailio takes the port.
-    let _kamailio = Kamailio::start(&t.pbx, &format!("{PBX}:5060"));
+    let _kamailio = Kamailio::start(&t.pbx, "kamailio.cfg", &format!("{PBX}:5060"));
     let options = format!(
         "OPTIONS sip:{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER}:5090;branch=z9hG4bKping\r\n\
          From: <sip:101@tenant.example>;tag=p\r\nTo: <sip:{PBX}>\r\nCall-ID: ping\r\nCSeq: 1 OPTIONS\r\n\

@@ -23,7 +23,10 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use callguard_common::handup::{HEARTBEAT_EVERY_MS, HandUp};
+use callguard_common::{
+    answer::CALLGUARD_MARK,
+    handup::{HEARTBEAT_EVERY_MS, HandUp},
+};
 use chrono::Utc;
 use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, NetSlice, SlicedPacket, TransportSlice, UdpHeader};
 use serde::{Deserialize, Serialize};
@@ -282,6 +285,13 @@ impl Injector {
         let v6 = Socket::new(Domain::IPV6, Type::RAW, Some(raw()))
             .map_err(|e| tracing::warn!("no IPv6 raw socket ({e}); IPv6 hand-ups cannot be carried out"))
             .ok();
+        // The egress program reads the PBX's answers for failed authentications; callguard's own
+        // 403s carry this mark so that they are not taken for the PBX's.
+        for sock in std::iter::once(&v4).chain(v6.as_ref()) {
+            if let Err(e) = sock.set_mark(CALLGUARD_MARK) {
+                tracing::warn!("marking the slow path's packets (SO_MARK, needs CAP_NET_ADMIN): {e}");
+            }
+        }
         Ok(Self { v4, v6 })
     }
 

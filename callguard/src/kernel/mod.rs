@@ -149,19 +149,21 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(detached);
     };
-    let mut others = Vec::new();
+    let (mut egress, mut others) = (Vec::new(), Vec::new());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(iface) = name.strip_prefix("link_") {
             std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
             detached.push(iface.to_owned());
         } else if name.starts_with("egress_") {
-            std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
+            egress.push(e.path());
         } else {
             others.push(e.path());
         }
     }
-    for p in others {
+    // The kernel releases links in the order they were let go, the TCX ones after an RCU grace
+    // period: the XDP links go first, so that the filter is off as soon as this returns.
+    for p in egress.into_iter().chain(others) {
         std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;

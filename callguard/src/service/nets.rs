@@ -30,9 +30,14 @@ impl Service {
     pub fn auto_bans(&mut self, bans: &[(IpAddr, u8, u16)]) -> Vec<String> {
         let now = Utc::now();
         // A signature ban needs one packet, which anyone can forge: it is short.
-        let (sig_secs, rate_secs) = (self.cfg.sip.signature_ban_secs, self.cfg.rate.ban_secs);
+        let (sig_secs, rate_secs, auth_secs) =
+            (self.cfg.sip.signature_ban_secs, self.cfg.rate.ban_secs, self.cfg.auth.ban_secs);
         let secs_for = move |kind: u8| {
-            let s = if kind == event::BAN_SIGNATURE { sig_secs } else { rate_secs };
+            let s = match kind {
+                event::BAN_SIGNATURE => sig_secs,
+                event::BAN_AUTH => auth_secs,
+                _ => rate_secs,
+            };
             i64::try_from(s).unwrap_or(i64::MAX)
         };
         let mut details = vec![String::new(); bans.len()];
@@ -149,6 +154,10 @@ impl Service {
             event::BAN_ENUM => format!(
                 "auto: more than {} distinct To values in {} s",
                 self.cfg.enumeration.users, self.cfg.enumeration.window_secs
+            ),
+            event::BAN_AUTH => format!(
+                "auto: {} failed authentications within {} s (the PBX's answers)",
+                self.cfg.auth.failures, self.cfg.auth.window_secs
             ),
             event::BAN_SIGNATURE => match self.sigs.values().find(|s| s.slot == sig_slot) {
                 Some(s) => format!(

@@ -1,0 +1,184 @@
+//! Failed authentications, through BPF_PROG_TEST_RUN of both programs: the XDP program notes
+//! the REGISTERs and INVITEs that carry credentials, the egress program reads the PBX's answers
+//! to them, and a source whose failures reach `auth.failures` is banned. Then the kernel against
+//! the userspace model (`callguard_common::auth::AuthState`) on generated sequences.
+
+use callguard::kernel::datapath::Datapath as _;
+use callguard_common::{
+    Action, Reason,
+    answer::CALLGUARD_MARK,
+    auth::AuthState,
+    events::{Event, event},
+    limits::source_key_v4,
+    sip::method,
+};
+use callguard_tests::{TestKernel, frame::Frame};
+
+const PBX: &str = "198.18.0.1";
+
+/// A request from `src` (port 5090) to the PBX's SIP port.
+fn request(src: &str, m: &str, creds: bool) -> Vec<u8> {
+    let auth = if creds {
+        let h = if m == "INVITE" { "Proxy-Authorization" } else { "Authorization" };
+        format!(
+            "{h}: Digest username=\"101\", realm=\"pbx\", nonce=\"n1\", uri=\"sip:pbx\", response=\"00\"\r\n"
+        )
+    } else {
+        String::new()
+    };
+    let payload = format!(
+        "{m} sip:101@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5090;branch=z9hG4bK1\r\n\
+         From: <sip:101@pbx>;tag=a\r\nTo: <sip:101@pbx>\r\nCall-ID: c1@{src}\r\nCSeq: 2 {m}\r\n\
+         User-Agent: Yealink SIP-T46S\r\n{auth}Content-Length: 0\r\n\r\n"
+    );
+    Frame { sport: 5090, ..Frame::udp(src, 5060) }.payload(payload.as_bytes()).build()
+}
+
+/// The PBX's answer `status` to a `m` request of `to` (port 5090), a challenge when 401/407.
+fn answer(to: &str, status: u16, m: &str, stale: bool) -> Vec<u8> {
+    let challenge = match status {
+        401 => "WWW-Authenticate: Digest realm=\"pbx\", nonce=\"n2\"",
+        407 => "Proxy-Authenticate: Digest realm=\"pbx\", nonce=\"n2\"",
+        _ => "",
+    };
+    let stale = if stale && !challenge.is_empty() { ", stale=true\r\n" } else { "\r\n" };
+    let challenge = if challenge.is_empty() { String::new() } else { format!("{challenge}{stale}") };
+    let payload = format!(
+        "SIP/2.0 {status} Answer\r\nVia: SIP/2.0/UDP {to}:5090;branch=z9hG4bK1\r\n\
+         From: <sip:101@pbx>;tag=a\r\nTo: <sip:101@pbx>;tag=p\r\nCall-ID: c1@{to}\r\nCSeq: 2 {m}\r\n\
+         {challenge}Content-Length: 0\r\n\r\n"
+    );
+    let dst = to.parse().expect("address");
+    Frame { dst, sport: 5060, dport: 5090, ..Frame::udp(PBX, 5090) }.payload(payload.as_bytes()).build()
+}
+
+fn key(src: &str) -> [u8; 16] {
+    source_key_v4(src.parse::<std::net::Ipv4Addr>().expect("IPv4").octets())
+}
+
+/// The bans the kernel reported, by source.
+fn ban_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<(std::net::IpAddr, u8)> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        // SAFETY: the kernel writes Events of exactly this size into CG_EVENTS.
+        let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+        if e.kind != event::DROP {
+            out.push((e.addr(), e.kind));
+        }
+    }
+    out
+}
+
+/// fail2ban's shape: five wrong passwords, then the source is banned; the sixth guess never
+/// reaches the PBX. A phone that answers a challenge with the right password, or whose nonce
+/// expired, counts nothing; neither does callguard's own 403.
+#[test]
+fn wrong_passwords_ban_their_source_and_a_challenge_never_counts() {
+    const GUESSER: &str = "198.18.0.20";
+    const PHONE: &str = "198.18.0.21";
+    let mut k = TestKernel::new();
+    let mut events = k.kernel.take_events().expect("the event ring");
+
+    // The phone: a challenge, the right password, twenty times; a stale nonce twenty times.
+    for _ in 0..20 {
+        assert_eq!(k.run(&request(PHONE, "REGISTER", false)), Action::Pass);
+        k.run_egress(&answer(PHONE, 401, "REGISTER", false));
+        assert_eq!(k.run(&request(PHONE, "REGISTER", true)), Action::Pass);
+        k.run_egress(&answer(PHONE, 200, "REGISTER", false));
+        assert_eq!(k.run(&request(PHONE, "REGISTER", true)), Action::Pass);
+        k.run_egress(&answer(PHONE, 401, "REGISTER", true));
+        // callguard's own 403 (the slow path's, marked) to a credentialed INVITE.
+        assert_eq!(k.run(&request(PHONE, "INVITE", true)), Action::Pass);
+        k.run_egress_marked(&answer(PHONE, 403, "INVITE", false), CALLGUARD_MARK);
+    }
+    let phone = k.auth_state(&key(PHONE)).expect("the phone's state");
+    assert_eq!(phone.failures, 0, "{phone:?}");
+    assert_eq!(phone.pending, [0, 20], "callguard's 403s are not answers: their INVITEs stay pending");
+
+    // The guesser: each guess answered 401; the fifth bans.
+    for guess in 1..=5 {
+        assert_eq!(k.run(&request(GUESSER, "REGISTER", true)), Action::Pass, "guess {guess}");
+        k.run_egress(&answer(GUESSER, 401, "REGISTER", false));
+    }
+    assert_eq!(ban_events(&mut events), [(GUESSER.parse().unwrap(), event::BAN_AUTH)]);
+    assert_eq!(k.run(&request(GUESSER, "REGISTER", true)), Action::Drop, "the sixth guess");
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, 1);
+    assert_eq!(k.run(&request(PHONE, "REGISTER", true)), Action::Pass, "the phone is untouched");
+
+    // A 403 to a REGISTER counts without credentials; five ban.
+    const REFUSED: &str = "198.18.0.22";
+    for _ in 0..5 {
+        k.run(&request(REFUSED, "REGISTER", false));
+        k.run_egress(&answer(REFUSED, 403, "REGISTER", false));
+    }
+    assert_eq!(ban_events(&mut events), [(REFUSED.parse().unwrap(), event::BAN_AUTH)]);
+    // 407s to credentialed INVITEs count like 401s to REGISTERs.
+    const INVITER: &str = "198.18.0.23";
+    for _ in 0..5 {
+        k.run(&request(INVITER, "INVITE", true));
+        k.run_egress(&answer(INVITER, 407, "INVITE", false));
+    }
+    assert_eq!(ban_events(&mut events), [(INVITER.parse().unwrap(), event::BAN_AUTH)]);
+}
+
+/// The kernel counts as the model does: random requests (REGISTER or INVITE, with or without
+/// credentials) and answers (2xx, 401, 407, 403, 404, 100, stale or not) from eight sources
+/// through both programs, and the same through `AuthState`; failures, pending requests and bans
+/// agree for every source.
+#[test]
+fn the_kernel_counts_failed_authentications_as_the_model_does() {
+    let mut k = TestKernel::new();
+    let mut events = k.kernel.take_events().expect("the event ring");
+    let sources: Vec<String> = (0..8).map(|i| format!("198.18.1.{}", i + 1)).collect();
+    let mut model: Vec<AuthState> = vec![AuthState::default(); sources.len()];
+    let mut banned = vec![false; sources.len()];
+    const LIMIT: u32 = 5;
+    // The window never ends within the test: the model's time stands still past its first roll.
+    let (now, window) = (1 << 50, 600_000_000_000);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut bans = 0;
+    for _ in 0..400 {
+        let r = next();
+        let i = (r % 8) as usize;
+        let src = &sources[i];
+        let m = if r >> 8 & 3 == 0 { "INVITE" } else { "REGISTER" };
+        let id = if m == "INVITE" { method::INVITE } else { method::REGISTER };
+        if r >> 10 & 1 == 0 {
+            let creds = r >> 11 & 1 == 0;
+            let action = k.run(&request(src, m, creds));
+            assert_eq!(action == Action::Drop, banned[i], "{src}: dropped only when banned");
+            if creds && !banned[i] {
+                model[i].on_request(id, now, window);
+            }
+        } else {
+            let status = [200, 401, 407, 403, 404, 100, 200, 401][(r >> 12 & 7) as usize];
+            let stale = r >> 15 & 3 == 0;
+            k.run_egress(&answer(src, status, m, stale));
+            if model[i].on_answer(id, status, stale && (status == 401 || status == 407), now, window)
+                && model[i].reached(LIMIT)
+                && !banned[i]
+            {
+                banned[i] = true;
+                bans += 1;
+            }
+        }
+    }
+    for (i, src) in sources.iter().enumerate() {
+        let kernel = k.auth_state(&key(src)).unwrap_or_default();
+        assert_eq!(
+            (kernel.failures, kernel.pending),
+            (model[i].failures, model[i].pending),
+            "{src}: kernel {kernel:?}, model {:?}",
+            model[i]
+        );
+    }
+    let reported: Vec<_> = ban_events(&mut events);
+    assert_eq!(reported.len(), bans, "{reported:?}");
+    assert!((2..8).contains(&bans), "the generator must ban some sources and spare others: {bans}");
+}
