@@ -135,8 +135,10 @@ fn lint() -> anyhow::Result<()> {
         "callguard-ebpf/src",
     ]))?;
     // The eBPF crate has its own panic handler and cannot build for the host as a binary.
+    // --release: the proc macros, build scripts and C code (SQLite, ring) it compiles are then
+    // the ones the release test build uses, instead of a second debug-profile set.
     run(cargo()
-        .args(["clippy", "--workspace", "--exclude", "callguard-ebpf", "--all-targets", "--locked"])
+        .args(["clippy", "--workspace", "--exclude", "callguard-ebpf", "--all-targets", "--locked", "--release"])
         .args(["--", "-D", "warnings"]))?;
     // The eBPF crate is checked for its own target, as aya-build compiles it.
     // `rustup run` rather than `cargo +nightly`: $CARGO is the stable toolchain's own binary.
