@@ -12,7 +12,7 @@
 //! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
 
 use crate::sip::{
-    FIELD_MAX, HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, is_token, join, lower8, method,
+    FIELD_MAX, HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, header_line, is_token, join, lower8, method,
     next_newline, pack, word,
 };
 
@@ -87,16 +87,7 @@ impl AnswerWalk {
 
     /// Reads one header line; `false` when there are no more.
     pub fn step(&mut self, s: &Scratch) -> bool {
-        let start = s.launder(self.start);
-        if start >= self.len {
-            return false;
-        }
-        let c = at(s, start);
-        if c == b'\r' || c == b'\n' {
-            self.start = SCAN_LEN + 1; // end of headers
-            return false;
-        }
-        let end = next_newline(s, start, self.len).unwrap_or(self.len);
+        let Some((start, end)) = header_line(s, &mut self.start, self.len) else { return false };
         // `CSeq` (no compact form), case-insensitive, spaces or tabs before the colon.
         let name = lower8(join(word(s, start), word(s, start + 8), (start & 7) * 8));
         if (name == pack(b"www-auth") || name == pack(b"proxy-au")) && self.challenge_end == 0 {

@@ -449,7 +449,25 @@ pub fn to_tag_end(v: Span, w: &TagWalk) -> u8 {
 
 /// [`Parse::start`] once the blank line that ends the headers was read: past any `len`, and
 /// apart from `len + 1`, where a line the window cuts leaves it.
-const HEADERS_END: usize = SCAN_LEN + 2;
+pub(crate) const HEADERS_END: usize = SCAN_LEN + 2;
+
+/// The header line that starts at `*start`, as its start and end (the `\n`, or `len`); `None`
+/// past `len`, or at the blank line that ends the headers (`*start` then becomes
+/// [`HEADERS_END`]). The line walk of both readers, requests ([`Parse`]) and answers
+/// (`answer::AnswerWalk`).
+#[inline(always)]
+pub(crate) fn header_line(s: &Scratch, start: &mut usize, len: usize) -> Option<(usize, usize)> {
+    let from = s.launder(*start);
+    if from >= len {
+        return None;
+    }
+    let c = at(s, from);
+    if c == b'\r' || c == b'\n' {
+        *start = HEADERS_END;
+        return None;
+    }
+    Some((from, next_newline(s, from, len).unwrap_or(len)))
+}
 
 /// Header lines looked at, at most.
 pub const HEADER_LINES: u32 = 64;
@@ -484,16 +502,7 @@ impl Parse {
 
     /// Reads one header line; `false` when there are no more.
     pub fn step(&mut self, s: &Scratch) -> bool {
-        let start = s.launder(self.start);
-        if start >= self.len {
-            return false;
-        }
-        let c = at(s, start);
-        if c == b'\r' || c == b'\n' {
-            self.start = HEADERS_END;
-            return false;
-        }
-        let end = next_newline(s, start, self.len).unwrap_or(self.len);
+        let Some((start, end)) = header_line(s, &mut self.start, self.len) else { return false };
         let (bit, value) = header_name(s, start);
         let again = self.info.headers & bit & header::SINGLE != 0;
         self.info.headers |= bit | if again { header::DUPLICATE } else { 0 };

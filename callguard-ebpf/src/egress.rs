@@ -20,13 +20,8 @@ use crate::{
     auth::note_answer,
     maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED},
     net::{boot_ns, is_guarded},
-    parse::IPPROTO_UDP,
+    parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
 };
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 
 #[classifier]
 #[expect(clippy::needless_pass_by_value, reason = "the #[classifier] macro hands the context over by value")]

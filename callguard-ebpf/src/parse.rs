@@ -15,10 +15,11 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+/// EtherTypes: IPv4, IPv6, 802.1Q and 802.1ad VLAN tags.
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_8021Q: u16 = 0x8100;
+pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
 
 /// IP protocol numbers.
 pub(crate) const IPPROTO_TCP: u8 = 6;

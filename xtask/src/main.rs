@@ -138,7 +138,15 @@ fn lint() -> anyhow::Result<()> {
     // --release: the proc macros, build scripts and C code (SQLite, ring) it compiles are then
     // the ones the release test build uses, instead of a second debug-profile set.
     run(cargo()
-        .args(["clippy", "--workspace", "--exclude", "callguard-ebpf", "--all-targets", "--locked", "--release"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "callguard-ebpf",
+            "--all-targets",
+            "--locked",
+            "--release",
+        ])
         .args(["--", "-D", "warnings"]))?;
     // The eBPF crate is checked for its own target, as aya-build compiles it.
     // `rustup run` rather than `cargo +nightly`: $CARGO is the stable toolchain's own binary.
