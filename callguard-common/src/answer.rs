@@ -12,8 +12,8 @@
 //! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
 
 use crate::sip::{
-    FIELD_MAX, HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, header_line, is_token, join, lower8, method,
-    next_newline, pack, word,
+    HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, cseq_method, header_line, is_token, join, lower8,
+    method, next_newline, pack, word,
 };
 
 /// How long a registration keeps its source among the registered, in nanoseconds: a day, longer
@@ -155,54 +155,6 @@ pub fn read(s: &Scratch, len: usize) -> AnswerWalk {
         }
     }
     w
-}
-
-/// The method of a CSeq value (`1*DIGIT LWS Method`, RFC 3261 §20.16) from `from` to `end`:
-/// the two this reader needs, REGISTER and INVITE, else [`method::UNKNOWN`]. Method names are
-/// upper case and case-sensitive, so the method starts at the value's first upper-case letter,
-/// after a space or tab; the token must end there too (the sequence number before it is not
-/// checked: the PBX answers only requests it could read). One word-at-a-time scan and two
-/// comparisons: the verifier checks this for every header line, so it must stay small.
-fn cseq_method(s: &Scratch, from: usize, end: usize) -> u8 {
-    let p = first_upper(s, from, end);
-    if p >= end || p == 0 || !matches!(at(s, p - 1), b' ' | b'\t') {
-        return method::UNKNOWN;
-    }
-    let w = join(word(s, p), word(s, p + 8), (p & 7) * 8);
-    if w == pack(b"REGISTER") && !is_token(at(s, p + 8)) {
-        method::REGISTER
-    } else if w & 0xffff_ffff_ffff == pack(b"INVITE") && !is_token(at(s, p + 6)) {
-        method::INVITE
-    } else {
-        method::UNKNOWN
-    }
-}
-
-/// The first index in `from..end` holding an ASCII upper-case letter, or `end`; eight bytes at
-/// a time, at most [`FIELD_MAX`] bytes on.
-fn first_upper(s: &Scratch, from: usize, end: usize) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut base = from & !7;
-    let mut skip = from - base;
-    for _ in 0..FIELD_MAX / 8 + 1 {
-        if base >= end {
-            return end;
-        }
-        let w = word(s, base);
-        let low7 = w & !HI;
-        // Bit 7 set where a byte is in 'A'..='Z' (as in `lower8`).
-        let upper =
-            (low7 + LO * (0x80 - u64::from(b'A'))) & !(low7 + LO * (0x80 - u64::from(b'Z') - 1)) & !w & HI;
-        let m = upper >> (skip * 8) << (skip * 8);
-        if m != 0 {
-            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
-            return if pos < end { pos } else { end };
-        }
-        base += 8;
-        skip = 0;
-    }
-    end
 }
 
 #[cfg(test)]

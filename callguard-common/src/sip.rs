@@ -136,7 +136,12 @@ pub mod header {
     /// Not a header: one of the names above followed by more spaces or tabs than the parser
     /// skips (eight) before its colon, or by none. A PBX may read it as that header while this
     /// parser cannot (a hidden first To, a User-Agent out of the signatures' sight), so such a
-    /// request is never judged.
+    /// request is never judged. Also set for a request whose CSeq names another method than its
+    /// request line (as the answer reader tells methods apart: REGISTER, INVITE, any other), or
+    /// whose CSeq the parse did not reach ([`UNREAD`] without [`CSEQ`]): the PBX copies the CSeq
+    /// into its answer, which the egress program reads as the answer to a request of that
+    /// method, so such a request could pass a wrong password's `401` off as the answer to an
+    /// OPTIONS, or an OPTIONS' `200` off as a registration.
     pub const AMBIGUOUS: u16 = 1 << 7;
     /// Authorization or Proxy-Authorization (a name beginning `authoriz` or `proxy-au`, any
     /// case): the request carries credentials, so the PBX's `401`/`407` to it is a failed
@@ -146,8 +151,10 @@ pub mod header {
     /// [`super::SCAN_LEN`] bytes or [`super::HEADER_LINES`] lines), so credentials may lie past
     /// what it read. Set by [`super::Parse::info`].
     pub const UNREAD: u16 = 1 << 9;
+    /// CSeq (no compact form).
+    pub const CSEQ: u16 = 1 << 10;
     /// The headers that may appear once only, of those the parser tells apart.
-    pub const SINGLE: u16 = FROM | TO | CALL_ID;
+    pub const SINGLE: u16 = FROM | TO | CALL_ID | CSEQ;
 }
 
 /// What [`parse`] found.
@@ -506,6 +513,12 @@ impl Parse {
         let (bit, value) = header_name(s, start);
         let again = self.info.headers & bit & header::SINGLE != 0;
         self.info.headers |= bit | if again { header::DUPLICATE } else { 0 };
+        if bit == header::CSEQ {
+            // The answer reader's reading of this CSeq (the PBX copies it into its answer) must
+            // be the request line's.
+            let differs = cseq_method(s, value, end) != answered_as(self.info.method);
+            self.info.headers |= u16::from(differs) * header::AMBIGUOUS;
+        }
         // Only these three values are used (the first of each); the others are only noted as
         // present.
         if !again && bit & (header::USER_AGENT | header::FROM | header::TO) != 0 {
@@ -529,10 +542,13 @@ impl Parse {
     }
 
     /// What the parse found so far; [`header::UNREAD`] when it stopped before the end of the
-    /// headers (computed without a branch: the kernel calls this on every request).
+    /// headers, and then [`header::AMBIGUOUS`] too when it did not reach a CSeq (computed
+    /// without a branch: the kernel calls this on every request).
     pub const fn info(&self) -> Info {
         let mut info = self.info;
-        info.headers |= ((self.start != HEADERS_END) as u16) << 9;
+        let unread = (self.start != HEADERS_END) as u16;
+        let no_cseq = (info.headers / header::CSEQ & 1) ^ 1;
+        info.headers |= unread * header::UNREAD | (unread & no_cseq) * header::AMBIGUOUS;
         info
     }
 }
@@ -781,6 +797,7 @@ fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
         2 if first(l0, 2) == pack(b"to") => header::TO,
         3 if first(l0, 3) == pack(b"via") => header::VIA,
         4 if first(l0, 4) == pack(b"from") => header::FROM,
+        4 if first(l0, 4) == pack(b"cseq") => header::CSEQ,
         7 if first(l0, 7) == pack(b"call-id") => header::CALL_ID,
         7 if first(l0, 7) == pack(b"contact") => header::CONTACT,
         10 if l0 == pack(b"user-age") && first(l1, 2) == pack(b"nt") => header::USER_AGENT,
@@ -793,6 +810,60 @@ fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
         Some(colon) => (bit, colon + 1),
         None => (header::AMBIGUOUS, i),
     }
+}
+
+/// A request method as [`cseq_method`] tells methods apart: REGISTER, INVITE, or any other
+/// ([`method::UNKNOWN`]).
+const fn answered_as(m: u8) -> u8 {
+    if m == method::REGISTER || m == method::INVITE { m } else { method::UNKNOWN }
+}
+
+/// The method of a CSeq value (`1*DIGIT LWS Method`, RFC 3261 §20.16) from `from` to `end`:
+/// the two this reader needs, REGISTER and INVITE, else [`method::UNKNOWN`]. Method names are
+/// upper case and case-sensitive, so the method starts at the value's first upper-case letter,
+/// after a space or tab; the token must end there too (the sequence number before it is not
+/// checked: the PBX answers only requests it could read). One word-at-a-time scan and two
+/// comparisons: the verifier checks this for every header line, so it must stay small.
+pub(crate) fn cseq_method(s: &Scratch, from: usize, end: usize) -> u8 {
+    let p = first_upper(s, from, end);
+    if p >= end || p == 0 || !matches!(at(s, p - 1), b' ' | b'\t') {
+        return method::UNKNOWN;
+    }
+    let w = join(word(s, p), word(s, p + 8), (p & 7) * 8);
+    if w == pack(b"REGISTER") && !is_token(at(s, p + 8)) {
+        method::REGISTER
+    } else if w & 0xffff_ffff_ffff == pack(b"INVITE") && !is_token(at(s, p + 6)) {
+        method::INVITE
+    } else {
+        method::UNKNOWN
+    }
+}
+
+/// The first index in `from..end` holding an ASCII upper-case letter, or `end`; eight bytes at
+/// a time, at most [`FIELD_MAX`] bytes on.
+fn first_upper(s: &Scratch, from: usize, end: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut base = from & !7;
+    let mut skip = from - base;
+    for _ in 0..FIELD_MAX / 8 + 1 {
+        if base >= end {
+            return end;
+        }
+        let w = word(s, base);
+        let low7 = w & !HI;
+        // Bit 7 set where a byte is in 'A'..='Z' (as in `lower8`).
+        let upper =
+            (low7 + LO * (0x80 - u64::from(b'A'))) & !(low7 + LO * (0x80 - u64::from(b'Z') - 1)) & !w & HI;
+        let m = upper >> (skip * 8) << (skip * 8);
+        if m != 0 {
+            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
+            return if pos < end { pos } else { end };
+        }
+        base += 8;
+        skip = 0;
+    }
+    end
 }
 
 /// The colon that ends a header name ending at `end`: spaces or tabs (up to eight) may stand
@@ -929,6 +1000,59 @@ mod tests {
         assert_eq!(bits(SVMAP), 0);
     }
 
+    /// The CSeq tricks against the answer reader (issue 17): the PBX copies the CSeq into its
+    /// answer, which the egress program reads as the answer to that method.
+    #[test]
+    fn a_cseq_that_names_another_method_is_ambiguous() {
+        let request = |line: &str, cseq: &str, pad: &str| {
+            format!(
+                "{line} sip:101@pbx SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:101@pbx>;tag=1\r\n\
+                 To: <sip:101@pbx>\r\nCall-ID: c\r\n{pad}{cseq}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let ambiguous = |msg: &str| check(msg).1.headers & header::AMBIGUOUS != 0;
+        for (line, cseq) in [
+            ("REGISTER", "CSeq: 2 REGISTER\r\n"),
+            ("INVITE", "cseq:7\tINVITE\r\n"),
+            ("INVITE", "CSeq  : 7 INVITE \r\n"),
+            ("OPTIONS", "CSeq: 1 OPTIONS\r\n"),
+            ("ACK", "CSeq: 1 ACK\r\n"),
+            ("BYE", "CSeq: 3 BYE\r\n"),
+            // A method callguard does not know, as any other: the reader would not count it.
+            ("FOO", "CSeq: 1 FOO\r\n"),
+            // No CSeq in a request read to its end: the answer has none either.
+            ("OPTIONS", ""),
+        ] {
+            assert!(!ambiguous(&request(line, cseq, "")), "{line} {cseq:?}");
+        }
+        for (line, cseq) in [
+            // An OPTIONS whose 200 would read as a registration, or take a pending REGISTER.
+            ("OPTIONS", "CSeq: 1 REGISTER\r\n"),
+            ("OPTIONS", "CSeq: 1 INVITE\r\n"),
+            // A guess whose 401 would read as the answer to an OPTIONS.
+            ("REGISTER", "CSeq: 2 OPTIONS\r\n"),
+            ("REGISTER", "CSeq: 2 INVITE\r\n"),
+            ("INVITE", "CSeq: 2 REGISTER\r\n"),
+            ("REGISTER", "CSeq: 2 register\r\n"),
+            ("REGISTER", "CSeq: 2 REGISTERS\r\n"),
+            ("REGISTER", "CSeq: 2REGISTER\r\n"),
+            ("REGISTER", "CSeq: 2\r\n REGISTER\r\n"),
+            ("FOO", "CSeq: 1 REGISTER\r\n"),
+        ] {
+            assert!(ambiguous(&request(line, cseq, "")), "{line} {cseq:?}");
+        }
+        // Two CSeqs: readers differ on which counts.
+        let two = request("REGISTER", "CSeq: 2 REGISTER\r\nCSeq: 2 OPTIONS\r\n", "");
+        assert!(check(&two).1.headers & header::DUPLICATE != 0);
+        // A CSeq past what the parser reads is out of its sight: never judged.
+        let pad = "X-Pad: 0123456789\r\n".repeat(70);
+        assert!(ambiguous(&request("REGISTER", "CSeq: 2 OPTIONS\r\n", &pad)));
+        assert!(ambiguous(&request("REGISTER", "CSeq: 2 REGISTER\r\n", &pad)));
+        // Read before the padding, it is judged.
+        let early = format!("REGISTER sip:pbx SIP/2.0\r\nCSeq: 2 REGISTER\r\n{pad}\r\n");
+        assert_eq!(check(&early).1.headers & (header::AMBIGUOUS | header::UNREAD), header::UNREAD);
+    }
+
     #[test]
     fn sipvicious_options() {
         let (b, i) = check(SVMAP);
@@ -937,8 +1061,13 @@ mod tests {
         assert_eq!(text(&b, i.from), "\"sipvicious\"<sip:100@198.18.0.1>;tag=6332363337");
         assert_eq!(text(&b, i.to), "\"sipvicious\"<sip:100@198.18.0.1>");
         assert_eq!(text(&b, i.ruri_user), "100");
-        let all =
-            header::VIA | header::FROM | header::TO | header::CALL_ID | header::CONTACT | header::USER_AGENT;
+        let all = header::VIA
+            | header::FROM
+            | header::TO
+            | header::CALL_ID
+            | header::CONTACT
+            | header::USER_AGENT
+            | header::CSEQ;
         assert_eq!(i.headers, all);
     }
 
@@ -1077,6 +1206,7 @@ mod tests {
         let bit = match (n, name) {
             (1, [b'v', ..]) | (3, [b'v', b'i', b'a', ..]) => header::VIA,
             (1, [b'f', ..]) | (4, [b'f', b'r', b'o', b'm', ..]) => header::FROM,
+            (4, [b'c', b's', b'e', b'q', ..]) => header::CSEQ,
             (1, [b't', ..]) | (2, [b't', b'o', ..]) => header::TO,
             (1, [b'i', ..]) | (7, [b'c', b'a', b'l', b'l', b'-', b'i', b'd', ..]) => header::CALL_ID,
             (1, [b'm', ..]) | (7, [b'c', b'o', b'n', b't', b'a', b'c', b't', ..]) => header::CONTACT,

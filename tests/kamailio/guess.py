@@ -13,7 +13,11 @@ went unanswered (the source is banned). The last line it prints is a JSON summar
 Usage (inside the attacker's network namespace):
 
     guess.py --target 198.18.0.1:5060 --bind 198.18.0.2:5070 --user 101 \
-        --wrong 20 [--right correct-horse-101] [--rate 4]
+        --wrong 20 [--right correct-horse-101] [--rate 4] [--cseq-method OPTIONS]
+
+`--cseq-method` names another method in the guesses' CSeq (the first REGISTER, which only asks
+for the challenge, keeps REGISTER): the PBX copies the CSeq into its answer, so an answer reader
+that trusts it would take a wrong guess's 401 for the answer to, say, an OPTIONS.
 """
 
 import argparse
@@ -48,6 +52,7 @@ def main():
     ap.add_argument("--right", help="the right password, tried after the wrong ones")
     ap.add_argument("--rate", type=float, default=4.0, help="guesses a second at most")
     ap.add_argument("--ua", default="Yealink SIP-T46S 66.86.0.15")
+    ap.add_argument("--cseq-method", default="REGISTER", help="the method the guesses' CSeq names")
     a = ap.parse_args()
 
     host, port = a.target.rsplit(":", 1)
@@ -64,6 +69,7 @@ def main():
     def register(auth=None):
         nonlocal cseq
         cseq += 1
+        cseq_method = a.cseq_method if auth else "REGISTER"
         uri = "sip:%s" % a.domain
         msg = (
             "REGISTER %s SIP/2.0\r\n"
@@ -72,14 +78,14 @@ def main():
             "From: <sip:%s@%s>;tag=g%x\r\n"
             "To: <sip:%s@%s>\r\n"
             "Call-ID: %s\r\n"
-            "CSeq: %d REGISTER\r\n"
+            "CSeq: %d %s\r\n"
             "Contact: <sip:%s@%s:%s>\r\n"
             "User-Agent: %s\r\n"
             "Expires: 600\r\n"
             "%s"
             "Content-Length: 0\r\n\r\n"
         ) % (uri, lhost, lport, random.getrandbits(40), a.user, a.domain, 7, a.user, a.domain,
-             call_id, cseq, a.user, lhost, lport, a.ua, auth or "")
+             call_id, cseq, cseq_method, a.user, lhost, lport, a.ua, auth or "")
         s.sendto(msg.encode(), dst)
         deadline = time.time() + 1.0
         while time.time() < deadline:
@@ -88,7 +94,7 @@ def main():
             except socket.timeout:
                 return None
             text = data.decode(errors="replace")
-            if re.search(r"^CSeq:\s*%d REGISTER" % cseq, text, re.M | re.I) and not text.startswith("SIP/2.0 1"):
+            if re.search(r"^CSeq:\s*%d %s" % (cseq, cseq_method), text, re.M | re.I) and not text.startswith("SIP/2.0 1"):
                 return text
         return None
 

@@ -367,7 +367,7 @@ fn bytes_past_the_udp_length_are_not_read() {
     let mut k = TestKernel::with_config(&TestKernel::quiet());
     let sigs = callguard_tests::default_signatures();
     k.set_signatures(&sigs);
-    let head = b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2\r\n";
+    let head = b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2\r\nCSeq: 1 OPTIONS\r\n";
     let tail = b"User-Agent: friendly-scanner\r\n\r\n";
     let mut f = Frame::udp("198.18.77.1", SIP).payload(&[head.as_slice(), tail].concat());
     // The whole datagram: the signature is seen.
