@@ -547,8 +547,8 @@ impl Parse {
     pub const fn info(&self) -> Info {
         let mut info = self.info;
         let unread = (self.start != HEADERS_END) as u16;
-        let no_cseq = (info.headers / header::CSEQ & 1) ^ 1;
-        info.headers |= unread * header::UNREAD | (unread & no_cseq) * header::AMBIGUOUS;
+        let no_cseq = ((info.headers / header::CSEQ) & 1) ^ 1;
+        info.headers |= (unread * header::UNREAD) | ((unread & no_cseq) * header::AMBIGUOUS);
         info
     }
 }
