@@ -81,11 +81,16 @@ pub enum Perm {
     /// Create and delete custom roles.
     #[serde(rename = "roles.write")]
     RolesWrite,
+    /// Not a right in the API: a user whose role has it may dial international numbers (PortSIP's
+    /// StandardInternationalUser against StandardUser). Checked by the slow path for the calls it
+    /// sees (see `calls::policy`).
+    #[serde(rename = "calls.international")]
+    CallsInternational,
 }
 
 impl Perm {
     /// Every permission.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::SecurityRead,
         Self::SecurityWrite,
         Self::AuthCodesRead,
@@ -96,6 +101,7 @@ impl Perm {
         Self::TenantsWrite,
         Self::RolesRead,
         Self::RolesWrite,
+        Self::CallsInternational,
     ];
 
     /// The dotted name (`security.read`).
@@ -111,6 +117,7 @@ impl Perm {
             Self::TenantsWrite => "tenants.write",
             Self::RolesRead => "roles.read",
             Self::RolesWrite => "roles.write",
+            Self::CallsInternational => "calls.international",
         }
     }
 
@@ -170,29 +177,57 @@ pub fn builtin_roles() -> Vec<Role> {
         role(
             "Dealer",
             Level::System,
-            &[AuthCodesRead, AuthCodesWrite, UsersRead, UsersWrite, TenantsRead, TenantsWrite, RolesRead],
+            &[
+                AuthCodesRead,
+                AuthCodesWrite,
+                UsersRead,
+                UsersWrite,
+                TenantsRead,
+                TenantsWrite,
+                RolesRead,
+                CallsInternational,
+            ],
             "the sales manager: tenants and their users, not the host's security rules",
         ),
         role(
             "Admin",
             Level::Tenant,
-            &[SecurityRead, AuthCodesRead, AuthCodesWrite, UsersRead, UsersWrite, TenantsRead, RolesRead],
+            &[
+                SecurityRead,
+                AuthCodesRead,
+                AuthCodesWrite,
+                UsersRead,
+                UsersWrite,
+                TenantsRead,
+                RolesRead,
+                CallsInternational,
+            ],
             "the tenant administrator: every user and group of the tenant",
         ),
         role(
             "GroupAdmin",
             Level::Group,
-            &[AuthCodesRead, AuthCodesWrite, UsersRead, RolesRead],
+            &[AuthCodesRead, AuthCodesWrite, UsersRead, RolesRead, CallsInternational],
             "the group administrator: the authorization codes of the group's users",
         ),
-        role("StandardUser", Level::User, &[AuthCodesRead, UsersRead], "an end user: its own resources"),
+        role(
+            "StandardUser",
+            Level::User,
+            &[AuthCodesRead, UsersRead],
+            "an end user: its own resources; national calls only",
+        ),
         role(
             "StandardInternationalUser",
             Level::User,
-            &[AuthCodesRead, UsersRead],
+            &[AuthCodesRead, UsersRead, CallsInternational],
             "an end user with international call permissions: its own resources",
         ),
-        role("QueueManager", Level::User, &[AuthCodesRead, UsersRead], "a call queue manager"),
+        role(
+            "QueueManager",
+            Level::User,
+            &[AuthCodesRead, UsersRead, CallsInternational],
+            "a call queue manager",
+        ),
     ]
 }
 
@@ -453,14 +488,17 @@ pub fn check_auth_code(code: &str, min: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The owner of authorization codes: a user of a tenant.
+/// A user of a tenant as the slow path knows them: by the From of their calls (user name at the
+/// tenant's SIP domain), with what their calls may do.
 #[derive(Clone, Debug)]
-pub struct CodeOwner {
+pub struct Caller {
     /// The tenant's SIP domain.
     pub domain: String,
     /// The user name (the From user of the user's calls).
     pub username: String,
-    /// The user's codes.
+    /// The user's role (its name).
+    pub role: String,
+    /// The user's authorization codes.
     pub codes: Vec<String>,
 }
 

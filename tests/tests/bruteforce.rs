@@ -23,20 +23,8 @@ fn guess(
     let wrong = wrong.to_string();
     let target = format!("{PBX}:5060");
     let mut args = vec![
-        "python3",
-        script,
-        "--target",
-        &target,
-        "--bind",
-        bind,
-        "--user",
-        user,
-        "--wrong",
-        &wrong,
-        "--right",
-        &right,
-        "--rate",
-        rate,
+        "python3", script, "--target", &target, "--bind", bind, "--user", user, "--wrong", &wrong, "--right",
+        &right, "--rate", rate,
     ];
     args.extend_from_slice(extra);
     let out: Output = ns.exec(&args);

@@ -121,14 +121,22 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     api(
         &inst,
         "POST",
+        "/api/v1/users",
+        r#"{"tenant": "t1", "group": "g1", "username": "102", "password": "user-102-pass", "role": "StandardInternationalUser"}"#,
+    );
+    api(
+        &inst,
+        "POST",
         "/api/v1/tenants/t1/groups/g1/users/101/services/outgoing_call_barring/codes/",
         r#"{"code": "4711", "description": "boss"}"#,
     );
     let stats = inst.stats();
     assert_eq!(stats["calls"]["hand_up_invites"], true, "{}", stats["calls"]);
 
-    let scenarios: [(&str, &str, &str, &str); 6] = [
-        ("allowed number", "uac_call.xml", "101", "004930123"),
+    let scenarios: [(&str, &str, &str, &str); 8] = [
+        ("allowed number, a StandardInternationalUser", "uac_call.xml", "102", "004930123"),
+        ("international call by a StandardUser", "uac_forbidden.xml", "101", "004930123"),
+        ("national call by a StandardUser", "uac_call.xml", "101", "0301234"),
         ("barred prefix", "uac_forbidden.xml", "101", "+882123456"),
         ("blacklisted caller", "uac_forbidden.xml", "+15551234567", "004930123"),
         ("disallowed country", "uac_forbidden.xml", "101", "0086201234"),
@@ -151,7 +159,8 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     let seen = std::fs::read_to_string(&uas_messages).expect("the UAS's message log");
     let invites: Vec<&str> = seen.lines().filter(|l| l.starts_with("INVITE ")).collect();
     let count = |user: &str| invites.iter().filter(|l| l.starts_with(&format!("INVITE sip:{user}@"))).count();
-    // Exactly the allowed scenario's: the blacklisted caller dialed the same number.
+    // Exactly the allowed scenario's: the StandardUser and the blacklisted caller dialed the same
+    // number.
     assert_eq!(count("004930123"), CALLS as usize, "{invites:?}");
     assert_eq!(count("0086101234"), CALLS as usize + 1, "{invites:?}"); // + the call before any rule
     for barred in ["+882123456", "0086201234", "0086301234", "*4711*"] {
@@ -161,7 +170,8 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     let reinjected = t.pbx.nft_counter("cg", "reinjected");
     assert!(reinjected >= u64::from(2 * CALLS), "re-injected: {reinjected}");
     let decisions = &stats["slow_path"]["decisions"];
-    assert_eq!(decisions["allow/default"], CALLS, "{decisions}");
+    assert_eq!(decisions["allow/default"], 2 * CALLS, "{decisions}");
+    assert_eq!(decisions["deny/role"], CALLS, "{decisions}");
     assert_eq!(decisions["allow/authcode"], CALLS, "{decisions}");
     assert_eq!(decisions["deny/disallowed_code"], CALLS, "{decisions}");
     assert_eq!(decisions["deny/blacklist"], CALLS, "{decisions}");
@@ -237,7 +247,7 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     assert!(reason_packets(&stats, "pass", "daemon_gone") >= 1, "{}", stats["reasons"]);
     daemon.kill9();
     std::thread::sleep(Duration::from_millis(1500));
-    let (ok, _, _) = place(&inst, &t.peer, "uac_call.xml", "101", "004930777", 1);
+    let (ok, _, _) = place(&inst, &t.peer, "uac_call.xml", "102", "004930777", 1);
     assert_eq!(ok, 0, "fail-closed: no call gets through while the daemon is gone");
     let _daemon = inst.start();
     let stats = inst.stats();
@@ -246,7 +256,7 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     let seen = std::fs::read_to_string(&uas_messages).unwrap();
     assert!(!seen.contains("INVITE sip:004930777@"), "the UAS received a call while closed");
     // Back up: calls are decided again.
-    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "101", "004930123", 1);
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "102", "004930123", 1);
     assert_eq!((ok, failed), (1, 0), "after the restart: {out}");
     println!(
         "failure policy: open passed {} requests, closed dropped {closed}",

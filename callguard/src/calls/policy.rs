@@ -14,7 +14,10 @@
 //! 4. **Disallowed codes** against the dialed number (Request-URI user): a prefix match.
 //! 5. **Allowed country codes**: when the list is not empty, an international number whose
 //!    country code is not in it is denied; national numbers are unaffected.
-//! 6. Otherwise the call is allowed.
+//! 6. **The caller's role**: a caller who is a user of the tenant whose role lacks
+//!    `calls.international` (StandardUser, PortSIP's meaning) may not dial an international
+//!    number. Callers who are no user of a tenant are not checked here.
+//! 7. Otherwise the call is allowed.
 //!
 //! Numbers are compared normalized ([`normalize`]): visual separators removed, and `+`, `00`
 //! and the configured international prefix all read as `+`.
@@ -30,7 +33,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    accounts::CodeOwner,
+    accounts::{Caller, Perm, Role},
     border::{BorderAction, BorderRule},
     calls::message::{Message, ParseError, Uri},
     config::Calls,
@@ -74,6 +77,8 @@ pub enum Step {
     DisallowedCode,
     /// The destination country is not allowed.
     Country,
+    /// The caller's role may not dial this number.
+    Role,
     /// No rule objected.
     Default,
     /// An in-dialog request (To tag): not a new call, passed without checks.
@@ -91,6 +96,7 @@ impl Step {
             Self::AuthCode => "authcode",
             Self::DisallowedCode => "disallowed_code",
             Self::Country => "country",
+            Self::Role => "role",
             Self::Default => "default",
             Self::InDialog => "in_dialog",
             Self::Unreadable => "unreadable",
@@ -247,6 +253,17 @@ impl Border {
     }
 }
 
+/// What a tenant user's calls may do.
+#[derive(Debug, Default)]
+struct Rights {
+    /// The role's name.
+    role: String,
+    /// Whether the role has [`Perm::CallsInternational`].
+    international: bool,
+    /// Authorization codes.
+    codes: Vec<String>,
+}
+
 /// Everything the slow path decides with, compiled from the store.
 #[derive(Debug, Default)]
 pub struct CallPolicy {
@@ -258,8 +275,8 @@ pub struct CallPolicy {
     /// international number.
     disallowed: Vec<(String, String, DisallowedCode)>,
     countries: Vec<String>,
-    /// Authorization codes by (SIP domain, user name), both lower case.
-    codes: HashMap<(String, String), Vec<String>>,
+    /// Tenant users by (SIP domain, user name), both lower case.
+    callers: HashMap<(String, String), Rights>,
     /// `calls.authcode_form` split around its placeholders (`None`: an invalid form, which
     /// configuration checks refuse, turns codes off).
     authcode_form: Option<(String, String, String)>,
@@ -274,7 +291,8 @@ impl CallPolicy {
         blacklist: Vec<BlacklistedNumber>,
         disallowed: Vec<DisallowedCode>,
         countries: &[String],
-        owners: Vec<CodeOwner>,
+        callers: Vec<Caller>,
+        roles: &[Role],
     ) -> Self {
         let intl = cfg.international_prefix.as_str();
         let mut border: Vec<Border> = border
@@ -285,12 +303,16 @@ impl CallPolicy {
             })
             .collect();
         border.sort_by(|a, b| a.rule.priority.cmp(&b.rule.priority).then_with(|| a.rule.id.cmp(&b.rule.id)));
-        let mut codes: HashMap<(String, String), Vec<String>> = HashMap::new();
-        for o in owners.into_iter().filter(|o| !o.codes.is_empty()) {
-            codes
-                .entry((o.domain.to_ascii_lowercase(), o.username.to_ascii_lowercase()))
-                .or_default()
-                .extend(o.codes);
+        let mut by_name: HashMap<(String, String), Rights> = HashMap::new();
+        for c in callers {
+            // A role that no longer exists grants nothing (roles in use cannot be deleted).
+            let international =
+                roles.iter().any(|r| r.name.eq_ignore_ascii_case(&c.role) && r.has(Perm::CallsInternational));
+            let rights =
+                by_name.entry((c.domain.to_ascii_lowercase(), c.username.to_ascii_lowercase())).or_default();
+            rights.codes.extend(c.codes);
+            rights.international = international;
+            rights.role = c.role;
         }
         Self {
             cfg: cfg.clone(),
@@ -306,7 +328,7 @@ impl CallPolicy {
                 })
                 .collect(),
             countries: countries.iter().map(|c| country_key(c).to_owned()).collect(),
-            codes,
+            callers: by_name,
             authcode_form: cfg
                 .authcode_parts()
                 .ok()
@@ -325,7 +347,7 @@ impl CallPolicy {
             || !self.blacklist.is_empty()
             || !self.disallowed.is_empty()
             || !self.countries.is_empty()
-            || !self.codes.is_empty()
+            || self.callers.values().any(|r| !r.codes.is_empty() || !r.international)
     }
 
     /// Whether REGISTERs need the daemon: an enabled border rule has a user name or domain
@@ -388,12 +410,12 @@ impl CallPolicy {
         let Some(dialed) = f.dialed.as_deref() else {
             return Decision::new(Verdict::Allow, Step::Default, "-", "no dialed user in the Request-URI");
         };
+        // The caller as a tenant user: From host (the tenant's SIP domain) and user.
+        let caller =
+            (f.from_host.to_ascii_lowercase(), f.from_user.clone().unwrap_or_default().to_ascii_lowercase());
         if let Some((code, number)) = self.split_code(dialed) {
-            let key = (
-                f.from_host.to_ascii_lowercase(),
-                f.from_user.clone().unwrap_or_default().to_ascii_lowercase(),
-            );
-            return if self.codes.get(&key).is_some_and(|c| c.iter().any(|c| c == code)) {
+            let key = &caller;
+            return if self.callers.get(key).is_some_and(|r| r.codes.iter().any(|c| c == code)) {
                 Decision {
                     dial: Some(number.to_owned()),
                     ..Decision::new(
@@ -440,6 +462,17 @@ impl CallPolicy {
                 format!("{number} is international and its country code is not allowed"),
             );
         }
+        if number.starts_with('+')
+            && let Some(rights) = self.callers.get(&caller)
+            && !rights.international
+        {
+            return Decision::new(
+                Verdict::Deny,
+                Step::Role,
+                format!("role {} of {}@{}", rights.role, caller.1, caller.0),
+                format!("{number} is international and the caller's role may not dial international numbers"),
+            );
+        }
         Decision::new(Verdict::Allow, Step::Default, "-", "no rule objects to this call")
     }
 
@@ -460,7 +493,8 @@ impl CallPolicy {
             blacklisted_numbers: self.blacklist.len(),
             disallowed_codes: self.disallowed.len(),
             allowed_countries: self.countries.len(),
-            callers_with_codes: self.codes.len(),
+            callers_with_codes: self.callers.values().filter(|r| !r.codes.is_empty()).count(),
+            national_callers: self.callers.values().filter(|r| !r.international).count(),
             hand_up_invites: self.wants_invites(),
             hand_up_registers: self.wants_registers(),
         }
@@ -480,6 +514,8 @@ pub struct PolicySummary {
     pub allowed_countries: usize,
     /// Users with authorization codes.
     pub callers_with_codes: usize,
+    /// Users whose role may not dial international numbers.
+    pub national_callers: usize,
     /// Whether the kernel hands up initial INVITEs.
     pub hand_up_invites: bool,
     /// Whether the kernel hands up REGISTERs.
@@ -557,12 +593,70 @@ mod tests {
                 DisallowedCode { id: "2".into(), number_prefix: "1900".into(), description: String::new() },
             ],
             &["+44".into(), "49".into(), "1".into()],
-            vec![CodeOwner {
-                domain: "Tenant.example.com".into(),
-                username: "101".into(),
-                codes: vec!["4711".into()],
-            }],
+            vec![
+                Caller {
+                    domain: "Tenant.example.com".into(),
+                    username: "101".into(),
+                    role: "StandardInternationalUser".into(),
+                    codes: vec!["4711".into()],
+                },
+                Caller {
+                    domain: "tenant.example.com".into(),
+                    username: "102".into(),
+                    role: "standarduser".into(),
+                    codes: vec!["4712".into()],
+                },
+            ],
+            &crate::accounts::builtin_roles(),
         )
+    }
+
+    /// Item 4 of issue 17: PortSIP's StandardUser may not call international numbers, its
+    /// StandardInternationalUser may; an authorization code unlocks a call for either, and
+    /// callers who are no tenant user are left to the number rules.
+    #[test]
+    fn roles_decide_international_calls() {
+        let p = policy(vec![]);
+        let now = Utc::now();
+        let decide = |dialed: &str, from: &str| p.decide(&facts(dialed, from), now);
+        for dialed in ["+4930123", "004930123", "00 44 20 7946 0000"] {
+            let d = decide(dialed, "102");
+            assert_eq!((d.verdict, d.step), (Verdict::Deny, Step::Role), "{dialed}");
+            assert!(
+                d.rule.contains("standarduser") && d.rule.contains("102@tenant.example.com"),
+                "{}",
+                d.rule
+            );
+            assert_eq!(decide(dialed, "101").step, Step::Default, "{dialed}");
+            assert_eq!(decide(dialed, "103").step, Step::Default, "not a tenant user: {dialed}");
+        }
+        assert_eq!(decide("0301234", "102").step, Step::Default, "a national call");
+        let unlocked = decide("*4712*004930123", "102");
+        assert_eq!((unlocked.verdict, unlocked.step), (Verdict::Allow, Step::AuthCode));
+        // The country and prefix rules come first: their reasons are the ones reported.
+        assert_eq!(decide("+882123", "102").step, Step::DisallowedCode);
+        assert_eq!(decide("+86101234", "102").step, Step::Country);
+        // A caller of another tenant with the same user name is another caller.
+        let mut other = facts("+4930123", "102");
+        other.from_host = "other.example.com".into();
+        assert_eq!(p.decide(&other, now).step, Step::Default);
+        assert!(p.wants_invites());
+        let roles_only = CallPolicy::build(
+            &Calls::default(),
+            vec![],
+            vec![],
+            vec![],
+            &[],
+            vec![Caller {
+                domain: "t".into(),
+                username: "1".into(),
+                role: "StandardUser".into(),
+                codes: vec![],
+            }],
+            &crate::accounts::builtin_roles(),
+        );
+        assert!(roles_only.wants_invites(), "a StandardUser's calls need the daemon");
+        assert_eq!(roles_only.summary().national_callers, 1);
     }
 
     /// A policy with these disallowed codes and nothing else.
@@ -576,7 +670,7 @@ mod tests {
                 description: String::new(),
             })
             .collect();
-        CallPolicy::build(&Calls::default(), vec![], vec![], codes, &[], vec![])
+        CallPolicy::build(&Calls::default(), vec![], vec![], codes, &[], vec![], &[])
     }
 
     /// Item 6 of issue 16: a disallowed code means what the operator wrote. `00` (or the

@@ -402,14 +402,16 @@ impl Cli {
                 let c = &s.calls;
                 println!(
                     "slow path: hands up INVITEs: {}, REGISTERs: {} ({} border rules, {} blacklisted numbers, \
-                     {} disallowed codes, {} allowed countries, {} callers with codes)",
+                     {} disallowed codes, {} allowed countries, {} callers with codes, {} callers \
+                     without international calls)",
                     if c.hand_up_invites { "yes" } else { "no" },
                     if c.hand_up_registers { "yes" } else { "no" },
                     c.border_rules,
                     c.blacklisted_numbers,
                     c.disallowed_codes,
                     c.allowed_countries,
-                    c.callers_with_codes
+                    c.callers_with_codes,
+                    c.national_callers
                 );
                 if !s.slow_path.decisions.is_empty() {
                     let mut t = table(&["verdict/step", "requests"]);

@@ -296,7 +296,8 @@ impl Service {
             self.store.numbers()?,
             self.store.codes()?,
             &self.store.countries()?,
-            self.store.code_owners()?,
+            self.store.callers()?,
+            &[crate::accounts::builtin_roles(), self.store.custom_roles()?].concat(),
         );
         tracing::info!(policy = ?p.summary(), "number-level call checks in force");
         self.calls.set(p);

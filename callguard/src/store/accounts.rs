@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{SqliteStore, StoreError, conflict_on_unique, ts};
-use crate::accounts::{ApiKey, AuthCode, CodeOwner, Group, Level, Perm, Role, Session, Tenant, User};
+use crate::accounts::{ApiKey, AuthCode, Caller, Group, Level, Perm, Role, Session, Tenant, User};
 
 /// Migration 4: accounts.
 pub(super) const MIGRATION: &str = "
@@ -82,6 +82,16 @@ pub(super) const MIGRATION_SPENT_REFRESH: &str = "
         digest BLOB PRIMARY KEY,
         session_id INTEGER NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
     );
+";
+
+/// Migration 7: the right to dial international numbers (`calls.international`), which the
+/// slow path checks since roles decide calls. Custom roles made before it keep what they could
+/// do; a user's new role, and a role created or deleted, change what the slow path decides.
+pub(super) const MIGRATION_CALL_RIGHTS: &str = "
+    UPDATE roles SET permissions = trim(permissions || ' calls.international');
+    CREATE TRIGGER cg_us_r AFTER UPDATE OF role ON users BEGIN UPDATE calls_generation SET n = n + 1; END;
+    CREATE TRIGGER cg_ro_i AFTER INSERT ON roles BEGIN UPDATE calls_generation SET n = n + 1; END;
+    CREATE TRIGGER cg_ro_d AFTER DELETE ON roles BEGIN UPDATE calls_generation SET n = n + 1; END;
 ";
 
 /// A user to create.
@@ -203,9 +213,9 @@ pub trait AccountStore {
     fn add_auth_codes(&mut self, user: u32, codes: &[AuthCode]) -> Result<(), StoreError>;
     /// Deletes codes; how many existed.
     fn delete_auth_codes(&mut self, user: u32, codes: &[String]) -> Result<usize, StoreError>;
-    /// Every tenant user with authorization codes: SIP domain, user name and codes (what the
+    /// Every user of a tenant: SIP domain, user name, role and authorization codes (what the
     /// slow path maps a caller's From user and host to).
-    fn code_owners(&self) -> Result<Vec<CodeOwner>, StoreError>;
+    fn callers(&self) -> Result<Vec<Caller>, StoreError>;
 }
 
 fn corrupt(table: &'static str, detail: String) -> StoreError {
@@ -584,22 +594,29 @@ impl AccountStore for SqliteStore {
         Ok(self.conn.execute("DELETE FROM api_keys WHERE account_id = ?1", [account_id])? == 1)
     }
 
-    fn code_owners(&self) -> Result<Vec<CodeOwner>, StoreError> {
+    fn callers(&self) -> Result<Vec<Caller>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT t.domain, u.username, a.code FROM auth_codes a
-             JOIN users u ON u.id = a.user_id JOIN tenants t ON t.id = u.tenant_id
+            "SELECT t.domain, u.username, u.role, a.code FROM users u
+             JOIN tenants t ON t.id = u.tenant_id LEFT JOIN auth_codes a ON a.user_id = u.id
              ORDER BY u.id, a.code",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
-        let mut owners: Vec<CodeOwner> = Vec::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut callers: Vec<Caller> = Vec::new();
         for row in rows {
-            let (domain, username, code) = row?;
-            match owners.last_mut() {
-                Some(o) if o.domain == domain && o.username == username => o.codes.push(code),
-                _ => owners.push(CodeOwner { domain, username, codes: vec![code] }),
+            let (domain, username, role, code) = row?;
+            match callers.last_mut() {
+                Some(c) if c.domain == domain && c.username == username => c.codes.extend(code),
+                _ => callers.push(Caller { domain, username, role, codes: code.into_iter().collect() }),
             }
         }
-        Ok(owners)
+        Ok(callers)
     }
 
     fn auth_codes(&self, user: u32) -> Result<Vec<AuthCode>, StoreError> {

@@ -127,6 +127,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER cg_te_d AFTER DELETE ON tenants BEGIN UPDATE calls_generation SET n = n + 1; END;",
     // 6: refresh tokens already exchanged (reuse ends the session).
     accounts::MIGRATION_SPENT_REFRESH,
+    // 7: the right to dial international numbers; roles and users' roles decide calls.
+    accounts::MIGRATION_CALL_RIGHTS,
 ];
 
 /// Data a migration adds besides its schema, by migration index.
