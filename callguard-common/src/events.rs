@@ -15,6 +15,10 @@ pub mod event {
     /// The kernel banned a source whose failed authentications reached the limit (the
     /// egress program, from the PBX's answers; see [`crate::auth`]).
     pub const BAN_AUTH: u8 = 5;
+    /// Not the kernel's: the daemon banned the source of a call past a fraud threshold
+    /// (`calls.fraud.ban_secs`). Defined here with the kernel's kinds so that the two never share
+    /// a number.
+    pub const BAN_FRAUD: u8 = 6;
 }
 
 /// Bytes of the User-Agent kept in an event.

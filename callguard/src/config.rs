@@ -498,6 +498,82 @@ pub struct Calls {
     pub authcode_failures: u32,
     /// The window of `authcode_failures`, seconds. Default 900.
     pub authcode_window_secs: u64,
+    /// Fraud thresholds on the calls the number rules allow (`[calls.fraud]`).
+    pub fraud: Fraud,
+}
+
+/// Fraud thresholds (`[calls.fraud]`, after OpenSIPS' `fraud_detection`): limits on the calls
+/// the number rules allow, per caller (`[calls.fraud.caller]`, the From user at the From host)
+/// and per source (`[calls.fraud.source]`, an IPv4 address or an IPv6 /64: many callers behind
+/// one address). A call past a limit is answered `403` (`deny/fraud`) and is an event. Only
+/// calls the slow path sees are counted: sources in allow rules are not handed up.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fraud {
+    /// Limits for one caller. Defaults: 20 calls a minute, 30 international or premium calls
+    /// an hour, 10 attempts within 10 s, 10 numbers in sequence.
+    pub caller: FraudLimits,
+    /// Limits for one source. Defaults: 120 calls a minute, 300 international or premium calls
+    /// an hour, 60 attempts within 10 s, 10 numbers in sequence.
+    pub source: FraudLimits,
+    /// National numbers that cost like international ones (premium-rate prefixes, say `0900`),
+    /// counted with the international calls. Default none.
+    pub premium: Vec<String>,
+    /// Ban the source of a call past a limit for this many seconds, like a rate ban; 0 (the
+    /// default): refuse the call only (a ban cuts off every caller behind the address).
+    pub ban_secs: u64,
+}
+
+impl Default for Fraud {
+    fn default() -> Self {
+        Self {
+            caller: FraudLimits {
+                calls_per_minute: 20,
+                international_per_hour: 30,
+                parallel: 10,
+                sequential: 10,
+            },
+            source: FraudLimits {
+                calls_per_minute: 120,
+                international_per_hour: 300,
+                parallel: 60,
+                sequential: 10,
+            },
+            premium: Vec::new(),
+            ban_secs: 0,
+        }
+    }
+}
+
+impl Fraud {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.caller.any() || self.source.any()
+    }
+}
+
+/// One set of fraud limits; 0 turns a limit off.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudLimits {
+    /// Calls within a minute.
+    pub calls_per_minute: u32,
+    /// Calls to international numbers or `premium` prefixes within an hour.
+    pub international_per_hour: u32,
+    /// Call attempts begun within 10 seconds: the calls in setup at once.
+    pub parallel: u32,
+    /// Numbers dialed in a row, each one more than the last (a dialer walking a range).
+    pub sequential: u32,
+}
+
+impl FraudLimits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.calls_per_minute != 0
+            || self.international_per_hour != 0
+            || self.parallel != 0
+            || self.sequential != 0
+    }
 }
 
 impl Default for Calls {
@@ -512,6 +588,7 @@ impl Default for Calls {
             authcode_min_digits: 4,
             authcode_failures: 5,
             authcode_window_secs: 900,
+            fraud: Fraud::default(),
         }
     }
 }
@@ -689,6 +766,14 @@ impl Config {
         let c = &self.calls;
         if !(1..=crate::accounts::AUTH_CODE_MAX).contains(&c.authcode_min_digits) {
             return Err(format!("calls.authcode_min_digits: from 1 to {}", crate::accounts::AUTH_CODE_MAX));
+        }
+        if let Some(p) = c.fraud.premium.iter().find(|p| {
+            let d = p.strip_prefix('+').unwrap_or(p);
+            d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            return Err(format!(
+                "calls.fraud.premium: `{p}` is not a number prefix (digits, an optional leading +)"
+            ));
         }
         if c.authcode_failures == 0 || c.authcode_failures as usize > crate::throttle::FAILURES_MAX {
             return Err(format!("calls.authcode_failures: from 1 to {}", crate::throttle::FAILURES_MAX));

@@ -83,6 +83,33 @@ async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
     }
 }
 
+/// Stores the bans the slow path asks for (the sources of calls past a fraud threshold, when
+/// `calls.fraud.ban_secs` is set) as the kernel's are stored, and publishes each as an event.
+async fn fraud_bans(s: Shared, mut bans: tokio::sync::mpsc::UnboundedReceiver<std::net::IpAddr>) {
+    while let Some(source) = bans.recv().await {
+        let s2 = s.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            let detail = lock(&s2).auto_bans(&[(source, event::BAN_FRAUD, 0)]).pop().unwrap_or_default();
+            events::EventRecord {
+                time: chrono::Utc::now(),
+                kind: events::EventKind::Ban,
+                source,
+                reason: "fraud".into(),
+                method: "INVITE".into(),
+                rule: None,
+                signature: None,
+                user_agent: String::new(),
+                detail,
+            }
+        })
+        .await;
+        match record {
+            Ok(r) => s.hub.publish(r),
+            Err(e) => tracing::error!("storing a fraud ban: {e}"),
+        }
+    }
+}
+
 fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -137,6 +164,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let sweep_every = Duration::from_secs(cfg.sweep_interval_secs);
     let service::Rings { events: ring, handup } = state.take_rings();
     let hub = Hub::new(cfg.events.log_per_sec);
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut slow = match handup {
         Some(maps) => {
             let sp = slowpath::SlowPath::new(
@@ -146,7 +174,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.slow_stats(),
                 state.proven(),
             )
-            .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?;
+            .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?
+            .banning_to(ban_tx);
             Some(slowpath::spawn(sp, maps).context("starting the slow path's thread")?)
         }
         None => None,
@@ -157,6 +186,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
+    tokio::spawn(fraud_bans(shared.clone(), ban_rx));
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), "control API listening");
     let tcp = if listen.is_empty() {

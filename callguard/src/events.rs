@@ -199,6 +199,7 @@ pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
             event::BAN_ENUM => "enumeration".into(),
             event::BAN_SIGNATURE => "signature".into(),
             event::BAN_AUTH => "authentication".into(),
+            event::BAN_FRAUD => "fraud".into(),
             _ => Reason::from_code(u32::from(e.reason)).map_or("unknown", Reason::name).into(),
         },
         method: sip::method::NAMES.get(usize::from(e.method)).copied().unwrap_or("unknown").into(),

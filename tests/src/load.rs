@@ -20,9 +20,10 @@ use std::{
 use crate::netns::Netns;
 
 /// Daemon configuration for a trunk's load (one source placing many calls to many numbers):
-/// rate limits and extension-scan detection off, so nothing but the call checks acts on it.
+/// rate limits, extension-scan detection and fraud thresholds off, so nothing but the number
+/// rules acts on it.
 pub const TRUNK_CONFIG: &str = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-                                [enumeration]\nusers = 0\n";
+                                [enumeration]\nusers = 0\n[calls.fraud]\ncaller = {}\nsource = {}\n";
 
 /// How long the receiver keeps reading after the last INVITE was sent.
 const GRACE: Duration = Duration::from_millis(500);

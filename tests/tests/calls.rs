@@ -60,6 +60,29 @@ fn place(
     (sipp_stat(&csv, "SuccessfulCall(C)"), sipp_stat(&csv, "FailedCall(C)"), out)
 }
 
+/// SIPp's UAS on the PBX, answering every call `200 OK`, and the file it logs messages to.
+fn uas(t: &Topology, dir: &std::path::Path) -> (callguard_tests::netns::Spawned, PathBuf) {
+    let messages = dir.join("uas-messages.log");
+    let uas = t.pbx.spawn(
+        &[
+            "sipp",
+            "-sn",
+            "uas",
+            "-i",
+            PBX,
+            "-p",
+            "5060",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            &messages.to_string_lossy(),
+        ],
+        &dir.join("uas.log"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    (uas, messages)
+}
+
 fn api(inst: &Instance, method: &str, path: &str, body: &str) {
     inst.cli(&["api", method, path, body]);
 }
@@ -68,7 +91,10 @@ fn api(inst: &Instance, method: &str, path: &str, body: &str) {
 fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_the_daemon_dies() {
     let t = Topology::new();
     // Rate limits off: this test places more INVITEs from one source than the defaults allow.
-    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n";
+    // Fraud thresholds off: with any set, every INVITE is handed up, and this test shows that
+    // nothing is until a rule needs it (`a_burst_of_calls_is_cut_at_the_fraud_thresholds`).
+    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
+               [calls.fraud]\ncaller = {}\nsource = {}\n";
     let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
     let daemon = inst.start();
     let dir = inst.dir.path().to_owned();
@@ -82,24 +108,7 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
             }}
         }}"
     ));
-    let uas_messages = dir.join("uas-messages.log");
-    let _uas = t.pbx.spawn(
-        &[
-            "sipp",
-            "-sn",
-            "uas",
-            "-i",
-            PBX,
-            "-p",
-            "5060",
-            "-nostdin",
-            "-trace_msg",
-            "-message_file",
-            &uas_messages.to_string_lossy(),
-        ],
-        &dir.join("uas.log"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (_uas, uas_messages) = uas(&t, &dir);
 
     // Before any number rule exists nothing is handed up.
     let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "101", "0086101234", 1);
@@ -315,4 +324,100 @@ fn ipv6_calls_are_handed_up_decided_and_answered() {
         m.received(),
         m.sent
     );
+}
+
+/// Issue 17, item 2: an extension with a stolen password dialing international numbers as fast
+/// as SIPp can (the bill OpenSIPS' fraud_detection is meant to stop). With a limit of three
+/// international calls an hour per caller, the first three complete and the rest get `403`
+/// (`deny/fraud`), an event naming the threshold; with `calls.fraud.ban_secs` set, the source is
+/// banned as well (an automatic deny rule, a `ban` event with reason `fraud`), and its next
+/// call never reaches the PBX. Numbers that count up are refused the same way, from a caller
+/// whose calls are national and slow.
+#[test]
+fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
+    let t = Topology::new();
+    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
+               [enumeration]\nusers = 0\n\
+               [calls.fraud]\nban_secs = 600\n\
+               [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n";
+    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let daemon = inst.start();
+    let dir = inst.dir.path().to_owned();
+    let (_uas, uas_messages) = uas(&t, &dir);
+    let stats = inst.stats();
+    assert_eq!(
+        stats["calls"]["hand_up_invites"], true,
+        "the thresholds need the INVITEs: {}",
+        stats["calls"]
+    );
+
+    // Numbers in sequence, one call at a time, from a phone at another address: the fifth is
+    // refused (and its source banned).
+    let phone = t.peer.udp(format!("{}:5090", Topology::SOURCES_V4[0]).parse().unwrap());
+    phone.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let invite = |number: &str| {
+        format!(
+            "INVITE sip:{number}@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5090;branch=z9hG4bK{number}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:103@tenant.example>;tag=s{number}\r\nTo: <sip:{number}@{PBX}>\r\n\
+             Call-ID: {number}@{src}\r\nCSeq: 1 INVITE\r\nContact: <sip:103@{src}:5090>\r\nContent-Length: 0\r\n\r\n",
+            src = Topology::SOURCES_V4[0]
+        )
+    };
+    // The final answer to the call to `number` (the UAS answers 100 and 200, and retransmits
+    // the 200s of earlier calls, which are never acknowledged; callguard answers 403).
+    let dial = |number: &str| {
+        phone.send_to(invite(number).as_bytes(), format!("{PBX}:5060")).unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok(k) = phone.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..k]).into_owned();
+            let code = text.split(' ').nth(1).unwrap_or_default().to_owned();
+            if text.contains(&format!("Call-ID: {number}@")) && !code.starts_with('1') {
+                return code;
+            }
+        }
+        "none".to_owned()
+    };
+    let codes: Vec<String> = (0..5).map(|n| dial(&format!("030100{n}"))).collect();
+    assert_eq!(codes, ["200", "200", "200", "200", "403"], "{}", daemon.log());
+
+    // The burst: six international calls as one caller.
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "102", "004930123", 6);
+    println!("six international calls as 102: {ok} completed, {failed} failed");
+    assert_eq!((ok, failed), (3, 3), "{out}");
+    let seen = std::fs::read_to_string(&uas_messages).expect("the UAS's message log");
+    let at_uas = seen.lines().filter(|l| l.starts_with("INVITE sip:004930123@")).count();
+    assert_eq!(at_uas, 3, "international calls that reached the PBX");
+
+    // The sequence's refusal and the burst's fourth call; the fifth and sixth follow within a
+    // tenth of a second each, refused too or dropped by the ban once it is in the kernel.
+    let stats = inst.stats();
+    let refusals = stats["slow_path"]["fraud_refusals"].as_u64().unwrap();
+    assert!((2..=4).contains(&refusals), "{}", stats["slow_path"]);
+    assert_eq!(stats["slow_path"]["decisions"]["deny/fraud"], refusals, "{}", stats["slow_path"]);
+    let events: Vec<serde_json::Value> = inst
+        .cli(&["events", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+        .collect();
+    let refused: Vec<&serde_json::Value> = events.iter().filter(|e| e["reason"] == "deny/fraud").collect();
+    assert!(
+        refused.iter().any(|e| e["detail"].as_str().unwrap_or_default().contains("international_per_hour")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e["detail"].as_str().unwrap_or_default().contains("sequential")),
+        "{refused:?}"
+    );
+    let bans: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["kind"] == "ban" && e["reason"] == "fraud").collect();
+    let phone_ip = Topology::SOURCES_V4[0];
+    for source in [CALLER, phone_ip] {
+        assert!(bans.iter().any(|b| b["source"] == source), "no ban of {source}: {events:?}");
+    }
+    let nets: serde_json::Value = serde_json::from_str(&inst.cli(&["net", "list", "--json"])).unwrap();
+    let rules = nets.as_array().unwrap();
+    let ban = rules.iter().find(|r| r["cidr"] == format!("{CALLER}/32")).unwrap_or_else(|| panic!("{nets}"));
+    assert!(ban["comment"].as_str().unwrap().contains("fraud"), "{ban}");
+    // Banned: the phone's next call never reaches the PBX.
+    assert_eq!(dial("0309999"), "none", "a banned source was answered");
 }

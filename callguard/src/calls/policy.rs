@@ -79,6 +79,8 @@ pub enum Step {
     Country,
     /// The caller's role may not dial this number.
     Role,
+    /// The call would cross a fraud threshold (`calls.fraud`).
+    Fraud,
     /// No rule objected.
     Default,
     /// An in-dialog request (To tag): not a new call, passed without checks.
@@ -97,6 +99,7 @@ impl Step {
             Self::DisallowedCode => "disallowed_code",
             Self::Country => "country",
             Self::Role => "role",
+            Self::Fraud => "fraud",
             Self::Default => "default",
             Self::InDialog => "in_dialog",
             Self::Unreadable => "unreadable",
@@ -348,6 +351,12 @@ impl CallPolicy {
             || !self.disallowed.is_empty()
             || !self.countries.is_empty()
             || self.callers.values().any(|r| !r.codes.is_empty() || !r.international)
+            || self.cfg.fraud.any()
+    }
+
+    /// The fraud thresholds and the international prefix they read numbers with.
+    pub fn fraud(&self) -> (&crate::config::Fraud, &str) {
+        (&self.cfg.fraud, &self.cfg.international_prefix)
     }
 
     /// Whether REGISTERs need the daemon: an enabled border rule has a user name or domain
@@ -495,6 +504,7 @@ impl CallPolicy {
             allowed_countries: self.countries.len(),
             callers_with_codes: self.callers.values().filter(|r| !r.codes.is_empty()).count(),
             national_callers: self.callers.values().filter(|r| !r.international).count(),
+            fraud: self.cfg.fraud.clone(),
             hand_up_invites: self.wants_invites(),
             hand_up_registers: self.wants_registers(),
         }
@@ -516,6 +526,9 @@ pub struct PolicySummary {
     pub callers_with_codes: usize,
     /// Users whose role may not dial international numbers.
     pub national_callers: usize,
+    /// The fraud thresholds in force.
+    #[serde(default)]
+    pub fraud: crate::config::Fraud,
     /// Whether the kernel hands up initial INVITEs.
     pub hand_up_invites: bool,
     /// Whether the kernel hands up REGISTERs.

@@ -35,6 +35,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     calls::{
+        fraud::FraudGuard,
         message::{self, Message},
         policy::{self, Decision, Facts, Step, Verdict},
         proven::{ProofTags, Proven},
@@ -70,6 +71,9 @@ pub struct SlowStats {
     /// many wrong codes (`calls.authcode_failures`).
     #[serde(default)]
     pub authcode_lockouts: u64,
+    /// Calls refused because they would cross a fraud threshold (`calls.fraud`).
+    #[serde(default)]
+    pub fraud_refusals: u64,
     /// ACKs to callguard's `403`s whose tag was the one made for their source: proofs that the
     /// source receives at its address (escalation counts only such sources).
     #[serde(default)]
@@ -351,6 +355,10 @@ pub struct SlowPath {
     /// The To tags of the 403s, and the sources that acknowledged one.
     tags: ProofTags,
     proven: Arc<Proven>,
+    /// The fraud thresholds' counts.
+    fraud: FraudGuard,
+    /// Where the sources to ban for fraud go (`calls.fraud.ban_secs`): the daemon stores the bans.
+    bans: Option<tokio::sync::mpsc::UnboundedSender<IpAddr>>,
 }
 
 impl SlowPath {
@@ -374,7 +382,17 @@ impl SlowPath {
             codes: Throttle::default(),
             tags: ProofTags::new()?,
             proven,
+            fraud: FraudGuard::default(),
+            bans: None,
         })
+    }
+
+    /// Sends the sources of calls past a fraud threshold to `bans` (when `calls.fraud.ban_secs`
+    /// asks for bans).
+    #[must_use]
+    pub fn banning_to(mut self, bans: tokio::sync::mpsc::UnboundedSender<IpAddr>) -> Self {
+        self.bans = Some(bans);
+        self
     }
 
     fn count(&self, f: impl FnOnce(&mut SlowStats)) {
@@ -423,7 +441,8 @@ impl SlowPath {
             Ok(f) => {
                 let policy = self.live.get();
                 let decision = policy.decide(&f, Utc::now());
-                self.guard_codes(&policy, &f, decision)
+                let decision = self.guard_codes(&policy, &f, decision);
+                self.guard_fraud(&policy, &f, decision, now)
             }
             Err(e) => unreadable(&e),
         };
@@ -455,6 +474,28 @@ impl SlowPath {
             self.codes.succeeded(&source, &caller);
         }
         decision
+    }
+
+    /// Counts an allowed call against the fraud thresholds, or refuses it (and has its source
+    /// banned, when configured) when it would cross one.
+    fn guard_fraud(
+        &mut self,
+        policy: &policy::CallPolicy,
+        f: &Facts,
+        decision: Decision,
+        now: Instant,
+    ) -> Decision {
+        let (cfg, intl) = policy.fraud();
+        match self.fraud.check(cfg, intl, f, decision, now) {
+            Ok(d) => d,
+            Err(r) => {
+                self.count(|s| s.fraud_refusals += 1);
+                if let (Some(ip), Some(bans)) = (r.ban, &self.bans) {
+                    let _ = bans.send(ip);
+                }
+                r.decision
+            }
+        }
     }
 
     /// An ACK the kernel handed up because its To tag looks like one of callguard's. When the

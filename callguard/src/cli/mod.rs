@@ -26,7 +26,7 @@ use self::{
 };
 use crate::{
     api::{self},
-    config::{self, Config},
+    config::{self, Config, FraudLimits},
     daemon,
     net::{NetAction, NetRule},
     sig::{SigField, SigMatch, SigMode},
@@ -413,6 +413,17 @@ impl Cli {
                     c.callers_with_codes,
                     c.national_callers
                 );
+                let limits = |l: &FraudLimits| {
+                    format!(
+                        "{} calls a minute, {} international an hour, {} in setup at once, {} in sequence",
+                        l.calls_per_minute, l.international_per_hour, l.parallel, l.sequential
+                    )
+                };
+                println!(
+                    "fraud thresholds (0: off): per caller {}; per source {}",
+                    limits(&c.fraud.caller),
+                    limits(&c.fraud.source)
+                );
                 if !s.slow_path.decisions.is_empty() {
                     let mut t = table(&["verdict/step", "requests"]);
                     for (k, n) in &s.slow_path.decisions {
@@ -423,8 +434,13 @@ impl Cli {
                     println!(
                         "retransmissions answered again: {}, send errors: {}, not for this host: {}, \
                          403s left unsent (longer than the request): {}, calls refused by the \
-                         authorization-code lockout: {}",
-                        p.retransmissions, p.send_errors, p.not_local, p.unanswered, p.authcode_lockouts
+                         authorization-code lockout: {}, fraud refusals (calls.fraud): {}",
+                        p.retransmissions,
+                        p.send_errors,
+                        p.not_local,
+                        p.unanswered,
+                        p.authcode_lockouts,
+                        p.fraud_refusals
                     );
                 }
                 let (a, p) = (&s.answers, &s.slow_path);

@@ -30,12 +30,17 @@ impl Service {
     pub fn auto_bans(&mut self, bans: &[(IpAddr, u8, u16)]) -> Vec<String> {
         let now = Utc::now();
         // A signature ban needs one packet, which anyone can forge: it is short.
-        let (sig_secs, rate_secs, auth_secs) =
-            (self.cfg.sip.signature_ban_secs, self.cfg.rate.ban_secs, self.cfg.auth.ban_secs);
+        let (sig_secs, rate_secs, auth_secs, fraud_secs) = (
+            self.cfg.sip.signature_ban_secs,
+            self.cfg.rate.ban_secs,
+            self.cfg.auth.ban_secs,
+            self.cfg.calls.fraud.ban_secs,
+        );
         let secs_for = move |kind: u8| {
             let s = match kind {
                 event::BAN_SIGNATURE => sig_secs,
                 event::BAN_AUTH => auth_secs,
+                event::BAN_FRAUD => fraud_secs,
                 _ => rate_secs,
             };
             i64::try_from(s).unwrap_or(i64::MAX)
@@ -159,6 +164,7 @@ impl Service {
                 "auto: {} failed authentications within {} s (the PBX's answers)",
                 self.cfg.auth.failures, self.cfg.auth.window_secs
             ),
+            event::BAN_FRAUD => "auto: a call past a fraud threshold (calls.fraud)".into(),
             event::BAN_SIGNATURE => match self.sigs.values().find(|s| s.slot == sig_slot) {
                 Some(s) => format!(
                     "{ONE_PACKET_BAN} signature {} ({} {} `{}`)",
