@@ -50,6 +50,8 @@ pub struct Config {
     pub auth: Auth,
     /// Drop events.
     pub events: Events,
+    /// Alerts: bans and fraud refusals sent to a webhook and a command as they happen.
+    pub alerts: Alerts,
     /// The management REST API (the seed documents) over HTTP, with accounts and tokens.
     pub api: ApiConfig,
     /// Number-level call checks: the requests the kernel hands up, decided by the daemon.
@@ -75,6 +77,7 @@ impl Default for Config {
             enumeration: Enumeration::default(),
             auth: Auth::default(),
             events: Events::default(),
+            alerts: Alerts::default(),
             api: ApiConfig::default(),
             calls: Calls::default(),
             networks: Vec::new(),
@@ -630,6 +633,32 @@ impl Default for Events {
     }
 }
 
+/// Alerts (`[alerts]`): each ban (rate, extension scan, signature, failed authentications,
+/// fraud) and each call refused by a fraud threshold, as the event `callguard events` shows,
+/// sent as it happens. Nothing is sent when neither `webhook` nor `command` is set.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// `http://host[:port]/path`: each alert is POSTed there as JSON (`Content-Type:
+    /// application/json`); a 2xx answer is success. HTTPS is not spoken: use a relay on the host,
+    /// or `command` (curl).
+    pub webhook: String,
+    /// A program and its arguments (no shell), run once per alert with the JSON on its standard
+    /// input, for at most 10 s.
+    pub command: Vec<String>,
+    /// At most this many alerts a minute; the rest are counted in the log ("N alerts not sent").
+    /// Default 60.
+    pub per_minute: u32,
+    /// Webhook attempts after a failed one, 1, 2, 4 … s apart. Default 3.
+    pub retries: u32,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self { webhook: String::new(), command: Vec::new(), per_minute: 60, retries: 3 }
+    }
+}
+
 /// A SIP method by its lower-case name (see [`SipPolicy::drop_methods`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodName(pub u8);
@@ -763,6 +792,16 @@ impl Config {
         }
         self.validate_api()?;
         self.calls.authcode_parts()?;
+        let w = &self.alerts.webhook;
+        let http = |w: &str| w.starts_with("http://") && w.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());
+        if !w.is_empty() && !http(w) {
+            return Err(format!(
+                "alerts.webhook: `{w}` is not an http:// URL (HTTPS is not spoken: use a relay, or alerts.command with curl)"
+            ));
+        }
+        if self.alerts.retries > 10 {
+            return Err(format!("alerts.retries: at most 10, not {}", self.alerts.retries));
+        }
         let c = &self.calls;
         if !(1..=crate::accounts::AUTH_CODE_MAX).contains(&c.authcode_min_digits) {
             return Err(format!("calls.authcode_min_digits: from 1 to {}", crate::accounts::AUTH_CODE_MAX));

@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub use crate::service::Options;
 use crate::{
+    alerts,
     calls::slowpath,
     clock::Clock,
     config::Config,
@@ -187,6 +188,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     tokio::spawn(fraud_bans(shared.clone(), ban_rx));
+    // Read once at start: a reload does not change where alerts go.
+    tokio::spawn(alerts::run(cfg.alerts.clone(), shared.hub.subscribe()));
     let listener = bind_socket(&socket)?;
     tracing::info!(socket = %socket.display(), "control API listening");
     let tcp = if listen.is_empty() {

@@ -23,6 +23,7 @@
 //! | 1 | [`events`] | kernel events (drop samples, bans) and decided calls: records, the hub, the ring reader |
 //! | 1 | [`calls`] | the slow path: the daemon's SIP parser, the number-level policy, the hand-up thread |
 //! | 2 | [`api`] | the wire types of every route, shared by the server and the CLI |
+//! | 2 | [`alerts`] | bans and fraud refusals told as they happen: a webhook and a command |
 //! | 3 | [`service`] | the rule service: every rule and account change, store then kernel; typed errors, no HTTP |
 //! | 4 | [`web`] | the HTTP layer: routes, extractors, authentication, the one mapping of errors to statuses |
 //! | 5 | [`daemon`] | process wiring: start, serve, read events, sweep, reload, stop |
@@ -32,6 +33,7 @@
 //! to run, detach and check a configuration), and nothing but [`cli`] prints for people.
 
 pub mod accounts;
+pub mod alerts;
 pub mod api;
 pub mod border;
 pub mod calls;

@@ -83,6 +83,37 @@ fn uas(t: &Topology, dir: &std::path::Path) -> (callguard_tests::netns::Spawned,
     (uas, messages)
 }
 
+/// A webhook receiver on `addr` in `ns`: answers the first request 503 and every later one 200,
+/// and keeps each request's body.
+fn webhook(ns: &Netns, addr: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = ns.tcp_listener(addr.parse().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|k| k > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let status = if n == 0 { "503 Service Unavailable" } else { "200 OK" };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    bodies
+}
+
 fn api(inst: &Instance, method: &str, path: &str, body: &str) {
     inst.cli(&["api", method, path, body]);
 }
@@ -332,15 +363,25 @@ fn ipv6_calls_are_handed_up_decided_and_answered() {
 /// (`deny/fraud`), an event naming the threshold; with `calls.fraud.ban_secs` set, the source is
 /// banned as well (an automatic deny rule, a `ban` event with reason `fraud`), and its next
 /// call never reaches the PBX. Numbers that count up are refused the same way, from a caller
-/// whose calls are national and slow.
+/// whose calls are national and slow. Each refusal and each ban is an alert (item 5): POSTed as
+/// JSON to a webhook (a receiver in the test, which fails the first delivery: callguard tries
+/// again) and handed to a command.
 #[test]
 fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
     let t = Topology::new();
-    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-               [enumeration]\nusers = 0\n\
-               [calls.fraud]\nban_secs = 600\n\
-               [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n";
-    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let alerts_dir = tempfile::tempdir().unwrap();
+    let alerts_file = alerts_dir.path().join("alerts.jsonl");
+    let cfg = format!(
+        "[rate]\nrequests = {{ rate = 0, burst = 0 }}\ninvite = {{ rate = 0, burst = 0 }}\n\
+         [enumeration]\nusers = 0\n\
+         [alerts]\nwebhook = \"http://127.0.0.1:8099/callguard\"\n\
+         command = [\"sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\n\
+         [calls.fraud]\nban_secs = 600\n\
+         [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n",
+        alerts_file.display()
+    );
+    let hook = webhook(&t.pbx, "127.0.0.1:8099");
+    let inst = Instance::new(&t.pbx, &t.pbx_if, &cfg);
     let daemon = inst.start();
     let dir = inst.dir.path().to_owned();
     let (_uas, uas_messages) = uas(&t, &dir);
@@ -418,6 +459,24 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
     let rules = nets.as_array().unwrap();
     let ban = rules.iter().find(|r| r["cidr"] == format!("{CALLER}/32")).unwrap_or_else(|| panic!("{nets}"));
     assert!(ban["comment"].as_str().unwrap().contains("fraud"), "{ban}");
+
+    // The alerts: each refusal and each ban, by the webhook (the first delivery was refused
+    // with a 503 and came again) and by the command.
+    let alerts = refusals + bans.len() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (hook.lock().unwrap().len() as u64) < alerts + 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let posted: Vec<serde_json::Value> =
+        hook.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("a JSON event")).collect();
+    assert_eq!(posted.len() as u64, alerts + 1, "the alerts and one retry: {posted:?}");
+    assert!(posted[1..].contains(&posted[0]), "the refused delivery came again: {posted:?}");
+    let once = &posted[1..];
+    assert_eq!(once.iter().filter(|e| e["reason"] == "deny/fraud").count() as u64, refusals, "{posted:?}");
+    assert_eq!(once.iter().filter(|e| e["kind"] == "ban").count(), bans.len(), "{posted:?}");
+    let ran = std::fs::read_to_string(&alerts_file).unwrap_or_default();
+    let by_command = ran.lines().filter(|l| !l.is_empty()).count() as u64;
+    assert_eq!(by_command, alerts, "the command's alerts:\n{ran}");
     // Banned: the phone's next call never reaches the PBX.
     assert_eq!(dial("0309999"), "none", "a banned source was answered");
 }
