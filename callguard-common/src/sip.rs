@@ -694,21 +694,18 @@ fn uri_user(s: &Scratch, from: usize, end: usize) -> Span {
     }
 }
 
-/// The first index in `from..end` holding one of `stops`, or `end`; eight bytes at a time, at
-/// most FIELD_MAX bytes on (then `end`).
-fn find_any<const N: usize>(s: &Scratch, from: usize, end: usize, stops: [u8; N]) -> usize {
+/// The first index in `from..end` of a byte that `marks` flags (it returns, for a word of eight
+/// bytes, bit 7 set in each byte flagged), or `end`; eight bytes at a time, at most FIELD_MAX
+/// bytes on (then `end`).
+#[inline(always)]
+fn first_marked(s: &Scratch, from: usize, end: usize, marks: impl Fn(u64) -> u64) -> usize {
     let mut base = from & !7;
     let mut skip = from - base;
     for _ in 0..FIELD_MAX / 8 + 1 {
         if base >= end {
             return end;
         }
-        let w = word(s, base);
-        let mut m = 0;
-        for b in stops {
-            m |= bytes_eq(w, b);
-        }
-        let m = m >> (skip * 8) << (skip * 8);
+        let m = marks(word(s, base)) >> (skip * 8) << (skip * 8);
         if m != 0 {
             let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
             return if pos < end { pos } else { end };
@@ -717,6 +714,11 @@ fn find_any<const N: usize>(s: &Scratch, from: usize, end: usize, stops: [u8; N]
         skip = 0;
     }
     end
+}
+
+/// The first index in `from..end` holding one of `stops`, or `end` (see [`first_marked`]).
+fn find_any<const N: usize>(s: &Scratch, from: usize, end: usize, stops: [u8; N]) -> usize {
+    first_marked(s, from, end, |w| stops.iter().fold(0, |m, &b| m | bytes_eq(w, b)))
 }
 
 fn span(from: usize, end: usize) -> Span {
@@ -839,31 +841,16 @@ pub(crate) fn cseq_method(s: &Scratch, from: usize, end: usize) -> u8 {
     }
 }
 
-/// The first index in `from..end` holding an ASCII upper-case letter, or `end`; eight bytes at
-/// a time, at most [`FIELD_MAX`] bytes on.
+/// The first index in `from..end` holding an ASCII upper-case letter, or `end` (see
+/// [`first_marked`]).
 fn first_upper(s: &Scratch, from: usize, end: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    let mut base = from & !7;
-    let mut skip = from - base;
-    for _ in 0..FIELD_MAX / 8 + 1 {
-        if base >= end {
-            return end;
-        }
-        let w = word(s, base);
+    first_marked(s, from, end, |w| {
         let low7 = w & !HI;
         // Bit 7 set where a byte is in 'A'..='Z' (as in `lower8`).
-        let upper =
-            (low7 + LO * (0x80 - u64::from(b'A'))) & !(low7 + LO * (0x80 - u64::from(b'Z') - 1)) & !w & HI;
-        let m = upper >> (skip * 8) << (skip * 8);
-        if m != 0 {
-            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
-            return if pos < end { pos } else { end };
-        }
-        base += 8;
-        skip = 0;
-    }
-    end
+        (low7 + LO * (0x80 - u64::from(b'A'))) & !(low7 + LO * (0x80 - u64::from(b'Z') - 1)) & !w & HI
+    })
 }
 
 /// The colon that ends a header name ending at `end`: spaces or tabs (up to eight) may stand

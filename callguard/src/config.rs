@@ -793,7 +793,8 @@ impl Config {
         self.validate_api()?;
         self.calls.authcode_parts()?;
         let w = &self.alerts.webhook;
-        let http = |w: &str| w.starts_with("http://") && w.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());
+        let http =
+            |w: &str| w.starts_with("http://") && w.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());
         if !w.is_empty() && !http(w) {
             return Err(format!(
                 "alerts.webhook: `{w}` is not an http:// URL (HTTPS is not spoken: use a relay, or alerts.command with curl)"
