@@ -137,11 +137,12 @@ pub mod header {
     /// skips (eight) before its colon, or by none. A PBX may read it as that header while this
     /// parser cannot (a hidden first To, a User-Agent out of the signatures' sight), so such a
     /// request is never judged. Also set for a request whose CSeq names another method than its
-    /// request line (as the answer reader tells methods apart: REGISTER, INVITE, any other), or
-    /// whose CSeq the parse did not reach ([`UNREAD`] without [`CSEQ`]): the PBX copies the CSeq
-    /// into its answer, which the egress program reads as the answer to a request of that
-    /// method, so such a request could pass a wrong password's `401` off as the answer to an
-    /// OPTIONS, or an OPTIONS' `200` off as a registration.
+    /// request line (as the answer reader tells methods apart: REGISTER, INVITE, any other),
+    /// ends past [`super::CSEQ_END_MAX`], or was not reached
+    /// ([`UNREAD`] without [`CSEQ`]): the PBX copies the CSeq into its answer, which the egress
+    /// program reads as the answer to a request of that method, so such a request could pass a
+    /// wrong password's `401` off as the answer to an OPTIONS, or an OPTIONS' `200` off as a
+    /// registration.
     pub const AMBIGUOUS: u16 = 1 << 7;
     /// Authorization or Proxy-Authorization (a name beginning `authoriz` or `proxy-au`, any
     /// case): the request carries credentials, so the PBX's `401`/`407` to it is a failed
@@ -514,10 +515,11 @@ impl Parse {
         let again = self.info.headers & bit & header::SINGLE != 0;
         self.info.headers |= bit | if again { header::DUPLICATE } else { 0 };
         if bit == header::CSEQ {
-            // The answer reader's reading of this CSeq (the PBX copies it into its answer) must
-            // be the request line's.
-            let differs = cseq_method(s, value, end) != answered_as(self.info.method);
-            self.info.headers |= u16::from(differs) * header::AMBIGUOUS;
+            // The PBX copies this CSeq into its answer, whose reader takes the method from it:
+            // that reading must be the request line's, and the CSeq must end where the reader
+            // still sees it in the answer.
+            let unsure = cseq_method(s, value, end) != answered_as(self.info.method) || end > CSEQ_END_MAX;
+            self.info.headers |= u16::from(unsure) * header::AMBIGUOUS;
         }
         // Only these three values are used (the first of each); the others are only noted as
         // present.
@@ -814,8 +816,16 @@ fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     }
 }
 
+/// The furthest a request's CSeq line may end. The PBX's answer carries the request's Via, From,
+/// To, Call-ID and CSeq, adding a To tag and the Via's `received` and `rport` (under 100 bytes
+/// from Kamailio and Asterisk), under a status line no longer than the request line: a CSeq
+/// that ends by here in the request ends within the [`SCAN_LEN`] bytes the answer reader
+/// reads in the answer.
+pub const CSEQ_END_MAX: usize = SCAN_LEN - 256;
+
 /// A request method as [`cseq_method`] tells methods apart: REGISTER, INVITE, or any other
-/// ([`method::UNKNOWN`]).
+/// ([`method::UNKNOWN`]). (A byte-for-byte comparison of the CSeq's method with the request
+/// line's took the XDP program past the verifier's million instructions.)
 const fn answered_as(m: u8) -> u8 {
     if m == method::REGISTER || m == method::INVITE { m } else { method::UNKNOWN }
 }
@@ -1025,6 +1035,7 @@ mod tests {
             ("REGISTER", "CSeq: 2REGISTER\r\n"),
             ("REGISTER", "CSeq: 2\r\n REGISTER\r\n"),
             ("FOO", "CSeq: 1 REGISTER\r\n"),
+            ("REGISTER", "CSeq: 2 REG\r\n"),
         ] {
             assert!(ambiguous(&request(line, cseq, "")), "{line} {cseq:?}");
         }
@@ -1038,6 +1049,12 @@ mod tests {
         // Read before the padding, it is judged.
         let early = format!("REGISTER sip:pbx SIP/2.0\r\nCSeq: 2 REGISTER\r\n{pad}\r\n");
         assert_eq!(check(&early).1.headers & (header::AMBIGUOUS | header::UNREAD), header::UNREAD);
+        // Read, but so far on that the PBX's answer (with a To tag and the Via's received
+        // added) could carry it past what the answer reader reads.
+        let long = format!("X-Pad: {}\r\n", "p".repeat(CSEQ_END_MAX));
+        assert!(ambiguous(&request("REGISTER", "CSeq: 2 REGISTER\r\n", &long)));
+        let short = format!("X-Pad: {}\r\n", "p".repeat(CSEQ_END_MAX - 200));
+        assert!(!ambiguous(&request("REGISTER", "CSeq: 2 REGISTER\r\n", &short)));
     }
 
     #[test]
