@@ -513,11 +513,17 @@ pub struct Calls {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fraud {
+    /// `false` turns the thresholds off (then they need no hand-up). Default `true`.
+    pub enabled: bool,
     /// Limits for one caller. Defaults: 20 calls a minute, 30 international or premium calls
-    /// an hour, 10 attempts within 10 s, 10 numbers in sequence.
+    /// an hour, 10 attempts within 10 s, 10 numbers in sequence; a limit left out of the table
+    /// keeps its default.
+    #[serde(deserialize_with = "caller_limits")]
     pub caller: FraudLimits,
     /// Limits for one source. Defaults: 120 calls a minute, 300 international or premium calls
-    /// an hour, 60 attempts within 10 s, 10 numbers in sequence.
+    /// an hour, 60 attempts within 10 s, 10 numbers in sequence; a limit left out keeps its
+    /// default.
+    #[serde(deserialize_with = "source_limits")]
     pub source: FraudLimits,
     /// National numbers that cost like international ones (premium-rate prefixes, say `0900`),
     /// counted with the international calls. Default none.
@@ -530,6 +536,7 @@ pub struct Fraud {
 impl Default for Fraud {
     fn default() -> Self {
         Self {
+            enabled: true,
             caller: FraudLimits {
                 calls_per_minute: 20,
                 international_per_hour: 30,
@@ -549,14 +556,44 @@ impl Default for Fraud {
 }
 
 impl Fraud {
-    /// Whether any limit is set.
+    /// Whether the thresholds are on and any limit is set.
     pub fn any(&self) -> bool {
-        self.caller.any() || self.source.any()
+        self.enabled && (self.caller.any() || self.source.any())
     }
 }
 
+/// A `[calls.fraud.caller]` or `[calls.fraud.source]` table as written: the limits it names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrittenLimits {
+    calls_per_minute: Option<u32>,
+    international_per_hour: Option<u32>,
+    parallel: Option<u32>,
+    sequential: Option<u32>,
+}
+
+impl WrittenLimits {
+    /// `base` with the limits written here.
+    fn over(self, base: FraudLimits) -> FraudLimits {
+        FraudLimits {
+            calls_per_minute: self.calls_per_minute.unwrap_or(base.calls_per_minute),
+            international_per_hour: self.international_per_hour.unwrap_or(base.international_per_hour),
+            parallel: self.parallel.unwrap_or(base.parallel),
+            sequential: self.sequential.unwrap_or(base.sequential),
+        }
+    }
+}
+
+fn caller_limits<'de, D: Deserializer<'de>>(d: D) -> Result<FraudLimits, D::Error> {
+    Ok(WrittenLimits::deserialize(d)?.over(Fraud::default().caller))
+}
+
+fn source_limits<'de, D: Deserializer<'de>>(d: D) -> Result<FraudLimits, D::Error> {
+    Ok(WrittenLimits::deserialize(d)?.over(Fraud::default().source))
+}
+
 /// One set of fraud limits; 0 turns a limit off.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FraudLimits {
     /// Calls within a minute.

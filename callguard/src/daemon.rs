@@ -86,7 +86,7 @@ async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
 
 /// Stores the bans the slow path asks for (the sources of calls past a fraud threshold, when
 /// `calls.fraud.ban_secs` is set) as the kernel's are stored, and publishes each as an event.
-async fn fraud_bans(s: Shared, mut bans: tokio::sync::mpsc::UnboundedReceiver<std::net::IpAddr>) {
+async fn fraud_bans(s: Shared, mut bans: tokio::sync::mpsc::Receiver<std::net::IpAddr>) {
     while let Some(source) = bans.recv().await {
         let s2 = s.clone();
         let record = tokio::task::spawn_blocking(move || {
@@ -165,7 +165,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let sweep_every = Duration::from_secs(cfg.sweep_interval_secs);
     let service::Rings { events: ring, handup } = state.take_rings();
     let hub = Hub::new(cfg.events.log_per_sec);
-    let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(1024);
     let mut slow = match handup {
         Some(maps) => {
             let sp = slowpath::SlowPath::new(

@@ -23,7 +23,7 @@ use crate::netns::Netns;
 /// rate limits, extension-scan detection and fraud thresholds off, so nothing but the number
 /// rules acts on it.
 pub const TRUNK_CONFIG: &str = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-                                [enumeration]\nusers = 0\n[calls.fraud]\ncaller = {}\nsource = {}\n";
+                                [enumeration]\nusers = 0\n[calls.fraud]\nenabled = false\n";
 
 /// How long the receiver keeps reading after the last INVITE was sent.
 const GRACE: Duration = Duration::from_millis(500);

@@ -125,7 +125,7 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
     // Fraud thresholds off: with any set, every INVITE is handed up, and this test shows that
     // nothing is until a rule needs it (`a_burst_of_calls_is_cut_at_the_fraud_thresholds`).
     let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
-               [calls.fraud]\ncaller = {}\nsource = {}\n";
+               [calls.fraud]\nenabled = false\n";
     let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
     let daemon = inst.start();
     let dir = inst.dir.path().to_owned();
@@ -360,12 +360,13 @@ fn ipv6_calls_are_handed_up_decided_and_answered() {
 /// Issue 17, item 2: an extension with a stolen password dialing international numbers as fast
 /// as SIPp can (the bill OpenSIPS' fraud_detection is meant to stop). With a limit of three
 /// international calls an hour per caller, the first three complete and the rest get `403`
-/// (`deny/fraud`), an event naming the threshold; with `calls.fraud.ban_secs` set, the source is
-/// banned as well (an automatic deny rule, a `ban` event with reason `fraud`), and its next
-/// call never reaches the PBX. Numbers that count up are refused the same way, from a caller
-/// whose calls are national and slow. Each refusal and each ban is an alert (item 5): POSTed as
-/// JSON to a webhook (a receiver in the test, which fails the first delivery: callguard tries
-/// again) and handed to a command.
+/// (`deny/fraud`), an event naming the threshold. Numbers that count up are refused the same
+/// way, from a phone whose calls are national and slow. A caller threshold never bans (anyone
+/// can write the From header); a source past a source threshold is banned when
+/// `calls.fraud.ban_secs` is set and the source is proven (it acknowledged a 403): an automatic
+/// deny rule, a `ban` event with reason `fraud`, and its next call never reaches the PBX. Each
+/// refusal and the ban are alerts (item 5): POSTed as JSON to a webhook (a receiver in the test,
+/// which fails the first delivery: callguard tries again) and handed to a command.
 #[test]
 fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
     let t = Topology::new();
@@ -377,7 +378,8 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
          [alerts]\nwebhook = \"http://127.0.0.1:8099/callguard\"\n\
          command = [\"sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\n\
          [calls.fraud]\nban_secs = 600\n\
-         [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n",
+         [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n\
+         [calls.fraud.source]\ncalls_per_minute = 5\n",
         alerts_file.display()
     );
     let hook = webhook(&t.pbx, "127.0.0.1:8099");
@@ -391,25 +393,22 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
         "the thresholds need the INVITEs: {}",
         stats["calls"]
     );
+    api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);
 
-    // Numbers in sequence, one call at a time, from a phone at another address: the fifth is
-    // refused (and its source banned).
-    let phone = t.peer.udp(format!("{}:5090", Topology::SOURCES_V4[0]).parse().unwrap());
-    phone.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let invite = |number: &str| {
-        format!(
+    // The final answer to a call from `src`:5090 as 103 to `number` (the UAS answers 100 and
+    // 200, and retransmits the 200s of earlier calls, which are never acknowledged; callguard
+    // answers 403), or "none".
+    let dial = |src: &str, number: &str| {
+        let sock = t.peer.udp(format!("{src}:5090").parse().unwrap());
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let invite = format!(
             "INVITE sip:{number}@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5090;branch=z9hG4bK{number}\r\n\
              Max-Forwards: 70\r\nFrom: <sip:103@tenant.example>;tag=s{number}\r\nTo: <sip:{number}@{PBX}>\r\n\
-             Call-ID: {number}@{src}\r\nCSeq: 1 INVITE\r\nContact: <sip:103@{src}:5090>\r\nContent-Length: 0\r\n\r\n",
-            src = Topology::SOURCES_V4[0]
-        )
-    };
-    // The final answer to the call to `number` (the UAS answers 100 and 200, and retransmits
-    // the 200s of earlier calls, which are never acknowledged; callguard answers 403).
-    let dial = |number: &str| {
-        phone.send_to(invite(number).as_bytes(), format!("{PBX}:5060")).unwrap();
+             Call-ID: {number}@{src}\r\nCSeq: 1 INVITE\r\nContact: <sip:103@{src}:5090>\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(invite.as_bytes(), format!("{PBX}:5060")).unwrap();
         let mut buf = [0u8; 2048];
-        while let Ok(k) = phone.recv(&mut buf) {
+        while let Ok(k) = sock.recv(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..k]).into_owned();
             let code = text.split(' ').nth(1).unwrap_or_default().to_owned();
             if text.contains(&format!("Call-ID: {number}@")) && !code.starts_with('1') {
@@ -418,10 +417,13 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
         }
         "none".to_owned()
     };
-    let codes: Vec<String> = (0..5).map(|n| dial(&format!("030100{n}"))).collect();
+
+    // Numbers in sequence, one call at a time, from a phone: the fifth is refused.
+    let phone = Topology::SOURCES_V4[0];
+    let codes: Vec<String> = (0..5).map(|n| dial(phone, &format!("030100{n}"))).collect();
     assert_eq!(codes, ["200", "200", "200", "200", "403"], "{}", daemon.log());
 
-    // The burst: six international calls as one caller.
+    // The burst: six international calls as one caller; three complete.
     let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "102", "004930123", 6);
     println!("six international calls as 102: {ok} completed, {failed} failed");
     assert_eq!((ok, failed), (3, 3), "{out}");
@@ -429,54 +431,54 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
     let at_uas = seen.lines().filter(|l| l.starts_with("INVITE sip:004930123@")).count();
     assert_eq!(at_uas, 3, "international calls that reached the PBX");
 
-    // The sequence's refusal and the burst's fourth call; the fifth and sixth follow within a
-    // tenth of a second each, refused too or dropped by the ban once it is in the kernel.
+    // The caller's source, proven, then past its limit of five calls a minute: the third of
+    // these is its sixth call, refused, and the source banned.
+    callguard_tests::netns::acknowledge_a_403(&t.peer, CALLER, PBX, "+882777");
+    let (ok, failed, out) = place(&inst, &t.peer, "uac_call.xml", "104", "0301234", 3);
+    assert_eq!((ok, failed), (2, 1), "{out}");
+
     let stats = inst.stats();
-    let refusals = stats["slow_path"]["fraud_refusals"].as_u64().unwrap();
-    assert!((2..=4).contains(&refusals), "{}", stats["slow_path"]);
-    assert_eq!(stats["slow_path"]["decisions"]["deny/fraud"], refusals, "{}", stats["slow_path"]);
+    assert_eq!(stats["slow_path"]["fraud_refusals"], 5, "{}", stats["slow_path"]);
+    assert_eq!(stats["slow_path"]["decisions"]["deny/fraud"], 5, "{}", stats["slow_path"]);
     let events: Vec<serde_json::Value> = inst
         .cli(&["events", "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
         .collect();
     let refused: Vec<&serde_json::Value> = events.iter().filter(|e| e["reason"] == "deny/fraud").collect();
-    assert!(
-        refused.iter().any(|e| e["detail"].as_str().unwrap_or_default().contains("international_per_hour")),
-        "{refused:?}"
-    );
-    assert!(
-        refused.iter().any(|e| e["detail"].as_str().unwrap_or_default().contains("sequential")),
-        "{refused:?}"
-    );
+    for rule in ["caller.sequential = 4", "caller.international_per_hour = 3", "source.calls_per_minute = 5"]
+    {
+        assert!(
+            refused.iter().any(|e| e["detail"].as_str().unwrap_or_default().contains(rule)),
+            "no refusal by {rule}: {refused:?}"
+        );
+    }
     let bans: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["kind"] == "ban" && e["reason"] == "fraud").collect();
-    let phone_ip = Topology::SOURCES_V4[0];
-    for source in [CALLER, phone_ip] {
-        assert!(bans.iter().any(|b| b["source"] == source), "no ban of {source}: {events:?}");
-    }
+    assert_eq!(bans.len(), 1, "{events:?}");
+    assert_eq!(bans[0]["source"], CALLER, "{events:?}");
     let nets: serde_json::Value = serde_json::from_str(&inst.cli(&["net", "list", "--json"])).unwrap();
     let rules = nets.as_array().unwrap();
     let ban = rules.iter().find(|r| r["cidr"] == format!("{CALLER}/32")).unwrap_or_else(|| panic!("{nets}"));
     assert!(ban["comment"].as_str().unwrap().contains("fraud"), "{ban}");
+    assert!(!rules.iter().any(|r| r["cidr"] == format!("{phone}/32")), "a caller threshold banned: {nets}");
+    // Banned: the source's next call never reaches the PBX; the phone's still does.
+    assert_eq!(dial(CALLER, "0309999"), "none", "a banned source was answered");
+    assert_eq!(dial(phone, "0309999"), "200");
 
-    // The alerts: each refusal and each ban, by the webhook (the first delivery was refused
+    // The alerts: five refusals and the ban, by the webhook (the first delivery was refused
     // with a 503 and came again) and by the command.
-    let alerts = refusals + bans.len() as u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (hook.lock().unwrap().len() as u64) < alerts + 1 && std::time::Instant::now() < deadline {
+    while hook.lock().unwrap().len() < 7 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let posted: Vec<serde_json::Value> =
         hook.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("a JSON event")).collect();
-    assert_eq!(posted.len() as u64, alerts + 1, "the alerts and one retry: {posted:?}");
+    assert_eq!(posted.len(), 7, "six alerts and one retry: {posted:?}");
     assert!(posted[1..].contains(&posted[0]), "the refused delivery came again: {posted:?}");
     let once = &posted[1..];
-    assert_eq!(once.iter().filter(|e| e["reason"] == "deny/fraud").count() as u64, refusals, "{posted:?}");
-    assert_eq!(once.iter().filter(|e| e["kind"] == "ban").count(), bans.len(), "{posted:?}");
+    assert_eq!(once.iter().filter(|e| e["reason"] == "deny/fraud").count(), 5, "{posted:?}");
+    assert_eq!(once.iter().filter(|e| e["kind"] == "ban").count(), 1, "{posted:?}");
     let ran = std::fs::read_to_string(&alerts_file).unwrap_or_default();
-    let by_command = ran.lines().filter(|l| !l.is_empty()).count() as u64;
-    assert_eq!(by_command, alerts, "the command's alerts:\n{ran}");
-    // Banned: the phone's next call never reaches the PBX.
-    assert_eq!(dial("0309999"), "none", "a banned source was answered");
+    assert_eq!(ran.lines().filter(|l| !l.is_empty()).count(), 6, "the command's alerts:\n{ran}");
 }

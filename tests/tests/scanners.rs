@@ -126,7 +126,7 @@ fn sipvicious_finds_nothing_the_server_gets_none_of_it_and_every_call_completes(
     let inst = Instance::guarding(
         &pbx,
         &[&pbx_lan, &pbx_call],
-        "[rate]\nescalate_after = 3\n[calls.fraud]\ncaller = {}\nsource = {}\n",
+        "[rate]\nescalate_after = 3\n[calls.fraud]\nenabled = false\n",
     );
     let _daemon = inst.start();
     inst.cli(&["net", "allow", &format!("{OPERATOR}/32"), "--comment", "operator"]);

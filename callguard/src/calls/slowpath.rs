@@ -358,7 +358,7 @@ pub struct SlowPath {
     /// The fraud thresholds' counts.
     fraud: FraudGuard,
     /// Where the sources to ban for fraud go (`calls.fraud.ban_secs`): the daemon stores the bans.
-    bans: Option<tokio::sync::mpsc::UnboundedSender<IpAddr>>,
+    bans: Option<tokio::sync::mpsc::Sender<IpAddr>>,
 }
 
 impl SlowPath {
@@ -390,7 +390,7 @@ impl SlowPath {
     /// Sends the sources of calls past a fraud threshold to `bans` (when `calls.fraud.ban_secs`
     /// asks for bans).
     #[must_use]
-    pub fn banning_to(mut self, bans: tokio::sync::mpsc::UnboundedSender<IpAddr>) -> Self {
+    pub fn banning_to(mut self, bans: tokio::sync::mpsc::Sender<IpAddr>) -> Self {
         self.bans = Some(bans);
         self
     }
@@ -442,7 +442,11 @@ impl SlowPath {
                 let policy = self.live.get();
                 let decision = policy.decide(&f, Utc::now());
                 let decision = self.guard_codes(&policy, &f, decision);
-                self.guard_fraud(&policy, &f, decision, now)
+                // The call: its Call-ID and From tag, the same in an INVITE re-sent with
+                // credentials.
+                let tag = m.from().ok().and_then(|n| n.tag().map(str::to_owned)).unwrap_or_default();
+                let call = format!("{}\n{tag}", m.call_id().unwrap_or_default());
+                self.guard_fraud(&policy, &f, &call, decision, now)
             }
             Err(e) => unreadable(&e),
         };
@@ -476,22 +480,31 @@ impl SlowPath {
         decision
     }
 
-    /// Counts an allowed call against the fraud thresholds, or refuses it (and has its source
-    /// banned, when configured) when it would cross one.
+    /// Counts an allowed call against the fraud thresholds, or refuses it when it would cross
+    /// one; a source past a source threshold is banned when configured and proven to receive at
+    /// its address (it acknowledged a 403 of callguard's: a spoofed source never does).
     fn guard_fraud(
         &mut self,
         policy: &policy::CallPolicy,
         f: &Facts,
+        call: &str,
         decision: Decision,
         now: Instant,
     ) -> Decision {
         let (cfg, intl) = policy.fraud();
-        match self.fraud.check(cfg, intl, f, decision, now) {
+        match self.fraud.check(cfg, intl, f, call, decision, now) {
             Ok(d) => d,
-            Err(r) => {
+            Err(mut r) => {
                 self.count(|s| s.fraud_refusals += 1);
                 if let (Some(ip), Some(bans)) = (r.ban, &self.bans) {
-                    let _ = bans.send(ip);
+                    if self.proven.contains(&crate::net::source_net(ip)) {
+                        // A full queue loses the ban, not the call's answer.
+                        let _ = bans.try_send(ip);
+                    } else {
+                        r.decision
+                            .why
+                            .push_str("; not banned: the source is not proven to receive at its address");
+                    }
                 }
                 r.decision
             }
