@@ -62,6 +62,12 @@ pub async fn run(cfg: Alerts, mut events: broadcast::Receiver<EventRecord>) {
     }
     let webhook: Option<Uri> = cfg.webhook.parse().ok();
     let mut limiter = Limiter::new(cfg.per_minute, Instant::now());
+    // The command runs for one alert at a time, in order: a script that appends to a file, or
+    // pages someone, need not cope with copies of itself.
+    let (commands, queued) = tokio::sync::mpsc::channel::<Bytes>(COMMANDS_QUEUED);
+    if !cfg.command.is_empty() {
+        tokio::spawn(command_runner(cfg.command.clone(), queued));
+    }
     loop {
         let rec = match events.recv().await {
             Ok(rec) => rec,
@@ -91,8 +97,10 @@ pub async fn run(cfg: Alerts, mut events: broadcast::Receiver<EventRecord>) {
         if let Some(uri) = &webhook {
             tokio::spawn(deliver(uri.clone(), body.clone(), cfg.retries));
         }
-        if !cfg.command.is_empty() {
-            tokio::spawn(command(cfg.command.clone(), body));
+        if !cfg.command.is_empty() && commands.try_send(body).is_err() {
+            tracing::warn!(
+                "alerts: {COMMANDS_QUEUED} alerts wait for the command already; this one is not run"
+            );
         }
     }
 }
@@ -137,8 +145,18 @@ async fn post(uri: &Uri, body: Bytes) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Alerts waiting for the command at most.
+const COMMANDS_QUEUED: usize = 64;
+
+/// Runs the alert command for each alert queued, one after the other.
+async fn command_runner(argv: Vec<String>, mut queued: tokio::sync::mpsc::Receiver<Bytes>) {
+    while let Some(body) = queued.recv().await {
+        command(&argv, body).await;
+    }
+}
+
 /// Runs the alert command with `body` on its standard input, 10 s at most.
-async fn command(argv: Vec<String>, body: Bytes) {
+async fn command(argv: &[String], body: Bytes) {
     let run = async {
         let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
