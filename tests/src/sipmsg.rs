@@ -225,9 +225,11 @@ pub fn torture() -> Vec<(&'static str, Vec<u8>, Torture)> {
         ),
         (
             "long header values (Via, Call-ID, User-Agent past the inspected length)",
-            // Its own Call-ID, not the common tail's: a request carries one (RFC 3261 §20.8).
+            // Its own Call-ID, not the common tail's: a request carries one (RFC 3261 §20.8). The
+            // CSeq early, as phones write it: one ending past byte 768 is refused (the PBX's
+            // answer could carry it past what the answer reader reads; see sip::CSEQ_END_MAX).
             format!(
-                "{inv}\r\n{via};{}\r\n{std_from}User-Agent: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\n\
+                "{inv}\r\n{via};{}\r\n{std_from}CSeq: 1 INVITE\r\nUser-Agent: {}\r\nCall-ID: {}\r\n\
                  Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
                 "x=y;".repeat(60),
                 "Softphone ".repeat(20),
