@@ -12,8 +12,8 @@
 //! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
 
 use crate::sip::{
-    HEADER_LINES, SCAN_LEN, Scratch, at, colon_after, cseq_method, header_line, is_token, join, lower8,
-    method, next_newline, pack, word,
+    HEADER_LINES, SCAN_LEN, Scratch, Span, at, cseq_method, header, header_line, header_name, is_token, join,
+    lower8, method, next_newline, pack, trim, word,
 };
 
 /// How long a registration keeps its source among the registered, in nanoseconds: a day, longer
@@ -57,8 +57,8 @@ pub struct AnswerWalk {
     challenge_start: u16,
     /// The first challenge line's end (0: none).
     challenge_end: u16,
-    /// Explicit padding (zero).
-    _pad2: u32,
+    /// The first To header's value: the user the answer is about ([`crate::auth::UserWalk`]).
+    pub to: Span,
     /// Bytes of the buffer holding the payload.
     len: usize,
     /// Start of the next header line; past `len` when done.
@@ -88,19 +88,22 @@ impl AnswerWalk {
     /// Reads one header line; `false` when there are no more.
     pub fn step(&mut self, s: &Scratch) -> bool {
         let Some((start, end)) = header_line(s, &mut self.start, self.len) else { return false };
-        // `CSeq` (no compact form), case-insensitive, spaces or tabs before the colon.
         let name = lower8(join(word(s, start), word(s, start + 8), (start & 7) * 8));
         if (name == pack(b"www-auth") || name == pack(b"proxy-au")) && self.challenge_end == 0 {
             self.challenge_start = start as u16;
             self.challenge_end = end as u16;
         }
-        if name & 0xffff_ffff == pack(b"cseq")
-            && let Some(colon) = colon_after(s, start + 4)
-        {
+        // Names as the request parser reads them (case-insensitive, compact forms, spaces or
+        // tabs before the colon).
+        let (bit, value) = header_name(s, start);
+        if bit == header::CSEQ {
             if self.cseqs == 0 {
-                self.cseq_method = cseq_method(s, colon + 1, end);
+                self.cseq_method = cseq_method(s, value, end);
             }
             self.cseqs = self.cseqs.saturating_add(1);
+        }
+        if bit == header::TO && !self.to.is_some() {
+            self.to = trim(s, value, end);
         }
         self.start = end + 1;
         true
@@ -214,6 +217,19 @@ mod tests {
         // Headers after the blank line are the body.
         let w = read_str("SIP/2.0 200 OK\r\nVia: x\r\n\r\nCSeq: 1 REGISTER\r\n");
         assert!(!w.registered());
+    }
+
+    #[test]
+    fn the_user_answered_is_read_from_the_first_to() {
+        let value = |w: &AnswerWalk, msg: &str| {
+            String::from(&msg[usize::from(w.to.off)..usize::from(w.to.off + w.to.len)])
+        };
+        let msg = response("401 Unauthorized", "CSeq: 2 REGISTER");
+        assert_eq!(value(&read_str(&msg), &msg), "<sip:101@pbx>;tag=b");
+        let msg = response("401 Unauthorized", "t:  <sip:102@pbx>\r\nCSeq: 2 REGISTER");
+        assert_eq!(value(&read_str(&msg), &msg), "<sip:101@pbx>;tag=b", "the first of two");
+        let msg = "SIP/2.0 403 Forbidden\r\nt :\t\"x\" <sip:7@p>\r\nCSeq: 1 REGISTER\r\n\r\n";
+        assert_eq!(value(&read_str(msg), msg), "\"x\" <sip:7@p>");
     }
 
     #[test]

@@ -20,8 +20,17 @@
 //! requests without credentials beside it: their challenges take a pending request and count
 //! as the failure instead. The same code runs in both programs and in the model the tests
 //! compare the kernel with.
+//!
+//! Per user too ([`UserWalk`], [`UserAuth`]): each failure the egress program counts is also
+//! charged to the user the answer's To names, whatever source it went to. When one user's
+//! failures within the window reach [`crate::limits::Limits::auth_user_failures`] (a guess
+//! spread over many sources, each below the per-source limit), the user is guarded for
+//! [`crate::limits::Limits::auth_user_guard_ns`]: the XDP program drops REGISTERs for it from
+//! sources outside the authorized networks that the PBX has not registered
+//! ([`crate::Reason::GuardedUser`]), so registered phones keep re-registering and office phones
+//! are never inspected.
 
-use crate::sip::method;
+use crate::sip::{FIELD_MAX, Span, method};
 
 /// Per-source state: the value of [`crate::maps::AUTH`].
 #[repr(C)]
@@ -102,6 +111,196 @@ impl AuthState {
     }
 }
 
+/// The key of a To value whose user could not be read: past [`FIELD_MAX`] bytes (a long
+/// display name), or no user at all. Failures under it are counted like a user's, and when it
+/// is guarded, REGISTERs whose To cannot be read are dropped like a guarded user's: a guesser
+/// cannot escape the per-user count by writing what the kernel cannot read.
+pub const USER_UNREADABLE: u64 = 0;
+
+/// FNV-1a (64-bit) initial value.
+const FNV64_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a (64-bit) step.
+#[inline(always)]
+const fn fnv64(h: u64, byte: u8) -> u64 {
+    (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+}
+
+/// Walk states of [`UserWalk`].
+mod walk {
+    /// Before the URI: in a display name, or at the start of an addr-spec.
+    pub(super) const OUT: u8 = 0;
+    /// In a quoted display name.
+    pub(super) const QUOTED: u8 = 1;
+    /// After a `\` in quotes.
+    pub(super) const ESCAPED: u8 = 2;
+    /// After `<`: in the scheme.
+    pub(super) const SCHEME: u8 = 3;
+    /// In the user part.
+    pub(super) const USER: u8 = 4;
+    /// After `%` in the user part.
+    pub(super) const PCT1: u8 = 5;
+    /// After `%` and one hex digit.
+    pub(super) const PCT2: u8 = 6;
+    /// The user part ended.
+    pub(super) const DONE: u8 = 7;
+}
+
+/// A hex digit's value, or 16.
+#[inline(always)]
+const fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => 16,
+    }
+}
+
+/// The user a To value names (`"Name" <sip:user@host>;tag=…`, `sip:user@host`, `<tel:+49…>`),
+/// read one byte per [`UserWalk::step`] (the kernel drives it with `bpf_loop`, so the verifier
+/// checks one byte's worth of code): the URI starts after the first `<` outside quotes, or at
+/// the value's start; the user after the scheme's colon, up to `@`, `;`, `>`, `?`, `,` or
+/// whitespace. The key is a hash of the user lower-cased with percent escapes decoded, so that
+/// `<sip:101@pbx>`, `"x" <SIP:%31%30%31@other>` and `sip:101@pbx` are one user.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserWalk {
+    /// FNV-1a (64-bit) of the user read so far.
+    hash: u64,
+    /// Where the user part starts in the buffer (raw bytes, for events).
+    pub start: u16,
+    /// Bytes of the user part read (raw); 0 while none.
+    pub len: u16,
+    /// [`walk`] state.
+    st: u8,
+    /// The first hex digit of an escape.
+    high: u8,
+    /// Explicit padding (zero).
+    _pad: [u8; 2],
+}
+
+const _: () = assert!(size_of::<UserWalk>() == 16);
+
+impl UserWalk {
+    /// Where a walk starts.
+    pub const START: Self = Self { hash: FNV64_INIT, start: 0, len: 0, st: walk::OUT, high: 0, _pad: [0; 2] };
+
+    /// Reads byte `c`, found at buffer offset `pos`; `true` when the walk is over.
+    #[inline(always)]
+    pub fn step(&mut self, c: u8, pos: usize) -> bool {
+        use walk::*;
+        let user_end = matches!(c, b'@' | b';' | b'>' | b'?' | b',' | b' ' | b'\t' | b'\r' | b'\n');
+        self.st = match (self.st, c) {
+            (OUT, b'"') => QUOTED,
+            (OUT, b'<') => SCHEME,
+            (OUT | SCHEME, b':') => {
+                self.start = pos as u16 + 1;
+                USER
+            }
+            (OUT | SCHEME, b'>' | b',') => DONE,
+            (OUT | SCHEME, _) => self.st,
+            (QUOTED, b'\\') => ESCAPED,
+            (QUOTED, b'"') => OUT,
+            (ESCAPED | QUOTED, _) => QUOTED,
+            (USER, _) if user_end => DONE,
+            (USER, b'%') => PCT1,
+            (USER, _) => {
+                self.hash = fnv64(self.hash, c.to_ascii_lowercase());
+                USER
+            }
+            (PCT1, _) if hex(c) < 16 => {
+                self.high = hex(c);
+                PCT2
+            }
+            (PCT2, _) if hex(c) < 16 => {
+                self.hash = fnv64(self.hash, (self.high * 16 + hex(c)).to_ascii_lowercase());
+                USER
+            }
+            // A broken escape ends the user: what came before is its key.
+            _ => DONE,
+        };
+        if self.st >= USER && self.st != DONE {
+            self.len = (pos as u16 + 1).wrapping_sub(self.start);
+        }
+        self.st == DONE
+    }
+
+    /// The user's key after the walk over a value of `value_len` bytes: [`USER_UNREADABLE`] when
+    /// no user was read, or when it may go on past the [`FIELD_MAX`] bytes read.
+    #[inline(always)]
+    pub const fn key(&self, value_len: usize) -> u64 {
+        let cut = value_len >= FIELD_MAX && self.st != walk::DONE;
+        if self.len == 0 || cut || self.hash == USER_UNREADABLE { USER_UNREADABLE } else { self.hash }
+    }
+}
+
+/// The user key of the To value `v` of a buffer read with `byte(offset)` (userspace; the kernel
+/// runs the steps with `bpf_loop`), and the user part's span.
+pub fn user_key_with(mut byte: impl FnMut(usize) -> u8, v: Span) -> (u64, Span) {
+    let mut w = UserWalk::START;
+    let off = usize::from(v.off);
+    for k in 0..usize::from(v.len).min(FIELD_MAX) {
+        if w.step(byte(off + k), off + k) {
+            break;
+        }
+    }
+    (w.key(usize::from(v.len)), Span { off: w.start, len: w.len })
+}
+
+/// The user key of a whole To value (userspace).
+pub fn user_key(value: &[u8]) -> u64 {
+    let len = value.len().min(FIELD_MAX);
+    user_key_with(|k| value[k], Span { off: 0, len: len as u16 }).0
+}
+
+/// A user's failed authentications: the value of [`crate::maps::AUTH_USERS`], keyed by
+/// [`UserWalk::key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserAuth {
+    /// Start of the current window (`CLOCK_BOOTTIME` ns).
+    pub window_start: u64,
+    /// REGISTERs for the user from unregistered outside sources are dropped until then.
+    pub guarded_until: u64,
+    /// Failures within the window.
+    pub failures: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<UserAuth>() == 24);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), integers only, explicit padding; every bit pattern valid.
+unsafe impl aya::Pod for UserAuth {}
+
+impl UserAuth {
+    /// Counts one failure at `now`; `true` when it makes the user guarded (it was not already):
+    /// the failures within `window_ns` reached `limit`. The count starts anew then.
+    #[inline(always)]
+    pub fn on_failure(&mut self, now: u64, window_ns: u64, limit: u32, guard_ns: u64) -> bool {
+        if now.wrapping_sub(self.window_start) >= window_ns {
+            self.window_start = now;
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if limit == 0 || self.failures < limit {
+            return false;
+        }
+        self.failures = 0;
+        let was = self.guarded(now);
+        self.guarded_until = now + guard_ns;
+        !was
+    }
+
+    /// Whether REGISTERs for the user are refused at `now`.
+    #[inline(always)]
+    pub const fn guarded(&self, now: u64) -> bool {
+        now < self.guarded_until
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +360,61 @@ mod tests {
         assert!(!st.on_answer(REGISTER, 404, false, 1, W));
         assert!(!st.on_answer(REGISTER, 100, false, 1, W));
         assert!(st.on_answer(REGISTER, 401, false, 1, W));
+    }
+
+    #[test]
+    fn one_user_however_the_to_writes_it() {
+        let k = user_key(b"<sip:101@pbx>");
+        assert_ne!(k, USER_UNREADABLE);
+        for v in [
+            "sip:101@pbx",
+            "<sip:101@10.0.0.1:5060>;tag=x",
+            "\"Reception\" <sips:101@pbx;transport=tls>",
+            "\"a<b:c@d\" <sip:101@pbx>",
+            "\"q\\\"<sip:999@x>\" <sip:101@pbx>",
+            "Alice <SIP:%31%30%31@pbx>",
+            "<sip:101?x=1@pbx>",
+            "<tel:101;phone-context=pbx>",
+        ] {
+            assert_eq!(user_key(v.as_bytes()), k, "{v}");
+        }
+        for v in ["<sip:102@pbx>", "<sip:1010@pbx>", "\"101\" <sip:10@pbx>", "<sip:101%41@pbx>"] {
+            assert_ne!(user_key(v.as_bytes()), k, "{v}");
+        }
+        assert_eq!(user_key(b"<sip:ALICE@pbx>"), user_key(b"<sip:alice@pbx>"));
+    }
+
+    #[test]
+    fn a_to_without_a_readable_user_has_one_key() {
+        let long = std::format!("\"{}\" <sip:101@pbx>", "x".repeat(FIELD_MAX));
+        for v in ["", "\"101\"", "<>", "<sip:@pbx>", "101", long.as_str()] {
+            assert_eq!(user_key(v.as_bytes()), USER_UNREADABLE, "{v}");
+        }
+        // A user that ends exactly at the window's edge may go on past it.
+        let edge = std::format!("<sip:{}", "1".repeat(FIELD_MAX - 5));
+        assert_eq!(user_key(edge.as_bytes()), USER_UNREADABLE);
+        let fits = std::format!("<sip:{}@p>", "1".repeat(FIELD_MAX - 8));
+        assert_ne!(user_key(fits.as_bytes()), USER_UNREADABLE);
+    }
+
+    #[test]
+    fn a_user_is_guarded_when_its_failures_reach_the_limit() {
+        let mut u = UserAuth::default();
+        let guard = 3_600_000_000_000;
+        for k in 1..10u64 {
+            assert!(!u.on_failure(k, W, 10, guard), "{k}");
+        }
+        assert!(!u.guarded(10));
+        assert!(u.on_failure(10, W, 10, guard));
+        assert!(u.guarded(11) && !u.guarded(10 + guard));
+        // Nine more within the guard: still guarded, no second notice.
+        for k in 0..10u64 {
+            assert!(!u.on_failure(20 + k, W, 10, guard));
+        }
+        // Failures spread wider than the window never add up.
+        let mut v = UserAuth::default();
+        for k in 0..30u64 {
+            assert!(!v.on_failure(1 + k * (W / 5), W, 10, guard));
+        }
     }
 }

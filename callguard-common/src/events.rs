@@ -19,6 +19,11 @@ pub mod event {
     /// (`calls.fraud.ban_secs`). Defined here with the kernel's kinds so that the two never share
     /// a number.
     pub const BAN_FRAUD: u8 = 6;
+    /// The egress program guarded a user whose failed authentications, from any sources,
+    /// reached `auth.user_failures` ([`crate::auth::UserAuth`]): [`Event::ua`](super::Event::ua)
+    /// holds the start of the user part as the To wrote it (empty when the To could not be
+    /// read), [`Event::addr`](super::Event::addr) the source of the last failure.
+    pub const GUARD_USER: u8 = 7;
 }
 
 /// Bytes of the User-Agent kept in an event.

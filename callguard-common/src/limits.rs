@@ -58,11 +58,14 @@ pub struct Limits {
     /// A source whose failed authentications within the window reach this many is banned (0:
     /// not counted).
     pub auth_failures: u32,
-    /// Explicit padding (zero).
-    pub _pad: u32,
+    /// A user whose failed authentications within the window, from any sources, reach this
+    /// many is guarded ([`crate::auth::UserAuth`]); 0: users are not counted.
+    pub auth_user_failures: u32,
+    /// How long a user stays guarded.
+    pub auth_user_guard_ns: u64,
 }
 
-const _: () = assert!(size_of::<Limits>() == 8 * 12 + 16);
+const _: () = assert!(size_of::<Limits>() == 8 * 13 + 16);
 
 /// A GCRA bucket step: `Some(new tat)` when a request at `now` conforms, `None` when it exceeds.
 #[inline(always)]

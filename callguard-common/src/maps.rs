@@ -63,6 +63,9 @@ pub const REGISTERED: &str = "CG_REGISTERED";
 /// written by the XDP program (credentialed requests) and the egress program (the PBX's
 /// answers); see [`crate::auth`].
 pub const AUTH: &str = "CG_AUTH";
+/// Failed authentications by user, from any source: `LruHashMap<u64, auth::UserAuth>` keyed
+/// by `auth::UserWalk::key`; written by the egress program, read by the XDP program.
+pub const AUTH_USERS: &str = "CG_AUTH_USERS";
 /// Per-CPU counters of the PBX's answers: `PerCpuArray<u64>` indexed by
 /// [`crate::answer::counter`].
 pub const ANSWERS: &str = "CG_ANSWERS";
@@ -105,6 +108,8 @@ pub const HANDUP_BYTES: u32 = 1 << 22;
 pub const HANDUP_REGISTERED_BYTES: u32 = 1 << 20;
 /// Sources whose authentications are counted (LRU: the least recently seen make room).
 pub const AUTH_MAX: u32 = 1 << 16;
+/// Users whose failed authentications are counted (LRU: the least recently failing make room).
+pub const AUTH_USERS_MAX: u32 = 1 << 16;
 /// Registered sources remembered (LRU: the least recently registered make room).
 pub const REGISTERED_MAX: u32 = 1 << 16;
 

@@ -733,7 +733,7 @@ fn span(from: usize, end: usize) -> Span {
 }
 
 /// The value of a header line: from `value` to `end`, without surrounding spaces, tabs and CR.
-fn trim(s: &Scratch, value: usize, end: usize) -> Span {
+pub(crate) fn trim(s: &Scratch, value: usize, end: usize) -> Span {
     let mut b = value;
     for _ in 0..16 {
         if b < end && (at(s, b) == b' ' || at(s, b) == b'\t') {
@@ -760,7 +760,7 @@ fn trim(s: &Scratch, value: usize, end: usize) -> Span {
 /// [`TAIL`] bytes past the payload. Past the line end the bytes hold a line break, which no name
 /// or colon match crosses; past the payload they are zero (the caller's part of the contract,
 /// see [`TAIL`]).
-fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
+pub(crate) fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     const fn seps(w: u64) -> u64 {
         bytes_eq(w, b':') | bytes_eq(w, b' ') | bytes_eq(w, b'\t')
     }

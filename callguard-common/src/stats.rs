@@ -146,6 +146,8 @@ reasons! {
     DuplicateHeader = 23, "duplicate_header";
     /// A SIP request with a header line this parser cannot read but a PBX may (a From, To, Call-ID, Via, Contact or User-Agent name with its colon past eight spaces or tabs).
     AmbiguousHeader = 24, "ambiguous_header";
+    /// A REGISTER for a user guarded after failed authentications from many sources (auth.user_failures), from a source outside the authorized networks that the PBX has not registered.
+    GuardedUser = 25, "guarded_user";
 }
 
 impl Reason {

@@ -147,7 +147,7 @@ fn read_answer(ctx: &TcContext) -> Option<()> {
     // SAFETY: a field of this program's context, read as the verifier allows.
     let mark = unsafe { (*ctx.skb.skb).mark };
     if mark != CALLGUARD_MARK {
-        note_answer(&dst, read.method(), status, read.stale != 0);
+        note_answer(&dst, read.method(), status, read.stale != 0, read.to);
     }
     Some(())
 }

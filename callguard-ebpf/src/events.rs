@@ -1,10 +1,11 @@
 //! Events for the daemon: drop samples and bans, written to `CG_EVENTS` with the source's key.
 
+use aya_ebpf::maps::PerCpuArray;
 use callguard_common::{
     Reason,
     events::{EVENT_UA, Event},
     limits,
-    sip::{SCAN_LEN, Span},
+    sip::{SCAN_LEN, Scratch, Span},
 };
 
 use crate::{
@@ -13,9 +14,26 @@ use crate::{
     parse::Src,
 };
 
-/// Writes an event to the ring buffer (dropped, not waited for, when it is full).
+/// Writes an event to the ring buffer (dropped, not waited for, when it is full); `ua` is a
+/// span of the XDP program's scratch buffer.
 #[inline(always)]
 pub(crate) fn emit(
+    src: &[u8; 16],
+    kind: u8,
+    reason: Reason,
+    method: u8,
+    rule_slot: u16,
+    sig_slot: u16,
+    ua: Span,
+) {
+    emit_from(&CG_SCRATCH, src, kind, reason, method, rule_slot, sig_slot, ua);
+}
+
+/// [`emit`], with `ua` a span of `scratch` (the egress program has its own).
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "the event's fields, written once here")]
+pub(crate) fn emit_from(
+    scratch: &PerCpuArray<Scratch>,
     src: &[u8; 16],
     kind: u8,
     reason: Reason,
@@ -38,7 +56,7 @@ pub(crate) fn emit(
         ua: [0; EVENT_UA],
     };
     if ua_len != 0
-        && let Some(buf) = CG_SCRATCH.get_ptr(0)
+        && let Some(buf) = scratch.get_ptr(0)
     {
         // SAFETY: this CPU's scratch buffer, filled in this program run.
         let buf = unsafe { &*buf };

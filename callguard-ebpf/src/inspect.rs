@@ -16,6 +16,7 @@ use callguard_common::{
 };
 
 use crate::{
+    auth::guarded_user,
     maps::{CG_PARSE, CG_SCRATCH, CG_SIG_DFA, CG_SIG_HEAD},
     parse::Src,
     police::{ban_for_signature, police},
@@ -164,6 +165,9 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
         }
         if let Some(reason) = police(src, &info, cfg.flags & FLAG_BAN_SIGNATURE != 0) {
             return Verdict::sip(Action::Drop, reason, dry_run, &info);
+        }
+        if info.method == sip::method::REGISTER && guarded_user(src, info.to) {
+            return Verdict::sip(Action::Drop, Reason::GuardedUser, dry_run, &info);
         }
         let slow = match info.method {
             // An ACK may answer one of the daemon's 403s: see `slow_path`.

@@ -8,11 +8,11 @@ use aya_ebpf::{
 use callguard_common::{
     Counter, KernelConfig, NetEntry,
     answer::{self, AnswerWalk},
-    auth::AuthState,
+    auth::{AuthState, UserAuth},
     limits::{Limits, SourceState},
     maps::{
-        AUTH_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES, NET_EXACT_MAX,
-        NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
+        AUTH_MAX, AUTH_USERS_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES,
+        NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
     },
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
@@ -125,3 +125,8 @@ pub(crate) static CG_EG_WALK: PerCpuArray<AnswerWalk> = PerCpuArray::with_max_en
 /// program, the PBX's answers to them by the egress program.
 #[map]
 pub(crate) static CG_AUTH: LruHashMap<[u8; 16], AuthState> = LruHashMap::pinned(AUTH_MAX, 0);
+
+/// Failed authentications by user (`maps::AUTH_USERS`): counted by the egress program, read by
+/// the XDP program to drop REGISTERs for a guarded user.
+#[map]
+pub(crate) static CG_AUTH_USERS: LruHashMap<u64, UserAuth> = LruHashMap::pinned(AUTH_USERS_MAX, 0);

@@ -20,7 +20,8 @@ use crate::{
 
 /// Whether an event is an alert: a ban, or a call refused by a fraud threshold.
 pub fn is_alert(rec: &EventRecord) -> bool {
-    rec.kind == EventKind::Ban || (rec.kind == EventKind::Call && rec.reason == "deny/fraud")
+    matches!(rec.kind, EventKind::Ban | EventKind::Guard)
+        || (rec.kind == EventKind::Call && rec.reason == "deny/fraud")
 }
 
 /// At most `per_minute` alerts in each minute (a fixed window), counting what it held back.
@@ -197,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn bans_and_fraud_refusals_are_alerts_other_events_are_not() {
+    fn bans_guards_and_fraud_refusals_are_alerts_other_events_are_not() {
         let rec = |kind, reason: &str| EventRecord {
             time: chrono::Utc::now(),
             kind,
@@ -208,8 +209,10 @@ mod tests {
             signature: None,
             user_agent: String::new(),
             detail: String::new(),
+            user: String::new(),
         };
         assert!(is_alert(&rec(EventKind::Ban, "authentication")));
+        assert!(is_alert(&rec(EventKind::Guard, "guarded_user")));
         assert!(is_alert(&rec(EventKind::Call, "deny/fraud")));
         assert!(!is_alert(&rec(EventKind::Call, "deny/disallowed_code")));
         assert!(!is_alert(&rec(EventKind::Drop, "signature")));

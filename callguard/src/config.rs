@@ -445,11 +445,19 @@ pub struct Auth {
     pub window_secs: u64,
     /// How long the ban lasts, in seconds. Default 600.
     pub ban_secs: u64,
+    /// A user (the To's user part) whose failed authentications within `window_secs`, from any
+    /// sources, reach this many is guarded for `user_guard_secs`: REGISTERs for it from sources
+    /// outside the authorized networks that the PBX has not registered are dropped
+    /// (`guarded_user`), and the operator is told (an event, the alerts). This stops a guess
+    /// spread over many sources, each below `failures`. 0: off. Default 10. Needs `failures`.
+    pub user_failures: u32,
+    /// How long a user stays guarded, in seconds. Default 3600.
+    pub user_guard_secs: u64,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Self { failures: 5, window_secs: 600, ban_secs: 600 }
+        Self { failures: 5, window_secs: 600, ban_secs: 600, user_failures: 10, user_guard_secs: 3600 }
     }
 }
 
@@ -945,6 +953,8 @@ impl Config {
             l.auth_failures = self.auth.failures;
             l.auth_window_ns = self.auth.window_secs.saturating_mul(SEC);
             l.auth_ban_ns = self.auth.ban_secs.saturating_mul(SEC);
+            l.auth_user_failures = self.auth.user_failures;
+            l.auth_user_guard_ns = self.auth.user_guard_secs.saturating_mul(SEC);
         }
         l
     }
@@ -1020,6 +1030,17 @@ impl Config {
         if self.auth.failures > 1000 {
             return Err(format!("auth.failures: at most 1000, not {}", self.auth.failures));
         }
+        if self.auth.user_failures != 0 && self.auth.failures == 0 {
+            return Err("auth.user_failures: needs auth.failures (failures are counted per source \
+                        first); set auth.user_failures = 0 too, or auth.failures above 0"
+                .into());
+        }
+        if self.auth.user_failures > 100_000 {
+            return Err(format!("auth.user_failures: at most 100000, not {}", self.auth.user_failures));
+        }
+        if self.auth.user_failures != 0 && self.auth.user_guard_secs == 0 {
+            return Err("auth.user_guard_secs: at least 1 when auth.user_failures is set".into());
+        }
         if self.sip.signature_ban && self.sip.signature_ban_secs == 0 {
             return Err("sip.signature_ban_secs: at least 1 when sip.signature_ban is true".into());
         }
@@ -1033,6 +1054,7 @@ impl Config {
             ("rate.ban_after_secs", self.rate.ban_after_secs),
             ("auth.window_secs", self.auth.window_secs),
             ("auth.ban_secs", self.auth.ban_secs),
+            ("auth.user_guard_secs", self.auth.user_guard_secs),
         ] {
             if secs > BAN_MAX {
                 return Err(format!("{name}: at most {BAN_MAX} (ten years), not {secs}"));

@@ -67,12 +67,16 @@ async fn event_loop(s: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
             let bans: Vec<(usize, (std::net::IpAddr, u8, u16))> = batch
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.kind != event::DROP)
+                .filter(|(i, _)| records[*i].kind == events::EventKind::Ban)
                 .map(|(i, e)| (i, (records[i].source, e.kind, e.sig_slot)))
                 .collect();
             let details = st.auto_bans(&bans.iter().map(|(_, b)| *b).collect::<Vec<_>>());
             for ((i, _), d) in bans.iter().zip(details) {
                 records[*i].detail = d;
+            }
+            for r in records.iter_mut().filter(|r| r.kind == events::EventKind::Guard) {
+                r.detail = st.guard_detail(&r.user);
+                tracing::warn!(user = %r.user, last_source = %r.source, "{}", r.detail);
             }
             records
         })
@@ -101,6 +105,7 @@ async fn fraud_bans(s: Shared, mut bans: tokio::sync::mpsc::Receiver<std::net::I
                 signature: None,
                 user_agent: String::new(),
                 detail,
+                user: String::new(),
             }
         })
         .await;

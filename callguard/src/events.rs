@@ -32,6 +32,9 @@ pub enum EventKind {
     Ban,
     /// The slow path decided a handed-up request.
     Call,
+    /// The kernel guarded a user whose failed authentications, from any sources, reached
+    /// `auth.user_failures` (the source is that of the last failure).
+    Guard,
 }
 
 impl EventKind {
@@ -41,6 +44,7 @@ impl EventKind {
             Self::Drop => "drop",
             Self::Ban => "ban",
             Self::Call => "call",
+            Self::Guard => "guard",
         }
     }
 }
@@ -77,6 +81,10 @@ pub struct EventRecord {
     /// For bans: what was done (the rule written, or why none was).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// For guards: the user (the To's user part, percent escapes decoded; empty when the To
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
 }
 
 /// Events kept for `callguard events` without `--follow`: this many drops, and as many bans
@@ -190,9 +198,15 @@ impl LogLimiter {
 pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
     let time: DateTime<Utc> = clock.wall_at(e.ts_ns);
     let ua_len = usize::from(e.ua_len).min(e.ua.len());
+    let text = &e.ua[..ua_len];
+    let guard = e.kind == event::GUARD_USER;
     EventRecord {
         time,
-        kind: if e.kind == event::DROP { EventKind::Drop } else { EventKind::Ban },
+        kind: match e.kind {
+            event::DROP => EventKind::Drop,
+            event::GUARD_USER => EventKind::Guard,
+            _ => EventKind::Ban,
+        },
         source: e.addr(),
         reason: match e.kind {
             event::BAN_RATE => "rate".into(),
@@ -205,9 +219,31 @@ pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
         method: sip::method::NAMES.get(usize::from(e.method)).copied().unwrap_or("unknown").into(),
         rule: None,
         signature: None,
-        user_agent: String::from_utf8_lossy(&e.ua[..ua_len]).into_owned(),
+        user_agent: if guard { String::new() } else { String::from_utf8_lossy(text).into_owned() },
         detail: String::new(),
+        user: if guard { user_text(text) } else { String::new() },
     }
+}
+
+/// A user part as a To writes it (percent escapes, RFC 3261 §25.1), decoded for people: what
+/// the kernel's user key hashed, in its original case.
+pub fn user_text(raw: &[u8]) -> String {
+    let hex = |c: u8| char::from(c).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (raw[i], raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Waits until the ring buffer has events and returns them all.
@@ -226,5 +262,18 @@ pub async fn read_ring(ring: &mut AsyncFd<RingBuf<MapData>>) -> std::io::Result<
         if !out.is_empty() {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_text;
+
+    #[test]
+    fn a_guarded_user_is_named_with_its_escapes_decoded() {
+        assert_eq!(user_text(b"%31%30%31"), "101");
+        assert_eq!(user_text(b"Alice"), "Alice");
+        assert_eq!(user_text(b"a%2"), "a%2", "a cut escape stays as written");
+        assert_eq!(user_text(b"%zz1"), "%zz1");
     }
 }

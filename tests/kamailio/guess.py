@@ -13,7 +13,7 @@ went unanswered (the source is banned). The last line it prints is a JSON summar
 Usage (inside the attacker's network namespace):
 
     guess.py --target 198.18.0.1:5060 --bind 198.18.0.2:5070 --user 101 \
-        --wrong 20 [--right correct-horse-101] [--rate 4] [--cseq-method OPTIONS]
+        --wrong 20 [--right correct-horse-101 | --no-right] [--rate 4] [--cseq-method OPTIONS]
 
 `--cseq-method` names another method in the guesses' CSeq (the first REGISTER, which only asks
 for the challenge, keeps REGISTER): the PBX copies the CSeq into its answer, so an answer reader
@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--domain", default="callguard.test")
     ap.add_argument("--wrong", type=int, default=20, help="wrong passwords to try")
     ap.add_argument("--right", help="the right password, tried after the wrong ones")
+    ap.add_argument("--no-right", action="store_true", help="try only the wrong passwords")
     ap.add_argument("--rate", type=float, default=4.0, help="guesses a second at most")
     ap.add_argument("--ua", default="Yealink SIP-T46S 66.86.0.15")
     ap.add_argument("--cseq-method", default="REGISTER", help="the method the guesses' CSeq names")
@@ -63,7 +64,7 @@ def main():
     dst = (host, int(port))
     call_id = "%08x@%s" % (random.getrandbits(32), lhost)
     cseq = 0
-    passwords = ["guess-%03d" % i for i in range(a.wrong)] + ([a.right] if a.right else [])
+    passwords = ["guess-%03d" % i for i in range(a.wrong)] + ([a.right] if a.right and not a.no_right else [])
     answers, unanswered, in_a_row, found, guesses = {}, 0, 0, None, 0
 
     def register(auth=None):

@@ -190,6 +190,15 @@ impl TestKernel {
         map.get(key, 0).ok()
     }
 
+    /// What `CG_AUTH_USERS` holds: failed authentications by user key.
+    pub fn auth_users(&self) -> Vec<(u64, callguard_common::auth::UserAuth)> {
+        let path = self.kernel.pin_dir().join(callguard_common::maps::AUTH_USERS);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_AUTH_USERS");
+        let map: aya::maps::HashMap<_, u64, callguard_common::auth::UserAuth> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("CG_AUTH_USERS is a hash");
+        map.iter().map(|r| r.expect("reading CG_AUTH_USERS")).collect()
+    }
+
     /// The counter of one (action, reason).
     pub fn counter(&self, action: Action, reason: Reason) -> Counter {
         self.kernel

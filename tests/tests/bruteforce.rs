@@ -72,6 +72,73 @@ fn a_patient_password_guesser_is_banned_after_five_failures() {
     assert_eq!(summary["found"], "correct-horse-102", "the phone registers again: {out}");
 }
 
+/// The distributed guess of issue 17: five addresses of one /24, each below `auth.failures`
+/// (four wrong passwords each), take turns at one extension. When its failures reach
+/// `auth.user_failures` (10), the kernel guards user 101: the third address's later guesses and
+/// everything from the last two, the right password included, are dropped before the registrar
+/// sees them; the operator is told (an event naming the user); the phone the PBX registered
+/// before the attack re-registers; the same phone from a new address does not (the price of
+/// the guard, until it ends); another user registers.
+#[test]
+fn a_guess_spread_over_a_24_is_stopped_by_guarding_the_user() {
+    let t = Topology::new();
+    let guessers: Vec<String> = (100..105).map(|i| format!("198.18.0.{i}")).collect();
+    for a in &guessers {
+        t.peer.ip(&["addr", "add", &format!("{a}/24"), "dev", &t.peer_if]);
+    }
+    let inst = Instance::new(&t.pbx, &t.pbx_if, "");
+    let _daemon = inst.start();
+    let kamailio = registrar(&t);
+    let phone = format!("{}:5070", Topology::SOURCES_V4[0]);
+    let (summary, out) = guess(&t.peer, &phone, "101", 0, "4", &[]);
+    assert_eq!(summary["found"], "correct-horse-101", "the phone registers before the attack: {out}");
+
+    let mut seen = Vec::new();
+    for (i, a) in guessers.iter().enumerate() {
+        let last: &[&str] = if i + 1 == guessers.len() { &[] } else { &["--no-right"] };
+        let (summary, out) = guess(&t.peer, &format!("{a}:5070"), "101", 4, "4", last);
+        assert_eq!(summary["found"], serde_json::Value::Null, "{a} found the password: {out}");
+        seen.push(format!("{a}: {out}"));
+    }
+    let log = kamailio.log();
+    let reached = |rc: &str| {
+        log.lines()
+            .filter(|l| guessers.iter().any(|a| l.contains(&format!("AUTH user=101 src={a} rc={rc}"))))
+            .count()
+    };
+    assert_eq!(reached("-2"), 10, "wrong passwords that reached the registrar:\n{}\n{log}", seen.join("\n"));
+    assert_eq!(reached("1"), 0, "the right password reached the registrar:\n{log}");
+    for a in &guessers {
+        let banned = inst.cli(&["net", "list", "--json"]).contains(&format!("\"{a}/32\""));
+        assert!(!banned, "{a} stayed below auth.failures: not banned");
+    }
+
+    let events: Vec<serde_json::Value> = inst
+        .cli(&["events", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect();
+    let guards: Vec<_> = events.iter().filter(|e| e["kind"] == "guard").collect();
+    assert_eq!(guards.len(), 1, "{events:?}");
+    assert_eq!(guards[0]["user"], "101");
+    assert_eq!(guards[0]["source"], guessers[2].as_str(), "the source of the tenth failure");
+    assert!(
+        guards[0]["detail"].as_str().unwrap().contains("REGISTERs for user 101 are dropped"),
+        "{}",
+        guards[0]
+    );
+    let stats = inst.stats();
+    assert!(callguard_tests::netns::reason_packets(&stats, "drop", "guarded_user") >= 4, "{stats}");
+
+    let (summary, out) = guess(&t.peer, &phone, "101", 0, "4", &[]);
+    assert_eq!(summary["found"], "correct-horse-101", "the registered phone re-registers: {out}");
+    let roaming = format!("{}:5070", Topology::SOURCES_V4[1]);
+    let (summary, out) = guess(&t.peer, &roaming, "101", 0, "4", &[]);
+    assert_eq!(summary["error"], "no challenge", "101 from a new address waits for the guard to end: {out}");
+    let (summary, out) = guess(&t.peer, &roaming, "102", 0, "4", &[]);
+    assert_eq!(summary["found"], "correct-horse-102", "another user registers: {out}");
+}
+
 /// The registrar of `tests/kamailio/registrar.cfg` on the PBX, once it listens.
 fn registrar(t: &Topology) -> Kamailio {
     let kamailio = Kamailio::start(&t.pbx, "registrar.cfg", &format!("{PBX}:5060"));

@@ -587,6 +587,7 @@ impl SlowPath {
                 signature: None,
                 user_agent: m.and_then(Message::user_agent).unwrap_or_default().chars().take(32).collect(),
                 detail: format!("{}: {}", dec.rule, dec.why),
+                user: String::new(),
             });
         }
     }

@@ -45,6 +45,9 @@ pub(crate) fn event_line(r: &api::control::EventRecord) -> String {
     if !r.user_agent.is_empty() {
         l += &format!(" ua={:?}", r.user_agent);
     }
+    if !r.user.is_empty() {
+        l += &format!(" user={:?}", r.user);
+    }
     if !r.detail.is_empty() {
         l += &format!(" — {}", r.detail);
     }

@@ -153,6 +153,21 @@ impl Service {
         details
     }
 
+    /// What the kernel does for a user it guarded (`auth.user_failures`), for the event's
+    /// detail and the log.
+    pub fn guard_detail(&self, user: &str) -> String {
+        let who = if user.is_empty() {
+            "users whose To cannot be read".to_string()
+        } else {
+            format!("user {user}")
+        };
+        format!(
+            "{} failed authentications within {} s from any sources: for {} s, REGISTERs for {who} \
+             are dropped from sources outside the authorized networks that the PBX has not registered",
+            self.cfg.auth.user_failures, self.cfg.auth.window_secs, self.cfg.auth.user_guard_secs
+        )
+    }
+
     /// Why the kernel banned: the rule's comment.
     fn ban_reason(&self, kind: u8, sig_slot: u16) -> String {
         match kind {
