@@ -12,6 +12,16 @@ pub const SCOPE_SIP: u8 = 0;
 /// Deny scope: drop every packet from the network.
 pub const SCOPE_ALL: u8 = 1;
 
+/// Call profile of an allow rule ([`NetEntry::allow_profile`]): no call checks; the source is
+/// trusted as before profiles existed (the default).
+pub const PROFILE_TRUSTED: u8 = 0;
+/// Call profile: a trunk. Its initial INVITEs go to the daemon, which applies the rules about
+/// callers (blacklisted numbers): inbound calls.
+pub const PROFILE_TRUNK: u8 = 1;
+/// Call profile: phones. Their initial INVITEs go to the daemon, which applies the rules about
+/// dialed numbers, authorization codes, roles and fraud thresholds: outbound calls.
+pub const PROFILE_PHONES: u8 = 2;
+
 /// How many times the program retries the LPM lookup with a shorter prefix when the longest match
 /// holds only expired rules. Bounded for the verifier; past it the address counts as unmatched.
 /// The daemon sweeps expired entries, so more than one retry is needed only while it is down.
@@ -38,8 +48,11 @@ pub struct NetEntry {
     pub allow_slot: u16,
     /// The deny rule's slot in [`crate::maps::RULE_STATS`]; 0 = not counted per rule.
     pub deny_slot: u16,
+    /// The allow rule's call profile ([`PROFILE_TRUSTED`], [`PROFILE_TRUNK`],
+    /// [`PROFILE_PHONES`]).
+    pub allow_profile: u8,
     /// Explicit padding (zero).
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 const _: () = assert!(size_of::<NetEntry>() == 32);
@@ -57,6 +70,8 @@ pub enum NetMatch {
         rule: u32,
         /// Its counter slot.
         slot: u16,
+        /// Its call profile.
+        profile: u8,
     },
     /// A live deny rule and no live allow rule.
     Deny {
@@ -77,7 +92,11 @@ impl NetEntry {
     #[inline(always)]
     pub const fn decide(&self, now_ns: u64) -> NetMatch {
         if self.allow_rule != 0 && (self.allow_expires_ns == 0 || now_ns < self.allow_expires_ns) {
-            return NetMatch::Allow { rule: self.allow_rule, slot: self.allow_slot };
+            return NetMatch::Allow {
+                rule: self.allow_rule,
+                slot: self.allow_slot,
+                profile: self.allow_profile,
+            };
         }
         if self.deny_rule != 0 && (self.deny_expires_ns == 0 || now_ns < self.deny_expires_ns) {
             return NetMatch::Deny { rule: self.deny_rule, slot: self.deny_slot, scope: self.deny_scope };
@@ -115,13 +134,13 @@ mod tests {
 
     #[test]
     fn allow_beats_deny_at_equal_prefix() {
-        assert_eq!(both(0, 0).decide(100), NetMatch::Allow { rule: 1, slot: 0 });
+        assert_eq!(both(0, 0).decide(100), NetMatch::Allow { rule: 1, slot: 0, profile: PROFILE_TRUSTED });
     }
 
     #[test]
     fn expired_allow_uncovers_the_deny() {
         assert_eq!(both(50, 0).decide(100), NetMatch::Deny { rule: 2, slot: 0, scope: SCOPE_ALL });
-        assert_eq!(both(50, 0).decide(49), NetMatch::Allow { rule: 1, slot: 0 });
+        assert_eq!(both(50, 0).decide(49), NetMatch::Allow { rule: 1, slot: 0, profile: PROFILE_TRUSTED });
     }
 
     #[test]

@@ -640,6 +640,60 @@ pub(crate) const fn pack(name: &[u8]) -> u64 {
     v
 }
 
+/// The first bytes of what a source in an allow rule with a call profile may send without the
+/// kernel reading further: a response, or a request that is no INVITE, each with the space
+/// after its first word.
+const UNREAD_PREFIXES: [&[u8]; 14] = [
+    b"SIP/2.0 ",
+    b"REGISTER ",
+    b"OPTIONS ",
+    b"ACK ",
+    b"BYE ",
+    b"CANCEL ",
+    b"NOTIFY ",
+    b"SUBSCRIBE ",
+    b"PRACK ",
+    b"INFO ",
+    b"UPDATE ",
+    b"REFER ",
+    b"MESSAGE ",
+    b"PUBLISH ",
+];
+
+/// A prefix as two masked words (bytes 0 to 7, 8 to 15): (word 0, mask 0, word 1, mask 1).
+const fn prefix_words(p: &[u8]) -> (u64, u64, u64, u64) {
+    const fn mask(n: usize) -> u64 {
+        if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
+    }
+    let (n0, n1) = if p.len() > 8 { (8, p.len() - 8) } else { (p.len(), 0) };
+    let hi = if p.len() > 8 { pack(p.split_at(8).1) } else { 0 };
+    (pack(p), mask(n0), hi, mask(n1))
+}
+
+/// Whether the first 16 bytes of a datagram begin with one of [`UNREAD_PREFIXES`] (compared
+/// exactly: method names are case-sensitive). Everything else from a profiled source is read by
+/// the daemon.
+#[inline(always)]
+pub fn passes_unread(head: &[u8; 16]) -> bool {
+    const WORDS: [(u64, u64, u64, u64); 14] = {
+        let mut w = [(0, 0, 0, 0); 14];
+        let mut k = 0;
+        while k < 14 {
+            w[k] = prefix_words(UNREAD_PREFIXES[k]);
+            k += 1;
+        }
+        w
+    };
+    let w0 = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
+    let w1 =
+        u64::from_le_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+    let mut hit = false;
+    for (p0, m0, p1, m1) in WORDS {
+        hit |= (w0 & m0 == p0) & (w1 & m1 == p1);
+    }
+    hit
+}
+
 fn method_id(len: usize, packed: u64) -> u8 {
     use method::*;
     /// (length, first eight bytes packed, id) of a method name; the length tells SUBSCRIBE apart
@@ -1317,5 +1371,35 @@ mod tests {
 
     fn i_span(s: &Span) -> usize {
         usize::from(s.off) + usize::from(s.len)
+    }
+
+    #[test]
+    fn only_plain_requests_other_than_invite_pass_unread() {
+        let head = |m: &str| {
+            let mut h = [0u8; 16];
+            let b = m.as_bytes();
+            h[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
+            h
+        };
+        for m in [
+            "SIP/2.0 200 OK\r\nV",
+            "REGISTER sip:pbx ",
+            "ACK sip:1@pbx SIP",
+            "SUBSCRIBE sip:1@p",
+            "BYE sip:x",
+        ] {
+            assert!(passes_unread(&head(m)), "{m}");
+        }
+        for m in [
+            "INVITE sip:1@pbx",
+            "invite sip:1@pbx",
+            "\r\nINVITE sip:1@p",
+            "REGISTER\tsip:x",
+            "ACKX sip:1",
+            "SUBSCRIBEX sip:",
+            "xyz",
+        ] {
+            assert!(!passes_unread(&head(m)), "{m}");
+        }
     }
 }

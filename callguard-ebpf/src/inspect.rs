@@ -84,11 +84,29 @@ pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     0
 }
 
-/// SIP inspection of a UDP datagram to a guarded port from a source in neither list. `udp_payload`
-/// is the payload length the UDP header gives: bytes past it (which the stack trims) are not read.
+/// [`inspect_sip`]'s `profiled` for a source an allow rule with a call profile matched: this bit
+/// and the rule's counter slot.
+pub(crate) const ALLOWED: u32 = 1 << 16;
+
+/// SIP inspection of a UDP datagram to a guarded port from a source in neither list, or in an
+/// allow rule with a call profile (`profiled`: [`ALLOWED`] and the rule's slot; 0 for others).
+/// `udp_payload` is the payload length the UDP header gives: bytes past it (which the stack
+/// trims) are not read.
 #[inline(always)]
-pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usize, src: Src) -> Verdict {
+pub(crate) fn inspect_sip(
+    ctx: &XdpContext,
+    payload_off: usize,
+    udp_payload: usize,
+    src: Src,
+    profiled: u32,
+) -> Verdict {
     let cfg = config();
+    if profiled != 0 {
+        // Its own path, apart from the checks below: the verifier walks it once, not every
+        // path below twice.
+        let allowed = Verdict::new(Action::Pass, Reason::Allowed, profiled as u16);
+        return profiled_sip(ctx, payload_off, udp_payload, cfg.flags, allowed);
+    }
     // The rest of a fragmented datagram is out of sight: whatever it says is unchecked.
     let fragmented = noted_fragmented() != 0 && cfg.flags & FLAG_DROP_FRAGMENTED_SIP != 0;
     let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
@@ -187,6 +205,42 @@ pub(crate) fn inspect_sip(ctx: &XdpContext, payload_off: usize, udp_payload: usi
         return Verdict::sip(Action::Pass, Reason::Signature, dry_run, &info);
     }
     Verdict::sip(Action::Pass, Reason::Clean, 0, &info)
+}
+
+/// A datagram from an allow rule with a call profile, while the daemon asks for INVITEs: what
+/// begins as a request that is no INVITE, or a response, passes as `allowed`; anything else (an
+/// INVITE, a message in a form the first bytes do not tell, CRLF before a request) is handed
+/// up, where the daemon's full parser reads it: a caller in the network cannot slip an INVITE
+/// past its checks by writing it oddly. An in-dialog INVITE is handed up too, and passed on by
+/// the daemon. Shorter than 16 bytes (a CRLF keepalive) passes. Nothing is dropped here:
+/// signatures, rate limits and the method policy do not apply to an authorized source.
+#[inline(always)]
+fn profiled_sip(
+    ctx: &XdpContext,
+    payload_off: usize,
+    udp_payload: usize,
+    flags: u16,
+    allowed: Verdict,
+) -> Verdict {
+    let total = ctx.data_end() - ctx.data();
+    if flags & FLAG_HANDUP_INVITE == 0 || udp_payload < 16 || payload_off + 16 > total {
+        return allowed;
+    }
+    let mut head = [0u8; 16];
+    // SAFETY: 16 bytes into a 16-byte stack buffer; the context is this program's.
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, head.as_mut_ptr().cast(), 16) };
+    if rc != 0 {
+        return allowed;
+    }
+    if sip::passes_unread(&head) {
+        return allowed;
+    }
+    let mut v = allowed;
+    v.action = Action::HandUp;
+    v.reason = Reason::HandedUp;
+    v.method = sip::method::INVITE;
+    v.slow = SLOW_CANDIDATE | noted_fragmented();
+    v
 }
 
 const _: () = assert!(Reason::AmbiguousHeader as u32 == Reason::DuplicateHeader as u32 + 1);

@@ -61,7 +61,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use callguard_common::{
     Action, NetMatch, Reason,
     config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_LONG_CHAINS, FLAG_DROP_MALFORMED},
-    net::SCOPE_ALL,
+    net::{PROFILE_TRUSTED, SCOPE_ALL},
 };
 use parse::{IPPROTO_UDP, Src};
 
@@ -69,7 +69,7 @@ use crate::{
     auth::note_credentials,
     exit::finish,
     handup::slow_path,
-    inspect::inspect_sip,
+    inspect::{ALLOWED, inspect_sip},
     net::{is_guarded, lookup_v4, lookup_v6},
     verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented},
 };
@@ -135,12 +135,22 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     if !guarded {
         return Verdict::pass(Reason::Unguarded);
     }
+    // An allow rule with a call profile (a trunk, phones) has its UDP read for initial INVITEs
+    // to hand up; nothing from it is dropped for what SIP inspection finds.
+    let profiled = match net {
+        Some(NetMatch::Allow { slot, profile, .. }) if profile != PROFILE_TRUSTED => {
+            u32::from(slot) | ALLOWED
+        }
+        _ => 0,
+    };
     match net {
-        Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
+        Some(NetMatch::Allow { slot, .. }) if profiled == 0 || l3.proto != IPPROTO_UDP => {
+            Verdict::new(Action::Pass, Reason::Allowed, slot)
+        }
         Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
         _ if l3.proto == IPPROTO_UDP => {
             note_fragmented(l3.first_fragment);
-            inspect_sip(ctx, l3.l4_off + 8, l4.udp_payload, l3.src)
+            inspect_sip(ctx, l3.l4_off + 8, l4.udp_payload, l3.src, profiled)
         }
         _ => Verdict::pass(Reason::Clean),
     }

@@ -749,12 +749,20 @@ pub struct NetworkEntry {
     /// For deny: `sip` (guarded ports only, default) or `all`.
     #[serde(default)]
     pub scope: Scope,
+    /// For allow: `trusted` (no call checks, default), `trunk` (caller rules on its calls) or
+    /// `phones` (dialed-number rules, authorization codes, roles and fraud thresholds).
+    #[serde(default, skip_serializing_if = "is_trusted")]
+    pub profile: crate::net::Profile,
     /// When the rule stops applying (RFC 3339).
     #[serde(default)]
     pub expires: Option<DateTime<Utc>>,
     /// Free text shown in `net list`.
     #[serde(default)]
     pub comment: String,
+}
+
+fn is_trusted(p: &crate::net::Profile) -> bool {
+    *p == crate::net::Profile::Trusted
 }
 
 fn de_net<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
@@ -837,6 +845,17 @@ impl Config {
         }
         self.validate_api()?;
         self.calls.authcode_parts()?;
+        if let Some(n) = self
+            .networks
+            .iter()
+            .find(|n| n.action == NetAction::Deny && n.profile != crate::net::Profile::Trusted)
+        {
+            return Err(format!(
+                "networks: {} is a deny rule with profile {}: a call profile belongs to allow rules",
+                n.cidr,
+                n.profile.as_str()
+            ));
+        }
         let w = &self.alerts.webhook;
         let http =
             |w: &str| w.starts_with("http://") && w.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());

@@ -83,6 +83,50 @@ impl Scope {
     }
 }
 
+/// What the number-level call checks do with the calls of an allow rule's sources (issue 17,
+/// item 3). Signatures, rate limits and bans never apply to an authorized source, whatever its
+/// profile.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// No call checks: nothing from the source goes to the daemon. The default, and what every
+    /// allow rule did before profiles existed.
+    #[default]
+    Trusted,
+    /// A trunk: its calls are inbound, and the rules about callers apply (blacklisted
+    /// numbers, border rules).
+    Trunk,
+    /// Phones: their calls are outbound, and the rules about dialed numbers apply (disallowed
+    /// codes, allowed country codes, authorization codes, roles, fraud thresholds, border
+    /// rules).
+    Phones,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Self; 3] = [Self::Trusted, Self::Trunk, Self::Phones];
+    /// The lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Trusted => "trusted",
+            Self::Trunk => "trunk",
+            Self::Phones => "phones",
+        }
+    }
+    /// Parses `trusted`/`trunk`/`phones`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+    /// The kernel's code (`callguard_common::net::PROFILE_*`).
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Trusted => callguard_common::net::PROFILE_TRUSTED,
+            Self::Trunk => callguard_common::net::PROFILE_TRUNK,
+            Self::Phones => callguard_common::net::PROFILE_PHONES,
+        }
+    }
+}
+
 /// Where a rule came from.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -131,6 +175,9 @@ pub struct NetRule {
     pub action: NetAction,
     /// For deny rules: what they cover.
     pub scope: Scope,
+    /// For allow rules: what the call checks do with their sources' calls.
+    #[serde(default)]
+    pub profile: Profile,
     /// When the rule stops applying.
     pub expires_at: Option<DateTime<Utc>>,
     /// Free text.
@@ -151,6 +198,9 @@ pub struct NewNetRule {
     /// For deny rules: what they cover.
     #[serde(default)]
     pub scope: Scope,
+    /// For allow rules: what the call checks do with their sources' calls.
+    #[serde(default)]
+    pub profile: Profile,
     /// When the rule stops applying.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -169,6 +219,7 @@ impl NewNetRule {
             cidr: self.cidr,
             action: self.action,
             scope: self.scope,
+            profile: self.profile,
             expires_at: self.expires_at,
             comment: self.comment.clone(),
             origin: self.origin,
@@ -229,6 +280,7 @@ pub fn compile<'a>(rules: impl IntoIterator<Item = &'a NetRule>, clock: &Clock) 
             NetAction::Allow => {
                 e.allow_rule = r.id;
                 e.allow_expires_ns = expires;
+                e.allow_profile = r.profile.code();
             }
             NetAction::Deny => {
                 e.deny_rule = r.id;
@@ -267,6 +319,7 @@ mod tests {
             cidr: cidr.parse().unwrap(),
             action,
             scope: Scope::Sip,
+            profile: Profile::Trusted,
             expires_at: None,
             comment: String::new(),
             origin: Origin::Manual,

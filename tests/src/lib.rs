@@ -253,6 +253,7 @@ pub fn rule(id: u32, cidr: &str, action: NetAction, scope: Scope) -> NetRule {
         cidr: net::parse_net(cidr).expect("cidr"),
         action,
         scope,
+        profile: net::Profile::Trusted,
         expires_at: None,
         comment: String::new(),
         origin: Origin::Manual,

@@ -38,6 +38,19 @@ fn place(
     dialed: &str,
     calls: u32,
 ) -> (u64, u64, String) {
+    place_from(inst, peer, CALLER, scenario_file, user, dialed, calls)
+}
+
+/// [`place`], from the address `from`.
+fn place_from(
+    inst: &Instance,
+    peer: &Netns,
+    from: &str,
+    scenario_file: &str,
+    user: &str,
+    dialed: &str,
+    calls: u32,
+) -> (u64, u64, String) {
     let dir = inst.dir.path();
     let tag = callguard_tests::unique("uac");
     let inf = dir.join(format!("{tag}.csv"));
@@ -45,7 +58,7 @@ fn place(
     let stats = dir.join(format!("{tag}-stats.csv"));
     let log = dir.join(format!("{tag}.log"));
     let cmd = format!(
-        "sipp {PBX}:5060 -sf {} -inf {} -s {dialed} -i {CALLER} -p 5070 -nostdin -r 10 -m {calls} \
+        "sipp {PBX}:5060 -sf {} -inf {} -s {dialed} -i {from} -p 5070 -nostdin -r 10 -m {calls} \
          -timeout 15 -timeout_error -recv_timeout 4000 -trace_stat -stf {}",
         scenario(scenario_file),
         inf.display(),
@@ -302,6 +315,76 @@ fn sipp_calls_are_decided_by_number_rules_and_the_failure_policy_applies_when_th
         "failure policy: open passed {} requests, closed dropped {closed}",
         reason_packets(&stats, "pass", "daemon_gone")
     );
+}
+
+/// Issue 17, item 3: allow rules with call profiles. A trunk's inbound calls meet the rules
+/// about callers (its blacklisted caller is refused, a barred number it delivers is not: that
+/// is the callee's number); phones' outbound calls meet the rules about dialed numbers (the
+/// barred prefix is refused, their caller IDs are their own extensions); a trusted network's
+/// calls are never handed up; a source outside every allow rule meets both.
+#[test]
+fn allow_rules_check_calls_by_their_profile() {
+    let t = Topology::new();
+    let cfg = "[rate]\nrequests = { rate = 0, burst = 0 }\ninvite = { rate = 0, burst = 0 }\n\
+               [calls.fraud]\nenabled = false\n";
+    let inst = Instance::new(&t.pbx, &t.pbx_if, cfg);
+    let daemon = inst.start();
+    let (_uas, uas_messages) = uas(&t, inst.dir.path());
+    let [trunk, phones, trusted, _] = Topology::SOURCES_V4;
+    for (net, profile) in [(trunk, "trunk"), (phones, "phones"), (trusted, "trusted")] {
+        let out = inst.cli(&["net", "allow", net, "--profile", profile, "--comment", profile]);
+        assert!(out.contains(&format!("allow {net}/32")), "{out}");
+    }
+    let listed = inst.cli(&["net", "check", phones]);
+    assert!(listed.contains("profile phones"), "{listed}");
+    api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);
+    api(&inst, "POST", "/api/blacklisted_numbers", r#"{"number": "+15551234567", "description": "fraud"}"#);
+
+    let (blacklisted, barred) = ("+15551234567", "+882123456");
+    let cases = [
+        (trunk, "a trunk delivers a blacklisted caller", "uac_forbidden.xml", blacklisted, "0301234"),
+        (trunk, "a trunk delivers a call to a barred number", "uac_call.xml", "100", barred),
+        (phones, "a phone dials a barred prefix", "uac_forbidden.xml", "101", barred),
+        (phones, "a phone whose caller ID is blacklisted", "uac_call.xml", blacklisted, "0301234"),
+        (trusted, "a trusted network, both", "uac_call.xml", blacklisted, barred),
+        (CALLER, "outside every allow rule, a barred prefix", "uac_forbidden.xml", "101", barred),
+        (
+            CALLER,
+            "outside every allow rule, a blacklisted caller",
+            "uac_forbidden.xml",
+            blacklisted,
+            "0301234",
+        ),
+    ];
+    for (from, name, file, user, dialed) in cases {
+        let (ok, failed, out) = place_from(&inst, &t.peer, from, file, user, dialed, 2);
+        assert_eq!((ok, failed), (2, 0), "{name}: {out}\n{}", daemon.log());
+    }
+    let stats = inst.stats();
+    let decisions = &stats["slow_path"]["decisions"];
+    assert_eq!(decisions["deny/blacklist"], 4, "{decisions}");
+    assert_eq!(decisions["deny/disallowed_code"], 4, "{decisions}");
+    assert_eq!(decisions["allow/default"], 4, "the trunk's and the phone's allowed calls: {decisions}");
+    let handed_up = reason_packets(&stats, "handup", "handed_up");
+    assert!(handed_up >= 12, "every INVITE but the trusted network's: {handed_up}");
+    let seen = std::fs::read_to_string(&uas_messages).expect("the UAS's message log");
+    let reached =
+        |dialed: &str| seen.lines().filter(|l| l.starts_with(&format!("INVITE sip:{dialed}@"))).count();
+    assert_eq!(reached(barred), 4, "the trunk's and the trusted network's calls to +882…");
+
+    // explain says which profile decided.
+    let invite = inst.dir.path().join("invite.txt");
+    std::fs::write(
+        &invite,
+        format!(
+            "INVITE sip:{barred}@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {trunk}:5070;branch=z9hG4bKx\r\n\
+             From: <sip:100@carrier.example>;tag=1\r\nTo: <sip:{barred}@198.18.0.1>\r\nCall-ID: x@y\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ),
+    )
+    .unwrap();
+    let explained = inst.cli(&["explain", &invite.to_string_lossy(), "--source", trunk]);
+    assert!(explained.contains("profile trunk"), "{explained}");
 }
 
 /// IPv6: INVITEs from an IPv6 caller are handed up, decided and re-injected with the caller's

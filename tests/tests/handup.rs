@@ -248,3 +248,55 @@ fn a_flood_that_fills_the_queue_leaves_registered_sources_their_own() {
     assert_eq!(k.counter(Action::Drop, Reason::QueueFull).packets, 2);
     assert!(registered.next().is_none(), "only the registered source uses the reserve");
 }
+
+/// Issue 17, item 3: a source in an allow rule with a call profile has its INVITEs handed up
+/// whatever their form (an in-dialog one too, which the daemon passes on), and everything that
+/// begins as another request or a response passes as `allowed`: neither signatures nor rate
+/// limits nor the method policy apply. An INVITE written oddly (lower case, CRLF first) is
+/// handed up as well, for the daemon's parser to read: it cannot slip past the checks. A
+/// trusted allow rule hands nothing up.
+#[test]
+fn a_profiled_allow_rule_hands_up_its_invites_only() {
+    let mut k = TestKernel::new();
+    let HandUpMaps { common: mut ring, mut heartbeat, .. } =
+        k.kernel.take_handup().expect("the hand-up maps");
+    set_flags(&mut k, FLAG_HANDUP_INVITE);
+    heartbeat.set(0, boot_ns(), 0).unwrap();
+    let mut phones = rule(1, "198.18.0.0/24", NetAction::Allow, Scope::Sip);
+    phones.profile = callguard::net::Profile::Phones;
+    k.set_rules(&[phones.clone()]);
+    k.set_signatures(&callguard_tests::default_signatures());
+    let invite = String::from_utf8(request("INVITE", "")).unwrap();
+    let scanner = invite.replace("Content-Length", "User-Agent: friendly-scanner\r\nContent-Length");
+    for (what, payload) in [
+        ("INVITE", invite.clone()),
+        ("re-INVITE", String::from_utf8(request("INVITE", ";tag=b")).unwrap()),
+        ("lower-case invite", invite.replacen("INVITE", "invite", 1)),
+        ("CRLF first", format!("\r\n{invite}")),
+        ("a scanner's User-Agent", scanner),
+    ] {
+        assert_eq!(k.run(&frame(CALLER, payload.as_bytes())), Action::Drop, "{what}: handed up");
+        assert!(ring.next().is_some(), "{what} in the ring");
+    }
+    for (what, payload) in [
+        ("REGISTER", request("REGISTER", "")),
+        ("ACK", request("ACK", ";tag=b")),
+        ("BYE", request("BYE", ";tag=b")),
+        ("unknown method", request("FOO", "")),
+        ("keepalive", b"\r\n\r\n".to_vec()),
+    ] {
+        let want = if what == "unknown method" { Action::Drop } else { Action::Pass };
+        assert_eq!(k.run(&frame(CALLER, &payload)), want, "{what}");
+    }
+    assert!(ring.next().is_some(), "the unknown method went to the daemon's parser");
+    assert!(ring.next().is_none());
+    assert_eq!(k.counter(Action::Pass, Reason::Allowed).packets, 4);
+    assert_eq!(k.counter(Action::Drop, Reason::Method).packets, 0, "the method policy does not apply");
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 0);
+
+    // Trusted (the default): nothing handed up.
+    phones.profile = callguard::net::Profile::Trusted;
+    k.set_rules(&[phones]);
+    assert_eq!(k.run(&frame(CALLER, invite.as_bytes())), Action::Pass);
+    assert!(ring.next().is_none());
+}

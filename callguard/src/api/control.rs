@@ -235,6 +235,11 @@ pub struct NetSpec {
     /// For deny: `sip` (default) or `all`.
     #[serde(default)]
     pub scope: Scope,
+    /// For allow: `trusted` (default: no call checks), `trunk` (caller rules apply to its
+    /// calls) or `phones` (dialed-number rules, authorization codes, roles and fraud thresholds
+    /// apply).
+    #[serde(default)]
+    pub profile: crate::net::Profile,
     /// Expiry: RFC 3339.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,

@@ -19,6 +19,11 @@
 //!    number. Callers who are no user of a tenant are not checked here.
 //! 7. Otherwise the call is allowed.
 //!
+//! Which steps apply depends on where the call comes from ([`Facts::profile`]): from outside
+//! every allow rule, all of them; from an allow rule with profile `trunk` (inbound calls),
+//! border rules and blacklisted callers only; with profile `phones` (outbound calls), all but
+//! blacklisted callers; with profile `trusted`, none (the kernel never hands such calls up).
+//!
 //! Numbers are compared normalized ([`normalize`]): visual separators removed, and `+`, `00`
 //! and the configured international prefix all read as `+`.
 
@@ -37,6 +42,7 @@ use crate::{
     border::{BorderAction, BorderRule},
     calls::message::{Message, ParseError, Uri},
     config::Calls,
+    net::{NetAction, NetRule, Profile},
     numbers::{BlacklistedNumber, DisallowedCode, country_key},
 };
 
@@ -166,6 +172,9 @@ pub struct Facts {
     pub in_dialog: bool,
     /// The source address.
     pub source: Option<IpAddr>,
+    /// The call profile of the allow rule the source is in; `None`: outside every allow rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 impl Facts {
@@ -189,6 +198,7 @@ impl Facts {
             user_agent: m.user_agent().unwrap_or_default().to_owned(),
             in_dialog: to.tag().is_some(),
             source: Some(source),
+            profile: None,
         })
     }
 }
@@ -283,11 +293,14 @@ pub struct CallPolicy {
     /// `calls.authcode_form` split around its placeholders (`None`: an invalid form, which
     /// configuration checks refuse, turns codes off).
     authcode_form: Option<(String, String, String)>,
+    /// The allow rules, longest prefix first, with their call profiles and expiry.
+    allow: Vec<(IpNet, Profile, Option<DateTime<Utc>>)>,
 }
 
 impl CallPolicy {
     /// Compiles a policy. Border rules that no longer compile (they were checked when written)
     /// are skipped with a warning rather than stopping every call.
+    #[expect(clippy::too_many_arguments, reason = "one argument per table of the store the policy reads")]
     pub fn build(
         cfg: &Calls,
         border: Vec<BorderRule>,
@@ -296,8 +309,15 @@ impl CallPolicy {
         countries: &[String],
         callers: Vec<Caller>,
         roles: &[Role],
+        nets: &[NetRule],
     ) -> Self {
         let intl = cfg.international_prefix.as_str();
+        let mut allow: Vec<_> = nets
+            .iter()
+            .filter(|r| r.action == NetAction::Allow)
+            .map(|r| (r.cidr, r.profile, r.expires_at))
+            .collect();
+        allow.sort_by_key(|(net, _, _)| std::cmp::Reverse(net.prefix_len()));
         let mut border: Vec<Border> = border
             .into_iter()
             .filter_map(|r| {
@@ -336,7 +356,23 @@ impl CallPolicy {
                 .authcode_parts()
                 .ok()
                 .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())),
+            allow,
         }
+    }
+
+    /// The call profile of the live allow rule with the longest prefix holding `addr` (as the
+    /// kernel finds it); `None` outside every allow rule.
+    pub fn profile_of(&self, addr: IpAddr, now: DateTime<Utc>) -> Option<Profile> {
+        self.allow
+            .iter()
+            .find(|(net, _, expires)| net.contains(&addr) && expires.is_none_or(|t| now < t))
+            .map(|(_, p, _)| *p)
+    }
+
+    /// Whether the fraud thresholds apply to a call with these facts: not to a trunk's (its
+    /// calls are inbound) nor a trusted network's.
+    pub fn fraud_applies(f: &Facts) -> bool {
+        matches!(f.profile, None | Some(Profile::Phones))
     }
 
     /// Wrong authorization codes allowed per source or caller, and in what window.
@@ -369,6 +405,14 @@ impl CallPolicy {
     pub fn decide(&self, f: &Facts, now: DateTime<Utc>) -> Decision {
         if f.in_dialog {
             return Decision::new(Verdict::Allow, Step::InDialog, "-", "To carries a tag: not a new call");
+        }
+        if f.profile == Some(Profile::Trusted) {
+            return Decision::new(
+                Verdict::Allow,
+                Step::Default,
+                "allow rule (profile trusted)",
+                "the source is in an authorized network whose calls are not checked",
+            );
         }
         if let Some(b) = self.border.iter().find(|b| b.matches(f, &self.cfg.site)) {
             let verdict = match b.rule.action {
@@ -403,7 +447,9 @@ impl CallPolicy {
         let intl = self.cfg.international_prefix.as_str();
         let callers: Vec<String> =
             f.from_user.iter().chain(&f.asserted).map(|u| normalize(u, intl)).collect();
-        for (n, b) in &self.blacklist {
+        // Phones' calls are outbound: their caller is the operator's own extension.
+        let blacklist = if f.profile == Some(Profile::Phones) { &[][..] } else { &self.blacklist[..] };
+        for (n, b) in blacklist {
             if b.expire_at.is_some_and(|t| t <= now) {
                 continue;
             }
@@ -415,6 +461,14 @@ impl CallPolicy {
                     format!("the caller {c} is blacklisted"),
                 );
             }
+        }
+        if f.profile == Some(Profile::Trunk) {
+            return Decision::new(
+                Verdict::Allow,
+                Step::Default,
+                "allow rule (profile trunk)",
+                "an inbound call from a trunk: only the rules about callers apply",
+            );
         }
         let Some(dialed) = f.dialed.as_deref() else {
             return Decision::new(Verdict::Allow, Step::Default, "-", "no dialed user in the Request-URI");
@@ -621,7 +675,57 @@ mod tests {
                 },
             ],
             &crate::accounts::builtin_roles(),
+            &[
+                allow_rule("198.18.0.0/24", Profile::Trunk),
+                allow_rule("198.18.1.0/24", Profile::Phones),
+                allow_rule("198.18.1.7/32", Profile::Trusted),
+            ],
         )
+    }
+
+    fn allow_rule(cidr: &str, profile: Profile) -> NetRule {
+        NetRule {
+            id: 1,
+            cidr: cidr.parse().unwrap(),
+            action: NetAction::Allow,
+            scope: crate::net::Scope::Sip,
+            profile,
+            expires_at: None,
+            comment: String::new(),
+            origin: crate::net::Origin::Manual,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// Item 3 of issue 17: a trunk's calls meet the rules about callers only, phones' the rules
+    /// about dialed numbers only, a trusted network's none; the longest allow rule decides the
+    /// profile, as in the kernel.
+    #[test]
+    fn call_profiles_choose_the_rules_that_apply() {
+        let p = policy(vec![]);
+        let now = Utc::now();
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(p.profile_of(ip("198.18.0.9"), now), Some(Profile::Trunk));
+        assert_eq!(p.profile_of(ip("198.18.1.9"), now), Some(Profile::Phones));
+        assert_eq!(p.profile_of(ip("198.18.1.7"), now), Some(Profile::Trusted), "the longer prefix");
+        assert_eq!(p.profile_of(ip("203.0.113.1"), now), None);
+        let decide = |profile: Option<Profile>, dialed: &str, from: &str| {
+            let f = Facts { profile, ..facts(dialed, from) };
+            let d = p.decide(&f, now);
+            (d.verdict, d.step)
+        };
+        // A blacklisted caller dialing a barred number, from each place.
+        let (barred, blacklisted) = ("+88212345", "+15551234567");
+        assert_eq!(decide(None, barred, blacklisted), (Verdict::Deny, Step::Blacklist));
+        assert_eq!(decide(Some(Profile::Trunk), barred, blacklisted), (Verdict::Deny, Step::Blacklist));
+        assert_eq!(decide(Some(Profile::Trunk), barred, "100"), (Verdict::Allow, Step::Default));
+        assert_eq!(decide(Some(Profile::Phones), barred, blacklisted), (Verdict::Deny, Step::DisallowedCode));
+        assert_eq!(decide(Some(Profile::Phones), "+4930123", "102"), (Verdict::Deny, Step::Role));
+        assert_eq!(decide(Some(Profile::Phones), "+4930123", blacklisted), (Verdict::Allow, Step::Default));
+        assert_eq!(decide(Some(Profile::Trusted), barred, blacklisted), (Verdict::Allow, Step::Default));
+        let f = |profile| Facts { profile, ..facts(barred, "100") };
+        assert!(CallPolicy::fraud_applies(&f(None)) && CallPolicy::fraud_applies(&f(Some(Profile::Phones))));
+        assert!(!CallPolicy::fraud_applies(&f(Some(Profile::Trunk))));
     }
 
     /// Item 4 of issue 17: PortSIP's StandardUser may not call international numbers, its
@@ -667,6 +771,7 @@ mod tests {
                 codes: vec![],
             }],
             &crate::accounts::builtin_roles(),
+            &[],
         );
         assert!(roles_only.wants_invites(), "a StandardUser's calls need the daemon");
         assert_eq!(roles_only.summary().national_callers, 1);
@@ -683,7 +788,7 @@ mod tests {
                 description: String::new(),
             })
             .collect();
-        CallPolicy::build(&Calls::default(), vec![], vec![], codes, &[], vec![], &[])
+        CallPolicy::build(&Calls::default(), vec![], vec![], codes, &[], vec![], &[], &[])
     }
 
     /// Item 6 of issue 16: a disallowed code means what the operator wrote. `00` (or the

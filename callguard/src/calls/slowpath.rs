@@ -438,8 +438,9 @@ impl SlowPath {
             return Outcome { decision: decision.clone(), retransmission: true };
         }
         let decision = match Facts::read(m, src.ip()) {
-            Ok(f) => {
+            Ok(mut f) => {
                 let policy = self.live.get();
+                f.profile = policy.profile_of(src.ip(), Utc::now());
                 let decision = policy.decide(&f, Utc::now());
                 let decision = self.guard_codes(&policy, &f, decision);
                 // The call: its Call-ID and From tag, the same in an INVITE re-sent with
@@ -491,6 +492,9 @@ impl SlowPath {
         decision: Decision,
         now: Instant,
     ) -> Decision {
+        if !policy::CallPolicy::fraud_applies(f) {
+            return decision;
+        }
         let (cfg, intl) = policy.fraud();
         match self.fraud.check(cfg, intl, f, call, decision, now) {
             Ok(d) => d,

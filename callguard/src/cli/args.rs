@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use crate::net::Scope;
+use crate::net::{Profile, Scope};
 
 /// Options common to rules.
 #[derive(Debug, Args)]
@@ -15,6 +15,12 @@ pub struct RuleOpts {
     /// For deny rules: drop only SIP traffic (guarded ports) or everything.
     #[arg(long, value_parser = named(&Scope::ALL, Scope::as_str), default_value = "sip")]
     pub scope: Scope,
+    /// For allow rules: what the number-level call checks do with their sources' calls:
+    /// `trusted` (none), `trunk` (inbound: blacklisted callers are refused) or `phones`
+    /// (outbound: disallowed codes, country codes, authorization codes, roles and fraud
+    /// thresholds apply). Signatures and rate limits never apply to an allow rule.
+    #[arg(long, value_parser = named(&Profile::ALL, Profile::as_str), default_value = "trusted")]
+    pub profile: Profile,
     /// Free text shown in `net list`.
     #[arg(long, default_value = "")]
     pub comment: String,

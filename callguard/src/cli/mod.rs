@@ -634,6 +634,7 @@ impl Cli {
                         cidr: add.cidr.clone(),
                         action,
                         scope: add.opts.scope,
+                        profile: add.opts.profile,
                         expires_at: add.opts.expires,
                         comment: add.opts.comment.clone(),
                     }],
@@ -671,7 +672,7 @@ impl Cli {
                         if r.action == NetAction::Deny {
                             format!(", scope {}", r.scope.as_str())
                         } else {
-                            String::new()
+                            format!(", profile {}", r.profile.as_str())
                         },
                         expiry_note(r)
                     ),
@@ -691,13 +692,15 @@ impl Cli {
                 if *json {
                     return print_json(&rules);
                 }
-                let mut t = table(&["id", "action", "network", "scope", "expires", "origin", "comment"]);
+                let mut t =
+                    table(&["id", "action", "network", "scope/profile", "expires", "origin", "comment"]);
                 for r in &rules {
                     t.add_row(vec![
                         r.id.to_string(),
                         r.action.to_string(),
                         r.cidr.to_string(),
-                        if r.action == NetAction::Deny { r.scope.as_str().into() } else { "-".into() },
+                        if r.action == NetAction::Deny { r.scope.as_str() } else { r.profile.as_str() }
+                            .into(),
                         r.expires_at
                             .map_or("never".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                         r.origin.as_str().into(),
@@ -745,6 +748,7 @@ async fn import_file(client: &Client, file: &Path, action: &str, opts: &RuleOpts
                 cidr: n.to_string(),
                 action,
                 scope: opts.scope,
+                profile: opts.profile,
                 expires_at: opts.expires,
                 comment: opts.comment.clone(),
             })

@@ -35,7 +35,7 @@ use crate::{
         Kernel,
         datapath::{Datapath, KernelError},
     },
-    net::{NetAction, NetRule, NewNetRule, Origin},
+    net::{NetAction, NetRule, NewNetRule, Origin, Profile},
     sig::Signature,
     store::{SqliteStore, Store, StoreError},
 };
@@ -298,6 +298,7 @@ impl Service {
             &self.store.countries()?,
             self.store.callers()?,
             &[crate::accounts::builtin_roles(), self.store.custom_roles()?].concat(),
+            &self.store.nets()?,
         );
         tracing::info!(policy = ?p.summary(), "number-level call checks in force");
         self.calls.set(p);
@@ -318,15 +319,19 @@ impl Service {
     /// What the rules in force would do with `message` from `source` (`callguard explain`).
     pub fn explain(&self, req: &api::ExplainRequest) -> Result<api::Explained> {
         let m = message::parse(req.message.as_bytes()).map_err(|e| ServiceError::invalid("message", e.0))?;
-        let facts = policy::Facts::read(&m, req.source).map_err(|e| ServiceError::invalid("message", e.0))?;
+        let mut facts =
+            policy::Facts::read(&m, req.source).map_err(|e| ServiceError::invalid("message", e.0))?;
         let policy = self.calls.get();
         let allowed = self.check(req.source).verdict == api::CheckVerdict::Allow;
-        let handed_up = !allowed
-            && match facts.method.as_str() {
-                "INVITE" => policy.wants_invites() && !facts.in_dialog,
-                "REGISTER" => policy.wants_registers(),
-                _ => false,
-            };
+        if allowed {
+            facts.profile = policy.profile_of(req.source, Utc::now());
+        }
+        let profiled = matches!(facts.profile, Some(Profile::Trunk | Profile::Phones));
+        let handed_up = match facts.method.as_str() {
+            "INVITE" => (!allowed || profiled) && policy.wants_invites() && !facts.in_dialog,
+            "REGISTER" => !allowed && policy.wants_registers(),
+            _ => false,
+        };
         let decision = policy.decide(&facts, Utc::now());
         Ok(api::Explained { handed_up, facts: Some(facts), decision })
     }
@@ -466,6 +471,7 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
             cidr: n.cidr,
             action: n.action,
             scope: n.scope,
+            profile: n.profile,
             expires_at: n.expires,
             comment: n.comment.clone(),
             origin: Origin::Config,

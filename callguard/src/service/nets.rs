@@ -13,7 +13,7 @@ use crate::{
     api::control as api,
     clock::Clock,
     kernel::datapath::KernelError,
-    net::{self, NetAction, NetRule, NewNetRule, Origin, parse_addr, parse_net},
+    net::{self, NetAction, NetRule, NewNetRule, Origin, Profile, parse_addr, parse_net},
 };
 
 /// How the comment of a signature ban begins: a ban one packet can cause, which escalation
@@ -69,6 +69,7 @@ impl Service {
                     cidr: single,
                     action: NetAction::Deny,
                     scope: net::Scope::Sip,
+                    profile: Profile::Trusted,
                     expires_at: Some(now + chrono::Duration::seconds(secs_for(kind))),
                     comment,
                     origin: Origin::Auto,
@@ -227,6 +228,7 @@ impl Service {
             cidr,
             action: NetAction::Deny,
             scope: net::Scope::Sip,
+            profile: Profile::Trusted,
             expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
             comment,
             origin: Origin::Auto,
@@ -308,10 +310,17 @@ impl Service {
             if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
                 return Err(ServiceError::invalid(&field("expires_at"), "already in the past"));
             }
+            if spec.action == NetAction::Deny && spec.profile != Profile::Trusted {
+                return Err(ServiceError::invalid(
+                    &field("profile"),
+                    "a call profile belongs to allow rules: a deny rule's sources make no calls",
+                ));
+            }
             new.push(NewNetRule {
                 cidr,
                 action: spec.action,
                 scope: spec.scope,
+                profile: spec.profile,
                 expires_at: spec.expires_at,
                 comment: spec.comment.clone(),
                 origin,

@@ -20,7 +20,14 @@ fn service() -> (Service, FakeKernel) {
 }
 
 fn spec(cidr: &str, action: NetAction, comment: &str) -> NetSpec {
-    NetSpec { cidr: cidr.into(), action, scope: net::Scope::Sip, expires_at: None, comment: comment.into() }
+    NetSpec {
+        cidr: cidr.into(),
+        action,
+        scope: net::Scope::Sip,
+        profile: Profile::Trusted,
+        expires_at: None,
+        comment: comment.into(),
+    }
 }
 
 fn add(s: &mut Service, specs: &[NetSpec]) -> Result<api::Added> {

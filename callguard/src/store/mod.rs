@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::{
-    net::{NetAction, NetRule, NewNetRule, Origin, Scope},
+    net::{NetAction, NetRule, NewNetRule, Origin, Profile, Scope},
     sig::{self, NewSignature, SigMode, Signature},
 };
 
@@ -129,6 +129,15 @@ const MIGRATIONS: &[&str] = &[
     accounts::MIGRATION_SPENT_REFRESH,
     // 7: the right to dial international numbers; roles and users' roles decide calls.
     accounts::MIGRATION_CALL_RIGHTS,
+    // 8: call profiles of allow rules, which the slow path decides with.
+    "ALTER TABLE net_rules ADD COLUMN profile TEXT NOT NULL DEFAULT 'trusted'
+         CHECK (profile IN ('trusted', 'trunk', 'phones'));
+     CREATE TRIGGER cg_nr_i AFTER INSERT ON net_rules WHEN NEW.action = 'allow'
+         BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_nr_u AFTER UPDATE ON net_rules WHEN NEW.action = 'allow' OR OLD.action = 'allow'
+         BEGIN UPDATE calls_generation SET n = n + 1; END;
+     CREATE TRIGGER cg_nr_d AFTER DELETE ON net_rules WHEN OLD.action = 'allow'
+         BEGIN UPDATE calls_generation SET n = n + 1; END;",
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -217,13 +226,14 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let comment: String = r.get(5)?;
     let origin: String = r.get(6)?;
     let created: String = r.get(7)?;
+    let profile: String = r.get(8)?;
     let Ok(cidr) = cidr.parse() else {
         return Ok(corrupt(format!("id {id}: cidr {cidr}")));
     };
-    let (Some(action), Some(scope), Some(origin)) =
-        (NetAction::parse(&action), Scope::parse(&scope), Origin::parse(&origin))
+    let (Some(action), Some(scope), Some(origin), Some(profile)) =
+        (NetAction::parse(&action), Scope::parse(&scope), Origin::parse(&origin), Profile::parse(&profile))
     else {
-        return Ok(corrupt(format!("id {id}: action/scope/origin")));
+        return Ok(corrupt(format!("id {id}: action/scope/origin/profile")));
     };
     let parse_t = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
     let expires_at = match expires.as_deref().map(parse_t) {
@@ -234,22 +244,23 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let Ok(created_at) = parse_t(&created) else {
         return Ok(corrupt(format!("id {id}: created_at")));
     };
-    Ok(Ok(NetRule { id, cidr, action, scope, expires_at, comment, origin, created_at }))
+    Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, created_at }))
 }
 
-const SELECT: &str = "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at FROM net_rules";
+const SELECT: &str =
+    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile FROM net_rules";
 
 /// Inserts or updates one rule inside an open transaction. A rule set by the configuration file
 /// is only replaced by the configuration file.
 fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Result<NetRule, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (cidr, action) DO UPDATE SET
            scope = excluded.scope, expires_at = excluded.expires_at,
-           comment = excluded.comment, origin = excluded.origin
+           comment = excluded.comment, origin = excluded.origin, profile = excluded.profile
          WHERE net_rules.origin != 'config' OR excluded.origin = 'config'
-         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at",
+         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile",
     )?;
     let row = stmt
         .query_row(
@@ -260,7 +271,8 @@ fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Resu
                 ts(r.expires_at),
                 r.comment,
                 r.origin.as_str(),
-                now
+                now,
+                r.profile.as_str()
             ],
             row_to_rule,
         )
@@ -420,8 +432,9 @@ impl Store for SqliteStore {
                 del.execute([id])?;
             }
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO net_rules (id, cidr, action, scope, expires_at, comment, origin, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO net_rules
+                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for r in restore {
                 put.execute(params![
@@ -433,6 +446,7 @@ impl Store for SqliteStore {
                     r.comment,
                     r.origin.as_str(),
                     ts(Some(r.created_at)),
+                    r.profile.as_str(),
                 ])?;
             }
         }
@@ -472,6 +486,7 @@ mod tests {
             cidr: cidr.parse().unwrap(),
             action,
             scope: Scope::Sip,
+            profile: Profile::Trusted,
             expires_at: None,
             comment: "c".into(),
             origin,
