@@ -568,7 +568,31 @@ impl Fraud {
     pub fn any(&self) -> bool {
         self.enabled && (self.caller.any() || self.source.any())
     }
+
+    /// Checks the premium prefixes and the ban's length (the file's and the API's thresholds
+    /// alike); the message names the setting as the file writes it.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(p) = self.premium.iter().find(|p| {
+            let d = p.strip_prefix('+').unwrap_or(p);
+            d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            return Err(format!(
+                "calls.fraud.premium: `{p}` is not a number prefix (digits, an optional leading +)"
+            ));
+        }
+        if self.ban_secs > BAN_MAX {
+            return Err(format!(
+                "calls.fraud.ban_secs: at most {BAN_MAX} (ten years), not {}",
+                self.ban_secs
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The longest ban or window a setting may ask for, in seconds: ten years. Longer is a manual
+/// rule's job, and expiry times must stay representable.
+const BAN_MAX: u64 = 315_360_000;
 
 /// A `[calls.fraud.caller]` or `[calls.fraud.source]` table as written: the limits it names.
 #[derive(Deserialize)]
@@ -871,14 +895,7 @@ impl Config {
         if !(1..=crate::accounts::AUTH_CODE_MAX).contains(&c.authcode_min_digits) {
             return Err(format!("calls.authcode_min_digits: from 1 to {}", crate::accounts::AUTH_CODE_MAX));
         }
-        if let Some(p) = c.fraud.premium.iter().find(|p| {
-            let d = p.strip_prefix('+').unwrap_or(p);
-            d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())
-        }) {
-            return Err(format!(
-                "calls.fraud.premium: `{p}` is not a number prefix (digits, an optional leading +)"
-            ));
-        }
+        c.fraud.validate()?;
         if c.authcode_failures == 0 || c.authcode_failures as usize > crate::throttle::FAILURES_MAX {
             return Err(format!("calls.authcode_failures: from 1 to {}", crate::throttle::FAILURES_MAX));
         }
@@ -1063,8 +1080,6 @@ impl Config {
         if self.sip.signature_ban && self.sip.signature_ban_secs == 0 {
             return Err("sip.signature_ban_secs: at least 1 when sip.signature_ban is true".into());
         }
-        // Ten years: longer is a manual rule's job, and expiry times must stay representable.
-        const BAN_MAX: u64 = 315_360_000;
         for (name, secs) in [
             ("sip.signature_ban_secs", self.sip.signature_ban_secs),
             ("rate.ban_secs", self.rate.ban_secs),

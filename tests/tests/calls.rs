@@ -461,7 +461,7 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
          [alerts]\nwebhook = \"http://127.0.0.1:8099/callguard\"\n\
          command = [\"sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\n\
          [calls.fraud]\nban_secs = 600\n\
-         [calls.fraud.caller]\ninternational_per_hour = 3\nsequential = 4\n\
+         [calls.fraud.caller]\nsequential = 4\n\
          [calls.fraud.source]\ncalls_per_minute = 5\n",
         alerts_file.display()
     );
@@ -470,6 +470,18 @@ fn a_burst_of_calls_is_cut_at_the_fraud_thresholds() {
     let daemon = inst.start();
     let dir = inst.dir.path().to_owned();
     let (_uas, uas_messages) = uas(&t, &dir);
+    // The international limit through the CLI (PUT /v1/fraud), over the file's default of 30;
+    // the file's other settings are kept.
+    let bad = inst.cli_output(&["fraud", "set", "premium=09x"]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && said.contains("`09x` is not a number prefix"), "{said}");
+    let set = inst.cli(&["fraud", "set", "caller.international_per_hour=3"]);
+    assert!(set.contains("written through the API"), "{set}");
+    let shown: serde_json::Value = serde_json::from_str(&inst.cli(&["fraud", "show", "--json"])).unwrap();
+    assert_eq!(shown["origin"], "api", "{shown}");
+    assert_eq!(shown["thresholds"]["caller"]["international_per_hour"], 3, "{shown}");
+    assert_eq!(shown["thresholds"]["caller"]["sequential"], 4, "the file's setting is kept: {shown}");
+    assert_eq!(shown["thresholds"]["ban_secs"], 600, "{shown}");
     let stats = inst.stats();
     assert_eq!(
         stats["calls"]["hand_up_invites"], true,

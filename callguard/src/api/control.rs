@@ -224,6 +224,20 @@ pub struct NetQuery {
     pub contains: Option<IpAddr>,
 }
 
+/// The fraud thresholds in force (`GET /v1/fraud`), and where they come from.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct FraudThresholds {
+    /// `config` (the file's `[calls.fraud]`) or `api` (written with `PUT /v1/fraud`, kept in
+    /// the store; they win over the file's until `DELETE /v1/fraud`).
+    pub origin: String,
+    /// When the API's were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The thresholds, as the `[calls.fraud]` table writes them.
+    #[schema(value_type = Object)]
+    pub thresholds: crate::config::Fraud,
+}
+
 /// A rule to add, as the CLI and the API send it.
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -21,6 +21,7 @@ use crate::{
     api::{
         border::BorderQuery,
         codes::{AuthCodes, CodeRef, CodeRefs},
+        control::FraudThresholds,
         portsip::{CodeChange, Countries, Created, NewCode, NewNumber, NumberChange},
     },
     border::{BorderAction, BorderRule, BorderRuleInput, Flag, Opts},
@@ -499,4 +500,125 @@ pub(super) async fn codes(client: &Client, r: &Resource<CodesCommand>) -> anyhow
             o.done(&b, &format!("{} removed from {}", plural(codes.len(), "code"), owner.user))
         }
     }
+}
+
+/// `callguard fraud …`: the fraud thresholds (`[calls.fraud]`), shown and changed while the
+/// daemon runs.
+#[derive(Debug, Subcommand)]
+pub enum FraudCommand {
+    /// Show the thresholds in force and where they come from (the file, or the API).
+    Show {
+        /// The API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change thresholds: each SETTING is `KEY=VALUE` with a key of the `[calls.fraud]` table,
+    /// the others are kept as they are in force. Written to the store and in force for the next
+    /// call; they win over the configuration file's until `callguard fraud reset`.
+    ///
+    /// Keys: enabled, ban_secs, premium (prefixes, comma-separated), and caller.KEY or
+    /// source.KEY with KEY one of calls_per_minute, international_per_hour, parallel,
+    /// sequential (0 turns a limit off).
+    ///
+    /// Example: callguard fraud set caller.international_per_hour=3 premium=0900,0137
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// `KEY=VALUE`, one or more.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Forget the thresholds written with `set`: the configuration file's apply again.
+    Reset,
+}
+
+/// `callguard fraud …`
+pub(super) async fn fraud(client: &Client, cmd: &FraudCommand) -> anyhow::Result<()> {
+    let shown = match cmd {
+        FraudCommand::Show { json: true } => {
+            let body = client.send::<()>(Method::GET, "/v1/fraud", None).await?;
+            println!("{}", String::from_utf8_lossy(&body));
+            return Ok(());
+        }
+        FraudCommand::Show { json: false } => client.get("/v1/fraud").await?,
+        FraudCommand::Set { settings } => {
+            let now: FraudThresholds = client.get("/v1/fraud").await?;
+            let mut t = serde_json::to_value(&now.thresholds)?;
+            for s in settings {
+                set_threshold(&mut t, s)?;
+            }
+            typed(&client.send(Method::PUT, "/v1/fraud", Some(&t)).await?, "the thresholds")?
+        }
+        FraudCommand::Reset => {
+            typed(&client.send::<()>(Method::DELETE, "/v1/fraud", None).await?, "the thresholds")?
+        }
+    };
+    print_fraud(&shown);
+    Ok(())
+}
+
+/// Applies one `KEY=VALUE` to the thresholds as JSON.
+fn set_threshold(t: &mut serde_json::Value, setting: &str) -> anyhow::Result<()> {
+    const LIMITS: [&str; 4] = ["calls_per_minute", "international_per_hour", "parallel", "sequential"];
+    let Some((key, value)) = setting.split_once('=') else {
+        bail!("`{setting}`: write KEY=VALUE, say caller.international_per_hour=3");
+    };
+    let (key, value) = (key.trim(), value.trim());
+    let number = || value.parse::<u64>().with_context(|| format!("{key}: `{value}` is not a whole number"));
+    let (slot, v) = match key.split_once('.') {
+        Some((table @ ("caller" | "source"), limit)) if LIMITS.contains(&limit) => {
+            let n = u32::try_from(number()?).with_context(|| format!("{key}: `{value}` is too large"))?;
+            (&mut t[table][limit], json!(n))
+        }
+        None if key == "ban_secs" => (&mut t[key], json!(number()?)),
+        None if key == "enabled" => {
+            let b =
+                value.parse::<bool>().with_context(|| format!("enabled: `{value}` is not true or false"))?;
+            (&mut t[key], json!(b))
+        }
+        None if key == "premium" => {
+            let list: Vec<&str> = value.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+            (&mut t[key], json!(list))
+        }
+        _ => bail!(
+            "`{key}` is not a fraud setting: enabled, ban_secs, premium, or caller./source. followed by {}",
+            LIMITS.join(", ")
+        ),
+    };
+    *slot = v;
+    Ok(())
+}
+
+fn print_fraud(t: &FraudThresholds) {
+    let f = &t.thresholds;
+    let origin = match t.updated_at {
+        Some(at) => format!(
+            "written through the API at {} (`callguard fraud reset` returns to the file's)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "the configuration file's [calls.fraud]".into(),
+    };
+    println!("fraud thresholds: {} ({origin})", if f.enabled { "on" } else { "off" });
+    let mut table = super::output::table(&[
+        "per",
+        "calls/minute",
+        "international/hour",
+        "in setup at once",
+        "in sequence",
+    ]);
+    for (who, l) in [("caller", &f.caller), ("source", &f.source)] {
+        table.add_row(vec![
+            who.to_string(),
+            l.calls_per_minute.to_string(),
+            l.international_per_hour.to_string(),
+            l.parallel.to_string(),
+            l.sequential.to_string(),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "premium prefixes: {}; ban of a source past a source threshold: {}",
+        if f.premium.is_empty() { "none".into() } else { f.premium.join(", ") },
+        if f.ban_secs == 0 { "off".into() } else { format!("{} s", f.ban_secs) }
+    );
+    println!("0 turns a limit off");
 }

@@ -124,6 +124,10 @@ pub enum Command {
     Border(Resource<calls::BorderCommand>),
     /// Outgoing-call-barring authorization codes of a user.
     Codes(Resource<calls::CodesCommand>),
+    /// The fraud thresholds (calls a minute, international calls an hour, calls in setup, numbers
+    /// in sequence; per caller and per source): show them, change them while the daemon runs.
+    #[command(subcommand)]
+    Fraud(calls::FraudCommand),
     /// Tenants (one SIP domain each).
     Tenants(Resource<accounts::TenantsCommand>),
     /// Groups of users inside a tenant.
@@ -463,6 +467,7 @@ impl Cli {
             Command::Countries(r) => calls::countries(&self.client()?, r).await,
             Command::Border(r) => calls::border(&self.client()?, r).await,
             Command::Codes(r) => calls::codes(&self.client()?, r).await,
+            Command::Fraud(cmd) => calls::fraud(&self.client()?, cmd).await,
             Command::Tenants(r) => accounts::tenants(&self.client()?, r).await,
             Command::Groups(r) => accounts::groups(&self.client()?, r).await,
             Command::Users(r) => accounts::users(&self.client()?, r).await,

@@ -287,11 +287,51 @@ impl Service {
         k
     }
 
+    /// The fraud thresholds in force: the API's when written (they are kept in the store), else
+    /// the configuration file's `[calls.fraud]`.
+    pub fn fraud_thresholds(&self) -> Result<api::FraudThresholds> {
+        let stored = self.store.fraud_thresholds()?;
+        let api = stored.and_then(|(body, at)| match serde_json::from_str::<crate::config::Fraud>(&body) {
+            Ok(f) => Some((f, at)),
+            Err(e) => {
+                tracing::warn!("the fraud thresholds in the store cannot be read ({e}): the file's apply");
+                None
+            }
+        });
+        Ok(match api {
+            Some((thresholds, at)) => {
+                api::FraudThresholds { origin: "api".into(), updated_at: Some(at), thresholds }
+            }
+            None => api::FraudThresholds {
+                origin: "config".into(),
+                updated_at: None,
+                thresholds: self.cfg.calls.fraud.clone(),
+            },
+        })
+    }
+
+    /// Writes the fraud thresholds (`None`: removes the API's, so that the configuration
+    /// file's apply again), then puts them in force for the next call.
+    pub fn set_fraud_thresholds(&mut self, t: Option<&crate::config::Fraud>) -> Result<api::FraudThresholds> {
+        if let Some(t) = t {
+            t.validate().map_err(|m| ServiceError::invalid("thresholds", m))?;
+        }
+        let body = t
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ServiceError::invalid("thresholds", e.to_string()))?;
+        self.store.set_fraud_thresholds(body.as_deref())?;
+        self.refresh_calls()?;
+        self.fraud_thresholds()
+    }
+
     /// Compiles the number-level policy from the store and puts it in force.
     fn build_calls(&mut self) -> Result<()> {
         let generation = self.store.calls_generation()?;
+        let calls =
+            crate::config::Calls { fraud: self.fraud_thresholds()?.thresholds, ..self.cfg.calls.clone() };
         let p = policy::CallPolicy::build(
-            &self.cfg.calls,
+            &calls,
             self.store.border_rules()?,
             self.store.numbers()?,
             self.store.codes()?,

@@ -97,7 +97,25 @@ pub trait CallRuleStore {
     fn put_border_rule(&mut self, rule: &BorderRule, create: bool) -> Result<(), StoreError>;
     /// Deletes a border rule; whether it existed.
     fn delete_border_rule(&mut self, id: &str) -> Result<bool, StoreError>;
+
+    /// The fraud thresholds written through the API (a `config::Fraud` as JSON) and when;
+    /// `None` while the configuration file's apply.
+    fn fraud_thresholds(&self) -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
+    /// Writes (`Some`) or removes (`None`: the file's apply again) the API's thresholds.
+    fn set_fraud_thresholds(&mut self, json: Option<&str>) -> Result<(), StoreError>;
 }
+
+/// Migration 9: the fraud thresholds of the API, one row; a change rebuilds the call policy.
+pub(super) const MIGRATION_FRAUD: &str = "
+    CREATE TABLE fraud_thresholds (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        body TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TRIGGER cg_ft_i AFTER INSERT ON fraud_thresholds BEGIN UPDATE calls_generation SET n = n + 1; END;
+    CREATE TRIGGER cg_ft_u AFTER UPDATE ON fraud_thresholds BEGIN UPDATE calls_generation SET n = n + 1; END;
+    CREATE TRIGGER cg_ft_d AFTER DELETE ON fraud_thresholds BEGIN UPDATE calls_generation SET n = n + 1; END;
+";
 
 fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DisallowedCode> {
     Ok(DisallowedCode {
@@ -242,6 +260,35 @@ impl CallRuleStore for SqliteStore {
             "DELETE FROM blacklisted_numbers WHERE expire_at IS NOT NULL AND expire_at <= ?1",
             [ts(Some(now))],
         )?)
+    }
+
+    fn fraud_thresholds(&self) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row("SELECT body, updated_at FROM fraud_thresholds WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(body, at)| {
+            let at = DateTime::parse_from_rfc3339(&at).map_err(|_| StoreError::Corrupt {
+                table: "fraud_thresholds",
+                detail: format!("updated_at {at}"),
+            })?;
+            Ok((body, at.with_timezone(&Utc)))
+        })
+        .transpose()
+    }
+
+    fn set_fraud_thresholds(&mut self, json: Option<&str>) -> Result<(), StoreError> {
+        match json {
+            Some(body) => self.conn.execute(
+                "INSERT INTO fraud_thresholds (id, body, updated_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![body, Utc::now().to_rfc3339()],
+            )?,
+            None => self.conn.execute("DELETE FROM fraud_thresholds", [])?,
+        };
+        Ok(())
     }
 
     fn countries(&self) -> Result<Vec<String>, StoreError> {

@@ -138,6 +138,8 @@ const MIGRATIONS: &[&str] = &[
          BEGIN UPDATE calls_generation SET n = n + 1; END;
      CREATE TRIGGER cg_nr_d AFTER DELETE ON net_rules WHEN OLD.action = 'allow'
          BEGIN UPDATE calls_generation SET n = n + 1; END;",
+    // 9: fraud thresholds written through the API, which win over the configuration file's.
+    calls::MIGRATION_FRAUD,
 ];
 
 /// Data a migration adds besides its schema, by migration index.

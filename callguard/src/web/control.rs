@@ -35,6 +35,34 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(explain))
         .routes(routes!(events))
         .routes(routes!(reload))
+        .routes(routes!(fraud, set_fraud, reset_fraud))
+}
+
+/// The fraud thresholds in force: the API's when written, else the configuration file's.
+#[utoipa::path(get, path = "/v1/fraud", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = api::FraudThresholds), (status = "4XX", body = ApiError)))]
+pub async fn fraud(AxState(s): AxState<Shared>) -> Result<Json<api::FraudThresholds>, Failure> {
+    blocking(&s, |st| Ok(Json(st.fraud_thresholds()?))).await
+}
+
+/// Writes the fraud thresholds (a whole `[calls.fraud]` table as JSON; a limit table may name
+/// only some limits, the others keep their defaults): kept in the store, in force for the next
+/// call, winning over the configuration file's until deleted.
+#[utoipa::path(put, path = "/v1/fraud", tag = "Control", security(("bearer" = [])),
+    request_body(content = Object, description = "a [calls.fraud] table as JSON"),
+    responses((status = 200, body = api::FraudThresholds), (status = "4XX", body = ApiError)))]
+pub async fn set_fraud(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<crate::config::Fraud>,
+) -> Result<Json<api::FraudThresholds>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.set_fraud_thresholds(Some(&req))?))).await
+}
+
+/// Deletes the API's fraud thresholds: the configuration file's apply again.
+#[utoipa::path(delete, path = "/v1/fraud", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = api::FraudThresholds), (status = "4XX", body = ApiError)))]
+pub async fn reset_fraud(AxState(s): AxState<Shared>) -> Result<Json<api::FraudThresholds>, Failure> {
+    blocking(&s, |st| Ok(Json(st.set_fraud_thresholds(None)?))).await
 }
 
 /// The daemon: version, uptime, paths, guarded interfaces and ports, rule counts.
