@@ -12,8 +12,8 @@
 //! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
 
 use crate::sip::{
-    HEADER_LINES, SCAN_LEN, Scratch, Span, at, cseq_method, header, header_line, header_name, is_token, join,
-    lower8, method, next_newline, pack, trim, word,
+    HEADER_LINES, SCAN_LEN, Scratch, Span, at, cseq_method, header, header_line, header_name, header_value,
+    is_token, join, lower8, method, next_newline, pack, word,
 };
 
 /// How long a registration keeps its source among the registered, in nanoseconds: a day, longer
@@ -103,7 +103,7 @@ impl AnswerWalk {
             self.cseqs = self.cseqs.saturating_add(1);
         }
         if bit == header::TO && !self.to.is_some() {
-            self.to = trim(s, value, end);
+            self.to = header_value(s, value, end, self.len);
         }
         self.start = end + 1;
         true
@@ -230,6 +230,9 @@ mod tests {
         assert_eq!(value(&read_str(&msg), &msg), "<sip:101@pbx>;tag=b", "the first of two");
         let msg = "SIP/2.0 403 Forbidden\r\nt :\t\"x\" <sip:7@p>\r\nCSeq: 1 REGISTER\r\n\r\n";
         assert_eq!(value(&read_str(msg), msg), "\"x\" <sip:7@p>");
+        // Folded onto the next line, as the request parser reads it.
+        let msg = "SIP/2.0 401 Unauthorized\r\nTo:\r\n <sip:101@p>;tag=x\r\nCSeq: 1 REGISTER\r\n\r\n";
+        assert_eq!(value(&read_str(msg), msg), "<sip:101@p>;tag=x");
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod walk {
     pub(super) const OUT: u8 = 0;
     /// In a quoted display name.
     pub(super) const QUOTED: u8 = 1;
-    /// After a `\` in quotes.
+    /// After a `\\` in quotes.
     pub(super) const ESCAPED: u8 = 2;
     /// After `<`: in the scheme.
     pub(super) const SCHEME: u8 = 3;
@@ -142,8 +142,15 @@ mod walk {
     pub(super) const PCT1: u8 = 5;
     /// After `%` and one hex digit.
     pub(super) const PCT2: u8 = 6;
-    /// The user part ended.
+    /// The user part of a URI in `<…>` ended: the walk is over.
     pub(super) const DONE: u8 = 7;
+    /// The user of what looked like an addr-spec ended; a `<` outside quotes later means it was
+    /// a display name after all (`a:7 <sip:101@pbx>`), and the walk starts again there.
+    pub(super) const ADDR: u8 = 8;
+    /// In quotes after an addr-spec's user (a quoted parameter value).
+    pub(super) const ADDR_QUOTED: u8 = 9;
+    /// After a `\\` in those quotes.
+    pub(super) const ADDR_ESCAPED: u8 = 10;
 }
 
 /// A hex digit's value, or 16.
@@ -176,24 +183,34 @@ pub struct UserWalk {
     st: u8,
     /// The first hex digit of an escape.
     high: u8,
+    /// 1 once a `<` outside quotes was read: the URI is a name-addr's.
+    angle: u8,
     /// Explicit padding (zero).
-    _pad: [u8; 2],
+    _pad: u8,
 }
 
 const _: () = assert!(size_of::<UserWalk>() == 16);
 
 impl UserWalk {
     /// Where a walk starts.
-    pub const START: Self = Self { hash: FNV64_INIT, start: 0, len: 0, st: walk::OUT, high: 0, _pad: [0; 2] };
+    pub const START: Self =
+        Self { hash: FNV64_INIT, start: 0, len: 0, st: walk::OUT, high: 0, angle: 0, _pad: 0 };
 
     /// Reads byte `c`, found at buffer offset `pos`; `true` when the walk is over.
     #[inline(always)]
     pub fn step(&mut self, c: u8, pos: usize) -> bool {
         use walk::*;
-        let user_end = matches!(c, b'@' | b';' | b'>' | b'?' | b',' | b' ' | b'\t' | b'\r' | b'\n');
+        // `:` too: `user:password@host` (RFC 3261 §19.1.1) is the user `user` to every PBX.
+        let user_end = matches!(c, b'@' | b':' | b';' | b'>' | b'?' | b',' | b' ' | b'\t' | b'\r' | b'\n');
+        let angle = self.angle != 0;
+        let ended = if angle { DONE } else { ADDR };
         self.st = match (self.st, c) {
+            (OUT | USER | ADDR, b'<') if !angle => {
+                // The URI in `<…>`: what was read before it was a display name.
+                *self = Self { angle: 1, ..Self::START };
+                SCHEME
+            }
             (OUT, b'"') => QUOTED,
-            (OUT, b'<') => SCHEME,
             (OUT | SCHEME, b':') => {
                 self.start = pos as u16 + 1;
                 USER
@@ -203,7 +220,7 @@ impl UserWalk {
             (QUOTED, b'\\') => ESCAPED,
             (QUOTED, b'"') => OUT,
             (ESCAPED | QUOTED, _) => QUOTED,
-            (USER, _) if user_end => DONE,
+            (USER, _) if user_end => ended,
             (USER, b'%') => PCT1,
             (USER, _) => {
                 self.hash = fnv64(self.hash, c.to_ascii_lowercase());
@@ -218,9 +235,14 @@ impl UserWalk {
                 USER
             }
             // A broken escape ends the user: what came before is its key.
-            _ => DONE,
+            (PCT1 | PCT2, _) => ended,
+            (ADDR, b'"') => ADDR_QUOTED,
+            (ADDR_QUOTED, b'\\') => ADDR_ESCAPED,
+            (ADDR_QUOTED, b'"') => ADDR,
+            (ADDR_ESCAPED, _) => ADDR_QUOTED,
+            (st, _) => st,
         };
-        if self.st >= USER && self.st != DONE {
+        if matches!(self.st, USER | PCT1 | PCT2) {
             self.len = (pos as u16 + 1).wrapping_sub(self.start);
         }
         self.st == DONE
@@ -375,10 +397,21 @@ mod tests {
             "Alice <SIP:%31%30%31@pbx>",
             "<sip:101?x=1@pbx>",
             "<tel:101;phone-context=pbx>",
+            "<sip:101:secret@pbx>",
+            "sip:101:secret@pbx",
+            "a:7 <sip:101@pbx>",
+            "sip:7@x <sip:101@pbx>",
+            "a:7<sip:101@pbx>",
         ] {
             assert_eq!(user_key(v.as_bytes()), k, "{v}");
         }
-        for v in ["<sip:102@pbx>", "<sip:1010@pbx>", "\"101\" <sip:10@pbx>", "<sip:101%41@pbx>"] {
+        for v in [
+            "<sip:102@pbx>",
+            "<sip:1010@pbx>",
+            "\"101\" <sip:10@pbx>",
+            "<sip:101%41@pbx>",
+            "sip:7@pbx;x=\"<sip:101@pbx>\"",
+        ] {
             assert_ne!(user_key(v.as_bytes()), k, "{v}");
         }
         assert_eq!(user_key(b"<sip:ALICE@pbx>"), user_key(b"<sip:alice@pbx>"));
@@ -395,6 +428,9 @@ mod tests {
         assert_eq!(user_key(edge.as_bytes()), USER_UNREADABLE);
         let fits = std::format!("<sip:{}@p>", "1".repeat(FIELD_MAX - 8));
         assert_ne!(user_key(fits.as_bytes()), USER_UNREADABLE);
+        // What looks like an addr-spec may turn out a display name past the window's edge.
+        let padded = std::format!("a:7 {}<sip:101@pbx>", "x".repeat(FIELD_MAX));
+        assert_eq!(user_key(padded.as_bytes()), USER_UNREADABLE);
     }
 
     #[test]
@@ -407,7 +443,7 @@ mod tests {
         assert!(!u.guarded(10));
         assert!(u.on_failure(10, W, 10, guard));
         assert!(u.guarded(11) && !u.guarded(10 + guard));
-        // Nine more within the guard: still guarded, no second notice.
+        // Ten more within the guard: still guarded, no second notice.
         for k in 0..10u64 {
             assert!(!u.on_failure(20 + k, W, 10, guard));
         }

@@ -524,18 +524,18 @@ impl Parse {
         // Only these three values are used (the first of each); the others are only noted as
         // present.
         if !again && bit & (header::USER_AGENT | header::FROM | header::TO) != 0 {
-            let mut v = trim(s, value, end);
-            // A value that starts on a continuation line (`User-Agent:` CRLF SP `value`): folding
-            // is one space (RFC 3261 §7.3.1), so that line is the value. A value folded later
-            // is kept up to its first break, which still holds its start.
-            let next = end + 1;
-            if v.len == 0 && next < self.len && matches!(at(s, next), b' ' | b'\t') {
-                v = trim(s, next, next_newline(s, next, self.len).unwrap_or(self.len));
-            }
+            let v = header_value(s, value, end, self.len);
             match bit {
                 header::USER_AGENT => self.info.user_agent = v,
                 header::FROM => self.info.from = v,
-                header::TO => self.info.to = v,
+                header::TO => {
+                    // A REGISTER's To names the user its failed authentications are charged to,
+                    // read again in the PBX's answer: it must end where that reader sees it.
+                    let far = usize::from(v.off) + usize::from(v.len) > CSEQ_END_MAX;
+                    self.info.headers |=
+                        u16::from(far && self.info.method == method::REGISTER) * header::AMBIGUOUS;
+                    self.info.to = v;
+                }
                 _ => {}
             }
         }
@@ -786,6 +786,21 @@ fn span(from: usize, end: usize) -> Span {
     Span { off: (from & MASK) as u16, len: len as u16 }
 }
 
+/// The value of the header line whose value starts at `value` and whose line ends at `end`, in
+/// a message of `len` bytes. A value that starts on a continuation line (`To:` CRLF SP
+/// `value`): folding is one space (RFC 3261 §7.3.1), so that line is the value. A value folded
+/// later is kept up to its first break, which still holds its start. Both readers (requests,
+/// answers) take values this way, so that they read the same To.
+#[inline(always)]
+pub(crate) fn header_value(s: &Scratch, value: usize, end: usize, len: usize) -> Span {
+    let v = trim(s, value, end);
+    let next = end + 1;
+    if v.len == 0 && next < len && matches!(at(s, next), b' ' | b'\t') {
+        return trim(s, next, next_newline(s, next, len).unwrap_or(len));
+    }
+    v
+}
+
 /// The value of a header line: from `value` to `end`, without surrounding spaces, tabs and CR.
 pub(crate) fn trim(s: &Scratch, value: usize, end: usize) -> Span {
     let mut b = value;
@@ -870,7 +885,7 @@ pub(crate) fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     }
 }
 
-/// The furthest a request's CSeq line may end. The PBX's answer carries the request's Via, From,
+/// The furthest a request's CSeq line (and a REGISTER's To value) may end. The PBX's answer carries the request's Via, From,
 /// To, Call-ID and CSeq, adding a To tag and the Via's `received` and `rport` (under 100 bytes
 /// from Kamailio and Asterisk), under a status line no longer than the request line: a CSeq
 /// that ends by here in the request ends within the [`SCAN_LEN`] bytes the answer reader
@@ -1109,6 +1124,16 @@ mod tests {
         assert!(ambiguous(&request("REGISTER", "CSeq: 2 REGISTER\r\n", &long)));
         let short = format!("X-Pad: {}\r\n", "p".repeat(CSEQ_END_MAX - 200));
         assert!(!ambiguous(&request("REGISTER", "CSeq: 2 REGISTER\r\n", &short)));
+        // The same for a REGISTER's To (whose user the answer's failures are charged to); an
+        // INVITE's To may lie further on.
+        let late_to = |line: &str| {
+            format!(
+                "{line} sip:pbx SIP/2.0\r\nCSeq: 2 {line}\r\nX-Pad: {}\r\nTo: <sip:101@pbx>\r\n\r\n",
+                "p".repeat(CSEQ_END_MAX)
+            )
+        };
+        assert!(ambiguous(&late_to("REGISTER")));
+        assert!(!ambiguous(&late_to("INVITE")));
     }
 
     #[test]

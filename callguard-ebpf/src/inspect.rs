@@ -212,7 +212,8 @@ pub(crate) fn inspect_sip(
 /// INVITE, a message in a form the first bytes do not tell, CRLF before a request) is handed
 /// up, where the daemon's full parser reads it: a caller in the network cannot slip an INVITE
 /// past its checks by writing it oddly. An in-dialog INVITE is handed up too, and passed on by
-/// the daemon. Shorter than 16 bytes (a CRLF keepalive) passes. Nothing is dropped here:
+/// the daemon. A fragmented datagram is handed up, which drops it (`oversize`): its rest would
+/// pass unread. Shorter than 16 bytes (a CRLF keepalive) passes. Nothing is dropped here:
 /// signatures, rate limits and the method policy do not apply to an authorized source.
 #[inline(always)]
 fn profiled_sip(
@@ -222,17 +223,18 @@ fn profiled_sip(
     flags: u16,
     allowed: Verdict,
 ) -> Verdict {
+    if flags & FLAG_HANDUP_INVITE == 0 || udp_payload < 16 {
+        return allowed;
+    }
     let total = ctx.data_end() - ctx.data();
-    if flags & FLAG_HANDUP_INVITE == 0 || udp_payload < 16 || payload_off + 16 > total {
-        return allowed;
-    }
     let mut head = [0u8; 16];
-    // SAFETY: 16 bytes into a 16-byte stack buffer; the context is this program's.
-    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, head.as_mut_ptr().cast(), 16) };
-    if rc != 0 {
-        return allowed;
-    }
-    if sip::passes_unread(&head) {
+    // A first fragment, or one too short to tell, goes up too: the hand-up drops what it
+    // cannot take whole (`oversize`), so no part of an INVITE passes unread.
+    let readable = noted_fragmented() == 0
+        && payload_off + 16 <= total
+        // SAFETY: 16 bytes into a 16-byte stack buffer; the context is this program's.
+        && unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, head.as_mut_ptr().cast(), 16) } == 0;
+    if readable && sip::passes_unread(&head) {
         return allowed;
     }
     let mut v = allowed;

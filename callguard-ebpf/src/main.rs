@@ -116,8 +116,11 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     if l3.chain_too_long {
         // The port is out of reach, so this may be SIP to a guarded port that skipped every
         // check below: only an authorized source is given the benefit of the doubt.
+        // (Not one whose calls are checked: its INVITEs would pass unread.)
         return match net {
-            Some(NetMatch::Allow { slot, .. }) => Verdict::new(Action::Pass, Reason::Allowed, slot),
+            Some(NetMatch::Allow { slot, profile: PROFILE_TRUSTED, .. }) => {
+                Verdict::new(Action::Pass, Reason::Allowed, slot)
+            }
             _ => Verdict::by_policy(config().flags & FLAG_DROP_LONG_CHAINS != 0, Reason::HeaderChainTooLong),
         };
     }

@@ -138,7 +138,8 @@ impl Hub {
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let list = &mut recent[usize::from(rec.kind == EventKind::Ban)];
+        // Bans and guards are kept apart from the drops, which a flood makes many.
+        let list = &mut recent[usize::from(matches!(rec.kind, EventKind::Ban | EventKind::Guard))];
         if list.len() == RECENT {
             list.pop_front();
         }
@@ -226,7 +227,8 @@ pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
 }
 
 /// A user part as a To writes it (percent escapes, RFC 3261 §25.1), decoded for people: what
-/// the kernel's user key hashed, in its original case.
+/// the kernel's user key hashed, in its original case. Control characters (an escaped line
+/// break would forge a log line) become `?`.
 pub fn user_text(raw: &[u8]) -> String {
     let hex = |c: u8| char::from(c).to_digit(16);
     let mut out = Vec::with_capacity(raw.len());
@@ -243,7 +245,7 @@ pub fn user_text(raw: &[u8]) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&out).chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Waits until the ring buffer has events and returns them all.
@@ -275,5 +277,6 @@ mod tests {
         assert_eq!(user_text(b"Alice"), "Alice");
         assert_eq!(user_text(b"a%2"), "a%2", "a cut escape stays as written");
         assert_eq!(user_text(b"%zz1"), "%zz1");
+        assert_eq!(user_text(b"1%0aforged"), "1?forged", "no line break reaches the log");
     }
 }

@@ -335,6 +335,8 @@ fn allow_rules_check_calls_by_their_profile() {
         let out = inst.cli(&["net", "allow", net, "--profile", profile, "--comment", profile]);
         assert!(out.contains(&format!("allow {net}/32")), "{out}");
     }
+    // Re-adding a rule (a new comment) keeps its profile.
+    inst.cli(&["net", "allow", phones, "--comment", "office phones"]);
     let listed = inst.cli(&["net", "check", phones]);
     assert!(listed.contains("profile phones"), "{listed}");
     api(&inst, "POST", "/api/disallowed_codes", r#"{"number_prefix": "+882", "description": "satellite"}"#);

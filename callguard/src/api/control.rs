@@ -249,11 +249,12 @@ pub struct NetSpec {
     /// For deny: `sip` (default) or `all`.
     #[serde(default)]
     pub scope: Scope,
-    /// For allow: `trusted` (default: no call checks), `trunk` (caller rules apply to its
-    /// calls) or `phones` (dialed-number rules, authorization codes, roles and fraud thresholds
-    /// apply).
+    /// For allow: `trusted` (no call checks), `trunk` (caller rules apply to its calls) or
+    /// `phones` (dialed-number rules, authorization codes, roles and fraud thresholds apply).
+    /// Absent: an existing allow rule for the network keeps its profile, a new one is
+    /// `trusted`.
     #[serde(default)]
-    pub profile: crate::net::Profile,
+    pub profile: Option<crate::net::Profile>,
     /// Expiry: RFC 3339.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,

@@ -18,9 +18,10 @@ pub struct RuleOpts {
     /// For allow rules: what the number-level call checks do with their sources' calls:
     /// `trusted` (none), `trunk` (inbound: blacklisted callers are refused) or `phones`
     /// (outbound: disallowed codes, country codes, authorization codes, roles and fraud
-    /// thresholds apply). Signatures and rate limits never apply to an allow rule.
-    #[arg(long, value_parser = named(&Profile::ALL, Profile::as_str), default_value = "trusted")]
-    pub profile: Profile,
+    /// thresholds apply). Signatures and rate limits never apply to an allow rule. Left out:
+    /// a rule for the network keeps its profile, a new one is `trusted`.
+    #[arg(long, value_parser = named(&Profile::ALL, Profile::as_str))]
+    pub profile: Option<Profile>,
     /// Free text shown in `net list`.
     #[arg(long, default_value = "")]
     pub comment: String,

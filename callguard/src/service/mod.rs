@@ -368,7 +368,8 @@ impl Service {
         }
         let profiled = matches!(facts.profile, Some(Profile::Trunk | Profile::Phones));
         let handed_up = match facts.method.as_str() {
-            "INVITE" => (!allowed || profiled) && policy.wants_invites() && !facts.in_dialog,
+            // From a profiled network every INVITE goes up (the daemon passes in-dialog ones).
+            "INVITE" => policy.wants_invites() && (profiled || (!allowed && !facts.in_dialog)),
             "REGISTER" => !allowed && policy.wants_registers(),
             _ => false,
         };

@@ -310,7 +310,7 @@ impl Service {
             if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
                 return Err(ServiceError::invalid(&field("expires_at"), "already in the past"));
             }
-            if spec.action == NetAction::Deny && spec.profile != Profile::Trusted {
+            if spec.action == NetAction::Deny && spec.profile.is_some_and(|p| p != Profile::Trusted) {
                 return Err(ServiceError::invalid(
                     &field("profile"),
                     "a call profile belongs to allow rules: a deny rule's sources make no calls",
@@ -320,7 +320,14 @@ impl Service {
                 cidr,
                 action: spec.action,
                 scope: spec.scope,
-                profile: spec.profile,
+                // Left out, an allow rule's profile stays what it is: re-adding a rule to change
+                // its comment or expiry must not switch its calls' checks off.
+                profile: spec.profile.unwrap_or_else(|| {
+                    self.rules
+                        .values()
+                        .find(|r| r.cidr == cidr && r.action == NetAction::Allow)
+                        .map_or(Profile::Trusted, |r| r.profile)
+                }),
                 expires_at: spec.expires_at,
                 comment: spec.comment.clone(),
                 origin,

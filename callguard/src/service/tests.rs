@@ -24,7 +24,7 @@ fn spec(cidr: &str, action: NetAction, comment: &str) -> NetSpec {
         cidr: cidr.into(),
         action,
         scope: net::Scope::Sip,
-        profile: Profile::Trusted,
+        profile: None,
         expires_at: None,
         comment: comment.into(),
     }

@@ -81,7 +81,7 @@ pub async fn add(
             cidr: q.authorized_ip.clone(),
             action: if q.allowed.unwrap_or(true) { NetAction::Allow } else { NetAction::Deny },
             scope: Default::default(),
-            profile: Default::default(),
+            profile: None,
             expires_at: None,
             comment: format!("AddAuthorizedAccountIP by {who}"),
         }],
