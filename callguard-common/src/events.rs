@@ -26,6 +26,30 @@ pub mod event {
     pub const GUARD_USER: u8 = 7;
 }
 
+/// One CPU's event sampling and budget state: the value of [`crate::maps::EVENT_BUDGET`].
+///
+/// Under a flood the events, not the drops, are what costs: each is a ring-buffer record, a
+/// wake-up and work in the daemon. The budget bounds that work by time, whatever the packet
+/// rate ([`crate::limits::Limits::event_interval_ns`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// Drops seen on this CPU, for the one-in-`event_sample` share.
+    pub drops: u64,
+    /// The budget bucket's theoretical arrival time (`CLOCK_BOOTTIME` ns).
+    pub tat: u64,
+    /// Budgeted events written.
+    pub written: u64,
+    /// Budgeted events not written: over the budget, or the ring buffer full.
+    pub suppressed: u64,
+}
+
+const _: () = assert!(size_of::<EventBudget>() == 32);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.
+unsafe impl aya::Pod for EventBudget {}
+
 /// Bytes of the User-Agent kept in an event.
 pub const EVENT_UA: usize = 32;
 

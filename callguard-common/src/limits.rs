@@ -48,8 +48,8 @@ pub struct Limits {
     /// A source whose requests carry more than this many distinct To values in one window is
     /// banned.
     pub enum_users: u32,
-    /// Of the drops, one in `event_sample` is reported as an event (0: none). Bans are always
-    /// reported.
+    /// Of the drops, one in `event_sample` is offered as an event (0: none), subject to the
+    /// event budget (`event_interval_ns`).
     pub event_sample: u32,
     /// Failed authentications ([`crate::auth`]) are counted within this window.
     pub auth_window_ns: u64,
@@ -63,9 +63,18 @@ pub struct Limits {
     pub auth_user_failures: u32,
     /// How long a user stays guarded.
     pub auth_user_guard_ns: u64,
+    /// The event budget of each CPU, a GCRA bucket ([`gcra`]) kept in
+    /// [`crate::maps::EVENT_BUDGET`]: drop samples and signature bans (one packet, forged at no
+    /// cost, makes either) are written at most once per `event_interval_ns` on average, the
+    /// rest counted as suppressed; 0: no budget. Bans for rate, extension scans and failed
+    /// authentications, and guarded users, take sustained traffic from one source and are
+    /// always written.
+    pub event_interval_ns: u64,
+    /// The budget's burst tolerance ([`Limits::tau_ns`] for the event bucket).
+    pub event_tau_ns: u64,
 }
 
-const _: () = assert!(size_of::<Limits>() == 8 * 13 + 16);
+const _: () = assert!(size_of::<Limits>() == 8 * 15 + 16);
 
 /// A GCRA bucket step: `Some(new tat)` when a request at `now` conforms, `None` when it exceeds.
 #[inline(always)]

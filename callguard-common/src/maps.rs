@@ -46,8 +46,8 @@ pub const SOURCES: &str = "CG_SOURCES";
 pub const LIMITS: &str = "CG_LIMITS";
 /// Drop samples and ban requests: a ring buffer of `events::Event`.
 pub const EVENTS: &str = "CG_EVENTS";
-/// Per-CPU drop sequence for event sampling: `PerCpuArray<u64>` of one slot.
-pub const EVENT_SEQ: &str = "CG_EVSEQ";
+/// Each CPU's event sampling and budget state: `PerCpuArray<events::EventBudget>` of one slot.
+pub const EVENT_BUDGET: &str = "CG_EVBUDGET";
 
 /// Requests handed up to the daemon: a ring buffer of [`crate::handup::HandUp`]; see
 /// [`crate::handup`]. When it is full the failure policy decides.

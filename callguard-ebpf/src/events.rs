@@ -1,21 +1,49 @@
-//! Events for the daemon: drop samples and bans, written to `CG_EVENTS` with the source's key.
+//! Events for the daemon: drop samples and bans, written to `CG_EVENTS` with the source's key,
+//! and the per-CPU budget that bounds the ones a flood can cause.
 
 use aya_ebpf::maps::PerCpuArray;
 use callguard_common::{
     Reason,
-    events::{EVENT_UA, Event},
-    limits,
+    events::{EVENT_UA, Event, EventBudget},
+    limits::{self, Limits},
     sip::{SCAN_LEN, Scratch, Span},
 };
 
 use crate::{
-    maps::{CG_EVENTS, CG_SCRATCH},
+    maps::{CG_EVBUDGET, CG_EVENTS, CG_SCRATCH},
     net::boot_ns,
     parse::Src,
 };
 
-/// Writes an event to the ring buffer (dropped, not waited for, when it is full); `ua` is a
-/// span of the XDP program's scratch buffer.
+/// This CPU's event budget.
+#[inline(always)]
+pub(crate) fn budget() -> Option<&'static mut EventBudget> {
+    // SAFETY: this CPU's copy of a per-CPU value, so no other CPU writes it; XDP runs with
+    // preemption disabled.
+    CG_EVBUDGET.get_ptr_mut(0).map(|b| unsafe { &mut *b })
+}
+
+/// Writes a budgeted event (`write`, which says whether the ring buffer took it) when this CPU's
+/// budget has room at `now`, and counts it as written or suppressed.
+#[inline(always)]
+pub(crate) fn within_budget(b: &mut EventBudget, lim: &Limits, now: u64, write: impl FnOnce() -> bool) {
+    let room = lim.event_interval_ns == 0
+        || match limits::gcra(b.tat, now, lim.event_interval_ns, lim.event_tau_ns) {
+            Some(tat) => {
+                b.tat = tat;
+                true
+            }
+            None => false,
+        };
+    if room && write() {
+        b.written += 1;
+    } else {
+        b.suppressed += 1;
+    }
+}
+
+/// Writes an event to the ring buffer (dropped, not waited for, when it is full: then `false`);
+/// `ua` is a span of the XDP program's scratch buffer.
 #[inline(always)]
 pub(crate) fn emit(
     src: &[u8; 16],
@@ -25,8 +53,8 @@ pub(crate) fn emit(
     rule_slot: u16,
     sig_slot: u16,
     ua: Span,
-) {
-    emit_from(&CG_SCRATCH, src, kind, reason, method, rule_slot, sig_slot, ua);
+) -> bool {
+    emit_from(&CG_SCRATCH, src, kind, reason, method, rule_slot, sig_slot, ua)
 }
 
 /// [`emit`], with `ua` a span of `scratch` (the egress program has its own).
@@ -41,8 +69,8 @@ pub(crate) fn emit_from(
     rule_slot: u16,
     sig_slot: u16,
     ua: Span,
-) {
-    let Some(mut entry) = CG_EVENTS.reserve::<Event>(0) else { return };
+) -> bool {
+    let Some(mut entry) = CG_EVENTS.reserve::<Event>(0) else { return false };
     let ua_len = if usize::from(ua.len) > EVENT_UA { EVENT_UA } else { usize::from(ua.len) };
     let mut e = Event {
         ts_ns: boot_ns(),
@@ -68,6 +96,7 @@ pub(crate) fn emit_from(
     }
     entry.write(e);
     entry.submit(0);
+    true
 }
 
 /// The key of a source in `CG_SOURCES` and in events: built only where one is needed.

@@ -1,12 +1,13 @@
 //! The program's one exit: counting the verdict (by reason, rule and signature), sampling drops
-//! into the event ring, and the XDP return code.
+//! into the event ring within the event budget, and the XDP return code.
 
 use aya_ebpf::programs::XdpContext;
 use callguard_common::{Action, Counter, events::event, stats::stats_index};
 
 use crate::{
-    events::{emit, source_key},
-    maps::{CG_EVSEQ, CG_LIMITS, CG_RULE_STATS, CG_SIG_STATS, CG_STATS},
+    events::{budget, emit, source_key, within_budget},
+    maps::{CG_LIMITS, CG_RULE_STATS, CG_SIG_STATS, CG_STATS},
+    net::boot_ns,
     parse::Src,
     verdict::Verdict,
 };
@@ -39,15 +40,13 @@ pub(crate) fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
         && let Some(src) = src
         && let Some(lim) = CG_LIMITS.get(0)
         && lim.event_sample != 0
-        && let Some(seq) = CG_EVSEQ.get_ptr_mut(0)
+        && let Some(b) = budget()
     {
-        // SAFETY: this CPU's sequence number.
-        let n = unsafe {
-            *seq += 1;
-            *seq
-        };
-        if n % u64::from(lim.event_sample) == 0 {
-            emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua);
+        b.drops += 1;
+        if b.drops % u64::from(lim.event_sample) == 0 {
+            within_budget(b, lim, boot_ns(), || {
+                emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua)
+            });
         }
     }
     v.action.xdp_action()

@@ -9,6 +9,7 @@ use callguard_common::{
     Counter, KernelConfig, NetEntry,
     answer::{self, AnswerWalk},
     auth::{AuthState, UserAuth},
+    events::EventBudget,
     limits::{Limits, SourceState},
     maps::{
         AUTH_MAX, AUTH_USERS_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES,
@@ -87,9 +88,9 @@ pub(crate) static CG_LIMITS: Array<Limits> = Array::pinned(1, 0);
 #[map]
 pub(crate) static CG_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
-/// Per-CPU drop sequence, for sampling (`maps::EVENT_SEQ`).
+/// Each CPU's event sampling and budget state (`maps::EVENT_BUDGET`).
 #[map]
-pub(crate) static CG_EVSEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CG_EVBUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// Requests handed up to the daemon (`maps::HANDUP`).
 #[map]

@@ -9,7 +9,7 @@ use callguard_common::{
 };
 
 use crate::{
-    events::{emit, source_key},
+    events::{budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCES},
     net::boot_ns,
     parse::Src,
@@ -29,7 +29,14 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     let st = unsafe { &mut *st };
     let now = boot_ns();
     if st.banned_until <= now {
-        ban(st, src, now, lim.sig_ban_ns, event::BAN_SIGNATURE, sig_slot, info);
+        // Written within the event budget: every packet of a spoofed flood can come from a new
+        // source, and the kernel's own ban works without the daemon's rule.
+        set_ban(st, now, lim.sig_ban_ns);
+        if let Some(b) = budget() {
+            within_budget(b, lim, now, || {
+                emit(src, event::BAN_SIGNATURE, Reason::Banned, info.method, 0, sig_slot, info.user_agent)
+            });
+        }
     }
 }
 
@@ -84,7 +91,7 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         }
         st.last_over = now;
         if lim.ban_after_ns != 0 && now - st.over_since >= lim.ban_after_ns {
-            ban(st, src, now, lim.ban_ns, event::BAN_RATE, 0, info);
+            ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
             return Some(Reason::Banned);
         }
         return Some(Reason::Rate);
@@ -103,7 +110,7 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         st.sketch[bit / 64] |= 1 << (bit % 64);
         let seen: u32 = st.sketch.iter().map(|w| w.count_ones()).sum();
         if seen > lim.enum_users {
-            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, 0, info);
+            ban(st, src, now, lim.ban_ns, event::BAN_ENUM, info);
             return Some(Reason::Banned);
         }
     }
@@ -126,21 +133,20 @@ pub(crate) fn take(st: &mut SourceState, lim: &Limits, b: usize, now: u64) -> bo
     }
 }
 
-/// Bans a source in the kernel and asks the daemon (an event) to store the ban as a rule.
+/// Bans a source in the kernel and asks the daemon (an event, always written) to store the ban
+/// as a rule.
 #[inline(always)]
-pub(crate) fn ban(
-    st: &mut SourceState,
-    src: &[u8; 16],
-    now: u64,
-    ban_ns: u64,
-    kind: u8,
-    sig_slot: u16,
-    info: &sip::Info,
-) {
+pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, info: &sip::Info) {
+    set_ban(st, now, ban_ns);
+    emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+}
+
+/// Bans a source in the kernel until `now + ban_ns`, its rate and scan records starting over.
+#[inline(always)]
+fn set_ban(st: &mut SourceState, now: u64, ban_ns: u64) {
     st.banned_until = now + ban_ns;
     st.over_since = 0;
     st.sketch = [0; 4];
-    emit(src, kind, Reason::Banned, info.method, 0, sig_slot, info.user_agent);
 }
 
 /// The To value hash (`bpf_loop` callback, one iteration): its own verifier pass, like

@@ -690,15 +690,21 @@ impl Calls {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Events {
-    /// One in this many drops becomes an event; 0: none (bans are always reported). Default 16.
+    /// One in this many drops becomes an event, within `per_sec`; 0: none. Default 16.
     pub sample: u32,
+    /// The event budget: most drop samples and signature bans each CPU writes a second, with a
+    /// burst of as many (the rest are counted as suppressed; the kernel's own ban holds either
+    /// way); 0: no budget. Under a flood the events, not the drops, are what costs: this bounds
+    /// the daemon's work whatever the packet rate. Bans for rate, extension scans and failed
+    /// authentications, and guarded users, are always written. Default 200.
+    pub per_sec: u32,
     /// Most drop events written to the log per second (the rest are counted). Default 10.
     pub log_per_sec: u32,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        Self { sample: 16, log_per_sec: 10 }
+        Self { sample: 16, per_sec: 200, log_per_sec: 10 }
     }
 }
 
@@ -985,6 +991,10 @@ impl Config {
         l.enum_window_ns = self.enumeration.window_secs.saturating_mul(SEC);
         l.enum_users = self.enumeration.users;
         l.event_sample = self.events.sample;
+        if self.events.per_sec != 0 {
+            l.event_interval_ns = SEC / u64::from(self.events.per_sec);
+            l.event_tau_ns = l.event_interval_ns * u64::from(self.events.per_sec - 1);
+        }
         if self.auth.failures != 0 {
             l.auth_failures = self.auth.failures;
             l.auth_window_ns = self.auth.window_secs.saturating_mul(SEC);

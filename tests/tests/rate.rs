@@ -234,3 +234,63 @@ fn an_enforcing_signature_bans_its_source_once_and_dry_run_never_does() {
     assert_eq!((bans[0].kind, bans[0].addr().to_string()), (event::BAN_SIGNATURE, "198.18.0.66".into()));
     assert_eq!(bans[0].sig_slot, sigs[0].slot, "friendly-scanner is the first default signature");
 }
+
+/// A flood from spoofed sources, every packet a new one carrying a scanner's signature: each
+/// packet is a drop and a ban, so without a bound each would be an event and work for the
+/// daemon. The event budget writes at most its rate (per CPU) and counts the rest; the kernel's
+/// bans hold all the same, and a rate ban (sustained traffic from one source) is still written.
+#[test]
+fn a_spoofed_signature_flood_is_reported_within_the_event_budget() {
+    const PER_SEC: u32 = 20;
+    const SOURCES: u32 = 600;
+    let mut cfg = quiet();
+    cfg.events.sample = 1;
+    cfg.events.per_sec = PER_SEC;
+    cfg.sip.signature_ban = true;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let source = |i: u32| format!("198.18.{}.{}", 100 + i / 250, 1 + i % 250);
+    let t0 = Instant::now();
+    for i in 0..SOURCES {
+        assert_eq!(k.run(&sip_frame(&source(i), &svmap)), Action::Drop);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    // Every source is banned by the kernel, reported or not: its next request, of any kind, is
+    // dropped as banned.
+    let phone = &sipmsg::phones()[0].1;
+    for i in 0..SOURCES {
+        assert_eq!(k.run(&sip_frame(&source(i), phone)), Action::Drop, "{}", source(i));
+    }
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, u64::from(SOURCES));
+    let ev = events(&mut k);
+    let budget = k.kernel.event_budget().expect("the event budget");
+    // Offered: a drop sample and a ban for each first packet, a drop sample for each second.
+    assert_eq!(budget.drops, u64::from(2 * SOURCES));
+    assert_eq!(budget.written + budget.suppressed, u64::from(3 * SOURCES), "{budget:?}");
+    assert_eq!(budget.written, ev.len() as u64, "every written event is in the ring");
+    // The burst (a second's worth) and the rate over the run, on each CPU the test ran on.
+    let cpus = aya::util::nr_cpus().expect("CPUs") as f64;
+    let bound = cpus * f64::from(PER_SEC) * (1.0 + secs) + 1.0;
+    assert!((ev.len() as f64) <= bound, "{} events in {secs:.2} s, budget {bound:.0}", ev.len());
+    assert!(ev.len() >= PER_SEC as usize, "the burst is written: {} events", ev.len());
+
+    // A rate ban is not budgeted: with the budget spent, a source that keeps exceeding its
+    // limit is still reported.
+    let mut cfg = quiet();
+    cfg.rate.register = Bucket { rate: 1, burst: 1 };
+    cfg.rate.ban_after_secs = 1;
+    cfg.events.sample = 1;
+    cfg.events.per_sec = 1;
+    let mut k = TestKernel::with_config(&cfg);
+    let t0 = Instant::now();
+    while k.counter(Action::Drop, Reason::Banned).packets == 0 && t0.elapsed() < Duration::from_secs(3) {
+        for _ in 0..50 {
+            let _ = k.run(&sip_frame("198.18.0.66", &register("100")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ev = events(&mut k);
+    assert!(ev.iter().any(|e| e.kind == event::BAN_RATE), "the rate ban is reported: {ev:?}");
+    assert!(k.kernel.event_budget().expect("budget").suppressed > 0, "the drop samples were budgeted");
+}

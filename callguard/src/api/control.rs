@@ -113,6 +113,21 @@ pub struct Stats {
     /// What the egress program saw of the PBX's answers.
     #[serde(default)]
     pub answers: AnswerStats,
+    /// The kernel's drop samples and signature bans, and the event budget's work.
+    #[serde(default)]
+    pub events: EventStats,
+}
+
+/// The kernel's budgeted events (drop samples and signature bans): the event budget
+/// (`[events] per_sec`) bounds them by time, whatever the packet rate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct EventStats {
+    /// Drops seen by the sampler (`[events] sample` picks one in so many).
+    pub drops: u64,
+    /// Events written to the daemon.
+    pub written: u64,
+    /// Events not written: over the budget, or the ring buffer full.
+    pub suppressed: u64,
 }
 
 /// What the egress program saw of the PBX's answers on the guarded interfaces.

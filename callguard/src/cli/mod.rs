@@ -458,6 +458,12 @@ impl Cli {
                     p.proofs,
                     p.false_proofs
                 );
+                let e = &s.events;
+                println!(
+                    "events: {} drops seen by the sampler, {} drop samples and signature bans written, {} \
+                     suppressed by the event budget or a full ring ([events] per_sec)",
+                    e.drops, e.written, e.suppressed
+                );
                 Ok(())
             }
             Command::Net(cmd) => self.net(cmd).await,

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aya::maps::{Array, MapData, RingBuf};
-use callguard_common::{Action, Counter, KernelConfig, NetEntry, Reason, answer, limits::Limits, maps};
+use callguard_common::{
+    Action, Counter, KernelConfig, NetEntry, Reason, answer, events::EventBudget, limits::Limits, maps,
+};
 use ipnet::IpNet;
 
 use super::Attached;
@@ -201,5 +203,10 @@ pub trait Datapath: Send + std::fmt::Debug {
     /// What the egress program saw of the PBX's answers; nothing without a kernel.
     fn answers(&self) -> Result<Answers> {
         Ok(Answers::default())
+    }
+
+    /// The event budget's counts, summed over CPUs; nothing without a kernel.
+    fn event_budget(&self) -> Result<EventBudget> {
+        Ok(EventBudget::default())
     }
 }

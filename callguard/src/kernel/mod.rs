@@ -34,6 +34,7 @@ use aya::{
 use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, Reason, answer,
     config::CONFIG_KEY,
+    events::EventBudget,
     limits::{Limits, SourceState},
     maps,
     sig::{DfaBank, DfaHead},
@@ -220,6 +221,8 @@ pub struct Kernel {
     registered: HashMap<MapData, [u8; 16], u64>,
     /// Counters of the PBX's answers.
     answers: PerCpuArray<MapData, u64>,
+    /// Each CPU's event budget.
+    event_budget: PerCpuArray<MapData, EventBudget>,
     /// What `CG_CONFIG` holds (its `sig_bank` is the signature bank in use).
     kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
@@ -331,6 +334,7 @@ impl Kernel {
             }),
             registered: take(&mut ebpf, maps::REGISTERED)?,
             answers: take(&mut ebpf, maps::ANSWERS)?,
+            event_budget: take(&mut ebpf, maps::EVENT_BUDGET)?,
             kcfg: KernelConfig::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
@@ -728,6 +732,15 @@ impl Datapath for Kernel {
             .filter(|(_, at)| now < at.saturating_add(answer::REGISTERED_NS))
             .count();
         Ok(Answers { counts, registered })
+    }
+
+    fn event_budget(&self) -> Result<EventBudget> {
+        Ok(self.event_budget.get(&0, 0)?.iter().fold(EventBudget::default(), |a, b| EventBudget {
+            drops: a.drops + b.drops,
+            tat: a.tat.max(b.tat),
+            written: a.written + b.written,
+            suppressed: a.suppressed + b.suppressed,
+        }))
     }
 }
 

@@ -499,7 +499,9 @@ impl Service {
             registrations: seen.counts[callguard_common::answer::counter::REGISTRATIONS as usize],
             registered_sources: seen.registered,
         };
-        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary(), answers })
+        let b = self.kernel.event_budget()?;
+        let events = api::EventStats { drops: b.drops, written: b.written, suppressed: b.suppressed };
+        Ok(api::Stats { reasons, rules, sigs, slow_path, calls: self.calls.get().summary(), answers, events })
     }
 }
 
