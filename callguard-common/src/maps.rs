@@ -83,6 +83,10 @@ pub const PROGRAM: &str = "callguard";
 pub const EGRESS_PROGRAM: &str = "callguard_egress";
 /// A pass-everything program in the same object, loaded only by the benchmark as its reference.
 pub const BASELINE_PROGRAM: &str = "callguard_baseline";
+/// A program that reads every byte of the UDP payload once and does nothing else, in the same
+/// object, loaded only by the benchmark: the cost of reading the packet, for the floor of each
+/// SIP row.
+pub const READ_ONCE_PROGRAM: &str = "callguard_read_once";
 
 /// Capacity of each exact-match map. Entries are allocated on insert (`BPF_F_NO_PREALLOC`), so an
 /// empty map costs nothing.

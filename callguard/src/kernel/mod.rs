@@ -357,11 +357,18 @@ impl Kernel {
 
     /// Loads the pass-everything reference program of the same object (benchmarks only).
     pub fn baseline(&mut self) -> anyhow::Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(maps::BASELINE_PROGRAM)
-            .ok_or_else(|| anyhow!("program {} missing", maps::BASELINE_PROGRAM))?
-            .try_into()?;
+        self.reference(maps::BASELINE_PROGRAM)
+    }
+
+    /// Loads the read-once reference program of the same object (benchmarks only).
+    pub fn read_once(&mut self) -> anyhow::Result<&mut Xdp> {
+        self.reference(maps::READ_ONCE_PROGRAM)
+    }
+
+    /// Loads one of the object's reference programs, once.
+    fn reference(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
+        let prog: &mut Xdp =
+            self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
         if prog.fd().is_err() {
             prog.load()?;
         }
