@@ -32,7 +32,8 @@
 //! 4. a defective transport header → the malformed policy if the port is guarded, else pass;
 //! 5. port not guarded → pass `unguarded`;
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
-//! 7. UDP from a source in neither list: SIP inspection ([`inspect_sip`]) — a first fragment that
+//! 7. UDP from a source in neither list: a source the kernel banned → drop `banned`, unread;
+//!    else SIP inspection ([`inspect_sip`]) — a first fragment that
 //!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
 //!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
 //!    `signature` (and a ban of the source, when configured), a request with two To, From or
@@ -71,6 +72,7 @@ use crate::{
     handup::slow_path,
     inspect::{ALLOWED, inspect_sip},
     net::{is_guarded, lookup_v4, lookup_v6},
+    police::banned,
     verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented},
 };
 
@@ -189,6 +191,11 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
             Verdict::new(Action::Pass, Reason::Allowed, slot)
         }
         Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
+        // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a
+        // deny rule) will treat it.
+        _ if l3.proto == IPPROTO_UDP && profiled == 0 && banned(&l3.src) => {
+            Verdict::new(Action::Drop, Reason::Banned, 0)
+        }
         _ if l3.proto == IPPROTO_UDP => {
             note_fragmented(l3.first_fragment);
             inspect_sip(ctx, l3.l4_off + 8, l4.udp_payload, l3.src, profiled)

@@ -40,6 +40,16 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     }
 }
 
+/// Whether the kernel has banned this source. Asked before its datagram is read: a banned
+/// scanner's flood then costs a lookup per packet, not an inspection.
+/// A function of its own: inlined, its key would grow the main program's stack past what the
+/// verifier allows with the deepest call below it.
+#[inline(never)]
+pub(crate) fn banned(src: &Src) -> bool {
+    // SAFETY: a value of the LRU hash, read once during this program run (RCU).
+    unsafe { CG_SOURCES.get(source_key(*src)) }.is_some_and(|st| st.banned_until > boot_ns())
+}
+
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
 /// request.
 #[inline(always)]

@@ -206,6 +206,7 @@ fn an_enforcing_signature_bans_its_source_once_and_dry_run_never_does() {
     // svwar -c after it: no User-Agent, no "sipvicious" anywhere; passes a fresh source.
     let svwar_c = sipmsg::sipvicious(SvTool::Svwar, "REGISTER", "100", "198.18.0.1", true);
     assert_eq!(k.run(&sip_frame("198.18.0.77", &svwar_c)), Action::Pass);
+    // The first is read and matches; the kernel's ban drops the next ones unread.
     for _ in 0..3 {
         assert_eq!(k.run(&sip_frame("198.18.0.66", &svmap)), Action::Drop);
     }
@@ -222,8 +223,8 @@ fn an_enforcing_signature_bans_its_source_once_and_dry_run_never_does() {
     }
     assert_eq!(k.run(&sip_frame("198.18.0.88", &svwar_c)), Action::Pass);
     k.assert_counters(&[
-        (Action::Drop, Reason::Signature, 3),
-        (Action::Drop, Reason::Banned, 1),
+        (Action::Drop, Reason::Signature, 1),
+        (Action::Drop, Reason::Banned, 3),
         (Action::Pass, Reason::Signature, 3),
         (Action::Pass, Reason::Clean, 3),
     ]);
@@ -293,4 +294,47 @@ fn a_spoofed_signature_flood_is_reported_within_the_event_budget() {
     let ev = events(&mut k);
     assert!(ev.iter().any(|e| e.kind == event::BAN_RATE), "the rate ban is reported: {ev:?}");
     assert!(k.kernel.event_budget().expect("budget").suppressed > 0, "the drop samples were budgeted");
+}
+
+/// A banned source's datagrams are dropped before they are read, whatever they hold — a
+/// response, a keepalive, a request dressed as a phone's, bytes that are not SIP — as its stored
+/// ban (a deny rule) will drop them; its neighbour is read as before, and an authorized source
+/// is never banned.
+#[test]
+fn a_banned_source_is_dropped_unread_whatever_it_sends() {
+    let mut cfg = quiet();
+    cfg.sip.signature_ban = true;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    k.set_rules(&[rule(1, "198.18.5.0/24", NetAction::Allow, Scope::Sip)]);
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    for src in ["198.18.0.66", "198.18.5.5"] {
+        let _ = k.run(&sip_frame(src, &svmap));
+    }
+    let phone = sipmsg::phones()[0].1.clone();
+    let response = sipmsg::responses().remove(0);
+    for (what, payload) in [
+        ("phone INVITE", phone.clone()),
+        ("response", response.clone()),
+        ("keepalive", b"\r\n\r\n".to_vec()),
+        ("not SIP", b"\x00\x01garbage".to_vec()),
+    ] {
+        assert_eq!(k.run(&sip_frame("198.18.0.66", &payload)), Action::Drop, "{what} from the banned source");
+        assert_eq!(
+            k.run(&sip_frame("198.18.0.67", &payload)) == Action::Drop,
+            what == "not SIP",
+            "{what} from its neighbour"
+        );
+        assert_eq!(
+            k.run(&sip_frame("198.18.5.5", &payload)),
+            Action::Pass,
+            "{what} from an authorized source"
+        );
+    }
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, 4);
+    assert_eq!(
+        k.counter(Action::Drop, Reason::Signature).packets,
+        1,
+        "the allow rule's scanner is not inspected"
+    );
 }

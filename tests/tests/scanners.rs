@@ -207,14 +207,16 @@ fn sipvicious_finds_nothing_the_server_gets_none_of_it_and_every_call_completes(
     let received = pbx.nft_counter("cg", "from_scanners");
     let from_caller = pbx.nft_counter("cg", "from_caller");
     let stats = inst.stats();
-    let dropped = reason_packets(&stats, "drop", "signature") + reason_packets(&stats, "drop", "denied");
+    let dropped =
+        ["signature", "banned", "denied"].iter().map(|r| reason_packets(&stats, "drop", r)).sum::<u64>();
     let summary = format!(
         "scanners: {tool_runs} tool runs from {} hosts, {sent} packets sent, {received} received by the \
-         SIP server's host, found nothing; callguard dropped {} as signature, {} as denied (bans); \
-         SIPp: {completed} of {CALLS} calls completed, {failed} failed ({from_caller} requests from \
-         the caller reached the server)",
+         SIP server's host, found nothing; callguard dropped {} as signature, {} as banned (the kernel's \
+         ban, unread), {} as denied (stored bans); SIPp: {completed} of {CALLS} calls completed, {failed} \
+         failed ({from_caller} requests from the caller reached the server)",
         SCANNERS.len(),
         reason_packets(&stats, "drop", "signature"),
+        reason_packets(&stats, "drop", "banned"),
         reason_packets(&stats, "drop", "denied"),
     );
     println!("{summary}");
