@@ -2,6 +2,7 @@
 //! program in a private pin directory that cleans up after itself, and network namespaces joined
 //! by veth pairs that are deleted when the test ends, passed or failed.
 
+pub mod flood;
 pub mod frame;
 pub mod http;
 pub mod load;

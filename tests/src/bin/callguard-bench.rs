@@ -14,7 +14,10 @@
 //! every packet needs first) plus what reading the UDP payload once costs (a reference program
 //! that sums it with 8-byte loads, less the do-nothing program on the same frame).
 //!
-//! `callguard-bench [REPEAT] [all|kernel|slow-path]`
+//! The flood benchmark (`flood`): the CPU per packet each filter spends on a flood, in
+//! live-frames mode (see `callguard_tests::flood`), side by side on the same traffic.
+//!
+//! `callguard-bench [REPEAT] [all|kernel|flood|flood-short|slow-path]`
 
 use std::{
     collections::BTreeSet,
@@ -29,10 +32,10 @@ use callguard::{
     net::{self, NetAction, NetRule, Scope},
 };
 use callguard_tests::{
-    TestKernel, default_signatures,
+    TestKernel, default_signatures, flood,
     frame::Frame,
     load::{self, Measured},
-    netns::{Instance, Topology, reason_packets},
+    netns::{Instance, Topology, reason_packets, sh},
     rule,
     sipmsg::{self, SvTool},
 };
@@ -79,15 +82,146 @@ fn prefixes(count: usize, first_id: u32) -> Vec<NetRule> {
 fn main() {
     let repeat: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let only = std::env::args().nth(2).unwrap_or_else(|| "all".into());
-    if only != "slow-path" {
-        kernel(repeat);
-    }
-    if only != "kernel" {
-        if only == "all" {
+    let parts: &[&str] = match only.as_str() {
+        "all" => &["kernel", "flood", "slow-path"],
+        "kernel" => &["kernel"],
+        "flood" => &["flood"],
+        "flood-short" => &["flood-short"],
+        "slow-path" => &["slow-path"],
+        other => panic!("unknown part {other}: all, kernel, flood, flood-short or slow-path"),
+    };
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
             println!();
         }
-        slow_path();
+        match *part {
+            "kernel" => kernel(repeat),
+            "flood" => flood_bench(false),
+            "flood-short" => flood_bench(true),
+            _ => slow_path(),
+        }
     }
+}
+
+/// One traffic of the flood benchmark: runs a filter's XDP program on it, the CPU per packet.
+type Flood<'a> = dyn Fn(&mut Xdp) -> Duration + 'a;
+
+/// The filters of the flood benchmark, in the order of its columns.
+const FILTERS: [&str; 3] = ["none", "nftables", "callguard"];
+
+/// The nftables ruleset of the `nftables` column: what nftables can express of callguard's
+/// defaults. The blocked network as an interval set, and a per-source rate limit (a dynamic
+/// set, the meter of older versions) at callguard's default of 20 requests a second, burst 40.
+/// nftables cannot look for a scanner's User-Agent at a varying offset (its payload matches
+/// are at fixed offsets), so the OPTIONS floods pass it until a source exceeds its rate.
+const NFT_RULES: &str = "table inet cgbench {
+    set blocked4 { type ipv4_addr; flags interval; elements = { 100.64.0.0/16 } }
+    set rate4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 60s; }
+    chain pre {
+        type filter hook prerouting priority raw; policy accept;
+        ip saddr @blocked4 counter drop
+        udp dport 5060 update @rate4 { ip saddr limit rate over 20/second burst 40 packets } counter drop
+    }
+}";
+
+/// The flood benchmark: CPU per packet of each filter, on the same traffic, in one run (see
+/// `callguard_tests::flood`). `short`: one small run per cell, for CI, which only checks that
+/// every filter was measured.
+fn flood_bench(short: bool) {
+    let t = Topology::new();
+    t.pbx.ip(&["link", "set", "dev", &t.pbx_if, "address", flood::PBX_MAC]);
+    // The SIP server's socket, never read: the floods fill it, then the stack drops at it, as a
+    // busy server's would.
+    let _server = t.pbx.udp(format!("{}:5060", Topology::PBX_V4).parse().expect("address"));
+    let (repeat, each) = if short { (20_000u32, 64usize) } else { (2_000_000, 16_384) };
+    println!(
+        "callguard flood benchmark: live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) into the \
+         stack of an interface in a namespace; CPU ns per packet on the receiving side"
+    );
+    println!(
+        "one source: {repeat} packets; many sources: {each} sources, 64 packets each, one run per source \
+         (the runs' own cost is in every column: see none)"
+    );
+    println!("none: pass-everything XDP program, stack, a UDP socket that is never read (full)");
+    println!(
+        "nftables: the same, with a blocked /16 set and a per-source rate meter (20/s, burst 40) in raw prerouting"
+    );
+    println!(
+        "callguard: its XDP program with the default configuration, signatures and a deny rule for the /16"
+    );
+    println!();
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", Topology::PBX_V4, false);
+    let register =
+        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
+    let frame = |src: &str, payload: &[u8]| Frame::udp(src, 5060).payload(payload).build();
+    let random: Vec<Vec<u8>> = flood::sources(each, None).iter().map(|s| frame(s, &svmap)).collect();
+    let blocked: Vec<Vec<u8>> =
+        flood::sources(each, Some([100, 64])).iter().map(|s| frame(s, &svmap)).collect();
+    let one = frame("203.0.113.7", &svmap);
+    let regs: Vec<Vec<u8>> = (1..=4).map(|i| frame(&format!("203.0.113.{}", 20 + i), &register)).collect();
+    let (ns, iface) = (t.pbx.name.clone(), t.pbx_if.clone());
+    let rules = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(rules.path(), NFT_RULES).expect("writing the nftables ruleset");
+    let rows = std::thread::spawn(move || {
+        callguard_tests::netns::enter(&ns);
+        let ifindex = flood::ifindex(&iface);
+        let mut cfg_kernel = TestKernel::with_config(&Config::default());
+        cfg_kernel.set_signatures(&default_signatures());
+        cfg_kernel.set_rules(&[rule(1, "100.64.0.0/16", NetAction::Deny, Scope::Sip)]);
+        let mut reference = TestKernel::new();
+        let traffic: [(&str, &Flood); 4] = [
+            ("sipvicious OPTIONS, one source", &|p| flood::live(p, &one, ifindex, repeat)),
+            ("sipvicious OPTIONS, a new source every 64", &|p| flood::live_each(p, &random, ifindex, 64)),
+            ("phone REGISTER, four sources (before their ban)", &|p| {
+                regs.iter().map(|f| flood::live(p, f, ifindex, repeat / 4)).sum::<Duration>() / 4
+            }),
+            ("OPTIONS from a blocked /16, a new source every 64", &|p| {
+                flood::live_each(p, &blocked, ifindex, 64)
+            }),
+        ];
+        let mut rows = Vec::new();
+        for (name, run) in traffic {
+            let mut cells = Vec::new();
+            for filter in FILTERS {
+                let per = match filter {
+                    "none" => run(reference.kernel.baseline().expect("baseline program")),
+                    "nftables" => {
+                        // This thread is in the namespace, and so is what it starts.
+                        sh(&["nft", "-f", &rules.path().to_string_lossy()]);
+                        let d = run(reference.kernel.baseline().expect("baseline program"));
+                        sh(&["nft", "delete", "table", "inet", "cgbench"]);
+                        d
+                    }
+                    _ => run(cfg_kernel.kernel.program()),
+                };
+                cells.push(per.as_nanos() as f64);
+            }
+            rows.push((name, cells));
+        }
+        rows
+    })
+    .join()
+    .expect("the flood benchmark's thread");
+    print!("{:<48}", "traffic");
+    for f in FILTERS {
+        print!(" {f:>10}");
+    }
+    println!(" {:>20}", "callguard/nftables");
+    for (name, cells) in &rows {
+        print!("{name:<48}");
+        for c in cells {
+            print!(" {c:>10.0}");
+        }
+        println!(" {:>19.2}x", cells[2] / cells[1]);
+    }
+    let unmeasured: Vec<String> = rows
+        .iter()
+        .flat_map(|(name, cells)| {
+            cells.iter().zip(FILTERS).filter(|(c, _)| **c <= 0.0).map(move |(_, f)| format!("{f} on {name}"))
+        })
+        .collect();
+    assert!(unmeasured.is_empty(), "not measured: {unmeasured:?}");
+    println!("every filter measured on every traffic: {} cells", rows.len() * FILTERS.len());
 }
 
 fn kernel(repeat: u32) {
