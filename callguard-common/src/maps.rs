@@ -42,6 +42,9 @@ pub const VERDICT: &str = "CG_VERDICT";
 
 /// Per-source rate state: `LruHashMap<[u8; 16], limits::SourceState>`; see [`crate::limits`].
 pub const SOURCES: &str = "CG_SOURCES";
+/// Scratch for a new source's state (a signature ban inserts it): `PerCpuArray<limits::SourceState>`
+/// of one slot.
+pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";
 /// Drop samples and ban requests: a ring buffer of `events::Event`.
@@ -87,6 +90,13 @@ pub const BASELINE_PROGRAM: &str = "callguard_baseline";
 /// object, loaded only by the benchmark: the cost of reading the packet, for the floor of each
 /// SIP row.
 pub const READ_ONCE_PROGRAM: &str = "callguard_read_once";
+/// The flood benchmark's spoofer, in the same object, loaded only by the benchmark: each frame
+/// a new random IPv4 source within [`BENCH_SPOOF`]'s prefix, then the filter in [`BENCH_NEXT`].
+pub const SPOOF_PROGRAM: &str = "callguard_spoof";
+/// The spoofer's prefix: `Array<[u32; 2]>` of one slot, (address, mask) in host order.
+pub const BENCH_SPOOF: &str = "CG_BENCH_SPOOF";
+/// The filter the spoofer tail-calls: a program array of one slot.
+pub const BENCH_NEXT: &str = "CG_BENCH_NEXT";
 
 /// Capacity of each exact-match map. Entries are allocated on insert (`BPF_F_NO_PREALLOC`), so an
 /// empty map costs nothing.

@@ -138,6 +138,38 @@ fn callguard_read_once(ctx: XdpContext) -> u32 {
     if sum == 0x5349_5020_666c_6f6f { Action::Drop.xdp_action() } else { Action::Pass.xdp_action() }
 }
 
+/// The flood benchmark's spoofer (never attached): gives each frame a new IPv4 source, random
+/// within the prefix in `CG_BENCH_SPOOF`, mends the header checksum, clears the UDP checksum
+/// (IPv4 allows none), and tail-calls the filter under test (`CG_BENCH_NEXT`, slot 0). In a
+/// live-frames run every packet then comes from a new source, as in a spoofed flood; its own
+/// cost is paid alike by every filter. Assumes Ethernet, IPv4 without options and UDP.
+#[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
+fn callguard_spoof(ctx: XdpContext) -> u32 {
+    if let (Some(hdr), Some(net)) = (parse::ptr_at::<[u8; 28]>(&ctx, 14), maps::CG_BENCH_SPOOF.get(0)) {
+        // SAFETY: ptr_at checked that the 28 bytes are inside the packet, which this program
+        // may write.
+        let hdr = unsafe { &mut *hdr.cast_mut() };
+        // SAFETY: the helper has no preconditions.
+        let r = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() };
+        let old = u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+        let new = (net[0] & net[1]) | (r & !net[1]);
+        hdr[12..16].copy_from_slice(&new.to_be_bytes());
+        // RFC 1624: HC' = ~(~HC + ~m + m'), over the two 16-bit words of the address.
+        let mut sum = u32::from(!u16::from_be_bytes([hdr[10], hdr[11]]));
+        sum += u32::from(!(old >> 16) as u16) + u32::from(!old as u16);
+        sum += (new >> 16) + (new & 0xffff);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        hdr[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        hdr[26] = 0;
+        hdr[27] = 0;
+    }
+    // SAFETY: the context is this program's; on success the call does not return.
+    unsafe { maps::CG_BENCH_NEXT.tail_call(&ctx, 0) };
+    Action::Pass.xdp_action()
+}
+
 /// The verdict on one frame, before the slow path and the exit.
 #[inline(always)]
 fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use callguard_common::{
     Counter, KernelConfig, NetEntry,
@@ -80,6 +80,11 @@ pub(crate) static CG_PARSE: PerCpuArray<Parse> = PerCpuArray::with_max_entries(1
 #[map]
 pub(crate) static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pinned(SOURCES_MAX, 0);
 
+/// A new source's state as a signature ban inserts it: all zero but `banned_until`, written in
+/// place before the insert (`maps::SOURCE_NEW`).
+#[map]
+pub(crate) static CG_SOURCE_NEW: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
+
 /// Rate limits, ban and enumeration settings (`maps::LIMITS`).
 #[map]
 pub(crate) static CG_LIMITS: Array<Limits> = Array::pinned(1, 0);
@@ -131,3 +136,12 @@ pub(crate) static CG_AUTH: LruHashMap<[u8; 16], AuthState> = LruHashMap::pinned(
 /// the XDP program to drop REGISTERs for a guarded user.
 #[map]
 pub(crate) static CG_AUTH_USERS: LruHashMap<u64, UserAuth> = LruHashMap::pinned(AUTH_USERS_MAX, 0);
+
+/// The flood benchmark's spoofer: the prefix its sources are drawn from, as (address, mask),
+/// host-order IPv4 (`maps::BENCH_SPOOF`). Never pinned; only the benchmark fills it.
+#[map]
+pub(crate) static CG_BENCH_SPOOF: Array<[u32; 2]> = Array::with_max_entries(1, 0);
+
+/// The flood benchmark's spoofer: the filter under test, tail-called (`maps::BENCH_NEXT`).
+#[map]
+pub(crate) static CG_BENCH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);

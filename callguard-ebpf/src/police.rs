@@ -10,7 +10,7 @@ use callguard_common::{
 
 use crate::{
     events::{budget, emit, source_key, within_budget},
-    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCES},
+    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
     net::boot_ns,
     parse::Src,
 };
@@ -24,19 +24,34 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
         return;
     }
     let src = &source_key(src);
-    let Some(st) = source_state(src) else { return };
-    // SAFETY: as in `police`: an LRU value, valid for this program run.
-    let st = unsafe { &mut *st };
     let now = boot_ns();
-    if st.banned_until <= now {
-        // Written within the event budget: every packet of a spoofed flood can come from a new
-        // source, and the kernel's own ban works without the daemon's rule.
-        set_ban(st, now, lim.sig_ban_ns);
-        if let Some(b) = budget() {
-            within_budget(b, lim, now, || {
-                emit(src, event::BAN_SIGNATURE, Reason::Banned, info.method, 0, sig_slot, info.user_agent)
-            });
+    // A source without state (every packet of a spoofed flood) is inserted banned: one map
+    // operation where a lookup, an insert and a lookup were, each a cache miss in a full map.
+    // The new value comes from a map (all zero but this field), not the stack, which is full.
+    let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's copy of a per-CPU value, used only here during this program run.
+    let fresh = unsafe { &mut *fresh };
+    fresh.banned_until = now + lim.sig_ban_ns;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the state would be copied onto the stack, which has no room for it"
+    )]
+    let inserted = CG_SOURCES.insert(src, &*fresh, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+    if inserted.is_err() {
+        let Some(st) = CG_SOURCES.get_ptr_mut(src) else { return };
+        // SAFETY: as in `police`: an LRU value, valid for this program run.
+        let st = unsafe { &mut *st };
+        if st.banned_until > now {
+            return;
         }
+        set_ban(st, now, lim.sig_ban_ns);
+    }
+    // Written within the event budget: every packet of a spoofed flood can come from a new
+    // source, and the kernel's own ban works without the daemon's rule.
+    if let Some(b) = budget() {
+        within_budget(b, lim, now, || {
+            emit(src, event::BAN_SIGNATURE, Reason::Banned, info.method, 0, sig_slot, info.user_agent)
+        });
     }
 }
 

@@ -55,15 +55,18 @@ enum Task {
         target: Option<String>,
     },
     /// Benchmarks. Kernel: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
-    /// pass-everything program, and lookup/load cost with 100, 10,000 and 1,000,000 prefixes;
-    /// then the slow path: hand-up latency next to the fast path, and the highest decided rate.
+    /// pass-everything program, each SIP row against its floor (the lookups plus reading the
+    /// packet once), and lookup/load cost with 100, 10,000 and 1,000,000 prefixes; flood: CPU per
+    /// packet of callguard, nftables and no filter on the same floods (live frames); then the
+    /// slow path: hand-up latency next to the fast path, and the highest decided rate.
     Bench {
         /// Repetitions per kernel measurement.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
-        /// Which part: `kernel` (BPF_PROG_TEST_RUN), `slow-path` (hand-up latency and
-        /// highest rate, over veth), or `all`.
-        #[arg(long, default_value = "all", value_parser = ["all", "kernel", "slow-path"])]
+        /// Which part: `kernel` (BPF_PROG_TEST_RUN), `flood` (live frames into the stack, side by
+        /// side with the peers), `slow-path` (hand-up latency and highest rate, over veth), or
+        /// `all`.
+        #[arg(long, default_value = "all", value_parser = ["all", "kernel", "flood", "slow-path"])]
         only: String,
     },
 }

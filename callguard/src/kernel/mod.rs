@@ -365,6 +365,26 @@ impl Kernel {
         self.reference(maps::READ_ONCE_PROGRAM)
     }
 
+    /// Loads the flood benchmark's spoofer (benchmarks only), set to give every frame a random
+    /// source within `net` and then run `target`, an XDP program of any object.
+    pub fn spoofer(
+        &mut self,
+        net: ipnet::Ipv4Net,
+        target: &aya::programs::ProgramFd,
+    ) -> anyhow::Result<&mut Xdp> {
+        let mut prefix: Array<&mut MapData, [u32; 2]> = Array::try_from(
+            self.ebpf
+                .map_mut(maps::BENCH_SPOOF)
+                .ok_or_else(|| anyhow!("map {} missing", maps::BENCH_SPOOF))?,
+        )?;
+        prefix.set(0, [u32::from(net.network()), u32::from(net.netmask())], 0)?;
+        let mut next: aya::maps::ProgramArray<&mut MapData> = aya::maps::ProgramArray::try_from(
+            self.ebpf.map_mut(maps::BENCH_NEXT).ok_or_else(|| anyhow!("map {} missing", maps::BENCH_NEXT))?,
+        )?;
+        next.set(0, target, 0)?;
+        self.reference(maps::SPOOF_PROGRAM)
+    }
+
     /// Loads one of the object's reference programs, once.
     fn reference(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
         let prog: &mut Xdp =

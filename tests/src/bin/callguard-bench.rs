@@ -103,9 +103,6 @@ fn main() {
     }
 }
 
-/// One traffic of the flood benchmark: runs a filter's XDP program on it, the CPU per packet.
-type Flood<'a> = dyn Fn(&mut Xdp) -> Duration + 'a;
-
 /// The filters of the flood benchmark, in the order of its columns.
 const FILTERS: [&str; 3] = ["none", "nftables", "callguard"];
 
@@ -124,8 +121,46 @@ const NFT_RULES: &str = "table inet cgbench {
     }
 }";
 
+/// One traffic of the flood benchmark: its frames, sent in turn, the packets split evenly
+/// between them; with `spoof`, every packet's source is rewritten to a random one in that
+/// prefix (the spoofer, `callguard_spoof`) before the filter sees it.
+struct Traffic {
+    name: &'static str,
+    frames: Vec<Vec<u8>>,
+    spoof: Option<ipnet::Ipv4Net>,
+}
+
+/// The program a filter's packets run through first: the pass-everything program (no filter,
+/// nftables behind it) or callguard's.
+#[derive(Clone, Copy)]
+enum First {
+    PassEverything,
+    Callguard,
+}
+
+/// CPU per packet of `traffic` through `first` of kernel `k`, `repeat` packets in all.
+fn flood_cell(
+    k: &mut callguard::kernel::Kernel,
+    first: First,
+    t: &Traffic,
+    ifindex: u32,
+    repeat: u32,
+) -> Duration {
+    let mut target = match first {
+        First::PassEverything => k.baseline().expect("the pass-everything program"),
+        First::Callguard => k.program(),
+    };
+    let fd;
+    if let Some(net) = t.spoof {
+        fd = target.fd().expect("a loaded program").try_clone().expect("a program fd");
+        target = k.spoofer(net, &fd).expect("the spoofer");
+    }
+    let per = repeat / t.frames.len() as u32;
+    t.frames.iter().map(|f| flood::live(target, f, ifindex, per)).sum::<Duration>() / t.frames.len() as u32
+}
+
 /// The flood benchmark: CPU per packet of each filter, on the same traffic, in one run (see
-/// `callguard_tests::flood`). `short`: one small run per cell, for CI, which only checks that
+/// `callguard_tests::flood`). `short`: a small run per cell, for CI, which only checks that
 /// every filter was measured.
 fn flood_bench(short: bool) {
     let t = Topology::new();
@@ -133,14 +168,10 @@ fn flood_bench(short: bool) {
     // The SIP server's socket, never read: the floods fill it, then the stack drops at it, as a
     // busy server's would.
     let _server = t.pbx.udp(format!("{}:5060", Topology::PBX_V4).parse().expect("address"));
-    let (repeat, each) = if short { (20_000u32, 64usize) } else { (2_000_000, 16_384) };
+    let repeat: u32 = if short { 20_000 } else { 2_000_000 };
     println!(
         "callguard flood benchmark: live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) into the \
-         stack of an interface in a namespace; CPU ns per packet on the receiving side"
-    );
-    println!(
-        "one source: {repeat} packets; many sources: {each} sources, 64 packets each, one run per source \
-         (the runs' own cost is in every column: see none)"
+         stack of an interface in a namespace; CPU ns per packet on the receiving side, {repeat} packets a cell"
     );
     println!("none: pass-everything XDP program, stack, a UDP socket that is never read (full)");
     println!(
@@ -149,54 +180,69 @@ fn flood_bench(short: bool) {
     println!(
         "callguard: its XDP program with the default configuration, signatures and a deny rule for the /16"
     );
+    println!(
+        "new source every packet: a spoofer program rewrites each frame's source, then tail-calls the filter's \
+         XDP program (its cost is in every column)"
+    );
     println!();
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", Topology::PBX_V4, false);
     let register =
         sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
     let frame = |src: &str, payload: &[u8]| Frame::udp(src, 5060).payload(payload).build();
-    let random: Vec<Vec<u8>> = flood::sources(each, None).iter().map(|s| frame(s, &svmap)).collect();
-    let blocked: Vec<Vec<u8>> =
-        flood::sources(each, Some([100, 64])).iter().map(|s| frame(s, &svmap)).collect();
-    let one = frame("203.0.113.7", &svmap);
-    let regs: Vec<Vec<u8>> = (1..=4).map(|i| frame(&format!("203.0.113.{}", 20 + i), &register)).collect();
+    let net = |s: &str| Some(s.parse::<ipnet::Ipv4Net>().expect("a prefix"));
+    let traffic = [
+        Traffic {
+            name: "sipvicious OPTIONS, one source",
+            frames: vec![frame("203.0.113.7", &svmap)],
+            spoof: None,
+        },
+        Traffic {
+            name: "sipvicious OPTIONS, new source every packet",
+            frames: vec![frame("11.0.0.1", &svmap)],
+            spoof: net("11.0.0.0/8"),
+        },
+        Traffic {
+            name: "phone REGISTER, four sources (before a ban)",
+            frames: (1..=4).map(|i| frame(&format!("203.0.113.{}", 20 + i), &register)).collect(),
+            spoof: None,
+        },
+        Traffic {
+            name: "OPTIONS from a blocked /16, new source each",
+            frames: vec![frame("100.64.0.1", &svmap)],
+            spoof: net("100.64.0.0/16"),
+        },
+    ];
     let (ns, iface) = (t.pbx.name.clone(), t.pbx_if.clone());
     let rules = tempfile::NamedTempFile::new().expect("a temporary file");
     std::fs::write(rules.path(), NFT_RULES).expect("writing the nftables ruleset");
     let rows = std::thread::spawn(move || {
         callguard_tests::netns::enter(&ns);
         let ifindex = flood::ifindex(&iface);
-        let mut cfg_kernel = TestKernel::with_config(&Config::default());
-        cfg_kernel.set_signatures(&default_signatures());
-        cfg_kernel.set_rules(&[rule(1, "100.64.0.0/16", NetAction::Deny, Scope::Sip)]);
         let mut reference = TestKernel::new();
-        let traffic: [(&str, &Flood); 4] = [
-            ("sipvicious OPTIONS, one source", &|p| flood::live(p, &one, ifindex, repeat)),
-            ("sipvicious OPTIONS, a new source every 64", &|p| flood::live_each(p, &random, ifindex, 64)),
-            ("phone REGISTER, four sources (before their ban)", &|p| {
-                regs.iter().map(|f| flood::live(p, f, ifindex, repeat / 4)).sum::<Duration>() / 4
-            }),
-            ("OPTIONS from a blocked /16, a new source every 64", &|p| {
-                flood::live_each(p, &blocked, ifindex, 64)
-            }),
-        ];
         let mut rows = Vec::new();
-        for (name, run) in traffic {
+        for tr in &traffic {
             let mut cells = Vec::new();
             for filter in FILTERS {
                 let per = match filter {
-                    "none" => run(reference.kernel.baseline().expect("baseline program")),
+                    "none" => flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat),
                     "nftables" => {
                         // This thread is in the namespace, and so is what it starts.
                         sh(&["nft", "-f", &rules.path().to_string_lossy()]);
-                        let d = run(reference.kernel.baseline().expect("baseline program"));
+                        let d = flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat);
                         sh(&["nft", "delete", "table", "inet", "cgbench"]);
                         d
                     }
-                    _ => run(cfg_kernel.kernel.program()),
+                    _ => {
+                        // A fresh callguard per traffic: no bans carried from the row before.
+                        let mut k = TestKernel::with_config(&Config::default());
+                        k.set_signatures(&default_signatures());
+                        k.set_rules(&[rule(1, "100.64.0.0/16", NetAction::Deny, Scope::Sip)]);
+                        flood_cell(&mut k.kernel, First::Callguard, tr, ifindex, repeat)
+                    }
                 };
                 cells.push(per.as_nanos() as f64);
             }
-            rows.push((name, cells));
+            rows.push((tr.name, cells));
         }
         rows
     })
