@@ -3,7 +3,8 @@
 #   - Debian packages: llvm-22-dev (bpf-linker links against it), iproute2 (namespaces, veth),
 #     python3 and python3-venv (sipvicious), sip-tester (SIPp: the SIP server and the caller in
 #     the scanner test), nftables (independent packet counters in the test namespaces), kamailio
-#     (the reference PBX of the attack suite: tests/kamailio)
+#     (the reference PBX of the attack suite: tests/kamailio), iptables and ipset (the flood
+#     benchmark's netfilter peers), xdp-tools (its xdp-filter peer)
 #   - from PyPI, each in its own virtualenv under target/tools: sipvicious 0.3.8 (the real
 #     scanner the integration tests run) and schemathesis 4.32.5 (fuzzes the management API)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
@@ -40,7 +41,8 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_install llvm-22-dev iproute2 python3 python3-venv libzstd-dev zlib1g-dev sip-tester nftables kamailio
+apt_install llvm-22-dev iproute2 python3 python3-venv libzstd-dev zlib1g-dev sip-tester nftables kamailio \
+  iptables ipset xdp-tools
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing nightly toolchain"

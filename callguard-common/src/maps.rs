@@ -90,6 +90,9 @@ pub const BASELINE_PROGRAM: &str = "callguard_baseline";
 /// object, loaded only by the benchmark: the cost of reading the packet, for the floor of each
 /// SIP row.
 pub const READ_ONCE_PROGRAM: &str = "callguard_read_once";
+/// A drop-everything program in the same object, loaded only by the flood benchmark: what any
+/// XDP drop costs in its harness.
+pub const DROP_ALL_PROGRAM: &str = "callguard_drop_all";
 /// The flood benchmark's spoofer, in the same object, loaded only by the benchmark: each frame
 /// a new random IPv4 source within [`BENCH_SPOOF`]'s prefix, then the filter in [`BENCH_NEXT`].
 pub const SPOOF_PROGRAM: &str = "callguard_spoof";

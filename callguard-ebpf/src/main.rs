@@ -100,6 +100,13 @@ fn callguard_baseline(_ctx: XdpContext) -> u32 {
     Action::Pass.xdp_action()
 }
 
+/// A program that drops everything and does nothing else: in the flood benchmark, what any
+/// XDP drop costs in its harness (the floor no XDP filter goes below). Never attached.
+#[xdp]
+fn callguard_drop_all(_ctx: XdpContext) -> u32 {
+    Action::Drop.xdp_action()
+}
+
 /// Most bytes of UDP payload [`callguard_read_once`] reads (a standard MTU's worth).
 const READ_ONCE_MAX: usize = 1536;
 

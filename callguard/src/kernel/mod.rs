@@ -360,6 +360,11 @@ impl Kernel {
         self.reference(maps::BASELINE_PROGRAM)
     }
 
+    /// Loads the drop-everything reference program of the same object (benchmarks only).
+    pub fn drop_all(&mut self) -> anyhow::Result<&mut Xdp> {
+        self.reference(maps::DROP_ALL_PROGRAM)
+    }
+
     /// Loads the read-once reference program of the same object (benchmarks only).
     pub fn read_once(&mut self) -> anyhow::Result<&mut Xdp> {
         self.reference(maps::READ_ONCE_PROGRAM)
