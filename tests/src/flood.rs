@@ -8,11 +8,10 @@
 //! every XDP program there first pays for turning an skb back into a frame). A filter that is
 //! not XDP (nftables) runs behind a pass-everything XDP program.
 //!
-//! Every packet of a run is the same frame. A flood from many sources is one run per source;
-//! what a run costs beyond its packets is paid alike by every filter, and the "none" column
-//! shows it. (One run per packet costs about 8 µs on this kind of machine, which buries what
-//! is measured: a flood whose every packet has a new source needs the sources rewritten inside
-//! the run — not done yet.)
+//! Every packet of a run is the same frame. A flood whose every packet has a new source runs
+//! through the spoofer first (`callguard_spoof` in callguard's object), which rewrites the
+//! source and tail-calls the filter's program; one run per source instead would cost about
+//! 8 µs a run on this kind of machine, burying what is measured.
 
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ const BATCH: u32 = 64;
 
 /// Runs `prog` on `frame` `repeat` times in live-frames mode on the interface `ifindex` (of the
 /// calling thread's network namespace); the CPU time per packet.
-pub fn live(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Duration {
+pub fn live(prog: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Duration {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
     // egress_ifindex. The kernel requires data_end to be the frame's length.
     let mut ctx = [0u8; 24];
@@ -43,13 +42,6 @@ pub fn live(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Duration
     prog.test_run(opts).expect("BPF_PROG_TEST_RUN in live-frames mode").duration
 }
 
-/// [`live`] `per_frame` times on each frame in turn: a flood from many sources (one run per
-/// source); the mean CPU time per packet.
-pub fn live_each(prog: &mut Xdp, frames: &[Vec<u8>], ifindex: u32, per_frame: u32) -> Duration {
-    let total: Duration = frames.iter().map(|f| live(prog, f, ifindex, per_frame)).sum();
-    total / frames.len().max(1) as u32
-}
-
 /// The index of the interface `name` in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).expect("an interface name");
@@ -59,26 +51,34 @@ pub fn ifindex(name: &str) -> u32 {
     i
 }
 
-/// `count` distinct IPv4 addresses from a xorshift sequence (the same every run), each with
-/// the first two bytes of `within` when given (a /16), else anywhere in 1.0.0.0–223.255.255.255
-/// outside 198.18.0.0/15.
-pub fn sources(count: usize, within: Option<[u8; 2]>) -> Vec<String> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        let a = match within {
-            Some([p, q]) => [p, q, b[2], b[3]],
-            None => [1 + b[0] % 223, b[1], b[2], b[3]],
-        };
-        if (a[0], a[1] & 0xfe) == (198, 18) || a[3] == 0 || a[3] == 255 || !seen.insert(a) {
-            continue;
+/// UDP datagrams delivered to sockets in the calling thread's network namespace so far
+/// (`InDatagrams` of `/proc/thread-self/net/snmp`).
+pub fn udp_datagrams_read() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("/proc/thread-self/net/snmp");
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("InDatagrams in /proc/net/snmp")
+}
+
+/// Waits until a UDP socket of the calling thread's network namespace listens on `port`.
+pub fn await_listener(port: u16, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let needle = format!(":{port:04X} ");
+    while std::time::Instant::now() < deadline {
+        let udp = std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
+        if udp
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1).is_some_and(|a| format!("{a} ").contains(&needle)))
+        {
+            return;
         }
-        out.push(format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    out
+    panic!("nothing listens on UDP port {port} after {timeout:?}");
 }

@@ -572,30 +572,78 @@ pub struct Kamailio {
 impl Kamailio {
     /// Starts Kamailio in `ns` with `tests/kamailio/<config>`, listening on `listen` (UDP).
     pub fn start(ns: &Netns, config: &str, listen: &str) -> Self {
+        Self::start_with(ns, config, listen, &[])
+    }
+
+    /// [`Kamailio::start`], with `-A NAME=VALUE` for each of `defines` (the config's `#!define`s
+    /// from the command line).
+    pub fn start_with(ns: &Netns, config: &str, listen: &str, defines: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid = dir.path().join("kamailio.pid");
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio").join(config);
-        let proc = ns.spawn(
-            &[
-                "kamailio",
-                "-f",
-                cfg.to_str().expect("path"),
-                "-l",
-                &format!("udp:{listen}"),
-                "-DD",
-                "-E",
-                "-Y",
-                dir.path().to_str().expect("path"),
-                "-P",
-                pid.to_str().expect("path"),
-                "-m",
-                "32",
-                "-M",
-                "8",
-            ],
-            &dir.path().join("kamailio.log"),
-        );
+        let listen = format!("udp:{listen}");
+        let mut args = vec![
+            "kamailio",
+            "-f",
+            cfg.to_str().expect("path"),
+            "-l",
+            &listen,
+            "-DD",
+            "-E",
+            "-Y",
+            dir.path().to_str().expect("path"),
+            "-P",
+            pid.to_str().expect("path"),
+            "-m",
+            "32",
+            "-M",
+            "8",
+        ];
+        let defines: Vec<String> = defines.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for d in &defines {
+            args.extend(["-A", d.as_str()]);
+        }
+        let proc = ns.spawn(&args, &dir.path().join("kamailio.log"));
         Self { dir, pid, _proc: proc }
+    }
+
+    /// The process ids of Kamailio's main process and of its children.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(main) = std::fs::read_to_string(&self.pid).ok().and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // Fields after the command (which may hold spaces): state, ppid, …
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// User and system CPU time Kamailio's processes have used so far.
+    pub fn cpu(&self) -> Duration {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ticks: u64 = self
+            .pids()
+            .iter()
+            .map(|p| {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                // utime and stime: fields 14 and 15 of stat(5); the state, field 3, comes first
+                // after the command.
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let field = |n: usize| f.get(n - 3).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                field(14) + field(15)
+            })
+            .sum();
+        Duration::from_nanos(ticks * 1_000_000_000 / hz)
     }
 
     /// What Kamailio logged so far.

@@ -13,8 +13,10 @@ fn the_flood_benchmark_measures_every_filter_on_every_traffic() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "callguard-bench flood-short failed:\n{stdout}\n{stderr}");
     println!("{stdout}");
-    for filter in ["none", "nftables", "iptables bm", "iptables kmp", "callguard", "XDP drop"] {
+    for filter in
+        ["none", "nftables", "iptables bm", "iptables kmp", "xdp-filter", "kamailio", "callguard", "XDP drop"]
+    {
         assert!(stdout.contains(filter), "no {filter} column:\n{stdout}");
     }
-    assert!(stdout.contains("every filter measured on every traffic: 24 cells"), "{stdout}");
+    assert!(stdout.contains("every filter measured on every traffic: 32 cells"), "{stdout}");
 }

@@ -57,7 +57,8 @@ enum Task {
     /// Benchmarks. Kernel: per-packet cost of each verdict path through BPF_PROG_TEST_RUN next to a
     /// pass-everything program, each SIP row against its floor (the lookups plus reading the
     /// packet once), and lookup/load cost with 100, 10,000 and 1,000,000 prefixes; flood: CPU per
-    /// packet of callguard, nftables and no filter on the same floods (live frames); then the
+    /// packet of callguard, nftables, iptables, xdp-filter, Kamailio and no filter on the same
+    /// floods (live frames); then the
     /// slow path: hand-up latency next to the fast path, and the highest decided rate.
     Bench {
         /// Repetitions per kernel measurement.

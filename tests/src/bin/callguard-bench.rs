@@ -36,7 +36,7 @@ use callguard_tests::{
     TestKernel, default_signatures, flood,
     frame::Frame,
     load::{self, Measured},
-    netns::{Instance, Topology, reason_packets, sh},
+    netns::{Instance, Kamailio, Topology, reason_packets, sh},
     rule,
     sipmsg::{self, SvTool},
 };
@@ -105,7 +105,12 @@ fn main() {
 }
 
 /// The filters of the flood benchmark, in the order of its columns.
-const FILTERS: [&str; 6] = ["none", "nftables", "iptables bm", "iptables kmp", "callguard", "XDP drop"];
+const FILTERS: [&str; 8] =
+    ["none", "nftables", "iptables bm", "iptables kmp", "xdp-filter", "kamailio", "callguard", "XDP drop"];
+
+/// The blocked network of the network-rule row: a /19, since xdp-filter holds single addresses
+/// only, at most 10,000 of them, and this is as large as a power of two gets within that.
+const BLOCKED: &str = "100.64.0.0/19";
 
 /// The iptables rules of the `iptables` columns, as operators deploy them (one `iptables`
 /// command each, after the ipset): the blocked networks as an ipset, a ban list (`recent`)
@@ -136,6 +141,28 @@ fn iptables_rules(algo: &str) -> Vec<Vec<String>> {
     rules
 }
 
+/// Loads xdp-filter (Debian's xdp-tools) on `iface` in the calling thread's namespace, in
+/// native mode, denying every address of [`BLOCKED`] as a source (written straight into its
+/// map: one `xdp-filter ip` per address would take minutes); its program, to run.
+fn xdp_filter_up(iface: &str) -> Xdp {
+    use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
+    // xdp-filter's flags (xdp-tools, xdp-filter/common_kern_user.h): the address is a source
+    // to match; its packet counter lives above bit 6.
+    const MAP_FLAG_SRC: u64 = 1;
+    sh(&["xdp-filter", "load", iface, "--mode", "native"]);
+    let map = MapData::from_pin("/sys/fs/bpf/xdp-filter/filter_ipv4").expect("xdp-filter's address map");
+    let map = aya::maps::Map::from_map_data(map).expect("a map aya knows");
+    let mut map: PerCpuHashMap<MapData, u32, u64> = PerCpuHashMap::try_from(map).expect("a per-CPU hash");
+    let cpus = aya::util::nr_cpus().expect("CPUs");
+    let blocked: ipnet::Ipv4Net = BLOCKED.parse().expect("a prefix");
+    for a in blocked.hosts() {
+        let v = PerCpuValues::try_from(vec![MAP_FLAG_SRC; cpus]).expect("per-CPU values");
+        map.insert(u32::from_ne_bytes(a.octets()), v, 0).expect("an xdp-filter entry");
+    }
+    let pin = format!("/sys/fs/bpf/xdp-filter/programs/{iface}/xdpfilt_alw_all");
+    Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface).expect("xdp-filter's program")
+}
+
 /// Sets a netfilter column's rules up in the calling thread's namespace.
 fn netfilter_up(filter: &str, nft_rules: &Path) {
     match filter {
@@ -145,7 +172,7 @@ fn netfilter_up(filter: &str, nft_rules: &Path) {
         _ => {
             let algo = if filter.ends_with("kmp") { "kmp" } else { "bm" };
             sh(&["ipset", "create", "cgbench_blocked", "hash:net"]);
-            sh(&["ipset", "add", "cgbench_blocked", "100.64.0.0/16"]);
+            sh(&["ipset", "add", "cgbench_blocked", BLOCKED]);
             for r in iptables_rules(algo) {
                 sh(&r.iter().map(String::as_str).collect::<Vec<_>>());
             }
@@ -172,7 +199,7 @@ fn netfilter_down(filter: &str) {
 /// nftables cannot look for a scanner's User-Agent at a varying offset (its payload matches
 /// are at fixed offsets), so the OPTIONS floods pass it until a source exceeds its rate.
 const NFT_RULES: &str = "table inet cgbench {
-    set blocked4 { type ipv4_addr; flags interval; elements = { 100.64.0.0/16 } }
+    set blocked4 { type ipv4_addr; flags interval; elements = { 100.64.0.0/19 } }
     set rate4 { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 60s; }
     chain pre {
         type filter hook prerouting priority raw; policy accept;
@@ -190,35 +217,47 @@ struct Traffic {
     spoof: Option<ipnet::Ipv4Net>,
 }
 
-/// The program a filter's packets run through first: the pass-everything program (no filter,
-/// nftables behind it) or callguard's.
-#[derive(Clone, Copy)]
-enum First {
+/// The program a filter's packets run through first: one of the reference programs of the
+/// benchmark's own kernel object (pass-everything: no filter, or netfilter behind it; drop
+/// everything), or another (callguard's, xdp-filter's).
+enum First<'a> {
     PassEverything,
-    Callguard,
     DropAll,
+    Other(&'a Xdp),
 }
 
-/// CPU per packet of `traffic` through `first` of kernel `k`, `repeat` packets in all.
+/// A reference program of `k`.
+fn reference_program(k: &mut callguard::kernel::Kernel, pass: bool) -> &mut Xdp {
+    if pass {
+        k.baseline().expect("the pass-everything program")
+    } else {
+        k.drop_all().expect("the drop-all program")
+    }
+}
+
+/// CPU per packet of `traffic` through `first`, `repeat` packets in all; `k` is the benchmark's
+/// own kernel object (its reference programs and the spoofer).
 fn flood_cell(
     k: &mut callguard::kernel::Kernel,
-    first: First,
+    first: First<'_>,
     t: &Traffic,
     ifindex: u32,
     repeat: u32,
 ) -> Duration {
-    let mut target = match first {
-        First::PassEverything => k.baseline().expect("the pass-everything program"),
-        First::Callguard => k.program(),
-        First::DropAll => k.drop_all().expect("the drop-everything program"),
-    };
-    let fd;
-    if let Some(net) = t.spoof {
-        fd = target.fd().expect("a loaded program").try_clone().expect("a program fd");
-        target = k.spoofer(net, &fd).expect("the spoofer");
+    let fd = match &first {
+        First::PassEverything | First::DropAll => {
+            reference_program(k, matches!(first, First::PassEverything)).fd().expect("loaded").try_clone()
+        }
+        First::Other(x) => x.fd().expect("loaded").try_clone(),
     }
+    .expect("a program fd");
+    let prog: &Xdp = match (t.spoof, first) {
+        (Some(net), _) => k.spoofer(net, &fd).expect("the spoofer"),
+        (None, First::Other(x)) => x,
+        (None, f) => reference_program(k, matches!(f, First::PassEverything)),
+    };
     let per = repeat / t.frames.len() as u32;
-    t.frames.iter().map(|f| flood::live(target, f, ifindex, per)).sum::<Duration>() / t.frames.len() as u32
+    t.frames.iter().map(|f| flood::live(prog, f, ifindex, per)).sum::<Duration>() / t.frames.len() as u32
 }
 
 /// The flood benchmark: CPU per packet of each filter, on the same traffic, in one run (see
@@ -227,9 +266,6 @@ fn flood_cell(
 fn flood_bench(short: bool) {
     let t = Topology::new();
     t.pbx.ip(&["link", "set", "dev", &t.pbx_if, "address", flood::PBX_MAC]);
-    // The SIP server's socket, never read: the floods fill it, then the stack drops at it, as a
-    // busy server's would.
-    let _server = t.pbx.udp(format!("{}:5060", Topology::PBX_V4).parse().expect("address"));
     let repeat: u32 = if short { 20_000 } else { 2_000_000 };
     println!(
         "callguard flood benchmark: live frames (BPF_PROG_TEST_RUN, BPF_F_TEST_XDP_LIVE_FRAMES) into the \
@@ -237,14 +273,23 @@ fn flood_bench(short: bool) {
     );
     println!("none: pass-everything XDP program, stack, a UDP socket that is never read (full)");
     println!(
-        "nftables: the same, with a blocked /16 set and a per-source rate meter (20/s, burst 40) in raw prerouting"
+        "nftables: the same, with a blocked /19 set and a per-source rate meter (20/s, burst 40) in raw prerouting"
     );
     println!(
-        "iptables bm / kmp: the same, in the raw table: ipset for the /16, a recent ban list, a string match per \
+        "iptables bm / kmp: the same, in the raw table: ipset for the /19, a recent ban list, a string match per \
          enforcing User-Agent signature (sets the ban), hashlimit 20/s burst 40 (iptables-nft)"
     );
     println!(
-        "callguard: its XDP program with the default configuration, signatures and a deny rule for the /16"
+        "xdp-filter: xdp-tools' filter in native mode, every address of the /19 denied as a source (it holds \
+         addresses, not prefixes, 10,000 at most; it cannot read SIP)"
+    );
+    println!(
+        "kamailio: Kamailio 5.6 with pike (40 requests in 2 s) and secfilter (the same User-Agents) in front of \
+         the PBX: the run's time plus Kamailio's CPU per packet it read (packets its full socket refused \
+         cost only the stack)"
+    );
+    println!(
+        "callguard: its XDP program with the default configuration, signatures and a deny rule for the /19"
     );
     println!(
         "XDP drop: a program that drops everything at once, the floor of any XDP filter in this harness"
@@ -276,53 +321,115 @@ fn flood_bench(short: bool) {
             spoof: None,
         },
         Traffic {
-            name: "OPTIONS from a blocked /16, new source each",
+            name: "OPTIONS from a blocked /19, new source each",
             frames: vec![frame("100.64.0.1", &svmap)],
-            spoof: net("100.64.0.0/16"),
+            spoof: net(BLOCKED),
         },
     ];
-    let (ns, iface) = (t.pbx.name.clone(), t.pbx_if.clone());
+    let (pbx, iface) = (&t.pbx, t.pbx_if.clone());
+    let shield_db = format!("\"text://{}/kamailio/shield-db\"", env!("CARGO_MANIFEST_DIR"));
     let rules = tempfile::NamedTempFile::new().expect("a temporary file");
     std::fs::write(rules.path(), NFT_RULES).expect("writing the nftables ruleset");
-    let rows = std::thread::spawn(move || {
-        callguard_tests::netns::enter(&ns);
-        let ifindex = flood::ifindex(&iface);
-        let mut reference = TestKernel::new();
-        let mut rows = Vec::new();
-        for tr in &traffic {
-            let mut cells = Vec::new();
-            for filter in FILTERS {
-                let per = match filter {
-                    "none" => flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat),
-                    "XDP drop" => flood_cell(&mut reference.kernel, First::DropAll, tr, ifindex, repeat),
-                    "callguard" => {
-                        // A fresh callguard per traffic: no bans carried from the row before.
-                        let mut k = TestKernel::with_config(&Config::default());
-                        k.set_signatures(&default_signatures());
-                        k.set_rules(&[rule(1, "100.64.0.0/16", NetAction::Deny, Scope::Sip)]);
-                        flood_cell(&mut k.kernel, First::Callguard, tr, ifindex, repeat)
+    let rows = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                callguard_tests::netns::enter(&pbx.name);
+                let ifindex = flood::ifindex(&iface);
+                let mut reference = TestKernel::new();
+                let mut rows = Vec::new();
+                for tr in &traffic {
+                    let mut cells = Vec::new();
+                    for filter in FILTERS {
+                        // The SIP server's socket, never read: the floods fill it, then the stack drops
+                        // at it, as a busy server's would. Kamailio's own takes its place.
+                        let server = (filter != "kamailio").then(|| {
+                            std::net::UdpSocket::bind(format!("{}:5060", Topology::PBX_V4))
+                                .expect("the server's socket")
+                        });
+                        let per = match filter {
+                            "kamailio" => {
+                                let k = Kamailio::start_with(
+                                    pbx,
+                                    "shield.cfg",
+                                    &format!("{}:5060", Topology::PBX_V4),
+                                    &[("SHIELD_DB", &shield_db)],
+                                );
+                                flood::await_listener(5060, Duration::from_secs(10));
+                                let (cpu, read) = (k.cpu(), flood::udp_datagrams_read());
+                                let d = flood_cell(
+                                    &mut reference.kernel,
+                                    First::PassEverything,
+                                    tr,
+                                    ifindex,
+                                    repeat,
+                                );
+                                // What it read before the run ended, it finishes within this.
+                                std::thread::sleep(Duration::from_millis(500));
+                                let (cpu, read) = (k.cpu() - cpu, flood::udp_datagrams_read() - read);
+                                // Each packet it filtered cost the stack's share (the run) and its own.
+                                d + cpu / u32::try_from(read.max(1)).unwrap_or(u32::MAX)
+                            }
+                            "none" => {
+                                flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat)
+                            }
+                            "XDP drop" => {
+                                flood_cell(&mut reference.kernel, First::DropAll, tr, ifindex, repeat)
+                            }
+                            "xdp-filter" => {
+                                let prog = xdp_filter_up(&iface);
+                                let d = flood_cell(
+                                    &mut reference.kernel,
+                                    First::Other(&prog),
+                                    tr,
+                                    ifindex,
+                                    repeat,
+                                );
+                                drop(prog);
+                                sh(&["xdp-filter", "unload", &iface]);
+                                d
+                            }
+                            "callguard" => {
+                                // A fresh callguard per traffic: no bans carried from the row before.
+                                let mut k = TestKernel::with_config(&Config::default());
+                                k.set_signatures(&default_signatures());
+                                k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
+                                flood_cell(
+                                    &mut reference.kernel,
+                                    First::Other(k.kernel.program()),
+                                    tr,
+                                    ifindex,
+                                    repeat,
+                                )
+                            }
+                            _ => {
+                                // This thread is in the namespace, and so is what it starts.
+                                netfilter_up(filter, rules.path());
+                                let d = flood_cell(
+                                    &mut reference.kernel,
+                                    First::PassEverything,
+                                    tr,
+                                    ifindex,
+                                    repeat,
+                                );
+                                netfilter_down(filter);
+                                d
+                            }
+                        };
+                        drop(server);
+                        cells.push(per.as_nanos() as f64);
                     }
-                    _ => {
-                        // This thread is in the namespace, and so is what it starts.
-                        netfilter_up(filter, rules.path());
-                        let d = flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat);
-                        netfilter_down(filter);
-                        d
-                    }
-                };
-                cells.push(per.as_nanos() as f64);
-            }
-            rows.push((tr.name, cells));
-        }
-        rows
-    })
-    .join()
-    .expect("the flood benchmark's thread");
+                    rows.push((tr.name, cells));
+                }
+                rows
+            })
+            .join()
+            .expect("the flood benchmark's thread")
+    });
     print!("{:<46}", "traffic");
     for f in FILTERS {
         print!(" {f:>12}");
     }
-    println!(" {:>14}", "cg/cheapest nf");
+    println!(" {:>14} {:>14}", "cg/cheapest nf", "cg/kamailio");
     for (name, cells) in &rows {
         print!("{name:<46}");
         for c in cells {
@@ -330,7 +437,7 @@ fn flood_bench(short: bool) {
         }
         // The cheapest of the netfilter columns (nftables, iptables bm, iptables kmp).
         let cheapest = cells[1..4].iter().copied().fold(f64::INFINITY, f64::min);
-        println!(" {:>13.2}x", cells[4] / cheapest);
+        println!(" {:>13.2}x {:>13.3}x", cells[6] / cheapest, cells[6] / cells[5]);
     }
     println!(
         "nftables cannot match the User-Agent at a varying offset: it drops the OPTIONS floods only by \
