@@ -62,7 +62,10 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 #[inline(never)]
 pub(crate) fn banned(src: &Src) -> bool {
     // SAFETY: a value of the LRU hash, read once during this program run (RCU).
-    unsafe { CG_SOURCES.get(source_key(*src)) }.is_some_and(|st| st.banned_until > boot_ns())
+    // The clock only for a source that was banned once: on a VM its read is a good part of the
+    // cost of this check.
+    unsafe { CG_SOURCES.get(source_key(*src)) }
+        .is_some_and(|st| st.banned_until != 0 && st.banned_until > boot_ns())
 }
 
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
