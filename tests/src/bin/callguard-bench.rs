@@ -260,6 +260,68 @@ fn flood_cell(
     t.frames.iter().map(|f| flood::live(prog, f, ifindex, per)).sum::<Duration>() / t.frames.len() as u32
 }
 
+/// The flood benchmark's state in the receiving namespace (its thread has entered it).
+struct FloodRun<'a> {
+    pbx: &'a callguard_tests::netns::Netns,
+    iface: &'a str,
+    ifindex: u32,
+    /// The benchmark's own kernel object: the reference programs and the spoofer.
+    reference: TestKernel,
+    nft_rules: &'a Path,
+    repeat: u32,
+}
+
+impl FloodRun<'_> {
+    /// CPU per packet of `traffic` through `filter`, set up for it and taken down after.
+    fn cell(&mut self, filter: &str, traffic: &Traffic) -> Duration {
+        let (ifindex, repeat) = (self.ifindex, self.repeat);
+        // The SIP server's socket, never read: the floods fill it, then the stack drops at it, as
+        // a busy server's would. Kamailio's own takes its place.
+        let _server = (filter != "kamailio").then(|| {
+            std::net::UdpSocket::bind(format!("{}:5060", Topology::PBX_V4)).expect("the server's socket")
+        });
+        let reference = &mut self.reference.kernel;
+        match filter {
+            "none" => flood_cell(reference, First::PassEverything, traffic, ifindex, repeat),
+            "XDP drop" => flood_cell(reference, First::DropAll, traffic, ifindex, repeat),
+            "callguard" => {
+                // A fresh callguard per traffic: no bans carried from the row before.
+                let mut k = TestKernel::with_config(&Config::default());
+                k.set_signatures(&default_signatures());
+                k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
+                flood_cell(reference, First::Other(k.kernel.program()), traffic, ifindex, repeat)
+            }
+            "xdp-filter" => {
+                let prog = xdp_filter_up(self.iface);
+                let d = flood_cell(reference, First::Other(&prog), traffic, ifindex, repeat);
+                drop(prog);
+                sh(&["xdp-filter", "unload", self.iface]);
+                d
+            }
+            "kamailio" => {
+                let db = format!("\"text://{}/kamailio/shield-db\"", env!("CARGO_MANIFEST_DIR"));
+                let listen = format!("{}:5060", Topology::PBX_V4);
+                let k = Kamailio::start_with(self.pbx, "shield.cfg", &listen, &[("SHIELD_DB", &db)]);
+                flood::await_listener(5060, Duration::from_secs(10));
+                let (cpu, read) = (k.cpu(), flood::udp_datagrams_read());
+                let d = flood_cell(reference, First::PassEverything, traffic, ifindex, repeat);
+                // What it read before the run ended, it finishes within this.
+                std::thread::sleep(Duration::from_millis(500));
+                let (cpu, read) = (k.cpu() - cpu, flood::udp_datagrams_read() - read);
+                // Each packet it filtered cost the stack's share (the run) and its own.
+                d + cpu / u32::try_from(read.max(1)).unwrap_or(u32::MAX)
+            }
+            _ => {
+                // This thread is in the namespace, and so is what it starts.
+                netfilter_up(filter, self.nft_rules);
+                let d = flood_cell(reference, First::PassEverything, traffic, ifindex, repeat);
+                netfilter_down(filter);
+                d
+            }
+        }
+    }
+}
+
 /// The flood benchmark: CPU per packet of each filter, on the same traffic, in one run (see
 /// `callguard_tests::flood`). `short`: a small run per cell, for CI, which only checks that
 /// every filter was measured.
@@ -327,100 +389,26 @@ fn flood_bench(short: bool) {
         },
     ];
     let (pbx, iface) = (&t.pbx, t.pbx_if.clone());
-    let shield_db = format!("\"text://{}/kamailio/shield-db\"", env!("CARGO_MANIFEST_DIR"));
     let rules = tempfile::NamedTempFile::new().expect("a temporary file");
     std::fs::write(rules.path(), NFT_RULES).expect("writing the nftables ruleset");
     let rows = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 callguard_tests::netns::enter(&pbx.name);
-                let ifindex = flood::ifindex(&iface);
-                let mut reference = TestKernel::new();
-                let mut rows = Vec::new();
-                for tr in &traffic {
-                    let mut cells = Vec::new();
-                    for filter in FILTERS {
-                        // The SIP server's socket, never read: the floods fill it, then the stack drops
-                        // at it, as a busy server's would. Kamailio's own takes its place.
-                        let server = (filter != "kamailio").then(|| {
-                            std::net::UdpSocket::bind(format!("{}:5060", Topology::PBX_V4))
-                                .expect("the server's socket")
-                        });
-                        let per = match filter {
-                            "kamailio" => {
-                                let k = Kamailio::start_with(
-                                    pbx,
-                                    "shield.cfg",
-                                    &format!("{}:5060", Topology::PBX_V4),
-                                    &[("SHIELD_DB", &shield_db)],
-                                );
-                                flood::await_listener(5060, Duration::from_secs(10));
-                                let (cpu, read) = (k.cpu(), flood::udp_datagrams_read());
-                                let d = flood_cell(
-                                    &mut reference.kernel,
-                                    First::PassEverything,
-                                    tr,
-                                    ifindex,
-                                    repeat,
-                                );
-                                // What it read before the run ended, it finishes within this.
-                                std::thread::sleep(Duration::from_millis(500));
-                                let (cpu, read) = (k.cpu() - cpu, flood::udp_datagrams_read() - read);
-                                // Each packet it filtered cost the stack's share (the run) and its own.
-                                d + cpu / u32::try_from(read.max(1)).unwrap_or(u32::MAX)
-                            }
-                            "none" => {
-                                flood_cell(&mut reference.kernel, First::PassEverything, tr, ifindex, repeat)
-                            }
-                            "XDP drop" => {
-                                flood_cell(&mut reference.kernel, First::DropAll, tr, ifindex, repeat)
-                            }
-                            "xdp-filter" => {
-                                let prog = xdp_filter_up(&iface);
-                                let d = flood_cell(
-                                    &mut reference.kernel,
-                                    First::Other(&prog),
-                                    tr,
-                                    ifindex,
-                                    repeat,
-                                );
-                                drop(prog);
-                                sh(&["xdp-filter", "unload", &iface]);
-                                d
-                            }
-                            "callguard" => {
-                                // A fresh callguard per traffic: no bans carried from the row before.
-                                let mut k = TestKernel::with_config(&Config::default());
-                                k.set_signatures(&default_signatures());
-                                k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
-                                flood_cell(
-                                    &mut reference.kernel,
-                                    First::Other(k.kernel.program()),
-                                    tr,
-                                    ifindex,
-                                    repeat,
-                                )
-                            }
-                            _ => {
-                                // This thread is in the namespace, and so is what it starts.
-                                netfilter_up(filter, rules.path());
-                                let d = flood_cell(
-                                    &mut reference.kernel,
-                                    First::PassEverything,
-                                    tr,
-                                    ifindex,
-                                    repeat,
-                                );
-                                netfilter_down(filter);
-                                d
-                            }
-                        };
-                        drop(server);
-                        cells.push(per.as_nanos() as f64);
-                    }
-                    rows.push((tr.name, cells));
-                }
-                rows
+                let mut bench = FloodRun {
+                    pbx,
+                    iface: &iface,
+                    ifindex: flood::ifindex(&iface),
+                    reference: TestKernel::new(),
+                    nft_rules: rules.path(),
+                    repeat,
+                };
+                traffic
+                    .iter()
+                    .map(|tr| {
+                        (tr.name, FILTERS.iter().map(|f| bench.cell(f, tr).as_nanos() as f64).collect())
+                    })
+                    .collect::<Vec<(&str, Vec<f64>)>>()
             })
             .join()
             .expect("the flood benchmark's thread")
