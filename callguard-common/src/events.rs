@@ -36,15 +36,18 @@ pub mod event {
 pub struct EventBudget {
     /// Drops seen on this CPU, for the one-in-`event_sample` share.
     pub drops: u64,
-    /// The budget bucket's theoretical arrival time (`CLOCK_BOOTTIME` ns).
+    /// The drop samples' bucket: its theoretical arrival time (`CLOCK_BOOTTIME` ns).
     pub tat: u64,
+    /// The signature bans' bucket, of the same size: apart, so that a flood of cheap drops (junk,
+    /// denied sources) cannot use up the budget that a scanner's ban is reported from.
+    pub ban_tat: u64,
     /// Budgeted events written.
     pub written: u64,
     /// Budgeted events not written: over the budget, or the ring buffer full.
     pub suppressed: u64,
 }
 
-const _: () = assert!(size_of::<EventBudget>() == 32);
+const _: () = assert!(size_of::<EventBudget>() == 40);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.

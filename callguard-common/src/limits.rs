@@ -63,10 +63,10 @@ pub struct Limits {
     pub auth_user_failures: u32,
     /// How long a user stays guarded.
     pub auth_user_guard_ns: u64,
-    /// The event budget of each CPU, a GCRA bucket ([`gcra`]) kept in
-    /// [`crate::maps::EVENT_BUDGET`]: drop samples and signature bans (one packet, forged at no
-    /// cost, makes either) are written at most once per `event_interval_ns` on average, the
-    /// rest counted as suppressed; 0: no budget. Bans for rate, extension scans and failed
+    /// The event budget of each CPU, two GCRA buckets ([`gcra`]) kept in
+    /// [`crate::maps::EVENT_BUDGET`]: drop samples, and apart from them signature bans (one
+    /// packet, forged at no cost, makes either), are each written at most once per
+    /// `event_interval_ns` on average, the rest counted as suppressed; 0: no budget. Bans for rate, extension scans and failed
     /// authentications, and guarded users, take sustained traffic from one source and are
     /// always written.
     pub event_interval_ns: u64,

@@ -23,14 +23,30 @@ pub(crate) fn budget() -> Option<&'static mut EventBudget> {
     CG_EVBUDGET.get_ptr_mut(0).map(|b| unsafe { &mut *b })
 }
 
+/// Which of a CPU's event buckets an event draws on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bucket {
+    /// Drop samples.
+    Drops,
+    /// Signature bans.
+    Bans,
+}
+
 /// Writes a budgeted event (`write`, which says whether the ring buffer took it) when this CPU's
-/// budget has room at `now`, and counts it as written or suppressed.
+/// `bucket` has room at `now`, and counts it as written or suppressed.
 #[inline(always)]
-pub(crate) fn within_budget(b: &mut EventBudget, lim: &Limits, now: u64, write: impl FnOnce() -> bool) {
+pub(crate) fn within_budget(
+    b: &mut EventBudget,
+    bucket: Bucket,
+    lim: &Limits,
+    now: u64,
+    write: impl FnOnce() -> bool,
+) {
+    let tat = if bucket == Bucket::Bans { &mut b.ban_tat } else { &mut b.tat };
     let room = lim.event_interval_ns == 0
-        || match limits::gcra(b.tat, now, lim.event_interval_ns, lim.event_tau_ns) {
-            Some(tat) => {
-                b.tat = tat;
+        || match limits::gcra(*tat, now, lim.event_interval_ns, lim.event_tau_ns) {
+            Some(next) => {
+                *tat = next;
                 true
             }
             None => false,

@@ -5,7 +5,7 @@ use aya_ebpf::programs::XdpContext;
 use callguard_common::{Action, Counter, events::event, stats::stats_index};
 
 use crate::{
-    events::{budget, emit, source_key, within_budget},
+    events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_RULE_STATS, CG_SIG_STATS, CG_STATS},
     net::boot_ns,
     parse::Src,
@@ -44,7 +44,7 @@ pub(crate) fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
     {
         b.drops += 1;
         if b.drops % u64::from(lim.event_sample) == 0 {
-            within_budget(b, lim, boot_ns(), || {
+            within_budget(b, Bucket::Drops, lim, boot_ns(), || {
                 emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua)
             });
         }

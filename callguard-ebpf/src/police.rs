@@ -9,7 +9,7 @@ use callguard_common::{
 };
 
 use crate::{
-    events::{budget, emit, source_key, within_budget},
+    events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
     net::boot_ns,
     parse::Src,
@@ -26,7 +26,9 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     let src = &source_key(src);
     let now = boot_ns();
     // A source without state (every packet of a spoofed flood) is inserted banned: one map
-    // operation where a lookup, an insert and a lookup were, each a cache miss in a full map.
+    // operation where a lookup, an insert and a lookup were, each a cache miss in a full map. (A
+    // source with state costs the failed insert and a lookup; the early ban check has already
+    // dropped the banned ones.)
     // The new value comes from a map (all zero but this field), not the stack, which is full.
     let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's copy of a per-CPU value, used only here during this program run.
@@ -49,7 +51,7 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     // Written within the event budget: every packet of a spoofed flood can come from a new
     // source, and the kernel's own ban works without the daemon's rule.
     if let Some(b) = budget() {
-        within_budget(b, lim, now, || {
+        within_budget(b, Bucket::Bans, lim, now, || {
             emit(src, event::BAN_SIGNATURE, Reason::Banned, info.method, 0, sig_slot, info.user_agent)
         });
     }

@@ -692,9 +692,9 @@ impl Calls {
 pub struct Events {
     /// One in this many drops becomes an event, within `per_sec`; 0: none. Default 16.
     pub sample: u32,
-    /// The event budget: most drop samples and signature bans each CPU writes a second, with a
-    /// burst of as many (the rest are counted as suppressed; the kernel's own ban holds either
-    /// way); 0: no budget. Under a flood the events, not the drops, are what costs: this bounds
+    /// The event budget: most drop samples, and apart from them most signature bans, each CPU
+    /// writes a second, with a burst of as many (the rest are counted as suppressed; the
+    /// kernel's own ban holds either way); 0: no budget. Under a flood the events, not the drops, are what costs: this bounds
     /// the daemon's work whatever the packet rate. Bans for rate, extension scans and failed
     /// authentications, and guarded users, are always written. Default 200.
     pub per_sec: u32,

@@ -114,7 +114,8 @@ impl Hub {
     pub fn publish(&self, rec: EventRecord) {
         if rec.kind == EventKind::Ban {
             // Limited like the rest: a storm of spoofed sources is a ban each, and must not
-            // flood the journal (every ban still reaches `callguard events` and the store).
+            // flood the journal (every ban the kernel wrote still reaches `callguard events` and
+            // the store; signature bans are written within the kernel's event budget).
             if self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit() {
                 tracing::warn!(
                     source = %rec.source, reason = %rec.reason, detail = %rec.detail, "source banned"

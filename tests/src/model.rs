@@ -8,7 +8,8 @@
 //! rule model, [`net::decide`], not the kernel's hash and LPM maps with their expiry fallback),
 //! ports, policies, the bounded copy of the payload and the `bpf_loop` chunking. As an extra
 //! check independent of the automata, User-Agent signatures are also matched with plain string
-//! search ([`Model::ua_by_text`]).
+//! search ([`Model::ua_by_text`]). Per-source state is out of its scope: it models a kernel with
+//! no rate limits and no bans (rows 8a and 15–17 of the table), as the differential test loads it.
 
 use callguard::{
     config::{Config, PassDrop},

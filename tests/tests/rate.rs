@@ -270,11 +270,32 @@ fn a_spoofed_signature_flood_is_reported_within_the_event_budget() {
     assert_eq!(budget.drops, u64::from(2 * SOURCES));
     assert_eq!(budget.written + budget.suppressed, u64::from(3 * SOURCES), "{budget:?}");
     assert_eq!(budget.written, ev.len() as u64, "every written event is in the ring");
-    // The burst (a second's worth) and the rate over the run, on each CPU the test ran on.
+    // Per kind, the burst (a second's worth) and the rate over the run, on each CPU the test
+    // ran on.
     let cpus = aya::util::nr_cpus().expect("CPUs") as f64;
     let bound = cpus * f64::from(PER_SEC) * (1.0 + secs) + 1.0;
-    assert!((ev.len() as f64) <= bound, "{} events in {secs:.2} s, budget {bound:.0}", ev.len());
-    assert!(ev.len() >= PER_SEC as usize, "the burst is written: {} events", ev.len());
+    for (kind, name) in [(event::DROP, "drop samples"), (event::BAN_SIGNATURE, "signature bans")] {
+        let n = ev.iter().filter(|e| e.kind == kind).count();
+        assert!((n as f64) <= bound, "{n} {name} in {secs:.2} s, budget {bound:.0}");
+        assert!(n >= PER_SEC as usize, "the burst of {name} is written: {n}");
+    }
+
+    // Junk cannot use up what a scanner's ban is reported from: the drop samples' bucket spent
+    // on not-SIP garbage, a scanner's first packet still gets its ban written.
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    for i in 0..SOURCES {
+        assert_eq!(k.run(&sip_frame(&source(i), b"\x00\x01 not SIP at all")), Action::Drop);
+    }
+    assert_eq!(k.run(&sip_frame("198.18.99.1", &svmap)), Action::Drop);
+    let ev = events(&mut k);
+    assert!(
+        ev.iter().any(|e| e.kind == event::BAN_SIGNATURE && e.addr().to_string() == "198.18.99.1"),
+        "the scanner's ban is written after {} junk drops: {} events",
+        SOURCES,
+        ev.len()
+    );
+    assert!(k.kernel.event_budget().expect("budget").suppressed > 0, "the junk's samples were budgeted");
 
     // A rate ban is not budgeted: with the budget spent, a source that keeps exceeding its
     // limit is still reported.

@@ -770,6 +770,7 @@ impl Datapath for Kernel {
         Ok(self.event_budget.get(&0, 0)?.iter().fold(EventBudget::default(), |a, b| EventBudget {
             drops: a.drops + b.drops,
             tat: a.tat.max(b.tat),
+            ban_tat: a.ban_tat.max(b.ban_tat),
             written: a.written + b.written,
             suppressed: a.suppressed + b.suppressed,
         }))

@@ -116,7 +116,8 @@ const BLOCKED: &str = "100.64.0.0/19";
 /// command each, after the ipset): the blocked networks as an ipset, a ban list (`recent`)
 /// checked first, a string match per enforcing default signature on the User-Agent line
 /// (`algo`: bm or kmp; case-insensitive, as callguard's) that drops and bans its source, and a
-/// per-source rate limit (`hashlimit`) at callguard's defaults. All in the raw table, before
+/// per-source rate limit (`hashlimit`) at callguard's default for all requests (50 a second,
+/// burst 100). All in the raw table, before
 /// connection tracking.
 fn iptables_rules(algo: &str) -> Vec<Vec<String>> {
     let pre = |rest: &str| -> Vec<String> {
@@ -136,31 +137,57 @@ fn iptables_rules(algo: &str) -> Vec<Vec<String>> {
             rules.push(r);
         }
     }
-    rules.push(pre("-p udp --dport 5060 -m hashlimit --hashlimit-mode srcip --hashlimit-above 20/sec \
-         --hashlimit-burst 40 --hashlimit-name cgrate -j DROP"));
+    rules.push(pre("-p udp --dport 5060 -m hashlimit --hashlimit-mode srcip --hashlimit-above 50/sec \
+         --hashlimit-burst 100 --hashlimit-name cgrate -j DROP"));
     rules
+}
+
+/// xdp-filter loaded on an interface; unloaded on drop (a panic included), which removes its
+/// pins under /sys/fs/bpf/xdp-filter.
+struct XdpFilter {
+    iface: String,
+    /// Its program, once loaded and filled.
+    prog: Option<Xdp>,
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("xdp-filter").args(["unload", &self.iface]).output();
+    }
 }
 
 /// Loads xdp-filter (Debian's xdp-tools) on `iface` in the calling thread's namespace, in
 /// native mode, denying every address of [`BLOCKED`] as a source (written straight into its
 /// map: one `xdp-filter ip` per address would take minutes); its program, to run.
-fn xdp_filter_up(iface: &str) -> Xdp {
+fn xdp_filter_up(iface: &str) -> XdpFilter {
     use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
     // xdp-filter's flags (xdp-tools, xdp-filter/common_kern_user.h): the address is a source
     // to match; its packet counter lives above bit 6.
     const MAP_FLAG_SRC: u64 = 1;
+    // Its pin directory is one for the host: a host that runs xdp-filter would share its maps
+    // with the benchmark's, which writes into them.
+    assert!(
+        !Path::new("/sys/fs/bpf/xdp-filter").exists(),
+        "xdp-filter is in use on this host (/sys/fs/bpf/xdp-filter exists): the benchmark would write \
+         into its maps; run it on a host without xdp-filter"
+    );
     sh(&["xdp-filter", "load", iface, "--mode", "native"]);
+    // From here on it is unloaded however this ends.
+    let mut loaded = XdpFilter { iface: iface.to_owned(), prog: None };
     let map = MapData::from_pin("/sys/fs/bpf/xdp-filter/filter_ipv4").expect("xdp-filter's address map");
     let map = aya::maps::Map::from_map_data(map).expect("a map aya knows");
     let mut map: PerCpuHashMap<MapData, u32, u64> = PerCpuHashMap::try_from(map).expect("a per-CPU hash");
     let cpus = aya::util::nr_cpus().expect("CPUs");
     let blocked: ipnet::Ipv4Net = BLOCKED.parse().expect("a prefix");
-    for a in blocked.hosts() {
+    // Every address, network and broadcast included: the spoofer draws from all of them.
+    for a in u32::from(blocked.network())..=u32::from(blocked.broadcast()) {
         let v = PerCpuValues::try_from(vec![MAP_FLAG_SRC; cpus]).expect("per-CPU values");
-        map.insert(u32::from_ne_bytes(a.octets()), v, 0).expect("an xdp-filter entry");
+        map.insert(u32::from_ne_bytes(a.to_be_bytes()), v, 0).expect("an xdp-filter entry");
     }
     let pin = format!("/sys/fs/bpf/xdp-filter/programs/{iface}/xdpfilt_alw_all");
-    Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface).expect("xdp-filter's program")
+    loaded.prog =
+        Some(Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface).expect("xdp-filter's program"));
+    loaded
 }
 
 /// Sets a netfilter column's rules up in the calling thread's namespace.
@@ -195,7 +222,8 @@ fn netfilter_down(filter: &str) {
 
 /// The nftables ruleset of the `nftables` column: what nftables can express of callguard's
 /// defaults. The blocked network as an interval set, and a per-source rate limit (a dynamic
-/// set, the meter of older versions) at callguard's default of 20 requests a second, burst 40.
+/// set, the meter of older versions) at callguard's default for all requests, 50 a second, burst
+/// 100.
 /// nftables cannot look for a scanner's User-Agent at a varying offset (its payload matches
 /// are at fixed offsets), so the OPTIONS floods pass it until a source exceeds its rate.
 const NFT_RULES: &str = "table inet cgbench {
@@ -204,7 +232,7 @@ const NFT_RULES: &str = "table inet cgbench {
     chain pre {
         type filter hook prerouting priority raw; policy accept;
         ip saddr @blocked4 counter drop
-        udp dport 5060 update @rate4 { ip saddr limit rate over 20/second burst 40 packets } counter drop
+        udp dport 5060 update @rate4 { ip saddr limit rate over 50/second burst 100 packets } counter drop
     }
 }";
 
@@ -292,11 +320,9 @@ impl FloodRun<'_> {
                 flood_cell(reference, First::Other(k.kernel.program()), traffic, ifindex, repeat)
             }
             "xdp-filter" => {
-                let prog = xdp_filter_up(self.iface);
-                let d = flood_cell(reference, First::Other(&prog), traffic, ifindex, repeat);
-                drop(prog);
-                sh(&["xdp-filter", "unload", self.iface]);
-                d
+                let loaded = xdp_filter_up(self.iface);
+                let prog = loaded.prog.as_ref().expect("loaded by xdp_filter_up");
+                flood_cell(reference, First::Other(prog), traffic, ifindex, repeat)
             }
             "kamailio" => {
                 let db = format!("\"text://{}/kamailio/shield-db\"", env!("CARGO_MANIFEST_DIR"));
@@ -335,18 +361,18 @@ fn flood_bench(short: bool) {
     );
     println!("none: pass-everything XDP program, stack, a UDP socket that is never read (full)");
     println!(
-        "nftables: the same, with a blocked /19 set and a per-source rate meter (20/s, burst 40) in raw prerouting"
+        "nftables: the same, with a blocked /19 set and a per-source rate meter (50/s, burst 100) in raw prerouting"
     );
     println!(
         "iptables bm / kmp: the same, in the raw table: ipset for the /19, a recent ban list, a string match per \
-         enforcing User-Agent signature (sets the ban), hashlimit 20/s burst 40 (iptables-nft)"
+         enforcing User-Agent signature (sets the ban), hashlimit 50/s burst 100 (iptables-nft)"
     );
     println!(
         "xdp-filter: xdp-tools' filter in native mode, every address of the /19 denied as a source (it holds \
          addresses, not prefixes, 10,000 at most; it cannot read SIP)"
     );
     println!(
-        "kamailio: Kamailio 5.6 with pike (40 requests in 2 s) and secfilter (the same User-Agents) in front of \
+        "kamailio: Kamailio 5.6 with pike (100 requests in 2 s) and secfilter (the same User-Agents) in front of \
          the PBX: the run's time plus Kamailio's CPU per packet it read (packets its full socket refused \
          cost only the stack)"
     );
