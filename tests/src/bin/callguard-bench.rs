@@ -297,6 +297,10 @@ struct FloodRun<'a> {
     reference: TestKernel,
     nft_rules: &'a Path,
     repeat: u32,
+    /// The short run's one callguard, kept across its rows: loading the program (the verifier)
+    /// is most of a short run's time, and its figures are not read.
+    kept: Option<TestKernel>,
+    short: bool,
 }
 
 impl FloodRun<'_> {
@@ -313,10 +317,15 @@ impl FloodRun<'_> {
             "none" => flood_cell(reference, First::PassEverything, traffic, ifindex, repeat),
             "XDP drop" => flood_cell(reference, First::DropAll, traffic, ifindex, repeat),
             "callguard" => {
-                // A fresh callguard per traffic: no bans carried from the row before.
-                let mut k = TestKernel::with_config(&Config::default());
-                k.set_signatures(&default_signatures());
-                k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
+                // A fresh callguard per traffic: no bans carried from the row before (but in the
+                // short run, see `kept`).
+                let fresh = || {
+                    let mut k = TestKernel::with_config(&Config::default());
+                    k.set_signatures(&default_signatures());
+                    k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
+                    k
+                };
+                let k = if self.short { self.kept.get_or_insert_with(fresh) } else { &mut fresh() };
                 flood_cell(reference, First::Other(k.kernel.program()), traffic, ifindex, repeat)
             }
             "xdp-filter" => {
@@ -426,6 +435,8 @@ fn flood_bench(short: bool) {
                     iface: &iface,
                     ifindex: flood::ifindex(&iface),
                     reference: TestKernel::new(),
+                    kept: None,
+                    short,
                     nft_rules: rules.path(),
                     repeat,
                 };
