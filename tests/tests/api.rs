@@ -387,8 +387,11 @@ fn authentication_seed_tokens_and_password_reset() {
         }
         expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "o'neil.j", "callback": "https://panel/reset"})), 204);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The file exists as soon as the hook opens it: wait for the whole line.
         let line = loop {
-            if let Ok(l) = std::fs::read_to_string(&out) {
+            if let Ok(l) = std::fs::read_to_string(&out)
+                && l.ends_with('\n')
+            {
                 break l;
             }
             assert!(std::time::Instant::now() < deadline, "the reset hook did not run");
