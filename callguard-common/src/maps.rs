@@ -82,6 +82,31 @@ pub const HEARTBEAT: &str = "CG_HEARTBEAT";
 /// The XDP program's function name (and its ELF symbol).
 /// (Maps are listed in the program; `callguard detach` removes every pin in the directory.)
 pub const PROGRAM: &str = "callguard";
+/// The SIP inspection programs: the XDP program tail-calls the first (through [`SIP_NEXT`]) for
+/// every UDP datagram to a guarded port it leaves to SIP inspection, and each the next, so that
+/// the verifier checks each within its own instruction limit. Function names, by slot.
+pub const SIP_PROGRAMS: [&str; sip_next::COUNT as usize] =
+    ["callguard_sip", "callguard_sip_judge", "callguard_conclude"];
+/// The program array holding [`SIP_PROGRAMS`] by slot, which the daemon fills at load. Pinned: a
+/// program array is emptied when its last user reference goes, and the kernel must go on
+/// inspecting while the daemon is down.
+pub const SIP_NEXT: &str = "CG_SIP_NEXT";
+
+/// The slots of [`SIP_NEXT`].
+pub mod sip_next {
+    /// Reads the payload into the parse state.
+    pub const PARSE: u32 = 0;
+    /// Decides from what the parse found.
+    pub const JUDGE: u32 = 1;
+    /// Takes a verdict through the slow path to the exit.
+    pub const CONCLUDE: u32 = 2;
+    /// Number of slots.
+    pub const COUNT: u32 = 3;
+}
+/// What the XDP program hands [`SIP_PROGRAM`] (per CPU: the source, where the payload is and
+/// how long, the allow rule's profile, whether the datagram is fragmented). Pinned so that a
+/// program adopted from an earlier daemon and this daemon's SIP program share it.
+pub const SIP_HANDOFF: &str = "CG_SIP_HANDOFF";
 /// The egress program's function name (a TC classifier reading the PBX's answers).
 pub const EGRESS_PROGRAM: &str = "callguard_egress";
 /// A pass-everything program in the same object, loaded only by the benchmark as its reference.
@@ -93,6 +118,9 @@ pub const READ_ONCE_PROGRAM: &str = "callguard_read_once";
 /// A drop-everything program in the same object, loaded only by the flood benchmark: what any
 /// XDP drop costs in its harness.
 pub const DROP_ALL_PROGRAM: &str = "callguard_drop_all";
+/// The flood benchmark's generator, in the same object, loaded only by the benchmark: sends
+/// every frame out of the interface it came in on (`XDP_TX`).
+pub const TRANSMIT_PROGRAM: &str = "callguard_transmit";
 /// The flood benchmark's spoofer, in the same object, loaded only by the benchmark: each frame
 /// a new random IPv4 source within [`BENCH_SPOOF`]'s prefix, then the filter in [`BENCH_NEXT`].
 pub const SPOOF_PROGRAM: &str = "callguard_spoof";

@@ -27,7 +27,7 @@ use crate::{
 /// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
 pub(crate) extern "C" fn header_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let (Some(buf), Some(parse)) = (CG_SCRATCH.get_ptr(0), CG_PARSE.get_ptr_mut(0)) else { return 1 };
-    // SAFETY: this CPU's scratch buffer and parse state, filled by inspect_sip in this run.
+    // SAFETY: this CPU's scratch buffer and parse state, filled by parse_sip in this run.
     let (parse, buf) = unsafe { (&mut *parse, &*buf) };
     if parse.step(buf) { 0 } else { 1 }
 }
@@ -46,7 +46,7 @@ pub(crate) struct SigWalk {
 /// Walks the signature automaton over one field (`bpf_loop` callback, index = field): checked
 /// once by the verifier instead of once per field.
 pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the SigWalk that inspect_sip passed to bpf_loop, alive during the loop.
+    // SAFETY: `ctx` is the SigWalk that judge_sip passed to bpf_loop, alive during the loop.
     let walk = unsafe { &mut *ctx.cast::<SigWalk>() };
     let field = index as usize;
     if field >= sig::field::COUNT {
@@ -57,7 +57,7 @@ pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     else {
         return 1;
     };
-    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    // SAFETY: this CPU's scratch buffer, filled by parse_sip in this program run.
     let buf = unsafe { &*buf };
     let span = walk.fields[field];
     let start = head.start[field];
@@ -84,7 +84,7 @@ pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     0
 }
 
-/// [`inspect_sip`]'s `profiled` for a source an allow rule with a call profile matched: this bit
+/// [`parse_sip`]'s `profiled` for a source an allow rule with a call profile matched: this bit
 /// and the rule's counter slot.
 pub(crate) const ALLOWED: u32 = 1 << 16;
 
@@ -92,27 +92,28 @@ pub(crate) const ALLOWED: u32 = 1 << 16;
 /// allow rule with a call profile (`profiled`: [`ALLOWED`] and the rule's slot; 0 for others).
 /// `udp_payload` is the payload length the UDP header gives: bytes past it (which the stack
 /// trims) are not read.
+///
+/// In two stages, each a program of its own (see `handoff`): [`parse_sip`] reads the payload
+/// into the parse state and decides what needs no more than that (`Some`); [`judge_sip`]
+/// decides the rest from what the parse found.
 #[inline(always)]
-pub(crate) fn inspect_sip(
+pub(crate) fn parse_sip(
     ctx: &XdpContext,
     payload_off: usize,
     udp_payload: usize,
-    src: Src,
     profiled: u32,
-) -> Verdict {
+) -> Option<Verdict> {
     let cfg = config();
     if profiled != 0 {
         // Its own path, apart from the checks below: the verifier walks it once, not every
         // path below twice.
         let allowed = Verdict::new(Action::Pass, Reason::Allowed, profiled as u16);
-        return profiled_sip(ctx, payload_off, udp_payload, cfg.flags, allowed);
+        return Some(profiled_sip(ctx, payload_off, udp_payload, cfg.flags, allowed));
     }
-    // The rest of a fragmented datagram is out of sight: whatever it says is unchecked.
-    let fragmented = noted_fragmented() != 0 && cfg.flags & FLAG_DROP_FRAGMENTED_SIP != 0;
     let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
     let total = ctx.data_end() - ctx.data();
     if payload_off >= total {
-        return not_sip;
+        return Some(not_sip);
     }
     let mut n = total - payload_off;
     if n > udp_payload {
@@ -125,28 +126,40 @@ pub(crate) fn inspect_sip(
     // and the verifier sees a length in [1, SCAN_LEN] for the helper.
     let n = sip::opaque(n);
     if n == 0 || n > SCAN_LEN {
-        return not_sip;
+        return Some(not_sip);
     }
-    let Some(buf) = CG_SCRATCH.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
+    let Some(buf) = CG_SCRATCH.get_ptr_mut(0) else { return Some(Verdict::pass(Reason::Clean)) };
     // SAFETY: `buf` is this CPU's scratch value, whose first SCAN_LEN bytes are the buffer, and
     // `n <= SCAN_LEN`.
     let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, buf.cast(), n as u32) };
     if rc != 0 {
-        return Verdict::pass(Reason::Clean);
+        return Some(Verdict::pass(Reason::Clean));
     }
     // SAFETY: the helper filled the first `n` bytes; the value lives as long as the program run.
     let buf = unsafe { &mut *buf };
     // The parser may read sip::TAIL bytes past the payload: zero, not an earlier packet's bytes.
     buf.clear_tail(n);
     let buf = &*buf;
-    let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Verdict::pass(Reason::Clean) };
+    let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Some(Verdict::pass(Reason::Clean)) };
     // SAFETY: this CPU's parse state; nothing else uses it during this program run.
     unsafe { *parse = Parse::begin(buf, n) };
     // SAFETY: the callback matches bpf_loop's contract; it finds its state in the maps.
     unsafe {
         bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, core::ptr::null_mut(), 0);
     }
-    // SAFETY: as above.
+    None
+}
+
+/// The second stage of SIP inspection: the verdict on what [`parse_sip`] left in the parse
+/// state.
+#[inline(always)]
+pub(crate) fn judge_sip(src: Src) -> Verdict {
+    let cfg = config();
+    // The rest of a fragmented datagram is out of sight: whatever it says is unchecked.
+    let fragmented = noted_fragmented() != 0 && cfg.flags & FLAG_DROP_FRAGMENTED_SIP != 0;
+    let not_sip = Verdict::by_policy(cfg.flags & FLAG_DROP_NOT_SIP != 0, Reason::NotSip);
+    let Some(parse) = CG_PARSE.get_ptr(0) else { return Verdict::pass(Reason::Clean) };
+    // SAFETY: this CPU's parse state, which parse_sip filled earlier in this run.
     let info = unsafe { (*parse).info() };
     let refuse_fragment = Verdict::new(Action::Drop, Reason::Fragmented, 0);
     match info.kind {
@@ -270,7 +283,7 @@ pub(crate) extern "C" fn to_tag_step(index: u64, ctx: *mut core::ffi::c_void) ->
         return 1;
     }
     let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
-    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    // SAFETY: this CPU's scratch buffer, filled by parse_sip in this program run.
     let buf = unsafe { &*buf };
     match sip::to_tag_step(buf, tt.span, k, &mut tt.walk) {
         None => 0,

@@ -33,7 +33,7 @@
 //! 5. port not guarded → pass `unguarded`;
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
 //! 7. UDP from a source in neither list: a source the kernel banned → drop `banned`, unread;
-//!    else SIP inspection ([`inspect_sip`]) — a first fragment that
+//!    else SIP inspection ([`parse_sip`], [`judge_sip`], in programs of their own: [`handoff`]) — a first fragment that
 //!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
 //!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
 //!    `signature` (and a ban of the source, when configured), a request with two To, From or
@@ -50,6 +50,7 @@ mod auth;
 mod egress;
 mod events;
 mod exit;
+mod handoff;
 mod handup;
 mod inspect;
 mod maps;
@@ -69,20 +70,66 @@ use parse::{IPPROTO_UDP, Src};
 use crate::{
     auth::note_credentials,
     exit::finish,
+    handoff::{Handoff, inspect_in_sip_program},
     handup::slow_path,
-    inspect::{ALLOWED, inspect_sip},
+    inspect::{ALLOWED, judge_sip, parse_sip},
     net::{is_guarded, lookup_v4, lookup_v6},
     police::banned,
-    verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented},
+    verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented, recall},
 };
 
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard(ctx: XdpContext) -> u32 {
     let mut src = None;
-    let mut verdict = forget(decide(&ctx, &mut src));
+    let verdict = forget(decide(&ctx, &mut src));
+    finish(&ctx, verdict, src)
+}
+
+/// SIP inspection of a UDP datagram to a guarded port, its first stage (see [`handoff`]):
+/// tail-called by [`callguard`], it reads the payload, then tail-calls the judge, or the
+/// conclusion with what needed no more.
+#[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
+fn callguard_sip(ctx: XdpContext) -> u32 {
+    let Some(h) = handoff::taken() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
+    // The verifier knows nothing of map memory: a bound, so that the payload offset may point
+    // into the packet (a frame is never this long).
+    if h.payload_off > 0xffff {
+        return finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src));
+    }
+    note_fragmented(h.fragmented);
+    match parse_sip(&ctx, h.payload_off as usize, h.udp_payload as usize, h.profiled) {
+        Some(verdict) => {
+            forget(verdict);
+            handoff::next(&ctx, handoff::CONCLUDE);
+        }
+        None => handoff::next(&ctx, handoff::JUDGE),
+    }
+    finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src))
+}
+
+/// SIP inspection, second stage (see [`handoff`]): the verdict on what the parse found.
+#[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
+fn callguard_sip_judge(ctx: XdpContext) -> u32 {
+    let Some(h) = handoff::taken() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
+    forget(judge_sip(h.src));
+    handoff::next(&ctx, handoff::CONCLUDE);
+    finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src))
+}
+
+/// The last stage of SIP inspection (see [`handoff`]): the slow path, the credentials noted
+/// for the answer, the exit.
+#[xdp]
+#[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
+fn callguard_conclude(ctx: XdpContext) -> u32 {
+    let (Some(src), Some(verdict)) = (handoff::taken_src(), recall()) else {
+        return finish(&ctx, Verdict::pass(Reason::Clean), None);
+    };
+    let src = Some(src);
     if verdict.slow & SLOW_CANDIDATE != 0 {
-        slow_path(&ctx, &mut verdict, src);
+        slow_path(&ctx, verdict, src);
     }
     if verdict.slow & SLOW_CREDENTIALS != 0
         && verdict.action != Action::Drop
@@ -90,7 +137,7 @@ fn callguard(ctx: XdpContext) -> u32 {
     {
         note_credentials(src, verdict.method);
     }
-    finish(&ctx, verdict, src)
+    finish(&ctx, *verdict, src)
 }
 
 /// A program that passes everything and does nothing else: the reference the benchmark
@@ -105,6 +152,14 @@ fn callguard_baseline(_ctx: XdpContext) -> u32 {
 #[xdp]
 fn callguard_drop_all(_ctx: XdpContext) -> u32 {
     Action::Drop.xdp_action()
+}
+
+/// A program that sends every frame back out of the interface it came in on, and does nothing
+/// else: the flood benchmark's generator, run in live-frames mode on the sending end of a veth
+/// pair (the kernel turns `XDP_TX` there into a transmit to the other end). Never attached.
+#[xdp]
+fn callguard_transmit(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_TX
 }
 
 /// Most bytes of UDP payload [`callguard_read_once`] reads (a standard MTU's worth).
@@ -235,10 +290,16 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
         _ if l3.proto == IPPROTO_UDP && profiled == 0 && banned(&l3.src) => {
             Verdict::new(Action::Drop, Reason::Banned, 0)
         }
-        _ if l3.proto == IPPROTO_UDP => {
-            note_fragmented(l3.first_fragment);
-            inspect_sip(ctx, l3.l4_off + 8, l4.udp_payload, l3.src, profiled)
-        }
+        _ if l3.proto == IPPROTO_UDP => inspect_in_sip_program(
+            ctx,
+            Handoff {
+                src: l3.src,
+                payload_off: (l3.l4_off + 8) as u32,
+                udp_payload: l4.udp_payload as u32,
+                profiled,
+                fragmented: l3.first_fragment,
+            },
+        ),
         _ => Verdict::pass(Reason::Clean),
     }
 }

@@ -185,7 +185,7 @@ pub(crate) extern "C" fn to_hash_step(_index: u64, ctx: *mut core::ffi::c_void) 
     // SAFETY: `ctx` is the ToHash that police passed to bpf_loop, alive during the loop.
     let th = unsafe { &mut *ctx.cast::<ToHash>() };
     let Some(buf) = CG_SCRATCH.get_ptr(0) else { return 1 };
-    // SAFETY: this CPU's scratch buffer, filled by inspect_sip in this program run.
+    // SAFETY: this CPU's scratch buffer, filled by parse_sip in this program run.
     let buf = unsafe { &*buf };
     let off = usize::from(th.span.off);
     th.bit = limits::to_bit_with(|k| buf.buf[(off + k) & (SCAN_LEN - 1)], usize::from(th.span.len));

@@ -106,6 +106,15 @@ pub(crate) fn forget(v: Verdict) -> Verdict {
     }
 }
 
+/// The verdict [`forget`] last wrote, in map memory, in a program tail-called after the one
+/// that made it (not copied: that program's stack is too small to hold it twice).
+#[inline(always)]
+pub(crate) fn recall() -> Option<&'static mut Verdict> {
+    // SAFETY: this CPU's value, written earlier in this program run (see `handoff`); nothing
+    // else uses it during the run.
+    CG_VERDICT.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 /// Notes whether the datagram is fragmented, for [`slow_path`], in map memory: carried as a
 /// variable through SIP inspection, the flag would double the states the verifier walks there.
 #[inline(always)]

@@ -307,6 +307,21 @@ impl Kernel {
             .ok_or_else(|| anyhow!("program {} missing", maps::PROGRAM))?
             .try_into()?;
         prog.load().context("the kernel verifier rejected the XDP program")?;
+        let mut stages = Vec::new();
+        for name in maps::SIP_PROGRAMS {
+            let stage: &mut Xdp =
+                ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?;
+            stage
+                .load()
+                .with_context(|| format!("the kernel verifier rejected the SIP inspection program {name}"))?;
+            stages.push(stage.fd()?.try_clone()?);
+        }
+        let mut next: aya::maps::ProgramArray<&mut MapData> = aya::maps::ProgramArray::try_from(
+            ebpf.map_mut(maps::SIP_NEXT).ok_or_else(|| anyhow!("map {} missing", maps::SIP_NEXT))?,
+        )?;
+        for (slot, stage) in (0..).zip(&stages) {
+            next.set(slot, stage, 0).context("putting a SIP inspection program in its slot")?;
+        }
         let egress: &mut SchedClassifier = ebpf
             .program_mut(maps::EGRESS_PROGRAM)
             .ok_or_else(|| anyhow!("program {} missing", maps::EGRESS_PROGRAM))?
@@ -388,6 +403,17 @@ impl Kernel {
         )?;
         next.set(0, target, 0)?;
         self.reference(maps::SPOOF_PROGRAM)
+    }
+
+    /// Loads the flood benchmark's generator (benchmarks only): a program that transmits every
+    /// frame back out of its interface, after the spoofer (see [`Kernel::spoofer`]) has given
+    /// it a random source within `spoof`, if given.
+    pub fn transmitter(&mut self, spoof: Option<ipnet::Ipv4Net>) -> anyhow::Result<&mut Xdp> {
+        let fd = self.reference(maps::TRANSMIT_PROGRAM)?.fd()?.try_clone()?;
+        match spoof {
+            Some(net) => self.spoofer(net, &fd),
+            None => self.reference(maps::TRANSMIT_PROGRAM),
+        }
     }
 
     /// Loads one of the object's reference programs, once.

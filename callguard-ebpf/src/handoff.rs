@@ -1,0 +1,77 @@
+//! The XDP program's hand-off to SIP inspection, which runs in three more programs, each
+//! tail-calling the next (slots of `maps::SIP_NEXT`): [`PARSE`] reads the payload, [`JUDGE`]
+//! decides from what it found, [`CONCLUDE`] takes a verdict made by either through the slow
+//! path to the exit. What the first program found travels in a per-CPU map, the verdict in
+//! `verdict::CG_VERDICT`. Several programs, because each has its own limit of a million
+//! instructions the verifier walks, and a tail call starts its walk afresh: in one program, SIP
+//! inspection alone went past the limit.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
+use callguard_common::Reason;
+
+use crate::{parse::Src, verdict::Verdict};
+
+/// What the XDP program hands the SIP inspection program for one datagram (per CPU; see
+/// `maps::SIP_HANDOFF`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Handoff {
+    /// The datagram's source.
+    pub(crate) src: Src,
+    /// Offset of the UDP payload in the frame.
+    pub(crate) payload_off: u32,
+    /// The payload length the UDP header gives.
+    pub(crate) udp_payload: u32,
+    /// `inspect::ALLOWED` and the rule's slot for an allow rule with a call profile; 0 for
+    /// others.
+    pub(crate) profiled: u32,
+    /// The first fragment of a fragmented datagram.
+    pub(crate) fragmented: bool,
+}
+
+/// The SIP inspection programs by slot (`maps::SIP_NEXT`), set by the daemon at load.
+#[map]
+static CG_SIP_NEXT: ProgramArray = ProgramArray::pinned(sip_next::COUNT, 0);
+
+pub(crate) use callguard_common::maps::sip_next::{self, CONCLUDE, JUDGE, PARSE};
+
+/// The datagram handed over (`maps::SIP_HANDOFF`).
+#[map]
+static CG_SIP_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::pinned(1, 0);
+
+/// Hands the datagram to the SIP inspection program, which decides it and ends the run; returns
+/// only when it cannot (no program in the slot: the daemon sets it before it attaches), with
+/// the verdict on a datagram nothing read.
+#[inline(always)]
+pub(crate) fn inspect_in_sip_program(ctx: &XdpContext, h: Handoff) -> Verdict {
+    if let Some(p) = CG_SIP_HANDOFF.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; the tail-called program reads it in this same run.
+        unsafe { *p = h };
+        next(ctx, PARSE);
+    }
+    Verdict::pass(Reason::Clean)
+}
+
+/// Runs the SIP inspection program in `slot`, which ends the run; returns only when the slot
+/// is empty (the daemon fills every slot before it attaches).
+#[inline(always)]
+pub(crate) fn next(ctx: &XdpContext, slot: u32) {
+    // SAFETY: the context is this program's; on success the call does not return.
+    unsafe { CG_SIP_NEXT.tail_call(ctx, slot) };
+}
+
+/// What the XDP program handed over for this datagram.
+#[inline(always)]
+pub(crate) fn taken() -> Option<Handoff> {
+    CG_SIP_HANDOFF.get(0).copied()
+}
+
+/// The source of the datagram handed over.
+#[inline(always)]
+pub(crate) fn taken_src() -> Option<Src> {
+    CG_SIP_HANDOFF.get(0).map(|h| h.src)
+}
