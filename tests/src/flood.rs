@@ -82,3 +82,81 @@ pub fn await_listener(port: u16, timeout: Duration) {
     }
     panic!("nothing listens on UDP port {port} after {timeout:?}");
 }
+
+/// Frames per call of [`offer`]: one veth receive ring's worth (`VETH_RING_SIZE`), so that a
+/// paced generator never overflows the ring by its own bursts.
+const OFFER_CHUNK: u32 = 256;
+
+/// The flood benchmark's generator: runs `prog` (the transmitter, see
+/// `callguard::kernel::Kernel::transmitter`) in live-frames mode on the interface `ifindex`
+/// of the calling thread's namespace, the frames of `frames` in turn, at `rate` packets a second
+/// (as fast as it can with `None`), until `stop` is set; the packets offered and the time taken.
+/// On the sending end of a veth pair every frame goes to the other end's receive ring, as frames
+/// from a wire go to a NIC's.
+pub fn offer(
+    prog: &Xdp,
+    frames: &[Vec<u8>],
+    ifindex: u32,
+    rate: Option<u32>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (u64, Duration) {
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = rate.map_or(u64::MAX, |r| (start.elapsed().as_secs_f64() * f64::from(r)) as u64);
+        if due < sent + u64::from(OFFER_CHUNK) {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        live(prog, &frames[next % frames.len()], ifindex, OFFER_CHUNK);
+        next += 1;
+        sent += u64::from(OFFER_CHUNK);
+    }
+    (sent, start.elapsed())
+}
+
+/// Pins the task `tid` (0: the calling thread) to the CPU `cpu`.
+pub fn pin(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
+    // and write it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "pinning task {tid} to CPU {cpu}: {}", std::io::Error::last_os_error());
+}
+
+/// The kernel thread that runs the receive NAPI of the interface `iface` once its NAPI is
+/// threaded (`/sys/class/net/<iface>/threaded`), if there is one (its name, cut to the 15
+/// characters of a task's name, begins `napi/<iface>`).
+pub fn napi_thread(iface: &str) -> Option<i32> {
+    let prefix = format!("napi/{iface}");
+    let prefix = &prefix[..prefix.len().min(15)];
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .max()
+}
+
+/// The CPU time the task `tid` has run so far (the first field of `/proc/<tid>/schedstat`).
+pub fn task_cpu(tid: i32) -> Duration {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).unwrap_or_default();
+    Duration::from_nanos(s.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Packets the interface `name` of the calling thread's namespace has received so far (from
+/// `/proc/thread-self/net/dev`).
+pub fn rx_packets(name: &str) -> u64 {
+    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").expect("/proc/thread-self/net/dev");
+    dev.lines()
+        .find_map(|l| {
+            let (n, counters) = l.split_once(':')?;
+            (n.trim() == name).then(|| counters.split_whitespace().nth(1)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no interface {name} in /proc/thread-self/net/dev"))
+}
