@@ -85,6 +85,12 @@ struct Order {
 
 /// The generator: a thread in the sending namespace, pinned to the CPU the receiver does not
 /// use, with a kernel object of its own for the transmitter and the spoofer.
+///
+/// Both programs are also attached (native mode) to a veth pair of their own that carries
+/// nothing: a run of `BPF_PROG_TEST_RUN` with more than one repetition puts its program in the
+/// kernel's XDP dispatcher and takes it out after, which rewrites the dispatcher and waits for
+/// an RCU grace period (milliseconds) unless the program is there already, attached. Without
+/// this the generator managed about 12,000 packets a second.
 fn generator(peer: String, peer_if: String, traffics: Arc<Vec<Traffic>>) -> mpsc::Sender<Order> {
     let (tx, rx) = mpsc::channel::<Order>();
     std::thread::spawn(move || {
@@ -92,6 +98,18 @@ fn generator(peer: String, peer_if: String, traffics: Arc<Vec<Traffic>>) -> mpsc
         flood::pin(0, 1 - RECEIVING_CPU);
         let mut k = TestKernel::new();
         let ifindex = flood::ifindex(&peer_if);
+        // This thread is in the sending namespace, and so is what it starts.
+        callguard_tests::netns::sh(&[
+            "ip", "link", "add", "cgidle0", "type", "veth", "peer", "name", "cgidle1",
+        ]);
+        for (iface, spoof) in
+            [("cgidle0", None), ("cgidle1", Some(flood_cpu::BLOCKED.parse().expect("a prefix")))]
+        {
+            callguard_tests::netns::sh(&["ip", "link", "set", iface, "up"]);
+            let prog = k.kernel.transmitter(spoof).expect("the transmitter");
+            // Kept attached until the namespace goes (the program's links go with it).
+            let _link = prog.attach(iface, XdpMode::Driver).expect("attaching the generator to an idle veth");
+        }
         for order in rx {
             let t = &traffics[order.traffic];
             let prog = k.kernel.transmitter(t.spoof).expect("the transmitter");
@@ -372,15 +390,16 @@ fn cell(
     let calls = CPS * seconds;
     let (a, a_dir) = caller(&t.peer, AUTHORIZED, 5070, calls, dir);
     let (u, u_dir) = caller(&t.peer, UNKNOWN, 5071, calls, dir);
-    let (a_done, _) = a.wait(Duration::from_secs(70));
-    let (u_done, _) = u.wait(Duration::from_secs(70));
+    // SIPp exits non-zero when a call failed: that is a measurement here, not an error (a
+    // caller it could not finish is killed at the deadline, its calls counted as it left them).
+    let _ = a.wait(Duration::from_secs(70));
+    let _ = u.wait(Duration::from_secs(70));
     stop.store(true, Ordering::Relaxed);
     let (offered, took) = result.recv().expect("the generator's count");
     let (cpu1, rx1, leak1) = (cpu(), flood::rx_packets(&t.pbx_if), t.pbx.nft_counter("cgleak", "server"));
     let (a_calls, mut times) = caller_result(calls, &a_dir);
     let (u_calls, u_times) = caller_result(calls, &u_dir);
     times.extend(u_times);
-    assert!(a_done && u_done, "SIPp did not finish within 70 s");
     let secs = took.as_secs_f64();
     let received = rx1.saturating_sub(rx0);
     assert!(
