@@ -103,9 +103,9 @@ pub mod sip_next {
     /// Number of slots.
     pub const COUNT: u32 = 3;
 }
-/// What the XDP program hands [`SIP_PROGRAM`] (per CPU: the source, where the payload is and
+/// What the XDP program hands the first of [`SIP_PROGRAMS`] (per CPU: the source, where the payload is and
 /// how long, the allow rule's profile, whether the datagram is fragmented). Pinned so that a
-/// program adopted from an earlier daemon and this daemon's SIP program share it.
+/// program adopted from an earlier daemon and this daemon's SIP programs share it.
 pub const SIP_HANDOFF: &str = "CG_SIP_HANDOFF";
 /// The egress program's function name (a TC classifier reading the PBX's answers).
 pub const EGRESS_PROGRAM: &str = "callguard_egress";

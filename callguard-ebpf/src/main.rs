@@ -113,10 +113,10 @@ fn callguard_sip(ctx: XdpContext) -> u32 {
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard_sip_judge(ctx: XdpContext) -> u32 {
-    let Some(h) = handoff::taken() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
-    forget(judge_sip(h.src));
+    let Some(src) = handoff::taken_src() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
+    forget(judge_sip(src));
     handoff::next(&ctx, handoff::CONCLUDE);
-    finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src))
+    finish(&ctx, Verdict::pass(Reason::Clean), Some(src))
 }
 
 /// The last stage of SIP inspection (see [`handoff`]): the slow path, the credentials noted
@@ -156,7 +156,8 @@ fn callguard_drop_all(_ctx: XdpContext) -> u32 {
 
 /// A program that sends every frame back out of the interface it came in on, and does nothing
 /// else: the flood benchmark's generator, run in live-frames mode on the sending end of a veth
-/// pair (the kernel turns `XDP_TX` there into a transmit to the other end). Never attached.
+/// pair (the kernel turns `XDP_TX` there into a transmit to the other end). Attached only by
+/// the benchmark, to an idle veth of its own (see `flood_calls::generator` in the tests).
 #[xdp]
 fn callguard_transmit(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_TX

@@ -84,7 +84,8 @@ pub fn await_listener(port: u16, timeout: Duration) {
 }
 
 /// Frames per call of [`offer`]: one veth receive ring's worth (`VETH_RING_SIZE`), so that a
-/// paced generator never overflows the ring by its own bursts.
+/// paced generator's bursts are no longer than the ring (a burst still outruns a slower
+/// receiver: the ring may drop part of it).
 const OFFER_CHUNK: u32 = 256;
 
 /// The flood benchmark's generator: runs `prog` (the transmitter, see

@@ -59,11 +59,21 @@ pub(crate) struct XdpFilter {
     iface: String,
     /// Its program, once loaded and filled.
     pub(crate) prog: Option<Xdp>,
+    /// Whether [`LIBXDP_DIR`] existed before: if not, it goes when this does.
+    libxdp_dir_was_there: bool,
 }
+
+/// The directory libxdp (under xdp-filter) creates in the BPF filesystem and leaves behind,
+/// empty, after the last unload.
+const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
 
 impl Drop for XdpFilter {
     fn drop(&mut self) {
         let _ = std::process::Command::new("xdp-filter").args(["unload", &self.iface]).output();
+        if !self.libxdp_dir_was_there {
+            // Only when empty: another libxdp user on this host keeps its pins.
+            let _ = std::fs::remove_dir(LIBXDP_DIR);
+        }
     }
 }
 
@@ -82,9 +92,10 @@ pub(crate) fn xdp_filter_up(iface: &str) -> XdpFilter {
         "xdp-filter is in use on this host (/sys/fs/bpf/xdp-filter exists): the benchmark would write \
          into its maps; run it on a host without xdp-filter"
     );
+    let libxdp_dir_was_there = Path::new(LIBXDP_DIR).exists();
     sh(&["xdp-filter", "load", iface, "--mode", "native"]);
     // From here on it is unloaded however this ends.
-    let mut loaded = XdpFilter { iface: iface.to_owned(), prog: None };
+    let mut loaded = XdpFilter { iface: iface.to_owned(), prog: None, libxdp_dir_was_there };
     let map = MapData::from_pin("/sys/fs/bpf/xdp-filter/filter_ipv4").expect("xdp-filter's address map");
     let map = aya::maps::Map::from_map_data(map).expect("a map aya knows");
     let mut map: PerCpuHashMap<MapData, u32, u64> = PerCpuHashMap::try_from(map).expect("a per-CPU hash");
