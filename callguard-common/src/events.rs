@@ -24,6 +24,19 @@ pub mod event {
     /// holds the start of the user part as the To wrote it (empty when the To could not be
     /// read), [`Event::addr`](super::Event::addr) the source of the last failure.
     pub const GUARD_USER: u8 = 7;
+
+    /// The cause a ban of `kind` is reported with (events, alerts, metrics); `None` for a kind
+    /// that is no ban.
+    pub const fn ban_cause(kind: u8) -> Option<&'static str> {
+        match kind {
+            BAN_RATE => Some("rate"),
+            BAN_ENUM => Some("enumeration"),
+            BAN_SIGNATURE => Some("signature"),
+            BAN_AUTH => Some("authentication"),
+            BAN_FRAUD => Some("fraud"),
+            _ => None,
+        }
+    }
 }
 
 /// One CPU's event sampling and budget state: the value of [`crate::maps::EVENT_BUDGET`].

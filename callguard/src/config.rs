@@ -54,6 +54,8 @@ pub struct Config {
     pub alerts: Alerts,
     /// The management REST API (the seed documents) over HTTP, with accounts and tokens.
     pub api: ApiConfig,
+    /// Prometheus metrics over HTTP.
+    pub metrics: MetricsConfig,
     /// Number-level call checks: the requests the kernel hands up, decided by the daemon.
     pub calls: Calls,
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
@@ -79,6 +81,7 @@ impl Default for Config {
             events: Events::default(),
             alerts: Alerts::default(),
             api: ApiConfig::default(),
+            metrics: MetricsConfig::default(),
             calls: Calls::default(),
             networks: Vec::new(),
         }
@@ -254,6 +257,27 @@ impl ApiConfig {
             per_source: self.max_connections_per_source,
             request: std::time::Duration::from_secs(self.request_timeout_secs),
         }
+    }
+}
+
+/// Prometheus metrics (`GET /metrics`), in the Prometheus text format, or OpenMetrics when the
+/// scraper asks for it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port; `""` turns metrics off. Default `127.0.0.1:9787`.
+    pub listen: String,
+    /// Bearer token a scraper must send (`Authorization: Bearer …`). Required when `listen` is
+    /// not a loopback address: the counters tell an attacker which of their tricks work.
+    pub token: Option<String>,
+    /// Rules given a series of their own in `callguard_rule_*` (the busiest, kept while they
+    /// exist); the packets of all others are counted under `rule="other"`. Default 20.
+    pub top_rules: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9787".into(), token: None, top_rules: 20 }
     }
 }
 
@@ -840,15 +864,27 @@ impl Config {
                 ),
             });
         }
+        if cfg.metrics.token.is_some() && mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "metrics.token is set in a file others can read (mode {:o}): `chmod 600` it",
+                    mode & 0o777
+                ),
+            });
+        }
         Ok(cfg)
     }
 
-    /// This configuration as `callguard config check` prints it: the administrator's password,
-    /// when set, shown as set but not shown.
+    /// This configuration as `callguard config check` prints it: the administrator's password
+    /// and the metrics token, when set, shown as set but not shown.
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
         if c.api.admin_password.is_some() {
             c.api.admin_password = Some("(set, not shown)".into());
+        }
+        if c.metrics.token.is_some() {
+            c.metrics.token = Some("(set, not shown)".into());
         }
         c
     }
@@ -874,6 +910,7 @@ impl Config {
             return Err("sweep_interval_secs: must be at least 1".into());
         }
         self.validate_api()?;
+        self.validate_metrics()?;
         self.calls.authcode_parts()?;
         if let Some(n) = self
             .networks
@@ -1006,6 +1043,30 @@ impl Config {
     }
 
     /// Checks the ranges of the rate, enumeration and event settings.
+    fn validate_metrics(&self) -> Result<(), String> {
+        let m = &self.metrics;
+        if m.listen.is_empty() {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = m
+            .listen
+            .parse()
+            .map_err(|_| format!("metrics.listen: `{}` is not ADDRESS:PORT (or \"\" for off)", m.listen))?;
+        if m.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err("metrics.token: at least 16 characters".into());
+        }
+        if !addr.ip().is_loopback() && m.token.is_none() {
+            return Err(format!(
+                "metrics.listen: {addr} is reachable from other hosts; set metrics.token (scrapers send \
+                 it as a bearer token) or listen on a loopback address"
+            ));
+        }
+        if m.top_rules > 1000 {
+            return Err(format!("metrics.top_rules: at most 1000, not {}", m.top_rules));
+        }
+        Ok(())
+    }
+
     fn validate_api(&self) -> Result<(), String> {
         let a = &self.api;
         if !a.listen.is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -1145,6 +1206,25 @@ mod tests {
             "[api]\nreset_callback_origins = [\"https://Panel.example:8443\", \"http://10.0.0.5/\"]\n",
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn metrics_beyond_loopback_need_a_token() {
+        assert_eq!(Config::default().metrics.listen, "127.0.0.1:9787");
+        assert!(Config::parse("[metrics]\nlisten = \"[::1]:9787\"\n").is_ok());
+        assert!(Config::parse("[metrics]\nlisten = \"\"\n").is_ok());
+        let e = Config::parse("[metrics]\nlisten = \"0.0.0.0:9787\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("metrics.listen: 0.0.0.0:9787 is reachable") && e.contains("metrics.token"),
+            "{e}"
+        );
+        let e = Config::parse("[metrics]\nlisten = \"0.0.0.0:9787\"\ntoken = \"short\"\n").unwrap_err();
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        let ok =
+            Config::parse("[metrics]\nlisten = \"0.0.0.0:9787\"\ntoken = \"0123456789abcdef\"\n").unwrap();
+        assert_eq!(ok.redacted().metrics.token.as_deref(), Some("(set, not shown)"));
+        let e = Config::parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("is not ADDRESS:PORT"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     clock::Clock,
     config::Config,
     events::{self, Hub},
-    kernel,
+    kernel, metrics,
     service::{self, Service},
     web::{
         self,
@@ -181,7 +181,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.proven(),
             )
             .context("opening the raw sockets of the slow path (needs CAP_NET_RAW)")?
-            .banning_to(ban_tx);
+            .banning_to(ban_tx)
+            .timed_by(state.slow_latency());
             Some(slowpath::spawn(sp, maps).context("starting the slow path's thread")?)
         }
         None => None,
@@ -191,6 +192,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         _ => None,
     };
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
+    let metrics = if cfg.metrics.listen.is_empty() {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(&cfg.metrics.listen)
+            .await
+            .with_context(|| format!("binding the metrics to {} (metrics.listen)", cfg.metrics.listen))?;
+        tracing::info!(address = %cfg.metrics.listen, "Prometheus metrics at /metrics");
+        Some((l, metrics::Exporter::new(shared.clone(), cfg.pin_dir.clone(), cfg.metrics.clone())))
+    };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     tokio::spawn(fraud_bans(shared.clone(), ban_rx));
     // Read once at start: a reload does not change where alerts go.
@@ -245,6 +255,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let metrics = metrics
+        .map(|(l, ex)| tokio::spawn(metrics::serve(l, ex, cfg.api.limits(), stopped(stop_rx.clone()))));
     let app = web::router(shared);
     let unix_app = app.clone().layer(axum::Extension(web::Transport::Unix));
     let unix = axum::serve(web::serve::RootOnly(listener), unix_app)
@@ -302,6 +314,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     u?;
     sweeper.abort();
     hup.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(r) = reader {
         r.abort();
     }

@@ -210,13 +210,9 @@ pub fn record(e: &Event, clock: &crate::clock::Clock) -> EventRecord {
             _ => EventKind::Ban,
         },
         source: e.addr(),
-        reason: match e.kind {
-            event::BAN_RATE => "rate".into(),
-            event::BAN_ENUM => "enumeration".into(),
-            event::BAN_SIGNATURE => "signature".into(),
-            event::BAN_AUTH => "authentication".into(),
-            event::BAN_FRAUD => "fraud".into(),
-            _ => Reason::from_code(u32::from(e.reason)).map_or("unknown", Reason::name).into(),
+        reason: match event::ban_cause(e.kind) {
+            Some(cause) => cause.into(),
+            None => Reason::from_code(u32::from(e.reason)).map_or("unknown", Reason::name).into(),
         },
         method: sip::method::NAMES.get(usize::from(e.method)).copied().unwrap_or("unknown").into(),
         rule: None,

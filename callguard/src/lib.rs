@@ -26,6 +26,7 @@
 //! | 2 | [`alerts`] | bans and fraud refusals told as they happen: a webhook and a command |
 //! | 3 | [`service`] | the rule service: every rule and account change, store then kernel; typed errors, no HTTP |
 //! | 4 | [`web`] | the HTTP layer: routes, extractors, authentication, the one mapping of errors to statuses |
+//! | 5 | [`metrics`] | Prometheus metrics: what the daemon counts, encoded at each scrape |
 //! | 5 | [`daemon`] | process wiring: start, serve, read events, sweep, reload, stop |
 //! | 6 | [`cli`] | the command line: `callguard run` and every command that talks to the daemon |
 //!
@@ -43,6 +44,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod kernel;
+pub mod metrics;
 pub mod net;
 pub mod numbers;
 pub mod service;

@@ -199,7 +199,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 }
 
 /// Runs `cmd` with `input` on its standard input; its output and error are captured.
-fn with_stdin(mut cmd: Command, input: &str, what: &str) -> Output {
+pub fn with_stdin(mut cmd: Command, input: &str, what: &str) -> Output {
     use std::io::Write as _;
     let mut child = cmd
         .stdin(Stdio::piped())

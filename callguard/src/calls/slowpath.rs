@@ -89,6 +89,20 @@ pub struct SlowStats {
     pub registered: u64,
 }
 
+/// How long handed-up requests took, from the kernel's hand-up to the verdict carried out
+/// (queueing and deciding), in seconds: the metrics' `callguard_slow_path_latency_seconds`.
+/// Buckets from 50 µs to 1.2 s; a call's setup notices tens of milliseconds.
+#[derive(Clone, Debug)]
+pub struct Latency(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(50e-6, 2.5, 12),
+        ))
+    }
+}
+
 /// This host's addresses: only a request addressed to one of them is decided and sent on.
 #[derive(Debug, Default)]
 struct LocalAddrs {
@@ -359,6 +373,8 @@ pub struct SlowPath {
     fraud: FraudGuard,
     /// Where the sources to ban for fraud go (`calls.fraud.ban_secs`): the daemon stores the bans.
     bans: Option<tokio::sync::mpsc::Sender<IpAddr>>,
+    /// Each request's time from hand-up to verdict.
+    latency: Latency,
 }
 
 impl SlowPath {
@@ -384,6 +400,7 @@ impl SlowPath {
             proven,
             fraud: FraudGuard::default(),
             bans: None,
+            latency: Latency::default(),
         })
     }
 
@@ -392,6 +409,13 @@ impl SlowPath {
     #[must_use]
     pub fn banning_to(mut self, bans: tokio::sync::mpsc::Sender<IpAddr>) -> Self {
         self.bans = Some(bans);
+        self
+    }
+
+    /// Observes each request's time from hand-up to verdict into `latency`.
+    #[must_use]
+    pub fn timed_by(mut self, latency: Latency) -> Self {
+        self.latency = latency;
         self
     }
 
@@ -660,6 +684,9 @@ fn decide_batch(slow: &mut SlowPath, ring: &mut RingBuf<MapData>, registered: bo
             slow.count(|s| s.registered += 1);
         }
         slow.handle(rec.bytes());
+        // Both CLOCK_BOOTTIME; a record from before a clock oddity counts as instant.
+        let waited = crate::clock::boot_ns().saturating_sub(rec.ts_ns);
+        slow.latency.0.observe(waited as f64 / 1e9);
     }
     true
 }

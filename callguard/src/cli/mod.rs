@@ -7,6 +7,7 @@ mod calls;
 mod client;
 mod import;
 mod output;
+mod top;
 
 use std::{
     io::BufReader,
@@ -101,6 +102,14 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of what callguard stops: packets a second by reason, the sources and
+    /// signatures being dropped, recent bans and call decisions, the kernel tables' occupancy.
+    /// Keys: s sorts the reasons (rate, total, name), p pauses the view, q quits.
+    Top {
+        /// How often to read the daemon (`1s`, `500ms`).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        every: Duration,
     },
     /// Show sampled drops and bans (the last 200), or follow them live.
     Events {
@@ -538,6 +547,14 @@ impl Cli {
                     );
                 }
                 Ok(())
+            }
+            Command::Top { every } => {
+                if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    bail!(
+                        "callguard top needs a terminal; for scripts, `callguard stats --json` every second"
+                    );
+                }
+                top::run(&self.client()?, (*every).max(Duration::from_millis(100))).await
             }
             Command::Events { follow, json } => {
                 let client = self.client()?;

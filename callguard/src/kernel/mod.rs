@@ -47,6 +47,7 @@ use crate::config::XdpModeSetting;
 
 pub mod datapath;
 pub mod fake;
+pub mod tables;
 
 /// The XDP object built by `build.rs` from `callguard-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard"));

@@ -114,6 +114,46 @@ pub struct Options {
     pub interfaces: Vec<String>,
 }
 
+/// Bans stored and lifted since the daemon started, by cause.
+#[derive(Clone, Debug, Default)]
+pub struct BanCounts {
+    /// Stored, by cause: a kernel ban's (`rate`, `enumeration`, `signature`, `authentication`),
+    /// `fraud`, or `escalation` (a network whose banned sources reached `rate.escalate_after`).
+    pub made: BTreeMap<&'static str, u64>,
+    /// Lifted, by cause: `expired`, `evicted` (to make room: `rate.max_auto_bans`), `removed`
+    /// (by an operator).
+    pub lifted: BTreeMap<&'static str, u64>,
+}
+
+impl BanCounts {
+    /// Every cause of [`BanCounts::made`].
+    pub const CAUSES: [&'static str; 6] =
+        ["rate", "enumeration", "signature", "authentication", "fraud", "escalation"];
+    /// Every cause of [`BanCounts::lifted`].
+    pub const LIFTS: [&'static str; 3] = ["expired", "evicted", "removed"];
+
+    fn made(&mut self, cause: &'static str, n: usize) {
+        *self.made.entry(cause).or_default() += n as u64;
+    }
+
+    fn lifted(&mut self, cause: &'static str, n: usize) {
+        if n > 0 {
+            *self.lifted.entry(cause).or_default() += n as u64;
+        }
+    }
+}
+
+/// Configuration reloads (SIGHUP, `callguard reload`) since the daemon started.
+#[derive(Clone, Copy, Debug)]
+pub struct Reloads {
+    /// Reloads applied.
+    pub applied: u64,
+    /// Reloads refused (an invalid file, a change that needs a restart): nothing changed.
+    pub refused: u64,
+    /// The last reload applied, or the start.
+    pub last: chrono::DateTime<Utc>,
+}
+
 /// Everything the daemon owns: the configuration, the store, the kernel program and maps, and
 /// the number-level policy the slow path decides with.
 #[derive(Debug)]
@@ -134,8 +174,14 @@ pub struct Service {
     calls_gen: u64,
     /// The slow path's counters.
     slow_stats: Arc<Mutex<slowpath::SlowStats>>,
+    /// The slow path's time per request.
+    slow_latency: slowpath::Latency,
     /// Automatic bans evicted to make room (`rate.max_auto_bans`) since the start.
     evicted_bans: u64,
+    /// Bans stored and lifted since the start.
+    bans: BanCounts,
+    /// Configuration reloads since the start.
+    reloads: Reloads,
     /// Sources proven to receive at their address (noted by the slow path).
     proven: Arc<crate::calls::proven::Proven>,
 }
@@ -205,8 +251,11 @@ impl Service {
             calls: Arc::default(),
             calls_gen: 0,
             slow_stats: Arc::default(),
+            slow_latency: slowpath::Latency::default(),
             proven: Arc::default(),
             evicted_bans: 0,
+            bans: BanCounts::default(),
+            reloads: Reloads { applied: 0, refused: 0, last: Utc::now() },
         };
         state.build_calls()?;
         state.push_policy()?;
@@ -247,6 +296,11 @@ impl Service {
     /// The slow path's counters.
     pub fn slow_stats(&self) -> Arc<Mutex<slowpath::SlowStats>> {
         self.slow_stats.clone()
+    }
+
+    /// The slow path's time per request (a histogram shared with it).
+    pub fn slow_latency(&self) -> slowpath::Latency {
+        self.slow_latency.clone()
     }
 
     /// The sources proven to receive at their address, for the slow path to note them in.
@@ -392,7 +446,9 @@ impl Service {
         let ids: Vec<u32> = expired.iter().map(|e| e.0).collect();
         self.store.delete_nets(&ids)?;
         for id in &ids {
-            self.rules.remove(id);
+            if self.rules.remove(id).is_some_and(|r| r.origin == Origin::Auto) {
+                self.bans.lifted("expired", 1);
+            }
         }
         self.sync_nets(&expired.iter().map(|e| e.1).collect())?;
         Ok(ids.len() + numbers)
@@ -401,6 +457,18 @@ impl Service {
     /// Re-reads the configuration file and applies only the difference. An invalid file
     /// changes nothing.
     pub fn reload(&mut self) -> anyhow::Result<api::Reloaded> {
+        let done = self.apply_reload();
+        match done {
+            Ok(_) => {
+                self.reloads.applied += 1;
+                self.reloads.last = Utc::now();
+            }
+            Err(_) => self.reloads.refused += 1,
+        }
+        done
+    }
+
+    fn apply_reload(&mut self) -> anyhow::Result<api::Reloaded> {
         let cfg = match &self.opts.config_path {
             Some(p) => Config::load(p)?,
             None => Config::default(),
@@ -439,6 +507,21 @@ impl Service {
         self.interfaces.retain(|i| wanted.contains(&i.name));
         tracing::info!(written, removed, ?attached, ?detached, "configuration reloaded");
         Ok(api::Reloaded { written, removed, attached, detached })
+    }
+
+    /// Bans stored and lifted since the start.
+    pub const fn ban_counts(&self) -> &BanCounts {
+        &self.bans
+    }
+
+    /// Configuration reloads since the start.
+    pub const fn reloads(&self) -> Reloads {
+        self.reloads
+    }
+
+    /// When the daemon started.
+    pub const fn started(&self) -> Instant {
+        self.started
     }
 
     pub fn status(&self) -> api::Status {

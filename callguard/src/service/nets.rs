@@ -132,8 +132,10 @@ impl Service {
             }
             return details;
         }
+        self.bans.lifted("evicted", evicted.len());
         let mut wides: BTreeSet<IpNet> = BTreeSet::new();
         for ((i, _), r) in new.iter().zip(&stored) {
+            self.bans.made(event::ban_cause(bans[*i].1).unwrap_or("rate"), 1);
             let secs = secs_for(bans[*i].1);
             details[*i] = format!("deny {} for {secs} s (rule {})", r.cidr, r.id);
             if !evicted.is_empty() {
@@ -218,7 +220,10 @@ impl Service {
         let secs = i64::try_from(self.cfg.rate.escalate_ban_secs).unwrap_or(i64::MAX);
         let why = format!("auto: {banned} banned sources proven real in this /{}", wide.prefix_len());
         Some(match self.add_auto(wide, secs, why) {
-            Ok(id) => format!("; escalated: deny {wide} for {secs} s (rule {id})"),
+            Ok(id) => {
+                self.bans.made("escalation", 1);
+                format!("; escalated: deny {wide} for {secs} s (rule {id})")
+            }
             Err(e) => format!("; escalating to {wide} failed: {e:#}"),
         })
     }
@@ -409,6 +414,7 @@ impl Service {
         for r in previous.iter().filter(|r| r.origin == Origin::Auto) {
             // Deleting an automatic ban lifts the kernel's own ban of that source too.
             self.forget_source(r.cidr);
+            self.bans.lifted("removed", 1);
         }
         Ok(api::Removed { count })
     }

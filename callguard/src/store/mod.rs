@@ -27,7 +27,7 @@ use crate::{
 pub enum StoreError {
     /// The database said no.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     /// The request conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
@@ -39,6 +39,23 @@ pub enum StoreError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// Database failures since the process started, every [`StoreError::Db`] made: what the
+/// daemon's metrics report as `callguard_store_errors_total` (a disk full, a locked or corrupt
+/// file). Process-wide, as the failures of the one database file are.
+static DB_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`DB_FAILURES`].
+pub fn db_failures() -> u64 {
+    DB_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        DB_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::Db(e)
+    }
 }
 
 /// What the daemon needs from a rule store.

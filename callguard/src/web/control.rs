@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(status))
         .routes(routes!(stats))
+        .routes(routes!(tables))
         .routes(routes!(list_nets, add_nets))
         .routes(routes!(delete_nets))
         .routes(routes!(check))
@@ -77,6 +78,27 @@ pub async fn status(AxState(s): AxState<Shared>) -> Json<api::Status> {
     responses((status = 200, body = api::Stats), (status = "4XX", body = ApiError)))]
 pub async fn stats(AxState(s): AxState<Shared>) -> Result<Json<api::Stats>, Failure> {
     blocking(&s, |st| Ok(Json(st.stats().map_err(|e| Failure::internal(&e))?))).await
+}
+
+/// The kernel's tables of sources against their capacity (rate state, registered phones,
+/// failed authentications by source and by user), and the sources the kernel bans now: a walk
+/// of each table, off the service's lock. 404 when no kernel maps are pinned.
+#[utoipa::path(get, path = "/v1/tables", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = crate::kernel::tables::Tables), (status = "4XX", body = ApiError)))]
+pub async fn tables(AxState(s): AxState<Shared>) -> Result<Json<crate::kernel::tables::Tables>, Failure> {
+    let dir = lock(&s).cfg().pin_dir.clone();
+    if !dir.join(callguard_common::maps::SOURCES).exists() {
+        // A daemon without a kernel (the API's tests) pins nothing.
+        return Err(Failure::not_found(
+            "pin_dir",
+            format!("no kernel tables are pinned in {}", dir.display()),
+        ));
+    }
+    let read =
+        tokio::task::spawn_blocking(move || crate::kernel::tables::read(&dir, crate::clock::boot_ns()))
+            .await
+            .map_err(|e| Failure::internal(&e.into()))?;
+    Ok(Json(read.map_err(|e| Failure::internal(&e))?))
 }
 
 /// The network rules (authorized and blocked networks), optionally only allow or deny rules,

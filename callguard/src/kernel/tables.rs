@@ -1,0 +1,93 @@
+//! What the kernel's tables of sources hold, read from their pins without the rule service: the
+//! metrics count them on a blocking thread, because a full table (a quarter of a million
+//! sources under a spoofed flood, one system call each) must not hold the service's lock.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::maps::{HashMap, Map, MapData};
+use callguard_common::{
+    auth::{AuthState, UserAuth},
+    limits::SourceState,
+    maps,
+};
+
+/// One table: its name (as in [`callguard_common::maps`]), the entries it holds and how many it
+/// can hold.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Table {
+    /// The map's name.
+    pub map: String,
+    /// Entries held (approximate while the program adds and evicts: the walk follows the keys as
+    /// they are).
+    pub entries: u64,
+    /// Entries it holds at most; past that, the least recently used make room.
+    pub capacity: u32,
+}
+
+/// The tables the program keeps of sources and users.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Tables {
+    /// Per-source rate state ([`maps::SOURCES`]), registered sources, failed authentications by
+    /// source and by user.
+    pub tables: Vec<Table>,
+    /// Sources the kernel bans now (in [`maps::SOURCES`], a ban not yet over).
+    pub banned: u64,
+}
+
+fn open<K: aya::Pod, V: aya::Pod>(pin_dir: &Path, name: &str) -> anyhow::Result<HashMap<MapData, K, V>> {
+    let path = pin_dir.join(name);
+    let data =
+        MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
+    HashMap::try_from(Map::LruHashMap(data)).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Keys of `map`, at most twice its capacity: a key the program evicts during the walk sends the
+/// kernel's next-key back to the start, and a flood must not keep the walk going for ever.
+fn count<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    capacity: u32,
+    mut each: impl FnMut(&K),
+) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for key in map.keys().take(capacity as usize * 2) {
+        each(&key?);
+        n += 1;
+    }
+    Ok(n.min(u64::from(capacity)))
+}
+
+/// Counts the tables pinned in `pin_dir`; `now_ns` is `CLOCK_BOOTTIME`, the clock of the bans.
+pub fn read(pin_dir: &Path, now_ns: u64) -> anyhow::Result<Tables> {
+    let mut out = Tables::default();
+    let sources: HashMap<MapData, [u8; 16], SourceState> = open(pin_dir, maps::SOURCES)?;
+    let mut banned = 0;
+    let entries = count(&sources, maps::SOURCES_MAX, |key| {
+        if sources.get(key, 0).is_ok_and(|s| s.banned_until > now_ns) {
+            banned += 1;
+        }
+    })?;
+    out.banned = banned;
+    out.tables.push(Table { map: maps::SOURCES.into(), entries, capacity: maps::SOURCES_MAX });
+    let registered: HashMap<MapData, [u8; 16], u64> = open(pin_dir, maps::REGISTERED)?;
+    let entries = count(&registered, maps::REGISTERED_MAX, |_| ())?;
+    out.tables.push(Table { map: maps::REGISTERED.into(), entries, capacity: maps::REGISTERED_MAX });
+    let auth: HashMap<MapData, [u8; 16], AuthState> = open(pin_dir, maps::AUTH)?;
+    let entries = count(&auth, maps::AUTH_MAX, |_| ())?;
+    out.tables.push(Table { map: maps::AUTH.into(), entries, capacity: maps::AUTH_MAX });
+    let users: HashMap<MapData, u64, UserAuth> = open(pin_dir, maps::AUTH_USERS)?;
+    let entries = count(&users, maps::AUTH_USERS_MAX, |_| ())?;
+    out.tables.push(Table { map: maps::AUTH_USERS.into(), entries, capacity: maps::AUTH_USERS_MAX });
+    Ok(out)
+}
+
+/// The daemon's last heartbeat (`CLOCK_BOOTTIME` ns) as the kernel sees it in
+/// [`maps::HEARTBEAT`]: 0 when none was written.
+pub fn heartbeat_ns(pin_dir: &Path) -> anyhow::Result<u64> {
+    let path = pin_dir.join(maps::HEARTBEAT);
+    let data =
+        MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
+    let beat: aya::maps::Array<MapData, u64> =
+        aya::maps::Array::try_from(Map::Array(data)).context("the heartbeat map has an unexpected type")?;
+    Ok(beat.get(&0, 0)?)
+}
