@@ -365,6 +365,12 @@ pub fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
+/// Whether two secrets (tokens, tags) are equal, compared in full whatever differs first, so
+/// that the time taken tells nothing of where they differ. Their lengths are not secret.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// Hashes a password with Argon2id (default parameters, random salt) into a PHC string.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     in_argon2_slot(|| {

@@ -1042,7 +1042,7 @@ impl Config {
         l
     }
 
-    /// Checks the ranges of the rate, enumeration and event settings.
+    /// Checks `[metrics]`: an address, a token off loopback, a bounded number of rule series.
     fn validate_metrics(&self) -> Result<(), String> {
         let m = &self.metrics;
         if m.listen.is_empty() {
@@ -1067,6 +1067,7 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[api]`: the address, the TLS pair, the sign-in throttle, the reset origins.
     fn validate_api(&self) -> Result<(), String> {
         let a = &self.api;
         if !a.listen.is_empty() && a.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -1111,6 +1112,7 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the ranges of the rate, enumeration and event settings.
     fn validate_limits(&self) -> Result<(), String> {
         if self.enumeration.users > 128 {
             return Err(format!("enumeration.users: at most 128, not {}", self.enumeration.users));

@@ -192,14 +192,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         _ => None,
     };
     let shared = Shared { state: Arc::new(Mutex::new(state)), hub, web: Arc::default() };
+    // A filter that will not start because a port for its metrics is taken protects nothing:
+    // without the port, the daemon runs without metrics and says so.
     let metrics = if cfg.metrics.listen.is_empty() {
         None
     } else {
-        let l = tokio::net::TcpListener::bind(&cfg.metrics.listen)
-            .await
-            .with_context(|| format!("binding the metrics to {} (metrics.listen)", cfg.metrics.listen))?;
-        tracing::info!(address = %cfg.metrics.listen, "Prometheus metrics at /metrics");
-        Some((l, metrics::Exporter::new(shared.clone(), cfg.pin_dir.clone(), cfg.metrics.clone())))
+        match tokio::net::TcpListener::bind(&cfg.metrics.listen).await {
+            Ok(l) => {
+                tracing::info!(address = %cfg.metrics.listen, "Prometheus metrics at /metrics");
+                Some((l, metrics::Exporter::new(shared.clone(), cfg.pin_dir.clone(), cfg.metrics.clone())))
+            }
+            Err(e) => {
+                tracing::error!(
+                    "binding the metrics to {} (metrics.listen): {e}; running without metrics",
+                    cfg.metrics.listen
+                );
+                None
+            }
+        }
     };
     let reader = ring.map(|r| tokio::spawn(event_loop(shared.clone(), r)));
     tokio::spawn(fraud_bans(shared.clone(), ban_rx));

@@ -48,6 +48,13 @@ pub const TABLES_EVERY: Duration = Duration::from_secs(15);
 /// made afresh at each scrape.
 pub const TABLES_SLOW: Duration = Duration::from_millis(20);
 
+/// How long a reading serves further scrapes.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+/// One reading's metrics, ready to encode.
+#[derive(Debug)]
+struct Readout(Registry);
+
 /// A metric's labels.
 type Labels = Vec<(&'static str, String)>;
 
@@ -60,6 +67,8 @@ pub struct Exporter {
     rules: Mutex<RuleSeries>,
     /// The last count of the tables: when it was made, how long it took.
     tables: tokio::sync::Mutex<Option<(Instant, Duration, Tables)>>,
+    /// The last reading and when it was made.
+    recent: tokio::sync::Mutex<Option<(Instant, Arc<Readout>)>>,
 }
 
 /// What one scrape reads under the service's lock.
@@ -83,6 +92,7 @@ impl Exporter {
             cfg,
             rules: Mutex::new(RuleSeries::default()),
             tables: tokio::sync::Mutex::new(None),
+            recent: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -140,16 +150,42 @@ impl Exporter {
         }
     }
 
+    /// The metrics as of now, or as of the last reading when it is younger than [`FRESH`]:
+    /// scrapers at once, or one in a loop, wait for one reading and share it, so the service's
+    /// lock is taken at most once a [`FRESH`] for them.
+    async fn reading(self: &Arc<Self>) -> anyhow::Result<Arc<Readout>> {
+        let mut recent = self.recent.lock().await;
+        if let Some((at, r)) = recent.as_ref()
+            && at.elapsed() < FRESH
+        {
+            return Ok(r.clone());
+        }
+        let ex = self.clone();
+        let snap = tokio::task::spawn_blocking(move || ex.snapshot()).await??;
+        let tables = self.tables().await;
+        let dir = self.pin_dir.clone();
+        let heartbeat =
+            tokio::task::spawn_blocking(move || tables::heartbeat_ns(&dir)).await?.ok().filter(|b| *b != 0);
+        let registry = {
+            let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            rules.update(&snap.stats.rules, self.cfg.top_rules);
+            registry(&snap, &rules, tables.as_ref(), heartbeat)
+        };
+        let r = Arc::new(Readout(registry));
+        *recent = Some((Instant::now(), r.clone()));
+        Ok(r)
+    }
+
     /// Whether the request may read the metrics: a bearer token is needed when one is set.
     fn admits(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.cfg.token else { return true };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        // Compared in full whatever differs first: the time taken tells nothing of the token.
-        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
+        crate::accounts::same_secret(given, token)
     }
 }
 
@@ -162,18 +198,9 @@ async fn scrape(State(ex): State<Arc<Exporter>>, headers: HeaderMap) -> Response
         )
             .into_response();
     }
-    let ex2 = ex.clone();
-    let snap = match tokio::task::spawn_blocking(move || ex2.snapshot()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    };
-    let tables = ex.tables().await;
-    let heartbeat = tables::heartbeat_ns(&ex.pin_dir).ok().filter(|b| *b != 0);
-    let registry = {
-        let mut rules = ex.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        rules.update(&snap.stats.rules, ex.cfg.top_rules);
-        registry(&snap, &rules, tables.as_ref(), heartbeat)
+    let registry = match ex.reading().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
     };
     let openmetrics = headers
         .get(header::ACCEPT)
@@ -181,9 +208,9 @@ async fn scrape(State(ex): State<Arc<Exporter>>, headers: HeaderMap) -> Response
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let mut body = String::new();
     let (encoded, content_type) = if openmetrics {
-        (text::encode(&mut body, &registry), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        (text::encode(&mut body, &registry.0), "application/openmetrics-text; version=1.0.0; charset=utf-8")
     } else {
-        (prometheus_text::encode(&mut body, &registry), prometheus_text::CONTENT_TYPE)
+        (prometheus_text::encode(&mut body, &registry.0), prometheus_text::CONTENT_TYPE)
     };
     match encoded {
         Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
@@ -202,10 +229,19 @@ struct RuleSeries {
     last: HashMap<u32, (u64, u64)>,
     /// `rule="other"`: packets and bytes.
     other: (u64, u64),
+    /// Whether `last` holds a reading: the first only sets it, so that the counters the kernel
+    /// kept across a restart of the daemon start `other` at zero (a reset to Prometheus) instead
+    /// of jumping up by all that was counted before.
+    primed: bool,
 }
 
 impl RuleSeries {
     fn update(&mut self, rules: &[api::RuleCount], top: usize) {
+        if !self.primed {
+            self.last = rules.iter().map(|r| (r.id, (r.packets, r.bytes))).collect();
+            self.primed = true;
+            return;
+        }
         let now: HashMap<u32, &api::RuleCount> = rules.iter().map(|r| (r.id, r)).collect();
         // A rule that is gone (deleted, expired) leaves its series.
         self.members.retain(|id, _| now.get(id).is_some_and(|r| r.cidr.is_some()));
@@ -213,7 +249,8 @@ impl RuleSeries {
         let (mut grew, mut idle): (Vec<(u64, u32)>, Vec<u32>) = (Vec::new(), Vec::new());
         for r in rules {
             let (p0, b0) = self.last.get(&r.id).copied().unwrap_or_default();
-            // A counter that went back (its slot was given to a new rule) counts from zero.
+            // A counter that went back (the kernel's were cleared: maps made afresh after
+            // `callguard detach`) counts from zero.
             let (dp, db) = if r.packets >= p0 && r.bytes >= b0 {
                 (r.packets - p0, r.bytes - b0)
             } else {
@@ -235,6 +272,9 @@ impl RuleSeries {
         // The busiest of the others take free places, then the places of idle members.
         grew.sort_unstable_by(|a, b| b.cmp(a));
         for (_, id) in grew {
+            if top == 0 {
+                break;
+            }
             if self.members.len() >= top {
                 let Some(out) = idle.pop() else { break };
                 self.members.remove(&out);
@@ -334,7 +374,7 @@ fn registry(
     counters(
         &mut reg,
         "callguard_rule_packets",
-        "Packets decided by a network rule: the busiest rules (metrics.top_rules) by id, all others as rule=\"other\"",
+        "Packets decided by a network rule: the busiest rules (metrics.top_rules) by id, all others as rule=\"other\" (a rule's packets from before it got a series of its own stay there)",
         rules.rows(&st.rules, false),
     );
     counters(
@@ -553,4 +593,57 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     crate::web::serve::serve(listener, exporter.router(), limits, stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::NetAction;
+
+    fn rule(id: u32, packets: u64) -> api::RuleCount {
+        api::RuleCount {
+            id,
+            cidr: Some(format!("198.51.100.{id}/32").parse().unwrap()),
+            action: Some(NetAction::Deny),
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    /// The packets of `rule=id` (or `other` for 0) as the series would export them.
+    fn exported(s: &RuleSeries, rules: &[api::RuleCount]) -> BTreeMap<String, u64> {
+        s.rows(rules, false).into_iter().map(|(l, v)| (l[0].1.clone(), v)).collect()
+    }
+
+    #[test]
+    fn rule_series_keep_the_busiest_and_never_go_back() {
+        let mut s = RuleSeries::default();
+        // Counters kept across a daemon restart: the first reading only primes.
+        let r = [rule(1, 1000), rule(2, 5), rule(3, 0)];
+        s.update(&r, 2);
+        assert_eq!(exported(&s, &r), BTreeMap::from([("other".into(), 0)]));
+        // The two that grew most get series; what they counted since the first reading went to
+        // other before, and stays there.
+        let r = [rule(1, 1100), rule(2, 5), rule(3, 40), rule(4, 7)];
+        s.update(&r, 2);
+        let e = exported(&s, &r);
+        assert_eq!(e.get("1"), Some(&1100));
+        assert_eq!(e.get("3"), Some(&40));
+        assert_eq!(e.get("other"), Some(&(100 + 40 + 7)));
+        // A member that counted nothing gives its place to a rule that did.
+        let r = [rule(1, 1200), rule(2, 5), rule(3, 40), rule(4, 9)];
+        s.update(&r, 2);
+        let e = exported(&s, &r);
+        assert_eq!((e.get("1"), e.get("3"), e.get("4")), (Some(&1200), None, Some(&9)));
+        assert_eq!(e.get("other"), Some(&(147 + 2)));
+        // A deleted member leaves its series; other does not go back.
+        let r = [rule(4, 10)];
+        s.update(&r, 2);
+        let e = exported(&s, &r);
+        assert_eq!((e.get("1"), e.get("4"), e.get("other")), (None, Some(&10), Some(&149)));
+        // Counters that went back (maps made afresh) count from zero, adding to other.
+        let r = [rule(4, 10), rule(5, 3)];
+        s.update(&r, 0);
+        assert_eq!(exported(&s, &r).get("other"), Some(&152));
+    }
 }

@@ -155,9 +155,24 @@ fn prometheus_reads_what_callguard_stopped_and_promtool_accepts_it() {
         s.contains_key("callguard_heartbeat_age_seconds") && beat < 1.0,
         "heartbeat {beat} s old:\n{text}"
     );
-    assert_eq!(value(&s, "callguard_store_errors_total", &[]), 0.0, "{text}");
-    // The ban's rule is among the busiest: its id names a series; the rest is under "other".
-    assert!(text.contains("callguard_rule_packets_total{rule=\"other\""), "{text}");
+    assert_eq!(s.get("callguard_store_errors_total"), Some(&0.0), "{text}");
+    // The scanner again: denied now by its ban's rule, which, the busiest rule, gets a series
+    // of its own (metrics are read afresh at most once a second).
+    t.peer.udp(format!("{SCANNER}:5070").parse().expect("address")).send_to(&svmap, pbx).expect("sending");
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = scrape(&t.pbx, url, &[]);
+    let s2 = samples(&again);
+    let ban_rule = format!("network=\"{SCANNER}/32\"");
+    assert_eq!(value(&s2, "callguard_rule_packets_total", &[&ban_rule, "action=\"deny\""]), 1.0, "{again}");
+    assert_eq!(
+        value(&s2, "callguard_packets_total", &["action=\"drop\"", "reason=\"denied\""]),
+        1.0,
+        "{again}"
+    );
+    assert!(
+        s2.contains_key("callguard_rule_packets_total{rule=\"other\",network=\"\",action=\"\"}"),
+        "{again}"
+    );
 
     // Every query of the Grafana dashboard in dist/ names metrics this daemon exports.
     let dashboard: serde_json::Value =

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use crate::events::{EventKind, EventRecord};
+pub use crate::{
+    events::{EventKind, EventRecord},
+    kernel::tables::{Table, Tables},
+};
 use crate::{
     kernel::Attached,
     net::{NetAction, NetRule, Scope},

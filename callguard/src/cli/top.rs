@@ -19,11 +19,7 @@ use ratatui::{
 };
 
 use super::{client::Client, output::event_line};
-use crate::{
-    api::control::{EventRecord, Stats, Status},
-    events::EventKind,
-    kernel::tables::Tables,
-};
+use crate::api::control::{EventKind, EventRecord, Stats, Status, Tables};
 
 /// How the reasons are ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,15 +281,24 @@ impl View {
     }
 }
 
+/// How long one reading of the daemon may take: a daemon that does not answer must not keep
+/// the keys (q among them) from being read.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Reads the daemon once.
 async fn read(client: &Client) -> anyhow::Result<Reading> {
-    Ok(Reading {
-        at: Instant::now(),
-        stats: client.get("/v1/stats").await?,
-        status: client.get("/v1/status").await?,
-        events: client.get("/v1/events").await?,
-        tables: client.get("/v1/tables").await.ok(),
-    })
+    let read = async {
+        Ok::<_, anyhow::Error>(Reading {
+            at: Instant::now(),
+            stats: client.get("/v1/stats").await?,
+            status: client.get("/v1/status").await?,
+            events: client.get("/v1/events").await?,
+            tables: client.get("/v1/tables").await.ok(),
+        })
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", READ_TIMEOUT.as_secs()))?
 }
 
 /// Puts the terminal back as it was, however `top` ends.

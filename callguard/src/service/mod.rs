@@ -148,7 +148,8 @@ impl BanCounts {
 pub struct Reloads {
     /// Reloads applied.
     pub applied: u64,
-    /// Reloads refused (an invalid file, a change that needs a restart): nothing changed.
+    /// Reloads refused (an invalid file, a change that needs a restart: nothing changed), or
+    /// failed part way (the kernel refused a change; the log says what).
     pub refused: u64,
     /// The last reload applied, or the start.
     pub last: chrono::DateTime<Utc>,
@@ -479,9 +480,11 @@ impl Service {
             || cfg.api.listen != self.cfg.api.listen
             || cfg.api.tls_cert != self.cfg.api.tls_cert
             || cfg.api.tls_key != self.cfg.api.tls_key
+            || cfg.metrics != self.cfg.metrics
         {
             anyhow::bail!(
-                "pin_dir, database, socket and api.listen/tls_cert/tls_key take effect only on restart; nothing was changed"
+                "pin_dir, database, socket, api.listen/tls_cert/tls_key and [metrics] take effect only on restart; \
+                 nothing was changed"
             );
         }
         self.store.replace_config_nets(&config_rules(&cfg))?;

@@ -105,6 +105,7 @@ impl Service {
                 self.rules.remove(id);
             }
             self.evicted_bans += evicted.len() as u64;
+            self.bans.lifted("evicted", evicted.len());
             tracing::warn!(
                 evicted = evicted.len(),
                 max = cap,
@@ -132,7 +133,6 @@ impl Service {
             }
             return details;
         }
-        self.bans.lifted("evicted", evicted.len());
         let mut wides: BTreeSet<IpNet> = BTreeSet::new();
         for ((i, _), r) in new.iter().zip(&stored) {
             self.bans.made(event::ban_cause(bans[*i].1).unwrap_or("rate"), 1);
