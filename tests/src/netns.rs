@@ -654,14 +654,20 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pid).ok().and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            // SAFETY: a plain kill(2) of the process this test started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        // Its children too: a busy child that outlives the main process would take CPU from
+        // whatever runs next (the flood benchmark's next filter).
+        let pids = self.pids();
+        let Some(&main) = pids.first() else { return };
+        // SAFETY: a plain kill(2) of the process this test started.
+        unsafe { libc::kill(main as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let alive = |pids: &[u32]| pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists());
+        while alive(&pids) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for p in pids {
+            // SAFETY: as above; a pid already gone makes kill fail, which is fine.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
     }
 }

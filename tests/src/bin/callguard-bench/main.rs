@@ -162,7 +162,7 @@ fn kernel(repeat: u32) {
     row("drop: blocked IPv4 address (/32, exact hash)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
     row("drop: blocked IPv6 prefix (/48, LPM)", &mut k, &Frame::udp("2001:db8:66::1", 5060).build());
     let authorized = row("pass: authorized IPv4 prefix", &mut k, &Frame::udp("198.18.77.7", 5060).build());
-    row("pass: no rule, guarded port (clean)", &mut k, &Frame::udp("198.18.99.9", 5060).build());
+    let clean = row("pass: no rule, guarded port (clean)", &mut k, &Frame::udp("198.18.99.9", 5060).build());
     row("pass: no rule, unguarded port", &mut k, &Frame::udp("198.18.99.9", 53).build());
     row("pass: IPv6, two extension headers, no rule", &mut k, &{
         let mut f = Frame::udp("2001:db8:99::1", 5060);
@@ -206,8 +206,11 @@ fn kernel(repeat: u32) {
         "floors: the authorized-prefix row + reading the payload once (read-once program - do-nothing, same frame)"
     );
     println!(
-        "{:<48} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "SIP row", "ns", "read once", "floor", "x floor", "goal"
+        "and the fixed path: the clean row (a request with no header line: hand-off, copy, per-source state, counters) + reading the payload once"
+    );
+    println!(
+        "{:<48} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>16}",
+        "SIP row", "ns", "read once", "floor", "x floor", "goal", "x fixed path", "proposed"
     );
     let mut floor_of = |frame: &[u8]| {
         let nothing = per_packet(k.kernel.baseline().expect("baseline program"), frame, repeat);
@@ -222,8 +225,13 @@ fn kernel(repeat: u32) {
         ("drop: phone INVITE over its rate limit", limited_ns, invite_read, invite_floor),
     ] {
         let ratio = ns / floor;
-        let met = if ratio <= 2.0 { "met" } else { "not met" };
-        println!("{name:<48} {ns:>10.1} {read:>10.1} {floor:>10.1} {ratio:>9.2}x {:>8}", format!("2x {met}"));
+        let fixed = ns / (clean + read);
+        let met = |r: f64| if r <= 2.0 { "2x met" } else { "2x not met" };
+        println!(
+            "{name:<48} {ns:>10.1} {read:>10.1} {floor:>10.1} {ratio:>9.2}x {:>12} {fixed:>11.2}x {:>16}",
+            met(ratio),
+            met(fixed)
+        );
     }
 
     println!();
