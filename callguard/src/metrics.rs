@@ -6,8 +6,8 @@
 //!
 //! Series stay few whatever the rule model holds: per-rule counters go to the `top_rules`
 //! busiest rules (kept while they exist, so their counters never jump back) and one
-//! `rule="other"`; the kernel's tables of sources are counted off the service's lock, and at
-//! most every [`TABLES_EVERY`] once a count takes longer than [`TABLES_SLOW`].
+//! `rule="other"`; the kernel's tables of sources are counted off the service's lock, a slow
+//! count reused as [`tables::Counted`] says.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -41,13 +41,6 @@ use crate::{
     web::state::{Shared, lock},
 };
 
-/// How long a slow count of the kernel's tables of sources is reused: walking a full table
-/// takes a system call per entry (a quarter of a second for a full rate table).
-pub const TABLES_EVERY: Duration = Duration::from_secs(15);
-/// A count of the tables that took longer is reused for [`TABLES_EVERY`]; a quicker one is
-/// made afresh at each scrape.
-pub const TABLES_SLOW: Duration = Duration::from_millis(20);
-
 /// How long a reading serves further scrapes.
 pub const FRESH: Duration = Duration::from_secs(1);
 
@@ -65,8 +58,6 @@ pub struct Exporter {
     pin_dir: PathBuf,
     cfg: MetricsConfig,
     rules: Mutex<RuleSeries>,
-    /// The last count of the tables: when it was made, how long it took.
-    tables: tokio::sync::Mutex<Option<(Instant, Duration, Tables)>>,
     /// The last reading and when it was made.
     recent: tokio::sync::Mutex<Option<(Instant, Arc<Readout>)>>,
 }
@@ -91,7 +82,6 @@ impl Exporter {
             pin_dir,
             cfg,
             rules: Mutex::new(RuleSeries::default()),
-            tables: tokio::sync::Mutex::new(None),
             recent: tokio::sync::Mutex::new(None),
         })
     }
@@ -121,24 +111,12 @@ impl Exporter {
         })
     }
 
-    /// The kernel's tables of sources (see [`TABLES_SLOW`]); `None` when they cannot be read
-    /// (no kernel, a test's fake datapath).
-    async fn tables(&self) -> Option<Tables> {
-        let mut cached = self.tables.lock().await;
-        if let Some((at, took, t)) = cached.as_ref()
-            && *took > TABLES_SLOW
-            && at.elapsed() < TABLES_EVERY
-        {
-            return Some(t.clone());
-        }
-        let dir = self.pin_dir.clone();
-        let started = Instant::now();
-        let read = tokio::task::spawn_blocking(move || tables::read(&dir, crate::clock::boot_ns())).await;
-        match read {
-            Ok(Ok(t)) => {
-                *cached = Some((started, started.elapsed(), t.clone()));
-                Some(t)
-            }
+    /// The kernel's tables of sources (see [`tables::Counted`]); `None` when they cannot be
+    /// read (no kernel: a test's fake datapath).
+    async fn tables(self: &Arc<Self>) -> Option<Tables> {
+        let ex = self.clone();
+        match tokio::task::spawn_blocking(move || ex.shared.web.tables.read(&ex.pin_dir)).await {
+            Ok(Ok(t)) => Some(t),
             Ok(Err(e)) => {
                 tracing::debug!("counting the kernel's tables for the metrics: {e:#}");
                 None

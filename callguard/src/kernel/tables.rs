@@ -2,7 +2,11 @@
 //! metrics count them on a blocking thread, because a full table (a quarter of a million
 //! sources under a spoofed flood, one system call each) must not hold the service's lock.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData};
@@ -79,6 +83,35 @@ pub fn read(pin_dir: &Path, now_ns: u64) -> anyhow::Result<Tables> {
     let entries = count(&users, maps::AUTH_USERS_MAX, |_| ())?;
     out.tables.push(Table { map: maps::AUTH_USERS.into(), entries, capacity: maps::AUTH_USERS_MAX });
     Ok(out)
+}
+
+/// A count that took longer than this (a full table) is reused by later readers for [`REUSE`].
+pub const SLOW: Duration = Duration::from_millis(20);
+/// How long a slow count is reused.
+pub const REUSE: Duration = Duration::from_secs(15);
+
+/// The tables' last count, shared by every reader (the metrics, `GET /v1/tables` and through it
+/// `callguard top`): a slow walk is reused for [`REUSE`], so readers in a loop cannot make the
+/// daemon walk a quarter of a million entries a second under a spoofed flood; a quick one is
+/// made afresh. Readers at once wait for one walk.
+#[derive(Debug, Default)]
+pub struct Counted(Mutex<Option<(Instant, Duration, Tables)>>);
+
+impl Counted {
+    /// The tables pinned in `pin_dir`, counted now or reused. Blocking: call it off the runtime.
+    pub fn read(&self, pin_dir: &Path) -> anyhow::Result<Tables> {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, took, t)) = last.as_ref()
+            && *took > SLOW
+            && at.elapsed() < REUSE
+        {
+            return Ok(t.clone());
+        }
+        let started = Instant::now();
+        let t = read(pin_dir, crate::clock::boot_ns())?;
+        *last = Some((started, started.elapsed(), t.clone()));
+        Ok(t)
+    }
 }
 
 /// The daemon's last heartbeat (`CLOCK_BOOTTIME` ns) as the kernel sees it in

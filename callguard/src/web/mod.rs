@@ -342,6 +342,8 @@ pub async fn blocking<T: Send + 'static>(
 pub struct Runtime {
     /// Failed sign-ins and reset requests.
     pub throttle: Mutex<crate::throttle::Throttle>,
+    /// The kernel's tables of sources, last counted (`/v1/tables` and the metrics).
+    pub tables: crate::kernel::tables::Counted,
 }
 
 /// Every route with its OpenAPI operation, in one list: a route is served exactly when it is
