@@ -503,7 +503,7 @@ fn registry(
     gauges(
         &mut reg,
         "callguard_map_entries",
-        "Entries in a kernel map (a full table of sources is counted at most every 15 s)",
+        "Entries in a kernel map (tables of sources over 16,384 entries in all are counted at most every 15 s)",
         None,
         maps,
     );

@@ -39,6 +39,13 @@ pub struct Tables {
     pub banned: u64,
 }
 
+impl Tables {
+    /// Entries counted, all tables together: what a walk over them costs.
+    pub fn walked(&self) -> u64 {
+        self.tables.iter().map(|t| t.entries).sum()
+    }
+}
+
 fn open<K: aya::Pod, V: aya::Pod>(pin_dir: &Path, name: &str) -> anyhow::Result<HashMap<MapData, K, V>> {
     let path = pin_dir.join(name);
     let data =
@@ -85,31 +92,33 @@ pub fn read(pin_dir: &Path, now_ns: u64) -> anyhow::Result<Tables> {
     Ok(out)
 }
 
-/// A count that took longer than this (a full table) is reused by later readers for [`REUSE`].
-pub const SLOW: Duration = Duration::from_millis(20);
-/// How long a slow count is reused.
+/// A count that walked more entries than this (a table of sources under a flood: one system call
+/// per key and per value, tens of milliseconds) is reused by later readers for [`REUSE`]. Decided
+/// by the entries walked, not the time the walk took, so a busy machine does not turn a handful of
+/// entries into a stale count.
+pub const LARGE: u64 = 16_384;
+/// How long the count of a large table is reused.
 pub const REUSE: Duration = Duration::from_secs(15);
 
 /// The tables' last count, shared by every reader (the metrics, `GET /v1/tables` and through it
-/// `callguard top`): a slow walk is reused for [`REUSE`], so readers in a loop cannot make the
-/// daemon walk a quarter of a million entries a second under a spoofed flood; a quick one is
+/// `callguard top`): a large walk is reused for [`REUSE`], so readers in a loop cannot make the
+/// daemon walk a quarter of a million entries a second under a spoofed flood; a small one is
 /// made afresh. Readers at once wait for one walk.
 #[derive(Debug, Default)]
-pub struct Counted(Mutex<Option<(Instant, Duration, Tables)>>);
+pub struct Counted(Mutex<Option<(Instant, Tables)>>);
 
 impl Counted {
     /// The tables pinned in `pin_dir`, counted now or reused. Blocking: call it off the runtime.
     pub fn read(&self, pin_dir: &Path) -> anyhow::Result<Tables> {
         let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, took, t)) = last.as_ref()
-            && *took > SLOW
+        if let Some((at, t)) = last.as_ref()
+            && t.walked() > LARGE
             && at.elapsed() < REUSE
         {
             return Ok(t.clone());
         }
-        let started = Instant::now();
         let t = read(pin_dir, crate::clock::boot_ns())?;
-        *last = Some((started, started.elapsed(), t.clone()));
+        *last = Some((Instant::now(), t.clone()));
         Ok(t)
     }
 }
