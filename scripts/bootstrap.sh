@@ -6,7 +6,9 @@
 #     (the reference PBX of the attack suite: tests/kamailio), iptables and ipset (the flood
 #     benchmark's netfilter peers), xdp-tools (its xdp-filter peer), fonts-dejavu-core (the
 #     font of the benchmark's plots), prometheus (its promtool checks the metrics), curl
-#     (the metrics test's scraper) and tmux (the terminal `callguard top` is tested in)
+#     (the metrics test's scraper), tmux (the terminal `callguard top` is tested in), and
+#     dpkg-dev, binutils, xz-utils and lintian (`cargo xtask deb` builds the Debian package;
+#     lintian checks it)
 #   - from PyPI, each in its own virtualenv under target/tools: sipvicious 0.3.8 (the real
 #     scanner the integration tests run) and schemathesis 4.32.5 (fuzzes the management API)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
@@ -44,7 +46,7 @@ apt_install() {
 }
 
 apt_install llvm-22-dev iproute2 python3 python3-venv libzstd-dev zlib1g-dev sip-tester nftables kamailio \
-  iptables ipset xdp-tools fonts-dejavu-core prometheus curl tmux
+  iptables ipset xdp-tools fonts-dejavu-core prometheus curl tmux dpkg-dev binutils xz-utils lintian
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing nightly toolchain"

@@ -70,6 +70,18 @@ enum Task {
         #[arg(long, default_value = "all", value_parser = ["all", "kernel", "flood", "slow-path"])]
         only: String,
     },
+    /// Build the Debian package: the binary, the systemd unit, the commented configuration in
+    /// /etc/callguard (a conffile), man pages, shell completions (bash, zsh, fish), the Grafana
+    /// dashboard and the maintainer scripts of `dist/debian`. Prints the package's path and its
+    /// files. Install it with `apt install ./target/debian/callguard_*.deb`.
+    Deb {
+        /// The package's version (default: the workspace's, as in Cargo.toml).
+        #[arg(long)]
+        version: Option<String>,
+        /// Directory the .deb is written into.
+        #[arg(long, default_value = "target/debian")]
+        out: PathBuf,
+    },
 }
 
 fn root() -> PathBuf {
@@ -114,8 +126,27 @@ fn run_counting(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Cargo, without what `cargo run` told xtask about itself: build scripts that read
+/// `CARGO_MANIFEST_DIR` (ring's) are rerun when it changes, so a build from xtask and one from the
+/// shell would each rebuild TLS and the daemon after the other.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&n.as_ref())
+        {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
 }
 
 fn setup() -> anyhow::Result<()> {
@@ -274,6 +305,206 @@ fn run_tests_bin(name: &str, args: &[String]) -> anyhow::Result<()> {
         .args(args))
 }
 
+/// Runs `cmd` (in the directory it names, else the current one) and returns what it printed,
+/// failing with its stderr.
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Writes `text` gzipped as Debian wants it: best compression, no name or time stamp inside.
+fn gzip_to(text: &[u8], to: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?)
+        .spawn()
+        .context("starting gzip")?;
+    child.stdin.take().context("gzip's input")?.write_all(text)?;
+    if !child.wait()?.success() {
+        bail!("gzip failed on {}", to.display());
+    }
+    Ok(())
+}
+
+/// Copies `from` (relative to the workspace) to `stage`/`to` with mode `mode`.
+fn stage_file(stage: &Path, from: &Path, to: &str, mode: u32) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dest = stage.join(to.trim_start_matches('/'));
+    std::fs::create_dir_all(dest.parent().context("a file's directory")?)?;
+    std::fs::copy(root().join(from), &dest)
+        .with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+    Ok(dest)
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let path = e?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir)?.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The Debian package: stages its tree under `target/debian/stage`, writes the control files
+/// (dependencies from `dpkg-shlibdeps`, checksums, the conffile), and builds it with `dpkg-deb`.
+/// Written out rather than with cargo-deb: a staged tree and two Debian tools do the whole job,
+/// and CI does not build another cargo subcommand from source.
+fn deb(version: Option<String>, out: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+    // The whole workspace's binaries, not `-p callguard` alone: cargo unifies dependency features
+    // over the packages it builds, so this is the callguard the test suite built and tested (and
+    // after `cargo xtask test` it is only a link, where `-p callguard` would rebuild TLS and the
+    // daemon with another feature set).
+    run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--workspace",
+        "--exclude",
+        "callguard-ebpf",
+        "--bins",
+    ]))?;
+    let target = root().join("target/debian");
+    let stage = target.join("stage");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    // The binary, without its symbols (lintian: unstripped-binary-or-object).
+    let bin = stage.join("usr/bin/callguard");
+    std::fs::create_dir_all(bin.parent().context("usr/bin")?)?;
+    run(Command::new("strip")
+        .args(["--strip-unneeded", "--remove-section=.comment", "--remove-section=.note", "-o"])
+        .arg(&bin)
+        .arg(root().join("target/release/callguard")))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    // Man pages and completions, written by the binary itself from its command-line definition.
+    let man = stage.join("usr/share/man/man1");
+    let raw = target.join("man");
+    if raw.exists() {
+        std::fs::remove_dir_all(&raw)?;
+    }
+    output(Command::new(&bin).arg("man").arg(&raw))?;
+    std::fs::create_dir_all(&man)?;
+    for page in files_under(&raw)? {
+        let name = page.file_name().context("a man page")?.to_string_lossy().into_owned();
+        gzip_to(&std::fs::read(raw.join(&page))?, &man.join(format!("{name}.gz")))?;
+    }
+    for (shell, to) in [
+        ("bash", "usr/share/bash-completion/completions/callguard"),
+        ("zsh", "usr/share/zsh/vendor-completions/_callguard"),
+        ("fish", "usr/share/fish/vendor_completions.d/callguard.fish"),
+    ] {
+        let script = output(Command::new(&bin).args(["completions", shell]))?;
+        let dest = stage.join(to);
+        std::fs::create_dir_all(dest.parent().context("a completion's directory")?)?;
+        std::fs::write(&dest, script)?;
+    }
+    stage_file(&stage, Path::new("dist/callguard.toml"), "/etc/callguard/callguard.toml", 0o644)?;
+    stage_file(&stage, Path::new("dist/callguard.service"), "/lib/systemd/system/callguard.service", 0o644)?;
+    stage_file(
+        &stage,
+        Path::new("dist/grafana/callguard.json"),
+        "/usr/share/callguard/grafana/callguard.json",
+        0o644,
+    )?;
+    let doc = stage.join("usr/share/doc/callguard");
+    stage_file(&stage, Path::new("dist/debian/copyright"), "/usr/share/doc/callguard/copyright", 0o644)?;
+    gzip_to(&std::fs::read(root().join("README.md"))?, &doc.join("README.md.gz"))?;
+    // A native package's changelog: this version, dated now (RFC 5322, as dpkg-parsechangelog
+    // reads it).
+    let date = output(Command::new("date").args(["-R"]))?;
+    let changelog = format!(
+        "callguard ({version}) unstable; urgency=medium\n\n  * Built from the callguard repository; \
+         see the README's upgrade notes.\n\n -- callguard developers <callguard@example.invalid>  {}\n",
+        date.trim()
+    );
+    gzip_to(changelog.as_bytes(), &doc.join("changelog.gz"))?;
+    // Every file and directory root-owned (dpkg-deb --root-owner-group), 0644 / 0755.
+    for f in files_under(&stage)? {
+        let path = stage.join(&f);
+        if path != bin {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    let mut dirs = vec![stage.clone()];
+    while let Some(d) = dirs.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            }
+        }
+    }
+    let payload = files_under(&stage)?;
+    // The libraries the binary links, as package dependencies: dpkg-shlibdeps reads them from
+    // the ELF file and wants a debian/control to exist where it runs.
+    let shlibs = target.join("shlibdeps");
+    std::fs::create_dir_all(shlibs.join("debian"))?;
+    std::fs::write(
+        shlibs.join("debian/control"),
+        "Source: callguard\n\nPackage: callguard\nArchitecture: any\n",
+    )?;
+    let deps = output(Command::new("dpkg-shlibdeps").args(["-O", "-e"]).arg(&bin).current_dir(&shlibs))?;
+    let deps = deps
+        .lines()
+        .find_map(|l| l.strip_prefix("shlibs:Depends="))
+        .context("dpkg-shlibdeps named no dependency")?
+        .to_owned();
+    let arch = output(Command::new("dpkg").arg("--print-architecture"))?.trim().to_owned();
+    let size_kib: u64 = payload
+        .iter()
+        .map(|f| std::fs::metadata(stage.join(f)).map(|m| m.len().div_ceil(1024)))
+        .sum::<Result<u64, _>>()?;
+    let control_dir = stage.join("DEBIAN");
+    std::fs::create_dir_all(&control_dir)?;
+    let control = std::fs::read_to_string(root().join("dist/debian/control"))?
+        .replace("@VERSION@", &version)
+        .replace("@ARCH@", &arch)
+        .replace("@SIZE@", &size_kib.to_string())
+        .replace("@DEPENDS@", &deps);
+    std::fs::write(control_dir.join("control"), control)?;
+    std::fs::write(control_dir.join("conffiles"), "/etc/callguard/callguard.toml\n")?;
+    let mut md5 = String::new();
+    for f in payload.iter().filter(|f| !f.starts_with("etc")) {
+        let sum = output(Command::new("md5sum").arg(f).current_dir(&stage))?;
+        md5.push_str(&sum);
+    }
+    std::fs::write(control_dir.join("md5sums"), md5)?;
+    for script in ["postinst", "prerm", "postrm"] {
+        stage_file(&stage, &Path::new("dist/debian").join(script), &format!("/DEBIAN/{script}"), 0o755)?;
+    }
+    for f in ["control", "conffiles", "md5sums"] {
+        std::fs::set_permissions(control_dir.join(f), std::fs::Permissions::from_mode(0o644))?;
+    }
+    std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o755))?;
+    let out = if out.is_absolute() { out.to_owned() } else { root().join(out) };
+    std::fs::create_dir_all(&out)?;
+    let deb = out.join(format!("callguard_{version}_{arch}.deb"));
+    run(Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&stage).arg(&deb))?;
+    for f in &payload {
+        println!("/{}", f.display());
+    }
+    println!("{} ({} files, {size_kib} KiB installed)", deb.display(), payload.len());
+    Ok(deb)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
@@ -321,6 +552,10 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             require_root("the benchmark")?;
             run_tests_bin("callguard-bench", &[repeat.to_string(), only])
+        }
+        Task::Deb { version, out } => {
+            setup()?;
+            deb(version, &out).map(|_| ())
         }
     }
 }
