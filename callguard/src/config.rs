@@ -61,6 +61,8 @@ pub struct Config {
     /// Network rules kept in the file; they are marked `config` in `net list`, replaced on
     /// reload, and cannot be deleted through the CLI.
     pub networks: Vec<NetworkEntry>,
+    /// Blocklist feeds, refreshed on their interval; their networks are rules of origin `feed`.
+    pub feeds: Vec<crate::feeds::Feed>,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             calls: Calls::default(),
             networks: Vec::new(),
+            feeds: Vec::new(),
         }
     }
 }
@@ -864,6 +867,18 @@ impl Config {
                 ),
             });
         }
+        if let Some(f) = cfg.feeds.iter().find(|f| !f.headers.is_empty())
+            && mode & 0o077 != 0
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!(
+                    "feeds.{}.headers are set in a file others can read (mode {:o}): `chmod 600` it",
+                    f.name,
+                    mode & 0o777
+                ),
+            });
+        }
         if cfg.metrics.token.is_some() && mode & 0o077 != 0 {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -885,6 +900,11 @@ impl Config {
         }
         if c.metrics.token.is_some() {
             c.metrics.token = Some("(set, not shown)".into());
+        }
+        for f in &mut c.feeds {
+            for v in f.headers.values_mut() {
+                *v = "(set, not shown)".into();
+            }
         }
         c
     }
@@ -950,6 +970,13 @@ impl Config {
                 "calls.international_prefix: `{}` must be digits",
                 self.calls.international_prefix
             ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &self.feeds {
+            f.validate()?;
+            if !names.insert(f.name.as_str()) {
+                return Err(format!("feeds: `{}` is named twice", f.name));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for n in &self.networks {

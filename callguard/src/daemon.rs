@@ -20,7 +20,7 @@ use crate::{
     clock::Clock,
     config::Config,
     events::{self, Hub},
-    kernel, metrics,
+    kernel, metrics, refresh,
     service::{self, Service},
     web::{
         self,
@@ -253,12 +253,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let mut sig = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
             while sig.recv().await.is_some() {
-                if let Err(e) = lock(&s).reload() {
-                    tracing::error!("reload refused, nothing changed: {e:#}");
+                match lock(&s).reload() {
+                    Ok(_) => s.web.reloaded.notify_one(),
+                    Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
                 }
             }
         })
     };
+    let feeds = tokio::spawn(refresh::supervise(shared.clone()));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -324,6 +326,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     u?;
     sweeper.abort();
     hup.abort();
+    feeds.abort();
     if let Some(m) = metrics {
         m.abort();
     }

@@ -16,6 +16,7 @@
 //! | 0 | [`numbers`] | blacklisted numbers, disallowed prefixes, country codes |
 //! | 0 | [`border`] | border rules (the border-rules seed) |
 //! | 0 | [`accounts`] | tenants, groups, users, roles and rights, sessions, keys, authorization codes, passwords |
+//! | 0 | [`feeds`] | blocklist feeds: their settings, formats, fetching and status |
 //! | 0 | [`config`] | the TOML configuration file, its sections and errors |
 //! | 0 | [`throttle`] | failures counted per source and subject in sliding windows: sign-ins, reset tokens, authorization codes |
 //! | 1 | [`store`] | the durable store (SQLite): one trait, its migrations and queries |
@@ -27,6 +28,7 @@
 //! | 3 | [`service`] | the rule service: every rule and account change, store then kernel; typed errors, no HTTP |
 //! | 4 | [`web`] | the HTTP layer: routes, extractors, authentication, the one mapping of errors to statuses |
 //! | 5 | [`metrics`] | Prometheus metrics: what the daemon counts, encoded at each scrape |
+//! | 5 | [`refresh`] | the feeds' refreshers: fetch, read, apply through the service, keep the last good copy |
 //! | 5 | [`daemon`] | process wiring: start, serve, read events, sweep, reload, stop |
 //! | 6 | [`cli`] | the command line: `callguard run` and every command that talks to the daemon |
 //!
@@ -43,10 +45,12 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod feeds;
 pub mod kernel;
 pub mod metrics;
 pub mod net;
 pub mod numbers;
+pub mod refresh;
 pub mod service;
 pub mod sig;
 pub mod store;

@@ -72,6 +72,7 @@ struct Snapshot {
     reloads: Reloads,
     uptime: Duration,
     latency: slowpath::Latency,
+    feeds: Vec<crate::feeds::FeedStatus>,
 }
 
 impl Exporter {
@@ -108,6 +109,7 @@ impl Exporter {
             reloads: s.reloads(),
             uptime: s.started().elapsed(),
             latency: s.slow_latency(),
+            feeds: self.shared.web.feeds.all(),
         })
     }
 
@@ -530,6 +532,31 @@ fn registry(
         "When the configuration was last applied (the start or the last reload), Unix time",
         Some(Unit::Seconds),
         s.reloads.last.timestamp_millis() as f64 / 1e3,
+    );
+    gauges(
+        &mut reg,
+        "callguard_feed_rules",
+        "Networks a blocklist feed holds in force, by feed",
+        None,
+        s.feeds.iter().map(|f| (l1("feed", &f.name), f.rules as f64)),
+    );
+    counters(
+        &mut reg,
+        "callguard_feed_refreshes",
+        "Refreshes of a blocklist feed, by feed and result (applied; refused: the last good copy kept)",
+        s.feeds.iter().flat_map(|f| {
+            [("applied", f.refreshes), ("refused", f.failures)]
+                .map(|(r, n)| (vec![("feed", f.name.clone()), ("result", r.to_owned())], n))
+        }),
+    );
+    gauges(
+        &mut reg,
+        "callguard_feed_last_success_timestamp",
+        "When a blocklist feed's last good document was applied, Unix time",
+        Some(Unit::Seconds),
+        s.feeds
+            .iter()
+            .filter_map(|f| Some((l1("feed", &f.name), f.last_success?.timestamp_millis() as f64 / 1e3))),
     );
     counters(
         &mut reg,

@@ -139,6 +139,9 @@ pub enum Origin {
     Import,
     /// Added by the daemon itself (automatic ban).
     Auto,
+    /// Loaded from a blocklist feed (`[[feeds]]`; the rule's `feed` names it), replaced at each
+    /// refresh.
+    Feed,
 }
 
 impl Origin {
@@ -149,6 +152,7 @@ impl Origin {
             Self::Config => "config",
             Self::Import => "import",
             Self::Auto => "auto",
+            Self::Feed => "feed",
         }
     }
     /// Parses the lower-case name.
@@ -158,6 +162,7 @@ impl Origin {
             "config" => Some(Self::Config),
             "import" => Some(Self::Import),
             "auto" => Some(Self::Auto),
+            "feed" => Some(Self::Feed),
             _ => None,
         }
     }
@@ -184,6 +189,9 @@ pub struct NetRule {
     pub comment: String,
     /// Where it came from.
     pub origin: Origin,
+    /// For origin `feed`: the feed's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -209,6 +217,9 @@ pub struct NewNetRule {
     pub comment: String,
     /// Where it came from.
     pub origin: Origin,
+    /// For origin `feed`: the feed's name.
+    #[serde(default)]
+    pub feed: Option<String>,
 }
 
 impl NewNetRule {
@@ -223,6 +234,7 @@ impl NewNetRule {
             expires_at: self.expires_at,
             comment: self.comment.clone(),
             origin: self.origin,
+            feed: self.feed.clone(),
             created_at: Utc::now(),
         }
     }
@@ -323,6 +335,7 @@ mod tests {
             expires_at: None,
             comment: String::new(),
             origin: Origin::Manual,
+            feed: None,
             created_at: Utc::now(),
         }
     }

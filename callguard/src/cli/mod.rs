@@ -77,6 +77,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the blocklist feeds of `[[feeds]]`: source, state, rules in force, last refresh.
+    ///
+    /// A feed whose last refresh was refused (source down, slow, too large, or not the format
+    /// it should be) keeps its last good copy and shows why here.
+    Feeds {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show packet and byte counters by verdict reason and by rule.
     Stats {
         /// Machine-readable output.
@@ -348,6 +357,52 @@ impl Cli {
                     r.attached.join(", "),
                     r.detached.join(", ")
                 );
+                Ok(())
+            }
+            Command::Feeds { json } => {
+                let feeds: Vec<crate::feeds::FeedStatus> = self.client()?.get("/v1/feeds").await?;
+                if *json {
+                    return print_json(&feeds);
+                }
+                if feeds.is_empty() {
+                    println!("no feeds configured ([[feeds]] in the configuration file)");
+                    return Ok(());
+                }
+                let ago = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map_or("never".into(), |t| {
+                        let secs = (chrono::Utc::now() - t).num_seconds().max(0).unsigned_abs();
+                        format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+                    })
+                };
+                let mut t =
+                    table(&["feed", "state", "rules", "last success", "refreshes", "failures", "source"]);
+                for f in &feeds {
+                    t.add_row(vec![
+                        f.name.clone(),
+                        f.state.clone(),
+                        f.rules.to_string(),
+                        ago(f.last_success),
+                        f.refreshes.to_string(),
+                        f.failures.to_string(),
+                        f.source.clone(),
+                    ]);
+                }
+                println!("{t}");
+                for f in &feeds {
+                    if let Some(e) = &f.last_error {
+                        println!(
+                            "{}: last refresh refused ({}), keeping the last good copy: {e}",
+                            f.name,
+                            ago(f.last_attempt)
+                        );
+                    }
+                    if f.held_by_others > 0 || f.bad_entries > 0 {
+                        println!(
+                            "{}: {} networks held by other rules, {} entries not addresses",
+                            f.name, f.held_by_others, f.bad_entries
+                        );
+                    }
+                }
                 Ok(())
             }
             Command::Status { json } => {

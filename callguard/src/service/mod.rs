@@ -238,6 +238,7 @@ impl Service {
         kernel: Box<dyn Datapath>,
     ) -> anyhow::Result<Self> {
         store.replace_config_nets(&config_rules(&cfg))?;
+        Self::drop_unconfigured_feeds(store.as_mut(), &cfg.feeds)?;
         let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         let sigs = store.sigs()?.into_iter().map(|s| (s.id, s)).collect();
         let mut state = Self {
@@ -488,6 +489,7 @@ impl Service {
             );
         }
         self.store.replace_config_nets(&config_rules(&cfg))?;
+        Self::drop_unconfigured_feeds(self.store.as_mut(), &cfg.feeds)?;
         self.rules = self.store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         self.cfg = cfg;
         let (written, removed) = self.sync_all()?;
@@ -604,6 +606,7 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
             expires_at: n.expires,
             comment: n.comment.clone(),
             origin: Origin::Config,
+            feed: None,
         })
         .collect()
 }
@@ -612,6 +615,7 @@ pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod calls;
+pub mod feeds;
 mod nets;
 mod sigs;
 

@@ -128,3 +128,81 @@ fn bad_input_names_its_field() {
     assert!(matches!(&err, ServiceError::NotFound { field, .. } if field == "cidr"), "{err:?}");
     assert!(seen(&mut s).0.is_empty());
 }
+
+fn blocklist(name: &str) -> crate::feeds::Feed {
+    Config::parse(&format!(
+        "[[feeds]]\nname = \"{name}\"\nurl = \"http://192.0.2.1/list\"\nformat = \"plain\"\n"
+    ))
+    .expect("a feed")
+    .feeds
+    .remove(0)
+}
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = list.iter().map(|n| n.parse().expect("net")).collect();
+    v.sort();
+    v
+}
+
+/// (cidr, origin) of every stored rule, sorted.
+fn origins(s: &mut Service) -> Vec<(String, String)> {
+    let mut v: Vec<_> = s
+        .store()
+        .nets()
+        .expect("nets")
+        .into_iter()
+        .map(|r| (r.cidr.to_string(), r.origin.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_feed_refresh_replaces_its_own_rules_and_touches_no_other() {
+    let (mut s, k) = service();
+    let feed = blocklist("drop");
+    add(&mut s, &[spec("198.18.2.0/24", NetAction::Deny, "the operator's")]).expect("manual rule");
+    let a = s
+        .replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"]), &mut |_, _| {})
+        .expect("first load");
+    assert_eq!((a.rules, a.added, a.removed, a.held_by_others), (2, 2, 0, 1));
+    assert_eq!(
+        origins(&mut s),
+        [("198.18.1.0/24", "feed"), ("198.18.2.0/24", "manual"), ("198.18.3.0/24", "feed")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let first_id =
+        s.store().nets().expect("nets").iter().find(|r| r.cidr.to_string() == "198.18.1.0/24").unwrap().id;
+
+    // The next document drops 198.18.3.0/24 and brings 198.18.4.0/24: the kept rule keeps its id,
+    // the operator's rule stays the operator's.
+    let a =
+        s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {}).expect("refresh");
+    assert_eq!((a.rules, a.added, a.removed, a.held_by_others), (2, 1, 1, 0));
+    let (stored, kernel) = seen(&mut s);
+    assert_eq!(kernel, ["198.18.1.0/24", "198.18.2.0/24", "198.18.4.0/24"]);
+    assert_eq!(stored.iter().find(|r| r.0 == "198.18.2.0/24").map(|r| r.1.as_str()), Some("the operator's"));
+    let kept =
+        s.store().nets().expect("nets").into_iter().find(|r| r.cidr.to_string() == "198.18.1.0/24").unwrap();
+    assert_eq!((kept.id, kept.feed.as_deref()), (first_id, Some("drop")));
+
+    // A refresh the kernel refuses midway leaves store and maps as they were.
+    let before = seen(&mut s);
+    k.state().fail_writes = 1;
+    s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.5.0/24"]), &mut |_, _| {}).expect_err("refused");
+    assert_eq!(seen(&mut s), before);
+    // So does one the maps have no room for, before anything is stored.
+    k.state().capacities.insert(NetMap::V4Lpm, 3);
+    let err = s
+        .replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24", "198.18.6.0/24"]), &mut |_, _| {})
+        .expect_err("no room");
+    assert!(matches!(err, ServiceError::Kernel(KernelError::Full { .. })), "{err:?}");
+    assert_eq!(seen(&mut s), before);
+
+    // An operator who adds the feed's network by hand takes it over: the feed leaves it alone.
+    add(&mut s, &[spec("198.18.4.0/24", NetAction::Deny, "mine now")]).expect("manual");
+    let a =
+        s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {}).expect("refresh");
+    assert_eq!((a.rules, a.held_by_others), (1, 1));
+    assert_eq!(s.feed_rules("drop"), 1);
+}

@@ -58,6 +58,17 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// What [`Store::replace_feed_nets`] did.
+#[derive(Debug, Default)]
+pub struct FeedNets {
+    /// The feed's rules now, new and kept.
+    pub rules: Vec<NetRule>,
+    /// Networks left out because another rule holds them.
+    pub held_by_others: usize,
+    /// The feed's rules removed (no longer in the feed).
+    pub removed: Vec<NetRule>,
+}
+
 /// What the daemon needs from a rule store.
 pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     /// Every network rule, expired ones included, ordered by id.
@@ -72,6 +83,11 @@ pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     fn revert_nets(&mut self, remove: &[u32], restore: &[NetRule]) -> Result<(), StoreError>;
     /// Makes the `config` rules exactly `rules` (one transaction).
     fn replace_config_nets(&mut self, rules: &[NewNetRule]) -> Result<(), StoreError>;
+    /// Makes the rules of feed `feed` exactly `rules` (origin `feed`, that feed), in one
+    /// transaction, leaving every other rule alone: a network and action another rule already
+    /// holds (an operator's, the configuration file's, a ban, another feed's) stays that rule's and
+    /// is left out.
+    fn replace_feed_nets(&mut self, feed: &str, rules: &[NewNetRule]) -> Result<FeedNets, StoreError>;
     /// Every scanner signature, ordered by id.
     fn sigs(&self) -> Result<Vec<Signature>, StoreError>;
     /// Adds signatures, each with the lowest free counter slot. One transaction: a duplicate
@@ -157,6 +173,9 @@ const MIGRATIONS: &[&str] = &[
          BEGIN UPDATE calls_generation SET n = n + 1; END;",
     // 9: fraud thresholds written through the API, which win over the configuration file's.
     calls::MIGRATION_FRAUD,
+    // 10: the blocklist feed a rule of origin `feed` came from.
+    "ALTER TABLE net_rules ADD COLUMN feed TEXT;
+     CREATE INDEX net_rules_feed ON net_rules (feed) WHERE feed IS NOT NULL;",
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -246,6 +265,7 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let origin: String = r.get(6)?;
     let created: String = r.get(7)?;
     let profile: String = r.get(8)?;
+    let feed: Option<String> = r.get(9)?;
     let Ok(cidr) = cidr.parse() else {
         return Ok(corrupt(format!("id {id}: cidr {cidr}")));
     };
@@ -263,39 +283,27 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let Ok(created_at) = parse_t(&created) else {
         return Ok(corrupt(format!("id {id}: created_at")));
     };
-    Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, created_at }))
+    Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, feed, created_at }))
 }
 
 const SELECT: &str =
-    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile FROM net_rules";
+    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed FROM net_rules";
 
 /// Inserts or updates one rule inside an open transaction. A rule set by the configuration file
-/// is only replaced by the configuration file.
+/// is only replaced by the configuration file; any other rule (a feed's too) becomes the
+/// writer's.
 fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Result<NetRule, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (cidr, action) DO UPDATE SET
            scope = excluded.scope, expires_at = excluded.expires_at,
-           comment = excluded.comment, origin = excluded.origin, profile = excluded.profile
+           comment = excluded.comment, origin = excluded.origin, profile = excluded.profile,
+           feed = excluded.feed
          WHERE net_rules.origin != 'config' OR excluded.origin = 'config'
-         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile",
+         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed",
     )?;
-    let row = stmt
-        .query_row(
-            params![
-                r.cidr.to_string(),
-                r.action.as_str(),
-                r.scope.as_str(),
-                ts(r.expires_at),
-                r.comment,
-                r.origin.as_str(),
-                now,
-                r.profile.as_str()
-            ],
-            row_to_rule,
-        )
-        .optional()?;
+    let row = stmt.query_row(params_of(r, now), row_to_rule).optional()?;
     match row {
         Some(rule) => rule,
         None => Err(StoreError::Conflict(format!(
@@ -303,6 +311,21 @@ fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Resu
             r.action, r.cidr
         ))),
     }
+}
+
+/// The columns of [`upsert_one`]'s and `replace_feed_nets`'s statements, in their order.
+fn params_of<'a>(r: &'a NewNetRule, now: &'a str) -> impl rusqlite::Params + 'a {
+    (
+        r.cidr.to_string(),
+        r.action.as_str(),
+        r.scope.as_str(),
+        ts(r.expires_at),
+        r.comment.as_str(),
+        r.origin.as_str(),
+        now,
+        r.profile.as_str(),
+        r.feed.as_deref(),
+    )
 }
 
 const SIG_SELECT: &str =
@@ -452,8 +475,8 @@ impl Store for SqliteStore {
             }
             let mut put = tx.prepare_cached(
                 "INSERT OR REPLACE INTO net_rules
-                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for r in restore {
                 put.execute(params![
@@ -466,6 +489,7 @@ impl Store for SqliteStore {
                     r.origin.as_str(),
                     ts(Some(r.created_at)),
                     r.profile.as_str(),
+                    r.feed,
                 ])?;
             }
         }
@@ -494,6 +518,44 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(())
     }
+
+    fn replace_feed_nets(&mut self, feed: &str, rules: &[NewNetRule]) -> Result<FeedNets, StoreError> {
+        let now = ts(Some(Utc::now())).unwrap_or_default();
+        let tx = self.conn.transaction()?;
+        let mut out = FeedNets::default();
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (cidr, action) DO UPDATE SET
+                   scope = excluded.scope, expires_at = excluded.expires_at, comment = excluded.comment,
+                   profile = excluded.profile
+                 WHERE net_rules.origin = 'feed' AND net_rules.feed = excluded.feed
+                 RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed",
+            )?;
+            for r in rules {
+                debug_assert!(r.origin == Origin::Feed && r.feed.as_deref() == Some(feed));
+                match put.query_row(params_of(r, &now), row_to_rule).optional()? {
+                    Some(rule) => out.rules.push(rule?),
+                    None => out.held_by_others += 1,
+                }
+            }
+            let keep: std::collections::HashSet<u32> = out.rules.iter().map(|r| r.id).collect();
+            let mut stmt = tx.prepare_cached(&format!("{SELECT} WHERE origin = 'feed' AND feed = ?1"))?;
+            for r in stmt.query_map([feed], row_to_rule)? {
+                let r = r??;
+                if !keep.contains(&r.id) {
+                    out.removed.push(r);
+                }
+            }
+            let mut del = tx.prepare_cached("DELETE FROM net_rules WHERE id = ?1")?;
+            for r in &out.removed {
+                del.execute([r.id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -509,7 +571,34 @@ mod tests {
             expires_at: None,
             comment: "c".into(),
             origin,
+            feed: None,
         }
+    }
+
+    fn fed(cidr: &str, feed: &str) -> NewNetRule {
+        NewNetRule { feed: Some(feed.into()), ..new(cidr, NetAction::Deny, Origin::Feed) }
+    }
+
+    #[test]
+    fn a_feed_replaces_only_its_own_rules() {
+        let mut s = SqliteStore::memory().unwrap();
+        s.replace_config_nets(&[new("198.18.1.0/24", NetAction::Deny, Origin::Config)]).unwrap();
+        s.upsert_nets(&[new("198.18.2.0/24", NetAction::Deny, Origin::Manual)]).unwrap();
+        let a = s.replace_feed_nets("a", &[fed("198.18.1.0/24", "a"), fed("198.18.3.0/24", "a")]).unwrap();
+        assert_eq!((a.rules.len(), a.held_by_others), (1, 1));
+        // Another feed listing the same network leaves it to the first.
+        let b = s.replace_feed_nets("b", &[fed("198.18.3.0/24", "b"), fed("198.18.2.0/24", "b")]).unwrap();
+        assert_eq!((b.rules.len(), b.held_by_others), (0, 2));
+        // An empty replacement lifts only feed a's rule.
+        let gone = s.replace_feed_nets("a", &[]).unwrap();
+        assert_eq!(gone.removed.iter().map(|r| r.cidr.to_string()).collect::<Vec<_>>(), ["198.18.3.0/24"]);
+        let mut left: Vec<_> =
+            s.nets().unwrap().into_iter().map(|r| (r.cidr.to_string(), r.origin)).collect();
+        left.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            left,
+            [("198.18.1.0/24".to_owned(), Origin::Config), ("198.18.2.0/24".to_owned(), Origin::Manual)]
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(status))
         .routes(routes!(stats))
         .routes(routes!(tables))
+        .routes(routes!(feeds))
         .routes(routes!(list_nets, add_nets))
         .routes(routes!(delete_nets))
         .routes(routes!(check))
@@ -100,6 +101,14 @@ pub async fn tables(AxState(s): AxState<Shared>) -> Result<Json<crate::kernel::t
         .await
         .map_err(|e| Failure::internal(&e.into()))?;
     Ok(Json(read.map_err(|e| Failure::internal(&e))?))
+}
+
+/// The blocklist feeds of `[[feeds]]`: each one's source, what it is doing, its rules in force,
+/// and how its last refreshes went (a refused one keeps the last good copy and says why).
+#[utoipa::path(get, path = "/v1/feeds", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = Vec<crate::feeds::FeedStatus>), (status = "4XX", body = ApiError)))]
+pub async fn feeds(AxState(s): AxState<Shared>) -> Json<Vec<crate::feeds::FeedStatus>> {
+    Json(s.web.feeds.all())
 }
 
 /// The network rules (authorized and blocked networks), optionally only allow or deny rules,
@@ -230,5 +239,9 @@ pub async fn events(AxState(s): AxState<Shared>, QueryArgs(q): QueryArgs<api::Ev
 #[utoipa::path(post, path = "/v1/reload", tag = "Control", security(("bearer" = [])),
     responses((status = 200, body = api::Reloaded), (status = "4XX", body = ApiError)))]
 pub async fn reload(AxState(s): AxState<Shared>) -> Result<Json<api::Reloaded>, Failure> {
-    blocking(&s, |st| Ok(Json(st.reload().map_err(|e| Failure::bad("config", format!("{e:#}")))?))).await
+    let done =
+        blocking(&s, |st| Ok(Json(st.reload().map_err(|e| Failure::bad("config", format!("{e:#}")))?)))
+            .await?;
+    s.web.reloaded.notify_one();
+    Ok(done)
 }

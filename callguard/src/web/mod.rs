@@ -344,6 +344,10 @@ pub struct Runtime {
     pub throttle: Mutex<crate::throttle::Throttle>,
     /// The kernel's tables of sources, last counted (`/v1/tables` and the metrics).
     pub tables: crate::kernel::tables::Counted,
+    /// The blocklist feeds' status, which their refreshers write.
+    pub feeds: crate::feeds::Board,
+    /// Told after every reload that was applied (the feeds' refreshers follow the new file).
+    pub reloaded: tokio::sync::Notify,
 }
 
 /// Every route with its OpenAPI operation, in one list: a route is served exactly when it is

@@ -1,0 +1,138 @@
+//! The feeds' refreshers: one task per `[[feeds]]` entry fetches its document on the feed's
+//! interval, reads it, and hands the networks to the service, which replaces the feed's rules.
+//! A refresh that fails (the source is down, slow, huge or sends something else) changes
+//! nothing: the feed keeps its last good copy, in the store and the maps, across restarts too,
+//! and is tried again sooner. Progress of a large refresh is logged and shown in its status.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::{
+    feeds::Feed,
+    web::state::{Shared, lock},
+};
+
+/// A refresh of at least this many networks logs its progress.
+const LARGE: usize = 10_000;
+
+/// The running refreshers; dropping them stops them.
+#[derive(Debug, Default)]
+pub struct Refreshers {
+    feeds: Vec<Feed>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Refreshers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Refreshers {
+    /// Runs a refresher for each of `feeds`, replacing those running for another set (a
+    /// reload); when the set is the same, nothing is restarted (and nothing fetched again).
+    pub fn configure(&mut self, s: &Shared, feeds: &[Feed]) {
+        if self.feeds == feeds && !self.tasks.is_empty() {
+            return;
+        }
+        *self = Self::default();
+        let board = &s.web.feeds;
+        board.retain(&feeds.iter().map(|f| f.name.as_str()).collect::<Vec<_>>());
+        let service = lock(s);
+        for f in feeds {
+            let rules = service.feed_rules(&f.name);
+            board.update(&f.name, |st| {
+                st.source = f.source();
+                st.state = "waiting".into();
+                st.rules = rules;
+            });
+        }
+        drop(service);
+        self.feeds = feeds.to_vec();
+        self.tasks = feeds.iter().map(|f| tokio::spawn(run(s.clone(), f.clone()))).collect();
+    }
+}
+
+/// Keeps a refresher running for each feed of the configuration in force, until aborted.
+pub async fn supervise(s: Shared) {
+    let mut running = Refreshers::default();
+    loop {
+        let feeds = lock(&s).cfg().feeds.clone();
+        running.configure(&s, &feeds);
+        s.web.reloaded.notified().await;
+    }
+}
+
+async fn run(s: Shared, feed: Feed) {
+    loop {
+        let wait =
+            if refresh(&s, &feed).await { Duration::from_secs(feed.interval_secs) } else { feed.retry() };
+        s.web.feeds.update(&feed.name, |st| st.state = "waiting".into());
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One refresh; whether it was applied.
+pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
+    let board = &s.web.feeds;
+    let name = feed.name.clone();
+    board.update(&name, |st| st.state = "fetching".into());
+    let f = feed.clone();
+    let read = tokio::task::spawn_blocking(move || f.fetch().and_then(|doc| f.parse(&doc))).await;
+    let parsed = match read {
+        Ok(Ok(p)) => p,
+        Ok(Err(why)) => return failed(s, feed, why),
+        Err(e) => return failed(s, feed, format!("the refresh stopped: {e}")),
+    };
+    let total = parsed.nets.len();
+    if total >= LARGE {
+        tracing::info!(feed = %name, networks = total, "applying a large feed");
+    }
+    let (s2, f) = (s.clone(), feed.clone());
+    let nets = parsed.nets;
+    let applied = tokio::task::spawn_blocking(move || {
+        let board = &s2.web.feeds;
+        let mut tenth = 0;
+        lock(&s2).replace_feed(&f, &nets, &mut |done, all| {
+            board.update(&f.name, |st| st.state = format!("applying {done} of {all}"));
+            if all >= LARGE && done * 10 / all > tenth {
+                tenth = done * 10 / all;
+                tracing::info!(feed = %f.name, done, of = all, "applying");
+            }
+        })
+    })
+    .await;
+    match applied {
+        Ok(Ok(a)) => {
+            tracing::info!(
+                feed = %name, rules = a.rules, added = a.added, removed = a.removed,
+                held_by_others = a.held_by_others, bad_entries = parsed.bad, "feed refreshed"
+            );
+            board.update(&name, |st| {
+                st.rules = a.rules;
+                st.held_by_others = a.held_by_others;
+                st.bad_entries = parsed.bad;
+                st.last_success = Some(Utc::now());
+                st.last_attempt = st.last_success;
+                st.last_error = None;
+                st.refreshes += 1;
+            });
+            true
+        }
+        Ok(Err(e)) => failed(s, feed, format!("applying: {e}")),
+        Err(e) => failed(s, feed, format!("applying: {e}")),
+    }
+}
+
+fn failed(s: &Shared, feed: &Feed, why: String) -> bool {
+    tracing::warn!(feed = %feed.name, "refresh refused, keeping the last good copy: {why}");
+    s.web.feeds.update(&feed.name, |st| {
+        st.last_attempt = Some(Utc::now());
+        st.last_error = Some(why);
+        st.failures += 1;
+    });
+    false
+}
