@@ -1305,6 +1305,19 @@ mod tests {
         let example = Config::parse(include_str!("../../dist/callguard.toml")).unwrap();
         assert_eq!(example.interfaces, ["eth0"]);
         assert_eq!(example.networks.len(), 2);
+        // The feed examples are commented out; uncommented, each is a valid feed.
+        let text = include_str!("../../dist/callguard.toml");
+        let feeds: String = text[text.find("# [[feeds]]").expect("the feed examples")..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let feeds = Config::parse(&feeds).unwrap().feeds;
+        assert_eq!(
+            feeds.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["spamhaus-drop", "crowdsec", "local"]
+        );
         let printed = toml::to_string_pretty(&Config::default()).unwrap();
         assert_eq!(Config::parse(&printed).unwrap(), Config::default());
     }

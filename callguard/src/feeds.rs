@@ -20,7 +20,8 @@ use crate::net::{NetAction, Scope, parse_net};
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// One address or prefix a line; `#` and `;` start comments, also after an entry
-    /// (Spamhaus DROP: `192.0.2.0/24 ; SBL123`).
+    /// (Spamhaus DROP: `192.0.2.0/24 ; SBL123`). The three line formats are read alike (see
+    /// [`list_entry`]); the name says what the operator expects.
     Plain,
     /// FireHOL's `.netset` and `.ipset` files: the plain format with a header of `#` comments.
     Netset,
@@ -198,11 +199,7 @@ impl Feed {
     /// refused.
     pub fn parse(&self, doc: &[u8]) -> Result<Parsed, String> {
         let mut p = match self.format {
-            Format::Plain | Format::Netset => lines(doc, Some),
-            Format::Ipset => lines(doc, |l| {
-                let mut words = l.split_whitespace();
-                (words.next() == Some("add")).then(|| words.nth(1).unwrap_or(""))
-            }),
+            Format::Plain | Format::Netset | Format::Ipset => lines(doc),
             Format::Apiban => apiban(doc)?,
             Format::Crowdsec => crowdsec(doc)?,
         };
@@ -239,33 +236,56 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    fn bad(&mut self, entry: &str) {
+        self.bad += 1;
+        if self.first_bad.is_none() {
+            self.first_bad = Some(entry.trim().chars().take(60).collect());
+        }
+    }
+
+    /// One entry of a JSON format: an address or prefix.
     fn take(&mut self, entry: &str) {
         match parse_net(entry) {
             Ok(net) if net.prefix_len() > 0 => self.nets.push(net),
-            _ => {
-                self.bad += 1;
-                if self.first_bad.is_none() {
-                    self.first_bad = Some(entry.chars().take(60).collect());
-                }
-            }
+            _ => self.bad(entry),
         }
     }
 }
 
-/// Line formats: `entry` picks the entry out of a line without its comment (None: not an entry).
-fn lines<'a>(doc: &'a [u8], entry: impl Fn(&'a str) -> Option<&'a str>) -> Parsed {
+/// One line of an address list (the `plain`, `netset` and `ipset` formats, and `net import`):
+/// an address or prefix, or an `ipset save` line (`add SET ENTRY [options]` gives ENTRY; its other
+/// commands are skipped); `#` and `;` start comments. `Ok(None)` for what holds no entry; ranges
+/// (`a-b`) are refused (`ipset` hash:net sets never hold them).
+pub fn list_entry(line: &str) -> Result<Option<IpNet>, String> {
+    let text = line.split(['#', ';']).next().unwrap_or("").trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let entry = match first {
+        "create" | "COMMIT" | "flush" | "destroy" => return Ok(None),
+        "add" | "-A" => {
+            let _set = words.next().ok_or("ipset `add` without a set name")?;
+            words.next().ok_or("ipset `add` without an entry")?
+        }
+        _ if words.next().is_some() => return Err(format!("`{text}`: expected one address or prefix")),
+        _ => first,
+    };
+    if entry.contains('-') && !entry.contains(':') {
+        return Err(format!("`{entry}` is a range; give prefixes"));
+    }
+    parse_net(entry).map(Some)
+}
+
+/// A line-format document: [`list_entry`] on each line.
+fn lines(doc: &[u8]) -> Parsed {
     let mut p = Parsed::default();
     for line in doc.split(|b| *b == b'\n') {
-        let Ok(line) = std::str::from_utf8(line) else {
-            p.take("(not UTF-8)");
-            continue;
-        };
-        let line = line.split(['#', ';']).next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(e) = entry(line) {
-            p.take(e.split_whitespace().next().unwrap_or(e));
+        match std::str::from_utf8(line).map(list_entry) {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(net))) if net.prefix_len() > 0 => p.nets.push(net),
+            _ => p.bad(&String::from_utf8_lossy(line)),
         }
     }
     p
@@ -338,19 +358,39 @@ pub struct FeedStatus {
     pub failures: u64,
 }
 
-/// The status of every configured feed, shared by the refreshers and their readers.
+impl FeedStatus {
+    /// Refreshes that ended, applied or refused.
+    pub fn attempts(&self) -> u64 {
+        self.refreshes + self.failures
+    }
+}
+
+/// The status of every configured feed, shared by the refreshers and their readers, and the
+/// bell that asks a refresher to refresh now.
 #[derive(Debug, Default)]
-pub struct Board(std::sync::Mutex<BTreeMap<String, FeedStatus>>);
+pub struct Board {
+    status: std::sync::Mutex<BTreeMap<String, FeedStatus>>,
+    bells: std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+}
 
 impl Board {
+    fn status(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FeedStatus>> {
+        self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Every feed's status, by name.
     pub fn all(&self) -> Vec<FeedStatus> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+        self.status().values().cloned().collect()
+    }
+
+    /// One feed's status.
+    pub fn get(&self, name: &str) -> Option<FeedStatus> {
+        self.status().get(name).cloned()
     }
 
     /// Changes the status of `name` (created when absent).
     pub fn update(&self, name: &str, f: impl FnOnce(&mut FeedStatus)) {
-        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = self.status();
         f(all
             .entry(name.to_owned())
             .or_insert_with(|| FeedStatus { name: name.to_owned(), ..FeedStatus::default() }));
@@ -358,10 +398,22 @@ impl Board {
 
     /// Keeps only the feeds named in `names`.
     pub fn retain(&self, names: &[&str]) {
-        self.0
+        self.status().retain(|n, _| names.contains(&n.as_str()));
+        self.bells
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|n, _| names.contains(&n.as_str()));
+    }
+
+    /// The bell of feed `name`: its refresher waits on it besides its interval, and a request to
+    /// refresh now rings it (a ring while it refreshes is kept for after).
+    pub fn bell(&self, name: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.bells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 }
 

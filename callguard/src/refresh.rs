@@ -67,11 +67,15 @@ pub async fn supervise(s: Shared) {
 }
 
 async fn run(s: Shared, feed: Feed) {
+    let bell = s.web.feeds.bell(&feed.name);
     loop {
         let wait =
             if refresh(&s, &feed).await { Duration::from_secs(feed.interval_secs) } else { feed.retry() };
         s.web.feeds.update(&feed.name, |st| st.state = "waiting".into());
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = bell.notified() => {}
+        }
     }
 }
 

@@ -1,9 +1,7 @@
 //! Reading address lists for `callguard net import`.
 //!
-//! Accepted, in one file or mixed: one address or prefix a line with `#` comments (FireHOL
-//! netsets are this format), blank lines, and `ipset save` output (`create` lines are skipped,
-//! `add SET ENTRY [options]` lines give ENTRY). Ranges (`a-b`) are not accepted: convert them
-//! first (`ipset` hash:net sets never hold ranges).
+//! Accepted, in one file or mixed: what [`crate::feeds::list_entry`] reads (addresses and
+//! prefixes a line, FireHOL netsets, `ipset save` output), the blocklist feeds' line formats.
 //!
 //! Parsing stops at the first bad line and names it; the caller then applies nothing.
 
@@ -11,7 +9,7 @@ use std::io::BufRead;
 
 use ipnet::IpNet;
 
-use crate::net::parse_net;
+use crate::feeds::list_entry;
 
 /// A line that is not an address, a prefix, a comment or ipset syntax.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,35 +36,12 @@ pub(super) fn parse(
             progress(read);
             last_report = read;
         }
-        if let Some(net) = parse_line(&line).map_err(|message| BadLine { line: i + 1, message })? {
+        if let Some(net) = list_entry(&line).map_err(|message| BadLine { line: i + 1, message })? {
             out.push(net);
         }
     }
     progress(read);
     Ok(out)
-}
-
-/// One line: `Ok(None)` for blank lines, comments and ipset `create`/`COMMIT` lines.
-pub(super) fn parse_line(line: &str) -> Result<Option<IpNet>, String> {
-    let text = line.split('#').next().unwrap_or("").trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let mut words = text.split_whitespace();
-    let first = words.next().unwrap_or("");
-    let entry = match first {
-        "create" | "COMMIT" | "flush" | "destroy" => return Ok(None),
-        "add" | "-A" => {
-            let _set = words.next().ok_or("ipset `add` without a set name")?;
-            words.next().ok_or("ipset `add` without an entry")?
-        }
-        _ if words.next().is_some() => return Err(format!("`{text}`: expected one address or prefix")),
-        _ => first,
-    };
-    if entry.contains('-') && !entry.contains(':') {
-        return Err(format!("`{entry}` is a range; give prefixes"));
-    }
-    parse_net(entry).map(Some)
 }
 
 #[cfg(test)]
@@ -99,8 +74,8 @@ add blocklist 198.18.9.9 timeout 300
         let bad = err.downcast_ref::<BadLine>().unwrap();
         assert_eq!(bad.line, 3);
         assert!(bad.message.contains("198.18.300.1"), "{}", bad.message);
-        assert!(parse_line("198.18.0.1-198.18.0.9").unwrap_err().contains("range"));
-        assert!(parse_line("198.18.0.1 extra").is_err());
-        assert!(parse_line("198.18.0.1/24").unwrap_err().contains("host bits"));
+        assert!(list_entry("198.18.0.1-198.18.0.9").unwrap_err().contains("range"));
+        assert!(list_entry("198.18.0.1 extra").is_err());
+        assert!(list_entry("198.18.0.1/24").unwrap_err().contains("host bits"));
     }
 }

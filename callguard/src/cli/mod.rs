@@ -82,8 +82,11 @@ pub enum Command {
     /// A feed whose last refresh was refused (source down, slow, too large, or not the format
     /// it should be) keeps its last good copy and shows why here.
     Feeds {
+        /// What to do; without it, list them.
+        #[command(subcommand)]
+        action: Option<FeedsCommand>,
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Show packet and byte counters by verdict reason and by rule.
@@ -192,6 +195,19 @@ pub enum Command {
     Man {
         /// Where the `.1` files go (created when absent).
         dir: PathBuf,
+    },
+}
+
+/// `callguard feeds …`
+#[derive(Debug, Subcommand)]
+pub enum FeedsCommand {
+    /// Refresh a feed now, and say how it went (applied, or refused with the reason while the
+    /// last good copy stays).
+    ///
+    /// Example: callguard feeds refresh spamhaus-drop
+    Refresh {
+        /// The feed's name, as in `[[feeds]]`.
+        name: String,
     },
 }
 
@@ -359,7 +375,28 @@ impl Cli {
                 );
                 Ok(())
             }
-            Command::Feeds { json } => {
+            Command::Feeds { action: Some(FeedsCommand::Refresh { name }), json } => {
+                let path = format!(
+                    "/v1/feeds/{}/refresh",
+                    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+                );
+                let f: crate::feeds::FeedStatus = self.client()?.post(&path, &serde_json::json!({})).await?;
+                if *json {
+                    return print_json(&f);
+                }
+                match &f.last_error {
+                    Some(e) => anyhow::bail!(
+                        "{name}: refresh refused, keeping the last good copy ({} rules): {e}",
+                        f.rules
+                    ),
+                    None => println!(
+                        "{name}: {} rules ({} held by other rules, {} entries not addresses)",
+                        f.rules, f.held_by_others, f.bad_entries
+                    ),
+                }
+                Ok(())
+            }
+            Command::Feeds { action: None, json } => {
                 let feeds: Vec<crate::feeds::FeedStatus> = self.client()?.get("/v1/feeds").await?;
                 if *json {
                     return print_json(&feeds);
@@ -751,7 +788,7 @@ impl Cli {
                         c.verdict,
                         r.cidr,
                         r.id,
-                        r.origin.as_str(),
+                        r.feed.as_ref().map_or_else(|| r.origin.as_str().to_owned(), |f| format!("feed {f}")),
                         if r.action == NetAction::Deny {
                             format!(", scope {}", r.scope.as_str())
                         } else {
@@ -851,6 +888,8 @@ pub fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("CALLGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal only: the journal and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(stats))
         .routes(routes!(tables))
         .routes(routes!(feeds))
+        .routes(routes!(refresh_feed))
         .routes(routes!(list_nets, add_nets))
         .routes(routes!(delete_nets))
         .routes(routes!(check))
@@ -109,6 +110,38 @@ pub async fn tables(AxState(s): AxState<Shared>) -> Result<Json<crate::kernel::t
     responses((status = 200, body = Vec<crate::feeds::FeedStatus>), (status = "4XX", body = ApiError)))]
 pub async fn feeds(AxState(s): AxState<Shared>) -> Json<Vec<crate::feeds::FeedStatus>> {
     Json(s.web.feeds.all())
+}
+
+/// Refreshes a feed now and answers with its status once that refresh has ended: applied, or
+/// refused with the reason (the feed then keeps its last good copy). 404 for a feed the
+/// configuration does not name.
+#[utoipa::path(post, path = "/v1/feeds/{name}/refresh", tag = "Control", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The feed's name")),
+    responses((status = 200, body = crate::feeds::FeedStatus), (status = "4XX", body = ApiError)))]
+pub async fn refresh_feed(
+    AxState(s): AxState<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<crate::feeds::FeedStatus>, Failure> {
+    let timeout = lock(&s).cfg().feeds.iter().find(|f| f.name == name).map(|f| f.timeout_secs);
+    let (Some(timeout), Some(before)) = (timeout, s.web.feeds.get(&name)) else {
+        return Err(Failure::not_found("name", format!("no feed `{name}` is configured")));
+    };
+    s.web.feeds.bell(&name).notify_one();
+    // The fetch's own limit, and time to apply a large document.
+    let limit = timeout + 300;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(limit);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        match s.web.feeds.get(&name) {
+            Some(now) if now.attempts() > before.attempts() => return Ok(Json(now)),
+            Some(_) if tokio::time::Instant::now() < deadline => {}
+            _ => {
+                return Err(Failure::internal(&anyhow::anyhow!(
+                    "feed `{name}` did not finish a refresh in {limit} s"
+                )));
+            }
+        }
+    }
 }
 
 /// The network rules (authorized and blocked networks), optionally only allow or deny rules,
