@@ -139,7 +139,7 @@ pub enum Origin {
     Import,
     /// Added by the daemon itself (automatic ban).
     Auto,
-    /// Loaded from a blocklist feed (`[[feeds]]`; the rule's `feed` names it), replaced at each
+    /// Loaded from a blocklist feed (`[[feeds]]`; the rule's `list` names it), replaced at each
     /// refresh.
     Feed,
 }
@@ -189,9 +189,10 @@ pub struct NetRule {
     pub comment: String,
     /// Where it came from.
     pub origin: Origin,
-    /// For origin `feed`: the feed's name.
+    /// The list a generated rule belongs to: its feed's name (origin `feed`), or `country:CC`
+    /// (origin `country`). The list replaces its rules as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feed: Option<String>,
+    pub list: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -217,9 +218,9 @@ pub struct NewNetRule {
     pub comment: String,
     /// Where it came from.
     pub origin: Origin,
-    /// For origin `feed`: the feed's name.
+    /// The list a generated rule belongs to (see [`NetRule::list`]).
     #[serde(default)]
-    pub feed: Option<String>,
+    pub list: Option<String>,
 }
 
 impl NewNetRule {
@@ -234,7 +235,7 @@ impl NewNetRule {
             expires_at: self.expires_at,
             comment: self.comment.clone(),
             origin: self.origin,
-            feed: self.feed.clone(),
+            list: self.list.clone(),
             created_at: Utc::now(),
         }
     }
@@ -335,7 +336,7 @@ mod tests {
             expires_at: None,
             comment: String::new(),
             origin: Origin::Manual,
-            feed: None,
+            list: None,
             created_at: Utc::now(),
         }
     }

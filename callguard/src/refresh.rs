@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use crate::{
     feeds::Feed,
+    service::lists::List,
     web::state::{Shared, lock},
 };
 
@@ -43,7 +44,7 @@ impl Refreshers {
         board.retain(&feeds.iter().map(|f| f.name.as_str()).collect::<Vec<_>>());
         let service = lock(s);
         for f in feeds {
-            let rules = service.feed_rules(&f.name);
+            let rules = service.list_rules(&f.name);
             board.update(&f.name, |st| {
                 st.source = f.source();
                 st.state = "waiting".into();
@@ -100,7 +101,7 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
     let applied = tokio::task::spawn_blocking(move || {
         let board = &s2.web.feeds;
         let mut tenth = 0;
-        lock(&s2).replace_feed(&f, &nets, &mut |done, all| {
+        lock(&s2).replace_list(&List::feed(&f), &nets, &mut |done, all| {
             board.update(&f.name, |st| st.state = format!("applying {done} of {all}"));
             if all >= LARGE && done * 10 / all > tenth {
                 tenth = done * 10 / all;

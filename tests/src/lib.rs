@@ -258,7 +258,7 @@ pub fn rule(id: u32, cidr: &str, action: NetAction, scope: Scope) -> NetRule {
         expires_at: None,
         comment: String::new(),
         origin: Origin::Manual,
-        feed: None,
+        list: None,
         created_at: chrono::Utc::now(),
     }
 }

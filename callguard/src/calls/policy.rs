@@ -693,7 +693,7 @@ mod tests {
             expires_at: None,
             comment: String::new(),
             origin: crate::net::Origin::Manual,
-            feed: None,
+            list: None,
             created_at: Utc::now(),
         }
     }

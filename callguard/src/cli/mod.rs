@@ -788,7 +788,10 @@ impl Cli {
                         c.verdict,
                         r.cidr,
                         r.id,
-                        r.feed.as_ref().map_or_else(|| r.origin.as_str().to_owned(), |f| format!("feed {f}")),
+                        r.list.as_ref().map_or_else(
+                            || r.origin.as_str().to_owned(),
+                            |l| format!("{} {l}", r.origin.as_str())
+                        ),
                         if r.action == NetAction::Deny {
                             format!(", scope {}", r.scope.as_str())
                         } else {

@@ -606,7 +606,7 @@ fn config_rules(cfg: &Config) -> Vec<NewNetRule> {
             expires_at: n.expires,
             comment: n.comment.clone(),
             origin: Origin::Config,
-            feed: None,
+            list: None,
         })
         .collect()
 }
@@ -615,7 +615,7 @@ pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod calls;
-pub mod feeds;
+pub mod lists;
 mod nets;
 mod sigs;
 

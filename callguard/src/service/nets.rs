@@ -73,7 +73,7 @@ impl Service {
                     expires_at: Some(now + chrono::Duration::seconds(secs_for(kind))),
                     comment,
                     origin: Origin::Auto,
-                    feed: None,
+                    list: None,
                 },
             ));
         }
@@ -238,7 +238,7 @@ impl Service {
             expires_at: Some(Utc::now() + chrono::Duration::seconds(secs)),
             comment,
             origin: Origin::Auto,
-            feed: None,
+            list: None,
         };
         let stored = self.store.upsert_nets(std::slice::from_ref(&rule))?.remove(0);
         let id = stored.id;
@@ -338,7 +338,7 @@ impl Service {
                 expires_at: spec.expires_at,
                 comment: spec.comment.clone(),
                 origin,
-                feed: None,
+                list: None,
             });
         }
         // Refuse what the kernel cannot hold before anything is stored.

@@ -163,7 +163,11 @@ fn a_feed_refresh_replaces_its_own_rules_and_touches_no_other() {
     let feed = blocklist("drop");
     add(&mut s, &[spec("198.18.2.0/24", NetAction::Deny, "the operator's")]).expect("manual rule");
     let a = s
-        .replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"]), &mut |_, _| {})
+        .replace_list(
+            &lists::List::feed(&feed),
+            &nets(&["198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"]),
+            &mut |_, _| {},
+        )
         .expect("first load");
     assert_eq!((a.rules, a.added, a.removed, a.held_by_others), (2, 2, 0, 1));
     assert_eq!(
@@ -176,33 +180,40 @@ fn a_feed_refresh_replaces_its_own_rules_and_touches_no_other() {
 
     // The next document drops 198.18.3.0/24 and brings 198.18.4.0/24: the kept rule keeps its id,
     // the operator's rule stays the operator's.
-    let a =
-        s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {}).expect("refresh");
+    let a = s
+        .replace_list(&lists::List::feed(&feed), &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {})
+        .expect("refresh");
     assert_eq!((a.rules, a.added, a.removed, a.held_by_others), (2, 1, 1, 0));
     let (stored, kernel) = seen(&mut s);
     assert_eq!(kernel, ["198.18.1.0/24", "198.18.2.0/24", "198.18.4.0/24"]);
     assert_eq!(stored.iter().find(|r| r.0 == "198.18.2.0/24").map(|r| r.1.as_str()), Some("the operator's"));
     let kept =
         s.store().nets().expect("nets").into_iter().find(|r| r.cidr.to_string() == "198.18.1.0/24").unwrap();
-    assert_eq!((kept.id, kept.feed.as_deref()), (first_id, Some("drop")));
+    assert_eq!((kept.id, kept.list.as_deref()), (first_id, Some("drop")));
 
     // A refresh the kernel refuses midway leaves store and maps as they were.
     let before = seen(&mut s);
     k.state().fail_writes = 1;
-    s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.5.0/24"]), &mut |_, _| {}).expect_err("refused");
+    s.replace_list(&lists::List::feed(&feed), &nets(&["198.18.1.0/24", "198.18.5.0/24"]), &mut |_, _| {})
+        .expect_err("refused");
     assert_eq!(seen(&mut s), before);
     // So does one the maps have no room for, before anything is stored.
     k.state().capacities.insert(NetMap::V4Lpm, 3);
     let err = s
-        .replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24", "198.18.6.0/24"]), &mut |_, _| {})
+        .replace_list(
+            &lists::List::feed(&feed),
+            &nets(&["198.18.1.0/24", "198.18.4.0/24", "198.18.6.0/24"]),
+            &mut |_, _| {},
+        )
         .expect_err("no room");
     assert!(matches!(err, ServiceError::Kernel(KernelError::Full { .. })), "{err:?}");
     assert_eq!(seen(&mut s), before);
 
     // An operator who adds the feed's network by hand takes it over: the feed leaves it alone.
     add(&mut s, &[spec("198.18.4.0/24", NetAction::Deny, "mine now")]).expect("manual");
-    let a =
-        s.replace_feed(&feed, &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {}).expect("refresh");
+    let a = s
+        .replace_list(&lists::List::feed(&feed), &nets(&["198.18.1.0/24", "198.18.4.0/24"]), &mut |_, _| {})
+        .expect("refresh");
     assert_eq!((a.rules, a.held_by_others), (1, 1));
-    assert_eq!(s.feed_rules("drop"), 1);
+    assert_eq!(s.list_rules("drop"), 1);
 }

@@ -58,14 +58,14 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// What [`Store::replace_feed_nets`] did.
+/// What [`Store::replace_list_nets`] did.
 #[derive(Debug, Default)]
-pub struct FeedNets {
-    /// The feed's rules now, new and kept.
+pub struct ListNets {
+    /// The list's rules now, new and kept.
     pub rules: Vec<NetRule>,
     /// Networks left out because another rule holds them.
     pub held_by_others: usize,
-    /// The feed's rules removed (no longer in the feed).
+    /// The list's rules removed (no longer in it).
     pub removed: Vec<NetRule>,
 }
 
@@ -83,11 +83,11 @@ pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     fn revert_nets(&mut self, remove: &[u32], restore: &[NetRule]) -> Result<(), StoreError>;
     /// Makes the `config` rules exactly `rules` (one transaction).
     fn replace_config_nets(&mut self, rules: &[NewNetRule]) -> Result<(), StoreError>;
-    /// Makes the rules of feed `feed` exactly `rules` (origin `feed`, that feed), in one
-    /// transaction, leaving every other rule alone: a network and action another rule already
-    /// holds (an operator's, the configuration file's, a ban, another feed's) stays that rule's and
-    /// is left out.
-    fn replace_feed_nets(&mut self, feed: &str, rules: &[NewNetRule]) -> Result<FeedNets, StoreError>;
+    /// Makes the rules of list `list` (a feed, a country: their `list` and `origin`) exactly
+    /// `rules`, in one transaction, leaving every other rule alone: a network and action another
+    /// rule already holds (an operator's, the configuration file's, a ban, another list's) stays
+    /// that rule's and is left out.
+    fn replace_list_nets(&mut self, list: &str, rules: &[NewNetRule]) -> Result<ListNets, StoreError>;
     /// Every scanner signature, ordered by id.
     fn sigs(&self) -> Result<Vec<Signature>, StoreError>;
     /// Adds signatures, each with the lowest free counter slot. One transaction: a duplicate
@@ -173,9 +173,9 @@ const MIGRATIONS: &[&str] = &[
          BEGIN UPDATE calls_generation SET n = n + 1; END;",
     // 9: fraud thresholds written through the API, which win over the configuration file's.
     calls::MIGRATION_FRAUD,
-    // 10: the blocklist feed a rule of origin `feed` came from.
-    "ALTER TABLE net_rules ADD COLUMN feed TEXT;
-     CREATE INDEX net_rules_feed ON net_rules (feed) WHERE feed IS NOT NULL;",
+    // 10: the list (a feed, a country) a generated rule belongs to.
+    "ALTER TABLE net_rules ADD COLUMN list TEXT;
+     CREATE INDEX net_rules_list ON net_rules (list) WHERE list IS NOT NULL;",
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -265,7 +265,7 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let origin: String = r.get(6)?;
     let created: String = r.get(7)?;
     let profile: String = r.get(8)?;
-    let feed: Option<String> = r.get(9)?;
+    let list: Option<String> = r.get(9)?;
     let Ok(cidr) = cidr.parse() else {
         return Ok(corrupt(format!("id {id}: cidr {cidr}")));
     };
@@ -283,25 +283,25 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     let Ok(created_at) = parse_t(&created) else {
         return Ok(corrupt(format!("id {id}: created_at")));
     };
-    Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, feed, created_at }))
+    Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, list, created_at }))
 }
 
 const SELECT: &str =
-    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed FROM net_rules";
+    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list FROM net_rules";
 
 /// Inserts or updates one rule inside an open transaction. A rule set by the configuration file
-/// is only replaced by the configuration file; any other rule (a feed's too) becomes the
+/// is only replaced by the configuration file; any other rule (a list's too) becomes the
 /// writer's.
 fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Result<NetRule, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (cidr, action) DO UPDATE SET
            scope = excluded.scope, expires_at = excluded.expires_at,
            comment = excluded.comment, origin = excluded.origin, profile = excluded.profile,
-           feed = excluded.feed
+           list = excluded.list
          WHERE net_rules.origin != 'config' OR excluded.origin = 'config'
-         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed",
+         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list",
     )?;
     let row = stmt.query_row(params_of(r, now), row_to_rule).optional()?;
     match row {
@@ -313,7 +313,7 @@ fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Resu
     }
 }
 
-/// The columns of [`upsert_one`]'s and `replace_feed_nets`'s statements, in their order.
+/// The columns of [`upsert_one`]'s and `replace_list_nets`'s statements, in their order.
 fn params_of<'a>(r: &'a NewNetRule, now: &'a str) -> impl rusqlite::Params + 'a {
     (
         r.cidr.to_string(),
@@ -324,7 +324,7 @@ fn params_of<'a>(r: &'a NewNetRule, now: &'a str) -> impl rusqlite::Params + 'a 
         r.origin.as_str(),
         now,
         r.profile.as_str(),
-        r.feed.as_deref(),
+        r.list.as_deref(),
     )
 }
 
@@ -475,7 +475,7 @@ impl Store for SqliteStore {
             }
             let mut put = tx.prepare_cached(
                 "INSERT OR REPLACE INTO net_rules
-                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for r in restore {
@@ -489,7 +489,7 @@ impl Store for SqliteStore {
                     r.origin.as_str(),
                     ts(Some(r.created_at)),
                     r.profile.as_str(),
-                    r.feed,
+                    r.list,
                 ])?;
             }
         }
@@ -519,30 +519,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn replace_feed_nets(&mut self, feed: &str, rules: &[NewNetRule]) -> Result<FeedNets, StoreError> {
+    fn replace_list_nets(&mut self, list: &str, rules: &[NewNetRule]) -> Result<ListNets, StoreError> {
         let now = ts(Some(Utc::now())).unwrap_or_default();
         let tx = self.conn.transaction()?;
-        let mut out = FeedNets::default();
+        let mut out = ListNets::default();
         {
             let mut put = tx.prepare_cached(
-                "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, feed)
+                "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (cidr, action) DO UPDATE SET
                    scope = excluded.scope, expires_at = excluded.expires_at, comment = excluded.comment,
                    profile = excluded.profile
-                 WHERE net_rules.origin = 'feed' AND net_rules.feed = excluded.feed
-                 RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, feed",
+                 WHERE net_rules.origin = excluded.origin AND net_rules.list = excluded.list
+                 RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list",
             )?;
             for r in rules {
-                debug_assert!(r.origin == Origin::Feed && r.feed.as_deref() == Some(feed));
+                debug_assert!(r.list.as_deref() == Some(list));
                 match put.query_row(params_of(r, &now), row_to_rule).optional()? {
                     Some(rule) => out.rules.push(rule?),
                     None => out.held_by_others += 1,
                 }
             }
             let keep: std::collections::HashSet<u32> = out.rules.iter().map(|r| r.id).collect();
-            let mut stmt = tx.prepare_cached(&format!("{SELECT} WHERE origin = 'feed' AND feed = ?1"))?;
-            for r in stmt.query_map([feed], row_to_rule)? {
+            let mut stmt = tx.prepare_cached(&format!("{SELECT} WHERE list = ?1"))?;
+            for r in stmt.query_map([list], row_to_rule)? {
                 let r = r??;
                 if !keep.contains(&r.id) {
                     out.removed.push(r);
@@ -571,12 +571,12 @@ mod tests {
             expires_at: None,
             comment: "c".into(),
             origin,
-            feed: None,
+            list: None,
         }
     }
 
     fn fed(cidr: &str, feed: &str) -> NewNetRule {
-        NewNetRule { feed: Some(feed.into()), ..new(cidr, NetAction::Deny, Origin::Feed) }
+        NewNetRule { list: Some(feed.into()), ..new(cidr, NetAction::Deny, Origin::Feed) }
     }
 
     #[test]
@@ -584,13 +584,13 @@ mod tests {
         let mut s = SqliteStore::memory().unwrap();
         s.replace_config_nets(&[new("198.18.1.0/24", NetAction::Deny, Origin::Config)]).unwrap();
         s.upsert_nets(&[new("198.18.2.0/24", NetAction::Deny, Origin::Manual)]).unwrap();
-        let a = s.replace_feed_nets("a", &[fed("198.18.1.0/24", "a"), fed("198.18.3.0/24", "a")]).unwrap();
+        let a = s.replace_list_nets("a", &[fed("198.18.1.0/24", "a"), fed("198.18.3.0/24", "a")]).unwrap();
         assert_eq!((a.rules.len(), a.held_by_others), (1, 1));
         // Another feed listing the same network leaves it to the first.
-        let b = s.replace_feed_nets("b", &[fed("198.18.3.0/24", "b"), fed("198.18.2.0/24", "b")]).unwrap();
+        let b = s.replace_list_nets("b", &[fed("198.18.3.0/24", "b"), fed("198.18.2.0/24", "b")]).unwrap();
         assert_eq!((b.rules.len(), b.held_by_others), (0, 2));
         // An empty replacement lifts only feed a's rule.
-        let gone = s.replace_feed_nets("a", &[]).unwrap();
+        let gone = s.replace_list_nets("a", &[]).unwrap();
         assert_eq!(gone.removed.iter().map(|r| r.cidr.to_string()).collect::<Vec<_>>(), ["198.18.3.0/24"]);
         let mut left: Vec<_> =
             s.nets().unwrap().into_iter().map(|r| (r.cidr.to_string(), r.origin)).collect();

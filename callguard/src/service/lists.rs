@@ -1,6 +1,7 @@
-//! Blocklist feeds through the service: a refreshed document replaces the feed's rules, in one
-//! store transaction and one kernel update that writes every new entry before it removes any
-//! old one, so the networks a feed keeps are never out of the maps.
+//! Lists of networks through the service (a blocklist feed's last good document, a country's
+//! networks): a new version replaces the list's rules, in one store transaction and one kernel
+//! update that writes every new entry before it removes any old one, so the networks a list
+//! keeps are never out of the maps.
 
 use std::collections::BTreeSet;
 
@@ -9,62 +10,91 @@ use ipnet::IpNet;
 use super::{Result, Service};
 use crate::{
     feeds::Feed,
-    net::{NewNetRule, Origin},
+    net::{NetAction, NewNetRule, Origin, Scope},
     store::Store,
 };
 
-/// What one refresh changed.
+/// A list of networks whose rules are replaced as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List {
+    /// Its name, in the rules' `list`: a feed's name, or `country:CC`.
+    pub name: String,
+    /// Its rules' origin.
+    pub origin: Origin,
+    /// Its rules' action.
+    pub action: NetAction,
+    /// Its rules' scope.
+    pub scope: Scope,
+    /// Its rules' comment.
+    pub comment: String,
+}
+
+impl List {
+    /// The list of a blocklist feed.
+    pub fn feed(f: &Feed) -> Self {
+        Self {
+            name: f.name.clone(),
+            origin: Origin::Feed,
+            action: f.action,
+            scope: f.scope,
+            comment: format!("feed {}", f.name),
+        }
+    }
+}
+
+/// What one replacement changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeedApplied {
-    /// The feed's rules now.
+pub struct ListApplied {
+    /// The list's rules now.
     pub rules: usize,
     /// Rules it gained.
     pub added: usize,
     /// Rules it lost (no longer in the document).
     pub removed: usize,
     /// Networks left to rules that already held them (an operator's, the file's, a ban's,
-    /// another feed's).
+    /// another list's).
     pub held_by_others: usize,
 }
 
 impl Service {
-    /// Makes the rules of `feed` exactly `nets` (its last good document, sorted): store first,
-    /// then the kernel, undone in both when the kernel refuses (a map without room).
-    /// `progress(done, total)` is told how the kernel update advances.
-    pub fn replace_feed(
+    /// Makes the rules of `list` exactly `nets` (sorted): store first, then the kernel, undone
+    /// in both when the kernel refuses (a map without room). `progress(done, total)` is told how
+    /// the kernel update advances.
+    pub fn replace_list(
         &mut self,
-        feed: &Feed,
+        list: &List,
         nets: &[IpNet],
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<FeedApplied> {
+    ) -> Result<ListApplied> {
+        let name = list.name.as_str();
         let new: Vec<NewNetRule> = nets
             .iter()
             .map(|&cidr| NewNetRule {
                 cidr,
-                action: feed.action,
-                scope: feed.scope,
+                action: list.action,
+                scope: list.scope,
                 profile: crate::net::Profile::Trusted,
                 expires_at: None,
-                comment: format!("feed {}", feed.name),
-                origin: Origin::Feed,
-                feed: Some(feed.name.clone()),
+                comment: list.comment.clone(),
+                origin: list.origin,
+                list: Some(list.name.clone()),
             })
             .collect();
         let before: Vec<_> =
-            self.rules.values().filter(|r| r.feed.as_deref() == Some(feed.name.as_str())).cloned().collect();
-        // Room first, as if every network were the feed's: nothing is stored that the maps
+            self.rules.values().filter(|r| r.list.as_deref() == Some(name)).cloned().collect();
+        // Room first, as if every network were the list's: nothing is stored that the maps
         // cannot hold.
         let mut touched: BTreeSet<IpNet> = nets.iter().copied().collect();
         touched.extend(before.iter().map(|r| r.cidr));
         let mut trial: Vec<_> = self
             .rules
             .values()
-            .filter(|r| touched.contains(&r.cidr) && r.feed.as_deref() != Some(feed.name.as_str()))
+            .filter(|r| touched.contains(&r.cidr) && r.list.as_deref() != Some(name))
             .cloned()
             .collect();
         trial.extend(new.iter().map(|n| n.to_rule(u32::MAX)));
         self.kernel.check_room(&Self::changes_for(&trial, &touched))?;
-        let done = self.store.replace_feed_nets(&feed.name, &new)?;
+        let done = self.store.replace_list_nets(name, &new)?;
         let added: Vec<u32> =
             done.rules.iter().map(|r| r.id).filter(|id| !self.rules.contains_key(id)).collect();
         for r in &done.removed {
@@ -85,7 +115,7 @@ impl Service {
             previous.extend(kept);
             return Err(self.undo_nets(&added, &previous, &changed, e));
         }
-        Ok(FeedApplied {
+        Ok(ListApplied {
             rules: done.rules.len(),
             added: added.len(),
             removed: done.removed.len(),
@@ -93,9 +123,9 @@ impl Service {
         })
     }
 
-    /// How many rules feed `name` has.
-    pub fn feed_rules(&self, name: &str) -> usize {
-        self.rules.values().filter(|r| r.feed.as_deref() == Some(name)).count()
+    /// How many rules list `name` has.
+    pub fn list_rules(&self, name: &str) -> usize {
+        self.rules.values().filter(|r| r.list.as_deref() == Some(name)).count()
     }
 
     /// Removes the rules of feeds the configuration no longer names (at start and on reload).
@@ -103,12 +133,13 @@ impl Service {
         let named: BTreeSet<String> = store
             .nets()?
             .into_iter()
-            .filter_map(|r| r.feed)
+            .filter(|r| r.origin == Origin::Feed)
+            .filter_map(|r| r.list)
             .filter(|f| !feeds.iter().any(|c| &c.name == f))
             .collect();
         let mut n = 0;
         for name in named {
-            let gone = store.replace_feed_nets(&name, &[])?;
+            let gone = store.replace_list_nets(&name, &[])?;
             tracing::info!(feed = %name, rules = gone.removed.len(), "removed the rules of a feed no longer configured");
             n += gone.removed.len();
         }
