@@ -10,7 +10,8 @@
 #     dpkg-dev, binutils, xz-utils and lintian (`cargo xtask deb` builds the Debian package;
 #     lintian checks it)
 #   - from PyPI, each in its own virtualenv under target/tools: sipvicious 0.3.8 (the real
-#     scanner the integration tests run) and schemathesis 4.32.5 (fuzzes the management API)
+#     scanner the integration tests run), schemathesis 4.32.5 (fuzzes the management API) and
+#     mmdb-writer 0.2.7 (writes the country databases of the country-rule test)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
 #   - bpf-linker 0.13 built against Debian's LLVM 22
 # Safe to run again: each step checks first and prints what it skipped.
@@ -93,3 +94,5 @@ pip_tool() {
 }
 pip_tool sipvicious 0.3.8 sipvicious_svmap
 pip_tool schemathesis 4.32.5 schemathesis
+# The countries test writes small MaxMind-format databases with it.
+pip_tool mmdb-writer 0.2.7 python

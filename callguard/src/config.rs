@@ -63,6 +63,8 @@ pub struct Config {
     pub networks: Vec<NetworkEntry>,
     /// Blocklist feeds, refreshed on their interval; their networks are rules of origin `feed`.
     pub feeds: Vec<crate::feeds::Feed>,
+    /// The country database of the country rules.
+    pub geoip: crate::geo::GeoIpConfig,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             calls: Calls::default(),
             networks: Vec::new(),
             feeds: Vec::new(),
+            geoip: crate::geo::GeoIpConfig::default(),
         }
     }
 }
@@ -970,6 +973,9 @@ impl Config {
                 "calls.international_prefix: `{}` must be digits",
                 self.calls.international_prefix
             ));
+        }
+        if self.geoip.check_secs == 0 {
+            return Err("geoip.check_secs: at least 1".into());
         }
         let mut names = std::collections::HashSet::new();
         for f in &self.feeds {

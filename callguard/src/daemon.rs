@@ -261,6 +261,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
     };
     let feeds = tokio::spawn(refresh::supervise(shared.clone()));
+    let countries = tokio::spawn(refresh::watch_countries(shared.clone()));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -327,6 +328,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     sweeper.abort();
     hup.abort();
     feeds.abort();
+    countries.abort();
     if let Some(m) = metrics {
         m.abort();
     }

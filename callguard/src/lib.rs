@@ -17,6 +17,7 @@
 //! | 0 | [`border`] | border rules (the border-rules seed) |
 //! | 0 | [`accounts`] | tenants, groups, users, roles and rights, sessions, keys, authorization codes, passwords |
 //! | 0 | [`feeds`] | blocklist feeds: their settings, formats, fetching and status |
+//! | 0 | [`geo`] | country rules, and the networks a MaxMind-format database places in a country |
 //! | 0 | [`config`] | the TOML configuration file, its sections and errors |
 //! | 0 | [`throttle`] | failures counted per source and subject in sliding windows: sign-ins, reset tokens, authorization codes |
 //! | 1 | [`store`] | the durable store (SQLite): one trait, its migrations and queries |
@@ -46,6 +47,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod feeds;
+pub mod geo;
 pub mod kernel;
 pub mod metrics;
 pub mod net;

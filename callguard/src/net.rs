@@ -142,6 +142,9 @@ pub enum Origin {
     /// Loaded from a blocklist feed (`[[feeds]]`; the rule's `list` names it), replaced at each
     /// refresh.
     Feed,
+    /// A network a country rule's country holds (`net deny --country`; the rule's `list` is
+    /// `country:CC`), replaced when the country database changes.
+    Country,
 }
 
 impl Origin {
@@ -153,6 +156,7 @@ impl Origin {
             Self::Import => "import",
             Self::Auto => "auto",
             Self::Feed => "feed",
+            Self::Country => "country",
         }
     }
     /// Parses the lower-case name.
@@ -163,6 +167,7 @@ impl Origin {
             "import" => Some(Self::Import),
             "auto" => Some(Self::Auto),
             "feed" => Some(Self::Feed),
+            "country" => Some(Self::Country),
             _ => None,
         }
     }

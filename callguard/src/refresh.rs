@@ -1,5 +1,7 @@
-//! The feeds' refreshers: one task per `[[feeds]]` entry fetches its document on the feed's
-//! interval, reads it, and hands the networks to the service, which replaces the feed's rules.
+//! The lists' refreshers. One task per `[[feeds]]` entry fetches its document on the feed's
+//! interval, reads it, and hands the networks to the service, which replaces the feed's rules;
+//! another reads the country database again when its file changes and replaces the networks of
+//! every country rule.
 //! A refresh that fails (the source is down, slow, huge or sends something else) changes
 //! nothing: the feed keeps its last good copy, in the store and the maps, across restarts too,
 //! and is tried again sooner. Progress of a large refresh is logged and shown in its status.
@@ -140,4 +142,78 @@ fn failed(s: &Shared, feed: &Feed, why: String) -> bool {
         st.failures += 1;
     });
     false
+}
+
+/// Reads the country database (`[geoip] database`) again whenever its file changes (size or
+/// modification time, checked every `geoip.check_secs`), and at start, and replaces the networks
+/// of every country rule. A file that cannot be read changes nothing: the rules keep their
+/// networks, and it is tried again at the next check. Until aborted.
+pub async fn watch_countries(s: Shared) {
+    let mut seen = None;
+    loop {
+        let (path, every) = {
+            let st = lock(&s);
+            (st.cfg().geoip.database.clone(), st.cfg().geoip.check_secs)
+        };
+        if !path.as_os_str().is_empty() {
+            let stamp = std::fs::metadata(&path).map(|m| (m.len(), m.modified().ok()));
+            match stamp {
+                Ok(stamp) if seen != Some(stamp) => {
+                    if reread_countries(&s, path).await {
+                        seen = Some(stamp);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    "the country database {}: {e}; country rules keep their networks",
+                    path.display()
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(every.max(1))).await;
+    }
+}
+
+/// Reads the countries of every country rule from `path` and applies them; whether it could.
+async fn reread_countries(s: &Shared, path: std::path::PathBuf) -> bool {
+    let codes: std::collections::BTreeSet<String> = match lock(s).country_rules() {
+        Ok(rules) => rules.into_iter().map(|v| v.rule.code).collect(),
+        Err(e) => {
+            tracing::error!("reading the country rules: {e}");
+            return false;
+        }
+    };
+    if codes.is_empty() {
+        return true;
+    }
+    let shown = path.display().to_string();
+    let read = tokio::task::spawn_blocking(move || crate::geo::networks(&path, &codes)).await;
+    let by_code = match read {
+        Ok(Ok(m)) => m,
+        Ok(Err(why)) => {
+            tracing::warn!("{why}; country rules keep their networks");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!("reading the country database: {e}");
+            return false;
+        }
+    };
+    let s2 = s.clone();
+    match tokio::task::spawn_blocking(move || lock(&s2).refresh_countries(&by_code)).await {
+        Ok(Ok(done)) => {
+            for (code, a) in done {
+                tracing::info!(database = %shown, country = %code, networks = a.rules, added = a.added, removed = a.removed, "country rule follows the database");
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!("applying the country database: {e}; country rules keep their networks");
+            false
+        }
+        Err(e) => {
+            tracing::error!("applying the country database: {e}");
+            false
+        }
+    }
 }

@@ -318,6 +318,32 @@ pub struct DelNets {
     pub allowed: Option<bool>,
 }
 
+/// A country rule to make (or change): the networks the country database places in `code`
+/// are allowed or denied.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCountry {
+    /// ISO 3166-1 alpha-2 code (`CN`).
+    pub code: String,
+    /// Allow or deny.
+    pub action: NetAction,
+    /// For deny: `sip` (guarded ports, the default) or `all`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Free text.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// A country rule and the networks of its country in force.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct CountryView {
+    /// The rule.
+    pub rule: crate::geo::CountryRule,
+    /// Its country's networks that are its rules (others' rules may hold some).
+    pub networks: usize,
+}
+
 /// Rules deleted.
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Removed {

@@ -27,11 +27,16 @@ pub struct RuleOpts {
     pub comment: String,
 }
 
-/// `net allow|deny CIDR …`
+/// `net allow|deny CIDR …` or `net allow|deny --country CC …`
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["cidr", "country"])))]
 pub struct NetAdd {
     /// Address or prefix (`198.18.0.0/15`, `2001:db8::/32`, `198.18.0.7`).
-    pub cidr: String,
+    pub cidr: Option<String>,
+    /// Instead of a network, a country (ISO 3166-1 code: `CN`): every network the country
+    /// database (`[geoip] database`) places there, following the database when it changes.
+    #[arg(long, value_name = "CC")]
+    pub country: Option<String>,
     #[command(flatten)]
     pub opts: RuleOpts,
 }

@@ -265,11 +265,14 @@ pub enum NetCommand {
     Allow(NetAdd),
     /// Block a network: its packets to guarded ports (or all, with --scope all) are dropped.
     Deny(NetAdd),
-    /// Delete rules: one network, every rule containing an address, or all.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["cidr", "contains", "all"])))]
+    /// Delete rules: one network, every rule containing an address, all, or a country rule.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["cidr", "contains", "all", "country"])))]
     Del {
         /// The network whose rule(s) to delete.
         cidr: Option<String>,
+        /// The country rule of this country, with its networks.
+        #[arg(long, value_name = "CC")]
+        country: Option<String>,
         /// Delete every rule whose network contains this address.
         #[arg(long, value_name = "IP")]
         contains: Option<String>,
@@ -749,9 +752,23 @@ impl Cli {
             NetCommand::Allow(add) | NetCommand::Deny(add) => {
                 let action =
                     if matches!(cmd, NetCommand::Allow(_)) { NetAction::Allow } else { NetAction::Deny };
+                if let Some(code) = &add.country {
+                    if add.opts.expires.is_some() || add.opts.profile.is_some() {
+                        anyhow::bail!("a country rule has no --expires and no --profile");
+                    }
+                    let req = api::control::SetCountry {
+                        code: code.clone(),
+                        action,
+                        scope: add.opts.scope,
+                        comment: add.opts.comment.clone(),
+                    };
+                    let v: api::control::CountryView = client.post("/v1/nets/countries", &req).await?;
+                    println!("{} country {}: {} networks", v.rule.action, v.rule.code, v.networks);
+                    return Ok(());
+                }
                 let req = api::control::AddNets {
                     rules: vec![api::control::NetSpec {
-                        cidr: add.cidr.clone(),
+                        cidr: add.cidr.clone().unwrap_or_default(),
                         action,
                         scope: add.opts.scope,
                         profile: add.opts.profile,
@@ -766,7 +783,21 @@ impl Cli {
                 }
                 Ok(())
             }
-            NetCommand::Del { cidr, contains, all, allowed } => {
+            NetCommand::Del { country: Some(code), .. } => {
+                let path = format!(
+                    "/v1/nets/countries/{}",
+                    form_urlencoded::byte_serialize(code.as_bytes()).collect::<String>()
+                );
+                let body = client.send(hyper::Method::DELETE, &path, None::<&()>).await?;
+                let r: api::control::Removed = serde_json::from_slice(&body)?;
+                println!(
+                    "removed the country rule of {} and its {} networks",
+                    code.to_ascii_uppercase(),
+                    r.count
+                );
+                Ok(())
+            }
+            NetCommand::Del { cidr, contains, all, allowed, country: None } => {
                 let req = api::control::DelNets {
                     cidr: cidr.clone(),
                     contains: contains.clone(),
@@ -790,7 +821,7 @@ impl Cli {
                         r.id,
                         r.list.as_ref().map_or_else(
                             || r.origin.as_str().to_owned(),
-                            |l| format!("{} {l}", r.origin.as_str())
+                            |l| format!("{} {}", r.origin.as_str(), l.trim_start_matches("country:"))
                         ),
                         if r.action == NetAction::Deny {
                             format!(", scope {}", r.scope.as_str())
@@ -832,6 +863,20 @@ impl Cli {
                 }
                 println!("{t}");
                 println!("{} rule{}", rules.len(), if rules.len() == 1 { "" } else { "s" });
+                let countries: Vec<api::control::CountryView> = client.get("/v1/nets/countries").await?;
+                if !countries.is_empty() {
+                    let mut t = table(&["country", "action", "scope", "networks", "comment"]);
+                    for c in &countries {
+                        t.add_row(vec![
+                            c.rule.code.clone(),
+                            c.rule.action.to_string(),
+                            c.rule.scope.as_str().into(),
+                            c.networks.to_string(),
+                            c.rule.comment.clone(),
+                        ]);
+                    }
+                    println!("country rules (their networks are the rules of origin country above):\n{t}");
+                }
                 Ok(())
             }
             NetCommand::Import { file, action, opts } => import_file(&client, file, action, opts).await,

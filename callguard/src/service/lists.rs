@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use super::{Result, Service};
+use super::{Result, Service, ServiceError};
 use crate::{
+    api::control as api,
     feeds::Feed,
+    geo::CountryRule,
     net::{NetAction, NewNetRule, Origin, Scope},
     store::Store,
 };
@@ -30,6 +32,17 @@ pub struct List {
 }
 
 impl List {
+    /// The list of a country rule.
+    pub fn country(r: &CountryRule) -> Self {
+        Self {
+            name: r.list(),
+            origin: Origin::Country,
+            action: r.action,
+            scope: r.scope,
+            comment: format!("country {}", r.code),
+        }
+    }
+
     /// The list of a blocklist feed.
     pub fn feed(f: &Feed) -> Self {
         Self {
@@ -144,5 +157,52 @@ impl Service {
             n += gone.removed.len();
         }
         Ok(n)
+    }
+
+    /// Every country rule, with its networks in force.
+    pub fn country_rules(&self) -> Result<Vec<api::CountryView>> {
+        Ok(self
+            .store
+            .country_rules()?
+            .into_iter()
+            .map(|rule| api::CountryView { networks: self.list_rules(&rule.list()), rule })
+            .collect())
+    }
+
+    /// Makes (or changes) a country rule whose country holds `nets` (from the country database):
+    /// its networks first, then the rule.
+    pub fn set_country(&mut self, rule: &CountryRule, nets: &[IpNet]) -> Result<ListApplied> {
+        let applied = self.replace_list(&List::country(rule), nets, &mut |_, _| {})?;
+        self.store.put_country_rule(rule)?;
+        Ok(applied)
+    }
+
+    /// Deletes the country rule of `code` and its networks; how many networks it had.
+    pub fn del_country(&mut self, code: &str) -> Result<usize> {
+        let Some(rule) = self.store.country_rules()?.into_iter().find(|r| r.code == code) else {
+            return Err(ServiceError::not_found("code", format!("no country rule for {code}")));
+        };
+        let gone = self.list_rules(&rule.list());
+        self.replace_list(&List::country(&rule), &[], &mut |_, _| {})?;
+        self.store.delete_country_rule(code)?;
+        Ok(gone)
+    }
+
+    /// Replaces the networks of every country rule with what `by_code` says (the country
+    /// database read again); a country it does not name keeps its networks.
+    pub fn refresh_countries(
+        &mut self,
+        by_code: &std::collections::BTreeMap<String, Vec<IpNet>>,
+    ) -> Result<Vec<(String, ListApplied)>> {
+        let mut out = Vec::new();
+        for rule in self.store.country_rules()? {
+            if let Some(nets) = by_code.get(&rule.code) {
+                out.push((
+                    rule.code.clone(),
+                    self.replace_list(&List::country(&rule), nets, &mut |_, _| {})?,
+                ));
+            }
+        }
+        Ok(out)
     }
 }

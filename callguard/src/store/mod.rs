@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::{
+    geo::CountryRule,
     net::{NetAction, NetRule, NewNetRule, Origin, Profile, Scope},
     sig::{self, NewSignature, SigMode, Signature},
 };
@@ -88,6 +89,12 @@ pub trait Store: CallRuleStore + AccountStore + Send + std::fmt::Debug {
     /// rule already holds (an operator's, the configuration file's, a ban, another list's) stays
     /// that rule's and is left out.
     fn replace_list_nets(&mut self, list: &str, rules: &[NewNetRule]) -> Result<ListNets, StoreError>;
+    /// Every country rule, by code.
+    fn country_rules(&self) -> Result<Vec<CountryRule>, StoreError>;
+    /// Adds a country rule, or replaces the one for the same country.
+    fn put_country_rule(&mut self, rule: &CountryRule) -> Result<(), StoreError>;
+    /// Deletes the country rule of `code`; whether there was one.
+    fn delete_country_rule(&mut self, code: &str) -> Result<bool, StoreError>;
     /// Every scanner signature, ordered by id.
     fn sigs(&self) -> Result<Vec<Signature>, StoreError>;
     /// Adds signatures, each with the lowest free counter slot. One transaction: a duplicate
@@ -176,6 +183,14 @@ const MIGRATIONS: &[&str] = &[
     // 10: the list (a feed, a country) a generated rule belongs to.
     "ALTER TABLE net_rules ADD COLUMN list TEXT;
      CREATE INDEX net_rules_list ON net_rules (list) WHERE list IS NOT NULL;",
+    // 11: country rules (their networks are net_rules of origin 'country').
+    "CREATE TABLE country_rules (
+        code TEXT PRIMARY KEY,
+        action TEXT NOT NULL CHECK (action IN ('allow', 'deny')),
+        scope TEXT NOT NULL CHECK (scope IN ('sip', 'all')),
+        comment TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );",
 ];
 
 /// Data a migration adds besides its schema, by migration index.
@@ -517,6 +532,51 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn country_rules(&self) -> Result<Vec<CountryRule>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT code, action, scope, comment, created_at FROM country_rules ORDER BY code",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let (code, action, scope, comment, created): (String, String, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            Ok((code, action, scope, comment, created))
+        })?;
+        rows.map(|row| {
+            let (code, action, scope, comment, created) = row?;
+            let corrupt = || StoreError::Corrupt { table: "country_rules", detail: format!("code {code}") };
+            Ok(CountryRule {
+                action: NetAction::parse(&action).ok_or_else(corrupt)?,
+                scope: Scope::parse(&scope).ok_or_else(corrupt)?,
+                created_at: DateTime::parse_from_rfc3339(&created)
+                    .map_err(|_| corrupt())?
+                    .with_timezone(&Utc),
+                code,
+                comment,
+            })
+        })
+        .collect()
+    }
+
+    fn put_country_rule(&mut self, rule: &CountryRule) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO country_rules (code, action, scope, comment, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (code) DO UPDATE SET action = excluded.action, scope = excluded.scope,
+               comment = excluded.comment",
+            params![
+                rule.code,
+                rule.action.as_str(),
+                rule.scope.as_str(),
+                rule.comment,
+                ts(Some(rule.created_at))
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_country_rule(&mut self, code: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("DELETE FROM country_rules WHERE code = ?1", [code])? > 0)
     }
 
     fn replace_list_nets(&mut self, list: &str, rules: &[NewNetRule]) -> Result<ListNets, StoreError> {

@@ -32,6 +32,8 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(list_nets, add_nets))
         .routes(routes!(delete_nets))
         .routes(routes!(check))
+        .routes(routes!(list_countries, set_country))
+        .routes(routes!(delete_country))
         .routes(routes!(list_sigs, add_sig))
         .routes(routes!(delete_sigs))
         .routes(routes!(set_sig_mode))
@@ -142,6 +144,70 @@ pub async fn refresh_feed(
             }
         }
     }
+}
+
+/// The country rules, each with its country's networks in force.
+#[utoipa::path(get, path = "/v1/nets/countries", tag = "Control", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::CountryView>), (status = "4XX", body = ApiError)))]
+pub async fn list_countries(AxState(s): AxState<Shared>) -> Result<Json<Vec<api::CountryView>>, Failure> {
+    blocking(&s, |st| Ok(Json(st.country_rules()?))).await
+}
+
+/// Allows or denies a country's source addresses: the networks the country database
+/// (`[geoip] database`) places in it become the rule's network rules, in the kernel at once, and
+/// follow the database when it changes. 400 when no database is set or it cannot be read.
+#[utoipa::path(post, path = "/v1/nets/countries", tag = "Control", security(("bearer" = [])),
+    request_body = api::SetCountry,
+    responses((status = 200, body = api::CountryView), (status = "4XX", body = ApiError)))]
+pub async fn set_country(
+    AxState(s): AxState<Shared>,
+    JsonBody(req): JsonBody<api::SetCountry>,
+) -> Result<Json<api::CountryView>, Failure> {
+    let code = crate::geo::parse_code(&req.code).map_err(|m| Failure::bad("code", m))?;
+    if req.comment.chars().count() > crate::service::COMMENT_MAX {
+        return Err(Failure::bad(
+            "comment",
+            format!("longer than {} characters", crate::service::COMMENT_MAX),
+        ));
+    }
+    let database = lock(&s).cfg().geoip.database.clone();
+    if database.as_os_str().is_empty() {
+        return Err(Failure::bad(
+            "code",
+            "no country database is set: put a MaxMind-format country database's path in [geoip] database",
+        ));
+    }
+    // The whole database is read outside the service's lock.
+    let wanted = std::collections::BTreeSet::from([code.clone()]);
+    let read = tokio::task::spawn_blocking(move || crate::geo::networks(&database, &wanted))
+        .await
+        .map_err(|e| Failure::internal(&e.into()))?;
+    let nets = read.map_err(|m| Failure::bad("code", m))?.remove(&code).unwrap_or_default();
+    let rule = crate::geo::CountryRule {
+        code,
+        action: req.action,
+        scope: req.scope,
+        comment: req.comment,
+        created_at: chrono::Utc::now(),
+    };
+    blocking(&s, move |st| {
+        st.set_country(&rule, &nets)?;
+        let networks = st.list_rules(&rule.list());
+        Ok(Json(api::CountryView { rule, networks }))
+    })
+    .await
+}
+
+/// Deletes a country rule and its networks.
+#[utoipa::path(delete, path = "/v1/nets/countries/{code}", tag = "Control", security(("bearer" = [])),
+    params(("code" = String, Path, description = "The country's code")),
+    responses((status = 200, body = api::Removed), (status = "4XX", body = ApiError)))]
+pub async fn delete_country(
+    AxState(s): AxState<Shared>,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Result<Json<api::Removed>, Failure> {
+    let code = crate::geo::parse_code(&code).map_err(|m| Failure::bad("code", m))?;
+    blocking(&s, move |st| Ok(Json(api::Removed { count: st.del_country(&code)? }))).await
 }
 
 /// The network rules (authorized and blocked networks), optionally only allow or deny rules,
