@@ -253,10 +253,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let mut sig = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
             while sig.recv().await.is_some() {
-                match lock(&s).reload() {
-                    Ok(_) => s.web.reloaded.notify_one(),
-                    Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
+                if let Err(e) = lock(&s).reload() {
+                    tracing::error!("reload refused, nothing changed: {e:#}");
                 }
+                // Also after a refusal: a reload that failed late may have taken the new file's
+                // settings; the refreshers follow whatever is in force.
+                s.web.reloaded.notify_one();
             }
         })
     };

@@ -108,12 +108,19 @@ fn default_max_entries() -> usize {
 pub const MAX_BYTES: u64 = 256 << 20;
 
 impl Feed {
-    /// Where it comes from, as the status shows it.
+    /// Where it comes from, as the status, the logs and errors show it: the file, or the URL
+    /// without what may be a secret (user and password, the query; the path of an APIBAN URL,
+    /// which holds its key).
     pub fn source(&self) -> String {
-        match &self.file {
-            Some(f) => f.display().to_string(),
-            None => self.url.clone(),
+        if let Some(f) = &self.file {
+            return f.display().to_string();
         }
+        let Ok(uri) = self.url.parse::<hyper::Uri>() else { return "(a URL)".into() };
+        let host = uri.authority().map_or("", |a| a.as_str());
+        let host = host.rsplit('@').next().unwrap_or(host);
+        let path = if self.format == Format::Apiban { "/…" } else { uri.path() };
+        let query = if uri.query().is_some() { "?…" } else { "" };
+        format!("{}://{host}{path}{query}", uri.scheme_str().unwrap_or("http"))
     }
 
     /// Checks one entry's settings; the message names the feed.
@@ -180,6 +187,9 @@ impl Feed {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(self.timeout_secs)))
             .http_status_as_error(true)
+            // ureq forwards headers other than Authorization and Cookie across redirects: a
+            // feed's API key must not follow one to another host.
+            .max_redirects(if self.headers.is_empty() { 5 } else { 0 })
             .user_agent(concat!("callguard/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -187,19 +197,20 @@ impl Feed {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let mut resp = req.call().map_err(|e| format!("GET {}: {e}", self.url))?;
+        let shown = self.source();
+        let mut resp = req.call().map_err(|e| format!("GET {shown}: {e}"))?;
         resp.body_mut()
             .with_config()
             .limit(MAX_BYTES)
             .read_to_vec()
-            .map_err(|e| format!("reading the answer of {}: {e}", self.url))
+            .map_err(|e| format!("reading the answer of {shown}: {e}"))
     }
 
     /// Reads a fetched document into its networks (sorted, each once), or says why it is
     /// refused.
     pub fn parse(&self, doc: &[u8]) -> Result<Parsed, String> {
         let mut p = match self.format {
-            Format::Plain | Format::Netset | Format::Ipset => lines(doc),
+            Format::Plain | Format::Netset | Format::Ipset => lines(doc, self.max_entries),
             Format::Apiban => apiban(doc)?,
             Format::Crowdsec => crowdsec(doc)?,
         };
@@ -214,7 +225,9 @@ impl Feed {
                 self.format
             ));
         }
-        if p.nets.is_empty() {
+        // A CrowdSec local API with no decision in force answers an empty list, and means it;
+        // from any other source an empty document is far likelier a fault than a clean Internet.
+        if p.nets.is_empty() && self.format != Format::Crowdsec {
             return Err("the document names no network: refused rather than lifting the whole feed".into());
         }
         if p.nets.len() > self.max_entries {
@@ -239,7 +252,8 @@ impl Parsed {
     fn bad(&mut self, entry: &str) {
         self.bad += 1;
         if self.first_bad.is_none() {
-            self.first_bad = Some(entry.trim().chars().take(60).collect());
+            // Shown in logs and terminals: no control character of the document's survives.
+            self.first_bad = Some(entry.trim().chars().take(60).flat_map(char::escape_debug).collect());
         }
     }
 
@@ -278,10 +292,14 @@ pub fn list_entry(line: &str) -> Result<Option<IpNet>, String> {
     parse_net(entry).map(Some)
 }
 
-/// A line-format document: [`list_entry`] on each line.
-fn lines(doc: &[u8]) -> Parsed {
+/// A line-format document: [`list_entry`] on each line, stopping past `limit` entries (a
+/// hostile document must not make the daemon hold tens of millions of them).
+fn lines(doc: &[u8], limit: usize) -> Parsed {
     let mut p = Parsed::default();
     for line in doc.split(|b| *b == b'\n') {
+        if p.nets.len() + p.bad > limit.saturating_mul(2) {
+            break;
+        }
         match std::str::from_utf8(line).map(list_entry) {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(net))) if net.prefix_len() > 0 => p.nets.push(net),
@@ -388,12 +406,16 @@ impl Board {
         self.status().get(name).cloned()
     }
 
-    /// Changes the status of `name` (created when absent).
+    /// Starts the status of feed `name` (a feed the configuration names).
+    pub fn insert(&self, status: FeedStatus) {
+        self.status().insert(status.name.clone(), status);
+    }
+
+    /// Changes the status of `name`; nothing when the feed is gone (a reload dropped it).
     pub fn update(&self, name: &str, f: impl FnOnce(&mut FeedStatus)) {
-        let mut all = self.status();
-        f(all
-            .entry(name.to_owned())
-            .or_insert_with(|| FeedStatus { name: name.to_owned(), ..FeedStatus::default() }));
+        if let Some(st) = self.status().get_mut(name) {
+            f(st);
+        }
     }
 
     /// Keeps only the feeds named in `names`.
@@ -484,8 +506,11 @@ mod tests {
         assert!(e.contains("5 of 5 entries") && e.contains("<html>"), "{e}");
         let e = feed(Format::Netset).parse(b"# nothing today\n").unwrap_err();
         assert!(e.contains("names no network"), "{e}");
-        let e = feed(Format::Crowdsec).parse(b"null").unwrap_err();
-        assert!(e.contains("names no network"), "{e}");
+        // CrowdSec with no decision in force: the feed's rules go.
+        assert!(feed(Format::Crowdsec).parse(b"null").expect("empty").nets.is_empty());
+        assert!(
+            feed(Format::Crowdsec).parse(br#"{"new":null,"deleted":null}"#).expect("empty").nets.is_empty()
+        );
         let e = feed(Format::Apiban).parse(b"{\"error\":\"unauthorized\"}").unwrap_err();
         assert!(e.contains("not an APIBAN answer"), "{e}");
         let big: String = (0..1001u32).map(|i| format!("10.{}.{}.0/24\n", i / 256, i % 256)).collect();
@@ -504,6 +529,19 @@ mod tests {
         assert_eq!((p.nets.len(), p.bad, p.first_bad.as_deref()), (99, 1, Some("10.0.0.1/24")));
         doc.push_str("not-an-address\n");
         assert!(feed(Format::Plain).parse(doc.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn what_a_feed_shows_of_its_url_holds_no_secret() {
+        let mut f = feed(Format::Apiban);
+        f.url = "https://apiban.org/api/0123456789abcdef/banned/100".into();
+        assert_eq!(f.source(), "https://apiban.org/…");
+        let mut f = feed(Format::Plain);
+        f.url = "https://user:secret@lists.example/drop.txt?key=secret".into();
+        assert_eq!(f.source(), "https://lists.example/drop.txt?…");
+        let html = "<h1>\x1b[31mred</h1>\n";
+        let e = f.parse(html.as_bytes()).unwrap_err();
+        assert!(!e.contains('\x1b'), "{e}");
     }
 
     #[test]

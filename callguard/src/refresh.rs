@@ -47,10 +47,14 @@ impl Refreshers {
         let service = lock(s);
         for f in feeds {
             let rules = service.list_rules(&f.name);
-            board.update(&f.name, |st| {
-                st.source = f.source();
-                st.state = "waiting".into();
-                st.rules = rules;
+            // A feed kept across a reload keeps its history.
+            let old = board.get(&f.name).unwrap_or_default();
+            board.insert(crate::feeds::FeedStatus {
+                name: f.name.clone(),
+                source: f.source(),
+                state: "waiting".into(),
+                rules,
+                ..old
             });
         }
         drop(service);
@@ -103,13 +107,27 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
     let applied = tokio::task::spawn_blocking(move || {
         let board = &s2.web.feeds;
         let mut tenth = 0;
-        lock(&s2).replace_list(&List::feed(&f), &nets, &mut |done, all| {
+        let mut st = lock(&s2);
+        // A reload may have changed or dropped the feed while it was being fetched: then this
+        // document is not the feed's any more.
+        if !st.cfg().feeds.contains(&f) {
+            return Err(crate::service::ServiceError::Conflict("the feed changed in a reload".into()));
+        }
+        let applied = st.replace_list(&List::feed(&f), &nets, &mut |done, all| {
             board.update(&f.name, |st| st.state = format!("applying {done} of {all}"));
             if all >= LARGE && done * 10 / all > tenth {
                 tenth = done * 10 / all;
                 tracing::info!(feed = %f.name, done, of = all, "applying");
             }
-        })
+        });
+        // Allow rules are what the slow path decides calls by: put the new ones in force.
+        if applied.is_ok()
+            && f.action == crate::net::NetAction::Allow
+            && let Err(e) = st.refresh_calls()
+        {
+            tracing::error!("rebuilding the call checks after feed {}: {e:#}", f.name);
+        }
+        applied
     })
     .await;
     match applied {

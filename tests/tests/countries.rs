@@ -56,7 +56,7 @@ fn none() -> (String, String, String) {
 }
 
 #[test]
-fn a_country_rule_drops_the_country_and_follows_its_database() {
+fn country_rules_drop_the_country_and_follow_its_database() {
     let t = Topology::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let db: PathBuf = dir.path().join("GeoLite2-Country.mmdb");

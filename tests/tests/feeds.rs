@@ -115,7 +115,7 @@ fn refresh(inst: &Instance, name: &str) -> serde_json::Value {
     json(inst, &["feeds", "refresh", name, "--json"])
 }
 
-/// What `net check` says of `ip`: (verdict, the deciding rule's origin and feed, whether the
+/// What `net check` says of `ip`: (verdict, the deciding rule's origin and list, whether the
 /// kernel holds it).
 fn check(inst: &Instance, ip: &str) -> (String, String, String, bool) {
     let c = json(inst, &["net", "check", ip, "--json"]);
@@ -123,7 +123,7 @@ fn check(inst: &Instance, ip: &str) -> (String, String, String, bool) {
     (
         s(&c["verdict"]),
         s(&c["rule"]["origin"]),
-        s(&c["rule"]["feed"]),
+        s(&c["rule"]["list"]),
         c["in_kernel"].as_bool().unwrap_or(false),
     )
 }
@@ -271,6 +271,11 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     let started = Instant::now();
     let f = refresh(&inst, "firehol");
     let took = started.elapsed();
+    // The same document again: nothing changes, and finding that out must not take long.
+    let started = Instant::now();
+    let same = refresh(&inst, "firehol");
+    let unchanged = started.elapsed();
+    assert_eq!(same["rules"], 120_002, "{same}");
     // And back: the 120,000 leave again.
     server.set(Answer::Body(netset(&[])));
     let back = refresh(&inst, "firehol");
@@ -284,13 +289,23 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     let log = daemon.log();
     assert!(log.contains("applying a large feed") && log.contains("done="), "no progress shown:\n{log}");
     println!(
-        "a 120,000-network refresh took {took:?}; {sent} packets from a listed source sent across it, 0 delivered"
+        "a 120,000-network refresh took {took:?}, the same document again {unchanged:?}; {sent} packets from \
+         a listed source sent across three refreshes, 0 delivered"
     );
 
     // The last good copy survives a restart while the source is down.
     daemon.stop();
     server.set(Answer::Status(503));
     let daemon = inst.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let f = json(&inst, &["feeds", "--json"]);
+        if feed(&f, "firehol")["failures"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refresh after the restart: {f}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         check(&inst, LISTED),
         ("deny".into(), "feed".into(), "firehol".into(), true),

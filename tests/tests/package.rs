@@ -38,8 +38,11 @@ fn build(version: &str, out: &Path) -> PathBuf {
     deb
 }
 
-/// A throwaway root with an empty dpkg database.
-struct Root(tempfile::TempDir);
+/// A throwaway root with an empty dpkg database, and a directory of stand-ins for the commands
+/// that act on the running system (`systemctl`, `deb-systemd-helper`, `deb-systemd-invoke`,
+/// `callguard`), first on dpkg's PATH: each writes its name into `touched` if a maintainer
+/// script calls it, which under `dpkg --root` none may.
+struct Root(tempfile::TempDir, tempfile::TempDir);
 
 impl Root {
     fn new() -> Self {
@@ -48,7 +51,20 @@ impl Root {
             std::fs::create_dir_all(dir.path().join(d)).expect("dpkg's directories");
         }
         std::fs::write(dir.path().join("var/lib/dpkg/status"), "").expect("dpkg's status file");
-        Self(dir)
+        let stubs = tempfile::tempdir().expect("stand-ins");
+        for cmd in ["systemctl", "deb-systemd-helper", "deb-systemd-invoke", "callguard"] {
+            let path = stubs.path().join(cmd);
+            let touched = stubs.path().join("touched");
+            std::fs::write(&path, format!("#!/bin/sh\necho \"{cmd} $*\" >> {}\n", touched.display()))
+                .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Self(dir, stubs)
+    }
+
+    /// What the maintainer scripts ran of the commands that act on the running system.
+    fn touched(&self) -> String {
+        std::fs::read_to_string(self.1.path().join("touched")).unwrap_or_default()
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -57,7 +73,9 @@ impl Root {
 
     /// dpkg on this root, with nothing on its input: a question (a conffile prompt) fails it.
     fn dpkg(&self, args: &[&str]) -> String {
+        let path = format!("{}:{}", self.1.path().display(), std::env::var("PATH").unwrap_or_default());
         let out = Command::new("dpkg")
+            .env("PATH", path)
             .arg(format!("--root={}", self.0.path().display()))
             .args(["--force-script-chrootless", "--force-depends"])
             .args(args)
@@ -196,4 +214,5 @@ fn the_package_installs_upgrades_and_removes_cleanly_and_lintian_accepts_it() {
             .filter(|p| root.path(p).exists())
             .collect();
     assert!(left.is_empty(), "left behind by --purge: {left:?}");
+    assert_eq!(root.touched(), "", "a maintainer script acted on the running system under dpkg --root");
 }

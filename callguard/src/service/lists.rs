@@ -3,7 +3,7 @@
 //! update that writes every new entry before it removes any old one, so the networks a list
 //! keeps are never out of the maps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -12,7 +12,7 @@ use crate::{
     api::control as api,
     feeds::Feed,
     geo::CountryRule,
-    net::{NetAction, NewNetRule, Origin, Scope},
+    net::{NetAction, NetRule, NewNetRule, Origin, Scope},
     store::Store,
 };
 
@@ -117,13 +117,14 @@ impl Service {
             self.rules.insert(r.id, r.clone());
         }
         // Only the networks whose entries change: a refresh that changes nothing writes nothing.
+        let was: HashMap<u32, &NetRule> = before.iter().map(|b| (b.id, b)).collect();
         let mut changed: BTreeSet<IpNet> = done.removed.iter().map(|r| r.cidr).collect();
-        changed.extend(done.rules.iter().filter(|r| !before.iter().any(|b| b == *r)).map(|r| r.cidr));
+        changed.extend(done.rules.iter().filter(|r| was.get(&r.id) != Some(r)).map(|r| r.cidr));
         let changes = Self::changes_for(self.rules.values(), &changed);
         let total = changes.len();
         if let Err(e) = self.kernel.apply_changes(&changes, &mut |n| progress(n, total)) {
-            let kept: Vec<_> =
-                before.into_iter().filter(|b| done.rules.iter().any(|r| r.id == b.id)).collect();
+            let now: HashSet<u32> = done.rules.iter().map(|r| r.id).collect();
+            let kept: Vec<_> = before.iter().filter(|b| now.contains(&b.id)).cloned().collect();
             let mut previous = done.removed.clone();
             previous.extend(kept);
             return Err(self.undo_nets(&added, &previous, &changed, e));
@@ -141,19 +142,24 @@ impl Service {
         self.rules.values().filter(|r| r.list.as_deref() == Some(name)).count()
     }
 
-    /// Removes the rules of feeds the configuration no longer names (at start and on reload).
-    pub(super) fn drop_unconfigured_feeds(store: &mut dyn Store, feeds: &[Feed]) -> anyhow::Result<usize> {
+    /// Removes the rules of lists nothing stands for any more (at start and on reload): feeds
+    /// the configuration no longer names, countries without a country rule.
+    pub(super) fn drop_orphan_lists(store: &mut dyn Store, feeds: &[Feed]) -> anyhow::Result<usize> {
+        let countries: BTreeSet<String> = store.country_rules()?.iter().map(CountryRule::list).collect();
         let named: BTreeSet<String> = store
             .nets()?
             .into_iter()
-            .filter(|r| r.origin == Origin::Feed)
+            .filter(|r| match r.origin {
+                Origin::Feed => r.list.as_ref().is_some_and(|l| !feeds.iter().any(|f| &f.name == l)),
+                Origin::Country => r.list.as_ref().is_some_and(|l| !countries.contains(l)),
+                _ => false,
+            })
             .filter_map(|r| r.list)
-            .filter(|f| !feeds.iter().any(|c| &c.name == f))
             .collect();
         let mut n = 0;
         for name in named {
             let gone = store.replace_list_nets(&name, &[])?;
-            tracing::info!(feed = %name, rules = gone.removed.len(), "removed the rules of a feed no longer configured");
+            tracing::info!(list = %name, rules = gone.removed.len(), "removed the rules of a list nothing stands for");
             n += gone.removed.len();
         }
         Ok(n)
@@ -189,18 +195,31 @@ impl Service {
     }
 
     /// Replaces the networks of every country rule with what `by_code` says (the country
-    /// database read again); a country it does not name keeps its networks.
+    /// database read again). A country it does not name, or names with no network (a database
+    /// of another kind, a truncated file), keeps its networks. A network that moved from one
+    /// country rule's country to another's is held by the first when the second is replaced:
+    /// the countries that found networks held are replaced once more at the end.
     pub fn refresh_countries(
         &mut self,
         by_code: &std::collections::BTreeMap<String, Vec<IpNet>>,
     ) -> Result<Vec<(String, ListApplied)>> {
-        let mut out = Vec::new();
-        for rule in self.store.country_rules()? {
-            if let Some(nets) = by_code.get(&rule.code) {
-                out.push((
-                    rule.code.clone(),
-                    self.replace_list(&List::country(&rule), nets, &mut |_, _| {})?,
-                ));
+        let mut out: Vec<(String, ListApplied)> = Vec::new();
+        let rules = self.store.country_rules()?;
+        for pass in 0..2 {
+            for rule in &rules {
+                let Some(nets) = by_code.get(&rule.code).filter(|n| !n.is_empty()) else {
+                    if pass == 0 {
+                        tracing::warn!(country = %rule.code, "the country database names no network of this country; its rule keeps its networks");
+                    }
+                    continue;
+                };
+                let again = out.iter().any(|(c, a)| c == &rule.code && a.held_by_others > 0);
+                if pass == 1 && !again {
+                    continue;
+                }
+                let applied = self.replace_list(&List::country(rule), nets, &mut |_, _| {})?;
+                out.retain(|(c, _)| c != &rule.code);
+                out.push((rule.code.clone(), applied));
             }
         }
         Ok(out)

@@ -238,7 +238,7 @@ impl Service {
         kernel: Box<dyn Datapath>,
     ) -> anyhow::Result<Self> {
         store.replace_config_nets(&config_rules(&cfg))?;
-        Self::drop_unconfigured_feeds(store.as_mut(), &cfg.feeds)?;
+        Self::drop_orphan_lists(store.as_mut(), &cfg.feeds)?;
         let rules = store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         let sigs = store.sigs()?.into_iter().map(|s| (s.id, s)).collect();
         let mut state = Self {
@@ -489,7 +489,7 @@ impl Service {
             );
         }
         self.store.replace_config_nets(&config_rules(&cfg))?;
-        Self::drop_unconfigured_feeds(self.store.as_mut(), &cfg.feeds)?;
+        Self::drop_orphan_lists(self.store.as_mut(), &cfg.feeds)?;
         self.rules = self.store.nets()?.into_iter().map(|r| (r.id, r)).collect();
         self.cfg = cfg;
         let (written, removed) = self.sync_all()?;

@@ -399,8 +399,22 @@ impl Service {
                 r.action, r.cidr
             )));
         }
-        let victims: Vec<(u32, IpNet)> =
-            victims.iter().filter(|r| r.origin != Origin::Config).map(|r| (r.id, r.cidr)).collect();
+        // A list's rules come and go with the list: deleted here they would return at its next
+        // refresh (a feed) or stay away until the database changes (a country).
+        if let Some(r) = victims.iter().find(|r| r.list.is_some() && cidr.is_some()) {
+            return Err(ServiceError::Conflict(format!(
+                "{} {} belongs to {} {}; remove it there, or add an allow rule for it",
+                r.action,
+                r.cidr,
+                r.origin.as_str(),
+                r.list.as_deref().unwrap_or_default().trim_start_matches("country:")
+            )));
+        }
+        let victims: Vec<(u32, IpNet)> = victims
+            .iter()
+            .filter(|r| r.origin != Origin::Config && r.list.is_none())
+            .map(|r| (r.id, r.cidr))
+            .collect();
         if victims.is_empty() && cidr.is_some() {
             return Err(ServiceError::not_found("cidr", "no such rule"));
         }

@@ -216,4 +216,10 @@ fn a_feed_refresh_replaces_its_own_rules_and_touches_no_other() {
         .expect("refresh");
     assert_eq!((a.rules, a.held_by_others), (1, 1));
     assert_eq!(s.list_rules("drop"), 1);
+
+    // A feed's rule is the feed's: `net del CIDR` refuses it, `net del --all` leaves it.
+    let err = s.del_nets(&DelNets { cidr: Some("198.18.1.0/24".into()), ..Default::default() }).unwrap_err();
+    assert!(err.to_string().contains("belongs to feed drop"), "{err}");
+    s.del_nets(&DelNets { all: true, ..Default::default() }).expect("all");
+    assert_eq!(seen(&mut s).1, ["198.18.1.0/24"]);
 }

@@ -86,8 +86,8 @@ pub async fn stats(AxState(s): AxState<Shared>) -> Result<Json<api::Stats>, Fail
 
 /// The kernel's tables of sources against their capacity (rate state, registered phones,
 /// failed authentications by source and by user), and the sources the kernel bans now: a walk
-/// of each table, off the service's lock. A walk that took long (a full table) is reused for
-/// 15 s. 404 when no kernel maps are pinned.
+/// of each table, off the service's lock. The count of tables over 16,384 entries in all is
+/// reused for 15 s. 404 when no kernel maps are pinned.
 #[utoipa::path(get, path = "/v1/tables", tag = "Control", security(("bearer" = [])),
     responses((status = 200, body = crate::kernel::tables::Tables), (status = "4XX", body = ApiError)))]
 pub async fn tables(AxState(s): AxState<Shared>) -> Result<Json<crate::kernel::tables::Tables>, Failure> {
@@ -183,6 +183,12 @@ pub async fn set_country(
         .await
         .map_err(|e| Failure::internal(&e.into()))?;
     let nets = read.map_err(|m| Failure::bad("code", m))?.remove(&code).unwrap_or_default();
+    if nets.is_empty() {
+        return Err(Failure::bad(
+            "code",
+            format!("the country database names no network of {code} (ISO 3166-1 codes: GB, not UK)"),
+        ));
+    }
     let rule = crate::geo::CountryRule {
         code,
         action: req.action,
@@ -339,8 +345,8 @@ pub async fn events(AxState(s): AxState<Shared>, QueryArgs(q): QueryArgs<api::Ev
     responses((status = 200, body = api::Reloaded), (status = "4XX", body = ApiError)))]
 pub async fn reload(AxState(s): AxState<Shared>) -> Result<Json<api::Reloaded>, Failure> {
     let done =
-        blocking(&s, |st| Ok(Json(st.reload().map_err(|e| Failure::bad("config", format!("{e:#}")))?)))
-            .await?;
+        blocking(&s, |st| Ok(Json(st.reload().map_err(|e| Failure::bad("config", format!("{e:#}")))?))).await;
+    // Also after a refusal: the refreshers follow whatever settings are in force.
     s.web.reloaded.notify_one();
-    Ok(done)
+    done
 }
