@@ -376,19 +376,15 @@ pub struct FeedStatus {
     pub failures: u64,
 }
 
-impl FeedStatus {
-    /// Refreshes that ended, applied or refused.
-    pub fn attempts(&self) -> u64 {
-        self.refreshes + self.failures
-    }
-}
-
 /// The status of every configured feed, shared by the refreshers and their readers, and the
 /// bell that asks a refresher to refresh now.
 #[derive(Debug, Default)]
 pub struct Board {
     status: std::sync::Mutex<BTreeMap<String, FeedStatus>>,
     bells: std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Notify>>>,
+    /// Per feed: requests to refresh now so far, and the last request a finished refresh had
+    /// seen when it started (it answers that one and every one before).
+    asks: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl Board {
@@ -425,6 +421,40 @@ impl Board {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|n, _| names.contains(&n.as_str()));
+    }
+
+    /// Asks feed `name` to refresh now: rings its bell and returns the request's number, which
+    /// [`Board::answered`] tells about.
+    pub fn ask(&self, name: &str) -> u64 {
+        let n = {
+            let mut asks = self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let e = asks.entry(name.to_owned()).or_default();
+            e.0 += 1;
+            e.0
+        };
+        self.bell(name).notify_one();
+        n
+    }
+
+    /// The last request to refresh feed `name` made so far: a refresh notes it as it starts.
+    pub fn asked(&self, name: &str) -> u64 {
+        self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).map_or(0, |e| e.0)
+    }
+
+    /// A refresh of `name` that started after request `upto` has ended.
+    pub fn answer(&self, name: &str, upto: u64) {
+        let mut asks = self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let e = asks.entry(name.to_owned()).or_default();
+        e.1 = e.1.max(upto);
+    }
+
+    /// Whether request `n` has been answered: a refresh that started after it has ended.
+    pub fn answered(&self, name: &str, n: u64) -> bool {
+        self.asks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|e| e.1 >= n)
     }
 
     /// The bell of feed `name`: its refresher waits on it besides its interval, and a request to

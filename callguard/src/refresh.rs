@@ -76,8 +76,10 @@ pub async fn supervise(s: Shared) {
 async fn run(s: Shared, feed: Feed) {
     let bell = s.web.feeds.bell(&feed.name);
     loop {
-        let wait =
-            if refresh(&s, &feed).await { Duration::from_secs(feed.interval_secs) } else { feed.retry() };
+        let upto = s.web.feeds.asked(&feed.name);
+        let applied = refresh(&s, &feed).await;
+        s.web.feeds.answer(&feed.name, upto);
+        let wait = if applied { Duration::from_secs(feed.interval_secs) } else { feed.retry() };
         s.web.feeds.update(&feed.name, |st| st.state = "waiting".into());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -12,9 +12,10 @@ mod calls;
 pub use accounts::{AccountStore, NewUser, SessionTokens};
 pub use calls::CallRuleStore;
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::{
@@ -593,21 +594,35 @@ impl Store for SqliteStore {
                  WHERE net_rules.origin = excluded.origin AND net_rules.list = excluded.list
                  RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list",
             )?;
+            // The list's rules as stored: one that a new version names unchanged is kept
+            // without a write (a refresh that changes nothing writes nothing).
+            let mut stored: HashMap<(IpNet, NetAction), NetRule> = HashMap::new();
+            let mut stmt = tx.prepare_cached(&format!("{SELECT} WHERE list = ?1"))?;
+            for r in stmt.query_map([list], row_to_rule)? {
+                let r = r??;
+                stored.insert((r.cidr, r.action), r);
+            }
             for r in rules {
                 debug_assert!(r.list.as_deref() == Some(list));
+                // Taken out of `stored` either way: named again, it is not removed.
+                if let Some(was) = stored.remove(&(r.cidr, r.action))
+                    && was.scope == r.scope
+                    && was.comment == r.comment
+                    && was.expires_at == r.expires_at
+                    && was.profile == r.profile
+                    && was.origin == r.origin
+                {
+                    out.rules.push(was);
+                    continue;
+                }
                 match put.query_row(params_of(r, &now), row_to_rule).optional()? {
                     Some(rule) => out.rules.push(rule?),
                     None => out.held_by_others += 1,
                 }
             }
-            let keep: std::collections::HashSet<u32> = out.rules.iter().map(|r| r.id).collect();
-            let mut stmt = tx.prepare_cached(&format!("{SELECT} WHERE list = ?1"))?;
-            for r in stmt.query_map([list], row_to_rule)? {
-                let r = r??;
-                if !keep.contains(&r.id) {
-                    out.removed.push(r);
-                }
-            }
+            // What the new version no longer names.
+            out.removed = stored.into_values().collect();
+            out.removed.sort_by_key(|r| r.id);
             let mut del = tx.prepare_cached("DELETE FROM net_rules WHERE id = ?1")?;
             for r in &out.removed {
                 del.execute([r.id])?;

@@ -114,9 +114,9 @@ pub async fn feeds(AxState(s): AxState<Shared>) -> Json<Vec<crate::feeds::FeedSt
     Json(s.web.feeds.all())
 }
 
-/// Refreshes a feed now and answers with its status once that refresh has ended: applied, or
-/// refused with the reason (the feed then keeps its last good copy). 404 for a feed the
-/// configuration does not name.
+/// Refreshes a feed now and answers with its status once a refresh that started after the
+/// request has ended: applied, or refused with the reason (the feed then keeps its last good
+/// copy). 404 for a feed the configuration does not name.
 #[utoipa::path(post, path = "/v1/feeds/{name}/refresh", tag = "Control", security(("bearer" = [])),
     params(("name" = String, Path, description = "The feed's name")),
     responses((status = 200, body = crate::feeds::FeedStatus), (status = "4XX", body = ApiError)))]
@@ -125,17 +125,18 @@ pub async fn refresh_feed(
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Result<Json<crate::feeds::FeedStatus>, Failure> {
     let timeout = lock(&s).cfg().feeds.iter().find(|f| f.name == name).map(|f| f.timeout_secs);
-    let (Some(timeout), Some(before)) = (timeout, s.web.feeds.get(&name)) else {
+    let (Some(timeout), Some(_)) = (timeout, s.web.feeds.get(&name)) else {
         return Err(Failure::not_found("name", format!("no feed `{name}` is configured")));
     };
-    s.web.feeds.bell(&name).notify_one();
+    // Answered by a refresh that starts after this request, not one already under way.
+    let asked = s.web.feeds.ask(&name);
     // The fetch's own limit, and time to apply a large document.
     let limit = timeout + 300;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(limit);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         match s.web.feeds.get(&name) {
-            Some(now) if now.attempts() > before.attempts() => return Ok(Json(now)),
+            Some(now) if s.web.feeds.answered(&name, asked) => return Ok(Json(now)),
             Some(_) if tokio::time::Instant::now() < deadline => {}
             _ => {
                 return Err(Failure::internal(&anyhow::anyhow!(
