@@ -33,7 +33,9 @@ fn build(version: &str, out: &Path) -> PathBuf {
         .output()
         .expect("running cargo xtask deb");
     assert!(done.status.success(), "cargo xtask deb failed:\n{}", text(&done));
-    let deb = out.join(format!("callguard_{version}_amd64.deb"));
+    let arch = Command::new("dpkg").arg("--print-architecture").output().expect("dpkg --print-architecture");
+    let arch = String::from_utf8_lossy(&arch.stdout).trim().to_owned();
+    let deb = out.join(format!("callguard_{version}_{arch}.deb"));
     assert!(deb.exists(), "no {} after:\n{}", deb.display(), text(&done));
     deb
 }

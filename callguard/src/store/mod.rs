@@ -302,23 +302,32 @@ fn row_to_rule(r: &rusqlite::Row<'_>) -> Result<Result<NetRule, StoreError>, rus
     Ok(Ok(NetRule { id, cidr, action, scope, profile, expires_at, comment, origin, list, created_at }))
 }
 
-const SELECT: &str =
-    "SELECT id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list FROM net_rules";
+/// The columns of a network rule besides its id, in the order [`row_to_rule`] reads them after
+/// the id and [`params_of`] writes them: one list for every statement.
+macro_rules! rule_columns {
+    () => {
+        "cidr, action, scope, expires_at, comment, origin, created_at, profile, list"
+    };
+}
+
+const SELECT: &str = concat!("SELECT id, ", rule_columns!(), " FROM net_rules");
 
 /// Inserts or updates one rule inside an open transaction. A rule set by the configuration file
 /// is only replaced by the configuration file; any other rule (a list's too) becomes the
 /// writer's.
 fn upsert_one(tx: &rusqlite::Transaction<'_>, r: &NewNetRule, now: &str) -> Result<NetRule, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (cidr, action) DO UPDATE SET
-           scope = excluded.scope, expires_at = excluded.expires_at,
-           comment = excluded.comment, origin = excluded.origin, profile = excluded.profile,
-           list = excluded.list
-         WHERE net_rules.origin != 'config' OR excluded.origin = 'config'
-         RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list",
-    )?;
+    let mut stmt = tx.prepare_cached(concat!(
+        "INSERT INTO net_rules (",
+        rule_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (cidr, action) DO UPDATE SET
+               scope = excluded.scope, expires_at = excluded.expires_at,
+               comment = excluded.comment, origin = excluded.origin, profile = excluded.profile,
+               list = excluded.list
+             WHERE net_rules.origin != 'config' OR excluded.origin = 'config'
+             RETURNING id, ",
+        rule_columns!()
+    ))?;
     let row = stmt.query_row(params_of(r, now), row_to_rule).optional()?;
     match row {
         Some(rule) => rule,
@@ -489,11 +498,11 @@ impl Store for SqliteStore {
             for id in remove {
                 del.execute([id])?;
             }
-            let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO net_rules
-                   (id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
+            let mut put = tx.prepare_cached(concat!(
+                "INSERT OR REPLACE INTO net_rules (id, ",
+                rule_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?;
             for r in restore {
                 put.execute(params![
                     r.id,
@@ -585,15 +594,17 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut out = ListNets::default();
         {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO net_rules (cidr, action, scope, expires_at, comment, origin, created_at, profile, list)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (cidr, action) DO UPDATE SET
-                   scope = excluded.scope, expires_at = excluded.expires_at, comment = excluded.comment,
-                   profile = excluded.profile
-                 WHERE net_rules.origin = excluded.origin AND net_rules.list = excluded.list
-                 RETURNING id, cidr, action, scope, expires_at, comment, origin, created_at, profile, list",
-            )?;
+            let mut put = tx.prepare_cached(concat!(
+                "INSERT INTO net_rules (",
+                rule_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (cidr, action) DO UPDATE SET
+                       scope = excluded.scope, expires_at = excluded.expires_at, comment = excluded.comment,
+                       profile = excluded.profile
+                     WHERE net_rules.origin = excluded.origin AND net_rules.list = excluded.list
+                     RETURNING id, ",
+                rule_columns!()
+            ))?;
             // The list's rules as stored: one that a new version names unchanged is kept
             // without a write (a refresh that changes nothing writes nothing).
             let mut stored: HashMap<(IpNet, NetAction), NetRule> = HashMap::new();
