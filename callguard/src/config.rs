@@ -65,6 +65,8 @@ pub struct Config {
     pub feeds: Vec<crate::feeds::Feed>,
     /// The country database of the country rules.
     pub geoip: crate::geo::GeoIpConfig,
+    /// How many sources and users the kernel's tables hold.
+    pub tables: TableSizes,
 }
 
 impl Default for Config {
@@ -90,7 +92,74 @@ impl Default for Config {
             networks: Vec::new(),
             feeds: Vec::new(),
             geoip: crate::geo::GeoIpConfig::default(),
+            tables: TableSizes::default(),
         }
+    }
+}
+
+/// The capacity of the kernel's tables of sources and users (`[tables]`). Each is a
+/// least-recently-used table the kernel allocates in full when it is created, about 100 bytes
+/// an entry; when one is full, the entry seen longest ago makes room. A change takes effect at
+/// the daemon's next start, which rebuilds the tables beside the old ones, carries their entries
+/// over and swaps the program in one step: the host is never unfiltered.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableSizes {
+    /// Sources whose rates, bans and enumeration windows are tracked (`CG_SOURCES`). A
+    /// spoofed flood fills it; a source pushed out loses its rate state, not its rules.
+    pub sources: u32,
+    /// Sources the PBX accepted a registration from (`CG_REGISTERED`).
+    pub registered: u32,
+    /// Sources whose failed authentications are counted (`CG_AUTH`).
+    pub auth_sources: u32,
+    /// Users whose failed authentications are counted (`CG_AUTH_USERS`).
+    pub auth_users: u32,
+}
+
+impl Default for TableSizes {
+    fn default() -> Self {
+        use callguard_common::maps::{AUTH_MAX, AUTH_USERS_MAX, REGISTERED_MAX, SOURCES_MAX};
+        Self {
+            sources: SOURCES_MAX,
+            registered: REGISTERED_MAX,
+            auth_sources: AUTH_MAX,
+            auth_users: AUTH_USERS_MAX,
+        }
+    }
+}
+
+impl TableSizes {
+    /// The smallest and largest size a table may be given.
+    pub const RANGE: std::ops::RangeInclusive<u32> = 1024..=(1 << 24);
+
+    /// Each table's map name and size, as the kernel program's loader takes them.
+    pub fn by_map(&self) -> [(&'static str, u32); 4] {
+        use callguard_common::maps::{AUTH, AUTH_USERS, REGISTERED, SOURCES};
+        [
+            (SOURCES, self.sources),
+            (REGISTERED, self.registered),
+            (AUTH, self.auth_sources),
+            (AUTH_USERS, self.auth_users),
+        ]
+    }
+
+    /// Checks every size against [`TableSizes::RANGE`]; the message names the setting.
+    fn validate(&self) -> Result<(), String> {
+        for (name, size) in [
+            ("sources", self.sources),
+            ("registered", self.registered),
+            ("auth_sources", self.auth_sources),
+            ("auth_users", self.auth_users),
+        ] {
+            if !Self::RANGE.contains(&size) {
+                return Err(format!(
+                    "tables.{name}: between {} and {}, not {size}",
+                    Self::RANGE.start(),
+                    Self::RANGE.end()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -934,6 +1003,7 @@ impl Config {
         }
         self.validate_api()?;
         self.validate_metrics()?;
+        self.tables.validate()?;
         self.calls.authcode_parts()?;
         if let Some(n) = self
             .networks
@@ -1307,10 +1377,24 @@ mod tests {
     }
 
     #[test]
+    fn table_sizes_are_bounded_and_named_when_wrong() {
+        let cfg = Config::parse("[tables]\nsources = 4096\n").unwrap();
+        assert_eq!(cfg.tables.sources, 4096);
+        assert_eq!(cfg.tables.registered, TableSizes::default().registered);
+        let err = Config::parse("[tables]\nauth_users = 10\n").unwrap_err().to_string();
+        assert!(err.contains("tables.auth_users: between 1024 and 16777216, not 10"), "{err}");
+        let err = Config::parse("[tables]\nsources = 4294967295\n").unwrap_err().to_string();
+        assert!(err.contains("tables.sources"), "{err}");
+        let err = Config::parse("[tables]\nsource = 4096\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `source`"), "{err}");
+    }
+
+    #[test]
     fn shipped_example_and_printed_defaults_parse() {
         let example = Config::parse(include_str!("../../dist/callguard.toml")).unwrap();
         assert_eq!(example.interfaces, ["eth0"]);
         assert_eq!(example.networks.len(), 2);
+        assert_eq!(example.tables, TableSizes::default(), "the example shows the defaults");
         // The feed examples are commented out; uncommented, each is a valid feed.
         let text = include_str!("../../dist/callguard.toml");
         let feeds: String = text[text.find("# [[feeds]]").expect("the feed examples")..]

@@ -119,14 +119,19 @@ impl TestKernel {
 
     /// Loads the program with the ports and policy of `cfg`.
     pub fn with_config(cfg: &Config) -> Self {
+        Self::in_dir(PathBuf::from("/sys/fs/bpf").join(unique("callguard-test")), cfg)
+    }
+
+    /// Loads the program with the ports and policy of `cfg`, its maps pinned in `dir` (which
+    /// may hold maps pinned already); `dir` is removed on drop.
+    pub fn in_dir(dir: PathBuf, cfg: &Config) -> Self {
         assert!(
             // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() } == 0,
             "kernel tests load XDP programs and must run as root"
         );
         sweep_stale_once();
-        let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
-        let mut kernel = match Kernel::load(&dir) {
+        let mut kernel = match Kernel::load(&dir, &cfg.tables) {
             Ok(k) => k,
             Err(e) => {
                 // Maps were pinned before the verifier ran; leave nothing behind.

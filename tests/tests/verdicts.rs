@@ -3,14 +3,18 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, HashMap, MapData, MapInfo};
 use callguard::{
     config::Config,
-    kernel::Kernel,
-    kernel::datapath::Datapath as _,
+    kernel::{datapath::Datapath as _, upgrade},
     net::{NetAction, Scope},
 };
-use callguard_common::{Action, Reason, maps};
+use callguard_common::{
+    Action, Reason,
+    limits::{SourceState, source_key_v4},
+    maps,
+    sig::DfaBank,
+};
 use callguard_tests::{
     TestKernel,
     frame::{self, Frame, ICMP, TPID_8021AD, TPID_8021Q, ext},
@@ -527,29 +531,50 @@ fn a_new_rule_never_inherits_the_counters_of_a_deleted_one() {
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (0, 1));
 }
 
-/// An upgrade over maps pinned by another callguard version: the load is refused with the map,
-/// both shapes and the remedy named, and it pins nothing next to the old map.
+/// An upgrade over maps another callguard version pinned (the signature table with 132-byte
+/// rows, sources in a plain hash of 2,048): the load builds a whole new set of maps beside them
+/// and leaves the old pins alone; the settle carries the ban the old table holds, which the new
+/// program enforces, and leaves every pin with this build's layout and no staging directory (nor
+/// what a crashed upgrade left in it).
 #[test]
-fn a_map_pinned_by_another_layout_is_named_not_reused() {
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = callguard::kernel::detach_all(&self.0);
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+fn maps_of_another_layout_are_rebuilt_beside_and_their_state_carried() {
     let dir = PathBuf::from("/sys/fs/bpf").join(unique("callguard-test"));
-    let _cleanup = Cleanup(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
-    // The signature table as earlier versions pinned it: one 132-byte row per state.
     let old: Array<MapData, [u8; 132]> = Array::create(8192, 0).unwrap();
     old.pin(dir.join(maps::SIG_DFA)).unwrap();
+    let banned = "198.18.40.7";
+    let mut sources: HashMap<MapData, [u8; 16], SourceState> = HashMap::create(2048, 0).unwrap();
+    let state =
+        SourceState { banned_until: callguard::clock::boot_ns() + 3_600_000_000_000, ..Default::default() };
+    sources.insert(source_key_v4([198, 18, 40, 7]), state, 0).unwrap();
+    sources.pin(dir.join(maps::SOURCES)).unwrap();
+    // What a daemon killed during an earlier upgrade left.
+    std::fs::create_dir(dir.join(upgrade::STAGING)).unwrap();
+    let leftover: Array<MapData, u32> = Array::create(1, 0).unwrap();
+    leftover.pin(dir.join(upgrade::STAGING).join("CG_LEFTOVER")).unwrap();
+    let shape = |name: &str| {
+        let i = MapInfo::from_pin(dir.join(name)).unwrap();
+        (i.value_size(), i.max_entries())
+    };
 
-    let Err(err) = Kernel::load(&dir) else { panic!("the load must be refused") };
-    let msg = format!("{err:#}");
-    assert!(msg.contains("the map CG_SIG_DFA pinned at"), "{msg}");
-    assert!(msg.contains("key size 4, value size 132, 8192 entries"), "{msg}");
-    assert!(msg.contains("callguard detach --pin-dir"), "{msg}");
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, [maps::SIG_DFA], "nothing pinned next to the old map");
+    let mut k = TestKernel::in_dir(dir.clone(), &Config::default());
+    assert_eq!(
+        shape(maps::SIG_DFA),
+        (132, 8192),
+        "the running program's maps stay as they are until the swap"
+    );
+    assert!(dir.join(upgrade::STAGING).join(maps::SIG_DFA).exists());
+    assert!(!dir.join(upgrade::STAGING).join("CG_LEFTOVER").exists(), "a crashed upgrade's pins stay");
+    let up = k.kernel.settle().unwrap().expect("an upgrade");
+    let changed: Vec<&str> = up.changed.iter().map(|c| c.map.as_str()).collect();
+    assert_eq!(changed, [maps::SIG_DFA, maps::SOURCES]);
+    let carried = up.carried.iter().find(|c| c.map == maps::SOURCES).unwrap();
+    assert_eq!((carried.entries, carried.not_carried.as_deref()), (1, None));
+    assert_eq!(k.run(&Frame::udp(banned, SIP).build()), Action::Drop);
+    assert_eq!(k.run(&Frame::udp("198.18.40.8", SIP).build()), Action::Pass);
+    assert_eq!(count(&k, Action::Drop, Reason::Banned), 1);
+    assert_eq!(shape(maps::SIG_DFA).0 as usize, size_of::<DfaBank>());
+    assert_eq!(shape(maps::SOURCES), (size_of::<SourceState>() as u32, maps::SOURCES_MAX));
+    assert!(!dir.join(upgrade::STAGING).exists(), "the staging directory is gone");
+    assert_eq!(k.kernel.settle().unwrap(), None, "one upgrade, settled once");
 }

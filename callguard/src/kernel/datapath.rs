@@ -192,6 +192,13 @@ pub trait Datapath: Send + std::fmt::Debug {
     fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached>;
     /// Detaches the program from an interface.
     fn detach(&mut self, iface: &str) -> Result<()>;
+    /// Ends the start, once every wanted interface is attached: when the load built new maps
+    /// beside old ones of another layout, swaps the program into every other pinned link and
+    /// puts the new maps' pins in place of the old (see [`super::upgrade`]). `None`: nothing to
+    /// do.
+    fn settle(&mut self) -> Result<Option<super::upgrade::Upgraded>> {
+        Ok(None)
+    }
     /// The event ring buffer (once: its reader is single-consumer); `None` without a kernel.
     fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         None

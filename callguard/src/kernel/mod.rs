@@ -6,12 +6,14 @@
 //! - `link_<interface>`: the XDP link of each guarded interface;
 //! - `egress_<interface>`: the TCX link of the egress program on it (Linux 6.6+), which reads
 //!   the PBX's answers (`callguard_common::answer`);
-//! - `prog`: the program the daemon loaded last.
+//! - `prog`: the program the daemon loaded last;
+//! - `upgrade/`: during an upgrade that changes a map's layout, the new maps ([`upgrade::STAGING`]).
 //!
 //! Filtering outlives the daemon: a pinned link keeps the program attached and the program keeps
 //! its maps. A new daemon loads the (possibly newer) program against the same pinned maps and
 //! swaps it into the existing link with `bpf_link_update`, so no packet goes unfiltered during
-//! an upgrade or restart. `callguard detach` removes the pins, which detaches everything.
+//! an upgrade or restart; when a map's layout changed, against a new set of maps built beside
+//! the old ones ([`upgrade`]). `callguard detach` removes the pins, which detaches everything.
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
@@ -42,12 +44,16 @@ use callguard_common::{
 };
 use ipnet::IpNet;
 
-use self::datapath::{Answers, Datapath, HandUpMaps, KernelError, Result};
-use crate::config::XdpModeSetting;
+use self::{
+    datapath::{Answers, Datapath, HandUpMaps, KernelError, Result},
+    upgrade::{Upgrade, Upgraded},
+};
+use crate::config::{TableSizes, XdpModeSetting};
 
 pub mod datapath;
 pub mod fake;
 pub mod tables;
+pub mod upgrade;
 
 /// The XDP object built by `build.rs` from `callguard-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard"));
@@ -151,7 +157,7 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(detached);
     };
-    let (mut egress, mut others) = (Vec::new(), Vec::new());
+    let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), None);
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(iface) = name.strip_prefix("link_") {
@@ -159,6 +165,8 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
             detached.push(iface.to_owned());
         } else if name.starts_with("egress_") {
             egress.push(e.path());
+        } else if name == upgrade::STAGING {
+            staging = Some(e.path());
         } else {
             others.push(e.path());
         }
@@ -167,6 +175,9 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     // period: the XDP links go first, so that the filter is off as soon as this returns.
     for p in egress.into_iter().chain(others) {
         std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+    }
+    if let Some(s) = staging {
+        upgrade::remove(&s)?;
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(detached)
@@ -232,6 +243,9 @@ pub struct Kernel {
     slots: Slots,
     /// What `CG_PORTS` holds.
     port_bits: Vec<u8>,
+    /// The upgrade under way when some pinned map's layout changed: this program's maps are
+    /// pinned beside the old ones until [`Datapath::settle`].
+    upgrade: Option<Upgrade>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -251,58 +265,67 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-/// Refuses, naming the map, maps pinned in `pin_dir` whose shape differs from what this build's
-/// program declares: an older callguard's layout (a map's value grew, a table changed form).
-/// aya reuses a pinned map by name without comparing, and the verifier's complaint about the
-/// program would name neither the map nor the remedy.
-fn check_pinned_maps(pin_dir: &Path) -> anyhow::Result<()> {
-    let obj = aya_obj::Object::parse(OBJECT).context("reading the XDP object")?;
-    for (name, want) in &obj.maps {
-        let path = pin_dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let have = aya::maps::MapInfo::from_pin(&path)
-            .with_context(|| format!("reading the map pinned at {}", path.display()))?;
-        let shape = |key: u32, value: u32, entries: u32| {
-            format!("key size {key}, value size {value}, {entries} entries")
-        };
-        let (have, want) = (
-            shape(have.key_size(), have.value_size(), have.max_entries()),
-            shape(want.key_size(), want.value_size(), want.max_entries()),
-        );
-        if have != want {
-            bail!(
-                "the map {name} pinned at {} has {have}, but this callguard's program needs {want}: \
-                 another callguard version pinned it. Run `callguard detach --pin-dir {}` (it \
-                 removes the program, its link and its maps; the daemon writes the rules from its \
-                 store again when it starts), then start callguard again",
-                path.display(),
-                pin_dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 impl Kernel {
     /// Loads the program and verifies it, reusing the maps pinned in `pin_dir` (or creating
-    /// and pinning them there). Nothing is attached yet.
-    pub fn load(pin_dir: &Path) -> anyhow::Result<Self> {
+    /// and pinning them there), the tables of sources and users sized by `sizes`. When a pinned
+    /// map's layout differs from this build's (another release, other sizes), every map is
+    /// created anew beside the old ones and the old program keeps filtering with them until
+    /// [`Datapath::settle`] (see [`upgrade`]). Nothing is attached yet.
+    pub fn load(pin_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
         if OBJECT.is_empty() {
             bail!("this build has no XDP object (built with AYA_BUILD_SKIP)");
         }
         ensure_pin_dir(pin_dir)?;
         raise_memlock();
-        check_pinned_maps(pin_dir)?;
-        let mut ebpf =
-            EbpfLoader::new().default_map_pin_directory(pin_dir).load(OBJECT).with_context(|| {
-                format!(
-                    "loading the XDP program with maps pinned in {} (if an older callguard pinned \
-                     incompatible maps there, run `callguard detach` first)",
-                    pin_dir.display()
-                )
-            })?;
+        let changed = upgrade::changed(OBJECT, pin_dir, sizes)?;
+        let upgrade = if changed.is_empty() {
+            let leftover = pin_dir.join(upgrade::STAGING);
+            if leftover.exists() {
+                upgrade::remove(&leftover)?;
+            }
+            None
+        } else {
+            for c in &changed {
+                tracing::info!(
+                    map = c.map,
+                    pinned = %c.pinned,
+                    wanted = %c.wanted,
+                    "a pinned map has another layout: building a new set of maps beside the old ones"
+                );
+            }
+            Some(Upgrade {
+                staging: upgrade::prepare(pin_dir)?,
+                pin_dir: pin_dir.to_owned(),
+                changed,
+                carried: None,
+            })
+        };
+        let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
+        let loaded = Self::load_into(maps_dir, sizes);
+        let mut k = match loaded {
+            Ok(k) => k,
+            Err(e) => {
+                if let Some(u) = &upgrade {
+                    upgrade::remove(&u.staging).ok();
+                }
+                return Err(e);
+            }
+        };
+        k.pin_dir = pin_dir.to_owned();
+        k.upgrade = upgrade;
+        Ok(k)
+    }
+
+    /// Loads the program with its maps pinned in `maps_dir`.
+    fn load_into(maps_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(maps_dir);
+        for (name, size) in sizes.by_map() {
+            loader.map_max_entries(name, size);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .with_context(|| format!("loading the XDP program with maps pinned in {}", maps_dir.display()))?;
         let prog: &mut Xdp = ebpf
             .program_mut(maps::PROGRAM)
             .ok_or_else(|| anyhow!("program {} missing", maps::PROGRAM))?
@@ -353,10 +376,11 @@ impl Kernel {
             event_budget: take(&mut ebpf, maps::EVENT_BUDGET)?,
             kcfg: KernelConfig::default(),
             ebpf,
-            pin_dir: pin_dir.to_owned(),
+            pin_dir: maps_dir.to_owned(),
             nets: BTreeMap::new(),
             port_bits: Vec::new(),
             slots: Slots::default(),
+            upgrade: None,
         };
         k.nets = k.read_nets()?;
         k.slots = Slots::from_entries(k.nets.values());
@@ -497,15 +521,11 @@ impl Kernel {
     /// into the link an earlier daemon pinned.
     fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
         let pin = egress_pin(&self.pin_dir, iface);
-        let prog = self.egress();
-        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
-            let id = prog.attach_to_link(link)?;
-            // The pin file keeps the link.
-            let _ = prog.take_link(id)?;
+        if self.swap_egress(&pin).is_ok() {
             return Ok(());
         }
         std::fs::remove_file(&pin).ok();
+        let prog = self.egress();
         let id = prog.attach(iface, TcAttachType::Egress)?;
         let fd: FdLink = prog
             .take_link(id)?
@@ -515,6 +535,18 @@ impl Kernel {
         Ok(())
     }
 
+    /// Swaps the egress program into the TCX link pinned at `pin`.
+    fn swap_egress(&mut self, pin: &Path) -> anyhow::Result<()> {
+        let pinned = PinnedLink::from_pin(pin)?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+        let prog = self.egress();
+        let id = prog.attach_to_link(link)?;
+        // The pin file keeps the link.
+        let _ = prog.take_link(id)?;
+        Ok(())
+    }
+
+    /// Swaps the XDP program into the link pinned at `pin` (`bpf_link_update`).
     fn adopt(&mut self, pin: &Path) -> anyhow::Result<()> {
         let pinned = PinnedLink::from_pin(pin)?;
         let fd: FdLink = pinned.into();
@@ -752,6 +784,10 @@ impl Datapath for Kernel {
     }
 
     fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
+        if let Some(u) = &mut self.upgrade {
+            // Right before the first swap, so that little changes in the old maps after the copy.
+            u.carry();
+        }
         let how = self.attach_xdp(iface, mode)?;
         // Without it the filter works as before; only registered sources lose their own queue.
         if let Err(e) = self.attach_egress(iface) {
@@ -762,6 +798,26 @@ impl Datapath for Kernel {
             );
         }
         Ok(how)
+    }
+
+    fn settle(&mut self) -> Result<Option<Upgraded>> {
+        let Some(mut u) = self.upgrade.take() else { return Ok(None) };
+        u.carry();
+        // Links an earlier daemon pinned for interfaces this one does not guard keep filtering:
+        // they get the new program too, or they would go on with the old maps, unpinned and
+        // never written again.
+        for iface in pinned_interfaces(&self.pin_dir) {
+            self.adopt(&link_pin(&self.pin_dir, &iface))
+                .with_context(|| format!("swapping the program into the link pinned for {iface}"))?;
+            let egress = egress_pin(&self.pin_dir, &iface);
+            if egress.exists() {
+                self.swap_egress(&egress).with_context(|| {
+                    format!("swapping the egress program into the link pinned for {iface}")
+                })?;
+            }
+        }
+        u.commit(OBJECT)?;
+        Ok(Some(Upgraded { changed: u.changed, carried: u.carried.unwrap_or_default() }))
     }
 
     fn detach(&mut self, iface: &str) -> Result<()> {

@@ -46,11 +46,18 @@ impl Tables {
     }
 }
 
-fn open<K: aya::Pod, V: aya::Pod>(pin_dir: &Path, name: &str) -> anyhow::Result<HashMap<MapData, K, V>> {
+/// The table pinned in `pin_dir` as `name`, and its capacity (`[tables]` sizes it).
+fn open<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &str,
+) -> anyhow::Result<(HashMap<MapData, K, V>, u32)> {
     let path = pin_dir.join(name);
     let data =
         MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
-    HashMap::try_from(Map::LruHashMap(data)).with_context(|| format!("map {name} has an unexpected type"))
+    let capacity = data.info()?.max_entries();
+    let map = HashMap::try_from(Map::LruHashMap(data))
+        .with_context(|| format!("map {name} has an unexpected type"))?;
+    Ok((map, capacity))
 }
 
 /// Keys of `map`, at most twice its capacity: a key the program evicts during the walk sends the
@@ -71,24 +78,24 @@ fn count<K: aya::Pod, V: aya::Pod>(
 /// Counts the tables pinned in `pin_dir`; `now_ns` is `CLOCK_BOOTTIME`, the clock of the bans.
 pub fn read(pin_dir: &Path, now_ns: u64) -> anyhow::Result<Tables> {
     let mut out = Tables::default();
-    let sources: HashMap<MapData, [u8; 16], SourceState> = open(pin_dir, maps::SOURCES)?;
+    let (sources, capacity): (HashMap<MapData, [u8; 16], SourceState>, _) = open(pin_dir, maps::SOURCES)?;
     let mut banned = 0;
-    let entries = count(&sources, maps::SOURCES_MAX, |key| {
+    let entries = count(&sources, capacity, |key| {
         if sources.get(key, 0).is_ok_and(|s| s.banned_until > now_ns) {
             banned += 1;
         }
     })?;
     out.banned = banned;
-    out.tables.push(Table { map: maps::SOURCES.into(), entries, capacity: maps::SOURCES_MAX });
-    let registered: HashMap<MapData, [u8; 16], u64> = open(pin_dir, maps::REGISTERED)?;
-    let entries = count(&registered, maps::REGISTERED_MAX, |_| ())?;
-    out.tables.push(Table { map: maps::REGISTERED.into(), entries, capacity: maps::REGISTERED_MAX });
-    let auth: HashMap<MapData, [u8; 16], AuthState> = open(pin_dir, maps::AUTH)?;
-    let entries = count(&auth, maps::AUTH_MAX, |_| ())?;
-    out.tables.push(Table { map: maps::AUTH.into(), entries, capacity: maps::AUTH_MAX });
-    let users: HashMap<MapData, u64, UserAuth> = open(pin_dir, maps::AUTH_USERS)?;
-    let entries = count(&users, maps::AUTH_USERS_MAX, |_| ())?;
-    out.tables.push(Table { map: maps::AUTH_USERS.into(), entries, capacity: maps::AUTH_USERS_MAX });
+    out.tables.push(Table { map: maps::SOURCES.into(), entries, capacity });
+    let (registered, capacity): (HashMap<MapData, [u8; 16], u64>, _) = open(pin_dir, maps::REGISTERED)?;
+    let entries = count(&registered, capacity, |_| ())?;
+    out.tables.push(Table { map: maps::REGISTERED.into(), entries, capacity });
+    let (auth, capacity): (HashMap<MapData, [u8; 16], AuthState>, _) = open(pin_dir, maps::AUTH)?;
+    let entries = count(&auth, capacity, |_| ())?;
+    out.tables.push(Table { map: maps::AUTH.into(), entries, capacity });
+    let (users, capacity): (HashMap<MapData, u64, UserAuth>, _) = open(pin_dir, maps::AUTH_USERS)?;
+    let entries = count(&users, capacity, |_| ())?;
+    out.tables.push(Table { map: maps::AUTH_USERS.into(), entries, capacity });
     Ok(out)
 }
 

@@ -224,7 +224,7 @@ impl Service {
         };
         let store = SqliteStore::open(&cfg.database)
             .with_context(|| format!("opening {}", cfg.database.display()))?;
-        let mut kernel = Kernel::load(&cfg.pin_dir)?;
+        let mut kernel = Kernel::load(&cfg.pin_dir, &cfg.tables)?;
         kernel.pin_program()?;
         Self::with_parts(opts, cfg, Box::new(store), Box::new(kernel))
     }
@@ -269,6 +269,19 @@ impl Service {
             let mode = state.kernel.attach(&iface, state.cfg.xdp_mode)?;
             tracing::info!(iface, ?mode, "guarding");
             state.interfaces.push(api::Interface { name: iface, mode });
+        }
+        if let Some(u) = state.kernel.settle()? {
+            for c in &u.carried {
+                match &c.not_carried {
+                    None => tracing::info!(map = c.map, entries = c.entries, "carried over"),
+                    Some(why) => tracing::warn!(map = c.map, "not carried over: {why}"),
+                }
+            }
+            let maps: Vec<&str> = u.changed.iter().map(|c| c.map.as_str()).collect();
+            tracing::info!(
+                ?maps,
+                "upgraded in place: the program runs with the new maps, the old ones are gone"
+            );
         }
         Ok(state)
     }
@@ -482,10 +495,12 @@ impl Service {
             || cfg.api.tls_cert != self.cfg.api.tls_cert
             || cfg.api.tls_key != self.cfg.api.tls_key
             || cfg.metrics != self.cfg.metrics
+            || cfg.tables != self.cfg.tables
         {
             anyhow::bail!(
-                "pin_dir, database, socket, api.listen/tls_cert/tls_key and [metrics] take effect only on restart; \
-                 nothing was changed"
+                "pin_dir, database, socket, api.listen/tls_cert/tls_key, [metrics] and [tables] take effect only \
+                 on restart (a restart with new [tables] rebuilds them without a moment unfiltered); nothing \
+                 was changed"
             );
         }
         self.store.replace_config_nets(&config_rules(&cfg))?;
