@@ -22,7 +22,9 @@ fn portsip_security_seed() {
         // Allowed country codes: replace, then list.
         expect(a.post("/api/allowed_country_codes", &json!({"items": ["44", "+49", "1"]})), 200);
         let got = expect(a.get("/api/allowed_country_codes"), 200).json();
-        assert_eq!(got, json!({"items": ["44", "49", "1"]}));
+        assert_eq!(got, json!({"items": ["44", "+49", "1"]}), "each code as it was written");
+        // `49` and `+49` are the same country code.
+        expect(a.post("/api/allowed_country_codes", &json!({"items": ["49", "+49"]})), 400);
 
         // Disallowed codes: create → 201 {id}; list with count; show; update; export; destroy.
         let mut ids = Vec::new();
@@ -79,6 +81,20 @@ fn portsip_security_seed() {
         assert!(csv.text.starts_with("number,expire_at,description,created_at,updated_at\n+4930123456,,spam,"));
         expect(a.post(&format!("/api/blacklisted_numbers/{id}/destroy"), &json!({})), 204);
         assert_eq!(expect(a.get("/api/blacklisted_numbers"), 200).json()["count"], 0);
+
+        // `orderby=id` orders by the id's number (ids are strings of digits): 9 before 10.
+        for i in 0..11 {
+            expect(a.post("/api/blacklisted_numbers", &json!({"number": format!("+4930999{i:02}")})), 201);
+        }
+        let ids = |q: &str| -> Vec<u64> {
+            let list = expect(a.get(&format!("/api/blacklisted_numbers?{q}")), 200).json();
+            list["items"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().parse().unwrap()).collect()
+        };
+        let up = ids("orderby=id");
+        assert!(up.windows(2).all(|w| w[0] < w[1]) && up.len() == 11, "{up:?}");
+        let down = ids("orderby=id%20desc&top=3");
+        assert_eq!(down, up.iter().rev().take(3).copied().collect::<Vec<_>>());
+        assert!(up.last().unwrap() >= &10, "ids past 9 are in the list: {up:?}");
     });
 }
 

@@ -84,7 +84,8 @@ impl Service {
         Ok(self.store.countries()?)
     }
 
-    /// Replaces the allowed country codes (stored without a leading `+`).
+    /// Replaces the allowed country codes, kept as written (`+49` comes back as `+49`; `49` and
+    /// `+49` are one code, compared without the `+`).
     pub fn set_countries(&mut self, p: &Principal, items: &[String]) -> Result<()> {
         p.need(Perm::SecurityWrite)?;
         if items.len() > COUNTRIES_MAX {

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension as _, params};
 use super::{SqliteStore, StoreError, conflict_on_unique as unique, ts};
 use crate::{
     border::{BorderAction, BorderRule, Ext, Opts},
-    numbers::{BlacklistedNumber, DisallowedCode, country_key},
+    numbers::{BlacklistedNumber, DisallowedCode},
 };
 
 /// Migration 3: the security resources and border rules.
@@ -301,11 +301,8 @@ impl CallRuleStore for SqliteStore {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM allowed_country_codes", [])?;
         for (i, c) in codes.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO allowed_country_codes (position, code) VALUES (?1, ?2)",
-                params![i, country_key(c)],
-            )
-            .map_err(|e| unique(e, || format!("country code `{c}` is given twice")))?;
+            tx.execute("INSERT INTO allowed_country_codes (position, code) VALUES (?1, ?2)", params![i, c])
+                .map_err(|e| unique(e, || format!("country code `{c}` is given twice")))?;
         }
         tx.commit()?;
         Ok(())

@@ -45,7 +45,7 @@ pub async fn list_countries(
     blocking(&s, move |st| Ok(Json(Countries { items: st.countries(&p)? }))).await
 }
 
-/// Update (replace) allowed region or country codes. Codes are stored without a leading `+`.
+/// Update (replace) allowed region or country codes. Each code is kept as written; `49` and `+49` are one code.
 #[utoipa::path(post, path = "/api/allowed_country_codes", tag = "Security", security(("bearer" = [])),
     request_body = Countries, responses((status = 200, body = Empty), (status = "4XX", body = crate::api::ApiError)))]
 pub async fn set_countries(

@@ -39,12 +39,23 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+/// Compares two texts of `field`: ids (`id`, which the seeds serve as strings of digits) by
+/// their number, so that `2` comes before `10`; everything else as text.
+fn text_cmp(field: &str, a: &str, b: &str) -> Ordering {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if field == "id" && digits(a) && digits(b) {
+        let (x, y) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+        return x.len().cmp(&y.len()).then_with(|| x.cmp(y)).then_with(|| a.cmp(b));
+    }
+    a.cmp(b)
+}
+
+fn compare(field: &str, a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
         (Some(Value::Number(x)), Some(Value::Number(y))) => {
             x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
         }
-        (a, b) => a.map(text).unwrap_or_default().cmp(&b.map(text).unwrap_or_default()),
+        (a, b) => text_cmp(field, &a.map(text).unwrap_or_default(), &b.map(text).unwrap_or_default()),
     }
 }
 
@@ -131,7 +142,7 @@ fn holds(row: &Value, c: &Cond) -> bool {
             Ok(x) => n.as_f64().unwrap_or(0.0).partial_cmp(&x).unwrap_or(Ordering::Equal),
             Err(_) => as_text.cmp(&c.value),
         },
-        _ => as_text.cmp(&c.value),
+        _ => text_cmp(&c.field, &as_text, &c.value),
     };
     match c.op.as_str() {
         "eq" => ord.is_eq(),
@@ -151,7 +162,7 @@ fn sort(rows: &mut [Value], keys: &[(String, bool)]) {
     rows.sort_by(|a, b| {
         keys.iter()
             .map(|(f, desc)| {
-                let o = compare(at(a, f), at(b, f));
+                let o = compare(f, at(a, f), at(b, f));
                 if *desc { o.reverse() } else { o }
             })
             .find(|o| !o.is_eq())
@@ -383,6 +394,15 @@ mod tests {
         // Text order: `+900` < `+901` < `0049`; skip one, take one.
         let (n, p) = portsip(&rows(), &q("", "", "number_prefix", Some(1), Some(1)), F).unwrap();
         assert_eq!((n, ids(&p)), (3, vec!["3"]));
+        // Ids are strings of digits, ordered and compared by their number: 2 before 10.
+        let many: Vec<Value> = [10, 2, 1, 33, 9]
+            .iter()
+            .map(|i| json!({"id": i.to_string(), "number_prefix": "+1", "description": ""}))
+            .collect();
+        let (_, p) = portsip(&many, &q("", "", "id", None, None), F).unwrap();
+        assert_eq!(ids(&p), ["1", "2", "9", "10", "33"]);
+        let (_, p) = portsip(&many, &q("id gt 9", "", "id desc", None, None), F).unwrap();
+        assert_eq!(ids(&p), ["33", "10"]);
         for (bad, field) in [
             (q("nope eq 1", "", "", None, None), "filter"),
             (q("id xx 1", "", "", None, None), "filter"),
