@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use callguard_tests::netns::{Instance, Topology};
+use callguard_tests::{
+    netns::{Instance, Topology, reason_packets},
+    sipmsg::{self, SvTool},
+};
 
 const PBX: &str = Topology::PBX_V4;
 /// In a network the feed denies.
@@ -24,6 +27,8 @@ const DENIED: &str = "198.18.0.10";
 const BANNED: &str = "198.18.0.12";
 /// Sends below every limit.
 const CLEAN: &str = "198.18.0.13";
+/// A scanner, after the upgrade.
+const SCANNER: &str = "198.18.0.77";
 
 fn options(src: &str, n: u64) -> Vec<u8> {
     format!(
@@ -182,12 +187,29 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
     );
     assert!(delivered(&t, "clean") > clean_before, "the clean source's packets stopped reaching the host");
     assert_eq!(capacity(&inst, "CG_SOURCES"), 131_072);
-    let left: Vec<String> = std::fs::read_dir(&inst.pin_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n == "upgrade")
-        .collect();
-    assert!(left.is_empty(), "the staging directory was left behind");
+    let dirs: Vec<_> =
+        std::fs::read_dir(&inst.pin_dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert!(dirs.is_empty(), "staging directories left: {dirs:?}");
+    // The new program runs, with the new maps: a rule written now takes hold, and SIP
+    // inspection (tail-called through a program array of the new set) still drops a scanner.
+    inst.cli(&["net", "deny", CLEAN, "--comment", "after the upgrade"]);
+    let clean = delivered(&t, "clean");
+    let sock = t.peer.udp(format!("{CLEAN}:5064").parse().unwrap());
+    sock.send_to(&options(CLEAN, 1), format!("{PBX}:5060").parse::<SocketAddr>().unwrap()).unwrap();
+    t.peer.ip(&["addr", "add", &format!("{SCANNER}/24"), "dev", &t.peer_if]);
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", PBX, false);
+    let before = reason_packets(&inst.stats(), "drop", "signature");
+    t.peer
+        .udp(format!("{SCANNER}:5070").parse().unwrap())
+        .send_to(&svmap, format!("{PBX}:5060").parse::<SocketAddr>().unwrap())
+        .unwrap();
+    settle();
+    assert_eq!(delivered(&t, "clean"), clean, "a rule written after the upgrade did not take hold");
+    assert_eq!(
+        reason_packets(&inst.stats(), "drop", "signature"),
+        before + 1,
+        "no signature drop after the upgrade"
+    );
     println!(
         "upgrade in place ({took:?} from start to serving): {sent} packets from a denied network sent across it, \
          0 delivered; the kernel's ban of {BANNED} held"

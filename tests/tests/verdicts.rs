@@ -549,9 +549,10 @@ fn maps_of_another_layout_are_rebuilt_beside_and_their_state_carried() {
     sources.insert(source_key_v4([198, 18, 40, 7]), state, 0).unwrap();
     sources.pin(dir.join(maps::SOURCES)).unwrap();
     // What a daemon killed during an earlier upgrade left.
-    std::fs::create_dir(dir.join(upgrade::STAGING)).unwrap();
+    let crashed = dir.join(format!("{}_1", upgrade::STAGING));
+    std::fs::create_dir(&crashed).unwrap();
     let leftover: Array<MapData, u32> = Array::create(1, 0).unwrap();
-    leftover.pin(dir.join(upgrade::STAGING).join("CG_LEFTOVER")).unwrap();
+    leftover.pin(crashed.join("CG_LEFTOVER")).unwrap();
     let shape = |name: &str| {
         let i = MapInfo::from_pin(dir.join(name)).unwrap();
         (i.value_size(), i.max_entries())
@@ -563,8 +564,12 @@ fn maps_of_another_layout_are_rebuilt_beside_and_their_state_carried() {
         (132, 8192),
         "the running program's maps stay as they are until the swap"
     );
-    assert!(dir.join(upgrade::STAGING).join(maps::SIG_DFA).exists());
-    assert!(!dir.join(upgrade::STAGING).join("CG_LEFTOVER").exists(), "a crashed upgrade's pins stay");
+    let staging = dir.join(format!("{}_2", upgrade::STAGING));
+    assert!(staging.join(maps::SIG_DFA).exists(), "the new maps are pinned beside the old");
+    assert!(
+        crashed.join("CG_LEFTOVER").exists(),
+        "a crashed upgrade's pins stay until every link runs the new program"
+    );
     let up = k.kernel.settle().unwrap().expect("an upgrade");
     let changed: Vec<&str> = up.changed.iter().map(|c| c.map.as_str()).collect();
     assert_eq!(changed, [maps::SIG_DFA, maps::SOURCES]);
@@ -575,6 +580,7 @@ fn maps_of_another_layout_are_rebuilt_beside_and_their_state_carried() {
     assert_eq!(count(&k, Action::Drop, Reason::Banned), 1);
     assert_eq!(shape(maps::SIG_DFA).0 as usize, size_of::<DfaBank>());
     assert_eq!(shape(maps::SOURCES), (size_of::<SourceState>() as u32, maps::SOURCES_MAX));
-    assert!(!dir.join(upgrade::STAGING).exists(), "the staging directory is gone");
+    let dirs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert!(dirs.is_empty(), "staging directories left: {dirs:?}");
     assert_eq!(k.kernel.settle().unwrap(), None, "one upgrade, settled once");
 }

@@ -7,7 +7,7 @@
 //! - `egress_<interface>`: the TCX link of the egress program on it (Linux 6.6+), which reads
 //!   the PBX's answers (`callguard_common::answer`);
 //! - `prog`: the program the daemon loaded last;
-//! - `upgrade/`: during an upgrade that changes a map's layout, the new maps ([`upgrade::STAGING`]).
+//! - `upgrade_N/`: during an upgrade that changes a map's layout, the new maps ([`upgrade::prepare`]).
 //!
 //! Filtering outlives the daemon: a pinned link keeps the program attached and the program keeps
 //! its maps. A new daemon loads the (possibly newer) program against the same pinned maps and
@@ -157,7 +157,7 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(detached);
     };
-    let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), None);
+    let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), Vec::new());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(iface) = name.strip_prefix("link_") {
@@ -165,8 +165,8 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
             detached.push(iface.to_owned());
         } else if name.starts_with("egress_") {
             egress.push(e.path());
-        } else if name == upgrade::STAGING {
-            staging = Some(e.path());
+        } else if e.path().is_dir() {
+            staging.push(e.path());
         } else {
             others.push(e.path());
         }
@@ -176,7 +176,8 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     for p in egress.into_iter().chain(others) {
         std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
     }
-    if let Some(s) = staging {
+    // An upgrade's staging directories.
+    for s in staging {
         upgrade::remove(&s)?;
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -246,6 +247,11 @@ pub struct Kernel {
     /// The upgrade under way when some pinned map's layout changed: this program's maps are
     /// pinned beside the old ones until [`Datapath::settle`].
     upgrade: Option<Upgrade>,
+    /// Staging directories a crashed upgrade left, removed by [`Datapath::settle`] once every
+    /// link runs this program.
+    leftovers: Vec<PathBuf>,
+    /// Interfaces this daemon attached (or swapped the program into).
+    attached: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -269,8 +275,9 @@ impl Kernel {
     /// Loads the program and verifies it, reusing the maps pinned in `pin_dir` (or creating
     /// and pinning them there), the tables of sources and users sized by `sizes`. When a pinned
     /// map's layout differs from this build's (another release, other sizes), every map is
-    /// created anew beside the old ones and the old program keeps filtering with them until
-    /// [`Datapath::settle`] (see [`upgrade`]). Nothing is attached yet.
+    /// created anew beside the old ones, and the old program keeps filtering with them until
+    /// this one is swapped into each link ([`Datapath::attach`], then [`Datapath::settle`]; see
+    /// [`upgrade`]). Nothing is attached yet.
     pub fn load(pin_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
         if OBJECT.is_empty() {
             bail!("this build has no XDP object (built with AYA_BUILD_SKIP)");
@@ -279,10 +286,6 @@ impl Kernel {
         raise_memlock();
         let changed = upgrade::changed(OBJECT, pin_dir, sizes)?;
         let upgrade = if changed.is_empty() {
-            let leftover = pin_dir.join(upgrade::STAGING);
-            if leftover.exists() {
-                upgrade::remove(&leftover)?;
-            }
             None
         } else {
             for c in &changed {
@@ -293,12 +296,9 @@ impl Kernel {
                     "a pinned map has another layout: building a new set of maps beside the old ones"
                 );
             }
-            Some(Upgrade {
-                staging: upgrade::prepare(pin_dir)?,
-                pin_dir: pin_dir.to_owned(),
-                changed,
-                carried: None,
-            })
+            let staging = upgrade::prepare(pin_dir)?;
+            let leftovers = upgrade::leftovers(pin_dir).into_iter().filter(|d| *d != staging).collect();
+            Some(Upgrade { staging, leftovers, pin_dir: pin_dir.to_owned(), changed, carried: None })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
         let loaded = Self::load_into(maps_dir, sizes);
@@ -312,6 +312,10 @@ impl Kernel {
             }
         };
         k.pin_dir = pin_dir.to_owned();
+        k.leftovers = match &upgrade {
+            Some(u) => u.leftovers.clone(),
+            None => upgrade::leftovers(pin_dir),
+        };
         k.upgrade = upgrade;
         Ok(k)
     }
@@ -381,6 +385,8 @@ impl Kernel {
             port_bits: Vec::new(),
             slots: Slots::default(),
             upgrade: None,
+            leftovers: Vec::new(),
+            attached: std::collections::BTreeSet::new(),
         };
         k.nets = k.read_nets()?;
         k.slots = Slots::from_entries(k.nets.values());
@@ -521,8 +527,8 @@ impl Kernel {
     /// into the link an earlier daemon pinned.
     fn attach_egress(&mut self, iface: &str) -> anyhow::Result<()> {
         let pin = egress_pin(&self.pin_dir, iface);
-        if self.swap_egress(&pin).is_ok() {
-            return Ok(());
+        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+            return self.swap_egress(pinned);
         }
         std::fs::remove_file(&pin).ok();
         let prog = self.egress();
@@ -535,9 +541,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// Swaps the egress program into the TCX link pinned at `pin`.
-    fn swap_egress(&mut self, pin: &Path) -> anyhow::Result<()> {
-        let pinned = PinnedLink::from_pin(pin)?;
+    /// Swaps the egress program into a pinned TCX link.
+    fn swap_egress(&mut self, pinned: PinnedLink) -> anyhow::Result<()> {
         let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
         let prog = self.egress();
         let id = prog.attach_to_link(link)?;
@@ -789,6 +794,7 @@ impl Datapath for Kernel {
             u.carry();
         }
         let how = self.attach_xdp(iface, mode)?;
+        self.attached.insert(iface.to_owned());
         // Without it the filter works as before; only registered sources lose their own queue.
         if let Err(e) = self.attach_egress(iface) {
             tracing::warn!(
@@ -801,23 +807,46 @@ impl Datapath for Kernel {
     }
 
     fn settle(&mut self) -> Result<Option<Upgraded>> {
-        let Some(mut u) = self.upgrade.take() else { return Ok(None) };
-        u.carry();
+        if self.upgrade.is_none() && self.leftovers.is_empty() {
+            return Ok(None);
+        }
+        if let Some(u) = &mut self.upgrade {
+            u.carry();
+        }
         // Links an earlier daemon pinned for interfaces this one does not guard keep filtering:
-        // they get the new program too, or they would go on with the old maps, unpinned and
-        // never written again.
+        // they get the new program too, or they would go on with maps that are about to be
+        // unpinned and never written again. One that cannot take it (its interface is gone)
+        // is let go.
         for iface in pinned_interfaces(&self.pin_dir) {
-            self.adopt(&link_pin(&self.pin_dir, &iface))
-                .with_context(|| format!("swapping the program into the link pinned for {iface}"))?;
-            let egress = egress_pin(&self.pin_dir, &iface);
-            if egress.exists() {
-                self.swap_egress(&egress).with_context(|| {
-                    format!("swapping the egress program into the link pinned for {iface}")
-                })?;
+            if self.attached.contains(&iface) {
+                continue;
+            }
+            let (link, egress) = (link_pin(&self.pin_dir, &iface), egress_pin(&self.pin_dir, &iface));
+            let swapped = self.adopt(&link).and_then(|()| match PinnedLink::from_pin(&egress) {
+                Ok(pinned) => self.swap_egress(pinned),
+                Err(_) => Ok(()),
+            });
+            if let Err(e) = swapped {
+                tracing::warn!(
+                    iface,
+                    "the link pinned for it cannot take the new program ({e:#}); removing it"
+                );
+                std::fs::remove_file(&egress).ok();
+                std::fs::remove_file(&link).with_context(|| format!("unpinning {}", link.display()))?;
             }
         }
-        u.commit(OBJECT)?;
-        Ok(Some(Upgraded { changed: u.changed, carried: u.carried.unwrap_or_default() }))
+        let done = match self.upgrade.take() {
+            Some(u) => {
+                u.commit(OBJECT)?;
+                Some(Upgraded { changed: u.changed, carried: u.carried.unwrap_or_default() })
+            }
+            None => None,
+        };
+        for dir in std::mem::take(&mut self.leftovers) {
+            tracing::info!(dir = %dir.display(), "removing what a crashed upgrade left");
+            upgrade::remove(&dir)?;
+        }
+        Ok(done)
     }
 
     fn detach(&mut self, iface: &str) -> Result<()> {

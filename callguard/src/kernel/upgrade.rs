@@ -3,7 +3,7 @@
 //! A map's layout is fixed when the kernel creates it: its type, key and value sizes, capacity
 //! and flags. A release that changes one (a value grew, a table became LRU) or a new `[tables]`
 //! size cannot reuse what the running program pins. The daemon then loads its program with a
-//! complete new set of maps pinned beside the old ones (in [`STAGING`] under the pin directory),
+//! complete new set of maps pinned beside the old ones (in `upgrade_N` under the pin directory),
 //! writes the rules into them from its store, carries over the state the kernel alone holds
 //! (rate state and bans, registered sources, failed authentications, the packet counters) where
 //! the old layout can be read as the new one, and then swaps the program into each pinned link
@@ -11,8 +11,11 @@
 //! new one with the new maps. Last, the new pins are renamed over the old ones (one `rename` each
 //! on bpffs) and the old maps go with the old program.
 //!
-//! What changes in the old maps while the copy runs (a fraction of a second before the swap) is
-//! not carried. Counters by rule and by signature start again from zero: their slots are handed
+//! What changes in the old maps after the copy (it runs right before the first swap; the last
+//! swap follows once every guarded interface is attached) is not carried. A daemon killed half
+//! way leaves the old program or the new one filtering with complete maps; the next start
+//! carries from whichever maps the links use and removes the crashed attempt's only after its
+//! own swap. Counters by rule and by signature start again from zero: their slots are handed
 //! out afresh. A state map whose key or value changed size is not carried; the log says so.
 
 use std::{
@@ -31,7 +34,8 @@ use callguard_common::{
 
 use crate::config::TableSizes;
 
-/// The directory under the pin directory where a new set of maps is pinned until the swap.
+/// How the directories under the pin directory where a new set of maps is pinned until the swap
+/// begin (`upgrade_1`, `upgrade_2`, …; bpffs allows no dot in a name).
 pub const STAGING: &str = "upgrade";
 
 /// What the kernel says of a map's layout.
@@ -129,17 +133,62 @@ pub fn changed(object: &[u8], pin_dir: &Path, sizes: &TableSizes) -> anyhow::Res
     Ok(out)
 }
 
-/// Empties (a crashed upgrade's leftovers) or creates the staging directory under `pin_dir`,
-/// root's alone like the pin directory, and returns it.
+/// Creates a staging directory under `pin_dir` (`upgrade_N`, the first N free), root's alone
+/// like the pin directory, and returns it. One a crashed upgrade left is not touched: the links
+/// may run the program of its maps, and a program array loses its programs when its last pin
+/// goes. [`leftovers`] finds it; [`remove`] it once every link runs the new program.
 pub fn prepare(pin_dir: &Path) -> anyhow::Result<PathBuf> {
-    let dir = pin_dir.join(STAGING);
-    if dir.exists() {
-        remove(&dir)?;
-    }
+    let dir = (1..)
+        .map(|n| pin_dir.join(format!("{STAGING}_{n}")))
+        .find(|p| !p.exists())
+        .ok_or_else(|| anyhow!("no free name for a staging directory in {}", pin_dir.display()))?;
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The staging directories in `pin_dir` (`upgrade_N`): those of crashed upgrades, and the one
+/// under way if any.
+pub fn leftovers(pin_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == STAGING || name.strip_prefix(STAGING).is_some_and(|n| n.starts_with('_'))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The ids of the maps the program in the first XDP link pinned in `pin_dir` uses: which of
+/// several maps of one name holds the state that is live. Empty when no link is pinned.
+fn live_map_ids(pin_dir: &Path) -> std::collections::BTreeSet<u32> {
+    let live = || -> anyhow::Result<std::collections::BTreeSet<u32>> {
+        let Some(link) = std::fs::read_dir(pin_dir)?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("link_"))
+        else {
+            return Ok(Default::default());
+        };
+        let fd: aya::programs::links::FdLink =
+            aya::programs::links::PinnedLink::from_pin(link.path())?.into();
+        let prog = fd.info()?.program_id();
+        let info = aya::programs::loaded_programs()
+            .flatten()
+            .find(|p| p.id() == prog)
+            .ok_or_else(|| anyhow!("program {prog} of the pinned link is gone"))?;
+        Ok(info.map_ids()?.unwrap_or_default().into_iter().collect())
+    };
+    live().unwrap_or_else(|e| {
+        tracing::warn!("reading which maps the pinned program uses: {e:#}");
+        Default::default()
+    })
 }
 
 /// Removes a staging directory and the pins in it.
@@ -169,6 +218,9 @@ pub struct Upgrade {
     pub pin_dir: PathBuf,
     /// Where the new maps are pinned until [`Upgrade::commit`].
     pub staging: PathBuf,
+    /// Staging directories of crashed upgrades: some of their maps may be the ones the links
+    /// use, and so the ones to carry from.
+    pub leftovers: Vec<PathBuf>,
     /// The maps whose layout changed.
     pub changed: Vec<Changed>,
     /// What [`Upgrade::carry`] copied; `None` until it ran.
@@ -186,18 +238,38 @@ fn open(path: &Path) -> anyhow::Result<Map> {
 }
 
 /// Copies a hash table's entries from `from` to `to` (both pinned): the old table may be a
-/// plain or an LRU hash; past the new one's capacity its least recently used make room.
-fn carry_hash<K: aya::Pod, V: aya::Pod>(from: &Path, to: &Path) -> anyhow::Result<u64> {
+/// plain or an LRU hash. The entries `last` picks are inserted after the others, so that when
+/// the new table is smaller they are the ones kept (an LRU table makes room by its own use
+/// order, which for a copy is the order of insertion).
+fn carry_hash_ordered<K: aya::Pod, V: aya::Pod>(
+    from: &Path,
+    to: &Path,
+    last: impl Fn(&V) -> bool,
+) -> anyhow::Result<u64> {
     let old: HashMap<MapData, K, V> = HashMap::try_from(open(from)?)?;
     let mut new: HashMap<MapData, K, V> = HashMap::try_from(open(to)?)?;
     let limit = pinned(from)?.entries as usize * WALK_LIMIT;
     let mut n = 0;
-    for entry in old.iter().take(limit) {
-        let Ok((k, v)) = entry else { continue };
-        new.insert(k, v, 0)?;
-        n += 1;
+    for pass in [false, true] {
+        for entry in old.iter().take(limit) {
+            let Ok((k, v)) = entry else { continue };
+            if last(&v) == pass {
+                new.insert(k, v, 0).with_context(|| format!("after {n} entries"))?;
+                n += 1;
+            }
+        }
     }
     Ok(n)
+}
+
+fn carry_hash<K: aya::Pod, V: aya::Pod>(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    carry_hash_ordered::<K, V>(from, to, |_| false)
+}
+
+/// Sources' states, the kernel's bans last (see [`carry_hash_ordered`]).
+fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    let now = crate::clock::boot_ns();
+    carry_hash_ordered::<[u8; 16], SourceState>(from, to, |s| s.banned_until > now)
 }
 
 /// Copies each CPU's counters slot by slot, as many slots as both arrays have.
@@ -211,13 +283,18 @@ fn carry_per_cpu<V: aya::Pod>(from: &Path, to: &Path) -> anyhow::Result<u64> {
     Ok(u64::from(slots))
 }
 
+/// The kernel's id of the map pinned at `path`.
+fn pinned_id(path: &Path) -> Option<u32> {
+    aya::maps::MapInfo::from_pin(path).ok().map(|i| i.id())
+}
+
 /// Copies one map's entries from the old pin to the new; returns how many.
 type CarryFn = fn(&Path, &Path) -> anyhow::Result<u64>;
 
 /// The maps whose entries are worth carrying: state only the kernel holds. Rules, signatures,
 /// limits and ports are written from the store and the configuration instead.
 const CARRIED: [(&str, CarryFn); 6] = [
-    (maps::SOURCES, carry_hash::<[u8; 16], SourceState>),
+    (maps::SOURCES, carry_sources),
     (maps::REGISTERED, carry_hash::<[u8; 16], u64>),
     (maps::AUTH, carry_hash::<[u8; 16], AuthState>),
     (maps::AUTH_USERS, carry_hash::<u64, UserAuth>),
@@ -226,19 +303,32 @@ const CARRIED: [(&str, CarryFn); 6] = [
 ];
 
 impl Upgrade {
-    /// Copies the state worth keeping from the old maps into the new ones, once. A map the old
-    /// layout of which cannot be read as the new one (key or value size changed, another kind of
-    /// table) is left behind and named.
+    /// Copies the state worth keeping from the old maps into the new ones, once: from the
+    /// map of each name that the pinned links' program uses (the pin directory's, or a crashed
+    /// upgrade's that got as far as a swap). A map whose old layout cannot be read as the new
+    /// one (key or value size changed, another kind of table) is left behind and named. Only
+    /// sizes can be compared: a release that changes a state's fields without changing its
+    /// size must rename the map.
     pub fn carry(&mut self) -> &[Carried] {
+        let live = live_map_ids(&self.pin_dir);
+        let dirs: Vec<&Path> = std::iter::once(self.pin_dir.as_path())
+            .chain(self.leftovers.iter().map(PathBuf::as_path))
+            .collect();
         self.carried.get_or_insert_with(|| {
             CARRIED
                 .iter()
                 .map(|&(map, copy)| {
-                    let (from, to) = (self.pin_dir.join(map), self.staging.join(map));
-                    if !from.exists() {
+                    let mut candidates = dirs.iter().map(|d| d.join(map)).filter(|p| p.exists());
+                    let first = candidates.next();
+                    let from = std::iter::once(first.clone())
+                        .flatten()
+                        .chain(candidates)
+                        .find(|p| pinned_id(p).is_some_and(|id| live.contains(&id)))
+                        .or(first);
+                    let Some(from) = from else {
                         return Carried { map, entries: 0, not_carried: Some("nothing pinned".into()) };
-                    }
-                    match copy(&from, &to) {
+                    };
+                    match copy(&from, &self.staging.join(map)) {
                         Ok(entries) => Carried { map, entries, not_carried: None },
                         Err(e) => Carried { map, entries: 0, not_carried: Some(format!("{e:#}")) },
                     }
@@ -248,8 +338,9 @@ impl Upgrade {
     }
 
     /// Moves the new maps' pins over the old ones (each `rename` replaces its target at once),
-    /// removes pins of maps this build no longer has, and the staging directory. Call it once
-    /// every pinned link runs the new program.
+    /// removes the staging directory and the pins of maps this build no longer has (`CG_*`
+    /// files only: nothing else in the directory is callguard's to remove). Call it once every
+    /// pinned link runs the new program; then remove the [`Upgrade::leftovers`].
     pub fn commit(&self, object: &[u8]) -> anyhow::Result<()> {
         let ours = wanted(object, &TableSizes::default())?;
         for e in std::fs::read_dir(&self.staging)
@@ -266,11 +357,9 @@ impl Upgrade {
             .flatten()
         {
             let name = e.file_name().to_string_lossy().into_owned();
-            let kept = ours.contains_key(&name)
-                || name == "prog"
-                || name.starts_with("link_")
-                || name.starts_with("egress_");
-            if !kept {
+            // Only maps of an older callguard: its map names all begin so.
+            let stale = name.starts_with("CG_") && !ours.contains_key(&name) && e.path().is_file();
+            if stale {
                 tracing::info!(map = name, "removing the pin of a map this callguard no longer has");
                 std::fs::remove_file(e.path())
                     .with_context(|| format!("unpinning {}", e.path().display()))?;
