@@ -434,8 +434,57 @@ pub struct Tenant {
     pub domain: String,
     /// The tenant's website.
     pub website: String,
+    /// The relative path its avatar downloads from (`/api/blobs/…`; empty: none).
+    #[serde(default)]
+    pub avatar_url: String,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// An uploaded file served at `/api/blobs/{id}` (a tenant's avatar).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// The random id in its path ([`new_blob_id`]).
+    pub id: String,
+    /// Its media type, found from its content ([`image_type`]).
+    pub content_type: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// The relative path a blob downloads from.
+pub fn blob_url(id: &str) -> String {
+    format!("/api/blobs/{id}")
+}
+
+/// A new blob id: 128 random bits as 22 characters of the URL-safe alphabet, so that nobody
+/// can find a blob they were not given the path of.
+pub fn new_blob_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut b = [0u8; 22];
+    getrandom::fill(&mut b).expect("the kernel's random source");
+    // 64 divides 256: every character equally likely, 6 bits each.
+    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+}
+
+/// Whether `id` has the form [`new_blob_id`] gives (anything else names no blob).
+pub fn is_blob_id(id: &str) -> bool {
+    id.len() == 22 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+/// The largest avatar accepted, in bytes.
+pub const AVATAR_MAX: usize = 256 * 1024;
+
+/// The media type of an image callguard serves, from its first bytes: PNG, JPEG, GIF or WebP.
+/// Nothing else (SVG carries script; an unknown type could be anything a browser sniffs).
+pub fn image_type(data: &[u8]) -> Option<&'static str> {
+    match data {
+        [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', ..] => Some("image/png"),
+        [0xff, 0xd8, 0xff, ..] => Some("image/jpeg"),
+        [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some("image/gif"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some("image/webp"),
+        _ => None,
+    }
 }
 
 /// A group of users inside a tenant.

@@ -389,8 +389,9 @@ impl Default for ApiConfig {
     }
 }
 
-/// The system fields of `GET /api/info` (PortSIP's names); empty strings are reported empty.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+/// The system fields of `GET /api/info`, named as PortSIP names them; empty strings are
+/// reported empty.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SystemInfo {
     /// The web domain of the management interface.
@@ -399,16 +400,33 @@ pub struct SystemInfo {
     pub private_ipv4: String,
     /// The public IPv4 address.
     pub public_ipv4: String,
-    /// Whether IPv6 is enabled.
+    /// Whether IPv6 is enabled. Default `true`, as the seed shows it.
     pub enable_ipv6: bool,
     /// The private IPv6 address.
     pub private_ipv6: String,
     /// The public IPv6 address.
     pub public_ipv6: String,
-    /// The primary DNS server.
-    pub primary_dns: String,
-    /// The secondary DNS server.
-    pub secondary_dns: String,
+    /// The primary DNS server (`primary_dns` in files written before it had PortSIP's name).
+    #[serde(alias = "primary_dns")]
+    pub primary_dns_server: String,
+    /// The secondary DNS server (also read as `secondary_dns`).
+    #[serde(alias = "secondary_dns")]
+    pub secondary_dns_server: String,
+}
+
+impl Default for SystemInfo {
+    fn default() -> Self {
+        Self {
+            web_domain: String::new(),
+            private_ipv4: String::new(),
+            public_ipv4: String::new(),
+            enable_ipv6: true,
+            private_ipv6: String::new(),
+            public_ipv6: String::new(),
+            primary_dns_server: String::new(),
+            secondary_dns_server: String::new(),
+        }
+    }
 }
 
 /// SIP inspection policy.

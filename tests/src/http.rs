@@ -13,8 +13,10 @@ pub struct Answer {
     pub status: u16,
     /// Response headers, names lower-case.
     pub headers: Vec<(String, String)>,
-    /// The body as text.
+    /// The body as text (lossy).
     pub text: String,
+    /// The body as it came.
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -71,6 +73,16 @@ impl Http {
 
     /// As [`Http::raw`], but a transport failure (the daemon is gone) is an error, not a panic.
     pub fn try_raw(&self, method: &str, path: &str, body: Option<&str>) -> Result<Answer, String> {
+        self.send(method, path, body.map(|b| ("application/json", b.as_bytes().to_vec())))
+    }
+
+    /// Sends `method path` with a body of the given content type (an image, say).
+    pub fn upload(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        self.send(method, path, Some((content_type, body.to_vec())))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Answer, String> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(der) = &self.ca {
             let root = ureq::tls::Certificate::from_der(der).to_owned();
@@ -88,8 +100,8 @@ impl Http {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let res = match body {
-            Some(b) => {
-                agent.run(req.header("content-type", "application/json").body(b.to_owned()).expect("request"))
+            Some((content_type, b)) => {
+                agent.run(req.header("content-type", content_type).body(b).expect("request"))
             }
             None => agent.run(req.body(()).expect("request")),
         };
@@ -99,8 +111,9 @@ impl Http {
             .iter()
             .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
-        let text = res.body_mut().read_to_string().unwrap_or_default();
-        Ok(Answer { status: res.status().as_u16(), headers, text })
+        let bytes = res.body_mut().with_config().limit(16 << 20).read_to_vec().unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(Answer { status: res.status().as_u16(), headers, text, bytes })
     }
 
     /// `method path` with a JSON body.
@@ -154,7 +167,7 @@ impl Http {
             !headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
             "post_from reads only answers with a length"
         );
-        Answer { status, headers, text: text.to_owned() }
+        Answer { status, headers, text: text.to_owned(), bytes: text.as_bytes().to_vec() }
     }
 
     /// Signs in; returns a client carrying the access token, and the whole answer.

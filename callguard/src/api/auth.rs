@@ -15,19 +15,26 @@ pub struct InfoQuery {
     pub domain: Option<String>,
 }
 
-/// A tenant's public fields.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A tenant's public fields, each present when a tenant was asked for (`domain`) and absent
+/// otherwise.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct TenantInfo {
     /// The name of the tenant.
-    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The SIP domain of the tenant.
-    pub domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// The official website of the tenant.
-    pub website: String,
-    /// The relative path of the tenant's avatar (empty: none).
-    pub avatar_url: String,
-    /// Microsoft 365 sign-in enabled (social sign-in is not offered: always false).
-    pub ms365_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website: Option<String>,
+    /// The relative path the tenant's avatar downloads from (`/api/blobs/…`; empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Whether Microsoft 365 sign-in is enabled for the tenant (social sign-in is not offered
+    /// yet: always false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_ms365_integration: Option<bool>,
 }
 
 /// System (and tenant) metadata.
@@ -36,9 +43,10 @@ pub struct Info {
     /// The system's fields, from `[api.info]`.
     #[serde(flatten)]
     pub system: SystemInfo,
-    /// The tenant of `domain`, when one was asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<TenantInfo>,
+    /// The tenant of `domain`, when one was asked for: its fields beside the system's, as
+    /// PortSIP answers.
+    #[serde(flatten)]
+    pub tenant: TenantInfo,
 }
 
 /// Sign-in request.

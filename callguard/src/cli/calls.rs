@@ -415,7 +415,7 @@ pub(super) async fn countries(client: &Client, r: &Resource<CountriesCommand>) -
         } else {
             format!(
                 "international calls may reach: {}",
-                c.items.iter().map(|i| format!("+{i}")).collect::<Vec<_>>().join(" ")
+                c.items.iter().map(|i| format!("+{}", country_key(i))).collect::<Vec<_>>().join(" ")
             )
         }
     })

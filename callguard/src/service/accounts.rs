@@ -9,8 +9,8 @@ use chrono::Utc;
 use super::{Result, Service, ServiceError, access::Principal};
 use crate::{
     accounts::{
-        self, ApiKey, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User, check_domain,
-        check_password, check_slug, check_username,
+        self, AVATAR_MAX, ApiKey, Blob, Group, Level, NAME_MAX, Perm, Role, Session, Tenant, User,
+        check_domain, check_password, check_slug, check_username,
     },
     api::admin::{
         CreatedKey, CreatedUser, NewGroup, NewKey, NewPassword, NewRole, NewTenant, NewUserReq, UserPatch,
@@ -119,6 +119,7 @@ impl Service {
             name: req.name,
             domain: req.domain,
             website: req.website,
+            avatar_url: String::new(),
             created_at: Utc::now(),
         };
         self.store.add_tenant(&t)?;
@@ -147,6 +148,59 @@ impl Service {
         self.reached_tenant(p, id)?;
         self.store.delete_tenant(id)?;
         Ok(())
+    }
+
+    /// Replaces a tenant's avatar (`tenants.write`): a PNG, JPEG, GIF or WebP image of at most
+    /// [`AVATAR_MAX`] bytes, its type found from its content; `declared` (the request's
+    /// `Content-Type`), when given, must agree. The tenant's `avatar_url` then names it.
+    pub fn set_tenant_avatar(
+        &mut self,
+        p: &Principal,
+        tenant: &str,
+        declared: Option<&str>,
+        data: Vec<u8>,
+    ) -> Result<Tenant> {
+        p.need(Perm::TenantsWrite)?;
+        self.reached_tenant(p, tenant)?;
+        if data.is_empty() {
+            return Err(ServiceError::invalid("avatar", "the body is empty: send the image"));
+        }
+        if data.len() > AVATAR_MAX {
+            return Err(ServiceError::invalid(
+                "avatar",
+                format!("{} bytes; at most {AVATAR_MAX}", data.len()),
+            ));
+        }
+        let Some(found) = accounts::image_type(&data) else {
+            return Err(ServiceError::invalid("avatar", "not a PNG, JPEG, GIF or WebP image"));
+        };
+        if let Some(d) = declared.map(|d| d.split(';').next().unwrap_or_default().trim())
+            && !d.eq_ignore_ascii_case(found)
+            && !d.eq_ignore_ascii_case("application/octet-stream")
+        {
+            return Err(ServiceError::invalid("avatar", format!("the body is {found}, not {d}")));
+        }
+        let blob = Blob { id: accounts::new_blob_id(), content_type: found.into(), data };
+        self.store.set_tenant_avatar(tenant, Some(&blob))?;
+        self.reached_tenant(p, tenant)
+    }
+
+    /// Removes a tenant's avatar (`tenants.write`).
+    pub fn delete_tenant_avatar(&mut self, p: &Principal, tenant: &str) -> Result<()> {
+        p.need(Perm::TenantsWrite)?;
+        self.reached_tenant(p, tenant)?;
+        self.store.set_tenant_avatar(tenant, None)?;
+        Ok(())
+    }
+
+    /// A blob by the id in its path; anyone may download it (the sign-in page shows the
+    /// tenant's avatar before anyone signed in), which the id's 128 random bits make safe.
+    pub fn blob(&self, id: &str) -> Result<Blob> {
+        let missing = || ServiceError::not_found("blob", format!("no blob `{id}`"));
+        if !accounts::is_blob_id(id) {
+            return Err(missing());
+        }
+        self.store.blob(id)?.ok_or_else(missing)
     }
 
     /// The groups of a tenant.

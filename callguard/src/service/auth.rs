@@ -45,22 +45,22 @@ pub struct ResetTicket {
 
 impl Service {
     /// The system's metadata and, with `domain`, that tenant's (no token needed).
-    pub fn info(&self, domain: Option<&str>) -> Result<(SystemInfo, Option<TenantInfo>)> {
+    pub fn info(&self, domain: Option<&str>) -> Result<(SystemInfo, TenantInfo)> {
         let system = self.cfg.api.info.clone();
         let tenant = match domain.map(str::trim).filter(|d| !d.is_empty()) {
-            None => None,
+            None => TenantInfo::default(),
             Some(d) => {
                 let t = self.store.tenants()?.into_iter().find(|t| t.domain.eq_ignore_ascii_case(d));
                 let t = t.ok_or_else(|| {
                     ServiceError::not_found("domain", format!("no tenant has the domain `{d}`"))
                 })?;
-                Some(TenantInfo {
-                    name: t.name,
-                    domain: t.domain,
-                    website: t.website,
-                    avatar_url: String::new(),
-                    ms365_enabled: false,
-                })
+                TenantInfo {
+                    name: Some(t.name),
+                    domain: Some(t.domain),
+                    website: Some(t.website),
+                    avatar_url: Some(t.avatar_url),
+                    enable_ms365_integration: Some(false),
+                }
             }
         };
         Ok((system, tenant))

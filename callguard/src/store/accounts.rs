@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{SqliteStore, StoreError, conflict_on_unique, ts};
-use crate::accounts::{ApiKey, AuthCode, Caller, Group, Level, Perm, Role, Session, Tenant, User};
+use crate::accounts::{
+    ApiKey, AuthCode, Blob, Caller, Group, Level, Perm, Role, Session, Tenant, User, blob_url,
+};
 
 /// Migration 4: accounts.
 pub(super) const MIGRATION: &str = "
@@ -87,6 +89,22 @@ pub(super) const MIGRATION_SPENT_REFRESH: &str = "
 /// Migration 7: the right to dial international numbers (`calls.international`), which the
 /// slow path checks since roles decide calls. Custom roles made before it keep what they could
 /// do; a user's new role, and a role created or deleted, change what the slow path decides.
+/// Uploaded files (tenants' avatars), deleted with the tenant or when replaced.
+pub(super) const MIGRATION_AVATARS: &str = "
+    CREATE TABLE blobs (
+        id TEXT PRIMARY KEY,
+        content_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    ALTER TABLE tenants ADD COLUMN avatar TEXT REFERENCES blobs (id);
+    CREATE TRIGGER blob_of_tenant_replaced AFTER UPDATE OF avatar ON tenants
+        WHEN OLD.avatar IS NOT NULL AND OLD.avatar IS NOT NEW.avatar
+        BEGIN DELETE FROM blobs WHERE id = OLD.avatar; END;
+    CREATE TRIGGER blob_of_tenant_deleted AFTER DELETE ON tenants WHEN OLD.avatar IS NOT NULL
+        BEGIN DELETE FROM blobs WHERE id = OLD.avatar; END;
+";
+
 pub(super) const MIGRATION_CALL_RIGHTS: &str = "
     UPDATE roles SET permissions = trim(permissions || ' calls.international');
     CREATE TRIGGER cg_us_r AFTER UPDATE OF role ON users BEGIN UPDATE calls_generation SET n = n + 1; END;
@@ -132,6 +150,11 @@ pub trait AccountStore {
     fn add_tenant(&mut self, t: &Tenant) -> Result<(), StoreError>;
     /// Deletes a tenant with its groups, users, sessions and codes; whether it existed.
     fn delete_tenant(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Replaces (`None`: removes) a tenant's avatar; the one it replaces is deleted with it.
+    /// Whether the tenant exists.
+    fn set_tenant_avatar(&mut self, tenant: &str, avatar: Option<&Blob>) -> Result<bool, StoreError>;
+    /// A blob by id.
+    fn blob(&self, id: &str) -> Result<Option<Blob>, StoreError>;
 
     /// The groups of one tenant, or of all.
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError>;
@@ -232,6 +255,7 @@ fn tenant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
         domain: r.get(2)?,
         website: r.get(3)?,
         created_at: r.get(4)?,
+        avatar_url: r.get::<_, Option<String>>(5)?.as_deref().map(blob_url).unwrap_or_default(),
     })
 }
 
@@ -284,9 +308,9 @@ impl SqliteStore {
 
 impl AccountStore for SqliteStore {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, name, domain, website, created_at FROM tenants ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, domain, website, created_at, avatar FROM tenants ORDER BY id",
+        )?;
         Ok(stmt.query_map([], tenant_row)?.collect::<Result<_, _>>()?)
     }
 
@@ -306,6 +330,34 @@ impl AccountStore for SqliteStore {
 
     fn delete_tenant(&mut self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 1)
+    }
+
+    fn set_tenant_avatar(&mut self, tenant: &str, avatar: Option<&Blob>) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        if let Some(b) = avatar {
+            tx.execute(
+                "INSERT INTO blobs (id, content_type, data, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![b.id, b.content_type, b.data, ts(Some(Utc::now()))],
+            )?;
+        }
+        // The trigger of migration 12 deletes the blob this one replaces.
+        let found = tx.execute(
+            "UPDATE tenants SET avatar = ?2 WHERE id = ?1",
+            params![tenant, avatar.map(|b| &b.id)],
+        )?;
+        if found == 1 {
+            tx.commit()?;
+        }
+        Ok(found == 1)
+    }
+
+    fn blob(&self, id: &str) -> Result<Option<Blob>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT id, content_type, data FROM blobs WHERE id = ?1", [id], |r| {
+                Ok(Blob { id: r.get(0)?, content_type: r.get(1)?, data: r.get(2)? })
+            })
+            .optional()?)
     }
 
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError> {
@@ -663,6 +715,7 @@ mod tests {
             name: id.into(),
             domain: domain.into(),
             website: String::new(),
+            avatar_url: String::new(),
             created_at: Utc::now(),
         }
     }

@@ -192,6 +192,8 @@ const MIGRATIONS: &[&str] = &[
         comment TEXT NOT NULL DEFAULT '',
         created_at TEXT NOT NULL
     );",
+    // 12: uploaded files (tenants' avatars).
+    accounts::MIGRATION_AVATARS,
 ];
 
 /// Data a migration adds besides its schema, by migration index.

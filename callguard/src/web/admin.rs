@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(list_tenants, create_tenant))
         .routes(routes!(show_tenant, delete_tenant))
+        .routes(routes!(set_avatar, delete_avatar))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(delete_group))
         .routes(routes!(list_users, create_user))
@@ -80,6 +81,42 @@ pub async fn delete_tenant(
 ) -> Result<StatusCode, Failure> {
     blocking(&s, move |st| {
         st.delete_tenant(&p, &id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// Upload the tenant's avatar (`tenants.write`): the image as the body, PNG, JPEG, GIF or WebP,
+/// at most 256 KiB. Its type is found from its content; a `Content-Type` that says otherwise is
+/// refused. The tenant's `avatar_url` (also in `GET /api/info?domain=…`) then downloads it; the
+/// avatar it replaces is deleted.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/avatar", tag = "Accounts", security(("bearer" = [])),
+    params(("tenant" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "image/png", description = "The image"),
+    responses((status = 200, body = Tenant), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn set_avatar(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    PathArgs(id): PathArgs<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Tenant>, Failure> {
+    let declared =
+        headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    blocking(&s, move |st| Ok(Json(st.set_tenant_avatar(&p, &id, declared.as_deref(), body.to_vec())?))).await
+}
+
+/// Remove the tenant's avatar (`tenants.write`).
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/avatar", tag = "Accounts", security(("bearer" = [])),
+    params(("tenant" = String, Path)),
+    responses((status = 204, description = "Removed (or there was none)"), (status = "4XX", body = crate::api::ApiError)))]
+pub async fn delete_avatar(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    PathArgs(id): PathArgs<String>,
+) -> Result<StatusCode, Failure> {
+    blocking(&s, move |st| {
+        st.delete_tenant_avatar(&p, &id)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

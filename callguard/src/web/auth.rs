@@ -17,7 +17,7 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Caller, JsonBody, Peer, QueryArgs, blocking, off_lock};
+use super::{Caller, JsonBody, PathArgs, Peer, QueryArgs, blocking, off_lock};
 use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TokenInfo, Tokens};
 use crate::{
     accounts::{self},
@@ -29,6 +29,7 @@ use crate::{
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(info))
+        .routes(routes!(blob))
         .routes(routes!(sign_in))
         .routes(routes!(refresh))
         .routes(routes!(token_info))
@@ -49,6 +50,27 @@ pub async fn info(
         Ok(Json(Info { system, tenant }))
     })
     .await
+}
+
+/// Download an uploaded file (a tenant's avatar: `avatar_url`). No token needed: the sign-in
+/// page shows the avatar, and a blob's path holds 128 random bits.
+#[utoipa::path(get, path = "/api/blobs/{id}", tag = "Authentication", params(("id" = String, Path)),
+    responses((status = 200, description = "The file, with its media type", content_type = "image/png", body = Vec<u8>),
+        (status = 404, description = "No such blob", body = crate::api::ApiError)))]
+pub async fn blob(AxState(s): AxState<Shared>, PathArgs(id): PathArgs<String>) -> Result<Response, Failure> {
+    let b = blocking(&s, move |st| Ok(st.blob(&id)?)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, b.content_type),
+            // Served as what it is, and as nothing a browser could run.
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox".into()),
+            // A new upload gets a new path: this one never changes.
+            (header::CACHE_CONTROL, "public, max-age=604800, immutable".into()),
+        ],
+        b.data,
+    )
+        .into_response())
 }
 
 fn too_many(what: &str, wait: Duration) -> Response {
