@@ -49,6 +49,16 @@ pub struct Info {
     pub tenant: TenantInfo,
 }
 
+/// Sign-in's query (PortSIP's).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SignInQuery {
+    /// Signing in from a QR code (PortSIP's apps); accepted, and the same sign-in here.
+    #[serde(default)]
+    pub qr: Option<bool>,
+}
+
 /// Sign-in request.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -18,7 +18,7 @@ use axum::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Caller, JsonBody, PathArgs, Peer, QueryArgs, blocking, off_lock};
-use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, TokenInfo, Tokens};
+use crate::api::auth::{Forgot, Info, InfoQuery, Refresh, Reset, SignIn, SignInQuery, TokenInfo, Tokens};
 use crate::{
     accounts::{self},
     service::{Service, accounts::Hashed, auth::ResetTicket},
@@ -31,6 +31,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(info))
         .routes(routes!(blob))
         .routes(routes!(sign_in))
+        .routes(routes!(verify_password))
         .routes(routes!(refresh))
         .routes(routes!(token_info))
         .routes(routes!(sign_out))
@@ -93,15 +94,13 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| accounts::hash_password("decoy password").unwrap_or_default())
 }
 
-/// Sign in with user name, password and SIP domain.
-#[utoipa::path(post, path = "/api/auth/sign_in", tag = "Authentication", request_body = SignIn,
-    responses((status = 200, body = Tokens), (status = 400, body = crate::api::ApiError),
-        (status = 401, description = "Wrong user name, domain or password", body = crate::api::ApiError),
-        (status = 429, description = "Too many failures from this source or for this user", body = crate::api::ApiError)))]
-pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): JsonBody<SignIn>) -> Response {
+/// Checks a user name, password and SIP domain as sign-in does, throttled the same way (the
+/// same counts: a guesser gains nothing by switching between the two routes); the user, or the
+/// answer to give.
+async fn check_credentials(s: &Shared, peer: &Peer, req: SignIn) -> Result<accounts::User, Response> {
     let source = peer.key("ip");
     let (max, window) = {
-        let st = crate::web::lock(&s);
+        let st = crate::web::lock(s);
         let a = &st.cfg().api;
         (a.signin_failures, Duration::from_secs(a.signin_window_secs))
     };
@@ -109,24 +108,20 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
         // A name no user can have: a failure of the source, and no key kept for the name.
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(wait) = th.blocked(&source, max, window) {
-            return too_many("sign-ins", wait);
+            return Err(too_many("sign-ins", wait));
         }
         th.fail(&source, window);
-        return Failure::unauthorized("wrong user name, domain or password").into_response();
+        return Err(Failure::unauthorized("wrong user name, domain or password").into_response());
     };
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(wait) = th.begin(&source, &who, max, window) {
-            return too_many("sign-ins", wait);
+            return Err(too_many("sign-ins", wait));
         }
     }
-    let s2 = s.clone();
     let result =
-        blocking(&s, move |st| Ok((st.sign_in_candidate(&req.domain, &req.username)?, req.password))).await;
-    let (found, password) = match result {
-        Ok(v) => v,
-        Err(f) => return f.into_response(),
-    };
+        blocking(s, move |st| Ok((st.sign_in_candidate(&req.domain, &req.username)?, req.password))).await;
+    let (found, password) = result.map_err(IntoResponse::into_response)?;
     let hash = found.as_ref().map_or_else(|| decoy_hash().to_owned(), |(_, h)| h.clone());
     let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
         .await
@@ -134,13 +129,54 @@ pub async fn sign_in(AxState(s): AxState<Shared>, peer: Peer, JsonBody(req): Jso
     let user = match (found, ok) {
         (Some((u, _)), true) => u,
         // Counted already, when the attempt began.
-        _ => return Failure::unauthorized("wrong user name, domain or password").into_response(),
+        _ => return Err(Failure::unauthorized("wrong user name, domain or password").into_response()),
     };
-    s2.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).succeeded(&source, &who);
+    s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).succeeded(&source, &who);
+    Ok(user)
+}
+
+/// Sign in with user name, password and SIP domain. `qr=true` (PortSIP's sign-in from a QR
+/// code in its apps) is accepted and signs in the same way: callguard provisions no app.
+#[utoipa::path(post, path = "/api/auth/sign_in", tag = "Authentication", request_body = SignIn, params(SignInQuery),
+    responses((status = 200, body = Tokens), (status = 400, body = crate::api::ApiError),
+        (status = 401, description = "Wrong user name, domain or password", body = crate::api::ApiError),
+        (status = 429, description = "Too many failures from this source or for this user", body = crate::api::ApiError)))]
+pub async fn sign_in(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    QueryArgs(_qr): QueryArgs<SignInQuery>,
+    JsonBody(req): JsonBody<SignIn>,
+) -> Response {
+    let user = match check_credentials(&s, &peer, req).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     tracing::info!(user = user.username, tenant = ?user.tenant, "signed in");
-    match blocking(&s2, move |st| Ok(st.issue_tokens(user.id, true, None)?)).await {
+    match blocking(&s, move |st| Ok(st.issue_tokens(user.id, true, None)?)).await {
         Ok(t) => Json(t).into_response(),
         Err(f) => f.into_response(),
+    }
+}
+
+/// Check a user name, password and SIP domain without signing in: 204 when they are right,
+/// 401 when not, throttled as sign-in is (the seed's unlabelled operation that takes the
+/// sign-in fields and answers 204 No content). For a panel that confirms a user's password
+/// before a sensitive step, or checks a phone user's credentials, without creating a session.
+#[utoipa::path(post, path = "/api/auth/verify_password", tag = "Authentication", request_body = SignIn,
+    responses((status = 204, description = "The credentials are right"), (status = 400, body = crate::api::ApiError),
+        (status = 401, description = "Wrong user name, domain or password", body = crate::api::ApiError),
+        (status = 429, description = "Too many failures from this source or for this user", body = crate::api::ApiError)))]
+pub async fn verify_password(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    JsonBody(req): JsonBody<SignIn>,
+) -> Response {
+    match check_credentials(&s, &peer, req).await {
+        Ok(user) => {
+            tracing::info!(user = user.username, tenant = ?user.tenant, "password verified");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
     }
 }
 
