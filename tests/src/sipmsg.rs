@@ -40,6 +40,17 @@ pub fn sipvicious(tool: SvTool, method: &str, ext: &str, target: &str, compact: 
     m.into_bytes()
 }
 
+/// A phone's OPTIONS keepalive from `src` to `pbx` (a Yealink's), the `n`th (its branch and
+/// Call-ID): what a clean source sends.
+pub fn keepalive(src: &str, pbx: &str, n: u64) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:100@{pbx} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5062;branch=z9hG4bK{n}\r\n\
+         From: <sip:201@{src}>;tag=1\r\nTo: <sip:100@{pbx}>\r\nCall-ID: k{n}@{src}\r\nCSeq: 1 OPTIONS\r\n\
+         User-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// Legitimate requests from common endpoints: (who, message).
 pub fn phones() -> Vec<(&'static str, Vec<u8>)> {
     let sdp = "v=0\r\no=- 20518 0 IN IP4 198.18.0.20\r\ns=SDP data\r\nc=IN IP4 198.18.0.20\r\nt=0 0\r\n\

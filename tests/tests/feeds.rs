@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use callguard_tests::netns::{Instance, Topology};
+use callguard_tests::{
+    netns::{Instance, Topology},
+    sipmsg,
+};
 
 const PBX: &str = Topology::PBX_V4;
 /// Listed by the HTTP feed throughout.
@@ -128,15 +131,6 @@ fn check(inst: &Instance, ip: &str) -> (String, String, String, bool) {
     )
 }
 
-fn options(src: &str) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:100@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5062;branch=z9hG4bK77\r\n\
-         From: <sip:201@{src}>;tag=1\r\nTo: <sip:100@{PBX}>\r\nCall-ID: k@{src}\r\nCSeq: 1 OPTIONS\r\n\
-         User-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 /// Packets from each test source that the host stack received on the SIP port.
 fn delivered(t: &Topology, name: &str) -> u64 {
     t.pbx.nft_counter("feeds", name)
@@ -192,7 +186,11 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     let send = |src: &str, n: usize| {
         let sock = t.peer.udp(format!("{src}:5062").parse().unwrap());
         for _ in 0..n {
-            sock.send_to(&options(src), format!("{PBX}:5060").parse::<SocketAddr>().unwrap()).unwrap();
+            sock.send_to(
+                &sipmsg::keepalive(src, PBX, 77),
+                format!("{PBX}:5060").parse::<SocketAddr>().unwrap(),
+            )
+            .unwrap();
         }
     };
     send(LISTED, 3);
@@ -261,7 +259,11 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
         std::thread::spawn(move || {
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                sock.send_to(&options(LISTED), format!("{PBX}:5060").parse::<SocketAddr>().unwrap()).unwrap();
+                sock.send_to(
+                    &sipmsg::keepalive(LISTED, PBX, 77),
+                    format!("{PBX}:5060").parse::<SocketAddr>().unwrap(),
+                )
+                .unwrap();
                 sent += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }

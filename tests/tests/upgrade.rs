@@ -30,15 +30,6 @@ const CLEAN: &str = "198.18.0.13";
 /// A scanner, after the upgrade.
 const SCANNER: &str = "198.18.0.77";
 
-fn options(src: &str, n: u64) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:100@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5062;branch=z9hG4bK{n}\r\n\
-         From: <sip:201@{src}>;tag=1\r\nTo: <sip:100@{PBX}>\r\nCall-ID: u{n}@{src}\r\nCSeq: 1 OPTIONS\r\n\
-         User-Agent: Yealink SIP-T46S\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
 /// Packets from one source that the host stack received on the SIP port.
 fn delivered(t: &Topology, name: &str) -> u64 {
     t.pbx.nft_counter("upgrade", name)
@@ -72,7 +63,7 @@ impl Senders {
                             _ => 1,
                         };
                         for _ in 0..burst {
-                            sock.send_to(&options(src, n), pbx).unwrap();
+                            sock.send_to(&sipmsg::keepalive(src, PBX, n), pbx).unwrap();
                         }
                     }
                     denied_sent.fetch_add(10, Ordering::Relaxed);
@@ -195,7 +186,8 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
     inst.cli(&["net", "deny", CLEAN, "--comment", "after the upgrade"]);
     let clean = delivered(&t, "clean");
     let sock = t.peer.udp(format!("{CLEAN}:5064").parse().unwrap());
-    sock.send_to(&options(CLEAN, 1), format!("{PBX}:5060").parse::<SocketAddr>().unwrap()).unwrap();
+    sock.send_to(&sipmsg::keepalive(CLEAN, PBX, 1), format!("{PBX}:5060").parse::<SocketAddr>().unwrap())
+        .unwrap();
     t.peer.ip(&["addr", "add", &format!("{SCANNER}/24"), "dev", &t.peer_if]);
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", PBX, false);
     let before = reason_packets(&inst.stats(), "drop", "signature");
