@@ -178,9 +178,45 @@ impl Service {
     /// Makes (or changes) a country rule whose country holds `nets` (from the country database):
     /// its networks first, then the rule.
     pub fn set_country(&mut self, rule: &CountryRule, nets: &[IpNet]) -> Result<ListApplied> {
+        if nets.is_empty() {
+            return Err(ServiceError::invalid(
+                "code",
+                format!(
+                    "the country database names no network of {} (ISO 3166-1 codes: GB, not UK)",
+                    rule.code
+                ),
+            ));
+        }
         let applied = self.replace_list(&List::country(rule), nets, &mut |_, _| {})?;
         self.store.put_country_rule(rule)?;
         Ok(applied)
+    }
+
+    /// Checks a request for a country rule before its country's networks are read: the code,
+    /// the comment, a country database set. The rule it asks for, and the database to read.
+    pub fn country_request(&self, req: api::SetCountry) -> Result<(CountryRule, std::path::PathBuf)> {
+        let code = crate::geo::parse_code(&req.code).map_err(|m| ServiceError::invalid("code", m))?;
+        if req.comment.chars().count() > super::COMMENT_MAX {
+            return Err(ServiceError::invalid(
+                "comment",
+                format!("longer than {} characters", super::COMMENT_MAX),
+            ));
+        }
+        let database = self.cfg.geoip.database.clone();
+        if database.as_os_str().is_empty() {
+            return Err(ServiceError::invalid(
+                "code",
+                "no country database is set: put a MaxMind-format country database's path in [geoip] database",
+            ));
+        }
+        let rule = CountryRule {
+            code,
+            action: req.action,
+            scope: req.scope,
+            comment: req.comment,
+            created_at: chrono::Utc::now(),
+        };
+        Ok((rule, database))
     }
 
     /// Deletes the country rule of `code` and its networks; how many networks it had.

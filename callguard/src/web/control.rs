@@ -164,39 +164,13 @@ pub async fn set_country(
     AxState(s): AxState<Shared>,
     JsonBody(req): JsonBody<api::SetCountry>,
 ) -> Result<Json<api::CountryView>, Failure> {
-    let code = crate::geo::parse_code(&req.code).map_err(|m| Failure::bad("code", m))?;
-    if req.comment.chars().count() > crate::service::COMMENT_MAX {
-        return Err(Failure::bad(
-            "comment",
-            format!("longer than {} characters", crate::service::COMMENT_MAX),
-        ));
-    }
-    let database = lock(&s).cfg().geoip.database.clone();
-    if database.as_os_str().is_empty() {
-        return Err(Failure::bad(
-            "code",
-            "no country database is set: put a MaxMind-format country database's path in [geoip] database",
-        ));
-    }
+    let (rule, database) = lock(&s).country_request(req)?;
     // The whole database is read outside the service's lock.
-    let wanted = std::collections::BTreeSet::from([code.clone()]);
+    let wanted = std::collections::BTreeSet::from([rule.code.clone()]);
     let read = tokio::task::spawn_blocking(move || crate::geo::networks(&database, &wanted))
         .await
         .map_err(|e| Failure::internal(&e.into()))?;
-    let nets = read.map_err(|m| Failure::bad("code", m))?.remove(&code).unwrap_or_default();
-    if nets.is_empty() {
-        return Err(Failure::bad(
-            "code",
-            format!("the country database names no network of {code} (ISO 3166-1 codes: GB, not UK)"),
-        ));
-    }
-    let rule = crate::geo::CountryRule {
-        code,
-        action: req.action,
-        scope: req.scope,
-        comment: req.comment,
-        created_at: chrono::Utc::now(),
-    };
+    let nets = read.map_err(|m| Failure::bad("code", m))?.remove(&rule.code).unwrap_or_default();
     blocking(&s, move |st| {
         st.set_country(&rule, &nets)?;
         let networks = st.list_rules(&rule.list());
