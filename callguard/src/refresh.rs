@@ -94,11 +94,9 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
     let name = feed.name.clone();
     board.update(&name, |st| st.state = "fetching".into());
     let f = feed.clone();
-    let read = tokio::task::spawn_blocking(move || f.fetch().and_then(|doc| f.parse(&doc))).await;
-    let parsed = match read {
-        Ok(Ok(p)) => p,
-        Ok(Err(why)) => return failed(s, feed, why),
-        Err(e) => return failed(s, feed, format!("the refresh stopped: {e}")),
+    let parsed = match off_runtime(move || f.fetch().and_then(|doc| f.parse(&doc))).await {
+        Ok(p) => p,
+        Err(why) => return failed(s, feed, why),
     };
     let total = parsed.nets.len();
     if total >= LARGE {
@@ -106,7 +104,7 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
     }
     let (s2, f) = (s.clone(), feed.clone());
     let nets = parsed.nets;
-    let applied = tokio::task::spawn_blocking(move || {
+    let applied = off_runtime(move || {
         let board = &s2.web.feeds;
         let mut tenth = 0;
         let mut st = lock(&s2);
@@ -133,7 +131,7 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
     })
     .await;
     match applied {
-        Ok(Ok(a)) => {
+        Ok(a) => {
             tracing::info!(
                 feed = %name, rules = a.rules, added = a.added, removed = a.removed,
                 held_by_others = a.held_by_others, bad_entries = parsed.bad, "feed refreshed"
@@ -149,8 +147,20 @@ pub async fn refresh(s: &Shared, feed: &Feed) -> bool {
             });
             true
         }
-        Ok(Err(e)) => failed(s, feed, format!("applying: {e}")),
         Err(e) => failed(s, feed, format!("applying: {e}")),
+    }
+}
+
+/// Runs `f` on a blocking thread (a fetch, a parse, a write of many rules must not hold up the
+/// runtime); its error, or the task's own failure, as a message.
+async fn off_runtime<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the task stopped: {e}")),
     }
 }
 
@@ -207,32 +217,23 @@ async fn reread_countries(s: &Shared, path: std::path::PathBuf) -> bool {
         return true;
     }
     let shown = path.display().to_string();
-    let read = tokio::task::spawn_blocking(move || crate::geo::networks(&path, &codes)).await;
-    let by_code = match read {
-        Ok(Ok(m)) => m,
-        Ok(Err(why)) => {
+    let by_code = match off_runtime(move || crate::geo::networks(&path, &codes)).await {
+        Ok(m) => m,
+        Err(why) => {
             tracing::warn!("{why}; country rules keep their networks");
-            return false;
-        }
-        Err(e) => {
-            tracing::error!("reading the country database: {e}");
             return false;
         }
     };
     let s2 = s.clone();
-    match tokio::task::spawn_blocking(move || lock(&s2).refresh_countries(&by_code)).await {
-        Ok(Ok(done)) => {
+    match off_runtime(move || lock(&s2).refresh_countries(&by_code)).await {
+        Ok(done) => {
             for (code, a) in done {
                 tracing::info!(database = %shown, country = %code, networks = a.rules, added = a.added, removed = a.removed, "country rule follows the database");
             }
             true
         }
-        Ok(Err(e)) => {
-            tracing::error!("applying the country database: {e}; country rules keep their networks");
-            false
-        }
         Err(e) => {
-            tracing::error!("applying the country database: {e}");
+            tracing::error!("applying the country database: {e}; country rules keep their networks");
             false
         }
     }
