@@ -4,7 +4,11 @@
 //! Semantics (the same in the kernel and here): the longest prefix containing the source wins;
 //! at equal length allow beats deny; an expired rule is as if it were absent.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+};
 
 use callguard_common::{
     NetEntry,
@@ -282,48 +286,136 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     }
 }
 
+/// Whether `r` is a deny that comes from a list (a feed, a country). Such a deny never overrides
+/// an allow: inside an allowed network, the addresses a list names stay allowed, so that a feed
+/// (someone else's list) or a country's networks cannot take a trunk or a phone the operator
+/// allowed off the air by naming a part of its network.
+pub fn listed_deny(r: &NetRule) -> bool {
+    r.list.is_some() && r.action == NetAction::Deny
+}
+
+/// The allow a listed deny of `net` yields to: the rule that would decide for `net` without the
+/// lists' denies, the longest network strictly containing it (allow before deny at equal
+/// length), when that is an allow. `others` holds every live rule but the listed denies, by
+/// network.
+fn yields_to<'a>(net: &IpNet, others: &HashMap<IpNet, (Option<&'a NetRule>, bool)>) -> Option<&'a NetRule> {
+    (0..net.prefix_len()).rev().find_map(|len| {
+        let outer = IpNet::new(net.network(), len).ok()?.trunc();
+        others.get(&outer).map(|&(allow, _)| allow)
+    })?
+}
+
 /// Compiles rules into kernel entries, one per distinct network. Rules already expired at
 /// `clock` are left out; the others carry their expiry, which the program enforces itself.
 pub fn compile<'a>(rules: impl IntoIterator<Item = &'a NetRule>, clock: &Clock) -> BTreeMap<IpNet, NetEntry> {
+    compile_nets(rules, None, clock)
+}
+
+/// As [`compile`], the entries of `only` alone (all with `None`); every rule still counts for
+/// what a listed deny yields to ([`listed_deny`]). A listed deny inside an allow carries that
+/// allow in its entry, which the program prefers at equal length, with the allow's expiry: once
+/// the allow is over, the deny holds.
+pub fn compile_nets<'a>(
+    rules: impl IntoIterator<Item = &'a NetRule>,
+    only: Option<&BTreeSet<IpNet>>,
+    clock: &Clock,
+) -> BTreeMap<IpNet, NetEntry> {
+    let now = clock.wall();
+    let live: Vec<&NetRule> = rules.into_iter().filter(|r| r.is_live(now)).collect();
     let mut out: BTreeMap<IpNet, NetEntry> = BTreeMap::new();
-    for r in rules {
-        if !r.is_live(clock.wall()) {
-            continue;
-        }
+    let mut listed = HashSet::new();
+    for r in live.iter().filter(|r| only.is_none_or(|o| o.contains(&r.cidr))) {
         let e = out
             .entry(r.cidr)
             .or_insert_with(|| NetEntry { prefix_len: r.cidr.prefix_len(), ..NetEntry::default() });
-        let expires = clock.boot_ns_at(r.expires_at);
         match r.action {
-            NetAction::Allow => {
-                e.allow_rule = r.id;
-                e.allow_expires_ns = expires;
-                e.allow_profile = r.profile.code();
-            }
+            NetAction::Allow => allow_into(e, r, clock),
             NetAction::Deny => {
                 e.deny_rule = r.id;
-                e.deny_expires_ns = expires;
+                e.deny_expires_ns = clock.boot_ns_at(r.expires_at);
                 e.deny_scope = match r.scope {
                     Scope::Sip => SCOPE_SIP,
                     Scope::All => SCOPE_ALL,
                 };
+                if listed_deny(r) {
+                    listed.insert(r.cidr);
+                }
             }
+        }
+    }
+    if listed.is_empty() {
+        return out;
+    }
+    // Every live rule but the listed denies, by network: what a listed deny yields to.
+    let mut others: HashMap<IpNet, (Option<&NetRule>, bool)> = HashMap::new();
+    for r in live.iter().filter(|r| !listed_deny(r)) {
+        let o = others.entry(r.cidr).or_default();
+        match r.action {
+            NetAction::Allow => o.0 = Some(r),
+            NetAction::Deny => o.1 = true,
+        }
+    }
+    for (net, e) in &mut out {
+        if e.allow_rule == 0
+            && listed.contains(net)
+            && let Some(a) = yields_to(net, &others)
+        {
+            allow_into(e, a, clock);
         }
     }
     out
 }
 
+fn allow_into(e: &mut NetEntry, r: &NetRule, clock: &Clock) {
+    e.allow_rule = r.id;
+    e.allow_expires_ns = clock.boot_ns_at(r.expires_at);
+    e.allow_profile = r.profile.code();
+}
+
+/// The networks of the listed denies strictly inside the `changed` networks: their entries carry
+/// what they yield to ([`compile_nets`]), so a change there (an allow added or deleted, a deny
+/// between) may change theirs. Each listed deny walks up its own prefixes: a refresh that
+/// changes a whole feed costs a few lookups a network, not one a pair.
+pub fn nested_listed<'a>(
+    rules: impl IntoIterator<Item = &'a NetRule>,
+    changed: &BTreeSet<IpNet>,
+) -> BTreeSet<IpNet> {
+    let Some(shortest) = changed.iter().map(IpNet::prefix_len).min() else { return BTreeSet::new() };
+    rules
+        .into_iter()
+        .filter(|r| listed_deny(r))
+        .filter(|r| {
+            (shortest..r.cidr.prefix_len()).any(|len| {
+                IpNet::new(r.cidr.network(), len).is_ok_and(|outer| changed.contains(&outer.trunc()))
+            })
+        })
+        .map(|r| r.cidr)
+        .collect()
+}
+
 /// The rule that decides for `addr` at `now`: the longest live prefix containing it, allow
-/// before deny at equal length. The same semantics as the kernel's lookup.
+/// before deny at equal length; a listed deny ([`listed_deny`]) yields to the allow that would
+/// decide without the lists' denies. The same semantics as the kernel's lookup.
 pub fn decide<'a>(
     rules: impl IntoIterator<Item = &'a NetRule>,
     addr: IpAddr,
     now: DateTime<Utc>,
 ) -> Option<&'a NetRule> {
-    rules
-        .into_iter()
-        .filter(|r| r.is_live(now) && r.cidr.contains(&addr))
-        .max_by_key(|r| (r.cidr.prefix_len(), r.action == NetAction::Allow))
+    let live: Vec<&NetRule> =
+        rules.into_iter().filter(|r| r.is_live(now) && r.cidr.contains(&addr)).collect();
+    let key = |r: &&NetRule| (r.cidr.prefix_len(), r.action == NetAction::Allow);
+    let winner = live.iter().copied().max_by_key(key)?;
+    if listed_deny(winner) {
+        let without = live
+            .iter()
+            .copied()
+            .filter(|r| !listed_deny(r) && r.cidr.prefix_len() < winner.cidr.prefix_len())
+            .max_by_key(key);
+        if let Some(a) = without.filter(|r| r.action == NetAction::Allow) {
+            return Some(a);
+        }
+    }
+    Some(winner)
 }
 
 #[cfg(test)]
@@ -395,5 +487,55 @@ mod tests {
         assert_eq!((e6.deny_rule, e6.deny_scope, e6.prefix_len), (4, SCOPE_ALL, 48));
         let left = e6.deny_expires_ns - clock.boot_ns_at(None).max(boot_ns());
         assert!(left > 55_000_000_000 && left <= 60_000_000_000, "{left}");
+    }
+
+    fn listed(id: u32, cidr: &str, action: NetAction, list: &str) -> NetRule {
+        NetRule { origin: Origin::Feed, list: Some(list.into()), ..rule(id, cidr, action) }
+    }
+
+    /// A list's deny inside an allow yields to it (a feed cannot take a trunk off the air by
+    /// naming one of its addresses); the operator's own deny inside an allow does not; the
+    /// kernel's entries say the same as the model, and a change of the allow reaches them.
+    #[test]
+    fn a_listed_deny_never_overrides_an_allow() {
+        let clock = Clock::now();
+        let now = clock.wall();
+        let rules = [
+            rule(1, "198.51.100.0/24", NetAction::Allow),
+            listed(2, "198.51.100.7/32", NetAction::Deny, "firehol"),
+            rule(3, "198.51.100.64/26", NetAction::Deny),
+            listed(4, "198.51.100.70/32", NetAction::Deny, "firehol"),
+            listed(5, "203.0.113.9/32", NetAction::Deny, "firehol"),
+            listed(6, "192.0.2.0/24", NetAction::Allow, "trunks"),
+            listed(7, "192.0.2.5/32", NetAction::Deny, "country:CN"),
+        ];
+        let at = |s: &str| decide(&rules, s.parse().unwrap(), now).map(|r| r.id);
+        assert_eq!(at("198.51.100.7"), Some(1), "the allow decides for the listed address");
+        assert_eq!(at("198.51.100.70"), Some(4), "inside the operator's own deny, the list's deny holds");
+        assert_eq!(at("198.51.100.65"), Some(3));
+        assert_eq!(at("203.0.113.9"), Some(5), "outside every allow, the list denies");
+        assert_eq!(at("192.0.2.5"), Some(6), "an allow list wins over a deny list inside it");
+        let out = compile(&rules, &clock);
+        let entry = |s: &str| out[&s.parse::<IpNet>().unwrap()];
+        assert_eq!((entry("198.51.100.7/32").allow_rule, entry("198.51.100.7/32").deny_rule), (1, 2));
+        assert_eq!((entry("198.51.100.70/32").allow_rule, entry("198.51.100.70/32").deny_rule), (0, 4));
+        assert_eq!(entry("203.0.113.9/32").allow_rule, 0);
+        assert_eq!(entry("192.0.2.5/32").allow_rule, 6);
+        // The entry of one network alone carries the same; a change of the allow names every
+        // listed network inside it for recompiling (the one under the operator's deny too: its
+        // entry comes out the same).
+        let one = compile_nets(&rules, Some(&BTreeSet::from(["198.51.100.7/32".parse().unwrap()])), &clock);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one.values().next().unwrap().allow_rule, 1);
+        let nested = nested_listed(&rules, &BTreeSet::from(["198.51.100.0/24".parse().unwrap()]));
+        let nested: Vec<String> = nested.iter().map(ToString::to_string).collect();
+        assert_eq!(nested, ["198.51.100.7/32", "198.51.100.70/32"]);
+        assert!(nested_listed(&rules, &BTreeSet::from(["203.0.113.9/32".parse().unwrap()])).is_empty());
+        // A deleted allow's network still names them: their entries must lose the allow.
+        let after: Vec<NetRule> = rules.iter().filter(|r| r.id != 1).cloned().collect();
+        let nested = nested_listed(&after, &BTreeSet::from(["198.51.100.0/24".parse().unwrap()]));
+        assert_eq!(nested.len(), 2);
+        let out = compile_nets(&after, Some(&nested), &clock);
+        assert_eq!(out[&"198.51.100.7/32".parse::<IpNet>().unwrap()].allow_rule, 0);
     }
 }

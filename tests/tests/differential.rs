@@ -32,7 +32,15 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn rules() -> Vec<NetRule> {
     let mut expired = rule(8, "198.18.0.48/28", NetAction::Deny, Scope::All);
     expired.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(60));
+    // A feed's denies inside allows: they yield to them, in the kernel as in the model.
+    let listed = |id, cidr| NetRule {
+        origin: callguard::net::Origin::Feed,
+        list: Some("firehol".into()),
+        ..rule(id, cidr, NetAction::Deny, Scope::All)
+    };
     vec![
+        listed(9, "198.18.0.6/32"),
+        listed(10, "2001:db8:a::9/128"),
         rule(1, "198.18.0.0/28", NetAction::Allow, Scope::Sip),
         rule(2, "198.18.0.16/28", NetAction::Deny, Scope::Sip),
         rule(3, "198.18.0.32/28", NetAction::Deny, Scope::All),
@@ -48,6 +56,8 @@ fn rules() -> Vec<NetRule> {
 /// inspected.
 const SOURCES: &[&str] = &[
     "198.18.0.5",
+    "198.18.0.6",
+    "2001:db8:a::9",
     "198.18.0.17",
     "198.18.0.33",
     "198.18.0.36",

@@ -214,6 +214,20 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     assert_eq!((mine["origin"].as_str(), mine["comment"].as_str()), (Some("manual"), Some("mine")));
     assert!(!rules.iter().any(|r| r["cidr"] == "203.0.113.0/24"), "the dropped network stays: {list}");
 
+    // A feed's deny never overrides the operator's allow around it (a trunk's network): the
+    // listed source gets through while the allow is there, and is dropped again once it goes.
+    inst.cli(&["net", "allow", "198.18.0.8/29", "--comment", "trunk"]);
+    assert_eq!(check(&inst, LISTED).0, "allow", "the allow around the listed address decides");
+    send(LISTED, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(delivered(&t, "listed"), 2, "the kernel let the allowed network's listed address through");
+    inst.cli(&["net", "del", "198.18.0.8/29"]);
+    assert_eq!(check(&inst, LISTED).0, "deny");
+    send(LISTED, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let allowed = delivered(&t, "listed");
+    assert_eq!(allowed, 2, "the listed address is dropped again without the allow");
+
     // Broken, empty and slow answers change nothing: the last good copy stays in force.
     for (answer, says) in [
         (Answer::Status(500), "500"),
@@ -239,7 +253,7 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     }
     send(LISTED, 3);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(delivered(&t, "listed"), 0, "a listed source got through after a refused refresh");
+    assert_eq!(delivered(&t, "listed"), allowed, "a listed source got through after a refused refresh");
     let text = inst.cli(&["feeds"]);
     assert!(text.contains("keeping the last good copy"), "{text}");
     println!(
@@ -287,7 +301,11 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     assert_eq!(f["rules"], 120_002, "{f}");
     assert_eq!(back["rules"], 2, "{back}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(delivered(&t, "listed"), 0, "{sent} packets sent across two refreshes; some got through");
+    assert_eq!(
+        delivered(&t, "listed"),
+        allowed,
+        "{sent} packets sent across two refreshes; some got through"
+    );
     let log = daemon.log();
     assert!(log.contains("applying a large feed") && log.contains("done="), "no progress shown:\n{log}");
     println!(
@@ -315,7 +333,7 @@ fn feeds_refresh_keep_their_last_good_copy_and_never_open_a_window() {
     );
     send(LISTED, 3);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(delivered(&t, "listed"), 0);
+    assert_eq!(delivered(&t, "listed"), allowed);
 
     // A feed removed from the file takes its rules with it.
     let text = std::fs::read_to_string(&inst.config).unwrap();

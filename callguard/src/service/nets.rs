@@ -252,14 +252,18 @@ impl Service {
         Ok(self.kernel.apply_nets(&compiled)?)
     }
 
-    /// The kernel changes that bring the entries of `nets` in step with `rules`.
+    /// The kernel changes that bring the entries of `nets` in step with `rules`, and those of
+    /// the listed denies nested in them, which carry the allow they yield to
+    /// ([`net::listed_deny`]).
     pub(super) fn changes_for<'a>(
-        rules: impl IntoIterator<Item = &'a NetRule>,
+        rules: impl IntoIterator<Item = &'a NetRule> + Clone,
         nets: &BTreeSet<IpNet>,
     ) -> Vec<(IpNet, Option<NetEntry>)> {
-        let affected = rules.into_iter().filter(|r| nets.contains(&r.cidr));
-        let compiled = net::compile(affected, &Clock::now());
-        nets.iter().map(|n| (*n, compiled.get(n).copied())).collect()
+        // (Listed denies inside a network that changed may yield to something else now.)
+        let mut all = nets.clone();
+        all.extend(net::nested_listed(rules.clone(), nets));
+        let compiled = net::compile_nets(rules, Some(&all), &Clock::now());
+        all.iter().map(|n| (*n, compiled.get(n).copied())).collect()
     }
 
     /// Recompiles the kernel entries of the given networks only.
