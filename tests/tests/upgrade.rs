@@ -178,6 +178,13 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
     );
     assert!(delivered(&t, "clean") > clean_before, "the clean source's packets stopped reaching the host");
     assert_eq!(capacity(&inst, "CG_SOURCES"), 131_072);
+    // The counters by reason were carried: they hold the old program's drops too.
+    let denied = reason_packets(&inst.stats(), "drop", "denied");
+    assert!(
+        denied >= sent_before + sent,
+        "{denied} drops counted of {} sent: the counters started afresh",
+        sent_before + sent
+    );
     let dirs: Vec<_> =
         std::fs::read_dir(&inst.pin_dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
     assert!(dirs.is_empty(), "staging directories left: {dirs:?}");
