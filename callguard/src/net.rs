@@ -380,12 +380,23 @@ pub fn nested_listed<'a>(
     rules: impl IntoIterator<Item = &'a NetRule>,
     changed: &BTreeSet<IpNet>,
 ) -> BTreeSet<IpNet> {
-    let Some(shortest) = changed.iter().map(IpNet::prefix_len).min() else { return BTreeSet::new() };
+    if changed.is_empty() {
+        return BTreeSet::new();
+    }
+    // The prefix lengths that changed, by family: each listed deny probes only those.
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+    for n in changed {
+        match n {
+            IpNet::V4(_) => v4.insert(n.prefix_len()),
+            IpNet::V6(_) => v6.insert(n.prefix_len()),
+        };
+    }
     rules
         .into_iter()
         .filter(|r| listed_deny(r))
         .filter(|r| {
-            (shortest..r.cidr.prefix_len()).any(|len| {
+            let lens = if matches!(r.cidr, IpNet::V4(_)) { &v4 } else { &v6 };
+            lens.range(..r.cidr.prefix_len()).any(|&len| {
                 IpNet::new(r.cidr.network(), len).is_ok_and(|outer| changed.contains(&outer.trunc()))
             })
         })
@@ -401,8 +412,16 @@ pub fn decide<'a>(
     addr: IpAddr,
     now: DateTime<Utc>,
 ) -> Option<&'a NetRule> {
-    let live: Vec<&NetRule> =
-        rules.into_iter().filter(|r| r.is_live(now) && r.cidr.contains(&addr)).collect();
+    decide_net(rules, &IpNet::from(addr), now)
+}
+
+/// As [`decide`], for every address of `net` at once: the rules that contain the whole of it.
+pub fn decide_net<'a>(
+    rules: impl IntoIterator<Item = &'a NetRule>,
+    net: &IpNet,
+    now: DateTime<Utc>,
+) -> Option<&'a NetRule> {
+    let live: Vec<&NetRule> = rules.into_iter().filter(|r| r.is_live(now) && r.cidr.contains(net)).collect();
     let key = |r: &&NetRule| (r.cidr.prefix_len(), r.action == NetAction::Allow);
     let winner = live.iter().copied().max_by_key(key)?;
     if listed_deny(winner) {

@@ -7,7 +7,7 @@ use aya::maps::{Array, HashMap, MapData, MapInfo};
 use callguard::{
     config::Config,
     kernel::{datapath::Datapath as _, upgrade},
-    net::{NetAction, Scope},
+    net::{NetAction, NetRule, Scope},
 };
 use callguard_common::{
     Action, Reason,
@@ -529,6 +529,27 @@ fn a_new_rule_never_inherits_the_counters_of_a_deleted_one() {
     k.set_rules(&[rule(2, "198.18.30.0/24", NetAction::Allow, Scope::Sip)]);
     assert_eq!(k.run(&f), Action::Pass);
     assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (0, 1));
+}
+
+/// A feed's deny inside an allow carries the allow's id in its own entry (it yields to it):
+/// when that entry goes, the allow still counts in its own, and a new rule never takes its
+/// counter slot.
+#[test]
+fn an_allow_carried_into_a_listed_deny_keeps_its_counter() {
+    let mut k = TestKernel::new();
+    let allow = rule(1, "198.18.30.0/24", NetAction::Allow, Scope::Sip);
+    let listed =
+        NetRule { list: Some("firehol".into()), ..rule(2, "198.18.30.7/32", NetAction::Deny, Scope::Sip) };
+    k.set_rules(&[allow.clone(), listed]);
+    assert_eq!(k.run(&Frame::udp("198.18.30.7", SIP).build()), Action::Pass, "the listed address yields");
+    assert_eq!(k.run(&Frame::udp("198.18.30.9", SIP).build()), Action::Pass);
+    assert_eq!(k.rule_counter(1).packets, 2);
+    // The feed drops the address; a new rule comes.
+    k.set_rules(std::slice::from_ref(&allow));
+    k.set_rules(&[allow, rule(3, "198.18.31.0/24", NetAction::Deny, Scope::Sip)]);
+    assert_eq!(k.run(&Frame::udp("198.18.31.1", SIP).build()), Action::Drop);
+    assert_eq!(k.run(&Frame::udp("198.18.30.9", SIP).build()), Action::Pass);
+    assert_eq!((k.rule_counter(1).packets, k.rule_counter(3).packets), (3, 1));
 }
 
 /// An upgrade over maps another callguard version pinned (the signature table with 132-byte

@@ -569,7 +569,7 @@ impl Kernel {
         if rule == 0 {
             return Ok(0);
         }
-        if let Some(&s) = self.slots.by_rule.get(&rule) {
+        if let Some(s) = self.slots.get(rule) {
             return Ok(s);
         }
         let Some(slot) = self.slots.take(rule) else { return Ok(0) };
@@ -670,12 +670,9 @@ impl Datapath for Kernel {
             }
             self.write_net(*net, Some(&e))?;
             self.nets.insert(*net, e);
+            self.slots.hold(&e);
             if let Some(old) = old {
-                released.extend(
-                    [old.allow_rule, old.deny_rule]
-                        .into_iter()
-                        .filter(|r| *r != e.allow_rule && *r != e.deny_rule),
-                );
+                self.slots.let_go(&old, &mut released);
             }
             written += 1;
             if written % 8192 == 0 {
@@ -687,12 +684,12 @@ impl Datapath for Kernel {
                 && let Some(old) = self.nets.remove(net)
             {
                 self.write_net(*net, None)?;
-                released.extend([old.allow_rule, old.deny_rule]);
+                self.slots.let_go(&old, &mut released);
                 removed += 1;
             }
         }
         for rule in released {
-            self.slots.release(rule);
+            self.slots.release_unused(rule);
         }
         progress(written + removed);
         Ok((written, removed))
@@ -773,12 +770,12 @@ impl Datapath for Kernel {
     }
 
     fn rule_for_slot(&self, slot: u16) -> Option<u32> {
-        self.slots.by_rule.iter().find(|(_, s)| **s == slot).map(|(r, _)| *r)
+        self.slots.by_rule.iter().find(|(_, (s, _))| *s == slot).map(|(r, _)| *r)
     }
 
     fn rule_stats(&self) -> Result<StdHashMap<u32, Counter>> {
         let mut out = StdHashMap::new();
-        for (&rule, &slot) in &self.slots.by_rule {
+        for (&rule, &(slot, _)) in &self.slots.by_rule {
             let per_cpu = self.rule_stats.get(&u32::from(slot), 0)?;
             let sum = per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c));
             if sum.packets != 0 {
@@ -889,10 +886,13 @@ impl Datapath for Kernel {
     }
 }
 
-/// Which rule counts in which slot of `CG_RULE_STATS`.
+/// Which rule counts in which slot of `CG_RULE_STATS`. A rule's id can be in several entries (an
+/// allow is carried into the entries of the listed denies inside it, see
+/// [`crate::net::compile_nets`]): a slot is freed only when no entry carries its rule any more.
 #[derive(Debug, Default)]
 struct Slots {
-    by_rule: StdHashMap<u32, u16>,
+    /// Each rule's slot and how many entries carry the rule.
+    by_rule: StdHashMap<u32, (u16, u32)>,
     /// Unused slots; popped from the end, so low slots go first.
     free: Vec<u16>,
 }
@@ -900,28 +900,57 @@ struct Slots {
 impl Slots {
     /// The assignment the kernel entries already carry (after a restart).
     fn from_entries<'a>(entries: impl Iterator<Item = &'a NetEntry>) -> Self {
-        let mut by_rule = StdHashMap::new();
+        let mut by_rule: StdHashMap<u32, (u16, u32)> = StdHashMap::new();
         for e in entries {
             for (rule, slot) in [(e.allow_rule, e.allow_slot), (e.deny_rule, e.deny_slot)] {
                 if rule != 0 && slot != 0 {
-                    by_rule.insert(rule, slot);
+                    by_rule.entry(rule).or_insert((slot, 0)).1 += 1;
                 }
             }
         }
-        let used: std::collections::HashSet<u16> = by_rule.values().copied().collect();
+        let used: std::collections::HashSet<u16> = by_rule.values().map(|&(s, _)| s).collect();
         let max = u16::try_from(maps::RULE_STATS_MAX - 1).unwrap_or(u16::MAX);
         let free = (1..=max).rev().filter(|s| !used.contains(s)).collect();
         Self { by_rule, free }
     }
 
+    fn get(&self, rule: u32) -> Option<u16> {
+        self.by_rule.get(&rule).map(|&(s, _)| s)
+    }
+
     fn take(&mut self, rule: u32) -> Option<u16> {
         let slot = self.free.pop()?;
-        self.by_rule.insert(rule, slot);
+        self.by_rule.insert(rule, (slot, 0));
         Some(slot)
     }
 
-    fn release(&mut self, rule: u32) {
-        if let Some(slot) = self.by_rule.remove(&rule) {
+    /// An entry carrying `e`'s rules was written.
+    fn hold(&mut self, e: &NetEntry) {
+        for rule in [e.allow_rule, e.deny_rule] {
+            if let Some(r) = self.by_rule.get_mut(&rule) {
+                r.1 += 1;
+            }
+        }
+    }
+
+    /// An entry carrying `e`'s rules was replaced or removed; the rules no entry carries any
+    /// more go to `unused`.
+    fn let_go(&mut self, e: &NetEntry, unused: &mut Vec<u32>) {
+        for rule in [e.allow_rule, e.deny_rule] {
+            if let Some(r) = self.by_rule.get_mut(&rule) {
+                r.1 = r.1.saturating_sub(1);
+                if r.1 == 0 {
+                    unused.push(rule);
+                }
+            }
+        }
+    }
+
+    /// Frees the slot of `rule` when no entry carries it (one written since may have again).
+    fn release_unused(&mut self, rule: u32) {
+        if self.by_rule.get(&rule).is_some_and(|&(_, refs)| refs == 0)
+            && let Some((slot, _)) = self.by_rule.remove(&rule)
+        {
             self.free.push(slot);
         }
     }

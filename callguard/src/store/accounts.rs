@@ -86,10 +86,7 @@ pub(super) const MIGRATION_SPENT_REFRESH: &str = "
     );
 ";
 
-/// Migration 7: the right to dial international numbers (`calls.international`), which the
-/// slow path checks since roles decide calls. Custom roles made before it keep what they could
-/// do; a user's new role, and a role created or deleted, change what the slow path decides.
-/// Uploaded files (tenants' avatars), deleted with the tenant or when replaced.
+/// Migration 12: uploaded files (tenants' avatars), deleted with the tenant or when replaced.
 pub(super) const MIGRATION_AVATARS: &str = "
     CREATE TABLE blobs (
         id TEXT PRIMARY KEY,
@@ -105,6 +102,9 @@ pub(super) const MIGRATION_AVATARS: &str = "
         BEGIN DELETE FROM blobs WHERE id = OLD.avatar; END;
 ";
 
+/// Migration 7: the right to dial international numbers (`calls.international`), which the
+/// slow path checks since roles decide calls. Custom roles made before it keep what they could
+/// do; a user's new role, and a role created or deleted, change what the slow path decides.
 pub(super) const MIGRATION_CALL_RIGHTS: &str = "
     UPDATE roles SET permissions = trim(permissions || ' calls.international');
     CREATE TRIGGER cg_us_r AFTER UPDATE OF role ON users BEGIN UPDATE calls_generation SET n = n + 1; END;

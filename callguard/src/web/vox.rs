@@ -126,11 +126,8 @@ pub async fn check(
     blocking(&s, move |st| {
         let rules = st.list(&NetQuery::default());
         let now = Utc::now();
-        // Longest prefix containing the whole of `asked`; at equal length allow beats deny.
-        let best = rules
-            .iter()
-            .filter(|r| r.is_live(now) && r.cidr.contains(&asked))
-            .max_by_key(|r| (r.cidr.prefix_len(), r.action == NetAction::Allow));
+        // What the kernel decides for the whole of `asked`.
+        let best = crate::net::decide_net(&rules, &asked, now);
         Ok(Json(match best {
             Some(r) => Checked { result: r.action == NetAction::Allow, authorized_ip: Some(show(&r.cidr)) },
             None => Checked { result: false, authorized_ip: None },
