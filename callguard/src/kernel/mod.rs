@@ -297,8 +297,7 @@ impl Kernel {
                 );
             }
             let staging = upgrade::prepare(pin_dir)?;
-            let leftovers = upgrade::leftovers(pin_dir).into_iter().filter(|d| *d != staging).collect();
-            Some(Upgrade { staging, leftovers, pin_dir: pin_dir.to_owned(), changed, carried: None })
+            Some(Upgrade { staging, pin_dir: pin_dir.to_owned(), changed, carried: None })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
         let loaded = Self::load_into(maps_dir, sizes);
@@ -312,10 +311,10 @@ impl Kernel {
             }
         };
         k.pin_dir = pin_dir.to_owned();
-        k.leftovers = match &upgrade {
-            Some(u) => u.leftovers.clone(),
-            None => upgrade::leftovers(pin_dir),
-        };
+        k.leftovers = upgrade::leftovers(pin_dir)
+            .into_iter()
+            .filter(|d| upgrade.as_ref().is_none_or(|u| *d != u.staging))
+            .collect();
         k.upgrade = upgrade;
         Ok(k)
     }
@@ -788,7 +787,7 @@ impl Datapath for Kernel {
     fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<Attached> {
         if let Some(u) = &mut self.upgrade {
             // Right before the first swap, so that little changes in the old maps after the copy.
-            u.carry();
+            u.carry(&self.leftovers);
         }
         let how = self.attach_xdp(iface, mode)?;
         self.attached.insert(iface.to_owned());
@@ -808,7 +807,7 @@ impl Datapath for Kernel {
             return Ok(None);
         }
         if let Some(u) = &mut self.upgrade {
-            u.carry();
+            u.carry(&self.leftovers);
         }
         // Links an earlier daemon pinned for interfaces this one does not guard keep filtering:
         // they get the new program too, or they would go on with maps that are about to be

@@ -218,9 +218,6 @@ pub struct Upgrade {
     pub pin_dir: PathBuf,
     /// Where the new maps are pinned until [`Upgrade::commit`].
     pub staging: PathBuf,
-    /// Staging directories of crashed upgrades: some of their maps may be the ones the links
-    /// use, and so the ones to carry from.
-    pub leftovers: Vec<PathBuf>,
     /// The maps whose layout changed.
     pub changed: Vec<Changed>,
     /// What [`Upgrade::carry`] copied; `None` until it ran.
@@ -309,11 +306,12 @@ impl Upgrade {
     /// one (key or value size changed, another kind of table) is left behind and named. Only
     /// sizes can be compared: a release that changes a state's fields without changing its
     /// size must rename the map.
-    pub fn carry(&mut self) -> &[Carried] {
+    /// `leftovers` are the staging directories of crashed upgrades ([`leftovers`]): some of
+    /// their maps may be the ones the links use, and so the ones to carry from.
+    pub fn carry(&mut self, leftovers: &[PathBuf]) -> &[Carried] {
         let live = live_map_ids(&self.pin_dir);
-        let dirs: Vec<&Path> = std::iter::once(self.pin_dir.as_path())
-            .chain(self.leftovers.iter().map(PathBuf::as_path))
-            .collect();
+        let dirs: Vec<&Path> =
+            std::iter::once(self.pin_dir.as_path()).chain(leftovers.iter().map(PathBuf::as_path)).collect();
         self.carried.get_or_insert_with(|| {
             CARRIED
                 .iter()
@@ -340,8 +338,9 @@ impl Upgrade {
     /// Moves the new maps' pins over the old ones (each `rename` replaces its target at once),
     /// removes the staging directory and the pins of maps this build no longer has (`CG_*`
     /// files only: nothing else in the directory is callguard's to remove). Call it once every
-    /// pinned link runs the new program; then remove the [`Upgrade::leftovers`].
+    /// pinned link runs the new program; then remove the [`leftovers`].
     pub fn commit(&self, object: &[u8]) -> anyhow::Result<()> {
+        // Only the names count here; any sizes give the same.
         let ours = wanted(object, &TableSizes::default())?;
         for e in std::fs::read_dir(&self.staging)
             .with_context(|| format!("reading {}", self.staging.display()))?

@@ -196,12 +196,8 @@ impl Service {
     /// the comment, a country database set. The rule it asks for, and the database to read.
     pub fn country_request(&self, req: api::SetCountry) -> Result<(CountryRule, std::path::PathBuf)> {
         let code = crate::geo::parse_code(&req.code).map_err(|m| ServiceError::invalid("code", m))?;
-        if req.comment.chars().count() > super::COMMENT_MAX {
-            return Err(ServiceError::invalid(
-                "comment",
-                format!("longer than {} characters", super::COMMENT_MAX),
-            ));
-        }
+        crate::numbers::check_len(&req.comment, super::COMMENT_MAX)
+            .map_err(|m| ServiceError::invalid("comment", m))?;
         let database = self.cfg.geoip.database.clone();
         if database.as_os_str().is_empty() {
             return Err(ServiceError::invalid(

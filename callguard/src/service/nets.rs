@@ -312,12 +312,8 @@ impl Service {
                 if req.rules.len() == 1 { name.to_owned() } else { format!("rules[{i}].{name}") }
             };
             let cidr = parse_net(&spec.cidr).map_err(|m| ServiceError::invalid(&field("cidr"), m))?;
-            if spec.comment.chars().count() > COMMENT_MAX {
-                return Err(ServiceError::invalid(
-                    &field("comment"),
-                    format!("longer than {COMMENT_MAX} characters"),
-                ));
-            }
+            crate::numbers::check_len(&spec.comment, COMMENT_MAX)
+                .map_err(|m| ServiceError::invalid(&field("comment"), m))?;
             if spec.expires_at.is_some_and(|t| t <= Utc::now()) {
                 return Err(ServiceError::invalid(&field("expires_at"), "already in the past"));
             }

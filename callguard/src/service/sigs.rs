@@ -21,9 +21,8 @@ impl Service {
     /// Adds one signature: store, then kernel. Its counter starts from zero.
     pub fn add_sig(&mut self, new: &sig::NewSignature) -> Result<api::SigRow> {
         new.validate().map_err(|m| ServiceError::invalid("text", m))?;
-        if new.comment.chars().count() > COMMENT_MAX {
-            return Err(ServiceError::invalid("comment", format!("longer than {COMMENT_MAX} characters")));
-        }
+        crate::numbers::check_len(&new.comment, COMMENT_MAX)
+            .map_err(|m| ServiceError::invalid("comment", m))?;
         // Compile with the newcomer before storing it, so that a set the kernel cannot hold
         // is refused with nothing stored.
         let mut trial: Vec<Signature> = self.sigs.values().cloned().collect();
