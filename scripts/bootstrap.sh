@@ -10,8 +10,9 @@
 #     dpkg-dev, binutils, xz-utils and lintian (`cargo xtask deb` builds the Debian package;
 #     lintian checks it)
 #   - from PyPI, each in its own virtualenv under target/tools: sipvicious 0.3.8 (the real
-#     scanner the integration tests run), schemathesis 4.32.5 (fuzzes the management API) and
-#     mmdb-writer 0.2.7 (writes the country databases of the country-rule test)
+#     scanner the integration tests run), schemathesis 4.32.5 (fuzzes the management API),
+#     mmdb-writer 0.2.7 (writes the country databases of the country-rule test) and
+#     oidc-provider-mock 0.3.4 (the OpenID provider of the social sign-in test)
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std=core)
 #   - bpf-linker 0.13 built against Debian's LLVM 22
 # Safe to run again: each step checks first and prints what it skipped.
@@ -81,6 +82,7 @@ fi
 # fuzzes the management API from its OpenAPI document in tests/tests/api.rs.
 pip_tool() {
   local name=$1 version=$2 bin=$3 venv=target/tools/$1
+  shift 3
   local have
   have=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
   if [ -x "$venv/bin/$bin" ] && [ "$have" = "$version" ]; then
@@ -89,10 +91,13 @@ pip_tool() {
     log "installing $name $version into $venv"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "$name==$version"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$name==$version" "$@"
   fi
 }
 pip_tool sipvicious 0.3.8 sipvicious_svmap
 pip_tool schemathesis 4.32.5 schemathesis
 # The countries test writes small MaxMind-format databases with it.
 pip_tool mmdb-writer 0.2.7 python
+# The OpenID provider the social sign-in test signs in through (tests/oidc/idp.py), with the
+# authlib it was tested with.
+pip_tool oidc-provider-mock 0.3.4 python authlib==1.9.10

@@ -312,11 +312,18 @@ pub struct ApiConfig {
     pub reset_hook: Option<PathBuf>,
     /// Lifetime of a password-reset token, seconds. Default 3600.
     pub reset_token_secs: u64,
-    /// Origins (`https://panel.example.com`, scheme, host and port) a forgot-password request's
-    /// `callback` may point to; it reaches the hook only then (any other is refused, 400). Empty
-    /// (the default): only requests without a callback are accepted. Without this list, anyone
-    /// could have a genuine reset link mailed to a user that leads to their own site.
-    pub reset_callback_origins: Vec<String>,
+    /// Origins (`https://panel.example.com`, scheme, host and port) a `callback` may point to:
+    /// a forgot-password request's (it reaches the hook only then) and a social sign-in's (the
+    /// tokens go there); any other is refused, 400. Empty (the default): only requests without
+    /// a callback are accepted, and social sign-in is off. Without this list, anyone could have
+    /// a genuine reset link mailed to a user that leads to their own site, or have a user's
+    /// tokens delivered to it. (Formerly `reset_callback_origins`, still read.)
+    #[serde(alias = "reset_callback_origins")]
+    pub callback_origins: Vec<String>,
+    /// The URL browsers reach this API at (`https://pbx.example.com:8887`, no path): an
+    /// identity provider sends them back to `<public_url>/api/auth/social_sign_in/callback`,
+    /// the redirect URI to register with it. Unset: social sign-in is off.
+    pub public_url: Option<String>,
     /// Password of the system administrator `admin` created on first start. Unset (and no
     /// `CALLGUARD_ADMIN_PASSWORD` in the environment): a random one is printed once.
     pub admin_password: Option<String>,
@@ -382,7 +389,8 @@ impl Default for ApiConfig {
             request_timeout_secs: 30,
             reset_hook: None,
             reset_token_secs: 3600,
-            reset_callback_origins: Vec::new(),
+            callback_origins: Vec::new(),
+            public_url: None,
             admin_password: None,
             info: SystemInfo::default(),
         }
@@ -1219,13 +1227,22 @@ impl Config {
         if a.request_timeout_secs == 0 || a.request_timeout_secs > 3600 {
             return Err("api.request_timeout_secs: from 1 to 3600".into());
         }
-        for o in &a.reset_callback_origins {
-            if crate::accounts::origin_of(o).is_none_or(|x| !x.eq_ignore_ascii_case(o.trim_end_matches('/')))
-            {
+        let is_origin = |o: &str| {
+            crate::accounts::origin_of(o).is_some_and(|x| x.eq_ignore_ascii_case(o.trim_end_matches('/')))
+        };
+        for o in &a.callback_origins {
+            if !is_origin(o) {
                 return Err(format!(
-                    "api.reset_callback_origins: `{o}` is not an origin (scheme://host[:port], nothing after)"
+                    "api.callback_origins: `{o}` is not an origin (scheme://host[:port], nothing after)"
                 ));
             }
+        }
+        if let Some(u) = &a.public_url
+            && !is_origin(u)
+        {
+            return Err(format!(
+                "api.public_url: `{u}` is not scheme://host[:port] (the URL browsers reach the API at, no path)"
+            ));
         }
         if let Some(p) = &a.admin_password {
             crate::accounts::check_password(p).map_err(|m| format!("api.admin_password: {m}"))?;
@@ -1320,15 +1337,18 @@ mod tests {
         assert!(e.contains("api.signin_failures: from 1 to 64"), "{e}");
         assert!(Config::parse("[api]\nsignin_failures = 64\n").is_ok());
         for bad in ["https://panel.example/reset", "panel.example", "https://a@b.example", "ftp://x"] {
-            let e = Config::parse(&format!("[api]\nreset_callback_origins = [\"{bad}\"]\n"))
-                .unwrap_err()
-                .to_string();
+            let e =
+                Config::parse(&format!("[api]\ncallback_origins = [\"{bad}\"]\n")).unwrap_err().to_string();
             assert!(e.contains("is not an origin"), "{bad}: {e}");
         }
         let ok = Config::parse(
             "[api]\nreset_callback_origins = [\"https://Panel.example:8443\", \"http://10.0.0.5/\"]\n",
         );
         assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(ok.unwrap().api.callback_origins.len(), 2, "the old name is still read");
+        let e = Config::parse("[api]\npublic_url = \"https://pbx.example/api\"\n").unwrap_err().to_string();
+        assert!(e.contains("api.public_url"), "{e}");
+        assert!(Config::parse("[api]\npublic_url = \"https://pbx.example:8887\"\n").is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | 0 | [`feeds`] | blocklist feeds: their settings, formats, fetching and status |
 //! | 0 | [`geo`] | country rules, and the networks a MaxMind-format database places in a country |
 //! | 0 | [`config`] | the TOML configuration file, its sections and errors |
+//! | 0 | [`sso`] | social sign-in over OpenID Connect: a tenant's provider settings, the relying party's flow |
 //! | 0 | [`throttle`] | failures counted per source and subject in sliding windows: sign-ins, reset tokens, authorization codes |
 //! | 1 | [`store`] | the durable store (SQLite): one trait, its migrations and queries |
 //! | 1 | [`kernel`] | the embedded XDP object, pins and links, typed maps; the [`kernel::datapath::Datapath`] boundary and its fake |
@@ -55,6 +56,7 @@ pub mod numbers;
 pub mod refresh;
 pub mod service;
 pub mod sig;
+pub mod sso;
 pub mod store;
 pub mod throttle;
 pub mod web;

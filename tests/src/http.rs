@@ -92,6 +92,8 @@ impl Http {
             .tls_config(tls.build())
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
+            // A redirect is an answer to check (social sign-in), not one to follow.
+            .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(20)))
             .build()
             .into();

@@ -346,7 +346,7 @@ fn authentication_seed_tokens_and_password_reset() {
     .unwrap();
     std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]).status().unwrap();
     let server = LocalApi::start(&format!(
-        "reset_hook = \"{}\"\nsignin_failures = 3\nreset_callback_origins = [\"https://panel\"]\n\
+        "reset_hook = \"{}\"\nsignin_failures = 3\ncallback_origins = [\"https://panel\"]\n\
          [api.info]\nweb_domain = \"pbx.example\"\nprimary_dns = \"192.0.2.53\"\n",
         hook.display()
     ));
@@ -443,7 +443,7 @@ fn authentication_seed_tokens_and_password_reset() {
         expect(h.post("/api/auth/refresh", &json!({"refresh_token": r["refresh_token"]})), 401);
         // Forgot password: 204 for anyone; the hook gets a token for a real user.
         expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "nobody"})), 204);
-        // A callback outside api.reset_callback_origins is refused (reset poisoning).
+        // A callback outside api.callback_origins is refused (reset poisoning).
         for evil in ["https://evil.example/reset", "https://panel.evil.example/", "https://panel@evil.example/", "javascript:x"] {
             let e = expect(h.post("/api/auth/forgot_password", &json!({"domain": "sip.acme.example", "username": "o'neil.j", "callback": evil})), 400);
             assert_eq!(e.field().as_deref(), Some("callback"), "{evil}");

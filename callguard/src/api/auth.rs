@@ -31,10 +31,18 @@ pub struct TenantInfo {
     /// The relative path the tenant's avatar downloads from (`/api/blobs/…`; empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
-    /// Whether Microsoft 365 sign-in is enabled for the tenant (social sign-in is not offered
-    /// yet: always false).
+    /// Whether Microsoft 365 sign-in is enabled for the tenant (its social sign-in goes
+    /// through Microsoft Entra ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_ms365_integration: Option<bool>,
+    /// The Microsoft Identity Provider authorization endpoint for this tenant (empty when it
+    /// does not sign in with Microsoft).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms365_authorization_endpoint: Option<String>,
+    /// The provider the tenant's social sign-in goes through, `microsoft` or `oidc`; empty:
+    /// none (callguard's own field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub social_sign_in: Option<String>,
 }
 
 /// System (and tenant) metadata.
@@ -136,4 +144,74 @@ pub struct Reset {
     pub token: String,
     /// The new password (8 to 128 characters).
     pub password: String,
+}
+
+/// Social sign-in request (the seed's "sign in with a social account").
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SocialSignIn {
+    /// The name of the identity provider: `microsoft` (the seed's only one) or `oidc`; it must
+    /// be the tenant's.
+    pub provider: String,
+    /// The SIP domain of the user's tenant.
+    pub domain: String,
+    /// The page the tokens are delivered to when the sign-in succeeds (an origin of
+    /// `api.callback_origins`); empty: the tenant's `callback`.
+    #[serde(default)]
+    pub callback: String,
+}
+
+/// Where to send the browser to sign in.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct SocialSignInUrl {
+    /// The identity provider's authentication URL (with state, nonce and PKCE challenge).
+    pub url: String,
+}
+
+/// `GET /api/auth/ms365_sign_in` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Ms365Query {
+    /// The SIP domain of the tenant.
+    pub domain: String,
+    /// The page the tokens are delivered to; absent: the tenant's `callback`.
+    #[serde(default)]
+    pub callback: Option<String>,
+}
+
+/// What the identity provider sends the browser back with (OAuth 2.0 authorization response).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProviderAnswer {
+    /// The state of the sign-in (single use).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The authorization code.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The provider's error code, when the user or the provider declined.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The provider's description of the error.
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+/// A tenant's social sign-in as shown: the settings without the client secret, and what to
+/// register with the provider.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SsoView {
+    /// The settings (`client_secret` never shown).
+    #[serde(flatten)]
+    pub settings: crate::sso::SsoSettings,
+    /// Whether a client secret is stored.
+    pub client_secret_set: bool,
+    /// The issuer ID tokens must come from.
+    pub issuer_url: String,
+    /// The redirect URI to register with the provider (`api.public_url` +
+    /// `/api/auth/social_sign_in/callback`; empty while `api.public_url` is unset).
+    pub redirect_uri: String,
+    /// `microsoft`: the directory's authorization endpoint.
+    pub authorization_endpoint: String,
 }

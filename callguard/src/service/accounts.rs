@@ -127,7 +127,7 @@ impl Service {
     }
 
     /// One tenant, when the caller reaches it.
-    fn reached_tenant(&self, p: &Principal, id: &str) -> Result<Tenant> {
+    pub(super) fn reached_tenant(&self, p: &Principal, id: &str) -> Result<Tenant> {
         let t = self.store.tenants()?.into_iter().find(|t| t.id == id);
         let t = t.ok_or_else(|| ServiceError::not_found("tenant", format!("no tenant `{id}`")))?;
         if !p.reaches_tenant(&t.id) {

@@ -54,12 +54,16 @@ impl Service {
                 let t = t.ok_or_else(|| {
                     ServiceError::not_found("domain", format!("no tenant has the domain `{d}`"))
                 })?;
+                let sso = self.store.tenant_sso(&t.id)?.filter(|s| s.enabled);
+                let ms365 = sso.as_ref().and_then(crate::sso::SsoSettings::microsoft_authorization_endpoint);
                 TenantInfo {
                     name: Some(t.name),
                     domain: Some(t.domain),
                     website: Some(t.website),
                     avatar_url: Some(t.avatar_url),
-                    enable_ms365_integration: Some(false),
+                    enable_ms365_integration: Some(ms365.is_some()),
+                    ms365_authorization_endpoint: Some(ms365.unwrap_or_default()),
+                    social_sign_in: Some(sso.map(|s| s.provider.name().to_owned()).unwrap_or_default()),
                 }
             }
         };
@@ -267,7 +271,7 @@ impl Service {
     }
 
     /// Whether `callback` (a forgot-password request's link target, handed to the reset hook)
-    /// is allowed: empty, or on one of `api.reset_callback_origins`. Anything else would let a
+    /// is allowed: empty, or on one of `api.callback_origins`. Anything else would let a
     /// stranger have a genuine reset token mailed with a link to their own site.
     pub fn check_callback(&self, callback: &str) -> Result<()> {
         if callback.is_empty() {
@@ -275,18 +279,13 @@ impl Service {
         }
         let origin = accounts::origin_of(callback)
             .ok_or_else(|| ServiceError::invalid("callback", "not an absolute http(s) URL"))?;
-        if self
-            .cfg
-            .api
-            .reset_callback_origins
-            .iter()
-            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(&origin))
+        if self.cfg.api.callback_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(&origin))
         {
             Ok(())
         } else {
             Err(ServiceError::invalid(
                 "callback",
-                format!("{origin} is not one of the configured api.reset_callback_origins"),
+                format!("{origin} is not one of the configured api.callback_origins"),
             ))
         }
     }

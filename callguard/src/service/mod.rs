@@ -633,6 +633,7 @@ pub mod calls;
 pub mod lists;
 mod nets;
 mod sigs;
+pub mod sso;
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{SqliteStore, StoreError, conflict_on_unique, ts};
-use crate::accounts::{
-    ApiKey, AuthCode, Blob, Caller, Group, Level, Perm, Role, Session, Tenant, User, blob_url,
+use crate::{
+    accounts::{ApiKey, AuthCode, Blob, Caller, Group, Level, Perm, Role, Session, Tenant, User, blob_url},
+    sso::SsoSettings,
 };
 
 /// Migration 4: accounts.
@@ -102,6 +103,23 @@ pub(super) const MIGRATION_AVATARS: &str = "
         BEGIN DELETE FROM blobs WHERE id = OLD.avatar; END;
 ";
 
+/// Migration 13: social sign-in. A tenant's provider settings ([`SsoSettings`] as JSON, the
+/// client secret with them: the daemon must send it to the provider), and the provider identity
+/// (issuer and subject) each user is bound to by a first sign-in: one identity, one user.
+pub(super) const MIGRATION_SSO: &str = "
+    CREATE TABLE tenant_sso (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+        settings TEXT NOT NULL
+    );
+    CREATE TABLE sso_subjects (
+        user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        bound_at TEXT NOT NULL,
+        UNIQUE (issuer, subject)
+    );
+";
+
 /// Migration 7: the right to dial international numbers (`calls.international`), which the
 /// slow path checks since roles decide calls. Custom roles made before it keep what they could
 /// do; a user's new role, and a role created or deleted, change what the slow path decides.
@@ -155,6 +173,17 @@ pub trait AccountStore {
     fn set_tenant_avatar(&mut self, tenant: &str, avatar: Option<&Blob>) -> Result<bool, StoreError>;
     /// A blob by id.
     fn blob(&self, id: &str) -> Result<Option<Blob>, StoreError>;
+    /// A tenant's social sign-in settings.
+    fn tenant_sso(&self, tenant: &str) -> Result<Option<SsoSettings>, StoreError>;
+    /// Replaces (`None`: removes) a tenant's social sign-in settings; whether the tenant exists
+    /// (removing: whether it had some).
+    fn set_tenant_sso(&mut self, tenant: &str, settings: Option<&SsoSettings>) -> Result<bool, StoreError>;
+    /// The user a provider identity is bound to.
+    fn sso_user(&self, issuer: &str, subject: &str) -> Result<Option<u32>, StoreError>;
+    /// The provider identity a user is bound to: issuer and subject.
+    fn sso_identity(&self, user: u32) -> Result<Option<(String, String)>, StoreError>;
+    /// Binds a user to a provider identity (either bound already: conflict).
+    fn bind_sso(&mut self, user: u32, issuer: &str, subject: &str) -> Result<(), StoreError>;
 
     /// The groups of one tenant, or of all.
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError>;
@@ -358,6 +387,62 @@ impl AccountStore for SqliteStore {
                 Ok(Blob { id: r.get(0)?, content_type: r.get(1)?, data: r.get(2)? })
             })
             .optional()?)
+    }
+
+    fn tenant_sso(&self, tenant: &str) -> Result<Option<SsoSettings>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT settings FROM tenant_sso WHERE tenant_id = ?1", [tenant], |r| r.get(0))
+            .optional()?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| StoreError::Corrupt { table: "tenant_sso", detail: format!("{tenant}: {e}") })
+        })
+        .transpose()
+    }
+
+    fn set_tenant_sso(&mut self, tenant: &str, settings: Option<&SsoSettings>) -> Result<bool, StoreError> {
+        let Some(s) = settings else {
+            return Ok(self.conn.execute("DELETE FROM tenant_sso WHERE tenant_id = ?1", [tenant])? == 1);
+        };
+        let json = serde_json::to_string(s)
+            .map_err(|e| StoreError::Corrupt { table: "tenant_sso", detail: e.to_string() })?;
+        let done = self.conn.execute(
+            "INSERT INTO tenant_sso (tenant_id, settings) SELECT id, ?2 FROM tenants WHERE id = ?1
+             ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings",
+            params![tenant, json],
+        )?;
+        Ok(done == 1)
+    }
+
+    fn sso_user(&self, issuer: &str, subject: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT user_id FROM sso_subjects WHERE issuer = ?1 AND subject = ?2",
+                [issuer, subject],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn sso_identity(&self, user: u32) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT issuer, subject FROM sso_subjects WHERE user_id = ?1", [user], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn bind_sso(&mut self, user: u32, issuer: &str, subject: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sso_subjects (user_id, issuer, subject, bound_at) VALUES (?1, ?2, ?3, ?4)",
+                params![user, issuer, subject, ts(Some(Utc::now()))],
+            )
+            .map_err(|e| conflict_on_unique(e, || "the user or the identity is bound already".into()))?;
+        Ok(())
     }
 
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError> {

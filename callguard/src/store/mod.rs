@@ -194,6 +194,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 12: uploaded files (tenants' avatars).
     accounts::MIGRATION_AVATARS,
+    // 13: social sign-in: tenants' providers, users' bound identities.
+    accounts::MIGRATION_SSO,
 ];
 
 /// Data a migration adds besides its schema, by migration index.

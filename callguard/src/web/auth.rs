@@ -74,7 +74,8 @@ pub async fn blob(AxState(s): AxState<Shared>, PathArgs(id): PathArgs<String>) -
         .into_response())
 }
 
-fn too_many(what: &str, wait: Duration) -> Response {
+/// A 429 with `Retry-After`: too many failed `what` from the source or for the subject.
+pub(super) fn too_many(what: &str, wait: Duration) -> Response {
     let secs = wait.as_secs().max(1);
     let mut res = Failure(
         StatusCode::TOO_MANY_REQUESTS,

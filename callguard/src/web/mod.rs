@@ -30,6 +30,7 @@ pub mod openapi;
 pub mod portsip;
 pub mod query;
 pub mod serve;
+pub mod sso;
 pub mod state;
 pub mod tls;
 pub mod vox;
@@ -348,6 +349,8 @@ pub struct Runtime {
     pub feeds: crate::feeds::Board,
     /// Told after every reload that was applied (the feeds' refreshers follow the new file).
     pub reloaded: tokio::sync::Notify,
+    /// Social sign-ins: discovered providers, flows waiting for the provider's redirect.
+    pub sso: crate::sso::Relying,
 }
 
 /// Every route with its OpenAPI operation, in one list: a route is served exactly when it is
@@ -356,6 +359,7 @@ pub fn api_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(openapi::Doc::openapi())
         .merge(control::routes())
         .merge(auth::routes())
+        .merge(sso::routes())
         .merge(admin::routes())
         .merge(portsip::routes())
         .merge(codes::routes())

@@ -1,0 +1,309 @@
+//! Social sign-in over OpenID Connect (the authentication seed's social sign-in and its
+//! Microsoft 365 redirect; see [`crate::sso`]): starting a sign-in, the provider's redirect back,
+//! and a tenant's provider settings.
+//!
+//! The tokens of a successful sign-in are delivered to the panel's `callback` in the URL's
+//! fragment (`#token_type=Bearer&access_token=…&refresh_token=…&expires_in=…`), which browsers
+//! never send to a server and never pass on in a `Referer`; a failure arrives the same way as
+//! `#error=access_denied&error_description=…`. Redirects carry `Cache-Control: no-store` and
+//! `Referrer-Policy: no-referrer`.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State as AxState,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{Caller, JsonBody, PathArgs, Peer, QueryArgs, auth::too_many, blocking, off_lock};
+use crate::{
+    accounts,
+    api::{
+        ApiError,
+        auth::{Ms365Query, ProviderAnswer, SocialSignIn, SocialSignInUrl, SsoView, Tokens},
+    },
+    service::accounts::Hashed,
+    sso::{Provider, SsoError, SsoSettings},
+    web::{Failure, Shared},
+};
+
+/// The routes.
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(social_sign_in))
+        .routes(routes!(social_sign_in_callback))
+        .routes(routes!(ms365_sign_in))
+        .routes(routes!(show_sso, set_sso, delete_sso))
+}
+
+/// Sign-ins one source may start in `api.signin_window_secs` (each holds a pending flow, and
+/// may make callguard ask the provider for its keys).
+const STARTS_PER_WINDOW: u32 = 30;
+
+/// Starts a sign-in: the provider's URL to send the browser to.
+async fn start(
+    s: &Shared,
+    peer: Peer,
+    provider: Option<Provider>,
+    domain: String,
+    callback: String,
+) -> Result<String, Response> {
+    let source = peer.key("sso-start");
+    let window = Duration::from_secs(crate::web::lock(s).cfg().api.signin_window_secs);
+    {
+        let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(wait) = th.blocked(&source, STARTS_PER_WINDOW, window) {
+            return Err(too_many("social sign-ins", wait));
+        }
+        th.fail(&source, window);
+    }
+    let go = blocking(s, move |st| Ok(st.sso_start(provider, &domain, &callback)?))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let s = s.clone();
+    off_lock(move || {
+        s.web
+            .sso
+            .begin(&go.tenant, &go.settings, &go.redirect, &go.callback)
+            .map_err(|e| provider_failure(&e))
+    })
+    .await
+    .map_err(IntoResponse::into_response)
+}
+
+/// The provider could not be asked (502), or its answer is refused.
+fn provider_failure(e: &SsoError) -> Failure {
+    tracing::warn!("social sign-in: {e}");
+    Failure(StatusCode::BAD_GATEWAY, ApiError { error: e.to_string(), field: None })
+}
+
+/// Sign in with a social account: the identity provider's authentication URL to send the
+/// browser to (the seed's operation; `microsoft` is its only provider name, `oidc` callguard's
+/// for any OpenID Connect provider). The provider sends the browser back to
+/// `/api/auth/social_sign_in/callback`, which delivers the tokens to `callback`. No token
+/// needed; starts are throttled per source.
+#[utoipa::path(post, path = "/api/auth/social_sign_in", tag = "Authentication", request_body = SocialSignIn,
+    responses((status = 200, body = SocialSignInUrl), (status = 400, body = ApiError),
+        (status = 404, description = "No tenant has this domain, or it has no social sign-in", body = ApiError),
+        (status = 409, description = "api.public_url is not set", body = ApiError),
+        (status = 429, body = ApiError),
+        (status = 502, description = "The identity provider could not be reached", body = ApiError)))]
+pub async fn social_sign_in(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    JsonBody(req): JsonBody<SocialSignIn>,
+) -> Response {
+    let provider = match req.provider.to_ascii_lowercase().as_str() {
+        "microsoft" => Provider::Microsoft,
+        "oidc" => Provider::Oidc,
+        other => {
+            return Failure::bad("provider", format!("`{other}`: `microsoft` or `oidc`")).into_response();
+        }
+    };
+    match start(&s, peer, Some(provider), req.domain, req.callback).await {
+        Ok(url) => Json(SocialSignInUrl { url }).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The Microsoft 365 redirect (the seed's operation that takes a SIP domain and answers 302
+/// Found): a browser sent here goes straight on to the tenant's identity provider, and comes
+/// back with its tokens delivered to `callback` (absent: the tenant's). For a sign-in page's
+/// "Sign in with Microsoft" link; the same flow as `POST /api/auth/social_sign_in`.
+#[utoipa::path(get, path = "/api/auth/ms365_sign_in", tag = "Authentication", params(Ms365Query),
+    responses((status = 302, description = "On to the identity provider (`Location`)"), (status = 400, body = ApiError),
+        (status = 404, description = "No tenant has this domain, or it has no social sign-in", body = ApiError),
+        (status = 409, description = "api.public_url is not set", body = ApiError),
+        (status = 429, body = ApiError), (status = 502, body = ApiError)))]
+pub async fn ms365_sign_in(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    QueryArgs(q): QueryArgs<Ms365Query>,
+) -> Response {
+    match start(&s, peer, None, q.domain, q.callback.unwrap_or_default()).await {
+        Ok(url) => redirect(&url),
+        Err(r) => r,
+    }
+}
+
+/// A 302 to `to`, neither cached nor told where it came from.
+fn redirect(to: &str) -> Response {
+    let Ok(location) = header::HeaderValue::from_str(to) else {
+        return Failure::internal(&anyhow::anyhow!("a redirect to an unusable URL")).into_response();
+    };
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")),
+            (header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer")),
+        ],
+    )
+        .into_response()
+}
+
+/// `callback` with `pairs` as its fragment (one it had is replaced).
+fn with_fragment(callback: &str, pairs: &[(&str, &str)]) -> String {
+    let base = callback.split('#').next().unwrap_or_default();
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        f.append_pair(k, v);
+    }
+    format!("{base}#{}", f.finish())
+}
+
+/// Where the identity provider sends the browser back. The state must be one this daemon
+/// handed out, within 10 minutes, and is used once; unknown states are counted against the
+/// source as failed sign-ins. The code is exchanged (with the PKCE verifier and the client
+/// secret), the ID token checked (signature by the provider's published keys, issuer,
+/// audience, expiry, nonce), and the identity mapped to a user of the tenant; the browser then
+/// goes on to the sign-in's `callback` with the tokens, or the reason, in the fragment.
+#[utoipa::path(get, path = "/api/auth/social_sign_in/callback", tag = "Authentication", params(ProviderAnswer),
+    responses((status = 302, description = "On to the callback, with the tokens or the error in the fragment"),
+        (status = 400, description = "An unknown, used or expired state", body = ApiError),
+        (status = 429, body = ApiError)))]
+pub async fn social_sign_in_callback(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    QueryArgs(answer): QueryArgs<ProviderAnswer>,
+) -> Response {
+    let source = peer.key("ip");
+    let (max, window) = {
+        let st = crate::web::lock(&s);
+        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
+    };
+    if let Some(wait) =
+        s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocked(&source, max, window)
+    {
+        return too_many("sign-ins", wait);
+    }
+    let Some(flow) = answer.state.as_deref().and_then(|st| s.web.sso.take(st)) else {
+        s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fail(&source, window);
+        return Failure::bad("state", "unknown, used or expired sign-in state: start the sign-in again")
+            .into_response();
+    };
+    let callback = flow.callback.clone();
+    let fail = |why: &str| {
+        redirect(&with_fragment(&callback, &[("error", "access_denied"), ("error_description", why)]))
+    };
+    if let Some(e) = answer.error {
+        let why = answer.error_description.unwrap_or_default();
+        tracing::info!(tenant = flow.tenant, error = e, "social sign-in declined by the provider: {why}");
+        return fail(&format!("the identity provider said {e}: {why}"));
+    }
+    let Some(code) = answer.code else { return fail("the identity provider sent no code") };
+    let tenant = flow.tenant.clone();
+    let settings = blocking(&s, {
+        let tenant = tenant.clone();
+        move |st| Ok((st.sso_settings(&tenant)?, st.sso_redirect()?))
+    })
+    .await;
+    let (settings, redirect_uri) = match settings {
+        Ok((Some(set), r)) => (set, r),
+        Ok((None, _)) => return fail("the tenant's social sign-in was turned off"),
+        Err(f) => return fail(&f.1.error),
+    };
+    let finished = {
+        let (s, settings) = (s.clone(), settings.clone());
+        off_lock(move || {
+            let id = s
+                .web
+                .sso
+                .finish(flow, &settings, &redirect_uri, &code)
+                .map_err(|e| Failure::forbidden(e.to_string()))?;
+            // A user to create needs a password hash; Argon2 runs here, off the lock.
+            let created = if settings.new_user_group.is_some() {
+                Some(Hashed::new(&accounts::new_password()).map_err(Failure::from)?)
+            } else {
+                None
+            };
+            Ok((id, created))
+        })
+        .await
+    };
+    let (id, created) = match finished {
+        Ok(x) => x,
+        Err(f) => {
+            // Not counted against the source: only a valid state gets here, and what failed
+            // is the provider's answer, not a guess.
+            tracing::warn!(tenant, "social sign-in refused: {}", f.1.error);
+            return fail(&f.1.error);
+        }
+    };
+    let signed = blocking(&s, {
+        let tenant = tenant.clone();
+        move |st| Ok(st.sso_sign_in(&tenant, &settings, &id, created)?)
+    })
+    .await;
+    match signed {
+        Ok((user, t)) => {
+            tracing::info!(user = user.username, tenant, "signed in through the identity provider");
+            deliver(&callback, &t)
+        }
+        Err(f) => {
+            tracing::warn!(tenant, "social sign-in refused: {}", f.1.error);
+            fail(&f.1.error)
+        }
+    }
+}
+
+/// The redirect that hands the token pair to the panel.
+fn deliver(callback: &str, t: &Tokens) -> Response {
+    let expires = t.expires_in.to_string();
+    redirect(&with_fragment(
+        callback,
+        &[
+            ("token_type", &t.token_type),
+            ("access_token", &t.access_token),
+            ("refresh_token", &t.refresh_token),
+            ("expires_in", &expires),
+        ],
+    ))
+}
+
+/// A tenant's social sign-in settings (`tenants.read`), without the client secret, with the
+/// redirect URI to register with the provider.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/sso", tag = "Accounts", security(("bearer" = [])),
+    params(("tenant" = String, Path)), responses((status = 200, body = SsoView), (status = "4XX", body = ApiError)))]
+pub async fn show_sso(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    PathArgs(tenant): PathArgs<String>,
+) -> Result<Json<SsoView>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.tenant_sso(&p, &tenant)?))).await
+}
+
+/// Set a tenant's social sign-in (`tenants.write`): Microsoft Entra ID by its directory ID, or
+/// any OpenID Connect provider by its issuer; the client ID and secret the provider gave; the
+/// e-mail domains whose users may sign in. A change without `client_secret` keeps the stored
+/// one.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/sso", tag = "Accounts", security(("bearer" = [])),
+    params(("tenant" = String, Path)), request_body = SsoSettings,
+    responses((status = 200, body = SsoView), (status = "4XX", body = ApiError)))]
+pub async fn set_sso(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    PathArgs(tenant): PathArgs<String>,
+    JsonBody(req): JsonBody<SsoSettings>,
+) -> Result<Json<SsoView>, Failure> {
+    blocking(&s, move |st| Ok(Json(st.set_tenant_sso(&p, &tenant, req)?))).await
+}
+
+/// Remove a tenant's social sign-in (`tenants.write`).
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/sso", tag = "Accounts", security(("bearer" = [])),
+    params(("tenant" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = "4XX", body = ApiError)))]
+pub async fn delete_sso(
+    AxState(s): AxState<Shared>,
+    Caller(p): Caller,
+    PathArgs(tenant): PathArgs<String>,
+) -> Result<StatusCode, Failure> {
+    blocking(&s, move |st| {
+        st.delete_tenant_sso(&p, &tenant)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
