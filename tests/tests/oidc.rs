@@ -164,9 +164,17 @@ fn social_sign_in_through_an_openid_provider() {
         assert_eq!(info["social_sign_in"], "oidc");
         assert_eq!(info["enable_ms365_integration"], false, "not Microsoft");
 
-        // Alice signs in and gets a session of her own, as after a password sign-in.
+        // Alice signs in and gets a session of her own, as after a password sign-in. The walk
+        // is printed (`-- --nocapture`) as a panel and a browser see it.
         idp.user("alice-sub", &json!({"email": "alice@acme.example", "email_verified": true}));
-        let got = sign_in(&h, &idp, "alice-sub");
+        let go = expect(h.post("/api/auth/social_sign_in", &start), 200).json();
+        println!("POST /api/auth/social_sign_in {start}\n  -> 200 {go}");
+        let url = go["url"].as_str().unwrap();
+        let callback = at_provider(&idp, url, "alice-sub");
+        println!("the browser at the provider signs in as alice-sub\n  -> 302 {PUBLIC_URL}{callback}");
+        let shown = expect(h.get(&callback), 302).header("location").unwrap().to_owned();
+        println!("GET {callback}\n  -> 302 {shown}");
+        let got = pairs(shown.split_once('#').unwrap().1);
         assert_eq!(pair(&got, "token_type"), Some("Bearer"), "{got:?}");
         assert_eq!(pair(&got, "expires_in"), Some("1800"));
         let access = pair(&got, "access_token").expect("access_token");
