@@ -33,6 +33,11 @@ pub const PENDING_SECS: u64 = 600;
 pub const PENDING_MAX: usize = 4096;
 /// Seconds a provider's discovery document and keys are reused.
 pub const DISCOVERY_SECS: u64 = 600;
+/// Seconds at least between two discoveries of one provider forced by an ID token whose key the
+/// cached set lacks (a rotation; or a forgery, which must not make callguard fetch at will).
+const REDISCOVERY_SECS: u64 = 60;
+/// Seconds the one-time code that hands a finished sign-in to the panel stays valid.
+pub const CODE_SECS: u64 = 60;
 /// Seconds one request to a provider may take.
 const HTTP_TIMEOUT_SECS: u64 = 10;
 /// Bytes a provider's answer may hold.
@@ -69,12 +74,14 @@ impl Provider {
 pub enum UserClaim {
     /// `preferred_username` (Microsoft Entra ID: the user principal name, `alice@contoso.com`).
     PreferredUsername,
-    /// `email`; refused when the provider says `email_verified: false`.
+    /// `email`; only when the provider says `email_verified: true` (Microsoft Entra ID never
+    /// does: use `preferred_username` there).
     Email,
 }
 
-/// A tenant's social sign-in (`PUT /api/v1/tenants/{tenant}/sso`), as stored.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+/// A tenant's social sign-in (`PUT /api/v1/tenants/{tenant}/sso`), as stored. Its `Debug`
+/// leaves the client secret out.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoSettings {
     /// Whether the tenant's users may sign in through the provider (default true).
@@ -86,8 +93,10 @@ pub struct SsoSettings {
     /// users can sign in (the issuer is the directory's own).
     #[serde(default)]
     pub directory_id: String,
-    /// `oidc`: the provider's issuer URL (`https://…`; `http://` only on a loopback address),
-    /// where `/.well-known/openid-configuration` is found.
+    /// `oidc`: the provider's issuer URL exactly as its ID tokens write it (`https://…`;
+    /// `http://` only on a loopback address), where `/.well-known/openid-configuration` is
+    /// found. It must be your organisation's own: a provider whose issuer serves everyone
+    /// (Google, consumer Microsoft accounts) would let any of its users with a matching address in.
     #[serde(default)]
     pub issuer: String,
     /// The client (application) ID the provider gave callguard.
@@ -116,12 +125,29 @@ const fn enabled_by_default() -> bool {
     true
 }
 
+impl std::fmt::Debug for SsoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoSettings")
+            .field("enabled", &self.enabled)
+            .field("provider", &self.provider)
+            .field("directory_id", &self.directory_id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "(hidden)"))
+            .field("allowed_domains", &self.allowed_domains)
+            .field("user_claim", &self.user_claim)
+            .field("callback", &self.callback)
+            .field("new_user_group", &self.new_user_group)
+            .finish()
+    }
+}
+
 impl SsoSettings {
     /// The issuer ID tokens must come from.
     pub fn issuer_url(&self) -> String {
         match self.provider {
             Provider::Microsoft => format!("{MICROSOFT_AUTHORITY}/{}/v2.0", self.directory_id),
-            Provider::Oidc => self.issuer.trim_end_matches('/').to_owned(),
+            Provider::Oidc => self.issuer.clone(),
         }
     }
 
@@ -161,8 +187,8 @@ impl SsoSettings {
                 if !self.directory_id.is_empty() {
                     return Err(("directory_id", "only for provider `microsoft`".into()));
                 }
+                self.issuer = self.issuer.trim().to_owned();
                 check_issuer(&self.issuer).map_err(|m| ("issuer", m))?;
-                self.issuer = self.issuer.trim_end_matches('/').to_owned();
             }
         }
         if self.client_id.trim().is_empty() || self.client_id.len() > 256 {
@@ -214,31 +240,55 @@ fn check_issuer(issuer: &str) -> Result<(), String> {
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err("an issuer URL has no query, fragment or user".into());
     }
+    if may_fetch(&url) {
+        Ok(())
+    } else {
+        Err("https:// (http:// only for a provider on a loopback address)".into())
+    }
+}
+
+/// Whether callguard may ask `url` anything: `https://`, or `http://` on a loopback address.
+/// Every request to a provider is checked, the endpoints its discovery document names too.
+fn may_fetch(url: &openidconnect::url::Url) -> bool {
     let loopback = match url.host() {
         Some(openidconnect::url::Host::Ipv4(a)) => a.is_loopback(),
         Some(openidconnect::url::Host::Ipv6(a)) => a.is_loopback(),
         Some(openidconnect::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     };
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err("https:// (http:// only for a provider on a loopback address)".into()),
-    }
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
-/// A sign-in waiting for the provider's redirect.
-#[derive(Debug)]
+/// A sign-in waiting for the provider's redirect. Its `Debug` leaves the secrets out.
 pub struct Flow {
     /// The tenant signing in.
     pub tenant: String,
     /// The issuer it was started with (settings changed since: refused).
     pub issuer: String,
-    /// Where the tokens go.
+    /// Where the result goes.
     pub callback: String,
+    /// The panel's own state, handed back with the result (its defence against login CSRF).
+    pub client_state: String,
     verifier: String,
     nonce: String,
     started: Instant,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("tenant", &self.tenant)
+            .field("issuer", &self.issuer)
+            .field("callback", &self.callback)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finished sign-in waiting for the panel to redeem its code.
+#[derive(Debug)]
+struct Finished {
+    user: u32,
+    at: Instant,
 }
 
 /// Who the provider says signed in, from a verified ID token.
@@ -257,7 +307,8 @@ pub struct Identity {
 /// Why a social sign-in failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SsoError {
-    /// The provider could not be reached or answered nonsense (discovery, token exchange).
+    /// The provider could not be reached or answered nonsense (discovery, token exchange); the
+    /// detail is for the log, not for the caller.
     #[error("the identity provider: {0}")]
     Provider(String),
     /// The provider's answer is not to be trusted (signature, issuer, audience, expiry, nonce).
@@ -268,12 +319,14 @@ pub enum SsoError {
     Refused(String),
 }
 
-/// The relying party: the HTTP client, discovered providers and flows under way.
+/// The relying party: the HTTP client, discovered providers, flows under way and finished
+/// sign-ins waiting for their code to be redeemed.
 #[derive(Debug)]
 pub struct Relying {
     http: ureq::Agent,
     discovered: Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>,
     pending: Mutex<HashMap<[u8; 32], Flow>>,
+    finished: Mutex<HashMap<[u8; 32], Finished>>,
 }
 
 impl Default for Relying {
@@ -291,11 +344,13 @@ impl Default for Relying {
                 .into(),
             discovered: Mutex::default(),
             pending: Mutex::default(),
+            finished: Mutex::default(),
         }
     }
 }
 
-/// The digest a flow's state is kept under (the state itself is a bearer secret).
+/// The digest a flow's state, or a finished sign-in's code, is kept under (each is a bearer
+/// secret).
 fn state_key(state: &str) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(state.as_bytes()).into()
@@ -304,6 +359,13 @@ fn state_key(state: &str) -> [u8; 32] {
 impl Relying {
     /// One HTTP exchange with a provider (the `openidconnect` crate's client interface).
     fn call(&self, req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, SsoError> {
+        let url = openidconnect::url::Url::parse(&req.uri().to_string())
+            .map_err(|e| SsoError::Provider(format!("{}: {e}", req.uri())))?;
+        if !may_fetch(&url) {
+            return Err(SsoError::Provider(format!(
+                "{url}: not https:// (nor http:// on a loopback address)"
+            )));
+        }
         let fail = |e: ureq::Error| SsoError::Provider(e.to_string());
         let mut resp = self.http.run(req).map_err(fail)?;
         let body = resp.body_mut().with_config().limit(HTTP_BODY_MAX).read_to_vec().map_err(fail)?;
@@ -312,13 +374,13 @@ impl Relying {
     }
 
     /// The provider's metadata and keys, discovered again after [`DISCOVERY_SECS`] (or when
-    /// `fresh`: its keys may have rotated).
+    /// `fresh`, its keys may have rotated: then after [`REDISCOVERY_SECS`]).
     fn metadata(&self, issuer: &str, fresh: bool) -> Result<CoreProviderMetadata, SsoError> {
         let ttl = Duration::from_secs(DISCOVERY_SECS);
-        if !fresh
-            && let Some((at, m)) =
-                self.discovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(issuer)
-            && at.elapsed() < ttl
+        let keep = if fresh { Duration::from_secs(REDISCOVERY_SECS) } else { ttl };
+        if let Some((at, m)) =
+            self.discovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(issuer)
+            && at.elapsed() < keep
         {
             return Ok(m.clone());
         }
@@ -334,17 +396,19 @@ impl Relying {
     }
 
     /// Starts a sign-in of `tenant` through its provider: the URL to send the browser to.
-    /// `redirect` is callguard's callback URL, `callback` where the tokens go in the end.
+    /// `redirect` is callguard's callback URL, `callback` where the result goes in the end, with
+    /// `client_state` (the panel's own, may be empty).
     pub fn begin(
         &self,
         tenant: &str,
         settings: &SsoSettings,
         redirect: &str,
         callback: &str,
+        client_state: &str,
     ) -> Result<String, SsoError> {
         let issuer = settings.issuer_url();
         let meta = self.metadata(&issuer, false)?;
-        let client = client(meta, settings, redirect)?;
+        let client = rp_client(meta, settings, redirect)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
             .authorize_url(
@@ -360,6 +424,7 @@ impl Relying {
             tenant: tenant.to_owned(),
             issuer,
             callback: callback.to_owned(),
+            client_state: client_state.to_owned(),
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
             started: Instant::now(),
@@ -386,6 +451,32 @@ impl Relying {
         (f.started.elapsed() < Duration::from_secs(PENDING_SECS)).then_some(f)
     }
 
+    /// A one-time code for user `user`'s finished sign-in, which the panel redeems for the
+    /// token pair within [`CODE_SECS`] (the browser carries only the code).
+    pub fn finished(&self, user: u32) -> String {
+        let code = crate::accounts::new_secret();
+        let mut done = self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ttl = Duration::from_secs(CODE_SECS);
+        done.retain(|_, f| f.at.elapsed() < ttl);
+        if done.len() >= PENDING_MAX
+            && let Some(oldest) = done.iter().min_by_key(|(_, f)| f.at).map(|(k, _)| *k)
+        {
+            done.remove(&oldest);
+        }
+        done.insert(state_key(&code), Finished { user, at: Instant::now() });
+        code
+    }
+
+    /// The user of a finished sign-in's `code`: each is redeemed once, within [`CODE_SECS`].
+    pub fn redeem(&self, code: &str) -> Option<u32> {
+        let f = self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&state_key(code))?;
+        (f.at.elapsed() < Duration::from_secs(CODE_SECS)).then_some(f.user)
+    }
+
     /// Exchanges the provider's `code` for tokens and checks the ID token: its signature by one
     /// of the provider's published keys (an asymmetric algorithm), issuer, audience, expiry and
     /// the flow's nonce. The identity it names.
@@ -403,7 +494,7 @@ impl Relying {
             ));
         }
         let http = |r| self.call(r);
-        let client = client(self.metadata(&issuer, false)?, settings, redirect)?;
+        let client = rp_client(self.metadata(&issuer, false)?, settings, redirect)?;
         let tokens = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| SsoError::Provider(e.to_string()))?
@@ -430,7 +521,7 @@ impl Relying {
             Ok(c) => c,
             // A key the cached set does not hold: the provider may have rotated its keys.
             Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
-                let again = self::client(self.metadata(&issuer, true)?, settings, redirect)?;
+                let again = rp_client(self.metadata(&issuer, true)?, settings, redirect)?;
                 verify(&again).map_err(|e| SsoError::Token(chain(&e)))?
             }
             Err(e) => return Err(SsoError::Token(chain(&e))),
@@ -468,7 +559,7 @@ type DiscoveredClient = openidconnect::Client<
 >;
 
 /// The client of a tenant's settings at a discovered provider.
-fn client(
+fn rp_client(
     meta: CoreProviderMetadata,
     settings: &SsoSettings,
     redirect: &str,
@@ -502,7 +593,7 @@ pub fn username_of(id: &Identity, settings: &SsoSettings) -> Result<String, SsoE
     let Some(name) = id.name.as_deref() else {
         return Err(SsoError::Refused(format!("the ID token has no `{claim}` claim")));
     };
-    if id.email_verified == Some(false) {
+    if settings.claim() == UserClaim::Email && id.email_verified != Some(true) {
         return Err(SsoError::Refused(format!("the provider has not verified the e-mail address {name}")));
     }
     let Some((local, domain)) = name.rsplit_once('@') else {
@@ -563,15 +654,19 @@ mod tests {
             assert_eq!(s.check().map_err(|e| e.0), Err("issuer"), "{bad}");
         }
         for good in [
-            "https://idp.example.com/realms/pbx/",
+            "https://idp.example.com/realms/pbx",
             "http://127.0.0.1:8080",
             "http://[::1]:1",
             "http://localhost",
         ] {
             s.issuer = good.into();
             s.check().unwrap();
-            assert!(!s.issuer.ends_with('/'));
+            assert_eq!(s.issuer_url(), good);
         }
+        // Kept as written: ID tokens of Authentik and Auth0 write the issuer with its slash.
+        s.issuer = " https://idp.example.com/application/o/pbx/ ".into();
+        s.check().unwrap();
+        assert_eq!(s.issuer_url(), "https://idp.example.com/application/o/pbx/");
         assert_eq!(s.claim(), UserClaim::Email);
         s.allowed_domains = vec!["not a domain".into()];
         assert_eq!(s.check().map_err(|e| e.0), Err("allowed_domains"));
@@ -590,17 +685,39 @@ mod tests {
             name: name.map(Into::into),
             email_verified: verified,
         };
-        assert_eq!(username_of(&id(Some("alice@CONTOSO.com"), None), &s).unwrap(), "alice");
+        assert_eq!(username_of(&id(Some("alice@CONTOSO.com"), Some(true)), &s).unwrap(), "alice");
         assert_eq!(username_of(&id(Some("a@b@contoso.com"), Some(true)), &s).unwrap(), "a@b");
         for refused in [
-            id(None, None),
-            id(Some("alice"), None),
-            id(Some("alice@evil.com"), None),
-            id(Some("alice@contoso.com.evil.com"), None),
+            id(None, Some(true)),
+            id(Some("alice"), Some(true)),
+            id(Some("alice@evil.com"), Some(true)),
+            id(Some("alice@contoso.com.evil.com"), Some(true)),
             id(Some("alice@contoso.com"), Some(false)),
+            // An e-mail address the provider does not say it verified.
+            id(Some("alice@contoso.com"), None),
         ] {
             assert!(matches!(username_of(&refused, &s), Err(SsoError::Refused(_))), "{refused:?}");
         }
+    }
+
+    #[test]
+    fn a_code_is_redeemed_once() {
+        let r = Relying::default();
+        let code = r.finished(7);
+        assert_eq!(r.redeem("made-up"), None);
+        assert_eq!(r.redeem(&code), Some(7));
+        assert_eq!(r.redeem(&code), None, "a replayed code");
+    }
+
+    #[test]
+    fn only_https_or_this_host_is_asked() {
+        let ok = |u: &str| may_fetch(&openidconnect::url::Url::parse(u).unwrap());
+        assert!(ok("https://login.example.com/x") && ok("http://127.0.0.1:9/jwks") && ok("http://[::1]/"));
+        assert!(
+            !ok("http://169.254.169.254/latest/meta-data/")
+                && !ok("http://10.0.0.1/")
+                && !ok("file:///etc/passwd")
+        );
     }
 
     #[test]
@@ -610,6 +727,7 @@ mod tests {
             tenant: "t".into(),
             issuer: "i".into(),
             callback: String::new(),
+            client_state: String::new(),
             verifier: "v".into(),
             nonce: "n".into(),
             started: Instant::now(),

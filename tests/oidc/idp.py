@@ -8,6 +8,9 @@ or a misconfigured provider would:
   POST /test/next-id-token {"mode": "expired"}    expired an hour ago
   POST /test/next-id-token {"mode": "wrong_iss"}  from another issuer
   POST /test/next-id-token {"mode": "no_nonce"}   without the nonce of the request
+  POST /test/next-id-token {"mode": "wrong_nonce"} with another nonce
+  POST /test/next-id-token {"mode": "hs256"}       HS256 with the client secret as the key (the
+                                                  algorithm confusion a verifier must refuse)
 
 Every other token is re-signed untouched. Usage: idp.py PORT (0: any); prints "listening PORT".
 """
@@ -21,13 +24,15 @@ import werkzeug.serving
 from authlib.jose import JsonWebKey, jwt
 
 app = oidc_provider_mock.app(require_nonce=True)
+# The client secret tests/tests/oidc.rs configures.
+CLIENT_SECRET = "s3cret"
 next_mode = {"mode": None}
 
 
 @app.post("/test/next-id-token")
 def set_next_id_token():
     mode = (flask.request.get_json(force=True) or {}).get("mode")
-    if mode not in ("forged", "wrong_aud", "expired", "wrong_iss", "no_nonce"):
+    if mode not in ("forged", "wrong_aud", "expired", "wrong_iss", "no_nonce", "wrong_nonce", "hs256"):
         return {"error": f"unknown mode {mode!r}"}, 400
     next_mode["mode"] = mode
     return "", 204
@@ -57,6 +62,11 @@ def spoil_id_token(response):
         claims["iss"] = "https://login.example.net"
     elif mode == "no_nonce":
         claims.pop("nonce", None)
+    elif mode == "wrong_nonce":
+        claims["nonce"] = "a-nonce-of-another-sign-in"
+    elif mode == "hs256":
+        header = {"alg": "HS256"}
+        key = JsonWebKey.import_key(CLIENT_SECRET, {"kty": "oct"})
     body["id_token"] = jwt.encode(header, dict(claims), key).decode()
     response.set_data(flask.json.dumps(body))
     return response

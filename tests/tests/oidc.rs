@@ -49,7 +49,8 @@ impl Idp {
         expect(self.http().call("PUT", &format!("/users/{sub}"), Some(claims)), 204);
     }
 
-    /// Spoils the next ID token: `forged`, `wrong_aud`, `expired`, `wrong_iss`, `no_nonce`.
+    /// Spoils the next ID token: `forged`, `wrong_aud`, `expired`, `wrong_iss`, `no_nonce`,
+    /// `wrong_nonce`, `hs256`.
     fn spoil_next(&self, mode: &str) {
         expect(self.http().post("/test/next-id-token", &json!({ "mode": mode })), 204);
     }
@@ -102,23 +103,27 @@ fn back_at_panel(h: &Http, callback: &str, panel: &str) -> Vec<(String, String)>
     pairs(fragment)
 }
 
-/// A whole sign-in of `sub` started by `POST /api/auth/social_sign_in`.
+/// A whole sign-in of `sub` started by `POST /api/auth/social_sign_in`, with the panel's state.
 fn sign_in(h: &Http, idp: &Idp, sub: &str) -> Vec<(String, String)> {
-    let go = expect(
-        h.post(
-            "/api/auth/social_sign_in",
-            &json!({"provider": "oidc", "domain": "acme.example", "callback": PANEL}),
-        ),
-        200,
-    );
+    let start = json!({"provider": "oidc", "domain": "acme.example", "callback": PANEL, "state": "panel-7"});
+    let go = expect(h.post("/api/auth/social_sign_in", &start), 200);
     let url = go.json()["url"].as_str().expect("url").to_owned();
-    back_at_panel(h, &at_provider(idp, &url, sub), PANEL)
+    let got = back_at_panel(h, &at_provider(idp, &url, sub), PANEL);
+    assert_eq!(pair(&got, "state"), Some("panel-7"), "the panel's state comes back: {got:?}");
+    got
+}
+
+/// The panel redeems the code of a finished sign-in: the token pair.
+fn redeem(h: &Http, got: &[(String, String)]) -> Value {
+    let code = pair(got, "code").unwrap_or_else(|| panic!("no code: {got:?}"));
+    assert!(pair(got, "access_token").is_none(), "the browser carries no token");
+    expect(h.post("/api/auth/social_sign_in/token", &json!({ "code": code })), 200).json()
 }
 
 /// The error delivered to the panel, or a panic naming the tokens that came instead.
 fn refused(got: &[(String, String)]) -> String {
     assert_eq!(pair(got, "error"), Some("access_denied"), "{got:?}");
-    assert!(pair(got, "access_token").is_none());
+    assert!(pair(got, "code").is_none());
     pair(got, "error_description").unwrap_or_default().to_owned()
 }
 
@@ -175,14 +180,19 @@ fn social_sign_in_through_an_openid_provider() {
         let shown = expect(h.get(&callback), 302).header("location").unwrap().to_owned();
         println!("GET {callback}\n  -> 302 {shown}");
         let got = pairs(shown.split_once('#').unwrap().1);
-        assert_eq!(pair(&got, "token_type"), Some("Bearer"), "{got:?}");
-        assert_eq!(pair(&got, "expires_in"), Some("1800"));
-        let access = pair(&got, "access_token").expect("access_token");
-        let me = expect(h.with_token(access).get("/api/auth/token"), 200).json();
+        let code = json!({"code": pair(&got, "code").expect("a code")});
+        let tokens = expect(h.post("/api/auth/social_sign_in/token", &code), 200).json();
+        println!("POST /api/auth/social_sign_in/token {code}\n  -> 200 {tokens}");
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], 1800);
+        let me = expect(h.with_token(tokens["access_token"].as_str().unwrap()).get("/api/auth/token"), 200).json();
         assert_eq!((me["user"].as_str(), me["tenant"].as_str()), (Some("alice"), Some("acme")), "{me}");
         assert_eq!(me["password_verified"], false, "no password of callguard's was checked");
-        let refresh = pair(&got, "refresh_token").expect("refresh_token");
-        expect(h.post("/api/auth/refresh", &json!({"refresh_token": refresh})), 200);
+        expect(h.post("/api/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})), 200);
+        // The code is spent: a copy that escaped the panel's page (a redirect, a script) is worth
+        // nothing.
+        let again = expect(h.post("/api/auth/social_sign_in/token", &code), 400);
+        assert_eq!(again.field().as_deref(), Some("code"));
 
         // The provider's redirect replayed (a stolen or reloaded URL): the state is spent.
         let go = expect(h.post("/api/auth/social_sign_in", &start), 200).json();
@@ -194,10 +204,12 @@ fn social_sign_in_through_an_openid_provider() {
         // ID tokens an attacker forged, or meant for another client, or old: refused, and why.
         for (mode, why) in [
             ("forged", "signature"),
+            ("hs256", "algorithm"),
             ("wrong_aud", "audience"),
             ("expired", "expire"),
             ("wrong_iss", "issuer"),
             ("no_nonce", "nonce"),
+            ("wrong_nonce", "nonce"),
         ] {
             idp.spoil_next(mode);
             let e = refused(&sign_in(&h, &idp, "alice-sub"));
@@ -205,22 +217,26 @@ fn social_sign_in_through_an_openid_provider() {
         }
 
         // Who the identity is: the claim's local part, in an allowed domain, verified.
-        idp.user("carol-sub", &json!({"email": "carol@acme.example"}));
+        idp.user("carol-sub", &json!({"email": "carol@acme.example", "email_verified": true}));
         let e = refused(&sign_in(&h, &idp, "carol-sub"));
         assert!(e.contains("no user `carol`"), "{e}");
-        idp.user("mallory-sub", &json!({"email": "alice@evil.example"}));
+        idp.user("mallory-sub", &json!({"email": "alice@evil.example", "email_verified": true}));
         let e = refused(&sign_in(&h, &idp, "mallory-sub"));
         assert!(e.contains("evil.example is not one of the tenant's allowed domains"), "{e}");
         idp.user("unverified-sub", &json!({"email": "bob@acme.example", "email_verified": false}));
         let e = refused(&sign_in(&h, &idp, "unverified-sub"));
         assert!(e.contains("not verified"), "{e}");
+        // Nor an address the provider does not say it verified (the nOAuth trick).
+        idp.user("unverified-sub", &json!({"email": "bob@acme.example"}));
+        let e = refused(&sign_in(&h, &idp, "unverified-sub"));
+        assert!(e.contains("not verified"), "{e}");
         // A second identity that now carries Alice's address (a name given to someone else):
         // Alice is bound to the first.
-        idp.user("mallory-sub", &json!({"email": "alice@acme.example"}));
+        idp.user("mallory-sub", &json!({"email": "alice@acme.example", "email_verified": true}));
         let e = refused(&sign_in(&h, &idp, "mallory-sub"));
         assert!(e.contains("bound to another identity"), "{e}");
         // And Alice's identity, renamed to Bob at the provider, does not become Bob.
-        idp.user("alice-sub", &json!({"email": "bob@acme.example"}));
+        idp.user("alice-sub", &json!({"email": "bob@acme.example", "email_verified": true}));
         let e = refused(&sign_in(&h, &idp, "alice-sub"));
         assert!(e.contains("signed in as another user before"), "{e}");
 
@@ -247,17 +263,17 @@ fn social_sign_in_through_an_openid_provider() {
         change["new_user_group"] = json!("staff");
         let view = expect(a.call("PUT", "/api/v1/tenants/acme/sso", Some(&change)), 200).json();
         assert_eq!(view["client_secret_set"], true, "kept");
-        let got = sign_in(&h, &idp, "carol-sub");
-        let me = expect(h.with_token(pair(&got, "access_token").expect("tokens")).get("/api/auth/token"), 200).json();
+        let tokens = redeem(&h, &sign_in(&h, &idp, "carol-sub"));
+        let me = expect(h.with_token(tokens["access_token"].as_str().unwrap()).get("/api/auth/token"), 200).json();
         assert_eq!((me["user"].as_str(), me["role"].as_str()), (Some("carol"), Some("StandardUser")), "{me}");
 
         // The seed's 302 operation: a link on a sign-in page, straight on to the provider; the
         // tokens go to the tenant's callback.
-        idp.user("alice-sub", &json!({"email": "alice@acme.example"}));
+        idp.user("alice-sub", &json!({"email": "alice@acme.example", "email_verified": true}));
         let r = expect(h.get("/api/auth/ms365_sign_in?domain=acme.example"), 302);
         let url = r.header("location").expect("Location").to_owned();
         let got = back_at_panel(&h, &at_provider(&idp, &url, "alice-sub"), PANEL);
-        assert!(pair(&got, "access_token").is_some(), "{got:?}");
+        assert_eq!(redeem(&h, &got)["token_type"], "Bearer");
         expect(h.get("/api/auth/ms365_sign_in?domain=nosuch.example"), 404);
 
         // A provider other than the tenant's is refused; Microsoft Entra ID is named by its
@@ -292,5 +308,14 @@ fn social_sign_in_through_an_openid_provider() {
         }
         // signin_failures = 5, and the replayed redirect above was the first.
         assert_eq!(statuses, [400, 400, 400, 400, 429, 429]);
+        // Counted apart from password sign-in, which Alice can still use from here.
+        h.sign_in("alice", "a-long-password-1", "acme.example");
+
+        // A provider that cannot be reached: 502, and nothing of its answer (the log has it).
+        let down = json!({"provider": "oidc", "issuer": "http://127.0.0.1:9", "client_id": "c",
+                          "allowed_domains": ["beta.example"], "callback": PANEL});
+        expect(a.call("PUT", "/api/v1/tenants/beta/sso", Some(&down)), 200);
+        let e = expect(h.post("/api/auth/social_sign_in", &json!({"provider": "oidc", "domain": "beta.example"})), 502);
+        assert!(e.text.contains("could not be reached or answered badly") && !e.text.contains("127.0.0.1"), "{}", e.text);
     });
 }

@@ -152,13 +152,25 @@ pub struct Reset {
 pub struct SocialSignIn {
     /// The name of the identity provider: `microsoft` (the seed's only one) or `oidc`; it must
     /// be the tenant's.
-    pub provider: String,
+    pub provider: crate::sso::Provider,
     /// The SIP domain of the user's tenant.
     pub domain: String,
-    /// The page the tokens are delivered to when the sign-in succeeds (an origin of
-    /// `api.callback_origins`); empty: the tenant's `callback`.
+    /// The page the result is delivered to (an origin of `api.callback_origins`); empty: the
+    /// tenant's `callback`.
     #[serde(default)]
     pub callback: String,
+    /// The panel's own random value, handed back with the result for the panel to compare
+    /// with what it sent (its defence against login CSRF); at most 256 characters.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// The one-time code of a finished social sign-in.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SocialCode {
+    /// The `code` the sign-in delivered to the callback.
+    pub code: String,
 }
 
 /// Where to send the browser to sign in.
@@ -175,9 +187,12 @@ pub struct SocialSignInUrl {
 pub struct Ms365Query {
     /// The SIP domain of the tenant.
     pub domain: String,
-    /// The page the tokens are delivered to; absent: the tenant's `callback`.
+    /// The page the result is delivered to; absent: the tenant's `callback`.
     #[serde(default)]
     pub callback: Option<String>,
+    /// The panel's own random value, handed back with the result.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// What the identity provider sends the browser back with (OAuth 2.0 authorization response).
@@ -200,7 +215,7 @@ pub struct ProviderAnswer {
 
 /// A tenant's social sign-in as shown: the settings without the client secret, and what to
 /// register with the provider.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SsoView {
     /// The settings (`client_secret` never shown).
     #[serde(flatten)]

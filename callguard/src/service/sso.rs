@@ -27,6 +27,15 @@ pub struct SsoStart {
     pub callback: String,
 }
 
+/// Who a verified identity is.
+#[derive(Debug)]
+pub enum SsoUser {
+    /// This user, bound to the identity.
+    Existing(User),
+    /// Nobody yet: the tenant creates the user, with a password hash ([`Service::sso_user`]).
+    ToCreate,
+}
+
 /// The role a user created by a social sign-in gets (`new_user_group`).
 const CREATED_ROLE: &str = "StandardUser";
 
@@ -141,29 +150,27 @@ impl Service {
         Ok(self.store.tenant_sso(tenant)?.filter(|s| s.enabled))
     }
 
-    /// Signs in the user a verified identity is (see the module's documentation), with the
-    /// same token pair as a password sign-in; `created` is the password hash of a user to
-    /// create when none has the name and the tenant allows it (`new_user_group`). Refused:
+    /// The user a verified identity is (see the module's documentation). With no user of that
+    /// name, a tenant with a `new_user_group` creates one: [`SsoUser::ToCreate`] asks for the
+    /// password hash it is stored with (made off the lock), `created` gives it. Refused:
     /// [`ServiceError::Forbidden`], with why.
-    pub fn sso_sign_in(
+    pub fn sso_user(
         &mut self,
         tenant: &str,
         settings: &SsoSettings,
         id: &Identity,
         created: Option<Hashed>,
-    ) -> Result<(User, Tokens)> {
+    ) -> Result<SsoUser> {
         let refuse = |m: String| ServiceError::Forbidden(m);
         let username = sso::username_of(id, settings).map_err(|e| refuse(e.to_string()))?;
         let bound = self.store.sso_user(&id.issuer, &id.subject)?;
         let found = self.store.find_user(Some(tenant), &username)?.map(|(u, _)| u);
-        let user = match (bound, found) {
-            (Some(b), Some(u)) if b == u.id => u,
-            (Some(_), _) => {
-                return Err(refuse(format!(
-                    "this identity signed in as another user before; it now says `{username}` (an administrator \
-                     must delete that user, or rename it back)"
-                )));
-            }
+        match (bound, found) {
+            (Some(b), Some(u)) if b == u.id => Ok(SsoUser::Existing(u)),
+            (Some(_), _) => Err(refuse(format!(
+                "this identity signed in as another user before; it now says `{username}` (an administrator \
+                 must delete that user, or rename it back)"
+            ))),
             (None, Some(u)) => {
                 if self.store.sso_identity(u.id)?.is_some() {
                     return Err(refuse(format!(
@@ -178,30 +185,38 @@ impl Service {
                     subject = id.subject,
                     "bound to its provider identity"
                 );
-                u
+                Ok(SsoUser::Existing(u))
             }
             (None, None) => {
-                let (Some(hash), Some(group)) = (created, settings.new_user_group.clone()) else {
+                let Some(group) = settings.new_user_group.clone() else {
                     return Err(refuse(format!(
                         "no user `{username}` in the tenant: an administrator must create it"
                     )));
                 };
                 crate::accounts::check_username(&username, false)
                     .map_err(|m| refuse(format!("`{username}` cannot be a user name: {m}")))?;
-                let u = self.store.add_user(&NewUser {
+                let Some(hash) = created else { return Ok(SsoUser::ToCreate) };
+                let new = NewUser {
                     tenant: Some(tenant.to_owned()),
                     group: Some(group),
                     username: username.clone(),
                     password_hash: hash.into_string(),
                     role: CREATED_ROLE.into(),
                     force_reset: false,
-                })?;
-                self.store.bind_sso(u.id, &id.issuer, &id.subject)?;
+                };
+                let u = self.store.add_sso_user(&new, &id.issuer, &id.subject)?;
                 tracing::info!(user = username, tenant, "user created by social sign-in");
-                u
+                Ok(SsoUser::Existing(u))
             }
-        };
-        let tokens = self.issue_tokens(user.id, false, None)?;
-        Ok((user, tokens))
+        }
+    }
+
+    /// The token pair of a finished social sign-in, as a password sign-in gets (the user may
+    /// have been deleted since: 401).
+    pub fn sso_tokens(&mut self, user: u32) -> Result<Tokens> {
+        if self.store.user(user)?.is_none() {
+            return Err(ServiceError::Unauthorized("the user is gone".into()));
+        }
+        self.issue_tokens(user, false, None)
     }
 }

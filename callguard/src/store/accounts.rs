@@ -184,6 +184,8 @@ pub trait AccountStore {
     fn sso_identity(&self, user: u32) -> Result<Option<(String, String)>, StoreError>;
     /// Binds a user to a provider identity (either bound already: conflict).
     fn bind_sso(&mut self, user: u32, issuer: &str, subject: &str) -> Result<(), StoreError>;
+    /// Adds a user bound to a provider identity, both or neither.
+    fn add_sso_user(&mut self, u: &NewUser, issuer: &str, subject: &str) -> Result<User, StoreError>;
 
     /// The groups of one tenant, or of all.
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError>;
@@ -335,6 +337,28 @@ impl SqliteStore {
     }
 }
 
+/// Inserts a user (in `conn`, or in a transaction on it).
+fn insert_user(conn: &rusqlite::Connection, u: &NewUser) -> Result<User, StoreError> {
+    let row = conn
+        .query_row(
+            "INSERT INTO users (tenant_id, group_id, username, password_hash, role, force_reset, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             RETURNING id, tenant_id, group_id, username, role, force_reset, created_at, password_hash",
+            params![
+                u.tenant,
+                u.group,
+                u.username,
+                u.password_hash,
+                u.role,
+                u.force_reset,
+                ts(Some(Utc::now()))
+            ],
+            user_row,
+        )
+        .map_err(|e| conflict_on_unique(e, || format!("user `{}` exists already", u.username)))?;
+    Ok(row.0)
+}
+
 impl AccountStore for SqliteStore {
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -445,6 +469,18 @@ impl AccountStore for SqliteStore {
         Ok(())
     }
 
+    fn add_sso_user(&mut self, u: &NewUser, issuer: &str, subject: &str) -> Result<User, StoreError> {
+        let tx = self.conn.transaction()?;
+        let user = insert_user(&tx, u)?;
+        tx.execute(
+            "INSERT INTO sso_subjects (user_id, issuer, subject, bound_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user.id, issuer, subject, ts(Some(Utc::now()))],
+        )
+        .map_err(|e| conflict_on_unique(e, || "the identity is bound already".into()))?;
+        tx.commit()?;
+        Ok(user)
+    }
+
     fn groups(&self, tenant: Option<&str>) -> Result<Vec<Group>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT tenant_id, id, name, created_at FROM groups
@@ -533,17 +569,7 @@ impl AccountStore for SqliteStore {
     }
 
     fn add_user(&mut self, u: &NewUser) -> Result<User, StoreError> {
-        let row = self
-            .conn
-            .query_row(
-                "INSERT INTO users (tenant_id, group_id, username, password_hash, role, force_reset, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 RETURNING id, tenant_id, group_id, username, role, force_reset, created_at, password_hash",
-                params![u.tenant, u.group, u.username, u.password_hash, u.role, u.force_reset, ts(Some(Utc::now()))],
-                user_row,
-            )
-            .map_err(|e| conflict_on_unique(e, || format!("user `{}` exists already", u.username)))?;
-        Ok(row.0)
+        insert_user(&self.conn, u)
     }
 
     fn update_user(

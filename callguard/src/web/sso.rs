@@ -2,11 +2,12 @@
 //! Microsoft 365 redirect; see [`crate::sso`]): starting a sign-in, the provider's redirect back,
 //! and a tenant's provider settings.
 //!
-//! The tokens of a successful sign-in are delivered to the panel's `callback` in the URL's
-//! fragment (`#token_type=Bearer&access_token=…&refresh_token=…&expires_in=…`), which browsers
-//! never send to a server and never pass on in a `Referer`; a failure arrives the same way as
-//! `#error=access_denied&error_description=…`. Redirects carry `Cache-Control: no-store` and
-//! `Referrer-Policy: no-referrer`.
+//! A successful sign-in reaches the panel's `callback` as a one-time code in the URL's fragment
+//! (`#code=…&state=…`, the panel's own state), which browsers never send to a server; the panel
+//! redeems it within a minute for the token pair (`POST /api/auth/social_sign_in/token`), so
+//! that a page which lets the fragment escape (a redirect, a third-party script) leaks a spent
+//! code, not the user's tokens. A failure arrives as `#error=access_denied&error_description=…`.
+//! Redirects carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
 
 use std::time::Duration;
 
@@ -23,9 +24,9 @@ use crate::{
     accounts,
     api::{
         ApiError,
-        auth::{Ms365Query, ProviderAnswer, SocialSignIn, SocialSignInUrl, SsoView, Tokens},
+        auth::{Ms365Query, ProviderAnswer, SocialCode, SocialSignIn, SocialSignInUrl, SsoView, Tokens},
     },
-    service::accounts::Hashed,
+    service::{accounts::Hashed, sso::SsoUser},
     sso::{Provider, SsoError, SsoSettings},
     web::{Failure, Shared},
 };
@@ -35,6 +36,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(social_sign_in))
         .routes(routes!(social_sign_in_callback))
+        .routes(routes!(social_sign_in_token))
         .routes(routes!(ms365_sign_in))
         .routes(routes!(show_sso, set_sso, delete_sso))
 }
@@ -50,7 +52,11 @@ async fn start(
     provider: Option<Provider>,
     domain: String,
     callback: String,
+    client_state: String,
 ) -> Result<String, Response> {
+    if client_state.len() > 256 {
+        return Err(Failure::bad("state", "at most 256 characters").into_response());
+    }
     let source = peer.key("sso-start");
     let window = Duration::from_secs(crate::web::lock(s).cfg().api.signin_window_secs);
     {
@@ -67,17 +73,30 @@ async fn start(
     off_lock(move || {
         s.web
             .sso
-            .begin(&go.tenant, &go.settings, &go.redirect, &go.callback)
+            .begin(&go.tenant, &go.settings, &go.redirect, &go.callback, &client_state)
             .map_err(|e| provider_failure(&e))
     })
     .await
     .map_err(IntoResponse::into_response)
 }
 
-/// The provider could not be asked (502), or its answer is refused.
+/// What the caller is told when the provider failed: that it did, not how (its answer may
+/// describe hosts inside the network); the log has the detail.
+const PROVIDER_FAILED: &str =
+    "the identity provider could not be reached or answered badly (the daemon's log says why)";
+
+/// The provider could not be asked (502).
 fn provider_failure(e: &SsoError) -> Failure {
     tracing::warn!("social sign-in: {e}");
-    Failure(StatusCode::BAD_GATEWAY, ApiError { error: e.to_string(), field: None })
+    Failure(StatusCode::BAD_GATEWAY, ApiError { error: PROVIDER_FAILED.into(), field: None })
+}
+
+/// What the panel is told of a refused sign-in: why, unless the provider failed.
+fn refusal(e: &SsoError) -> String {
+    match e {
+        SsoError::Provider(_) => PROVIDER_FAILED.into(),
+        SsoError::Token(_) | SsoError::Refused(_) => e.to_string(),
+    }
 }
 
 /// Sign in with a social account: the identity provider's authentication URL to send the
@@ -96,14 +115,7 @@ pub async fn social_sign_in(
     peer: Peer,
     JsonBody(req): JsonBody<SocialSignIn>,
 ) -> Response {
-    let provider = match req.provider.to_ascii_lowercase().as_str() {
-        "microsoft" => Provider::Microsoft,
-        "oidc" => Provider::Oidc,
-        other => {
-            return Failure::bad("provider", format!("`{other}`: `microsoft` or `oidc`")).into_response();
-        }
-    };
-    match start(&s, peer, Some(provider), req.domain, req.callback).await {
+    match start(&s, peer, Some(req.provider), req.domain, req.callback, req.state).await {
         Ok(url) => Json(SocialSignInUrl { url }).into_response(),
         Err(r) => r,
     }
@@ -123,7 +135,7 @@ pub async fn ms365_sign_in(
     peer: Peer,
     QueryArgs(q): QueryArgs<Ms365Query>,
 ) -> Response {
-    match start(&s, peer, None, q.domain, q.callback.unwrap_or_default()).await {
+    match start(&s, peer, None, q.domain, q.callback.unwrap_or_default(), q.state.unwrap_or_default()).await {
         Ok(url) => redirect(&url),
         Err(r) => r,
     }
@@ -157,12 +169,12 @@ fn with_fragment(callback: &str, pairs: &[(&str, &str)]) -> String {
 
 /// Where the identity provider sends the browser back. The state must be one this daemon
 /// handed out, within 10 minutes, and is used once; unknown states are counted against the
-/// source as failed sign-ins. The code is exchanged (with the PKCE verifier and the client
-/// secret), the ID token checked (signature by the provider's published keys, issuer,
-/// audience, expiry, nonce), and the identity mapped to a user of the tenant; the browser then
-/// goes on to the sign-in's `callback` with the tokens, or the reason, in the fragment.
+/// source. The code is exchanged (with the PKCE verifier and the client secret), the ID token
+/// checked (signature by the provider's published keys, issuer, audience, expiry, nonce), and
+/// the identity mapped to a user of the tenant; the browser then goes on to the sign-in's
+/// `callback` with a one-time code (and the panel's state), or the reason, in the fragment.
 #[utoipa::path(get, path = "/api/auth/social_sign_in/callback", tag = "Authentication", params(ProviderAnswer),
-    responses((status = 302, description = "On to the callback, with the tokens or the error in the fragment"),
+    responses((status = 302, description = "On to the callback, with the code or the error in the fragment"),
         (status = 400, description = "An unknown, used or expired state", body = ApiError),
         (status = 429, body = ApiError)))]
 pub async fn social_sign_in_callback(
@@ -170,7 +182,8 @@ pub async fn social_sign_in_callback(
     peer: Peer,
     QueryArgs(answer): QueryArgs<ProviderAnswer>,
 ) -> Response {
-    let source = peer.key("ip");
+    // A key of its own: a reloaded callback page must not count against password sign-in.
+    let source = peer.key("sso-state");
     let (max, window) = {
         let st = crate::web::lock(&s);
         (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
@@ -178,24 +191,28 @@ pub async fn social_sign_in_callback(
     if let Some(wait) =
         s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocked(&source, max, window)
     {
-        return too_many("sign-ins", wait);
+        return too_many("social sign-in states", wait);
     }
     let Some(flow) = answer.state.as_deref().and_then(|st| s.web.sso.take(st)) else {
         s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fail(&source, window);
         return Failure::bad("state", "unknown, used or expired sign-in state: start the sign-in again")
             .into_response();
     };
-    let callback = flow.callback.clone();
+    let (callback, client_state, tenant) =
+        (flow.callback.clone(), flow.client_state.clone(), flow.tenant.clone());
     let fail = |why: &str| {
-        redirect(&with_fragment(&callback, &[("error", "access_denied"), ("error_description", why)]))
+        tracing::warn!(tenant, "social sign-in refused: {why}");
+        let mut pairs = vec![("error", "access_denied"), ("error_description", why)];
+        if !client_state.is_empty() {
+            pairs.push(("state", &client_state));
+        }
+        redirect(&with_fragment(&callback, &pairs))
     };
     if let Some(e) = answer.error {
         let why = answer.error_description.unwrap_or_default();
-        tracing::info!(tenant = flow.tenant, error = e, "social sign-in declined by the provider: {why}");
         return fail(&format!("the identity provider said {e}: {why}"));
     }
     let Some(code) = answer.code else { return fail("the identity provider sent no code") };
-    let tenant = flow.tenant.clone();
     let settings = blocking(&s, {
         let tenant = tenant.clone();
         move |st| Ok((st.sso_settings(&tenant)?, st.sso_redirect()?))
@@ -206,62 +223,82 @@ pub async fn social_sign_in_callback(
         Ok((None, _)) => return fail("the tenant's social sign-in was turned off"),
         Err(f) => return fail(&f.1.error),
     };
-    let finished = {
+    let id = {
         let (s, settings) = (s.clone(), settings.clone());
         off_lock(move || {
-            let id = s
-                .web
+            s.web
                 .sso
                 .finish(flow, &settings, &redirect_uri, &code)
-                .map_err(|e| Failure::forbidden(e.to_string()))?;
-            // A user to create needs a password hash; Argon2 runs here, off the lock.
-            let created = if settings.new_user_group.is_some() {
-                Some(Hashed::new(&accounts::new_password()).map_err(Failure::from)?)
-            } else {
-                None
-            };
-            Ok((id, created))
+                .map_err(|e| Failure::forbidden(refusal(&e)))
         })
         .await
     };
-    let (id, created) = match finished {
-        Ok(x) => x,
-        Err(f) => {
-            // Not counted against the source: only a valid state gets here, and what failed
-            // is the provider's answer, not a guess.
-            tracing::warn!(tenant, "social sign-in refused: {}", f.1.error);
-            return fail(&f.1.error);
+    let id = match id {
+        Ok(id) => id,
+        // Not counted against the source: only a valid state gets here, and what failed is the
+        // provider's answer, not a guess.
+        Err(f) => return fail(&f.1.error),
+    };
+    let mut created = None;
+    let user = loop {
+        let (settings, id, tenant) = (settings.clone(), id.clone(), tenant.clone());
+        let given = created.take();
+        let hashed = given.is_some();
+        match blocking(&s, move |st| Ok(st.sso_user(&tenant, &settings, &id, given)?)).await {
+            Ok(SsoUser::Existing(u)) => break u,
+            // A user to create needs a password hash (random, unused): Argon2 runs off the lock,
+            // and only then.
+            Ok(SsoUser::ToCreate) if !hashed => {
+                match off_lock(|| Ok(Hashed::new(&accounts::new_password())?)).await {
+                    Ok(h) => created = Some(h),
+                    Err(f) => return fail(&f.1.error),
+                }
+            }
+            Ok(SsoUser::ToCreate) => return fail("the user could not be created"),
+            Err(f) => return fail(&f.1.error),
         }
     };
-    let signed = blocking(&s, {
-        let tenant = tenant.clone();
-        move |st| Ok(st.sso_sign_in(&tenant, &settings, &id, created)?)
-    })
-    .await;
-    match signed {
-        Ok((user, t)) => {
-            tracing::info!(user = user.username, tenant, "signed in through the identity provider");
-            deliver(&callback, &t)
-        }
-        Err(f) => {
-            tracing::warn!(tenant, "social sign-in refused: {}", f.1.error);
-            fail(&f.1.error)
-        }
+    tracing::info!(user = user.username, tenant, "signed in through the identity provider");
+    let code = s.web.sso.finished(user.id);
+    let mut pairs = vec![("code", code.as_str())];
+    if !client_state.is_empty() {
+        pairs.push(("state", &client_state));
     }
+    redirect(&with_fragment(&callback, &pairs))
 }
 
-/// The redirect that hands the token pair to the panel.
-fn deliver(callback: &str, t: &Tokens) -> Response {
-    let expires = t.expires_in.to_string();
-    redirect(&with_fragment(
-        callback,
-        &[
-            ("token_type", &t.token_type),
-            ("access_token", &t.access_token),
-            ("refresh_token", &t.refresh_token),
-            ("expires_in", &expires),
-        ],
-    ))
+/// Redeem the one-time code a social sign-in delivered to the callback for the token pair (the
+/// same as `sign_in` answers): once, within a minute. Wrong codes are counted against the source.
+#[utoipa::path(post, path = "/api/auth/social_sign_in/token", tag = "Authentication", request_body = SocialCode,
+    responses((status = 200, body = Tokens), (status = 400, description = "An unknown, used or expired code", body = ApiError),
+        (status = 429, body = ApiError)))]
+pub async fn social_sign_in_token(
+    AxState(s): AxState<Shared>,
+    peer: Peer,
+    JsonBody(req): JsonBody<SocialCode>,
+) -> Response {
+    let source = peer.key("sso-code");
+    let (max, window) = {
+        let st = crate::web::lock(&s);
+        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
+    };
+    let user = {
+        let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(wait) = th.blocked(&source, max, window) {
+            return too_many("social sign-in codes", wait);
+        }
+        match s.web.sso.redeem(&req.code) {
+            Some(user) => user,
+            None => {
+                th.fail(&source, window);
+                return Failure::bad("code", "unknown, used or expired code: sign in again").into_response();
+            }
+        }
+    };
+    match blocking(&s, move |st| Ok(st.sso_tokens(user)?)).await {
+        Ok(t) => Json::<Tokens>(t).into_response(),
+        Err(f) => f.into_response(),
+    }
 }
 
 /// A tenant's social sign-in settings (`tenants.read`), without the client secret, with the
