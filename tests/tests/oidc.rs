@@ -252,6 +252,17 @@ fn social_sign_in_through_an_openid_provider() {
         );
         let e = refused(&back_at_panel(&h, &back, PANEL));
         assert!(e.contains("access_denied: The user declined"), "{e}");
+        // An answer that names another issuer (RFC 9207: a provider answering for another, the
+        // mix-up attack) is refused before its code is sent anywhere.
+        let go = expect(h.post("/api/auth/social_sign_in", &start), 200).json();
+        let url = go["url"].as_str().unwrap();
+        let q = pairs(url.split_once('?').unwrap().1);
+        let back = format!(
+            "/api/auth/social_sign_in/callback?code=abc&iss=https%3A%2F%2Fevil.example&state={}",
+            pair(&q, "state").unwrap()
+        );
+        let e = refused(&back_at_panel(&h, &back, PANEL));
+        assert!(e.contains("issuer https://evil.example"), "{e}");
 
         // New users on first sign-in, when the tenant says so (the secret is kept when a change
         // leaves it out).

@@ -211,6 +211,10 @@ pub struct ProviderAnswer {
     /// The provider's description of the error.
     #[serde(default)]
     pub error_description: Option<String>,
+    /// The issuer that answers (RFC 9207), when the provider says: it must be the one the
+    /// sign-in was sent to (a defence against a provider answering for another).
+    #[serde(default)]
+    pub iss: Option<String>,
 }
 
 /// A tenant's social sign-in as shown: the settings without the client secret, and what to

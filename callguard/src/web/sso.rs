@@ -208,6 +208,11 @@ pub async fn social_sign_in_callback(
         }
         redirect(&with_fragment(&callback, &pairs))
     };
+    if let Some(iss) = answer.iss.as_deref()
+        && iss != flow.issuer
+    {
+        return fail(&format!("the answer came from issuer {iss}, not from {}", flow.issuer));
+    }
     if let Some(e) = answer.error {
         let why = answer.error_description.unwrap_or_default();
         return fail(&format!("the identity provider said {e}: {why}"));
