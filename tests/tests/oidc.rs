@@ -145,7 +145,7 @@ fn social_sign_in_through_an_openid_provider() {
         let info = expect(h.get("/api/info?domain=acme.example"), 200).json();
         assert_eq!(info["enable_ms365_integration"], false);
         assert_eq!(info["social_sign_in"], "");
-        let start = json!({"provider": "oidc", "domain": "acme.example", "callback": PANEL});
+        let start = json!({"provider": "oidc", "domain": "acme.example", "callback": PANEL, "state": "panel-1"});
         expect(h.post("/api/auth/social_sign_in", &start), 404);
 
         // The tenant's provider: refused while wrong, the secret never shown.
@@ -180,6 +180,7 @@ fn social_sign_in_through_an_openid_provider() {
         let shown = expect(h.get(&callback), 302).header("location").unwrap().to_owned();
         println!("GET {callback}\n  -> 302 {shown}");
         let got = pairs(shown.split_once('#').unwrap().1);
+        assert_eq!(pair(&got, "state"), Some("panel-1"), "the panel's state comes back");
         let code = json!({"code": pair(&got, "code").expect("a code")});
         let tokens = expect(h.post("/api/auth/social_sign_in/token", &code), 200).json();
         println!("POST /api/auth/social_sign_in/token {code}\n  -> 200 {tokens}");
@@ -286,6 +287,11 @@ fn social_sign_in_through_an_openid_provider() {
         let got = back_at_panel(&h, &at_provider(&idp, &url, "alice-sub"), PANEL);
         assert_eq!(redeem(&h, &got)["token_type"], "Bearer");
         expect(h.get("/api/auth/ms365_sign_in?domain=nosuch.example"), 404);
+
+        // A callback that could not be a `Location` header is refused at the start.
+        let odd = json!({"provider": "oidc", "domain": "acme.example", "callback": "https://panel.example.com/a b"});
+        let e = expect(h.post("/api/auth/social_sign_in", &odd), 400);
+        assert_eq!(e.field().as_deref(), Some("callback"));
 
         // A provider other than the tenant's is refused; Microsoft Entra ID is named by its
         // directory, and the tenant's info then says so as PortSIP does.

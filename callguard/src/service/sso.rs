@@ -138,7 +138,14 @@ impl Service {
         if callback.is_empty() {
             return Err(ServiceError::invalid(
                 "callback",
-                "a callback URL (the page the tokens are delivered to)",
+                "a callback URL (the page the sign-in is delivered to)",
+            ));
+        }
+        // It becomes a `Location` header: printable ASCII only, anything else percent-encoded.
+        if !callback.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ServiceError::invalid(
+                "callback",
+                "printable ASCII without spaces (percent-encode the rest)",
             ));
         }
         self.check_callback(&callback)?;
