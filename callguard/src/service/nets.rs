@@ -49,9 +49,11 @@ impl Service {
         // (index in `bans`, the rule to store)
         let mut new: Vec<(usize, NewNetRule)> = Vec::new();
         let mut batch: BTreeSet<IpNet> = BTreeSet::new();
+        // Built once for the batch: a rule lookup per ban that does not grow with the rules.
+        let index = net::Index::new(self.rules.values(), now);
         for (i, &(source, kind, sig_slot)) in bans.iter().enumerate() {
             let single = net::source_net(source);
-            if let Some(r) = net::decide(self.rules.values(), source, now) {
+            if let Some(r) = index.decide(source) {
                 details[i] = match r.action {
                     NetAction::Allow => format!("not stored: {} is authorized (rule {})", r.cidr, r.id),
                     NetAction::Deny => format!("already denied by {} (rule {})", r.cidr, r.id),
