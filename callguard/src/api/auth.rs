@@ -165,12 +165,18 @@ pub struct SocialSignIn {
     pub state: String,
 }
 
-/// The one-time code of a finished social sign-in.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+/// The one-time code of a finished social sign-in. Its `Debug` leaves the code out.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SocialCode {
     /// The `code` the sign-in delivered to the callback.
     pub code: String,
+}
+
+impl std::fmt::Debug for SocialCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocialCode").finish_non_exhaustive()
+    }
 }
 
 /// Where to send the browser to sign in.

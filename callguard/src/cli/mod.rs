@@ -173,9 +173,10 @@ pub enum Command {
     ///   callguard api POST /api/v1/users/1/password '{"password": "a new one, 8+ chars"}'
     ///   callguard api POST /api/blacklisted_numbers '{"number": "+4930123456"}'
     ///   callguard api LOOKUP /rest/v1/master/borderrules '"9a7a73b7-016c-cd10-9ca9-50e54938780c"'
+    ///   callguard api PUT /api/v1/tenants/acme/sso - < acme-sso.json   (a secret: not on the command line)
     #[command(verbatim_doc_comment)]
     Api {
-        /// The HTTP method (GET, POST, PATCH, DELETE, LOOKUP).
+        /// The HTTP method (GET, POST, PUT, PATCH, DELETE, LOOKUP).
         method: String,
         /// The path with its query string.
         path: String,

@@ -91,10 +91,14 @@ fn provider_failure(e: &SsoError) -> Failure {
     Failure(StatusCode::BAD_GATEWAY, ApiError { error: PROVIDER_FAILED.into(), field: None })
 }
 
-/// What the panel is told of a refused sign-in: why, unless the provider failed.
+/// What the panel is told of a refused sign-in: why, unless the provider failed (then the log
+/// says why).
 fn refusal(e: &SsoError) -> String {
     match e {
-        SsoError::Provider(_) => PROVIDER_FAILED.into(),
+        SsoError::Provider(_) => {
+            tracing::warn!("social sign-in: {e}");
+            PROVIDER_FAILED.into()
+        }
         SsoError::Token(_) | SsoError::Refused(_) => e.to_string(),
     }
 }
