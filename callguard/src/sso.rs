@@ -271,7 +271,6 @@ pub struct Flow {
     pub client_state: String,
     verifier: String,
     nonce: String,
-    started: Instant,
 }
 
 impl std::fmt::Debug for Flow {
@@ -284,11 +283,37 @@ impl std::fmt::Debug for Flow {
     }
 }
 
-/// A finished sign-in waiting for the panel to redeem its code.
+/// Bearer secrets, each waiting to be used once: kept by digest for `ttl`, at most
+/// [`PENDING_MAX`] at once (the oldest given up first: starting a sign-in needs no credentials).
 #[derive(Debug)]
-struct Finished {
-    user: u32,
-    at: Instant,
+struct OneTime<T> {
+    ttl: Duration,
+    map: Mutex<HashMap<[u8; 32], (Instant, T)>>,
+}
+
+impl<T> OneTime<T> {
+    fn new(secs: u64) -> Self {
+        Self { ttl: Duration::from_secs(secs), map: Mutex::default() }
+    }
+
+    /// Keeps `value` under `secret`.
+    fn put(&self, secret: &str, value: T) {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        if map.len() >= PENDING_MAX
+            && let Some(oldest) = map.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(state_key(secret), (Instant::now(), value));
+    }
+
+    /// The value of `secret`, once, within `ttl`.
+    fn take(&self, secret: &str) -> Option<T> {
+        let (at, v) =
+            self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&state_key(secret))?;
+        (at.elapsed() < self.ttl).then_some(v)
+    }
 }
 
 /// Who the provider says signed in, from a verified ID token.
@@ -325,8 +350,8 @@ pub enum SsoError {
 pub struct Relying {
     http: ureq::Agent,
     discovered: Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>,
-    pending: Mutex<HashMap<[u8; 32], Flow>>,
-    finished: Mutex<HashMap<[u8; 32], Finished>>,
+    pending: OneTime<Flow>,
+    finished: OneTime<u32>,
 }
 
 impl Default for Relying {
@@ -343,8 +368,8 @@ impl Default for Relying {
                 .build()
                 .into(),
             discovered: Mutex::default(),
-            pending: Mutex::default(),
-            finished: Mutex::default(),
+            pending: OneTime::new(PENDING_SECS),
+            finished: OneTime::new(CODE_SECS),
         }
     }
 }
@@ -427,54 +452,27 @@ impl Relying {
             client_state: client_state.to_owned(),
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
-            started: Instant::now(),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ttl = Duration::from_secs(PENDING_SECS);
-        pending.retain(|_, f| f.started.elapsed() < ttl);
-        if pending.len() >= PENDING_MAX
-            && let Some(oldest) = pending.iter().min_by_key(|(_, f)| f.started).map(|(k, _)| *k)
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(state_key(state.secret()), flow);
+        self.pending.put(state.secret(), flow);
         Ok(url.to_string())
     }
 
     /// Claims the flow of `state`: each is used once, and not after [`PENDING_SECS`].
     pub fn take(&self, state: &str) -> Option<Flow> {
-        let f = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&state_key(state))?;
-        (f.started.elapsed() < Duration::from_secs(PENDING_SECS)).then_some(f)
+        self.pending.take(state)
     }
 
     /// A one-time code for user `user`'s finished sign-in, which the panel redeems for the
     /// token pair within [`CODE_SECS`] (the browser carries only the code).
     pub fn finished(&self, user: u32) -> String {
         let code = crate::accounts::new_secret();
-        let mut done = self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ttl = Duration::from_secs(CODE_SECS);
-        done.retain(|_, f| f.at.elapsed() < ttl);
-        if done.len() >= PENDING_MAX
-            && let Some(oldest) = done.iter().min_by_key(|(_, f)| f.at).map(|(k, _)| *k)
-        {
-            done.remove(&oldest);
-        }
-        done.insert(state_key(&code), Finished { user, at: Instant::now() });
+        self.finished.put(&code, user);
         code
     }
 
     /// The user of a finished sign-in's `code`: each is redeemed once, within [`CODE_SECS`].
     pub fn redeem(&self, code: &str) -> Option<u32> {
-        let f = self
-            .finished
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&state_key(code))?;
-        (f.at.elapsed() < Duration::from_secs(CODE_SECS)).then_some(f.user)
+        self.finished.take(code)
     }
 
     /// Exchanges the provider's `code` for tokens and checks the ID token: its signature by one
@@ -730,9 +728,8 @@ mod tests {
             client_state: String::new(),
             verifier: "v".into(),
             nonce: "n".into(),
-            started: Instant::now(),
         };
-        r.pending.lock().unwrap().insert(state_key("s"), flow);
+        r.pending.put("s", flow);
         assert!(r.take("other").is_none());
         assert_eq!(r.take("s").unwrap().tenant, "t");
         assert!(r.take("s").is_none(), "a replayed state");

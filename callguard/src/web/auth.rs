@@ -88,6 +88,14 @@ pub(super) fn too_many(what: &str, wait: Duration) -> Response {
     res
 }
 
+/// `api.signin_failures` and `api.signin_window_secs`: the failures a source (or a subject) may
+/// have in the window, for every throttled route.
+pub(super) fn signin_limits(s: &Shared) -> (u32, Duration) {
+    let st = crate::web::lock(s);
+    let a = &st.cfg().api;
+    (a.signin_failures, Duration::from_secs(a.signin_window_secs))
+}
+
 /// A hash to verify against when the user does not exist, so that the answer takes as long
 /// as for a wrong password (no user enumeration by timing).
 fn decoy_hash() -> &'static str {
@@ -100,11 +108,7 @@ fn decoy_hash() -> &'static str {
 /// answer to give.
 async fn check_credentials(s: &Shared, peer: &Peer, req: SignIn) -> Result<accounts::User, Response> {
     let source = peer.key("ip");
-    let (max, window) = {
-        let st = crate::web::lock(s);
-        let a = &st.cfg().api;
-        (a.signin_failures, Duration::from_secs(a.signin_window_secs))
-    };
+    let (max, window) = signin_limits(s);
     let Some(who) = accounts::sign_in_identity(&req.domain, &req.username) else {
         // A name no user can have: a failure of the source, and no key kept for the name.
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -302,10 +306,7 @@ pub async fn reset_password(
     // Wrong tokens are counted per source, and a token is checked before any Argon2 work: a
     // token nobody was given costs the daemon a lookup, not a hash.
     let source = peer.key("reset-token");
-    let (max, window) = {
-        let st = crate::web::lock(&s);
-        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
-    };
+    let (max, window) = signin_limits(&s);
     if let Some(wait) =
         s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocked(&source, max, window)
     {

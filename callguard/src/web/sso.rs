@@ -9,8 +9,6 @@
 //! code, not the user's tokens. A failure arrives as `#error=access_denied&error_description=…`.
 //! Redirects carry `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
 
-use std::time::Duration;
-
 use axum::{
     Json,
     extract::State as AxState,
@@ -19,7 +17,11 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Caller, JsonBody, PathArgs, Peer, QueryArgs, auth::too_many, blocking, off_lock};
+use super::{
+    Caller, JsonBody, PathArgs, Peer, QueryArgs,
+    auth::{signin_limits, too_many},
+    blocking, off_lock,
+};
 use crate::{
     accounts,
     api::{
@@ -58,7 +60,7 @@ async fn start(
         return Err(Failure::bad("state", "at most 256 characters").into_response());
     }
     let source = peer.key("sso-start");
-    let window = Duration::from_secs(crate::web::lock(s).cfg().api.signin_window_secs);
+    let (_, window) = signin_limits(s);
     {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(wait) = th.blocked(&source, STARTS_PER_WINDOW, window) {
@@ -188,10 +190,7 @@ pub async fn social_sign_in_callback(
 ) -> Response {
     // A key of its own: a reloaded callback page must not count against password sign-in.
     let source = peer.key("sso-state");
-    let (max, window) = {
-        let st = crate::web::lock(&s);
-        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
-    };
+    let (max, window) = signin_limits(&s);
     if let Some(wait) =
         s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocked(&source, max, window)
     {
@@ -287,10 +286,7 @@ pub async fn social_sign_in_token(
     JsonBody(req): JsonBody<SocialCode>,
 ) -> Response {
     let source = peer.key("sso-code");
-    let (max, window) = {
-        let st = crate::web::lock(&s);
-        (st.cfg().api.signin_failures, Duration::from_secs(st.cfg().api.signin_window_secs))
-    };
+    let (max, window) = signin_limits(&s);
     let user = {
         let mut th = s.web.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(wait) = th.blocked(&source, max, window) {
