@@ -58,9 +58,12 @@ pub struct EventBudget {
     pub written: u64,
     /// Budgeted events not written: over the budget, or the ring buffer full.
     pub suppressed: u64,
+    /// Drops left before the next sample (0: `event_sample` left): a countdown, where `drops
+    /// % event_sample` would be a 64-bit division on every dropped packet.
+    pub to_sample: u64,
 }
 
-const _: () = assert!(size_of::<EventBudget>() == 40);
+const _: () = assert!(size_of::<EventBudget>() == 48);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.

@@ -47,6 +47,9 @@ pub const SOURCES: &str = "CG_SOURCES";
 pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";
+/// Each CPU's last `CLOCK_BOOTTIME` reading and the jiffy it was made in (private to the
+/// program): a flood from a banned source reads the clock once a tick, not once a packet.
+pub const TICK_CLOCK: &str = "CG_TICK_CLOCK";
 /// Drop samples and ban requests: a ring buffer of `events::Event`.
 pub const EVENTS: &str = "CG_EVENTS";
 /// Each CPU's event sampling and budget state: `PerCpuArray<events::EventBudget>` of one slot.

@@ -14,9 +14,9 @@ use callguard_common::{
 };
 
 use crate::{
+    clock::boot_ns,
     events::{emit, emit_from, source_key},
     maps::{CG_AUTH, CG_AUTH_USERS, CG_EG_SCRATCH, CG_LIMITS, CG_REGISTERED, CG_SCRATCH},
-    net::boot_ns,
     parse::Src,
     police::source_state,
 };

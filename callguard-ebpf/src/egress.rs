@@ -18,8 +18,9 @@ use callguard_common::{
 
 use crate::{
     auth::note_answer,
+    clock::boot_ns,
     maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED},
-    net::{boot_ns, is_guarded},
+    net::is_guarded,
     parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
 };
 

@@ -10,8 +10,8 @@ use callguard_common::{
 };
 
 use crate::{
+    clock::boot_ns,
     maps::{CG_EVBUDGET, CG_EVENTS, CG_SCRATCH},
-    net::boot_ns,
     parse::Src,
 };
 

@@ -5,9 +5,9 @@ use aya_ebpf::programs::XdpContext;
 use callguard_common::{Action, Counter, events::event, stats::stats_index};
 
 use crate::{
+    clock::boot_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_RULE_STATS, CG_SIG_STATS, CG_STATS},
-    net::boot_ns,
     parse::Src,
     verdict::Verdict,
 };
@@ -43,7 +43,10 @@ pub(crate) fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
         && let Some(b) = budget()
     {
         b.drops += 1;
-        if b.drops % u64::from(lim.event_sample) == 0 {
+        // One in `event_sample`, as `drops % event_sample == 0` would pick them.
+        let left = if b.to_sample == 0 { u64::from(lim.event_sample) } else { b.to_sample } - 1;
+        b.to_sample = left;
+        if left == 0 {
             within_budget(b, Bucket::Drops, lim, boot_ns(), || {
                 emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua)
             });

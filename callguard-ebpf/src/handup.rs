@@ -11,10 +11,10 @@ use callguard_common::{
 };
 
 use crate::{
+    clock::boot_ns,
     events::source_key,
     inspect::to_tag,
     maps::{CG_HANDUP, CG_HANDUP_REG, CG_HEARTBEAT, CG_REGISTERED},
-    net::boot_ns,
     parse::Src,
     verdict::{SLOW_FRAGMENTED, Verdict, config},
 };

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | `main.rs` | the entry points and [`decide`]: the order of decisions below |
 //! | `maps.rs` | every map, but the verdict's own scratch map (in `verdict.rs`) |
+//! | `clock.rs` | the boot clock, exact or as of this CPU's tick |
 //! | `parse.rs` | Ethernet, VLAN, IPv4, IPv6 and its extension headers, UDP/TCP |
 //! | `net.rs` | guarded ports and the network-rule lookup |
 //! | `verdict.rs` | the verdict and the helpers that join the verifier's paths |
@@ -47,6 +48,7 @@
 //! 8. otherwise → pass `clean`.
 
 mod auth;
+mod clock;
 mod egress;
 mod events;
 mod exit;

@@ -1,7 +1,7 @@
 //! Network rules: whether a port is guarded, and the source's rule (exact hash first, then the
 //! LPM trie, past expired entries).
 
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use callguard_common::{
     NetMatch,
     config::{PORT_TCP, PORT_UDP},
@@ -9,6 +9,7 @@ use callguard_common::{
 };
 
 use crate::{
+    clock::boot_ns,
     maps::{CG_NET4_EXACT, CG_NET4_LPM, CG_NET6_EXACT, CG_NET6_LPM, CG_PORTS},
     parse::{IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -24,12 +25,6 @@ pub(crate) fn is_guarded(proto: u8, port: u16) -> bool {
         Some(bits) => *bits & bit != 0,
         None => false,
     }
-}
-
-#[inline(always)]
-pub(crate) fn boot_ns() -> u64 {
-    // SAFETY: a helper call with no arguments; available to XDP programs since Linux 5.8.
-    unsafe { bpf_ktime_get_boot_ns() }
 }
 
 /// Generates the lookup for one address family: the exact map first (a single address is the

@@ -9,9 +9,9 @@ use callguard_common::{
 };
 
 use crate::{
+    clock::{boot_ns, tick_ns},
     events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
-    net::boot_ns,
     parse::Src,
 };
 
@@ -64,10 +64,10 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 #[inline(never)]
 pub(crate) fn banned(src: &Src) -> bool {
     // SAFETY: a value of the LRU hash, read once during this program run (RCU).
-    // The clock only for a source that was banned once: on a VM its read is a good part of the
-    // cost of this check.
+    // The clock only for a source that was banned once, and as of this CPU's tick: on a VM a
+    // read of the clock is a good part of the cost of this check.
     unsafe { CG_SOURCES.get(source_key(*src)) }
-        .is_some_and(|st| st.banned_until != 0 && st.banned_until > boot_ns())
+        .is_some_and(|st| st.banned_until != 0 && st.banned_until > tick_ns())
 }
 
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
@@ -94,7 +94,7 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         }
         // SAFETY: a value of the LRU hash, read once during this program run (RCU).
         let banned_until = unsafe { CG_SOURCES.get(source_key(src))?.banned_until };
-        return (banned_until > boot_ns()).then_some(Reason::Banned);
+        return (banned_until > tick_ns()).then_some(Reason::Banned);
     }
     let src = &source_key(src);
     let now = boot_ns();

@@ -881,6 +881,7 @@ impl Datapath for Kernel {
             ban_tat: a.ban_tat.max(b.ban_tat),
             written: a.written + b.written,
             suppressed: a.suppressed + b.suppressed,
+            to_sample: 0,
         }))
     }
 }
