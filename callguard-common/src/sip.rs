@@ -287,6 +287,26 @@ pub(crate) const fn lower8(w: u64) -> u64 {
     w | (upper >> 2)
 }
 
+/// Eight bytes at `base & !7` as a little-endian word, for a scan whose `base` the verifier
+/// already sees as any number (it comes from [`Scratch::launder`] or map memory): the mask
+/// bounds it, and LLVM cannot prove that mask redundant, so it needs no [`opaque`] round trip
+/// through the stack, which a scan would pay on every word.
+#[inline(always)]
+fn scan_word(s: &Scratch, base: usize) -> u64 {
+    let o = base & (MASK & !7);
+    // SAFETY: as in `word`: `o` is a multiple of 8 no greater than BUF_LEN - 8.
+    unsafe { s.buf.as_ptr().add(o).cast::<u64>().read_unaligned() }
+}
+
+/// The index of the lowest byte flagged in `m` (bit 7 of each flagged byte set, others clear;
+/// `m != 0`): a multiplication where `trailing_zeros` would be one and a table load in BPF,
+/// which has no count-trailing-zeros instruction. The lowest flag isolated is `1 << (8k + 7)`;
+/// shifted down to `1 << 8k`, it moves byte `7 - k` of the constant (which holds `k`) to the top.
+#[inline(always)]
+pub(crate) const fn first_flagged_byte(m: u64) -> usize {
+    ((((m & m.wrapping_neg()) >> 7).wrapping_mul(0x0001_0203_0405_0607)) >> 56) as usize
+}
+
 /// Bit 7 of each byte of the result is set where `w` has a byte equal to `b` (exact: no false
 /// positives for the lowest match, the only one used).
 #[inline(always)]
@@ -307,9 +327,9 @@ pub(crate) fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize
         if base >= end {
             return None;
         }
-        let m = bytes_eq(word(s, base), b'\n') >> (skip * 8) << (skip * 8);
+        let m = bytes_eq(scan_word(s, base), b'\n') >> (skip * 8) << (skip * 8);
         if m != 0 {
-            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
+            let pos = s.launder(base + first_flagged_byte(m));
             return if pos < end { Some(pos) } else { None };
         }
         base += 8;
@@ -761,9 +781,9 @@ fn first_marked(s: &Scratch, from: usize, end: usize, marks: impl Fn(u64) -> u64
         if base >= end {
             return end;
         }
-        let m = marks(word(s, base)) >> (skip * 8) << (skip * 8);
+        let m = marks(scan_word(s, base)) >> (skip * 8) << (skip * 8);
         if m != 0 {
-            let pos = s.launder(base + (m.trailing_zeros() as usize) / 8);
+            let pos = s.launder(base + first_flagged_byte(m));
             return if pos < end { pos } else { end };
         }
         base += 8;
@@ -802,6 +822,8 @@ pub(crate) fn header_value(s: &Scratch, value: usize, end: usize, len: usize) ->
 }
 
 /// The value of a header line: from `value` to `end`, without surrounding spaces, tabs and CR.
+/// Inlined, as [`header_name`] is.
+#[inline(always)]
 pub(crate) fn trim(s: &Scratch, value: usize, end: usize) -> Span {
     let mut b = value;
     for _ in 0..16 {
@@ -828,7 +850,9 @@ pub(crate) fn trim(s: &Scratch, value: usize, end: usize) -> Span {
 /// third only for names longer than seven bytes), so past the line and, on the last line, up to
 /// [`TAIL`] bytes past the payload. Past the line end the bytes hold a line break, which no name
 /// or colon match crosses; past the payload they are zero (the caller's part of the contract,
-/// see [`TAIL`]).
+/// see [`TAIL`]). Inlined: in the kernel a call costs its return, through the return thunk
+/// of CPUs with return-stack mitigations, on every header line.
+#[inline(always)]
 pub(crate) fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     const fn seps(w: u64) -> u64 {
         bytes_eq(w, b':') | bytes_eq(w, b' ') | bytes_eq(w, b'\t')
@@ -1302,6 +1326,22 @@ mod tests {
         match colon_after(s, i + n) {
             Some(colon) => (bit, colon + 1),
             None => (header::AMBIGUOUS, i),
+        }
+    }
+
+    #[test]
+    fn the_first_flagged_byte_is_found_by_multiplying() {
+        // Every pattern of flags over a word's eight bytes, and the flags `bytes_eq` makes for a
+        // newline at every position of every word of two lines.
+        for flags in 1u32..256 {
+            let m = (0..8).filter(|k| flags & (1 << k) != 0).fold(0u64, |m, k| m | 0x80 << (8 * k));
+            assert_eq!(first_flagged_byte(m), flags.trailing_zeros() as usize, "flags {flags:#010b}");
+        }
+        let text = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
+        for from in 0..text.len() {
+            let (s, n) = Scratch::new(text);
+            let want = text[from..].iter().position(|&c| c == b'\n').map(|k| from + k);
+            assert_eq!(next_newline(&s, from, n), want, "from {from}");
         }
     }
 

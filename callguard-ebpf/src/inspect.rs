@@ -12,7 +12,7 @@ use callguard_common::{
         FLAG_HANDUP_REGISTER,
     },
     sig::{self, Hit, MODE_DRY_RUN, MODE_ENFORCE},
-    sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Span},
+    sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
 };
 
 use crate::{
@@ -23,12 +23,23 @@ use crate::{
     verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
 };
 
+/// What [`header_step`] works on: this CPU's scratch buffer and parse state, looked up once by
+/// [`parse_sip`] and handed to every step through `bpf_loop`'s context (on its stack), instead of
+/// two map lookups a line.
+struct Lines {
+    buf: *const Scratch,
+    parse: *mut Parse,
+}
+
 /// One header line per call (`bpf_loop` callback): the verifier checks this body once instead of
 /// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
-pub(crate) extern "C" fn header_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let (Some(buf), Some(parse)) = (CG_SCRATCH.get_ptr(0), CG_PARSE.get_ptr_mut(0)) else { return 1 };
-    // SAFETY: this CPU's scratch buffer and parse state, filled by parse_sip in this run.
-    let (parse, buf) = unsafe { (&mut *parse, &*buf) };
+extern "C" fn header_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the Lines that parse_sip passed to bpf_loop, alive during the loop; its
+    // pointers are this CPU's scratch buffer and parse state, filled by parse_sip in this run.
+    let (parse, buf) = unsafe {
+        let lines = &*ctx.cast::<Lines>();
+        (&mut *lines.parse, &*lines.buf)
+    };
     if parse.step(buf) { 0 } else { 1 }
 }
 
@@ -143,9 +154,10 @@ pub(crate) fn parse_sip(
     let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Some(Verdict::pass(Reason::Clean)) };
     // SAFETY: this CPU's parse state; nothing else uses it during this program run.
     unsafe { *parse = Parse::begin(buf, n) };
-    // SAFETY: the callback matches bpf_loop's contract; it finds its state in the maps.
+    let mut lines = Lines { buf, parse };
+    // SAFETY: the callback matches bpf_loop's contract and only uses `lines` during the call.
     unsafe {
-        bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, core::ptr::null_mut(), 0);
+        bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, (&raw mut lines).cast(), 0);
     }
     None
 }
