@@ -868,7 +868,7 @@ pub(crate) fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
     // needed only when the first eight hold no separator.
     let m0 = seps(w0);
     let (n, w1) = if m0 != 0 {
-        (m0.trailing_zeros() / 8, 0)
+        (first_flagged_byte(m0) as u32, 0)
     } else {
         let w1 = join(b, word(s, i + 16), sh);
         let m1 = seps(w1) & 0x0080_8080;
@@ -879,7 +879,7 @@ pub(crate) fn header_name(s: &Scratch, i: usize) -> (u16, usize) {
             let creds = l0 == pack(b"authoriz") || l0 == pack(b"proxy-au");
             return (if creds { header::CREDENTIALS } else { 0 }, i);
         }
-        (8 + m1.trailing_zeros() / 8, w1)
+        (8 + first_flagged_byte(m1) as u32, w1)
     };
     let (l0, l1) = (lower8(w0), lower8(w1));
     let bit = match n {

@@ -11,7 +11,7 @@ use callguard_common::{
         FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTED_SIP, FLAG_DROP_NOT_SIP, FLAG_HANDUP_INVITE,
         FLAG_HANDUP_REGISTER,
     },
-    sig::{self, Hit, MODE_DRY_RUN, MODE_ENFORCE},
+    sig::{self, DfaBank, DfaHead, Hit, MODE_DRY_RUN, MODE_ENFORCE},
     sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
 };
 
@@ -48,8 +48,11 @@ extern "C" fn header_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 pub(crate) struct SigWalk {
     /// Values by `sig::field` index.
     pub(crate) fields: [Span; sig::field::COUNT],
-    /// The bank in use.
-    pub(crate) bank: u32,
+    /// The bank in use: its header and automata, and this CPU's scratch buffer, looked up once
+    /// by [`judge_sip`] instead of once a field.
+    pub(crate) head: *const DfaHead,
+    pub(crate) bank: *const DfaBank,
+    pub(crate) buf: *const Scratch,
     /// The enforcing match, or else the last dry-run match.
     pub(crate) hit: Hit,
 }
@@ -63,13 +66,9 @@ pub(crate) extern "C" fn sig_step(index: u64, ctx: *mut core::ffi::c_void) -> i6
     if field >= sig::field::COUNT {
         return 1;
     }
-    let (Some(head), Some(bank), Some(buf)) =
-        (CG_SIG_HEAD.get(walk.bank), CG_SIG_DFA.get(walk.bank), CG_SCRATCH.get_ptr(0))
-    else {
-        return 1;
-    };
-    // SAFETY: this CPU's scratch buffer, filled by parse_sip in this program run.
-    let buf = unsafe { &*buf };
+    // SAFETY: map values judge_sip looked up in this program run: the bank's header and
+    // automata, this CPU's scratch buffer (filled by parse_sip).
+    let (head, bank, buf) = unsafe { (&*walk.head, &*walk.bank, &*walk.buf) };
     let span = walk.fields[field];
     let start = head.start[field];
     if start == sig::STATE_DEAD || !span.is_some() {
@@ -180,11 +179,14 @@ pub(crate) fn judge_sip(src: Src) -> Verdict {
         Kind::Keepalive => return Verdict::pass(Reason::Keepalive),
         Kind::Request | Kind::Response => {}
     }
-    let mut walk = SigWalk {
-        fields: [info.user_agent, info.from, info.to],
-        bank: u32::from(cfg.sig_bank & 1),
-        hit: Hit::default(),
+    let bank = u32::from(cfg.sig_bank & 1);
+    let (Some(head), Some(dfa), Some(buf)) =
+        (CG_SIG_HEAD.get_ptr(bank), CG_SIG_DFA.get_ptr(bank), CG_SCRATCH.get_ptr(0))
+    else {
+        return Verdict::pass(Reason::Clean);
     };
+    let mut walk =
+        SigWalk { fields: [info.user_agent, info.from, info.to], head, bank: dfa, buf, hit: Hit::default() };
     // SAFETY: the callback matches bpf_loop's contract and only uses `walk` during the call.
     unsafe {
         bpf_loop(sig::field::COUNT as u32, sig_step as *mut core::ffi::c_void, (&raw mut walk).cast(), 0);
