@@ -587,15 +587,21 @@ fn is_keepalive(s: &Scratch, len: usize) -> bool {
 /// The request or status line `buf[0..eol]`.
 fn first_line(s: &Scratch, eol: usize, info: &mut Info) -> bool {
     let end = if eol > 0 && at(s, eol - 1) == b'\r' { eol - 1 } else { eol };
-    const VERSION: &[u8; 7] = b"SIP/2.0";
-    let starts_with_version = (0..7).all(|k| at(s, k) == VERSION[k]);
+    // "SIP/2.0" compared as one word: the first seven bytes of the line, then the last seven.
+    const VERSION: u64 = pack(b"SIP/2.0");
+    const SEVEN: u64 = (1 << 56) - 1;
+    let starts_with_version = word(s, 0) & SEVEN == VERSION;
     if starts_with_version {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; its headers are read too.
         info.kind = if at(s, 7) == b' ' && end >= 12 { Kind::Response } else { Kind::NotSip };
         return info.kind == Kind::Response;
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
-    if end < 8 + 7 || (0..7).any(|k| at(s, end - 7 + k) != VERSION[k]) || at(s, end - 8) != b' ' {
+    if end < 8 + 7 {
+        return false;
+    }
+    let v = end - 7;
+    if join(word(s, v), word(s, v + 8), (v & 7) * 8) & SEVEN != VERSION || at(s, end - 8) != b' ' {
         return false;
     }
     // Method = token (RFC 3261 §25.1); names callguard knows are upper case and at most nine
@@ -603,7 +609,8 @@ fn first_line(s: &Scratch, eol: usize, info: &mut Info) -> bool {
     let mut mlen = 0;
     let mut packed: u64 = 0;
     for k in 0..METHOD_MAX {
-        let c = at(s, k);
+        // A constant index in each round: read directly, without `at`'s round trip.
+        let c = s.buf[k];
         if c == b' ' {
             mlen = k;
             break;
