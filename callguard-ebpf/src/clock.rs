@@ -1,9 +1,11 @@
 //! The program's clock: `CLOCK_BOOTTIME` in nanoseconds, read exactly ([`boot_ns`]) or as of
 //! this CPU's first reading in the current jiffy ([`tick_ns`]).
 
-use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_boot_ns};
-
-use crate::maps::CG_TICK_CLOCK;
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::PerCpuArray,
+};
 
 /// `CLOCK_BOOTTIME` now, in nanoseconds. On a VM this read is one of the dearest steps of a
 /// dropped packet (about 30 ns through kvm-clock, measured in the flood benchmark).
@@ -15,12 +17,17 @@ pub(crate) fn boot_ns() -> u64 {
 
 /// One CPU's last reading of [`boot_ns`] and the jiffy it was made in.
 #[derive(Clone, Copy)]
-pub(crate) struct TickClock {
+struct TickClock {
     /// `jiffies_64` when `boot_ns` was read.
-    pub(crate) jiffies: u64,
+    jiffies: u64,
     /// The reading.
-    pub(crate) boot_ns: u64,
+    boot_ns: u64,
 }
+
+/// Each CPU's [`TickClock`] (`maps::TICK_CLOCK`), private to the program (and so kept here,
+/// as the verdict's map is in `verdict.rs`).
+#[map]
+static CG_TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// [`boot_ns`] as this CPU read it first in the current jiffy: never ahead of the clock, behind
 /// it by at most one tick (4 ms at `HZ=250`). Only for checks where that lag errs safe: whether

@@ -11,7 +11,7 @@
 //! | file | concern |
 //! |---|---|
 //! | `main.rs` | the entry points and [`decide`]: the order of decisions below |
-//! | `maps.rs` | every map, but the verdict's own scratch map (in `verdict.rs`) |
+//! | `maps.rs` | every map, but two the program keeps to itself: the verdict's scratch map (in `verdict.rs`) and the clock's (in `clock.rs`) |
 //! | `clock.rs` | the boot clock, exact or as of this CPU's tick |
 //! | `parse.rs` | Ethernet, VLAN, IPv4, IPv6 and its extension headers, UDP/TCP |
 //! | `net.rs` | guarded ports and the network-rule lookup |

@@ -93,11 +93,6 @@ pub(crate) static CG_LIMITS: Array<Limits> = Array::pinned(1, 0);
 #[map]
 pub(crate) static CG_EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
-/// Each CPU's last clock reading and its jiffy (`maps::TICK_CLOCK`), private to the program;
-/// see [`crate::clock::tick_ns`].
-#[map]
-pub(crate) static CG_TICK_CLOCK: PerCpuArray<crate::clock::TickClock> = PerCpuArray::with_max_entries(1, 0);
-
 /// Each CPU's event sampling and budget state (`maps::EVENT_BUDGET`).
 #[map]
 pub(crate) static CG_EVBUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
