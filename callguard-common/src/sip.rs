@@ -129,9 +129,11 @@ pub mod header {
     pub const CONTACT: u16 = 1 << 4;
     /// User-Agent.
     pub const USER_AGENT: u16 = 1 << 5;
-    /// Not a header: From, To or Call-ID appeared more than once. RFC 3261 §20 allows each once;
-    /// readers differ on which of two counts (the first, the last, a refusal), so a request that
-    /// carries two is never judged by one of them.
+    /// Not a header: From, To, Call-ID, CSeq or User-Agent appeared more than once. RFC 3261 §20
+    /// allows each once; readers differ on which of two counts (the first, the last, a refusal),
+    /// so a request that carries two is never judged by one of them (two User-Agents: a scanner's
+    /// first, a phone's second, read the last, passed the signatures while the PBX read the
+    /// first).
     pub const DUPLICATE: u16 = 1 << 6;
     /// Not a header: one of the names above followed by more spaces or tabs than the parser
     /// skips (eight) before its colon, or by none. A PBX may read it as that header while this
@@ -155,7 +157,7 @@ pub mod header {
     /// CSeq (no compact form).
     pub const CSEQ: u16 = 1 << 10;
     /// The headers that may appear once only, of those the parser tells apart.
-    pub const SINGLE: u16 = FROM | TO | CALL_ID | CSEQ;
+    pub const SINGLE: u16 = FROM | TO | CALL_ID | CSEQ | USER_AGENT;
 }
 
 /// What [`parse`] found.
@@ -288,8 +290,8 @@ pub(crate) const fn lower8(w: u64) -> u64 {
 }
 
 /// Eight bytes at `base & !7` as a little-endian word, for a scan whose `base` the verifier
-/// already sees as any number (it comes from [`Scratch::launder`] or map memory): the mask
-/// bounds it, and LLVM cannot prove that mask redundant, so it needs no [`opaque`] round trip
+/// already sees as any number (it comes from [`Scratch::launder`] or map memory) or knows
+/// exactly (a constant start): the mask bounds it, and LLVM cannot prove that mask redundant, so it needs no [`opaque`] round trip
 /// through the stack, which a scan would pay on every word.
 #[inline(always)]
 fn scan_word(s: &Scratch, base: usize) -> u64 {
@@ -307,14 +309,20 @@ pub(crate) const fn first_flagged_byte(m: u64) -> usize {
     ((((m & m.wrapping_neg()) >> 7).wrapping_mul(0x0001_0203_0405_0607)) >> 56) as usize
 }
 
-/// Bit 7 of each byte of the result is set where `w` has a byte equal to `b` (exact: no false
-/// positives for the lowest match, the only one used).
+/// Bit 7 of each byte of the result is set where `w` has a byte equal to `b`, and only there.
+/// Exact for every byte, not only the lowest match (as `(x - LO) & !x & HI` is): the scans shift
+/// matches before their start out of the mask, and the borrow of such a match used to flag the
+/// byte after it when that byte was `b ^ 1` (a vertical tab after a line feed made a line of its
+/// own, and the rest of that line a header the PBX never sees).
 #[inline(always)]
 const fn bytes_eq(w: u64, b: u8) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let x = w ^ (LO * b as u64);
-    x.wrapping_sub(LO) & !x & HI
+    // Bit 7 of a byte of `nonzero` is set where that byte of `x` is not zero: its low seven bits
+    // plus 0x7f carry into bit 7 (never out of the byte), or bit 7 is set already.
+    let nonzero = ((x & !HI) + !HI) | x;
+    !nonzero & HI
 }
 
 /// Index of the first `\n` at or after `from`, before `end` (bounded by `SCAN_LEN`).
@@ -1340,13 +1348,14 @@ mod tests {
 
     #[test]
     fn the_first_flagged_byte_is_found_by_multiplying() {
-        // Every pattern of flags over a word's eight bytes, and the flags `bytes_eq` makes for a
-        // newline at every position of every word of two lines.
+        // Every pattern of flags over a word's eight bytes; then the newline scan, which uses it,
+        // from every offset of a short request.
         for flags in 1u32..256 {
             let m = (0..8).filter(|k| flags & (1 << k) != 0).fold(0u64, |m, k| m | 0x80 << (8 * k));
             assert_eq!(first_flagged_byte(m), flags.trailing_zeros() as usize, "flags {flags:#010b}");
         }
-        let text = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
+        // Vertical tabs (`\n` ^ 1) after line feeds, at every alignment: not line ends.
+        let text = b"INVITE sip:a@b SIP/2.0\r\n\x0bVia: x\r\n\x0b\x0b\n\x0bt\n\r\n";
         for from in 0..text.len() {
             let (s, n) = Scratch::new(text);
             let want = text[from..].iter().position(|&c| c == b'\n').map(|k| from + k);

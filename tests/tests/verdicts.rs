@@ -336,6 +336,49 @@ fn a_request_with_two_to_from_or_call_id_headers_is_dropped() {
     assert_eq!(k.run(&Frame::udp("198.18.77.1", SIP).payload(response.as_bytes()).build()), Action::Pass);
 }
 
+/// Two User-Agent headers: the program read the last, PBXs (Asterisk, Kamailio, FreeSWITCH) the
+/// first, so a scanner's User-Agent followed by a phone's passed the signatures. Now the first
+/// is the one read, and a second drops the request (`duplicate_header`), whichever comes first.
+/// A vertical tab (`\n` ^ 1) right after a line break, in the same word, was read as a line
+/// end, so `\x0bUser-Agent: …` gave the program a header the PBX never sees: tried at every
+/// alignment of that line.
+#[test]
+fn a_second_user_agent_cannot_hide_a_scanner() {
+    let mut k = TestKernel::with_config(&TestKernel::quiet());
+    k.set_signatures(&callguard_tests::default_signatures());
+    let request = |pad: usize, agents: &str| {
+        format!(
+            "OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2;branch=z9hG4bK1\r\n\
+             From: <sip:100@example>;tag=1\r\nTo: <sip:100@198.18.0.1>\r\nCall-ID: c{}\r\n\
+             CSeq: 1 OPTIONS\r\n{agents}\r\n\r\n",
+            "1".repeat(pad)
+        )
+    };
+    let mut drops = 0;
+    for pad in 0..8 {
+        for agents in [
+            "User-Agent: friendly-scanner\r\nUser-Agent: Polycom VVX 411",
+            "User-Agent: Polycom VVX 411\r\nUser-Agent: friendly-scanner",
+            "User-Agent: friendly-scanner\r\n\x0bUser-Agent: Polycom VVX 411",
+        ] {
+            let f = Frame::udp("198.18.77.1", SIP).payload(request(pad, agents).as_bytes()).build();
+            assert_eq!(k.run(&f), Action::Drop, "pad {pad}: {agents:?}");
+            drops += 1;
+        }
+        // One User-Agent, a phone's, after a line that starts with a vertical tab: passes.
+        let f = Frame::udp("198.18.77.1", SIP)
+            .payload(request(pad, "X-Note: a\r\n\x0bb\r\nUser-Agent: Polycom VVX 411").as_bytes())
+            .build();
+        assert_eq!(k.run(&f), Action::Pass, "pad {pad}");
+    }
+    // The scanner's first: its signature; the phone's first: the duplicate.
+    k.assert_counters(&[
+        (Action::Drop, Reason::Signature, drops * 2 / 3),
+        (Action::Drop, Reason::DuplicateHeader, drops / 3),
+        (Action::Pass, Reason::Clean, 8),
+    ]);
+}
+
 /// Kamailio reads `To          : <…>` (any whitespace before the colon) as a To header; the
 /// program skips at most eight spaces or tabs. So a first To past that, untagged, then a tagged
 /// one, made an initial INVITE look in-dialog to the program alone (tests/kamailio, case d6), and
