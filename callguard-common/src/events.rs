@@ -47,7 +47,7 @@ pub mod event {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventBudget {
-    /// Drops seen on this CPU, for the one-in-`event_sample` share.
+    /// Drops seen on this CPU while drop sampling is on (`event_sample` not 0).
     pub drops: u64,
     /// The drop samples' bucket: its theoretical arrival time (`CLOCK_BOOTTIME` ns).
     pub tat: u64,
@@ -58,8 +58,9 @@ pub struct EventBudget {
     pub written: u64,
     /// Budgeted events not written: over the budget, or the ring buffer full.
     pub suppressed: u64,
-    /// Drops left before the next sample (0: `event_sample` left): a countdown, where `drops
-    /// % event_sample` would be a 64-bit division on every dropped packet.
+    /// Drops left before the next sample (0: `event_sample` left; never more than it): a
+    /// countdown, where `drops % event_sample` would be a 64-bit division on every dropped
+    /// packet.
     pub to_sample: u64,
 }
 

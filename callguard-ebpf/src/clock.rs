@@ -30,8 +30,9 @@ struct TickClock {
 static CG_TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// [`boot_ns`] as this CPU read it first in the current jiffy: never ahead of the clock, behind
-/// it by at most one tick (4 ms at `HZ=250`). Only for checks where that lag errs safe: whether
-/// a ban still holds (it holds up to a tick longer). A flood from a banned source then reads
+/// it by about a tick (4 ms at `HZ=250`), longer only while `jiffies` lags the clock (a stalled
+/// timekeeping CPU on a VM, the moment after a resume from suspend). Only for checks where
+/// that lag errs safe: whether a ban still holds (it holds that much longer, never shorter). A flood from a banned source then reads
 /// the clock once a tick instead of once a packet (`jiffies_64` is one load: the verifier
 /// inlines `bpf_jiffies64`). Not for rate state, which other CPUs write with their own readings.
 #[inline(always)]

@@ -43,8 +43,10 @@ pub(crate) fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
         && let Some(b) = budget()
     {
         b.drops += 1;
-        // One in `event_sample`, as `drops % event_sample == 0` would pick them.
-        let left = if b.to_sample == 0 { u64::from(lim.event_sample) } else { b.to_sample } - 1;
+        // One in `event_sample`, as `drops % event_sample == 0` would pick them from a fresh
+        // start; a countdown longer than the setting (lowered since) is cut to it.
+        let every = u64::from(lim.event_sample);
+        let left = if b.to_sample == 0 || b.to_sample > every { every } else { b.to_sample } - 1;
         b.to_sample = left;
         if left == 0 {
             within_budget(b, Bucket::Drops, lim, boot_ns(), || {
