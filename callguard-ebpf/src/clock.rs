@@ -31,10 +31,11 @@ static CG_TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 
 
 /// [`boot_ns`] as this CPU read it first in the current jiffy: never ahead of the clock, behind
 /// it by about a tick (4 ms at `HZ=250`), longer only while `jiffies` lags the clock (a stalled
-/// timekeeping CPU on a VM, the moment after a resume from suspend). Only for checks where
-/// that lag errs safe: whether a ban still holds (it holds that much longer, never shorter). A flood from a banned source then reads
-/// the clock once a tick instead of once a packet (`jiffies_64` is one load: the verifier
-/// inlines `bpf_jiffies64`). Not for rate state, which other CPUs write with their own readings.
+/// timekeeping CPU on a VM, the moment after a resume from suspend). For the kernel's bans
+/// (a ban holds that much longer) and per-source rate state (rates measured at the tick's
+/// grain), where each difference with a reading another CPU wrote must saturate: that reading
+/// may be ahead of this one. A flood then reads the clock once a tick instead of once a
+/// packet (`jiffies_64` is one load: the verifier inlines `bpf_jiffies64`).
 #[inline(always)]
 pub(crate) fn tick_ns() -> u64 {
     // SAFETY: the helper has no arguments; the verifier replaces the call with a load.

@@ -9,7 +9,7 @@ use callguard_common::{
 };
 
 use crate::{
-    clock::{boot_ns, tick_ns},
+    clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
     parse::Src,
@@ -24,7 +24,8 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
         return;
     }
     let src = &source_key(src);
-    let now = boot_ns();
+    // As of this CPU's tick (see `tick_ns`), the clock the ban checks read.
+    let now = tick_ns();
     // A source without state (every packet of a spoofed flood) is inserted banned: one map
     // operation where a lookup, an insert and a lookup were, each a cache miss in a full map. (A
     // source with state costs the failed insert and a lookup; the early ban check has already
@@ -99,7 +100,11 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         return (banned_until > tick_ns()).then_some(Reason::Banned);
     }
     let src = &source_key(src);
-    let now = boot_ns();
+    // As of this CPU's tick (see `tick_ns`): rates are measured at the tick's grain, as
+    // iptables' hashlimit measures them in jiffies. Other CPUs may have written later readings
+    // into this state, so every difference below saturates: a reading behind them reads as no
+    // time passed (a streak goes on, a window stays open), never as a huge one (a ban at once).
+    let now = tick_ns();
     let st = source_state(src)?;
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
     // an update, which only lets a request more through.
@@ -118,18 +123,18 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         over |= !take(st, lim, b, now);
     }
     if over {
-        if st.over_since == 0 || now - st.last_over > STREAK_GAP_NS {
+        if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
             st.over_since = now;
         }
         st.last_over = now;
-        if lim.ban_after_ns != 0 && now - st.over_since >= lim.ban_after_ns {
+        if lim.ban_after_ns != 0 && now.saturating_sub(st.over_since) >= lim.ban_after_ns {
             ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
             return Some(Reason::Banned);
         }
         return Some(Reason::Rate);
     }
     if lim.enum_users != 0 && info.to.is_some() {
-        if now - st.enum_start > lim.enum_window_ns {
+        if now.saturating_sub(st.enum_start) > lim.enum_window_ns {
             st.enum_start = now;
             st.sketch = [0; 4];
         }
