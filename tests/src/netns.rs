@@ -101,9 +101,23 @@ impl Netns {
             .unwrap_or_else(|| panic!("no counter {name} in {v}"))
     }
 
-    /// A UDP socket bound to `addr` inside this namespace.
+    /// A UDP socket bound to `addr` inside this namespace. A port a test has just closed may
+    /// still be held for a moment by a child another test thread is starting (the socket is
+    /// close-on-exec: the forked child holds it until it runs its program), so a bind that finds
+    /// the port in use is tried again for up to two seconds.
     pub fn udp(&self, addr: SocketAddr) -> UdpSocket {
-        self.run(move || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+        self.run(move || {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match UdpSocket::bind(addr) {
+                    Ok(sock) => return sock,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("bind {addr}: {e}"),
+                }
+            }
+        })
     }
 
     /// Sends `packet`, a whole IP packet with its header (built with [`crate::frame::Frame`]), from
