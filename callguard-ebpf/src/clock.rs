@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 
 /// `CLOCK_BOOTTIME` now, in nanoseconds. On a VM this read is one of the dearest steps of a
-/// dropped packet (about 30 ns through kvm-clock, measured in the flood benchmark).
+/// dropped packet (about 30 ns in `read_tsc`, measured in the flood benchmark).
 #[inline(always)]
 pub(crate) fn boot_ns() -> u64 {
     // SAFETY: a helper call with no arguments; available to XDP programs since Linux 5.8.
