@@ -731,6 +731,17 @@ pub fn passes_unread(head: &[u8; 16]) -> bool {
     hit
 }
 
+/// Whether a datagram's first four bytes begin like a request line: an upper-case letter (the
+/// methods' names are case-sensitive; every RFC method is upper case), and not a response's
+/// `SIP/`. The kernel asks it before the read, to drop the requests of a source over its rate
+/// for all requests unread; what it lets by (a response, a keepalive, `invite` in lower case,
+/// leading blank lines) is read and policed in full, so it decides only how early, never
+/// whether.
+#[inline(always)]
+pub fn looks_like_request(head: [u8; 4]) -> bool {
+    head[0].is_ascii_uppercase() && head != *b"SIP/"
+}
+
 fn method_id(len: usize, packed: u64) -> u8 {
     use method::*;
     /// (length, first eight bytes packed, id) of a method name; the length tells SUBSCRIBE apart
@@ -994,6 +1005,34 @@ mod tests {
     use std::{format, string::String, vec, vec::Vec};
 
     use super::*;
+
+    #[test]
+    fn requests_are_told_from_responses_and_keepalives_by_four_bytes() {
+        let head = |s: &[u8]| -> [u8; 4] { s[..4].try_into().unwrap() };
+        for m in [
+            "INVITE",
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "REGISTER",
+            "OPTIONS",
+            "PRACK",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "PUBLISH",
+            "INFO",
+            "REFER",
+            "MESSAGE",
+            "UPDATE",
+        ] {
+            let line = format!("{m} sip:100@198.18.0.1 SIP/2.0\r\n");
+            assert!(looks_like_request(head(line.as_bytes())), "{m}");
+            assert_eq!(check(&format!("{line}\r\n")).1.kind, Kind::Request, "{m}");
+        }
+        for not in [&b"SIP/2.0 200 OK\r\n"[..], b"\r\n\r\n", b"invite sip:1@h SIP/2.0", b"\x00\x01garbage"] {
+            assert!(!looks_like_request(head(not)), "{}", String::from_utf8_lossy(not));
+        }
+    }
 
     fn text(s: &Scratch, sp: Span) -> &str {
         core::str::from_utf8(&s.buf[usize::from(sp.off)..usize::from(sp.off) + usize::from(sp.len)]).unwrap()

@@ -5,7 +5,7 @@ use aya_ebpf::programs::XdpContext;
 use callguard_common::{Action, Counter, events::event, stats::stats_index};
 
 use crate::{
-    clock::boot_ns,
+    clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
     maps::{CG_LIMITS, CG_RULE_STATS, CG_SIG_STATS, CG_STATS},
     parse::Src,
@@ -49,7 +49,8 @@ pub(crate) fn finish(ctx: &XdpContext, v: Verdict, src: Option<Src>) -> u32 {
         let left = if b.to_sample == 0 || b.to_sample > every { every } else { b.to_sample } - 1;
         b.to_sample = left;
         if left == 0 {
-            within_budget(b, Bucket::Drops, lim, boot_ns(), || {
+            // The budget at the tick's grain: the same rate, and no clock read per sample.
+            within_budget(b, Bucket::Drops, lim, tick_ns(), || {
                 emit(&source_key(src), event::DROP, v.reason, v.method, v.slot, v.sig, v.ua)
             });
         }

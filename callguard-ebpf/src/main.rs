@@ -33,7 +33,9 @@
 //! 4. a defective transport header → the malformed policy if the port is guarded, else pass;
 //! 5. port not guarded → pass `unguarded`;
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
-//! 7. UDP from a source in neither list: a source the kernel banned → drop `banned`, unread;
+//! 7. UDP from a source in neither list: a source the kernel banned → drop `banned`, unread; a
+//!    datagram that begins like a request from a source over its rate for all requests → drop
+//!    `rate`, unread (when the source is due for a ban, it is read instead and banned below);
 //!    else SIP inspection ([`parse_sip`], [`judge_sip`], in programs of their own: [`handoff`]) — a first fragment that
 //!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
 //!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
@@ -66,6 +68,7 @@ use callguard_common::{
     Action, NetMatch, Reason,
     config::{FLAG_DROP_FRAGMENTS, FLAG_DROP_LONG_CHAINS, FLAG_DROP_MALFORMED},
     net::{PROFILE_TRUSTED, SCOPE_ALL},
+    sip,
 };
 use parse::{IPPROTO_UDP, Src};
 
@@ -76,7 +79,7 @@ use crate::{
     handup::slow_path,
     inspect::{ALLOWED, judge_sip, parse_sip},
     net::{is_guarded, lookup_v4, lookup_v6},
-    police::banned,
+    police::before_reading,
     verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented, recall},
 };
 
@@ -285,26 +288,39 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     };
     match net {
         Some(NetMatch::Allow { slot, .. }) if profiled == 0 || l3.proto != IPPROTO_UDP => {
-            Verdict::new(Action::Pass, Reason::Allowed, slot)
+            return Verdict::new(Action::Pass, Reason::Allowed, slot);
         }
-        Some(NetMatch::Deny { slot, .. }) => Verdict::new(Action::Drop, Reason::Denied, slot),
-        // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a
-        // deny rule) will treat it.
-        _ if l3.proto == IPPROTO_UDP && profiled == 0 && banned(&l3.src) => {
-            Verdict::new(Action::Drop, Reason::Banned, 0)
-        }
-        _ if l3.proto == IPPROTO_UDP => inspect_in_sip_program(
-            ctx,
-            Handoff {
-                src: l3.src,
-                payload_off: (l3.l4_off + 8) as u32,
-                udp_payload: l4.udp_payload as u32,
-                profiled,
-                fragmented: l3.first_fragment,
-            },
-        ),
-        _ => Verdict::pass(Reason::Clean),
+        Some(NetMatch::Deny { slot, .. }) => return Verdict::new(Action::Drop, Reason::Denied, slot),
+        _ => {}
     }
+    if l3.proto != IPPROTO_UDP {
+        return Verdict::pass(Reason::Clean);
+    }
+    let payload_off = l3.l4_off + 8;
+    // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a deny
+    // rule) will treat it; so do the requests of a source over its rate for all requests.
+    if profiled == 0
+        && let Some(reason) = before_reading(&l3.src, begins_like_request(ctx, payload_off))
+    {
+        return Verdict::new(Action::Drop, reason, 0);
+    }
+    inspect_in_sip_program(
+        ctx,
+        Handoff {
+            src: l3.src,
+            payload_off: payload_off as u32,
+            udp_payload: l4.udp_payload as u32,
+            profiled,
+            fragmented: l3.first_fragment,
+        },
+    )
+}
+
+/// Whether the UDP payload at `off` begins like a request line ([`sip::looks_like_request`]).
+#[inline(always)]
+fn begins_like_request(ctx: &XdpContext, off: usize) -> bool {
+    // SAFETY: ptr_at checked that the four bytes are inside the packet.
+    parse::ptr_at::<[u8; 4]>(ctx, off).is_some_and(|p| sip::looks_like_request(unsafe { *p }))
 }
 
 #[cfg(not(test))]

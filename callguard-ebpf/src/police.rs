@@ -58,17 +58,37 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     }
 }
 
-/// Whether the kernel has banned this source. Asked before its datagram is read: a banned
-/// scanner's flood then costs a lookup per packet, not an inspection.
+/// What the source's state decides before its datagram is read, so that a flood from a source
+/// the kernel already knows costs a lookup per packet, not an inspection: a banned source →
+/// `Banned`, whatever it sends; a datagram that begins like a request (`request`, see
+/// [`sip::looks_like_request`]) from a source whose bucket for all requests is used up →
+/// `Rate`, its exceeding streak carried on, as [`police`] would decide it after the read (but
+/// that no bucket is taken from). When that streak is due for a ban, `None`: the request is read
+/// and [`police`] bans the source, with the method and User-Agent in the ban's event. `None`:
+/// read it. Whatever this lets by is read and policed in full.
 /// A function of its own: inlined, its key would grow the main program's stack past what the
 /// verifier allows with the deepest call below it.
 #[inline(never)]
-pub(crate) fn banned(src: &Src) -> bool {
-    // SAFETY: a value of the LRU hash, read once during this program run (RCU).
-    // The clock only for a source that was banned once, and as of this CPU's tick: on a VM a
-    // read of the clock is a good part of the cost of this check.
-    unsafe { CG_SOURCES.get(source_key(*src)) }
-        .is_some_and(|st| st.banned_until != 0 && st.banned_until > tick_ns())
+pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
+    let st = CG_SOURCES.get_ptr_mut(source_key(*src))?;
+    // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
+    // an update, as in `police`.
+    let st = unsafe { &mut *st };
+    // The clock only for a source that was banned once or sends a request, and as of this CPU's
+    // tick: on a VM a read of the clock is a good part of the cost of this check.
+    if st.banned_until == 0 && !request {
+        return None;
+    }
+    let now = tick_ns();
+    if st.banned_until > now {
+        return Some(Reason::Banned);
+    }
+    let lim = CG_LIMITS.get(0)?;
+    let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
+    if !request || interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
+        return None;
+    }
+    if exceeding(st, lim, now) { None } else { Some(Reason::Rate) }
 }
 
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
@@ -123,11 +143,7 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         over |= !take(st, lim, b, now);
     }
     if over {
-        if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
-            st.over_since = now;
-        }
-        st.last_over = now;
-        if lim.ban_after_ns != 0 && now.saturating_sub(st.over_since) >= lim.ban_after_ns {
+        if exceeding(st, lim, now) {
             ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
             return Some(Reason::Banned);
         }
@@ -152,6 +168,18 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         }
     }
     None
+}
+
+/// Carries on the source's exceeding streak with a request over a limit at `now` (a pause
+/// longer than [`STREAK_GAP_NS`] starts a new one); `true` when the streak has lasted
+/// `ban_after_ns`: the source is due for a ban.
+#[inline(always)]
+fn exceeding(st: &mut SourceState, lim: &Limits, now: u64) -> bool {
+    if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+        st.over_since = now;
+    }
+    st.last_over = now;
+    lim.ban_after_ns != 0 && now.saturating_sub(st.over_since) >= lim.ban_after_ns
 }
 
 /// Takes a token from bucket `b` (GCRA); `false` when the request exceeds it. A bucket that is

@@ -359,3 +359,61 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
         "the allow rule's scanner is not inspected"
     );
 }
+
+/// A source over its rate for all requests has its requests dropped before they are read, so
+/// that a flood from it costs a lookup per packet instead of an inspection: a scanner's request
+/// then counts as `rate`, not `signature`. What does not begin like a request — a response, a
+/// keepalive, a method in lower case — is still read, and policed as before. The exceeding
+/// streak goes on unread and still ends in the rate ban, whose event names the method the
+/// read found; another source is not affected.
+#[test]
+fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() {
+    let mut cfg = quiet();
+    cfg.rate.requests = Bucket { rate: 1, burst: 2 };
+    cfg.rate.ban_after_secs = 1;
+    cfg.rate.ban_secs = 60;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let register =
+        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let src = "198.18.0.66";
+    for _ in 0..2 {
+        assert_eq!(k.run(&sip_frame(src, &register)), Action::Pass, "within the burst");
+    }
+    assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "the scanner over the rate");
+    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 1);
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 0, "dropped before it was read");
+    for (what, payload) in
+        [("a response", sipmsg::responses().remove(0)), ("a keepalive", b"\r\n\r\n".to_vec())]
+    {
+        assert_eq!(k.run(&sip_frame(src, &payload)), Action::Pass, "{what} is read, and passes");
+    }
+    let lower = String::from_utf8(register.clone()).expect("text").replacen("REGISTER", "register", 1);
+    // Read in full: its CSeq names REGISTER, so the read drops it for an ambiguous request.
+    assert_eq!(k.run(&sip_frame(src, lower.as_bytes())), Action::Drop);
+    assert_eq!(
+        (
+            k.counter(Action::Drop, Reason::AmbiguousHeader).packets,
+            k.counter(Action::Drop, Reason::Rate).packets
+        ),
+        (1, 1),
+        "a lower-case method is read in full"
+    );
+    assert_eq!(k.run(&sip_frame("198.18.0.67", &svmap)), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "its neighbour is read");
+
+    let t0 = Instant::now();
+    while k.counter(Action::Drop, Reason::Banned).packets == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(3), "not banned within 3 s of exceeding");
+        let _ = k.run(&sip_frame(src, &register));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(900), "banned after {:?}, before 1 s", t0.elapsed());
+    assert!(k.counter(Action::Drop, Reason::Rate).packets > 10, "the streak was dropped unread");
+    let ev = events(&mut k);
+    let bans: Vec<&Event> = ev.iter().filter(|e| e.kind == event::BAN_RATE).collect();
+    assert_eq!(bans.len(), 1, "{ev:?}");
+    assert_eq!(bans[0].addr().to_string(), src);
+    assert_eq!(bans[0].method, callguard_common::sip::method::REGISTER, "the read found the method");
+}
