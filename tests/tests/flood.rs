@@ -19,7 +19,7 @@ fn the_flood_benchmark_measures_every_filter_on_every_traffic() {
     {
         assert!(stdout.contains(filter), "no {filter} column:\n{stdout}");
     }
-    assert!(stdout.contains("every filter measured on every traffic: 32 cells"), "{stdout}");
+    assert!(stdout.contains("every filter measured on every traffic: 40 cells"), "{stdout}");
     // The calls under flood: six filters, four traffics, one rate, and the three plots.
     assert!(
         stdout.contains("calls under flood: every filter measured on every traffic: 24 cells"),

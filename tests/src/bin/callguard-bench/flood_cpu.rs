@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use aya::programs::Xdp;
 use callguard::{
     config::Config,
-    net::{NetAction, Scope},
+    net::{NetAction, NetRule, Origin, Scope},
 };
 use callguard_tests::{
     TestKernel, default_signatures, flood,
@@ -22,6 +22,12 @@ const FILTERS: [&str; 8] =
 /// The blocked network of the network-rule row: a /19, since xdp-filter holds single addresses
 /// only, at most 10,000 of them, and this is as large as a power of two gets within that.
 pub(crate) const BLOCKED: &str = "100.64.0.0/19";
+
+/// The source of the "ban stored" row: callguard holds the ban the daemon stores for a scanner
+/// a moment after the kernel's own ban (a /32 deny rule, scope SIP, expiring), which is what a
+/// one-source flood meets from then on. The bench runs no daemon, so the rule is loaded up
+/// front; for every other filter the row is the one-source row again.
+const STORED_BAN: &str = "203.0.113.9";
 
 /// The iptables rules of the `iptables` columns, as operators deploy them (one `iptables`
 /// command each, after the ipset): the blocked networks as an ipset, a ban list (`recent`)
@@ -305,12 +311,19 @@ pub(crate) fn traffics() -> Vec<Traffic> {
     ]
 }
 
-/// callguard as the flood benchmark runs it: the default configuration and signatures, and a
-/// deny rule for [`BLOCKED`].
+/// callguard as the flood benchmark runs it: the default configuration and signatures, a deny
+/// rule for [`BLOCKED`] and the stored ban of [`STORED_BAN`].
 pub(crate) fn callguard() -> TestKernel {
     let mut k = TestKernel::with_config(&Config::default());
     k.set_signatures(&default_signatures());
-    k.set_rules(&[rule(1, BLOCKED, NetAction::Deny, Scope::Sip)]);
+    k.set_rules(&[
+        rule(1, BLOCKED, NetAction::Deny, Scope::Sip),
+        NetRule {
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            origin: Origin::Auto,
+            ..rule(2, &format!("{STORED_BAN}/32"), NetAction::Deny, Scope::Sip)
+        },
+    ]);
     k
 }
 
@@ -357,7 +370,16 @@ pub(crate) fn run(short: bool) {
          XDP program (its cost is in every column)"
     );
     println!();
-    let traffic = traffics();
+    let mut traffic = traffics();
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", Topology::PBX_V4, false);
+    traffic.insert(
+        1,
+        Traffic {
+            name: "sipvicious OPTIONS, one source, its ban stored",
+            frames: vec![Frame::udp(STORED_BAN, 5060).payload(&svmap).build()],
+            spoof: None,
+        },
+    );
     let (pbx, iface) = (&t.pbx, t.pbx_if.clone());
     let rules = tempfile::NamedTempFile::new().expect("a temporary file");
     std::fs::write(rules.path(), NFT_RULES).expect("writing the nftables ruleset");

@@ -157,10 +157,17 @@ fn kernel(repeat: u32) {
         rule(2, "198.18.77.0/24", NetAction::Allow, Scope::Sip),
         rule(3, "2001:db8:66::/48", NetAction::Deny, Scope::Sip),
         rule(4, "198.18.88.8/32", NetAction::Deny, Scope::All),
+        // A ban as the daemon stores it: the source, scope SIP, expiring.
+        NetRule {
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            origin: net::Origin::Auto,
+            ..rule(5, "198.18.88.9/32", NetAction::Deny, Scope::Sip)
+        },
     ]);
     row("drop: blocked IPv4 prefix (/24, LPM)", &mut k, &sip_v4);
     row("drop: blocked IPv4 address (/32, exact hash)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
     row("drop: blocked IPv6 prefix (/48, LPM)", &mut k, &Frame::udp("2001:db8:66::1", 5060).build());
+    row("drop: banned source, stored ban (/32, expiring)", &mut k, &Frame::udp("198.18.88.9", 5060).build());
     let authorized = row("pass: authorized IPv4 prefix", &mut k, &Frame::udp("198.18.77.7", 5060).build());
     let clean = row("pass: no rule, guarded port (clean)", &mut k, &Frame::udp("198.18.99.9", 5060).build());
     row("pass: no rule, unguarded port", &mut k, &Frame::udp("198.18.99.9", 53).build());
@@ -189,13 +196,20 @@ fn kernel(repeat: u32) {
     k.set_signatures(&[]);
     row("  of which: + header lines, no signatures", &mut k, &invite);
     k.set_signatures(&default_signatures());
+    // The INVITE's own bucket only: with the bucket for all requests used up too, as a flood
+    // from one source soon has it, the request is dropped unread (the next row).
     let mut cfg = Config::default();
     cfg.rate.invite = Bucket { rate: 1, burst: 1 };
+    cfg.rate.requests = Bucket { rate: 0, burst: 1 };
     cfg.rate.ban_after_secs = 0;
     let mut limited = TestKernel::with_config(&cfg);
     limited.set_signatures(&default_signatures());
     let limited_ns =
         row(&format!("drop: phone INVITE over its rate limit ({} B)", invite.len()), &mut limited, &invite);
+    cfg.rate.requests = Bucket { rate: 1, burst: 1 };
+    let mut flooding = TestKernel::with_config(&cfg);
+    flooding.set_signatures(&default_signatures());
+    row("drop: INVITE, unread (source over rate for all)", &mut flooding, &invite);
 
     // The floor of a SIP row: what no SIP-inspecting program can do for less. The network
     // lookups come first (the authorized-prefix row), then the packet must be read at least once:
