@@ -12,19 +12,25 @@ use aya_ebpf::{macros::map, maps::PerCpuArray};
 
 /// A verdict: what to do, why, the counter slot of the rule that decided (0 = none) and of the
 /// signature that matched (0 = none), and for SIP the method and where the User-Agent is.
+/// Three words without padding (asserted below), so that [`forget`] copies it as three.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub(crate) struct Verdict {
     pub(crate) action: Action,
     pub(crate) reason: Reason,
     pub(crate) slot: u16,
     pub(crate) sig: u16,
-    pub(crate) method: u8,
     pub(crate) ua: Span,
-    /// `SLOW_*` bits: a candidate for the slow path, still to be decided by [`slow_path`].
-    pub(crate) slow: u8,
     /// For slow-path candidates: the To value.
     pub(crate) to: Span,
+    pub(crate) method: u8,
+    /// `SLOW_*` bits: a candidate for the slow path, still to be decided by [`slow_path`].
+    pub(crate) slow: u8,
+    /// Zero: the padding made a field, so that the verdict is three whole words.
+    pad: u16,
 }
+
+const _: () = assert!(size_of::<Verdict>() == 24);
 
 /// [`Verdict::slow`]: the request may need the daemon (an INVITE or REGISTER it asked for).
 pub(crate) const SLOW_CANDIDATE: u8 = 1;
@@ -49,6 +55,7 @@ impl Verdict {
             ua: Span { off: 0, len: 0 },
             slow: 0,
             to: Span { off: 0, len: 0 },
+            pad: 0,
         }
     }
     #[inline(always)]
@@ -73,6 +80,7 @@ impl Verdict {
             // here, and a branch would double the states the verifier walks after it.
             slow: ((((info.headers >> 8) | (info.headers >> 9)) & 1) as u8) << 2,
             to: Span { off: 0, len: 0 },
+            pad: 0,
         }
     }
 }
@@ -98,11 +106,14 @@ pub(crate) fn config() -> KernelConfig {
 #[inline(always)]
 pub(crate) fn forget(v: Verdict) -> Verdict {
     let Some(p) = CG_VERDICT.get_ptr_mut(0) else { return v };
+    let words = p.cast::<[u64; 3]>();
     // SAFETY: this CPU's value, used by nothing else during this program run; volatile, so the
-    // compiler does not forward `v` past the map memory.
+    // compiler does not forward `v` past the map memory. As three words (a verdict is three,
+    // without padding), not a store and a load per field: what is read back is what was
+    // written, a valid verdict.
     unsafe {
-        core::ptr::write_volatile(p, v);
-        core::ptr::read_volatile(p)
+        core::ptr::write_volatile(words, core::mem::transmute::<Verdict, [u64; 3]>(v));
+        core::mem::transmute::<[u64; 3], Verdict>(core::ptr::read_volatile(words))
     }
 }
 
