@@ -34,8 +34,9 @@
 //! 5. port not guarded → pass `unguarded`;
 //! 6. source authorized → pass `allowed`; source denied (scope `sip`) → drop `denied`;
 //! 7. UDP from a source in neither list: a source the kernel banned → drop `banned`, unread; a
-//!    datagram that begins like a request from a source over its rate for all requests → drop
-//!    `rate`, unread (when the source is due for a ban, it is read instead and banned below);
+//!    datagram that begins like a request from a source in an exceeding streak, over its rate
+//!    for all requests → drop `rate`, unread (when the source is due for a ban, it is read
+//!    instead and banned below);
 //!    else SIP inspection ([`parse_sip`], [`judge_sip`], in programs of their own: [`handoff`]) — a first fragment that
 //!    is not a SIP response → drop `fragmented` (policy), not SIP → `not_sip` (policy),
 //!    keepalive → pass `keepalive`, a request matching an enforcing scanner signature → drop
@@ -300,7 +301,8 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a deny
     // rule) will treat it; so do the requests of a source over its rate for all requests.
     if profiled == 0
-        && let Some(reason) = before_reading(&l3.src, begins_like_request(ctx, payload_off))
+        && let Some(reason) =
+            before_reading(&l3.src, l4.udp_payload >= 4 && begins_like_request(ctx, payload_off))
     {
         return Verdict::new(Action::Drop, reason, 0);
     }

@@ -61,11 +61,13 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 /// What the source's state decides before its datagram is read, so that a flood from a source
 /// the kernel already knows costs a lookup per packet, not an inspection: a banned source →
 /// `Banned`, whatever it sends; a datagram that begins like a request (`request`, see
-/// [`sip::looks_like_request`]) from a source whose bucket for all requests is used up →
-/// `Rate`, its exceeding streak carried on, as [`police`] would decide it after the read (but
-/// that no bucket is taken from). When that streak is due for a ban, `None`: the request is read
-/// and [`police`] bans the source, with the method and User-Agent in the ban's event. `None`:
-/// read it. Whatever this lets by is read and policed in full.
+/// [`sip::looks_like_request`]) from a source in an exceeding streak (one [`police`] started,
+/// after a read: requests it would never have reached, refused methods or a scanner's, do not
+/// start one) whose bucket for all requests is used up → `Rate`, the streak carried on, as
+/// [`police`] would decide it after the read (but that no bucket is taken from). When that
+/// streak is due for a ban, `None`: the request is read, so that [`police`] bans the source with
+/// the method and User-Agent in the ban's event. `None`: read it. Whatever this lets by is read
+/// and policed in full.
 /// A function of its own: inlined, its key would grow the main program's stack past what the
 /// verifier allows with the deepest call below it.
 #[inline(never)]
@@ -85,7 +87,12 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
     }
     let lim = CG_LIMITS.get(0)?;
     let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
-    if !request || interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
+    let in_streak = st.over_since != 0 && now.saturating_sub(st.last_over) <= STREAK_GAP_NS;
+    if !request
+        || !in_streak
+        || interval == 0
+        || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some()
+    {
         return None;
     }
     if exceeding(st, lim, now) { None } else { Some(Reason::Rate) }

@@ -30,7 +30,7 @@ pub(crate) struct Verdict {
     pad: u16,
 }
 
-const _: () = assert!(size_of::<Verdict>() == 24);
+const _: () = assert!(size_of::<Verdict>() == 24 && core::mem::offset_of!(Verdict, pad) == 22);
 
 /// [`Verdict::slow`]: the request may need the daemon (an INVITE or REGISTER it asked for).
 pub(crate) const SLOW_CANDIDATE: u8 = 1;

@@ -361,11 +361,13 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 }
 
 /// A source over its rate for all requests has its requests dropped before they are read, so
-/// that a flood from it costs a lookup per packet instead of an inspection: a scanner's request
-/// then counts as `rate`, not `signature`. What does not begin like a request — a response, a
-/// keepalive, a method in lower case — is still read, and policed as before. The exceeding
-/// streak goes on unread and still ends in the rate ban, whose event names the method the
-/// read found; another source is not affected.
+/// that a flood from it costs a lookup per packet instead of an inspection: once a read request
+/// has started its exceeding streak, a scanner's request counts as `rate`, not `signature`.
+/// Before that, an empty bucket alone drops nothing unread (requests the read would refuse must
+/// not start a streak). What does not begin like a request — a response, a keepalive, a method
+/// in lower case — is still read, and policed as before. The streak goes on unread and still
+/// ends in the rate ban, whose event names the method the read found; another source is not
+/// affected.
 #[test]
 fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() {
     let mut cfg = quiet();
@@ -381,9 +383,16 @@ fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() 
     for _ in 0..2 {
         assert_eq!(k.run(&sip_frame(src, &register)), Action::Pass, "within the burst");
     }
-    assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "the scanner over the rate");
-    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 1);
-    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 0, "dropped before it was read");
+    assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop);
+    assert_eq!(
+        (k.counter(Action::Drop, Reason::Signature).packets, k.counter(Action::Drop, Reason::Rate).packets),
+        (1, 0),
+        "an empty bucket but no streak yet: read, and dropped for what it is"
+    );
+    assert_eq!(k.run(&sip_frame(src, &register)), Action::Drop, "over the rate: the streak starts");
+    assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "the scanner in the streak");
+    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 2);
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "dropped before it was read");
     for (what, payload) in
         [("a response", sipmsg::responses().remove(0)), ("a keepalive", b"\r\n\r\n".to_vec())]
     {
@@ -397,11 +406,11 @@ fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() 
             k.counter(Action::Drop, Reason::AmbiguousHeader).packets,
             k.counter(Action::Drop, Reason::Rate).packets
         ),
-        (1, 1),
+        (1, 2),
         "a lower-case method is read in full"
     );
     assert_eq!(k.run(&sip_frame("198.18.0.67", &svmap)), Action::Drop);
-    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "its neighbour is read");
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 2, "its neighbour is read");
 
     let t0 = Instant::now();
     while k.counter(Action::Drop, Reason::Banned).packets == 0 {
