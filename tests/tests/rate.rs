@@ -425,4 +425,22 @@ fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() 
     assert_eq!(bans.len(), 1, "{ev:?}");
     assert_eq!(bans[0].addr().to_string(), src);
     assert_eq!(bans[0].method, callguard_common::sip::method::REGISTER, "the read found the method");
+
+    // IPv6: the state is the /64's, so a scanner that moves to the next address of its /64 is
+    // still in the streak, and still dropped unread.
+    let rate = k.counter(Action::Drop, Reason::Rate).packets;
+    let signature = k.counter(Action::Drop, Reason::Signature).packets;
+    for _ in 0..2 {
+        assert_eq!(k.run(&sip_frame("2001:db8:7:1::1", &register)), Action::Pass, "within the burst");
+    }
+    assert_eq!(k.run(&sip_frame("2001:db8:7:1::2", &register)), Action::Drop, "the /64 over the rate");
+    assert_eq!(k.run(&sip_frame("2001:db8:7:1::3", &svmap)), Action::Drop);
+    assert_eq!(
+        (
+            k.counter(Action::Drop, Reason::Rate).packets - rate,
+            k.counter(Action::Drop, Reason::Signature).packets - signature
+        ),
+        (2, 0),
+        "the /64's scanner dropped unread"
+    );
 }
