@@ -85,14 +85,13 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
     if st.banned_until > now {
         return Some(Reason::Banned);
     }
+    // Only a request, and only in a streak: anything else is read, without the limits' lookup.
+    if !request || st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+        return None;
+    }
     let lim = CG_LIMITS.get(0)?;
     let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
-    let in_streak = st.over_since != 0 && now.saturating_sub(st.last_over) <= STREAK_GAP_NS;
-    if !request
-        || !in_streak
-        || interval == 0
-        || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some()
-    {
+    if interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
         return None;
     }
     if exceeding(st, lim, now) { None } else { Some(Reason::Rate) }
