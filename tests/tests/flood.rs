@@ -19,10 +19,10 @@ fn the_flood_benchmark_measures_every_filter_on_every_traffic() {
     {
         assert!(stdout.contains(filter), "no {filter} column:\n{stdout}");
     }
-    assert!(stdout.contains("every filter measured on every traffic: 40 cells"), "{stdout}");
-    // The calls under flood: six filters, four traffics, one rate, and the three plots.
+    assert!(stdout.contains("every filter measured on every traffic: 48 cells"), "{stdout}");
+    // The calls under flood: six filters, five traffics, one rate, and the three plots.
     assert!(
-        stdout.contains("calls under flood: every filter measured on every traffic: 24 cells"),
+        stdout.contains("calls under flood: every filter measured on every traffic: 30 cells"),
         "{stdout}"
     );
     for plot in ["flood-cpu.png", "flood-leaked.png", "flood-calls.png"] {
@@ -30,7 +30,11 @@ fn the_flood_benchmark_measures_every_filter_on_every_traffic() {
     }
     // The filters that read SIP stop every sipvicious OPTIONS before the SIP server, whatever
     // its source (Kamailio by its User-Agent; callguard by signature or the /19's deny rule).
-    for traffic in ["sipvicious OPTIONS, one source", "sipvicious OPTIONS, new source every packet"] {
+    for traffic in [
+        "sipvicious OPTIONS, one source",
+        "sipvicious OPTIONS, 4,096 sources",
+        "sipvicious OPTIONS, new source every packet",
+    ] {
         for filter in ["kamailio", "callguard"] {
             assert_eq!(leaked(&stdout, traffic, filter), 0.0, "{filter} on {traffic}:\n{stdout}");
         }

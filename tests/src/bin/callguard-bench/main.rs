@@ -17,7 +17,11 @@
 //! The flood benchmark (`flood`): the CPU per packet each filter spends on a flood, in
 //! live-frames mode (see `callguard_tests::flood`), side by side on the same traffic.
 //!
-//! `callguard-bench [REPEAT] [all|kernel|flood|flood-short|slow-path]`
+//! `callguard-bench [REPEAT] [all|kernel|flood|flood-short|flood-cpu|flood-calls|flood-calls-short|slow-path]`
+//!
+//! For work on one filter or traffic, the flood benchmark's first part measures a subset:
+//! `CALLGUARD_BENCH_FILTERS=callguard,"XDP drop",nftables` and `CALLGUARD_BENCH_TRAFFIC=REGISTER`
+//! (see `flood_cpu::Subset`).
 
 mod flood_calls;
 mod flood_cpu;
@@ -92,10 +96,13 @@ fn main() {
         "kernel" => &["kernel"],
         "flood" => &["flood"],
         "flood-short" => &["flood-short"],
+        "flood-cpu" => &["flood-cpu"],
         "flood-calls" => &["flood-calls"],
         "flood-calls-short" => &["flood-calls-short"],
         "slow-path" => &["slow-path"],
-        other => panic!("unknown part {other}: all, kernel, flood, flood-short or slow-path"),
+        other => panic!(
+            "unknown part {other}: all, kernel, flood, flood-short, flood-cpu, flood-calls, flood-calls-short or slow-path"
+        ),
     };
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -109,6 +116,7 @@ fn main() {
                 println!();
                 calls_under_flood(short);
             }
+            "flood-cpu" => flood_cpu::run(false),
             "flood-calls" => calls_under_flood(false),
             "flood-calls-short" => calls_under_flood(true),
             _ => slow_path(),

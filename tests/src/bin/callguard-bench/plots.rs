@@ -55,10 +55,13 @@ pub(crate) fn draw(results: &[(&str, Vec<Vec<Cell>>)], dir: &Path) -> anyhow::Re
 fn draw_metric(m: &Metric, results: &[(&str, Vec<Vec<Cell>>)], dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join(m.file);
     {
-        let root = BitMapBackend::new(&path, (1400, 1000)).into_drawing_area();
+        // Two panels a row, as many rows as the traffics need.
+        let rows = results.len().div_ceil(2);
+        let height = 100 + 450 * u32::try_from(rows).unwrap_or(1);
+        let root = BitMapBackend::new(&path, (1400, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let root = root.titled(m.title, ("sans-serif", 30))?;
-        let panels = root.split_evenly((2, 2));
+        let panels = root.split_evenly((rows, 2));
         for (panel, (traffic, rows)) in panels.iter().zip(results) {
             let points = |row: &Vec<Cell>| -> Vec<(f64, f64)> {
                 row.iter().map(|c| (c.offered / 1e3, (m.value)(c))).filter(|(x, _)| *x > 0.0).collect()
