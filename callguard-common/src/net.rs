@@ -116,6 +116,91 @@ impl NetEntry {
     }
 }
 
+/// Where an IPv4 rule may apply, as bits the program tests before its lookups: most sources
+/// match no rule, and the two lookups that say so (the exact hash, the LPM trie) cost about 20
+/// and 15 ns each on the development VM, helper calls whose returns each pay the SRSO
+/// mitigation; a bit test is a load. One [`NetHints`] value holds [`HINT_WORDS`] words; the
+/// map (`maps::NET_V4_HINTS`) holds [`HINT_VALUES`] of them, the bits numbered across them.
+/// With more single addresses than the exact region has bits, its bits fill up and the
+/// lookups come back: a cost, never a missed rule.
+///
+/// Two regions: [`HINT_EXACT_BITS`] bits for the exact map, the one [`exact_hint_bit`] of each
+/// address in it set (a hash: another address may share the bit, then it is looked up and
+/// missed), and one bit per /24 for the LPM trie ([`prefix_hint_bit`]), set for every /24 a
+/// prefix in the trie covers or lies in. A clear bit proves that no entry of that map can
+/// match; a set one only sends the program to the lookup. So the daemon sets the bits of an
+/// entry before it writes the entry, and clears bits only after removing the entries, by
+/// computing them again from what the maps hold ([`hint_bits`]).
+pub const HINT_EXACT_BITS: u32 = 1 << 20;
+/// Bits of the prefix region: one per IPv4 /24.
+pub const HINT_PREFIX_BITS: u32 = 1 << 24;
+/// Words of one [`NetHints`] value (4 KiB: the daemon writes a changed value in one call).
+pub const HINT_WORDS: usize = 512;
+/// Bits in one [`NetHints`] value.
+const HINT_VALUE_BITS: u32 = (HINT_WORDS * 64) as u32;
+/// Values in the hint map: both regions.
+pub const HINT_VALUES: u32 = (HINT_EXACT_BITS + HINT_PREFIX_BITS) / HINT_VALUE_BITS;
+
+// `exact_hint_bit` keeps the hash's top bits, as many as the region has; the regions fill whole
+// values.
+const _: () = assert!(
+    HINT_EXACT_BITS.is_power_of_two()
+        && HINT_EXACT_BITS.is_multiple_of(HINT_VALUE_BITS)
+        && HINT_PREFIX_BITS.is_multiple_of(HINT_VALUE_BITS)
+);
+
+/// A slice of the IPv4 rule hints (see [`HINT_EXACT_BITS`]): value type of `maps::NET_V4_HINTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetHints {
+    /// Bit `b` of the value is bit `b % 64` of word `b / 64`.
+    pub words: [u64; HINT_WORDS],
+}
+
+impl Default for NetHints {
+    fn default() -> Self {
+        Self { words: [0; HINT_WORDS] }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integers, every bit pattern valid.
+unsafe impl aya::Pod for NetHints {}
+
+/// The bit of the exact region an address in the exact map sets: a multiplicative hash of the
+/// address, its top 20 bits.
+#[inline(always)]
+pub const fn exact_hint_bit(addr: [u8; 4]) -> u32 {
+    u32::from_be_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - HINT_EXACT_BITS.trailing_zeros())
+}
+
+/// The bit of the prefix region for the /24 an address lies in.
+#[inline(always)]
+pub const fn prefix_hint_bit(addr: [u8; 4]) -> u32 {
+    HINT_EXACT_BITS + (u32::from_be_bytes(addr) >> 8)
+}
+
+/// Where hint bit `bit` lives: the map value's index, the word in it, the mask in the word.
+#[inline(always)]
+pub const fn hint_place(bit: u32) -> (u32, usize, u64) {
+    (bit / HINT_VALUE_BITS, ((bit / 64) as usize) % HINT_WORDS, 1 << (bit % 64))
+}
+
+/// The hint bits an IPv4 entry needs, as a range (`first..first + count`): its exact bit for a
+/// single address (`prefix_len` 32), else the prefix bits of every /24 the prefix covers or
+/// lies in.
+pub const fn hint_bits(addr: [u8; 4], prefix_len: u8) -> (u32, u32) {
+    if prefix_len >= 32 {
+        return (exact_hint_bit(addr), 1);
+    }
+    if prefix_len >= 24 {
+        return (prefix_hint_bit(addr), 1);
+    }
+    // The prefix's first address: the host bits of `addr` need not be zero.
+    let first = u32::from_be_bytes(addr) & !(u32::MAX >> prefix_len as u32);
+    (HINT_EXACT_BITS + (first >> 8), 1 << (24 - prefix_len as u32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +226,31 @@ mod tests {
     fn expired_allow_uncovers_the_deny() {
         assert_eq!(both(50, 0).decide(100), NetMatch::Deny { rule: 2, slot: 0, scope: SCOPE_ALL });
         assert_eq!(both(50, 0).decide(49), NetMatch::Allow { rule: 1, slot: 0, profile: PROFILE_TRUSTED });
+    }
+
+    #[test]
+    fn hint_bits_cover_what_a_rule_may_match() {
+        // A prefix shorter than /24 sets every /24 it covers, whatever its host bits.
+        assert_eq!(hint_bits([10, 1, 2, 3], 16), (HINT_EXACT_BITS + (10 << 16 | 1 << 8), 256));
+        assert_eq!(hint_bits([0, 0, 0, 0], 0), (HINT_EXACT_BITS, HINT_PREFIX_BITS));
+        // A /24 or longer (but a single address) sets the bit of the /24 it lies in.
+        assert_eq!(hint_bits([192, 0, 2, 200], 28), (prefix_hint_bit([192, 0, 2, 0]), 1));
+        assert_eq!(hint_bits([192, 0, 2, 0], 24), (prefix_hint_bit([192, 0, 2, 77]), 1));
+        // A single address sets its exact bit, in the exact region.
+        let (bit, n) = hint_bits([203, 0, 113, 9], 32);
+        assert_eq!((bit, n), (exact_hint_bit([203, 0, 113, 9]), 1));
+        assert!(bit < HINT_EXACT_BITS);
+        // Every bit has a place in the map.
+        let (value, word, mask) = hint_place(HINT_EXACT_BITS + HINT_PREFIX_BITS - 1);
+        assert_eq!((value, word, mask), (HINT_VALUES - 1, HINT_WORDS - 1, 1 << 63));
+    }
+
+    #[test]
+    fn exact_hint_bits_spread_neighbours_apart() {
+        // The addresses of one /24 (a scanner's, its bans) land on 256 different bits.
+        let bits: std::collections::BTreeSet<u32> =
+            (0..=255).map(|i| exact_hint_bit([203, 0, 113, i])).collect();
+        assert_eq!(bits.len(), 256);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! callguard's XDP program: the per-packet fast path.
 //!
 //! For each frame: parse Ethernet, VLAN, IP and the transport header ([`parse`]); look the source
-//! up in the network rules (exact hash, then LPM trie, IPv4 and IPv6); decide with the policy in
+//! up in the network rules (exact hash, then LPM trie, IPv4 and IPv6; for IPv4 each only where
+//! the rule hints say a rule may apply); decide with the policy in
 //! `CG_CONFIG` and the guarded ports in `CG_PORTS`; count the verdict by (action, reason) and, when
 //! a rule decided, by that rule's counter slot. Every exit goes through [`finish`], so every
 //! verdict is counted.

@@ -15,6 +15,7 @@ use callguard_common::{
         AUTH_MAX, AUTH_USERS_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES,
         NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
     },
+    net::{HINT_VALUES, NetHints},
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
     stats::STATS_LEN,
@@ -33,6 +34,10 @@ pub(crate) static CG_NET6_EXACT: HashMap<[u8; 16], NetEntry> =
 /// IPv4 prefix rules (`maps::NET_V4_LPM`).
 #[map]
 pub(crate) static CG_NET4_LPM: LpmTrie<[u8; 4], NetEntry> = LpmTrie::pinned(NET_LPM_MAX, 0);
+
+/// Where an IPv4 rule may apply (`maps::NET_V4_HINTS`): bits tested before the IPv4 lookups.
+#[map]
+pub(crate) static CG_NET4_HINTS: Array<NetHints> = Array::pinned(HINT_VALUES, 0);
 
 /// IPv6 prefix rules (`maps::NET_V6_LPM`).
 #[map]

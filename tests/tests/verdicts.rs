@@ -74,6 +74,70 @@ fn ipv4_exact_address_beats_prefix() {
     assert_eq!(count(&k, Action::Pass, Reason::Allowed), 1);
 }
 
+/// The IPv4 rule hints let the program skip the lookups of a source no rule can match; an
+/// attacker would want them to skip one that does. A source sharing a hint bit with a banned
+/// address, rules written while a source sends, a rule removed beside another that shares its
+/// bit, and hints an older build left cleared: each rule still decides.
+#[test]
+fn rule_hints_never_hide_a_rule() {
+    use callguard_common::net::{HINT_VALUES, NetHints, exact_hint_bit};
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let udp = |a: &str| Frame::udp(a, SIP).build();
+    let banned = [203, 0, 113, 9];
+    let twin = (u32::from_be_bytes([11, 0, 0, 0])..=u32::MAX)
+        .map(u32::to_be_bytes)
+        .find(|a| *a != banned && exact_hint_bit(*a) == exact_hint_bit(banned))
+        .expect("another address with the same exact bit");
+    let mut rules = vec![
+        rule(1, "203.0.113.9/32", NetAction::Deny, Scope::Sip),
+        rule(2, "192.0.2.64/28", NetAction::Deny, Scope::Sip),
+        rule(3, "192.0.2.128/28", NetAction::Deny, Scope::Sip),
+    ];
+    let mut k = TestKernel::new();
+    k.set_rules(&rules);
+    assert_eq!(k.run(&udp(&ip(banned))), Action::Drop);
+    // The twin shares the banned address's bit, and no rule is its own.
+    assert_eq!(k.run(&udp(&ip(twin))), Action::Pass);
+    assert_eq!(k.run(&udp("203.0.113.7")), Action::Pass);
+
+    // Rules written while a source sends apply to its next packet.
+    assert_eq!(k.run(&udp("198.51.100.7")), Action::Pass);
+    assert_eq!(k.run(&udp("100.100.1.1")), Action::Pass);
+    rules.push(rule(4, "198.51.100.7/32", NetAction::Deny, Scope::Sip));
+    rules.push(rule(5, "100.64.0.0/10", NetAction::Deny, Scope::Sip));
+    rules.push(rule(6, &format!("{}/32", ip(twin)), NetAction::Deny, Scope::Sip));
+    k.set_rules(&rules);
+    for src in ["198.51.100.7", "100.100.1.1", "100.127.255.254", &ip(twin)] {
+        assert_eq!(k.run(&udp(src)), Action::Drop, "{src}");
+    }
+
+    // Rules removed beside others that share their bits: the others still decide.
+    rules.retain(|r| r.id != 1 && r.id != 2);
+    k.set_rules(&rules);
+    assert_eq!(k.run(&udp(&ip(banned))), Action::Pass);
+    assert_eq!(k.run(&udp(&ip(twin))), Action::Drop);
+    assert_eq!(k.run(&udp("192.0.2.70")), Action::Pass);
+    assert_eq!(k.run(&udp("192.0.2.130")), Action::Drop);
+    assert_eq!(k.rule_counter(3).packets, 1);
+
+    // Hints cleared under rules that are in the maps (what a map pinned by an older build would
+    // hold): the program skips those rules, which is why a daemon writes every hint at load.
+    let path = k.kernel.pin_dir().join(maps::NET_V4_HINTS);
+    let data = MapData::from_pin(&path).expect("the pinned CG_NET4_HINTS");
+    let mut hints: Array<MapData, NetHints> =
+        Array::try_from(aya::maps::Map::Array(data)).expect("CG_NET4_HINTS is an array");
+    for i in 0..HINT_VALUES {
+        hints.set(i, NetHints::default(), 0).unwrap();
+    }
+    assert_eq!(k.run(&udp("192.0.2.130")), Action::Pass, "the program does not read the hints");
+    let dir = k.kernel.pin_dir().to_owned();
+    let _next = callguard::kernel::Kernel::load(&dir, &Config::default().tables).expect("a second load");
+    for src in ["192.0.2.130", "198.51.100.7", "100.100.1.1", &ip(twin)] {
+        assert_eq!(k.run(&udp(src)), Action::Drop, "{src} after the next load");
+    }
+    assert_eq!(k.run(&udp("192.0.2.70")), Action::Pass);
+}
+
 #[test]
 fn allow_inside_deny_and_deny_inside_allow() {
     let mut k = TestKernel::new();

@@ -46,12 +46,14 @@ use ipnet::IpNet;
 
 use self::{
     datapath::{Answers, Datapath, HandUpMaps, KernelError, Result},
+    hints::Hints,
     upgrade::{Upgrade, Upgraded},
 };
 use crate::config::{TableSizes, XdpModeSetting};
 
 pub mod datapath;
 pub mod fake;
+mod hints;
 pub mod tables;
 pub mod upgrade;
 
@@ -240,6 +242,13 @@ pub struct Kernel {
     kcfg: KernelConfig,
     /// What the network maps hold (read once at load, then kept in step with every write).
     nets: BTreeMap<IpNet, NetEntry>,
+    /// Where an IPv4 rule may apply, tested by the program before its IPv4 lookups.
+    v4_hints: Array<MapData, callguard_common::net::NetHints>,
+    /// What `v4_hints` holds, unless `hints_unsure`.
+    hints: Hints,
+    /// A write of `v4_hints` failed: the map may hold less than `hints` says, so the next write
+    /// is of every value.
+    hints_unsure: bool,
     /// Counter slots by rule id, rebuilt from the entries at load.
     slots: Slots,
     /// What `CG_PORTS` holds.
@@ -359,6 +368,9 @@ impl Kernel {
             v6_exact: take(&mut ebpf, maps::NET_V6_EXACT)?,
             v4_lpm: take(&mut ebpf, maps::NET_V4_LPM)?,
             v6_lpm: take(&mut ebpf, maps::NET_V6_LPM)?,
+            v4_hints: take(&mut ebpf, maps::NET_V4_HINTS)?,
+            hints: Hints::of(&BTreeMap::new()),
+            hints_unsure: true,
             ports: take(&mut ebpf, maps::PORTS)?,
             config: take(&mut ebpf, maps::CONFIG)?,
             stats: take(&mut ebpf, maps::STATS)?,
@@ -388,6 +400,17 @@ impl Kernel {
             attached: std::collections::BTreeSet::new(),
         };
         k.nets = k.read_nets()?;
+        // Every value: the bits the entries in the maps need (a build without hints may have
+        // written entries without theirs), and those the map holds already, which may be a
+        // running daemon's (two on one pin directory are a mistake, but one must not clear
+        // what the other set). Bits no entry needs go at the next removal.
+        k.hints = Hints::of(&k.nets);
+        for i in 0..callguard_common::net::HINT_VALUES {
+            if let Ok(held) = k.v4_hints.get(&i, 0) {
+                k.hints.merge(i, &held);
+            }
+        }
+        k.write_hints([])?;
         k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
         k.kcfg = k.config.get(&CONFIG_KEY, 0)?;
@@ -612,6 +635,23 @@ impl Kernel {
         res.with_context(|| format!("writing {net} to the kernel"))
     }
 
+    /// Writes the values `which` of the hint copy to `CG_NET4_HINTS`, or every value when an
+    /// earlier write failed (the map may then lack bits the copy has, which a later change
+    /// would not mark as changed).
+    fn write_hints(&mut self, which: impl IntoIterator<Item = u32>) -> anyhow::Result<()> {
+        let which: Vec<u32> = if self.hints_unsure {
+            (0..callguard_common::net::HINT_VALUES).collect()
+        } else {
+            which.into_iter().collect()
+        };
+        self.hints_unsure = true;
+        for i in which {
+            self.v4_hints.set(i, self.hints.value(i), 0).context("writing the IPv4 rule hints")?;
+        }
+        self.hints_unsure = false;
+        Ok(())
+    }
+
     fn read_nets(&self) -> anyhow::Result<BTreeMap<IpNet, NetEntry>> {
         let mut out = BTreeMap::new();
         for r in self.v4_exact.iter() {
@@ -659,6 +699,16 @@ impl Datapath for Kernel {
         // Slots of rules that leave the kernel are freed only after the removals, so no slot is
         // counted for two rules at once.
         let mut released = Vec::new();
+        // The hint bits of what is written first: the program skips a lookup whose bit is clear.
+        let mut dirty = std::collections::BTreeSet::new();
+        for (net, entry) in changes {
+            if let (IpNet::V4(n), Some(e)) = (net, entry)
+                && !e.is_empty()
+            {
+                self.hints.set(n, &mut dirty);
+            }
+        }
+        self.write_hints(dirty)?;
         for (net, entry) in changes {
             let Some(mut e) = entry.filter(|e| !e.is_empty()) else { continue };
             e.allow_slot = self.slot(e.allow_rule)?;
@@ -680,15 +730,24 @@ impl Datapath for Kernel {
         }
         for (net, entry) in changes {
             if entry.is_none_or(|e| e.is_empty())
-                && let Some(old) = self.nets.remove(net)
+                && let Some(&old) = self.nets.get(net)
             {
+                // Out of the copy only once out of the map: the hints are computed from the copy.
                 self.write_net(*net, None)?;
+                self.nets.remove(net);
                 self.slots.let_go(&old, &mut released);
                 removed += 1;
             }
         }
         for rule in released {
             self.slots.release_unused(rule);
+        }
+        // Bits cleared only now that no entry needs them: computed again from what is left.
+        if removed != 0 {
+            let now = Hints::of(&self.nets);
+            let lost = now.differing(&self.hints);
+            self.hints = now;
+            self.write_hints(lost)?;
         }
         progress(written + removed);
         Ok((written, removed))
