@@ -39,6 +39,7 @@ use callguard_common::{
     events::EventBudget,
     limits::{Limits, SourceState},
     maps,
+    net::{HINT_VALUES, NetHints},
     sig::{DfaBank, DfaHead},
     stats::stats_index,
 };
@@ -243,7 +244,7 @@ pub struct Kernel {
     /// What the network maps hold (read once at load, then kept in step with every write).
     nets: BTreeMap<IpNet, NetEntry>,
     /// Where an IPv4 rule may apply, tested by the program before its IPv4 lookups.
-    v4_hints: Array<MapData, callguard_common::net::NetHints>,
+    v4_hints: Array<MapData, NetHints>,
     /// What `v4_hints` holds, unless `hints_unsure`.
     hints: Hints,
     /// A write of `v4_hints` failed: the map may hold less than `hints` says, so the next write
@@ -370,7 +371,7 @@ impl Kernel {
             v6_lpm: take(&mut ebpf, maps::NET_V6_LPM)?,
             v4_hints: take(&mut ebpf, maps::NET_V4_HINTS)?,
             hints: Hints::of(&BTreeMap::new()),
-            hints_unsure: true,
+            hints_unsure: false,
             ports: take(&mut ebpf, maps::PORTS)?,
             config: take(&mut ebpf, maps::CONFIG)?,
             stats: take(&mut ebpf, maps::STATS)?,
@@ -405,12 +406,12 @@ impl Kernel {
         // running daemon's (two on one pin directory are a mistake, but one must not clear
         // what the other set). Bits no entry needs go at the next removal.
         k.hints = Hints::of(&k.nets);
-        for i in 0..callguard_common::net::HINT_VALUES {
+        for i in 0..HINT_VALUES {
             if let Ok(held) = k.v4_hints.get(&i, 0) {
                 k.hints.merge(i, &held);
             }
         }
-        k.write_hints([])?;
+        k.write_hints(0..HINT_VALUES)?;
         k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
         k.kcfg = k.config.get(&CONFIG_KEY, 0)?;
@@ -639,11 +640,8 @@ impl Kernel {
     /// earlier write failed (the map may then lack bits the copy has, which a later change
     /// would not mark as changed).
     fn write_hints(&mut self, which: impl IntoIterator<Item = u32>) -> anyhow::Result<()> {
-        let which: Vec<u32> = if self.hints_unsure {
-            (0..callguard_common::net::HINT_VALUES).collect()
-        } else {
-            which.into_iter().collect()
-        };
+        let which: Vec<u32> =
+            if self.hints_unsure { (0..HINT_VALUES).collect() } else { which.into_iter().collect() };
         self.hints_unsure = true;
         for i in which {
             self.v4_hints.set(i, self.hints.value(i), 0).context("writing the IPv4 rule hints")?;
