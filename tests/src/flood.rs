@@ -129,6 +129,14 @@ pub fn pin(tid: i32, cpu: usize) {
     assert_eq!(rc, 0, "pinning task {tid} to CPU {cpu}: {}", std::io::Error::last_os_error());
 }
 
+/// Gives the task `tid` the real-time policy `SCHED_FIFO` at `priority` (1–99).
+pub fn realtime(tid: i32, priority: i32) {
+    let param = libc::sched_param { sched_priority: priority };
+    // SAFETY: the call only reads `param`, a valid sched_param.
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) };
+    assert_eq!(rc, 0, "SCHED_FIFO {priority} for task {tid}: {}", std::io::Error::last_os_error());
+}
+
 /// The kernel thread that runs the receive NAPI of the interface `iface` once its NAPI is
 /// threaded (`/sys/class/net/<iface>/threaded`), if there is one (its name, cut to the 15
 /// characters of a task's name, begins `napi/<iface>`).

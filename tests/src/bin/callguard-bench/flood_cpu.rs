@@ -23,14 +23,16 @@ const FILTERS: [&str; 8] =
 /// `CALLGUARD_BENCH_FILTERS` (filter names, comma-separated, as in [`FILTERS`]) and
 /// `CALLGUARD_BENCH_TRAFFIC` (a piece of the traffic's name, as in the table). Unset: all. A
 /// cell left out prints `-`, and so does a ratio that needs it. `CALLGUARD_BENCH_PACKETS` sets
-/// the packets a cell (a longer cell to profile, say).
-struct Subset {
+/// the packets a cell (a longer cell to profile, say). The calls under flood take the same
+/// subset (a filter only the first part has is ignored there) and one knob more (see
+/// `flood_calls::rates`).
+pub(crate) struct Subset {
     filters: Option<Vec<String>>,
     traffic: Option<String>,
 }
 
 impl Subset {
-    fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let filters = std::env::var("CALLGUARD_BENCH_FILTERS").ok().map(|v| {
             let names: Vec<String> = v.split(',').map(|f| f.trim().to_string()).collect();
             for n in &names {
@@ -44,12 +46,19 @@ impl Subset {
         Self { filters, traffic: std::env::var("CALLGUARD_BENCH_TRAFFIC").ok() }
     }
 
-    fn filter(&self, f: &str) -> bool {
+    /// Whether the filter `f` is measured.
+    pub(crate) fn filter(&self, f: &str) -> bool {
         self.filters.as_ref().is_none_or(|names| names.iter().any(|n| n == f))
     }
 
-    fn traffic(&self, name: &str) -> bool {
+    /// Whether the traffic named `name` is measured.
+    pub(crate) fn traffic(&self, name: &str) -> bool {
         self.traffic.as_ref().is_none_or(|t| name.contains(t.as_str()))
+    }
+
+    /// Whether every filter and traffic is measured.
+    pub(crate) fn whole(&self) -> bool {
+        self.filters.is_none() && self.traffic.is_none()
     }
 }
 

@@ -21,7 +21,8 @@
 //!
 //! For work on one filter or traffic, the flood benchmark's first part measures a subset:
 //! `CALLGUARD_BENCH_FILTERS=callguard,"XDP drop",nftables` and `CALLGUARD_BENCH_TRAFFIC=REGISTER`
-//! (see `flood_cpu::Subset`).
+//! (see `flood_cpu::Subset`); the second part takes the same and `CALLGUARD_BENCH_RATES=400,top`
+//! (see `flood_calls::rates`).
 
 mod flood_calls;
 mod flood_cpu;
@@ -128,6 +129,10 @@ fn main() {
 /// README's figures are copied from).
 fn calls_under_flood(short: bool) {
     let results = flood_calls::run(short);
+    if !flood_cpu::Subset::from_env().whole() || std::env::var_os("CALLGUARD_BENCH_RATES").is_some() {
+        println!("calls under flood: a subset, so no plots");
+        return;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     match plots::draw(&results, &dir) {
         Ok(files) => {
