@@ -110,6 +110,46 @@ unsafe impl aya::Pod for Limits {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SourceState {}
 
+/// Slots of the ban cache ([`crate::maps::BAN_CACHE`]).
+pub const BAN_CACHE_SLOTS: u32 = 1 << 16;
+
+/// A source the kernel banned, in the ban cache ([`crate::maps::BAN_CACHE`]): a direct-mapped
+/// copy of the bans in [`crate::maps::SOURCES`], read with one load where that map needs a
+/// lookup. A slot holds the last source banned of those that share it; a source not in its slot
+/// is looked up in the sources' map, so the cache only ever saves a lookup, and never decides
+/// what the map would not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanSlot {
+    /// The source's key ([`source_key_v4`], [`source_key_v6`]) as two native-order words.
+    pub key: [u64; 2],
+    /// Banned until then (`CLOCK_BOOTTIME` ns), as in [`SourceState::banned_until`].
+    pub until: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.
+unsafe impl aya::Pod for BanSlot {}
+
+/// A source key as the ban cache holds it.
+#[inline(always)]
+pub const fn ban_key(key: &[u8; 16]) -> [u64; 2] {
+    let (a, b) = key.split_at(8);
+    // Infallible: both halves are 8 bytes.
+    match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        (Some(a), Some(b)) => [u64::from_ne_bytes(*a), u64::from_ne_bytes(*b)],
+        _ => [0; 2],
+    }
+}
+
+/// The ban cache slot of a source key (multiplicative hashing of its words folded).
+#[inline(always)]
+pub const fn ban_slot(key: [u64; 2]) -> u32 {
+    let x = key[0] ^ key[1];
+    let x = (x ^ (x >> 32)) as u32;
+    x.wrapping_mul(0x9e37_79b1) >> (32 - BAN_CACHE_SLOTS.trailing_zeros())
+}
+
 /// The key of a source: an IPv4 address as `::ffff:a.b.c.d`, an IPv6 address cut to its /64.
 pub const fn source_key_v4(a: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]

@@ -48,6 +48,8 @@ pub const SOURCES: &str = "CG_SOURCES";
 /// Scratch for a new source's state (a signature ban inserts it): `PerCpuArray<limits::SourceState>`
 /// of one slot.
 pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
+/// The kernel's bans, direct-mapped by source (`limits::BanSlot`, `limits::BAN_CACHE_SLOTS`).
+pub const BAN_CACHE: &str = "CG_BAN_CACHE";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";
 /// Each CPU's last `CLOCK_BOOTTIME` reading and the jiffy it was made in (private to the

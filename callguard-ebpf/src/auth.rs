@@ -18,7 +18,7 @@ use crate::{
     events::{emit, emit_from, source_key},
     maps::{CG_AUTH, CG_AUTH_USERS, CG_EG_SCRATCH, CG_LIMITS, CG_REGISTERED, CG_SCRATCH},
     parse::Src,
-    police::source_state,
+    police::{cache_ban, source_state},
 };
 
 /// This source's state in `CG_AUTH`, inserted (evicting the least recently seen) when absent.
@@ -86,6 +86,7 @@ pub(crate) fn note_answer(key: &[u8; 16], method: u8, status: u16, stale: bool, 
     let src = unsafe { &mut *src };
     if src.banned_until <= now {
         src.banned_until = now + lim.auth_ban_ns;
+        cache_ban(key, src.banned_until);
         emit(key, event::BAN_AUTH, Reason::Banned, method, 0, 0, Span::default());
     }
 }

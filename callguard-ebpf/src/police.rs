@@ -4,14 +4,14 @@ use aya_ebpf::helpers::bpf_loop;
 use callguard_common::{
     Reason,
     events::event,
-    limits::{self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, Limits, STREAK_GAP_NS, SourceState},
+    limits::{self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, BanSlot, Limits, STREAK_GAP_NS, SourceState},
     sip::{self, SCAN_LEN, Span},
 };
 
 use crate::{
     clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
-    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
+    maps::{CG_BAN_CACHE, CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
     parse::Src,
 };
 
@@ -49,6 +49,7 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
         }
         set_ban(st, now, lim.sig_ban_ns);
     }
+    cache_ban(src, now + lim.sig_ban_ns);
     // Written within the event budget: every packet of a spoofed flood can come from a new
     // source, and the kernel's own ban works without the daemon's rule.
     if let Some(b) = budget() {
@@ -72,7 +73,15 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 /// verifier allows with the deepest call below it.
 #[inline(never)]
 pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
-    let st = CG_SOURCES.get_ptr_mut(source_key(*src))?;
+    let key = source_key(*src);
+    let cached = limits::ban_key(&key);
+    if let Some(slot) = CG_BAN_CACHE.get(limits::ban_slot(cached))
+        && slot.key == cached
+        && slot.until > tick_ns()
+    {
+        return Some(Reason::Banned);
+    }
+    let st = CG_SOURCES.get_ptr_mut(key)?;
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
     // an update, as in `police`.
     let st = unsafe { &mut *st };
@@ -209,7 +218,22 @@ pub(crate) fn take(st: &mut SourceState, lim: &Limits, b: usize, now: u64) -> bo
 #[inline(always)]
 pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, kind: u8, info: &sip::Info) {
     set_ban(st, now, ban_ns);
+    cache_ban(src, now + ban_ns);
     emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+}
+
+/// Notes the kernel's ban of the source `src` until `until` in the ban cache, in the slot's
+/// place of whatever source held it.
+#[inline(always)]
+pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
+    let key = limits::ban_key(src);
+    if let Some(slot) = CG_BAN_CACHE.get_ptr_mut(limits::ban_slot(key)) {
+        // SAFETY: a value of the array, valid for this program run. Another CPU may read it
+        // half written: then it sees this source with the slot's earlier ban time or another
+        // source with this one's, and drops what this ban drops in any case, or looks the
+        // source up.
+        unsafe { *slot = BanSlot { key, until } };
+    }
 }
 
 /// Bans a source in the kernel until `now + ban_ns`, its rate and scan records starting over.

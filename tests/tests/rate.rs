@@ -360,6 +360,68 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
     );
 }
 
+/// The kernel's bans are also kept in a direct-mapped cache (`CG_BAN_CACHE`, a slot per hash of
+/// the source), read before the sources' map. An attacker who knows the hash can pick sources
+/// that share a slot: a second ban there must not lift the first (it stays in the sources' map),
+/// lifting one must not lift the other, a ban lifted while its slot still names it ends at once,
+/// and a source that only shares a slot with a banned one is not banned (IPv4 and IPv6 alike).
+#[test]
+fn sources_that_share_a_ban_cache_slot_keep_their_own_bans() {
+    use callguard_common::limits::{ban_key, ban_slot, source_key_v4, source_key_v6};
+    let slot_v4 = |a: [u8; 4]| ban_slot(ban_key(&source_key_v4(a)));
+    let first = [198, 18, 0, 66];
+    let second = (0..=u32::from(u16::MAX))
+        .map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [198, 19, c, d]
+        })
+        .chain((0..=u32::from(u16::MAX)).map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [203, 0, c, d]
+        }))
+        .find(|a| slot_v4(*a) == slot_v4(first))
+        .expect("two IPv4 sources in one slot");
+    let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
+    let (banned6, other6) = ("2001:db8:1:2::1", "1:2:2001:db8::1");
+    assert_eq!(ban_slot(ban_key(&v6(banned6))), ban_slot(ban_key(&v6(other6))), "one slot");
+    assert_ne!(v6(banned6), v6(other6));
+
+    let mut cfg = quiet();
+    cfg.sip.signature_ban = true;
+    cfg.rate.ban_secs = 60;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let phone = sipmsg::phones()[0].1.clone();
+    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let (a, b) = (dotted(first), dotted(second));
+    // An IPv6 scanner banned; the /64 that shares its slot is not.
+    assert_eq!(k.run(&sip_frame(banned6, &svmap)), Action::Drop);
+    assert_eq!(k.run(&sip_frame(banned6, &phone)), Action::Drop, "the banned /64");
+    assert_eq!(k.run(&sip_frame(other6, &phone)), Action::Pass, "a /64 in the same slot");
+    // Two IPv4 scanners banned, the second in the first's slot: both stay banned.
+    for src in [&a, &b] {
+        assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "{src}'s scanner");
+    }
+    for src in [&a, &b] {
+        assert_eq!(k.run(&sip_frame(src, &phone)), Action::Drop, "{src} is banned");
+    }
+    // Lifting the first (its slot names the second) leaves the second banned.
+    k.kernel.forget_source(&source_key_v4(first)).unwrap();
+    assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Pass, "{a}'s ban lifted");
+    assert_eq!(k.run(&sip_frame(&b, &phone)), Action::Drop, "{b} is still banned");
+    // Lifting the second, whose slot names it, ends its ban at once.
+    k.kernel.forget_source(&source_key_v4(second)).unwrap();
+    assert_eq!(k.run(&sip_frame(&b, &phone)), Action::Pass, "{b}'s ban lifted");
+    k.kernel.forget_source(&v6(banned6)).unwrap();
+    assert_eq!(k.run(&sip_frame(banned6, &phone)), Action::Pass, "{banned6}'s ban lifted");
+    k.assert_counters(&[
+        (Action::Drop, Reason::Signature, 3),
+        (Action::Drop, Reason::Banned, 4),
+        (Action::Pass, Reason::Clean, 4),
+    ]);
+}
+
 /// A source over its rate for all requests has its requests dropped before they are read, so
 /// that a flood from it costs a lookup per packet instead of an inspection: once a read request
 /// has started its exceeding streak, a scanner's request counts as `rate`, not `signature`.

@@ -37,7 +37,7 @@ use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, Reason, answer,
     config::CONFIG_KEY,
     events::EventBudget,
-    limits::{Limits, SourceState},
+    limits::{self, BanSlot, Limits, SourceState},
     maps,
     net::{HINT_VALUES, NetHints},
     sig::{DfaBank, DfaHead},
@@ -227,6 +227,8 @@ pub struct Kernel {
     sig_head: Array<MapData, DfaHead>,
     sig_stats: PerCpuArray<MapData, Counter>,
     sources: HashMap<MapData, [u8; 16], SourceState>,
+    /// This program's copy of the kernel's bans (`CG_BAN_CACHE`), cleared with the ban.
+    ban_cache: Array<MapData, BanSlot>,
     limits: Array<MapData, Limits>,
     /// The event ring buffer, until the daemon takes it ([`Kernel::take_events`]).
     events: Option<RingBuf<MapData>>,
@@ -380,6 +382,7 @@ impl Kernel {
             sig_head: take(&mut ebpf, maps::SIG_HEAD)?,
             sig_stats: take(&mut ebpf, maps::SIG_STATS)?,
             sources: take(&mut ebpf, maps::SOURCES)?,
+            ban_cache: take(&mut ebpf, maps::BAN_CACHE)?,
             limits: take(&mut ebpf, maps::LIMITS)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
             handup: Some(HandUpMaps {
@@ -806,9 +809,16 @@ impl Datapath for Kernel {
 
     fn forget_source(&mut self, key: &[u8; 16]) -> Result<()> {
         match self.sources.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e.into()),
         }
+        // After the state: the program tests the cache first, and a slot that still names the
+        // source a moment longer only keeps the ban that long.
+        let (cached, slot) = (limits::ban_key(key), limits::ban_slot(limits::ban_key(key)));
+        if self.ban_cache.get(&slot, 0)?.key == cached {
+            self.ban_cache.set(slot, BanSlot::default(), 0)?;
+        }
+        Ok(())
     }
 
     fn stats(&self) -> Result<Vec<(Action, Reason, Counter)>> {
