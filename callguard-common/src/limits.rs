@@ -110,30 +110,54 @@ unsafe impl aya::Pod for Limits {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SourceState {}
 
-/// Slots of the ban cache ([`crate::maps::BAN_CACHE`]).
-pub const BAN_CACHE_SLOTS: u32 = 1 << 16;
+/// Slots of the source cache ([`crate::maps::SOURCE_CACHE`]).
+pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
 
-/// A source the kernel banned, in the ban cache ([`crate::maps::BAN_CACHE`]): a direct-mapped
-/// copy of the bans in [`crate::maps::SOURCES`], read with one load where that map needs a
-/// lookup. A slot holds the last source banned of those that share it; a source not in its slot
-/// is looked up in the sources' map, so the cache only ever saves a lookup, and never decides
-/// what the map would not.
+/// What the kernel decided about a source before reading its datagram, in the source cache
+/// ([`crate::maps::SOURCE_CACHE`]): its ban, and the tick in which its requests were over its
+/// rate, direct-mapped by source and read with one load where [`crate::maps::SOURCES`] needs a
+/// lookup. A slot holds the last source written of those that share it; a source not in its
+/// slot is looked up in the sources' map as before. A ban's slot may outlive its source's
+/// state: when the LRU map evicts it (a flood of new sources), the slot keeps the ban to its
+/// end, unless another ban takes the slot. Nothing else drops a source the map would pass.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BanSlot {
-    /// The source's key ([`source_key_v4`], [`source_key_v6`]) as two native-order words.
+pub struct SourceSlot {
+    /// The source's key ([`source_key_v4`], [`source_key_v6`]) as two native-order words. One
+    /// of them is always zero (an IPv4 key's first, a /64 key's second), so a key torn between
+    /// two writers is one of theirs or none that a source has.
     pub key: [u64; 2],
-    /// Banned until then (`CLOCK_BOOTTIME` ns), as in [`SourceState::banned_until`].
-    pub until: u64,
+    /// Banned until then (`CLOCK_BOOTTIME` ns), as in [`SourceState::banned_until`]; 0: not
+    /// banned.
+    pub banned_until: u64,
+    /// The jiffy (its low 32 bits, see [`jiffy32`]) in which the source's state, looked up,
+    /// found a request over its rate for all requests, unread, in a streak not yet due for a
+    /// ban: its other requests in that jiffy are dropped alike without the lookup (the limits
+    /// run at the tick's grain, so the lookup would decide the same). 0: none. (A note left
+    /// 2^32 jiffies ago, 50 days at `HZ=1000`, reads as this jiffy's: one tick of one source's
+    /// requests dropped as over its rate.)
+    pub over_jiffy: u32,
+    /// Packets the slot's ban has dropped (wrapping): every so many, one looks the source's
+    /// state up, which keeps it recently used in the LRU map.
+    pub hits: u32,
+}
+
+// 32 bytes, so that a slot never straddles two cache lines.
+const _: () = assert!(size_of::<SourceSlot>() == 32);
+
+/// The low 32 bits of `jiffies_64`, as the source cache keeps jiffies.
+#[inline(always)]
+pub const fn jiffy32(jiffies: u64) -> u32 {
+    jiffies as u32
 }
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), u64 fields only, no padding; every bit pattern valid.
-unsafe impl aya::Pod for BanSlot {}
+// SAFETY: repr(C), integer fields only, no padding (32 bytes, asserted); every bit pattern valid.
+unsafe impl aya::Pod for SourceSlot {}
 
-/// A source key as the ban cache holds it.
+/// A source key as the source cache holds it.
 #[inline(always)]
-pub const fn ban_key(key: &[u8; 16]) -> [u64; 2] {
+pub const fn cache_key(key: &[u8; 16]) -> [u64; 2] {
     let (a, b) = key.split_at(8);
     // Infallible: both halves are 8 bytes.
     match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
@@ -142,12 +166,12 @@ pub const fn ban_key(key: &[u8; 16]) -> [u64; 2] {
     }
 }
 
-/// The ban cache slot of a source key (multiplicative hashing of its words folded).
+/// The source cache slot of a source key (multiplicative hashing of its words folded).
 #[inline(always)]
-pub const fn ban_slot(key: [u64; 2]) -> u32 {
+pub const fn cache_slot(key: [u64; 2]) -> u32 {
     let x = key[0] ^ key[1];
     let x = (x ^ (x >> 32)) as u32;
-    x.wrapping_mul(0x9e37_79b1) >> (32 - BAN_CACHE_SLOTS.trailing_zeros())
+    x.wrapping_mul(0x9e37_79b1) >> (32 - SOURCE_CACHE_SLOTS.trailing_zeros())
 }
 
 /// The key of a source: an IPv4 address as `::ffff:a.b.c.d`, an IPv6 address cut to its /64.

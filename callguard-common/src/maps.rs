@@ -48,8 +48,9 @@ pub const SOURCES: &str = "CG_SOURCES";
 /// Scratch for a new source's state (a signature ban inserts it): `PerCpuArray<limits::SourceState>`
 /// of one slot.
 pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
-/// The kernel's bans, direct-mapped by source (`limits::BanSlot`, `limits::BAN_CACHE_SLOTS`).
-pub const BAN_CACHE: &str = "CG_BAN_CACHE";
+/// What the kernel decided about a source before reading its datagram (its ban, its requests
+/// over the rate), direct-mapped by source (`limits::SourceSlot`, `limits::SOURCE_CACHE_SLOTS`).
+pub const SOURCE_CACHE: &str = "CG_SOURCE_CACHE";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";
 /// Each CPU's last `CLOCK_BOOTTIME` reading and the jiffy it was made in (private to the

@@ -10,7 +10,7 @@ use callguard_common::{
     answer::{self, AnswerWalk},
     auth::{AuthState, UserAuth},
     events::EventBudget,
-    limits::{BAN_CACHE_SLOTS, BanSlot, Limits, SourceState},
+    limits::{Limits, SOURCE_CACHE_SLOTS, SourceSlot, SourceState},
     maps::{
         AUTH_MAX, AUTH_USERS_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES,
         NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
@@ -85,11 +85,11 @@ pub(crate) static CG_PARSE: PerCpuArray<Parse> = PerCpuArray::with_max_entries(1
 #[map]
 pub(crate) static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pinned(SOURCES_MAX, 0);
 
-/// The kernel's bans, direct-mapped by source (`maps::BAN_CACHE`): one load where `CG_SOURCES`
-/// needs a lookup. Never pinned: each program starts with an empty one, and the bans it has
-/// not seen are in `CG_SOURCES`.
+/// What the kernel decided about a source before reading its datagram, direct-mapped by source
+/// (`maps::SOURCE_CACHE`): one load where `CG_SOURCES` needs a lookup. Pinned, so that every
+/// program sharing `CG_SOURCES` shares it too, and lifting a ban clears it for all of them.
 #[map]
-pub(crate) static CG_BAN_CACHE: Array<BanSlot> = Array::with_max_entries(BAN_CACHE_SLOTS, 0);
+pub(crate) static CG_SOURCE_CACHE: Array<SourceSlot> = Array::pinned(SOURCE_CACHE_SLOTS, 0);
 
 /// A new source's state as a signature ban inserts it: all zero but `banned_until`, written in
 /// place before the insert (`maps::SOURCE_NEW`).

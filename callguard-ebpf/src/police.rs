@@ -1,17 +1,19 @@
 //! Per-source policing: rate limits (GCRA buckets), extension-scan detection, and bans.
 
-use aya_ebpf::helpers::bpf_loop;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_loop};
 use callguard_common::{
     Reason,
     events::event,
-    limits::{self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, BanSlot, Limits, STREAK_GAP_NS, SourceState},
+    limits::{
+        self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, Limits, STREAK_GAP_NS, SourceSlot, SourceState,
+    },
     sip::{self, SCAN_LEN, Span},
 };
 
 use crate::{
     clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
-    maps::{CG_BAN_CACHE, CG_LIMITS, CG_SCRATCH, CG_SOURCE_NEW, CG_SOURCES},
+    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_CACHE, CG_SOURCE_NEW, CG_SOURCES},
     parse::Src,
 };
 
@@ -59,8 +61,16 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     }
 }
 
+/// How often a banned source that keeps sending has its state looked up, in packets the source
+/// cache drops: the lookup keeps the state recently used in the LRU map, where an entry not
+/// used for a while is the first a flood of new sources evicts (262,144 entries last about a
+/// third of a second under the benchmark's spoofed flood). Counted in packets, not time: a
+/// lookup once a period cost each rarely seen source (a spoofed flood's repeats) a lookup for
+/// nearly every packet, 100 ns and more a packet of that flood.
+const TOUCH_EVERY: u32 = 256;
+
 /// What the source's state decides before its datagram is read, so that a flood from a source
-/// the kernel already knows costs a lookup per packet, not an inspection: a banned source →
+/// the kernel already knows costs a load per packet, not an inspection: a banned source →
 /// `Banned`, whatever it sends; a datagram that begins like a request (`request`, see
 /// [`sip::looks_like_request`]) from a source in an exceeding streak (one [`police`] started,
 /// after a read: requests it would never have reached, refused methods or a scanner's, do not
@@ -69,17 +79,34 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 /// streak is due for a ban, `None`: the request is read, so that [`police`] bans the source with
 /// the method and User-Agent in the ban's event. `None`: read it. Whatever this lets by is read
 /// and policed in full.
+///
+/// The source cache (`CG_SOURCE_CACHE`) answers first: a ban, or a request in a jiffy in which
+/// the state already said `Rate` (the limits run at the tick's grain: the state would say the
+/// same, and the streak's last reading is that tick's). Anything else looks the state up.
 /// A function of its own: inlined, its key would grow the main program's stack past what the
 /// verifier allows with the deepest call below it.
 #[inline(never)]
 pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
     let key = source_key(*src);
-    let cached = limits::ban_key(&key);
-    if let Some(slot) = CG_BAN_CACHE.get(limits::ban_slot(cached))
-        && slot.key == cached
-        && slot.until > tick_ns()
-    {
-        return Some(Reason::Banned);
+    let cached = limits::cache_key(&key);
+    let slot = CG_SOURCE_CACHE.get_ptr_mut(limits::cache_slot(cached));
+    if let Some(slot) = slot {
+        // SAFETY: a value of the array, valid for this program run; other CPUs may write it
+        // at once (see `cache_ban`), and `hits` is only a count.
+        let slot = unsafe { &mut *slot };
+        if slot.key == cached && slot.banned_until > tick_ns() {
+            slot.hits = slot.hits.wrapping_add(1);
+            if slot.hits % TOUCH_EVERY == 0 {
+                // The lookup that marks the state recently used: a banned source that keeps
+                // sending must not be the one a flood of new sources evicts.
+                let _ = CG_SOURCES.get_ptr(key);
+            }
+            return Some(Reason::Banned);
+        }
+        // SAFETY: as above.
+        if request && slot.key == cached && slot.over_jiffy == limits::jiffy32(unsafe { bpf_jiffies64() }) {
+            return Some(Reason::Rate);
+        }
     }
     let st = CG_SOURCES.get_ptr_mut(key)?;
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
@@ -103,7 +130,22 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
     if interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
         return None;
     }
-    if exceeding(st, lim, now) { None } else { Some(Reason::Rate) }
+    if exceeding(st, lim, now) {
+        return None;
+    }
+    if let Some(slot) = slot {
+        // SAFETY: as above.
+        let (slot, jiffies) = unsafe { (&mut *slot, limits::jiffy32(bpf_jiffies64())) };
+        if slot.key == cached {
+            slot.over_jiffy = jiffies;
+        } else if slot.banned_until <= now {
+            // A slot whose ban is over (or that never held one) is taken; a live ban keeps
+            // its slot. A CPU reading the slot as it is written may see the earlier source
+            // with this jiffy: one request of it dropped as over its rate, at most.
+            *slot = SourceSlot { key: cached, banned_until: 0, over_jiffy: jiffies, hits: 0 };
+        }
+    }
+    Some(Reason::Rate)
 }
 
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
@@ -222,17 +264,17 @@ pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, k
     emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
 }
 
-/// Notes the kernel's ban of the source `src` until `until` in the ban cache, in the slot's
-/// place of whatever source held it.
+/// Writes the kernel's ban of the source `src` until `until` to its slot of the source cache,
+/// replacing whichever source the slot held.
 #[inline(always)]
 pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
-    let key = limits::ban_key(src);
-    if let Some(slot) = CG_BAN_CACHE.get_ptr_mut(limits::ban_slot(key)) {
+    let key = limits::cache_key(src);
+    if let Some(slot) = CG_SOURCE_CACHE.get_ptr_mut(limits::cache_slot(key)) {
         // SAFETY: a value of the array, valid for this program run. Another CPU may read it
-        // half written: then it sees this source with the slot's earlier ban time or another
-        // source with this one's, and drops what this ban drops in any case, or looks the
-        // source up.
-        unsafe { *slot = BanSlot { key, until } };
+        // half written, for a packet or two: this source with the slot's earlier ban time, or
+        // the slot's earlier source (never a third: see `SourceSlot::key`) with this one's ban
+        // time, which may drop one of its packets after its own ban ended.
+        unsafe { *slot = SourceSlot { key, banned_until: until, over_jiffy: 0, hits: 0 } };
     }
 }
 

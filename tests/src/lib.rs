@@ -196,6 +196,26 @@ impl TestKernel {
         map.get(key, 0).ok()
     }
 
+    /// Deletes the source key `key`'s state from `CG_SOURCES` behind the daemon's back, as the
+    /// LRU map evicts a source's state when new sources need room; `false` if it had none.
+    pub fn evict_source(&self, key: &[u8; 16]) -> bool {
+        let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCES);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCES");
+        let mut map: aya::maps::HashMap<_, [u8; 16], callguard_common::limits::SourceState> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("CG_SOURCES is a hash");
+        map.remove(key).is_ok()
+    }
+
+    /// The slot of the source cache (`CG_SOURCE_CACHE`) that the source key `key` maps to.
+    pub fn source_cache_slot(&self, key: &[u8; 16]) -> callguard_common::limits::SourceSlot {
+        use callguard_common::limits::{cache_key, cache_slot};
+        let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCE_CACHE);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCE_CACHE");
+        let map: aya::maps::Array<_, callguard_common::limits::SourceSlot> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("CG_SOURCE_CACHE is an array");
+        map.get(&cache_slot(cache_key(key)), 0).expect("reading CG_SOURCE_CACHE")
+    }
+
     /// What `CG_AUTH_USERS` holds: failed authentications by user key.
     pub fn auth_users(&self) -> Vec<(u64, callguard_common::auth::UserAuth)> {
         let path = self.kernel.pin_dir().join(callguard_common::maps::AUTH_USERS);

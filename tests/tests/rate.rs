@@ -360,15 +360,15 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
     );
 }
 
-/// The kernel's bans are also kept in a direct-mapped cache (`CG_BAN_CACHE`, a slot per hash of
-/// the source), read before the sources' map. An attacker who knows the hash can pick sources
+/// The kernel's bans are also kept in a direct-mapped cache (`CG_SOURCE_CACHE`, a slot per hash
+/// of the source), read before the sources' map. An attacker who knows the hash can pick sources
 /// that share a slot: a second ban there must not lift the first (it stays in the sources' map),
 /// lifting one must not lift the other, a ban lifted while its slot still names it ends at once,
 /// and a source that only shares a slot with a banned one is not banned (IPv4 and IPv6 alike).
 #[test]
-fn sources_that_share_a_ban_cache_slot_keep_their_own_bans() {
-    use callguard_common::limits::{ban_key, ban_slot, source_key_v4, source_key_v6};
-    let slot_v4 = |a: [u8; 4]| ban_slot(ban_key(&source_key_v4(a)));
+fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
+    use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
+    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
     let first = [198, 18, 0, 66];
     let second = (0..=u32::from(u16::MAX))
         .map(|i| {
@@ -383,7 +383,7 @@ fn sources_that_share_a_ban_cache_slot_keep_their_own_bans() {
         .expect("two IPv4 sources in one slot");
     let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
     let (banned6, other6) = ("2001:db8:1:2::1", "1:2:2001:db8::1");
-    assert_eq!(ban_slot(ban_key(&v6(banned6))), ban_slot(ban_key(&v6(other6))), "one slot");
+    assert_eq!(cache_slot(cache_key(&v6(banned6))), cache_slot(cache_key(&v6(other6))), "one slot");
     assert_ne!(v6(banned6), v6(other6));
 
     let mut cfg = quiet();
@@ -406,6 +406,10 @@ fn sources_that_share_a_ban_cache_slot_keep_their_own_bans() {
     for src in [&a, &b] {
         assert_eq!(k.run(&sip_frame(src, &phone)), Action::Drop, "{src} is banned");
     }
+    // The slot names the second, and holds its ban when the LRU map evicts its state.
+    assert_eq!(k.source_cache_slot(&source_key_v4(first)).key, cache_key(&source_key_v4(second)));
+    assert!(k.evict_source(&source_key_v4(second)), "{b} had state");
+    assert_eq!(k.run(&sip_frame(&b, &phone)), Action::Drop, "{b}'s ban outlives its state");
     // Lifting the first (its slot names the second) leaves the second banned.
     k.kernel.forget_source(&source_key_v4(first)).unwrap();
     assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Pass, "{a}'s ban lifted");
@@ -417,9 +421,94 @@ fn sources_that_share_a_ban_cache_slot_keep_their_own_bans() {
     assert_eq!(k.run(&sip_frame(banned6, &phone)), Action::Pass, "{banned6}'s ban lifted");
     k.assert_counters(&[
         (Action::Drop, Reason::Signature, 3),
-        (Action::Drop, Reason::Banned, 4),
+        (Action::Drop, Reason::Banned, 5),
         (Action::Pass, Reason::Clean, 4),
     ]);
+}
+
+/// A source over its rate for all requests is noted in the source cache, so that its next
+/// requests in the same jiffy are dropped without a lookup. The note names the source whole: a
+/// source that shares its slot is not limited by it; and a live ban keeps its slot against
+/// the notes of a source over its rate.
+#[test]
+fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
+    use callguard_common::limits::{cache_key, cache_slot, source_key_v4};
+    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+    let over = [198, 18, 0, 66];
+    let neighbour = (0..=u32::from(u16::MAX))
+        .flat_map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [[198, 19, c, d], [203, 0, c, d]]
+        })
+        .find(|a| slot_v4(*a) == slot_v4(over))
+        .expect("two IPv4 sources in one slot");
+    let mut cfg = quiet();
+    cfg.rate.requests = Bucket { rate: 1, burst: 2 };
+    cfg.rate.ban_after_secs = 60;
+    cfg.sip.signature_ban = true;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let register =
+        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let (a, b) = (dotted(over), dotted(neighbour));
+    // Two within the burst, one over it (read: the streak starts), one dropped unread.
+    let verdicts: Vec<Action> = (0..4).map(|_| k.run(&sip_frame(&a, &register))).collect();
+    assert_eq!(verdicts, [Action::Pass, Action::Pass, Action::Drop, Action::Drop]);
+    let slot = k.source_cache_slot(&source_key_v4(over));
+    assert_eq!((slot.key, slot.banned_until), (cache_key(&source_key_v4(over)), 0), "{a} noted");
+    assert_ne!(slot.over_jiffy, 0, "{a} noted over its rate");
+    // Its neighbour in the slot is not limited by the note.
+    for _ in 0..2 {
+        assert_eq!(k.run(&sip_frame(&b, &register)), Action::Pass, "{b} within its own burst");
+    }
+    assert_eq!(k.run(&sip_frame(&a, &register)), Action::Drop, "{a} still over its rate");
+    // The neighbour's ban takes the slot, and keeps it against the over-rate source's notes.
+    assert_eq!(k.run(&sip_frame(&b, &svmap)), Action::Drop, "{b}'s scanner");
+    for _ in 0..3 {
+        assert_eq!(k.run(&sip_frame(&a, &register)), Action::Drop, "{a} over its rate");
+    }
+    assert_eq!(k.source_cache_slot(&source_key_v4(over)).key, cache_key(&source_key_v4(neighbour)));
+    assert_eq!(k.run(&sip_frame(&b, &register)), Action::Drop, "{b} banned");
+    k.assert_counters(&[
+        (Action::Pass, Reason::Clean, 4),
+        (Action::Drop, Reason::Rate, 6),
+        (Action::Drop, Reason::Signature, 1),
+        (Action::Drop, Reason::Banned, 1),
+    ]);
+}
+
+/// A kernel ban ends on time, also when only the source cache holds it (its state evicted), and a
+/// banned source that keeps sending keeps its state in the LRU map: every 256th of its packets
+/// the cache drops looks the state up, so a flood of new sources evicts others first.
+#[test]
+fn a_kernel_ban_ends_on_time_and_a_sending_source_keeps_its_state() {
+    use callguard_common::limits::source_key_v4;
+    let mut cfg = quiet();
+    cfg.sip.signature_ban = true;
+    cfg.sip.signature_ban_secs = 1;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let phone = sipmsg::phones()[0].1.clone();
+    let (kept, evicted) = ([198, 18, 0, 66], [198, 18, 0, 67]);
+    for src in ["198.18.0.66", "198.18.0.67"] {
+        assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "{src}'s scanner");
+    }
+    let banned_at = Instant::now();
+    assert!(k.evict_source(&source_key_v4(evicted)), "the second had state");
+    for _ in 0..300 {
+        assert_eq!(k.run(&sip_frame("198.18.0.66", &phone)), Action::Drop);
+    }
+    assert_eq!(k.source_cache_slot(&source_key_v4(kept)).hits, 300, "dropped by the cache");
+    assert_eq!(k.run(&sip_frame("198.18.0.67", &phone)), Action::Drop, "banned by the cache alone");
+    assert!(banned_at.elapsed() < Duration::from_millis(900), "too slow to test the ban's end");
+    // Past the second (and a tick), both bans are over.
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(banned_at.elapsed()));
+    for src in ["198.18.0.66", "198.18.0.67"] {
+        assert_eq!(k.run(&sip_frame(src, &phone)), Action::Pass, "{src}'s ban ended");
+    }
 }
 
 /// A source over its rate for all requests has its requests dropped before they are read, so

@@ -37,7 +37,7 @@ use callguard_common::{
     Action, Counter, KernelConfig, NetEntry, Reason, answer,
     config::CONFIG_KEY,
     events::EventBudget,
-    limits::{self, BanSlot, Limits, SourceState},
+    limits::{self, Limits, SourceSlot, SourceState},
     maps,
     net::{HINT_VALUES, NetHints},
     sig::{DfaBank, DfaHead},
@@ -227,8 +227,9 @@ pub struct Kernel {
     sig_head: Array<MapData, DfaHead>,
     sig_stats: PerCpuArray<MapData, Counter>,
     sources: HashMap<MapData, [u8; 16], SourceState>,
-    /// This program's copy of the kernel's bans (`CG_BAN_CACHE`), cleared with the ban.
-    ban_cache: Array<MapData, BanSlot>,
+    /// What the kernel decided about a source before reading (`CG_SOURCE_CACHE`); a lifted
+    /// ban's slot is cleared with it.
+    source_cache: Array<MapData, SourceSlot>,
     limits: Array<MapData, Limits>,
     /// The event ring buffer, until the daemon takes it ([`Kernel::take_events`]).
     events: Option<RingBuf<MapData>>,
@@ -382,7 +383,7 @@ impl Kernel {
             sig_head: take(&mut ebpf, maps::SIG_HEAD)?,
             sig_stats: take(&mut ebpf, maps::SIG_STATS)?,
             sources: take(&mut ebpf, maps::SOURCES)?,
-            ban_cache: take(&mut ebpf, maps::BAN_CACHE)?,
+            source_cache: take(&mut ebpf, maps::SOURCE_CACHE)?,
             limits: take(&mut ebpf, maps::LIMITS)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
             handup: Some(HandUpMaps {
@@ -809,14 +810,17 @@ impl Datapath for Kernel {
 
     fn forget_source(&mut self, key: &[u8; 16]) -> Result<()> {
         match self.sources.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            // The state may be gone already (the LRU map evicted it), while the cache's slot
+            // still holds the ban: a delete of no key is ENOENT.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e.into()),
         }
         // After the state: the program tests the cache first, and a slot that still names the
         // source a moment longer only keeps the ban that long.
-        let (cached, slot) = (limits::ban_key(key), limits::ban_slot(limits::ban_key(key)));
-        if self.ban_cache.get(&slot, 0)?.key == cached {
-            self.ban_cache.set(slot, BanSlot::default(), 0)?;
+        let (cached, slot) = (limits::cache_key(key), limits::cache_slot(limits::cache_key(key)));
+        if self.source_cache.get(&slot, 0)?.key == cached {
+            self.source_cache.set(slot, SourceSlot::default(), 0)?;
         }
         Ok(())
     }
