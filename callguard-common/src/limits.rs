@@ -118,37 +118,55 @@ pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
 /// rate, direct-mapped by source and read with one load where [`crate::maps::SOURCES`] needs a
 /// lookup. A slot holds the last source written of those that share it; a source not in its
 /// slot is looked up in the sources' map as before. A ban's slot may outlive its source's
-/// state: when the LRU map evicts it (a flood of new sources), the slot keeps the ban to its
-/// end, unless another ban takes the slot. Nothing else drops a source the map would pass.
+/// state when the LRU map evicts it (a flood of new sources): the slot keeps the ban, and the
+/// next of the source's packets to look its state up (every [`TOUCH_EVERY`]th the slot drops)
+/// writes the state back, banned, so that the ban no longer depends on the slot. A source
+/// whose state is evicted and whose slot another ban takes before that loses its kernel ban
+/// (the daemon's stored ban, if it was stored, still holds), as it would have without the
+/// cache once its state was evicted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceSlot {
     /// The source's key ([`source_key_v4`], [`source_key_v6`]) as two native-order words. One
     /// of them is always zero (an IPv4 key's first, a /64 key's second), so a key torn between
-    /// two writers is one of theirs or none that a source has.
+    /// two writers is one of theirs, or `[0, 0]` (the key of `::/64`, no source on the
+    /// Internet's).
     pub key: [u64; 2],
     /// Banned until then (`CLOCK_BOOTTIME` ns), as in [`SourceState::banned_until`]; 0: not
     /// banned.
     pub banned_until: u64,
-    /// The jiffy (its low 32 bits, see [`jiffy32`]) in which the source's state, looked up,
-    /// found a request over its rate for all requests, unread, in a streak not yet due for a
-    /// ban: its other requests in that jiffy are dropped alike without the lookup (the limits
-    /// run at the tick's grain, so the lookup would decide the same). 0: none. (A note left
-    /// 2^32 jiffies ago, 50 days at `HZ=1000`, reads as this jiffy's: one tick of one source's
-    /// requests dropped as over its rate.)
+    /// The jiffy (as [`jiffy32`] gives it) in which the source's state, looked up, found a
+    /// request over its rate for all requests, unread, in a streak not yet due for a ban: its
+    /// other requests in that jiffy are dropped alike without the lookup. The limits run at the
+    /// tick's grain, so the lookup would mostly decide the same; but each CPU reads the clock
+    /// once a jiffy, and another CPU's later reading (or a change of the limits) could have let
+    /// a request through or found the ban due: then the note holds them one jiffy longer. 0:
+    /// none. (A note left 2^32 jiffies ago, 50 days at `HZ=1000`, reads as this jiffy's: one
+    /// tick of one source's requests dropped as over its rate.)
     pub over_jiffy: u32,
-    /// Packets the slot's ban has dropped (wrapping): every so many, one looks the source's
-    /// state up, which keeps it recently used in the LRU map.
+    /// Packets the slot's ban has dropped (wrapping): every [`TOUCH_EVERY`]th looks the
+    /// source's state up, which keeps it recently used in the LRU map, and writes it back
+    /// banned if the map has evicted it.
     pub hits: u32,
 }
+
+/// How often a banned source that keeps sending has its state looked up, in packets its
+/// source cache slot drops: see [`SourceSlot::hits`]. An entry the LRU map has not seen used
+/// for a while is the first a flood of new sources evicts (262,144 entries last about a third
+/// of a second under the benchmark's spoofed flood). Counted in packets, not time: a lookup
+/// once a period would cost each rarely seen source (a spoofed flood's repeats) a lookup for
+/// nearly every packet.
+pub const TOUCH_EVERY: u32 = 256;
 
 // 32 bytes, so that a slot never straddles two cache lines.
 const _: () = assert!(size_of::<SourceSlot>() == 32);
 
-/// The low 32 bits of `jiffies_64`, as the source cache keeps jiffies.
+/// `jiffies_64` as the source cache keeps it: its low 32 bits, never 0 (which means "none";
+/// the jiffy whose low bits are 0 reads as the next, once every 2^32 jiffies).
 #[inline(always)]
 pub const fn jiffy32(jiffies: u64) -> u32 {
-    jiffies as u32
+    let j = jiffies as u32;
+    if j == 0 { 1 } else { j }
 }
 
 #[cfg(feature = "user")]

@@ -6,6 +6,7 @@ use callguard_common::{
     events::event,
     limits::{
         self, BUCKET_ALL, BUCKET_INVITE, BUCKET_REGISTER, Limits, STREAK_GAP_NS, SourceSlot, SourceState,
+        TOUCH_EVERY,
     },
     sip::{self, SCAN_LEN, Span},
 };
@@ -61,14 +62,6 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     }
 }
 
-/// How often a banned source that keeps sending has its state looked up, in packets the source
-/// cache drops: the lookup keeps the state recently used in the LRU map, where an entry not
-/// used for a while is the first a flood of new sources evicts (262,144 entries last about a
-/// third of a second under the benchmark's spoofed flood). Counted in packets, not time: a
-/// lookup once a period cost each rarely seen source (a spoofed flood's repeats) a lookup for
-/// nearly every packet, 100 ns and more a packet of that flood.
-const TOUCH_EVERY: u32 = 256;
-
 /// What the source's state decides before its datagram is read, so that a flood from a source
 /// the kernel already knows costs a load per packet, not an inspection: a banned source →
 /// `Banned`, whatever it sends; a datagram that begins like a request (`request`, see
@@ -81,8 +74,9 @@ const TOUCH_EVERY: u32 = 256;
 /// and policed in full.
 ///
 /// The source cache (`CG_SOURCE_CACHE`) answers first: a ban, or a request in a jiffy in which
-/// the state already said `Rate` (the limits run at the tick's grain: the state would say the
-/// same, and the streak's last reading is that tick's). Anything else looks the state up.
+/// the state already said `Rate` (the limits run at the tick's grain, and the streak's last
+/// reading is that tick's: see `SourceSlot::over_jiffy` for when the state would have said
+/// otherwise). Anything else looks the state up.
 /// A function of its own: inlined, its key would grow the main program's stack past what the
 /// verifier allows with the deepest call below it.
 #[inline(never)]
@@ -98,8 +92,11 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
             slot.hits = slot.hits.wrapping_add(1);
             if slot.hits % TOUCH_EVERY == 0 {
                 // The lookup that marks the state recently used: a banned source that keeps
-                // sending must not be the one a flood of new sources evicts.
-                let _ = CG_SOURCES.get_ptr(key);
+                // sending must not be the one a flood of new sources evicts. Evicted already,
+                // the state is written back banned, so that the ban does not hang on the slot.
+                if CG_SOURCES.get_ptr(key).is_none() {
+                    restore_ban(&key, slot.banned_until);
+                }
             }
             return Some(Reason::Banned);
         }
@@ -140,8 +137,10 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
             slot.over_jiffy = jiffies;
         } else if slot.banned_until <= now {
             // A slot whose ban is over (or that never held one) is taken; a live ban keeps
-            // its slot. A CPU reading the slot as it is written may see the earlier source
-            // with this jiffy: one request of it dropped as over its rate, at most.
+            // its slot against a note (not against another ban). A CPU reading the slot as it
+            // is written may see the earlier source with this jiffy (one request of it dropped
+            // as over its rate), or this source with the earlier ban time, if it had not
+            // passed on that CPU's clock (one packet of it dropped as banned).
             *slot = SourceSlot { key: cached, banned_until: 0, over_jiffy: jiffies, hits: 0 };
         }
     }
@@ -262,6 +261,23 @@ pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, k
     set_ban(st, now, ban_ns);
     cache_ban(src, now + ban_ns);
     emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
+}
+
+/// Writes the kernel's ban of the source key `key` until `until` back into `CG_SOURCES`, the
+/// LRU map having evicted its state while its source cache slot held the ban.
+#[inline(never)]
+fn restore_ban(key: &[u8; 16], until: u64) {
+    let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's copy of a per-CPU value (all zero but this field, see
+    // `ban_for_signature`), used only here during this program run.
+    unsafe { (*fresh).banned_until = until };
+    // A state another CPU wrote meanwhile stays.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the state would be copied onto the stack, which has no room for it"
+    )]
+    // SAFETY: as above; read only by the insert.
+    let _ = CG_SOURCES.insert(key, unsafe { &*fresh }, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
 }
 
 /// Writes the kernel's ban of the source `src` until `until` to its slot of the source cache,

@@ -479,12 +479,22 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     ]);
 }
 
-/// A kernel ban ends on time, also when only the source cache holds it (its state evicted), and a
-/// banned source that keeps sending keeps its state in the LRU map: every 256th of its packets
-/// the cache drops looks the state up, so a flood of new sources evicts others first.
+/// A banned source whose state the LRU map evicts (a flood of new sources) keeps its ban: its
+/// source cache slot drops it, and the 256th packet the slot drops writes the state back,
+/// banned, so that a ban taking the slot later (one spoofed scanner packet from an address an
+/// attacker picked to share it) does not lift it. The ban still ends on time.
 #[test]
-fn a_kernel_ban_ends_on_time_and_a_sending_source_keeps_its_state() {
-    use callguard_common::limits::source_key_v4;
+fn an_evicted_ban_is_written_back_and_ends_on_time() {
+    use callguard_common::limits::{TOUCH_EVERY, cache_key, cache_slot, source_key_v4};
+    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+    let banned = [198, 18, 0, 66];
+    let picked = (0..=u32::from(u16::MAX))
+        .flat_map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [[198, 19, c, d], [203, 0, c, d]]
+        })
+        .find(|a| slot_v4(*a) == slot_v4(banned))
+        .expect("two IPv4 sources in one slot");
     let mut cfg = quiet();
     cfg.sip.signature_ban = true;
     cfg.sip.signature_ban_secs = 1;
@@ -492,21 +502,26 @@ fn a_kernel_ban_ends_on_time_and_a_sending_source_keeps_its_state() {
     k.set_signatures(&default_signatures());
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let phone = sipmsg::phones()[0].1.clone();
-    let (kept, evicted) = ([198, 18, 0, 66], [198, 18, 0, 67]);
-    for src in ["198.18.0.66", "198.18.0.67"] {
-        assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "{src}'s scanner");
-    }
+    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let (a, p) = (dotted(banned), dotted(picked));
+    let key = source_key_v4(banned);
+    assert_eq!(k.run(&sip_frame(&a, &svmap)), Action::Drop, "{a}'s scanner");
     let banned_at = Instant::now();
-    assert!(k.evict_source(&source_key_v4(evicted)), "the second had state");
-    for _ in 0..300 {
-        assert_eq!(k.run(&sip_frame("198.18.0.66", &phone)), Action::Drop);
+    assert!(k.evict_source(&key), "{a} had state");
+    for i in 1..=TOUCH_EVERY {
+        assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Drop, "packet {i} from {a}");
+        let state = k.kernel.source(&key).expect("reading CG_SOURCES");
+        assert_eq!(state.is_some(), i == TOUCH_EVERY, "{a}'s state after {i} packets");
     }
-    assert_eq!(k.source_cache_slot(&source_key_v4(kept)).hits, 300, "dropped by the cache");
-    assert_eq!(k.run(&sip_frame("198.18.0.67", &phone)), Action::Drop, "banned by the cache alone");
+    assert!(k.kernel.source(&key).unwrap().is_some_and(|s| s.banned_until > 0), "written back banned");
+    // A ban takes the slot; the source stays banned by its state.
+    assert_eq!(k.run(&sip_frame(&p, &svmap)), Action::Drop, "{p}'s scanner");
+    assert_eq!(k.source_cache_slot(&key).key, cache_key(&source_key_v4(picked)), "{p} took the slot");
+    assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Drop, "{a} is still banned");
     assert!(banned_at.elapsed() < Duration::from_millis(900), "too slow to test the ban's end");
     // Past the second (and a tick), both bans are over.
     std::thread::sleep(Duration::from_millis(1100).saturating_sub(banned_at.elapsed()));
-    for src in ["198.18.0.66", "198.18.0.67"] {
+    for src in [&a, &p] {
         assert_eq!(k.run(&sip_frame(src, &phone)), Action::Pass, "{src}'s ban ended");
     }
 }
