@@ -58,6 +58,25 @@ fn events(k: &mut TestKernel) -> Vec<Event> {
     out
 }
 
+/// An IPv4 address whose source cache slot is `a`'s (as an attacker who knows the hash picks
+/// one).
+fn slot_mate(a: [u8; 4]) -> [u8; 4] {
+    use callguard_common::limits::{cache_key, cache_slot, source_key_v4};
+    let slot = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+    (0..=u32::from(u16::MAX))
+        .flat_map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            [[198, 19, c, d], [203, 0, c, d]]
+        })
+        .find(|m| slot(*m) == slot(a))
+        .expect("two IPv4 sources in one slot")
+}
+
+/// An IPv4 address as text.
+fn dotted(a: [u8; 4]) -> String {
+    std::net::Ipv4Addr::from(a).to_string()
+}
+
 #[test]
 fn register_and_invite_buckets_per_source_ipv4_address_and_ipv6_64() {
     let mut cfg = quiet();
@@ -368,19 +387,8 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 #[test]
 fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
     use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
-    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
     let first = [198, 18, 0, 66];
-    let second = (0..=u32::from(u16::MAX))
-        .map(|i| {
-            let [_, _, c, d] = i.to_be_bytes();
-            [198, 19, c, d]
-        })
-        .chain((0..=u32::from(u16::MAX)).map(|i| {
-            let [_, _, c, d] = i.to_be_bytes();
-            [203, 0, c, d]
-        }))
-        .find(|a| slot_v4(*a) == slot_v4(first))
-        .expect("two IPv4 sources in one slot");
+    let second = slot_mate(first);
     let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
     let (banned6, other6) = ("2001:db8:1:2::1", "1:2:2001:db8::1");
     assert_eq!(cache_slot(cache_key(&v6(banned6))), cache_slot(cache_key(&v6(other6))), "one slot");
@@ -393,7 +401,6 @@ fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
     k.set_signatures(&default_signatures());
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let phone = sipmsg::phones()[0].1.clone();
-    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
     let (a, b) = (dotted(first), dotted(second));
     // An IPv6 scanner banned; the /64 that shares its slot is not.
     assert_eq!(k.run(&sip_frame(banned6, &svmap)), Action::Drop);
@@ -432,16 +439,9 @@ fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
 /// the notes of a source over its rate.
 #[test]
 fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
-    use callguard_common::limits::{cache_key, cache_slot, source_key_v4};
-    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+    use callguard_common::limits::{cache_key, source_key_v4};
     let over = [198, 18, 0, 66];
-    let neighbour = (0..=u32::from(u16::MAX))
-        .flat_map(|i| {
-            let [_, _, c, d] = i.to_be_bytes();
-            [[198, 19, c, d], [203, 0, c, d]]
-        })
-        .find(|a| slot_v4(*a) == slot_v4(over))
-        .expect("two IPv4 sources in one slot");
+    let neighbour = slot_mate(over);
     let mut cfg = quiet();
     cfg.rate.requests = Bucket { rate: 1, burst: 2 };
     cfg.rate.ban_after_secs = 60;
@@ -451,7 +451,6 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     let register =
         sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
-    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
     let (a, b) = (dotted(over), dotted(neighbour));
     // Two within the burst, one over it (read: the streak starts), one dropped unread.
     let verdicts: Vec<Action> = (0..4).map(|_| k.run(&sip_frame(&a, &register))).collect();
@@ -485,16 +484,9 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
 /// attacker picked to share it) does not lift it. The ban still ends on time.
 #[test]
 fn an_evicted_ban_is_written_back_and_ends_on_time() {
-    use callguard_common::limits::{TOUCH_EVERY, cache_key, cache_slot, source_key_v4};
-    let slot_v4 = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+    use callguard_common::limits::{TOUCH_EVERY, cache_key, source_key_v4};
     let banned = [198, 18, 0, 66];
-    let picked = (0..=u32::from(u16::MAX))
-        .flat_map(|i| {
-            let [_, _, c, d] = i.to_be_bytes();
-            [[198, 19, c, d], [203, 0, c, d]]
-        })
-        .find(|a| slot_v4(*a) == slot_v4(banned))
-        .expect("two IPv4 sources in one slot");
+    let picked = slot_mate(banned);
     let mut cfg = quiet();
     cfg.sip.signature_ban = true;
     cfg.sip.signature_ban_secs = 1;
@@ -502,7 +494,6 @@ fn an_evicted_ban_is_written_back_and_ends_on_time() {
     k.set_signatures(&default_signatures());
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let phone = sipmsg::phones()[0].1.clone();
-    let dotted = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
     let (a, p) = (dotted(banned), dotted(picked));
     let key = source_key_v4(banned);
     assert_eq!(k.run(&sip_frame(&a, &svmap)), Action::Drop, "{a}'s scanner");
