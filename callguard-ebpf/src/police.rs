@@ -88,21 +88,24 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
         // SAFETY: a value of the array, valid for this program run; other CPUs may write it
         // at once (see `cache_ban`), and `hits` is only a count.
         let slot = unsafe { &mut *slot };
-        if slot.key == cached && slot.banned_until > tick_ns() {
-            slot.hits = slot.hits.wrapping_add(1);
-            if slot.hits % TOUCH_EVERY == 0 {
-                // The lookup that marks the state recently used: a banned source that keeps
-                // sending must not be the one a flood of new sources evicts. Evicted already,
-                // the state is written back banned, so that the ban does not hang on the slot.
-                if CG_SOURCES.get_ptr(key).is_none() {
-                    restore_ban(&key, slot.banned_until);
+        if slot.key == cached {
+            if slot.banned_until > tick_ns() {
+                slot.hits = slot.hits.wrapping_add(1);
+                if slot.hits % TOUCH_EVERY == 0 {
+                    // The lookup that marks the state recently used: a banned source that keeps
+                    // sending must not be the one a flood of new sources evicts. Evicted
+                    // already, the state is written back banned, so that the ban does not hang
+                    // on the slot.
+                    if CG_SOURCES.get_ptr(key).is_none() {
+                        restore_ban(&key, slot.banned_until);
+                    }
                 }
+                return Some(Reason::Banned);
             }
-            return Some(Reason::Banned);
-        }
-        // SAFETY: as above.
-        if request && slot.key == cached && slot.over_jiffy == limits::jiffy32(unsafe { bpf_jiffies64() }) {
-            return Some(Reason::Rate);
+            // SAFETY: the helper has no arguments; the verifier replaces the call with a load.
+            if request && slot.over_jiffy == limits::jiffy32(unsafe { bpf_jiffies64() }) {
+                return Some(Reason::Rate);
+            }
         }
     }
     let st = CG_SOURCES.get_ptr_mut(key)?;

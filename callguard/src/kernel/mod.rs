@@ -818,7 +818,8 @@ impl Datapath for Kernel {
         }
         // After the state: the program tests the cache first, and a slot that still names the
         // source a moment longer only keeps the ban that long.
-        let (cached, slot) = (limits::cache_key(key), limits::cache_slot(limits::cache_key(key)));
+        let cached = limits::cache_key(key);
+        let slot = limits::cache_slot(cached);
         if self.source_cache.get(&slot, 0)?.key == cached {
             self.source_cache.set(slot, SourceSlot::default(), 0)?;
         }
