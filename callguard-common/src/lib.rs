@@ -1,4 +1,6 @@
 #![no_std]
+// `may_goto` is written as inline BPF assembly, which is unstable (the eBPF build is nightly).
+#![cfg_attr(all(target_arch = "bpf", feature = "may-goto"), feature(asm_experimental_arch))]
 //! The kernel's view of callguard's rules, shared by the XDP program (`callguard-ebpf`) and the
 //! daemon (`callguard`).
 //!
@@ -16,6 +18,7 @@ pub mod config;
 pub mod events;
 pub mod handup;
 pub mod limits;
+pub mod loops;
 pub mod maps;
 pub mod net;
 pub mod sig;

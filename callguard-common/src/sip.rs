@@ -328,10 +328,13 @@ const fn bytes_eq(w: u64, b: u8) -> u64 {
 /// Index of the first `\n` at or after `from`, before `end` (bounded by `SCAN_LEN`).
 #[inline(always)]
 pub(crate) fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize> {
+    // Every caller's `end` is a parse length, at most SCAN_LEN: the scan ends by `base >= end`
+    // within SCAN_LEN / 8 words, however its rounds are bounded (`loops::rounds`).
+    debug_assert!(end <= SCAN_LEN);
     let mut base = from & !7;
     // Ignore newlines before `from` in the first word.
     let mut skip = from - base;
-    for _ in 0..SCAN_LEN / 8 {
+    for () in crate::loops::rounds(SCAN_LEN / 8) {
         if base >= end {
             return None;
         }
@@ -349,11 +352,7 @@ pub(crate) fn next_newline(s: &Scratch, from: usize, end: usize) -> Option<usize
 /// Parses the first `len` bytes of `buf` (the rest is ignored).
 pub fn parse(s: &Scratch, len: usize) -> Info {
     let mut p = Parse::begin(s, len);
-    for _ in 0..HEADER_LINES {
-        if !p.step(s) {
-            break;
-        }
-    }
+    while p.step(s) {}
     p.info()
 }
 
@@ -510,9 +509,10 @@ pub(crate) fn header_line(s: &Scratch, start: &mut usize, len: usize) -> Option<
 /// Header lines looked at, at most.
 pub const HEADER_LINES: u32 = 64;
 
-/// A parse in progress: [`Parse::begin`], then [`Parse::step`] once per header line (at most
-/// [`HEADER_LINES`] times, until it returns `false`), then [`Parse::info`]. The kernel drives
-/// the steps with `bpf_loop`, so the verifier checks one step instead of every iteration.
+/// A parse in progress: [`Parse::begin`], then [`Parse::step`] until it returns `false` (at
+/// most [`HEADER_LINES`] lines), then [`Parse::info`]. The kernel drives the steps with
+/// `may_goto` or `bpf_loop` (see [`crate::loops`]), so the verifier checks one step instead of
+/// every iteration.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Parse {
@@ -520,6 +520,9 @@ pub struct Parse {
     len: usize,
     /// Start of the next header line; past `len` when done.
     start: usize,
+    /// Header lines read: [`Parse::step`] stops at [`HEADER_LINES`] (counted here, in map
+    /// memory, so that a kernel loop around it carries no count the verifier tracks).
+    lines: usize,
 }
 
 impl Parse {
@@ -538,8 +541,12 @@ impl Parse {
         p
     }
 
-    /// Reads one header line; `false` when there are no more.
+    /// Reads one header line; `false` when there are no more, or [`HEADER_LINES`] were read.
     pub fn step(&mut self, s: &Scratch) -> bool {
+        if self.lines >= HEADER_LINES as usize {
+            return false;
+        }
+        self.lines += 1;
         let Some((start, end)) = header_line(s, &mut self.start, self.len) else { return false };
         let (bit, value) = header_name(s, start);
         let again = self.info.headers & bit & header::SINGLE != 0;

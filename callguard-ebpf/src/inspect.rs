@@ -1,10 +1,16 @@
-//! SIP inspection of a UDP datagram to a guarded port: the header-line walk, the signature
-//! automata, the To value (hash and tag), each a `bpf_loop` callback the verifier checks once.
+//! SIP inspection of a UDP datagram to a guarded port: the header-line walk (a `may_goto` loop,
+//! or in the build for kernels before 6.9 a `bpf_loop` callback per line; see
+//! `callguard_common::loops`), the signature automata and the To value (hash and tag), each a
+//! `bpf_loop` callback the verifier checks once.
 
 use aya_ebpf::{
     helpers::{bpf_loop, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
+#[cfg(feature = "may-goto")]
+use callguard_common::loops::may_loop;
+#[cfg(not(feature = "may-goto"))]
+use callguard_common::sip::HEADER_LINES;
 use callguard_common::{
     Action, Reason,
     config::{
@@ -12,7 +18,7 @@ use callguard_common::{
         FLAG_HANDUP_REGISTER,
     },
     sig::{self, DfaBank, DfaHead, Hit, MODE_DRY_RUN, MODE_ENFORCE},
-    sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
+    sip::{self, FIELD_MAX, Kind, Parse, SCAN_LEN, Scratch, Span},
 };
 
 use crate::{
@@ -23,6 +29,7 @@ use crate::{
     verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
 };
 
+#[cfg(not(feature = "may-goto"))]
 /// What [`header_step`] works on: this CPU's scratch buffer and parse state, looked up once by
 /// [`parse_sip`] and handed to every step through `bpf_loop`'s context (on its stack), instead of
 /// two map lookups a line.
@@ -31,6 +38,7 @@ struct Lines {
     parse: *mut Parse,
 }
 
+#[cfg(not(feature = "may-goto"))]
 /// One header line per call (`bpf_loop` callback): the verifier checks this body once instead of
 /// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
 extern "C" fn header_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
@@ -153,12 +161,36 @@ pub(crate) fn parse_sip(
     let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Some(Verdict::pass(Reason::Clean)) };
     // SAFETY: this CPU's parse state; nothing else uses it during this program run.
     unsafe { *parse = Parse::begin(buf, n) };
+    walk_lines(buf, parse);
+    None
+}
+
+/// Reads the header lines into the parse state: one [`header_step`] callback per line.
+#[cfg(not(feature = "may-goto"))]
+#[inline(always)]
+fn walk_lines(buf: &Scratch, parse: *mut Parse) {
     let mut lines = Lines { buf, parse };
     // SAFETY: the callback matches bpf_loop's contract and only uses `lines` during the call.
     unsafe {
         bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, (&raw mut lines).cast(), 0);
     }
-    None
+}
+
+/// Reads the header lines into the parse state: a `may_goto` loop (see
+/// `callguard_common::loops`), no call per line. `Parse::step` counts the lines in map memory.
+#[cfg(feature = "may-goto")]
+#[inline(always)]
+fn walk_lines(buf: &Scratch, parse: *mut Parse) {
+    while may_loop() {
+        // Read back from the stack each round: LLVM then keeps no field of the parse state in a
+        // register across rounds, where the verifier would track it exactly and see each round's
+        // state as new (its walk then ran past its limit).
+        // SAFETY: this CPU's parse state, filled by parse_sip in this run; nothing else uses it.
+        let parse = unsafe { &mut *core::ptr::read_volatile(&raw const parse) };
+        if !parse.step(buf) {
+            break;
+        }
+    }
 }
 
 /// The second stage of SIP inspection: the verdict on what [`parse_sip`] left in the parse

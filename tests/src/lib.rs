@@ -19,8 +19,8 @@ use std::{
 use aya::programs::{TestRun as _, TestRunOptions};
 use callguard::{
     config::Config,
-    kernel::Kernel,
     kernel::datapath::Datapath as _,
+    kernel::{Kernel, objects::Loops},
     net::{self, NetAction, NetRule, Origin, Scope},
     sig::{NewSignature, SigField, SigMatch, SigMode, Signature},
 };
@@ -125,13 +125,23 @@ impl TestKernel {
     /// Loads the program with the ports and policy of `cfg`, its maps pinned in `dir` (which
     /// may hold maps pinned already); `dir` is removed on drop.
     pub fn in_dir(dir: PathBuf, cfg: &Config) -> Self {
+        Self::build_in_dir(dir, cfg, Loops::of_this_kernel())
+    }
+
+    /// [`TestKernel::with_config`] with the given build of the object (see
+    /// `callguard_common::loops`), whichever this kernel would be given.
+    pub fn with_loops(cfg: &Config, loops: Loops) -> Self {
+        Self::build_in_dir(PathBuf::from("/sys/fs/bpf").join(unique("callguard-test")), cfg, loops)
+    }
+
+    fn build_in_dir(dir: PathBuf, cfg: &Config, loops: Loops) -> Self {
         assert!(
             // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() } == 0,
             "kernel tests load XDP programs and must run as root"
         );
         sweep_stale_once();
-        let mut kernel = match Kernel::load(&dir, &cfg.tables) {
+        let mut kernel = match Kernel::load_build(&dir, &cfg.tables, loops) {
             Ok(k) => k,
             Err(e) => {
                 // Maps were pinned before the verifier ran; leave nothing behind.

@@ -48,6 +48,7 @@ use ipnet::IpNet;
 use self::{
     datapath::{Answers, Datapath, HandUpMaps, KernelError, Result},
     hints::Hints,
+    objects::Loops,
     upgrade::{Upgrade, Upgraded},
 };
 use crate::config::{TableSizes, XdpModeSetting};
@@ -55,11 +56,9 @@ use crate::config::{TableSizes, XdpModeSetting};
 pub mod datapath;
 pub mod fake;
 mod hints;
+pub mod objects;
 pub mod tables;
 pub mod upgrade;
-
-/// The XDP object built by `build.rs` from `callguard-ebpf`.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -265,6 +264,8 @@ pub struct Kernel {
     leftovers: Vec<PathBuf>,
     /// Interfaces this daemon attached (or swapped the program into).
     attached: std::collections::BTreeSet<String>,
+    /// The build of the object loaded.
+    loops: Loops,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -292,12 +293,20 @@ impl Kernel {
     /// this one is swapped into each link ([`Datapath::attach`], then [`Datapath::settle`]; see
     /// [`upgrade`]). Nothing is attached yet.
     pub fn load(pin_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
-        if OBJECT.is_empty() {
+        Self::load_build(pin_dir, sizes, Loops::of_this_kernel())
+    }
+
+    /// [`Kernel::load`] with the given build of the object, whether or not it is the one this
+    /// kernel would be given (the tests run both).
+    pub fn load_build(pin_dir: &Path, sizes: &TableSizes, loops: Loops) -> anyhow::Result<Self> {
+        let object = loops.object();
+        if object.is_empty() {
             bail!("this build has no XDP object (built with AYA_BUILD_SKIP)");
         }
+        tracing::info!(build = loops.describe(), "loading the XDP object");
         ensure_pin_dir(pin_dir)?;
         raise_memlock();
-        let changed = upgrade::changed(OBJECT, pin_dir, sizes)?;
+        let changed = upgrade::changed(object, pin_dir, sizes)?;
         let upgrade = if changed.is_empty() {
             None
         } else {
@@ -313,7 +322,7 @@ impl Kernel {
             Some(Upgrade { staging, pin_dir: pin_dir.to_owned(), changed, carried: None })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
-        let loaded = Self::load_into(maps_dir, sizes);
+        let loaded = Self::load_into(object, maps_dir, sizes);
         let mut k = match loaded {
             Ok(k) => k,
             Err(e) => {
@@ -329,18 +338,24 @@ impl Kernel {
             .filter(|d| upgrade.as_ref().is_none_or(|u| *d != u.staging))
             .collect();
         k.upgrade = upgrade;
+        k.loops = loops;
         Ok(k)
     }
 
-    /// Loads the program with its maps pinned in `maps_dir`.
-    fn load_into(maps_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
+    /// The build of the object this kernel side was loaded from.
+    pub const fn loops(&self) -> Loops {
+        self.loops
+    }
+
+    /// Loads the program in `object` with its maps pinned in `maps_dir`.
+    fn load_into(object: &[u8], maps_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(maps_dir);
         for (name, size) in sizes.by_map() {
             loader.map_max_entries(name, size);
         }
         let mut ebpf = loader
-            .load(OBJECT)
+            .load(object)
             .with_context(|| format!("loading the XDP program with maps pinned in {}", maps_dir.display()))?;
         let prog: &mut Xdp = ebpf
             .program_mut(maps::PROGRAM)
@@ -403,6 +418,7 @@ impl Kernel {
             upgrade: None,
             leftovers: Vec::new(),
             attached: std::collections::BTreeSet::new(),
+            loops: Loops::MayGoto,
         };
         k.nets = k.read_nets()?;
         // Every value: the bits the entries in the maps need (a build without hints may have
@@ -905,7 +921,7 @@ impl Datapath for Kernel {
         }
         let done = match self.upgrade.take() {
             Some(u) => {
-                u.commit(OBJECT)?;
+                u.commit(self.loops.object())?;
                 Some(Upgraded { changed: u.changed, carried: u.carried.unwrap_or_default() })
             }
             None => None,

@@ -1,0 +1,48 @@
+//! How the XDP program bounds its loops, in the two builds the daemon carries.
+//!
+//! The verifier must see every loop end. It can be told so in three ways, each with its cost:
+//! - a loop with a counter it tracks (`for _ in 0..n`): it walks the body once per round, and a
+//!   scan inside another loop multiplies those walks past its limit of a million instructions;
+//! - a `bpf_loop` callback per round (Linux 5.17+): the body is checked once, but every round
+//!   is a call and a return, and on CPUs with return-stack mitigations (the SRSO "safe RET" of
+//!   AMD Zen, on by default) a return costs about 7 ns; the header walk took 13 for an INVITE;
+//! - `may_goto` (Linux 6.9+), written by [`may_loop`]: a jump the kernel takes once the
+//!   program has looped about 8 million rounds. The verifier checks the body until the states at
+//!   the loop's head repeat, as for callbacks, and a round costs a decrement and a branch.
+//!
+//! The build with the `may-goto` feature loops with `may_goto` where a loop needs no count of
+//! its own: the header-line walk and the newline scan inside it. The build without it keeps the
+//! callbacks and counted loops that kernels 5.17 to 6.8 verify. Both run the same checks in the
+//! same order, so a packet gets the same verdict from either (the differential test runs both).
+//! In userspace [`rounds`] counts, and every scan ends by its own bound first.
+
+/// `false` when the kernel's loop budget for this program run is spent (`may_goto` jumps), else
+/// `true`. A loop that calls this at its head, and carries nothing the verifier tracks
+/// exactly from one round to the next, is checked once instead of once per round.
+#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
+#[inline(always)]
+pub fn may_loop() -> bool {
+    // SAFETY: `may_goto` reads and decrements a counter the kernel keeps in the program's stack
+    // frame (below what the program sees) and jumps when it is spent; no register or memory of
+    // the program changes.
+    unsafe {
+        core::arch::asm!("may_goto {}", label { return false; }, options(nomem, nostack));
+    }
+    true
+}
+
+/// The rounds of a scan that ends by its own test within `bound` rounds: with `may-goto` in
+/// the kernel, as many as [`may_loop`] allows (the verifier tracks no count); elsewhere
+/// `0..bound`, counted.
+#[inline(always)]
+pub fn rounds(bound: usize) -> impl Iterator<Item = ()> {
+    #[cfg(all(target_arch = "bpf", feature = "may-goto"))]
+    {
+        let _ = bound;
+        core::iter::from_fn(|| may_loop().then_some(()))
+    }
+    #[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
+    {
+        (0..bound).map(|_| ())
+    }
+}

@@ -1,0 +1,105 @@
+//! The two builds of the XDP object the daemon carries, and which one this kernel loads (see
+//! `callguard_common::loops`): the `may_goto` build where the kernel knows that instruction
+//! (Linux 6.9 and newer), the callback build elsewhere. Both hold the same programs and maps.
+
+use std::sync::OnceLock;
+
+/// A build of the XDP object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loops {
+    /// Loops bounded by `may_goto`, no call per round: Linux 6.9 and newer.
+    MayGoto,
+    /// Loops bounded by `bpf_loop` callbacks and counted rounds: Linux 5.17 and newer.
+    Callbacks,
+}
+
+impl Loops {
+    /// The object of this build, as `build.rs` left it.
+    pub fn object(self) -> &'static [u8] {
+        match self {
+            Self::MayGoto => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard")),
+            Self::Callbacks => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/callguard-callbacks")),
+        }
+    }
+
+    /// The build this kernel verifies: [`Loops::MayGoto`] when it loads a program with a
+    /// `may_goto`, else [`Loops::Callbacks`]. Probed once per process (needs the privileges
+    /// loading needs anyway; without them the probe fails and the older build is chosen, whose
+    /// own load then reports the missing privilege).
+    pub fn of_this_kernel() -> Self {
+        static PROBED: OnceLock<Loops> = OnceLock::new();
+        *PROBED.get_or_init(|| if may_goto_loads() { Self::MayGoto } else { Self::Callbacks })
+    }
+
+    /// How the README and the logs name it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::MayGoto => "loops bounded by may_goto (Linux 6.9+)",
+            Self::Callbacks => "loops bounded by bpf_loop callbacks (Linux 5.17+)",
+        }
+    }
+}
+
+/// The leading fields of the kernel's `union bpf_attr` for `BPF_PROG_LOAD`; the kernel reads
+/// those it was given and takes the rest as zero.
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+}
+
+/// Whether the kernel loads an XDP program that uses `may_goto`:
+/// `may_goto +1; r0 = XDP_PASS; r0 = XDP_PASS; exit`. A kernel that does not know the
+/// instruction rejects it as an unknown opcode. Written by hand: aya has no probe for it.
+fn may_goto_loads() -> bool {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    /// An instruction: opcode, registers (dst in the low nibble), offset, immediate.
+    const fn insn(code: u8, off: i16, imm: i32) -> u64 {
+        code as u64 | ((off as u16 as u64) << 16) | ((imm as u32 as u64) << 32)
+    }
+    let prog = [
+        insn(0xe5, 1, 0), // BPF_JMP | BPF_JCOND, src BPF_MAY_GOTO: may_goto +1
+        insn(0xb7, 0, 2), // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 2 (XDP_PASS)
+        insn(0xb7, 0, 2),
+        insn(0x95, 0, 0), // BPF_JMP | BPF_EXIT
+    ];
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+    };
+    // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute of the size passed, whose pointers
+    // (the instructions, the license) live across the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw const attr, size_of::<ProgLoad>()) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is the program's descriptor, which the call above opened and nothing else uses.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Loops;
+
+    #[test]
+    fn both_builds_are_embedded_unless_the_ebpf_build_was_skipped() {
+        let skipped = Loops::MayGoto.object().is_empty();
+        assert_eq!(Loops::Callbacks.object().is_empty(), skipped);
+        if !skipped {
+            assert_ne!(Loops::MayGoto.object(), Loops::Callbacks.object(), "the two builds are one");
+        }
+    }
+}
