@@ -1,6 +1,6 @@
 //! Builds the XDP program (`callguard-ebpf`) for bpfel-unknown-none with aya-build, twice: with
 //! its `may-goto` feature for kernels 6.9 and newer (`$OUT_DIR/callguard`), and without it for
-//! older ones (`$OUT_DIR/callguard-callbacks`); `src/kernel/mod.rs` embeds both (see
+//! older ones (`$OUT_DIR/callguard-callbacks`); `src/kernel/objects.rs` embeds both (see
 //! `callguard_common::loops`).
 //!
 //! `AYA_BUILD_SKIP=1` skips the eBPF build (clippy of the userspace crates on a machine without

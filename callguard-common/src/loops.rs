@@ -6,15 +6,24 @@
 //! - a `bpf_loop` callback per round (Linux 5.17+): the body is checked once, but every round
 //!   is a call and a return, and on CPUs with return-stack mitigations (the SRSO "safe RET" of
 //!   AMD Zen, on by default) a return costs about 7 ns; the header walk took 13 for an INVITE;
-//! - `may_goto` (Linux 6.9+), written by [`may_loop`]: a jump the kernel takes once the
-//!   program has looped about 8 million rounds. The verifier checks the body until the states at
-//!   the loop's head repeat, as for callbacks, and a round costs a decrement and a branch.
+//! - `may_goto` (Linux 6.9+), written by [`may_loop`]: a jump the kernel takes once the program
+//!   run's loop budget is spent (8 million rounds; on 6.15 and newer, on x86-64 and arm64, a
+//!   time limit instead). The verifier checks the body until the states at the loop's head
+//!   repeat, as for callbacks, and a round costs a decrement and a branch.
 //!
-//! The build with the `may-goto` feature loops with `may_goto` where a loop needs no count of
-//! its own: the header-line walk and the newline scan inside it. The build without it keeps the
-//! callbacks and counted loops that kernels 5.17 to 6.8 verify. Both run the same checks in the
-//! same order, so a packet gets the same verdict from either (the differential test runs both).
-//! In userspace [`rounds`] counts, and every scan ends by its own bound first.
+//! The build with the `may-goto` feature (loaded on Linux 6.9+; the daemon needs 5.18 for other
+//! helpers) loops with `may_goto` where a loop needs no count of its own: the header-line walk
+//! of requests, and the newline scan (`sip::next_newline`) of every reader, the first line, a
+//! value on a continuation line and the egress program's walk of answers included. The build
+//! without it keeps the callbacks and counted loops older kernels verify. Both run the same
+//! checks in the same order, so a packet gets the same verdict from either (the differential
+//! test runs both). In userspace [`rounds`] counts, and every scan ends by its own test first.
+//!
+//! A spent budget ends a loop early, and each reader fails closed then: a newline scan that
+//! stops finds no line end, so the line runs to the end of the payload and the headers are
+//! noted unread; a header walk that stops leaves them unread too. The one exception is the
+//! first line's scan in `Parse::begin`, which would leave the datagram "not SIP"; it runs
+//! first in its program run, within 129 rounds of a budget of millions, so it cannot happen.
 
 /// `false` when the kernel's loop budget for this program run is spent (`may_goto` jumps), else
 /// `true`. A loop that calls this at its head, and carries nothing the verifier tracks

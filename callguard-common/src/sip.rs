@@ -10,7 +10,7 @@
 //! The same code runs in the kernel and in userspace (the userspace model of the differential
 //! tests and `callguard explain`), so the two cannot disagree on what a packet says. That shapes
 //! it: every index is masked into the buffer (no bounds checks, no panics), every loop has a
-//! constant bound, and newlines are found eight bytes at a time (SWAR) instead of byte by byte,
+//! constant bound or ends by its own test within one (`loops`), and newlines are found eight bytes at a time (SWAR) instead of byte by byte,
 //! which keeps the verifier's work and the per-packet cost small. A header folded over several
 //! lines is seen up to its first line break, or, when it starts on a continuation line, that
 //! line. Bytes past [`SCAN_LEN`] are not inspected.

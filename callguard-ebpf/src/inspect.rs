@@ -7,9 +7,9 @@ use aya_ebpf::{
     helpers::{bpf_loop, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-#[cfg(feature = "may-goto")]
+#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
 use callguard_common::loops::may_loop;
-#[cfg(not(feature = "may-goto"))]
+#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
 use callguard_common::sip::HEADER_LINES;
 use callguard_common::{
     Action, Reason,
@@ -29,7 +29,7 @@ use crate::{
     verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
 };
 
-#[cfg(not(feature = "may-goto"))]
+#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
 /// What [`header_step`] works on: this CPU's scratch buffer and parse state, looked up once by
 /// [`parse_sip`] and handed to every step through `bpf_loop`'s context (on its stack), instead of
 /// two map lookups a line.
@@ -38,7 +38,7 @@ struct Lines {
     parse: *mut Parse,
 }
 
-#[cfg(not(feature = "may-goto"))]
+#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
 /// One header line per call (`bpf_loop` callback): the verifier checks this body once instead of
 /// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
 extern "C" fn header_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
@@ -166,7 +166,7 @@ pub(crate) fn parse_sip(
 }
 
 /// Reads the header lines into the parse state: one [`header_step`] callback per line.
-#[cfg(not(feature = "may-goto"))]
+#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
 #[inline(always)]
 fn walk_lines(buf: &Scratch, parse: *mut Parse) {
     let mut lines = Lines { buf, parse };
@@ -178,7 +178,7 @@ fn walk_lines(buf: &Scratch, parse: *mut Parse) {
 
 /// Reads the header lines into the parse state: a `may_goto` loop (see
 /// `callguard_common::loops`), no call per line. `Parse::step` counts the lines in map memory.
-#[cfg(feature = "may-goto")]
+#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
 #[inline(always)]
 fn walk_lines(buf: &Scratch, parse: *mut Parse) {
     while may_loop() {

@@ -185,12 +185,26 @@ fn lint() -> anyhow::Result<()> {
             "--release",
         ])
         .args(["--", "-D", "warnings"]))?;
-    // The eBPF crate is checked for its own target, as aya-build compiles it.
+    // The eBPF crate is checked for its own target, as aya-build compiles it, in both builds
+    // (`callguard_common::loops`).
     // `rustup run` rather than `cargo +nightly`: $CARGO is the stable toolchain's own binary.
-    run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "-p", "callguard-ebpf", "--target", "bpfel-unknown-none"])
-        .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))
+    for features in [&[][..], &["--features", "may-goto"]] {
+        run(Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "callguard-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(features)
+            .args(["-Z", "build-std=core", "--release", "--", "-D", "warnings"])
+            .env("CARGO_TARGET_DIR", root().join("target/ebpf-clippy")))?;
+    }
+    Ok(())
 }
 
 /// The fuzz targets of `fuzz/Cargo.toml`.

@@ -291,9 +291,22 @@ impl Kernel {
     /// map's layout differs from this build's (another release, other sizes), every map is
     /// created anew beside the old ones, and the old program keeps filtering with them until
     /// this one is swapped into each link ([`Datapath::attach`], then [`Datapath::settle`]; see
-    /// [`upgrade`]). Nothing is attached yet.
+    /// [`upgrade`]). Nothing is attached yet. The build of the object is the one for this kernel
+    /// ([`Loops::of_this_kernel`]), or the one with callbacks when the verifier refuses the
+    /// other.
     pub fn load(pin_dir: &Path, sizes: &TableSizes) -> anyhow::Result<Self> {
-        Self::load_build(pin_dir, sizes, Loops::of_this_kernel())
+        let loops = Loops::of_this_kernel();
+        match Self::load_build(pin_dir, sizes, loops) {
+            Err(e) if loops == Loops::MayGoto => {
+                // The kernel knows may_goto, but its verifier (6.9 to 6.17 changed how it
+                // checks such loops) may refuse this build's: the other build may load.
+                tracing::warn!(
+                    "the kernel refused the build with may_goto loops ({e:#}); loading the build with bpf_loop callbacks"
+                );
+                Self::load_build(pin_dir, sizes, Loops::Callbacks)
+            }
+            loaded => loaded,
+        }
     }
 
     /// [`Kernel::load`] with the given build of the object, whether or not it is the one this

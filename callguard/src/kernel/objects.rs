@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 pub enum Loops {
     /// Loops bounded by `may_goto`, no call per round: Linux 6.9 and newer.
     MayGoto,
-    /// Loops bounded by `bpf_loop` callbacks and counted rounds: Linux 5.17 and newer.
+    /// Loops bounded by `bpf_loop` callbacks and counted rounds: Linux 5.18 and newer.
     Callbacks,
 }
 
@@ -22,10 +22,11 @@ impl Loops {
         }
     }
 
-    /// The build this kernel verifies: [`Loops::MayGoto`] when it loads a program with a
+    /// The build for this kernel: [`Loops::MayGoto`] when it loads a program with a
     /// `may_goto`, else [`Loops::Callbacks`]. Probed once per process (needs the privileges
     /// loading needs anyway; without them the probe fails and the older build is chosen, whose
-    /// own load then reports the missing privilege).
+    /// own load then reports the missing privilege). A kernel that knows the instruction may
+    /// still refuse the build's loops: `Kernel::load` then falls back to the other build.
     pub fn of_this_kernel() -> Self {
         static PROBED: OnceLock<Loops> = OnceLock::new();
         *PROBED.get_or_init(|| if may_goto_loads() { Self::MayGoto } else { Self::Callbacks })
@@ -35,7 +36,7 @@ impl Loops {
     pub const fn describe(self) -> &'static str {
         match self {
             Self::MayGoto => "loops bounded by may_goto (Linux 6.9+)",
-            Self::Callbacks => "loops bounded by bpf_loop callbacks (Linux 5.17+)",
+            Self::Callbacks => "loops bounded by bpf_loop callbacks (Linux 5.18+)",
         }
     }
 }
@@ -53,16 +54,27 @@ struct ProgLoad {
     log_buf: u64,
 }
 
+/// A BPF instruction as the kernel reads it (`struct bpf_insn`).
+#[repr(C)]
+struct Insn {
+    code: u8,
+    /// Destination register in the low nibble, source in the high one (both 0 here).
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// An instruction on registers r0 only: opcode, offset, immediate.
+const fn insn(code: u8, off: i16, imm: i32) -> Insn {
+    Insn { code, regs: 0, off, imm }
+}
+
 /// Whether the kernel loads an XDP program that uses `may_goto`:
 /// `may_goto +1; r0 = XDP_PASS; r0 = XDP_PASS; exit`. A kernel that does not know the
 /// instruction rejects it as an unknown opcode. Written by hand: aya has no probe for it.
 fn may_goto_loads() -> bool {
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_XDP: u32 = 6;
-    /// An instruction: opcode, registers (dst in the low nibble), offset, immediate.
-    const fn insn(code: u8, off: i16, imm: i32) -> u64 {
-        code as u64 | ((off as u16 as u64) << 16) | ((imm as u32 as u64) << 32)
-    }
     let prog = [
         insn(0xe5, 1, 0), // BPF_JMP | BPF_JCOND, src BPF_MAY_GOTO: may_goto +1
         insn(0xb7, 0, 2), // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 2 (XDP_PASS)
@@ -83,6 +95,7 @@ fn may_goto_loads() -> bool {
     // (the instructions, the license) live across the call.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw const attr, size_of::<ProgLoad>()) };
     if fd < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "the kernel refused a program with may_goto");
         return false;
     }
     // SAFETY: `fd` is the program's descriptor, which the call above opened and nothing else uses.
