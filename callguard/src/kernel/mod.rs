@@ -153,16 +153,25 @@ fn egress_pin(dir: &Path, iface: &str) -> PathBuf {
 }
 
 /// Removes every pin callguard made in `dir` (links first, so nothing filters against half-removed
-/// maps), then the directory. Returns the interfaces that were detached.
+/// maps), then the directory, and waits (up to [`RELEASE_WAIT`]) until the kernel has let go of
+/// the XDP links, so that the filter is off when this returns. Returns the interfaces that were
+/// detached.
 pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut detached = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(detached);
     };
-    let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut egress, mut others, mut staging, mut xdp_links) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(iface) = name.strip_prefix("link_") {
+            // Its id, read before the pin goes (the descriptor opened for it is closed at once:
+            // holding it would keep the link alive).
+            xdp_links.extend(PinnedLink::from_pin(e.path()).ok().and_then(|l| {
+                let info = FdLink::from(l).info().ok()?;
+                Some((iface.to_owned(), info.id()))
+            }));
             std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
             detached.push(iface.to_owned());
         } else if name.starts_with("egress_") {
@@ -183,7 +192,36 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
         upgrade::remove(&s)?;
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    wait_released(&xdp_links);
     Ok(detached)
+}
+
+/// How long [`detach_all`] waits for the kernel to let go of the XDP links.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until no link with one of these ids exists. The last reference to a link, a pin
+/// removed, is let go in a kernel work item, not by the unlink itself: until it runs, the
+/// program still filters (a loaded machine took long enough for a test's packets to meet it).
+/// A link some other process holds stays; it is named in a warning.
+fn wait_released(links: &[(String, u32)]) {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        let alive: Vec<&(String, u32)> = {
+            let ids: std::collections::BTreeSet<u32> =
+                aya::programs::loaded_links().filter_map(Result::ok).map(|l| l.id()).collect();
+            links.iter().filter(|(_, id)| ids.contains(id)).collect()
+        };
+        if alive.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            for (iface, id) in alive {
+                tracing::warn!(iface, link = id, "the XDP link is still attached: another process holds it");
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Interfaces with a pinned callguard link in `dir`.
