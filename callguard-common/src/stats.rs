@@ -162,8 +162,14 @@ pub const fn stats_index(action: Action, reason: Reason) -> u32 {
     action as u32 * Reason::SLOTS + reason as u32
 }
 
-/// Size of [`crate::maps::STATS`].
+/// Counters the program keeps in [`crate::maps::STATS`], by [`stats_index`].
 pub const STATS_LEN: u32 = Action::COUNT * Reason::SLOTS;
+
+/// Size of [`crate::maps::STATS`]: the program's [`STATS_LEN`] counters, then as many holding
+/// what upgrades carried over from the maps before (slot `STATS_LEN + stats_index`), which only
+/// the daemon writes, once the old program has stopped counting: so no count is lost between
+/// the copy and the swap, and none is lost to a program counting while the daemon writes.
+pub const STATS_SLOTS: u32 = 2 * STATS_LEN;
 
 /// Packets and bytes, kept per CPU (no atomics on the fast path) and summed by the daemon.
 #[repr(C)]

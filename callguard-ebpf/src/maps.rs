@@ -18,7 +18,7 @@ use callguard_common::{
     net::{HINT_VALUES, NetHints},
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
-    stats::STATS_LEN,
+    stats::STATS_SLOTS,
 };
 
 /// Rules for single IPv4 addresses (`maps::NET_V4_EXACT`).
@@ -51,9 +51,10 @@ pub(crate) static CG_PORTS: Array<u8> = Array::pinned(PORT_COUNT, 0);
 #[map]
 pub(crate) static CG_CONFIG: Array<KernelConfig> = Array::pinned(1, 0);
 
-/// Counters by (action, reason) (`maps::STATS`).
+/// Counters by (action, reason) (`maps::STATS`); the program writes the first `STATS_LEN`,
+/// the daemon the rest (`stats::STATS_SLOTS`).
 #[map]
-pub(crate) static CG_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_LEN, 0);
+pub(crate) static CG_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
 
 /// Counters by rule counter slot (`maps::RULE_STATS`).
 #[map]

@@ -41,7 +41,7 @@ use callguard_common::{
     maps,
     net::{HINT_VALUES, NetHints},
     sig::{DfaBank, DfaHead},
-    stats::stats_index,
+    stats::{STATS_LEN, stats_index},
 };
 use ipnet::IpNet;
 
@@ -370,7 +370,13 @@ impl Kernel {
                 );
             }
             let staging = upgrade::prepare(pin_dir)?;
-            Some(Upgrade { staging, pin_dir: pin_dir.to_owned(), changed, carried: None })
+            Some(Upgrade {
+                staging,
+                pin_dir: pin_dir.to_owned(),
+                changed,
+                carried: None,
+                counters_from: None,
+            })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
         let loaded = Self::load_into(object, maps_dir, sizes);
@@ -897,8 +903,10 @@ impl Datapath for Kernel {
         let mut out = Vec::new();
         for action in Action::ALL {
             for &reason in Reason::ALL {
-                let per_cpu = self.stats.get(&stats_index(action, reason), 0)?;
-                let sum = per_cpu.iter().fold(Counter::default(), |a, c| a.add(*c));
+                // The program's count, and what upgrades carried over (`STATS_SLOTS`).
+                let index = stats_index(action, reason);
+                let (live, carried) = (self.stats.get(&index, 0)?, self.stats.get(&(STATS_LEN + index), 0)?);
+                let sum = live.iter().chain(carried.iter()).fold(Counter::default(), |a, c| a.add(*c));
                 if sum.packets != 0 {
                     out.push((action, reason, sum));
                 }
@@ -971,7 +979,8 @@ impl Datapath for Kernel {
             }
         }
         let done = match self.upgrade.take() {
-            Some(u) => {
+            Some(mut u) => {
+                u.carry_counters();
                 u.commit(self.loops.object())?;
                 Some(Upgraded { changed: u.changed, carried: u.carried.unwrap_or_default() })
             }

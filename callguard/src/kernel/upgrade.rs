@@ -11,8 +11,11 @@
 //! new one with the new maps. Last, the new pins are renamed over the old ones (one `rename` each
 //! on bpffs) and the old maps go with the old program.
 //!
-//! What changes in the old maps after the copy (it runs right before the first swap; the last
-//! swap follows once every guarded interface is attached) is not carried. A daemon killed half
+//! What changes in the old state maps after the copy (it runs right before the first swap; the
+//! last swap follows once every guarded interface is attached) is not carried. The counters by
+//! (action, reason) are added up after the last swap instead, once the old program has
+//! stopped counting, into a half of the new array that no program writes (`STATS_SLOTS`): none
+//! is lost. A daemon killed half
 //! way leaves the old program or the new one filtering with complete maps; the next start
 //! carries from whichever maps the links use and removes the crashed attempt's only after its
 //! own swap. Counters by rule and by signature start again from zero: their slots are handed
@@ -24,12 +27,13 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap, Map, MapData, MapType, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, MapType, PerCpuArray, PerCpuValues};
 use callguard_common::{
     Counter,
     auth::{AuthState, UserAuth},
     limits::SourceState,
     maps,
+    stats::STATS_LEN,
 };
 
 use crate::config::TableSizes;
@@ -222,6 +226,9 @@ pub struct Upgrade {
     pub changed: Vec<Changed>,
     /// What [`Upgrade::carry`] copied; `None` until it ran.
     pub carried: Option<Vec<Carried>>,
+    /// The old counters by (action, reason) that [`Upgrade::carry_counters`] adds up, as
+    /// [`Upgrade::carry`] found them (the map the links' program used then).
+    pub counters_from: Option<PathBuf>,
 }
 
 /// Keys of a table walked at most this many times its capacity: a key the old program evicts
@@ -288,16 +295,40 @@ fn pinned_id(path: &Path) -> Option<u32> {
 /// Copies one map's entries from the old pin to the new; returns how many.
 type CarryFn = fn(&Path, &Path) -> anyhow::Result<u64>;
 
-/// The maps whose entries are worth carrying: state only the kernel holds. Rules, signatures,
-/// limits and ports are written from the store and the configuration instead.
-const CARRIED: [(&str, CarryFn); 6] = [
+/// The maps whose entries are worth carrying before the swap: state only the kernel holds.
+/// Rules, signatures, limits and ports are written from the store and the configuration
+/// instead; the counters by (action, reason) after the swap ([`Upgrade::carry_counters`]).
+const CARRIED: [(&str, CarryFn); 5] = [
     (maps::SOURCES, carry_sources),
     (maps::REGISTERED, carry_hash::<[u8; 16], u64>),
     (maps::AUTH, carry_hash::<[u8; 16], AuthState>),
     (maps::AUTH_USERS, carry_hash::<u64, UserAuth>),
-    (maps::STATS, carry_per_cpu::<Counter>),
     (maps::ANSWERS, carry_per_cpu::<u64>),
 ];
+
+/// How long [`Upgrade::carry_counters`] lets runs of the old program that began before the
+/// swap end: an XDP run takes microseconds, the kernel lets go of the old program after an RCU
+/// grace period.
+const OLD_RUNS_END: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Adds the old counters by (action, reason), the program's and what earlier upgrades carried
+/// (an older layout may have no such half), into the second half of the new ones, which no
+/// program writes (`STATS_SLOTS`); returns the slots written.
+fn carry_stats(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    let old: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(from)?)?;
+    let mut new: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(to)?)?;
+    anyhow::ensure!(new.len() >= 2 * STATS_LEN, "the new counters have no half for carried counts");
+    for i in 0..STATS_LEN {
+        let mut sum: Vec<Counter> = old.get(&i, 0)?.iter().copied().collect();
+        if old.len() >= 2 * STATS_LEN {
+            for (s, c) in sum.iter_mut().zip(old.get(&(STATS_LEN + i), 0)?.iter()) {
+                *s = s.add(*c);
+            }
+        }
+        new.set(STATS_LEN + i, PerCpuValues::try_from(sum)?, 0)?;
+    }
+    Ok(u64::from(STATS_LEN))
+}
 
 impl Upgrade {
     /// Copies the state worth keeping from the old maps into the new ones, once: from the
@@ -312,18 +343,24 @@ impl Upgrade {
         let live = live_map_ids(&self.pin_dir);
         let dirs: Vec<&Path> =
             std::iter::once(self.pin_dir.as_path()).chain(leftovers.iter().map(PathBuf::as_path)).collect();
+        // The pin of `map` the links' program uses, else the first there is.
+        let source = |map: &str| {
+            let mut candidates = dirs.iter().map(|d| d.join(map)).filter(|p| p.exists());
+            let first = candidates.next();
+            std::iter::once(first.clone())
+                .flatten()
+                .chain(candidates)
+                .find(|p| pinned_id(p).is_some_and(|id| live.contains(&id)))
+                .or(first)
+        };
+        if self.carried.is_none() {
+            self.counters_from = source(maps::STATS);
+        }
         self.carried.get_or_insert_with(|| {
             CARRIED
                 .iter()
                 .map(|&(map, copy)| {
-                    let mut candidates = dirs.iter().map(|d| d.join(map)).filter(|p| p.exists());
-                    let first = candidates.next();
-                    let from = std::iter::once(first.clone())
-                        .flatten()
-                        .chain(candidates)
-                        .find(|p| pinned_id(p).is_some_and(|id| live.contains(&id)))
-                        .or(first);
-                    let Some(from) = from else {
+                    let Some(from) = source(map) else {
                         return Carried { map, entries: 0, not_carried: Some("nothing pinned".into()) };
                     };
                     match copy(&from, &self.staging.join(map)) {
@@ -333,6 +370,20 @@ impl Upgrade {
                 })
                 .collect()
         })
+    }
+
+    /// Adds the old counters by (action, reason) into the new maps, once every link runs the
+    /// new program and the old one has stopped counting (after [`OLD_RUNS_END`]): into the
+    /// half of the new array no program writes, so nothing either program counts is lost.
+    /// Noted with what [`Upgrade::carry`] carried.
+    pub fn carry_counters(&mut self) {
+        let Some(from) = self.counters_from.take() else { return };
+        std::thread::sleep(OLD_RUNS_END);
+        let carried = match carry_stats(&from, &self.staging.join(maps::STATS)) {
+            Ok(entries) => Carried { map: maps::STATS, entries, not_carried: None },
+            Err(e) => Carried { map: maps::STATS, entries: 0, not_carried: Some(format!("{e:#}")) },
+        };
+        self.carried.get_or_insert_with(Vec::new).push(carried);
     }
 
     /// Moves the new maps' pins over the old ones (each `rename` replaces its target at once),
