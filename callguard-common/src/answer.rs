@@ -9,7 +9,8 @@
 //! ([`crate::maps::HANDUP_REGISTERED`]), which a flood from spoofed sources cannot fill.
 //!
 //! The reader shares the request parser's buffer and word helpers ([`crate::sip`]) and its
-//! shape: a bounded walk, one header line per step, which the kernel drives with `bpf_loop`.
+//! shape: a bounded walk, one header line per step, which the kernel drives with `may_goto` or
+//! `bpf_loop` ([`crate::loops`]).
 
 use crate::sip::{
     HEADER_LINES, SCAN_LEN, Scratch, Span, at, cseq_method, header, header_line, header_name, header_value,
@@ -38,7 +39,10 @@ pub mod counter {
 }
 
 /// A response being read: [`AnswerWalk::begin`] reads the status line, then [`AnswerWalk::step`]
-/// reads one header line per call (at most [`HEADER_LINES`] calls, until it returns `false`).
+/// reads one header line per call (at most [`HEADER_LINES`] lines, until it returns `false`),
+/// then [`AnswerWalk::stale_step`] one position of the challenge per call (until `true`). Both
+/// keep their count in the walk (map memory in the kernel), so that a kernel loop around them
+/// carries no count the verifier tracks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AnswerWalk {
@@ -52,7 +56,9 @@ pub struct AnswerWalk {
     /// by [`AnswerWalk::stale_step`].
     pub stale: u8,
     /// Explicit padding (zero).
-    _pad: [u8; 3],
+    _pad: u8,
+    /// Header lines read.
+    lines: u16,
     /// The first challenge line's start.
     challenge_start: u16,
     /// The first challenge line's end (0: none).
@@ -63,6 +69,8 @@ pub struct AnswerWalk {
     len: usize,
     /// Start of the next header line; past `len` when done.
     start: usize,
+    /// The next position of the `stale=true` search, counted from the challenge line's start.
+    stale_at: usize,
 }
 
 impl AnswerWalk {
@@ -85,8 +93,12 @@ impl AnswerWalk {
         w
     }
 
-    /// Reads one header line; `false` when there are no more.
+    /// Reads one header line; `false` when there are no more, or [`HEADER_LINES`] were read.
     pub fn step(&mut self, s: &Scratch) -> bool {
+        if self.lines >= HEADER_LINES as u16 {
+            return false;
+        }
+        self.lines += 1;
         let Some((start, end)) = header_line(s, &mut self.start, self.len) else { return false };
         let name = lower8(join(word(s, start), word(s, start + 8), (start & 7) * 8));
         if (name == pack(b"www-auth") || name == pack(b"proxy-au")) && self.challenge_end == 0 {
@@ -115,16 +127,17 @@ impl AnswerWalk {
         if self.cseqs == 1 { self.cseq_method } else { method::UNKNOWN }
     }
 
-    /// One position of the search for `stale=true` in the challenge line (after the steps;
-    /// the kernel drives it with `bpf_loop`, `k` from 0): `true` when the search is over. The
-    /// parameter is matched case-insensitively, its value quoted or not (RFC 2617 §3.2.1
-    /// writes it unquoted; some PBXs quote it).
-    pub fn stale_step(&mut self, s: &Scratch, k: usize) -> bool {
+    /// The next position of the search for `stale=true` in the challenge line (after the
+    /// steps): `true` when the search is over. The parameter is matched case-insensitively, its
+    /// value quoted or not (RFC 2617 §3.2.1 writes it unquoted; some PBXs quote it).
+    pub fn stale_step(&mut self, s: &Scratch) -> bool {
+        let k = self.stale_at;
         let (from, end) = (usize::from(self.challenge_start), usize::from(self.challenge_end));
         let p = from + k;
         if p + 10 > end || k >= SCAN_LEN {
             return true;
         }
+        self.stale_at = k + 1;
         let w = lower8(join(word(s, p), word(s, p + 8), (p & 7) * 8));
         if w & 0xffff_ffff_ffff != pack(b"stale=") {
             return false;
@@ -144,19 +157,12 @@ impl AnswerWalk {
     }
 }
 
-/// Reads a whole response (userspace: the kernel drives the steps with `bpf_loop`).
+/// Reads a whole response (userspace: the kernel drives the steps with `may_goto` or
+/// `bpf_loop`).
 pub fn read(s: &Scratch, len: usize) -> AnswerWalk {
     let mut w = AnswerWalk::begin(s, len);
-    for _ in 0..HEADER_LINES {
-        if !w.step(s) {
-            break;
-        }
-    }
-    for k in 0..SCAN_LEN {
-        if w.stale_step(s, k) {
-            break;
-        }
-    }
+    while w.step(s) {}
+    while !w.stale_step(s) {}
     w
 }
 

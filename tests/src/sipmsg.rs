@@ -134,6 +134,21 @@ pub fn responses() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// The PBX's challenge to a phone's REGISTER, as Asterisk's PJSIP channel writes it (the
+/// answer a password guesser gets to every attempt): what the egress program reads most.
+pub fn pbx_challenge() -> Vec<u8> {
+    b"SIP/2.0 401 Unauthorized\r\n\
+      Via: SIP/2.0/UDP 198.18.0.11:5090;rport=5090;received=198.18.0.11;branch=z9hG4bKPj9c1e7d2a-4b8f-4c2e-9a3d-1f6e5b4c3a2d\r\n\
+      Call-ID: 1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b\r\n\
+      From: <sip:101@pbx.example.com>;tag=6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d\r\n\
+      To: <sip:101@pbx.example.com>;tag=z9hG4bKPj9c1e7d2a-4b8f-4c2e-9a3d-1f6e5b4c3a2d\r\n\
+      CSeq: 42 REGISTER\r\n\
+      WWW-Authenticate: Digest realm=\"asterisk\",nonce=\"1733400000/8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a\",opaque=\"5a4b3c2d1e0f9a8b\",algorithm=md5,qop=\"auth\"\r\n\
+      Server: Asterisk PBX 20.5.0\r\n\
+      Content-Length:  0\r\n\r\n"
+        .to_vec()
+}
+
 /// What a torture message is, and so what callguard must do with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Torture {

@@ -5,7 +5,7 @@
 //! a guess spread over many sources guards the user (`auth.user_failures`), and the kernel
 //! reads users as the model (`callguard_common::auth::user_key`) does.
 
-use callguard::kernel::datapath::Datapath as _;
+use callguard::kernel::{datapath::Datapath as _, objects::Loops};
 use callguard_common::{
     Action, Reason,
     answer::CALLGUARD_MARK,
@@ -111,12 +111,23 @@ fn ban_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<(std::ne
 /// expired, counts nothing; neither does callguard's own 403.
 #[test]
 fn wrong_passwords_ban_their_source_and_a_challenge_never_counts() {
+    wrong_passwords(Loops::of_this_kernel());
+}
+
+/// The same with the build for kernels before 6.9, whose answer walk and `stale=true` search
+/// are `bpf_loop` callbacks (`callguard_common::loops`).
+#[test]
+fn the_build_for_older_kernels_reads_the_answers_alike() {
+    wrong_passwords(Loops::Callbacks);
+}
+
+fn wrong_passwords(loops: Loops) {
     const GUESSER: &str = "198.18.0.20";
     const PHONE: &str = "198.18.0.21";
     // Per source only: every request here names user 101.
     let mut cfg = TestKernel::quiet();
     cfg.auth.user_failures = 0;
-    let mut k = TestKernel::with_config(&cfg);
+    let mut k = TestKernel::with_loops(&cfg, loops);
     let mut events = k.kernel.take_events().expect("the event ring");
 
     // The phone: a challenge, the right password, twenty times; a stale nonce twenty times.

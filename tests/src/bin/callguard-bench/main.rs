@@ -35,10 +35,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::{
+    TestRunResult,
+    programs::{TestRun, TestRunOptions},
+};
 use callguard::{
     config::{Bucket, Config},
-    kernel::datapath::Datapath as _,
+    kernel::{datapath::Datapath as _, objects::Loops},
     net::{self, NetAction, NetRule, Scope},
 };
 use callguard_tests::{
@@ -56,7 +59,10 @@ use callguard_tests::{
 const ROUNDS: usize = 9;
 
 /// Fastest ns per packet over `ROUNDS` runs of `repeat` repetitions.
-fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
+fn per_packet<P>(prog: &mut P, frame: &[u8], repeat: u32) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut v: Vec<f64> = (0..ROUNDS)
         .map(|_| {
             let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
@@ -66,6 +72,49 @@ fn per_packet(prog: &mut Xdp, frame: &[u8], repeat: u32) -> f64 {
         .collect();
     v.sort_by(f64::total_cmp);
     v[0]
+}
+
+/// The two builds of the program (`callguard_common::loops`) side by side on the rows whose loops
+/// differ: the SIP rows (header walk) and the PBX's challenge leaving through the egress
+/// program (answer walk, `stale=true` search). Kernels before 6.9 load only the second.
+fn builds(repeat: u32, svmap: &[u8], invite: &[u8]) {
+    println!();
+    if Loops::of_this_kernel() != Loops::MayGoto {
+        println!("builds: this kernel loads only the build with bpf_loop callbacks");
+        return;
+    }
+    let challenge = Frame {
+        dst: "198.18.0.11".parse().expect("address"),
+        sport: 5060,
+        dport: 5090,
+        ..Frame::udp("198.18.0.2", 5090)
+    }
+    .payload(&sipmsg::pbx_challenge())
+    .build();
+    let mut kernels = [Loops::MayGoto, Loops::Callbacks].map(|loops| {
+        let mut k = TestKernel::with_loops(&TestKernel::quiet(), loops);
+        k.set_signatures(&default_signatures());
+        k
+    });
+    println!(
+        "the two builds, same frames: loops through may_goto (Linux 6.9+) and through bpf_loop callbacks"
+    );
+    println!("{:<48} {:>10} {:>10} {:>10}", "row", "may_goto", "callbacks", "ratio");
+    let rows: [(String, &[u8]); 3] = [
+        (format!("drop: sipvicious OPTIONS, signature ({} B)", svmap.len()), svmap),
+        (format!("pass: phone INVITE, inspected ({} B)", invite.len()), invite),
+        (format!("egress: the PBX's 401 to a REGISTER ({} B)", challenge.len()), &challenge),
+    ];
+    for (i, (name, frame)) in rows.iter().enumerate() {
+        let [fast, slow] = kernels.each_mut().map(|k| {
+            if i == 2 {
+                per_packet(k.kernel.egress(), frame, repeat)
+            } else {
+                per_packet(k.kernel.program(), frame, repeat)
+            }
+        });
+        println!("{name:<48} {fast:>10.1} {slow:>10.1} {:>9.2}x", fast / slow);
+    }
 }
 
 /// `count` distinct /24 prefixes spread over unicast IPv4 space, away from 198.18.0.0/15.
@@ -260,6 +309,7 @@ fn kernel(repeat: u32) {
             met(fixed)
         );
     }
+    builds(repeat, &svmap, &invite);
 
     println!();
     println!(
