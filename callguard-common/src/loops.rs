@@ -12,18 +12,22 @@
 //!   repeat, as for callbacks, and a round costs a decrement and a branch.
 //!
 //! The build with the `may-goto` feature (loaded on Linux 6.9+; the daemon needs 5.18 for other
-//! helpers) loops with `may_goto` where a loop needs no count of its own: the header-line walk
-//! of requests, and the newline scan (`sip::next_newline`) of every reader, the first line, a
-//! value on a continuation line and the egress program's walk of answers included. The build
+//! helpers) loops with `may_goto` where a loop keeps its count in map memory or needs none: the
+//! header-line walks of requests (`sip::Parse`) and of the PBX's answers
+//! (`answer::AnswerWalk`), the answers' search for `stale=true`, and the newline scan
+//! (`sip::next_newline`) of every reader, the first line and a value on a continuation line
+//! included. The build
 //! without it keeps the callbacks and counted loops older kernels verify. Both run the same
 //! checks in the same order, so a packet gets the same verdict from either (the differential
 //! test runs both). In userspace [`rounds`] counts, and every scan ends by its own test first.
 //!
-//! A spent budget ends a loop early, and each reader fails closed then: a newline scan that
+//! A spent budget ends a loop early. The request reader fails closed then: a newline scan that
 //! stops finds no line end, so the line runs to the end of the payload and the headers are
-//! noted unread; a header walk that stops leaves them unread too. The one exception is the
-//! first line's scan in `Parse::begin`, which would leave the datagram "not SIP"; it runs
-//! first in its program run, within 129 rounds of a budget of millions, so it cannot happen.
+//! noted unread; a header walk that stops leaves them unread too. Two would fail open: the
+//! first line's scan in `Parse::begin` (the datagram would be "not SIP"), and the answer walk
+//! (a CSeq not reached leaves the method unknown, and the failure uncounted; a stale search cut
+//! short fails closed, counting a stale challenge as a failure). Neither can happen: a program
+//! run loops at most about 1,200 rounds, against a budget of millions.
 
 /// `false` when the kernel's loop budget for this program run is spent (`may_goto` jumps), else
 /// `true`. A loop that calls this at its head, and carries nothing the verifier tracks

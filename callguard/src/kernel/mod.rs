@@ -153,25 +153,18 @@ fn egress_pin(dir: &Path, iface: &str) -> PathBuf {
 }
 
 /// Removes every pin callguard made in `dir` (links first, so nothing filters against half-removed
-/// maps), then the directory, and waits (up to [`RELEASE_WAIT`]) until the kernel has let go of
-/// the XDP links, so that the filter is off when this returns. Returns the interfaces that were
-/// detached.
+/// maps), then the directory. Each link is detached before its pin goes ([`detach_link`]), so
+/// the filter is off when this returns. Returns the interfaces that were detached.
 pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut detached = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(detached);
     };
-    let (mut egress, mut others, mut staging, mut xdp_links) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), Vec::new());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(iface) = name.strip_prefix("link_") {
-            // Its id, read before the pin goes (the descriptor opened for it is closed at once:
-            // holding it would keep the link alive).
-            xdp_links.extend(PinnedLink::from_pin(e.path()).ok().and_then(|l| {
-                let info = FdLink::from(l).info().ok()?;
-                Some((iface.to_owned(), info.id()))
-            }));
+            detach_link(&e.path());
             std::fs::remove_file(e.path()).with_context(|| format!("unpinning {}", e.path().display()))?;
             detached.push(iface.to_owned());
         } else if name.starts_with("egress_") {
@@ -182,8 +175,9 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
             others.push(e.path());
         }
     }
-    // The kernel releases links in the order they were let go, the TCX ones after an RCU grace
-    // period: the XDP links go first, so that the filter is off as soon as this returns.
+    for p in &egress {
+        detach_link(p);
+    }
     for p in egress.into_iter().chain(others) {
         std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
     }
@@ -192,35 +186,45 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
         upgrade::remove(&s)?;
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
-    wait_released(&xdp_links);
     Ok(detached)
 }
 
-/// How long [`detach_all`] waits for the kernel to let go of the XDP links.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Waits until no link with one of these ids exists. The last reference to a link, a pin
-/// removed, is let go in a kernel work item, not by the unlink itself: until it runs, the
-/// program still filters (a loaded machine took long enough for a test's packets to meet it).
-/// A link some other process holds stays; it is named in a warning.
-fn wait_released(links: &[(String, u32)]) {
-    let deadline = std::time::Instant::now() + RELEASE_WAIT;
-    loop {
-        let alive: Vec<&(String, u32)> = {
-            let ids: std::collections::BTreeSet<u32> =
-                aya::programs::loaded_links().filter_map(Result::ok).map(|l| l.id()).collect();
-            links.iter().filter(|(_, id)| ids.contains(id)).collect()
-        };
-        if alive.is_empty() {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            for (iface, id) in alive {
-                tracing::warn!(iface, link = id, "the XDP link is still attached: another process holds it");
-            }
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+/// Detaches the link pinned at `pin` from its interface at once (`BPF_LINK_DETACH`, Linux 5.9+
+/// for XDP links), also when another process holds it. Removing the pin alone is not enough:
+/// the kernel lets go of a link whose last reference is gone in a work item of its own, and
+/// until that runs the program still filters (a loaded machine took long enough for packets
+/// sent right after `callguard detach` to meet it). A kernel that cannot detach the link this
+/// way leaves it to the unpin; the log says so. Written with the raw syscall: aya 0.14 has no
+/// call for it.
+fn detach_link(pin: &Path) {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    /// `union bpf_attr` for `BPF_OBJ_GET`: the path, then `bpf_fd` and `file_flags` (zero).
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let Ok(path) = CString::new(pin.as_os_str().as_encoded_bytes()) else { return };
+    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: a valid BPF_OBJ_GET attribute of the size passed; `path` lives across the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const get, size_of::<ObjGet>()) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` is the descriptor the call above opened, owned by nothing else.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let link_fd = link.as_raw_fd() as u32;
+    // SAFETY: `union bpf_attr` for BPF_LINK_DETACH is the link's descriptor, a u32.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, &raw const link_fd, size_of::<u32>()) };
+    if rc < 0 {
+        tracing::info!(
+            pin = %pin.display(),
+            error = %std::io::Error::last_os_error(),
+            "the kernel did not detach the link at once; it goes with its pin"
+        );
     }
 }
 
@@ -376,6 +380,7 @@ impl Kernel {
                 changed,
                 carried: None,
                 counters_from: None,
+                stats_not_carried: None,
             })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());
@@ -994,8 +999,13 @@ impl Datapath for Kernel {
     }
 
     fn detach(&mut self, iface: &str) -> Result<()> {
-        std::fs::remove_file(egress_pin(&self.pin_dir, iface)).ok();
+        let egress = egress_pin(&self.pin_dir, iface);
+        if egress.exists() {
+            detach_link(&egress);
+            std::fs::remove_file(&egress).ok();
+        }
         let pin = link_pin(&self.pin_dir, iface);
+        detach_link(&pin);
         Ok(std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?)
     }
 

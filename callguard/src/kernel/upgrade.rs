@@ -13,9 +13,9 @@
 //!
 //! What changes in the old state maps after the copy (it runs right before the first swap; the
 //! last swap follows once every guarded interface is attached) is not carried. The counters by
-//! (action, reason) are added up after the last swap instead, once the old program has
-//! stopped counting, into a half of the new array that no program writes (`STATS_SLOTS`): none
-//! is lost. A daemon killed half
+//! (action, reason) are copied then too, into a half of the new array that no program writes
+//! (`STATS_SLOTS`), and what the old program counted since is added there after the last swap,
+//! once its last runs have ended (20 ms later: a run takes microseconds). A daemon killed half
 //! way leaves the old program or the new one filtering with complete maps; the next start
 //! carries from whichever maps the links use and removes the crashed attempt's only after its
 //! own swap. Counters by rule and by signature start again from zero: their slots are handed
@@ -33,7 +33,7 @@ use callguard_common::{
     auth::{AuthState, UserAuth},
     limits::SourceState,
     maps,
-    stats::STATS_LEN,
+    stats::{STATS_LEN, STATS_SLOTS},
 };
 
 use crate::config::TableSizes;
@@ -226,9 +226,12 @@ pub struct Upgrade {
     pub changed: Vec<Changed>,
     /// What [`Upgrade::carry`] copied; `None` until it ran.
     pub carried: Option<Vec<Carried>>,
-    /// The old counters by (action, reason) that [`Upgrade::carry_counters`] adds up, as
-    /// [`Upgrade::carry`] found them (the map the links' program used then).
-    pub counters_from: Option<PathBuf>,
+    /// The old counters by (action, reason) (the map the links' program used when
+    /// [`Upgrade::carry`] ran) and what it copied from them, per slot and CPU:
+    /// [`Upgrade::carry_counters`] adds what they gained since.
+    pub counters_from: Option<(PathBuf, Vec<Vec<Counter>>)>,
+    /// Why [`Upgrade::carry`] could not copy the counters by (action, reason).
+    pub stats_not_carried: Option<String>,
 }
 
 /// Keys of a table walked at most this many times its capacity: a key the old program evicts
@@ -311,23 +314,36 @@ const CARRIED: [(&str, CarryFn); 5] = [
 /// grace period.
 const OLD_RUNS_END: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Adds the old counters by (action, reason), the program's and what earlier upgrades carried
-/// (an older layout may have no such half), into the second half of the new ones, which no
-/// program writes (`STATS_SLOTS`); returns the slots written.
-fn carry_stats(from: &Path, to: &Path) -> anyhow::Result<u64> {
+/// The old counters by (action, reason), per slot and CPU: the program's, plus what earlier
+/// upgrades carried into the second half (an older layout has none; one of another size is
+/// read for the slots both have).
+fn old_totals(from: &Path) -> anyhow::Result<Vec<Vec<Counter>>> {
     let old: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(from)?)?;
-    let mut new: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(to)?)?;
-    anyhow::ensure!(new.len() >= 2 * STATS_LEN, "the new counters have no half for carried counts");
-    for i in 0..STATS_LEN {
-        let mut sum: Vec<Counter> = old.get(&i, 0)?.iter().copied().collect();
-        if old.len() >= 2 * STATS_LEN {
-            for (s, c) in sum.iter_mut().zip(old.get(&(STATS_LEN + i), 0)?.iter()) {
-                *s = s.add(*c);
+    let slots = STATS_LEN.min(old.len());
+    (0..slots)
+        .map(|i| {
+            let mut sum: Vec<Counter> = old.get(&i, 0)?.iter().copied().collect();
+            if old.len() == STATS_SLOTS {
+                for (s, c) in sum.iter_mut().zip(old.get(&(STATS_LEN + i), 0)?.iter()) {
+                    *s = s.add(*c);
+                }
             }
-        }
+            Ok(sum)
+        })
+        .collect()
+}
+
+/// Adds `counts` (per slot and CPU) to the second half of the new counters, which no program
+/// writes (`STATS_SLOTS`); returns the slots written.
+fn add_carried(to: &Path, counts: &[Vec<Counter>]) -> anyhow::Result<u64> {
+    let mut new: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(to)?)?;
+    anyhow::ensure!(new.len() == STATS_SLOTS, "the new counters have no half for carried counts");
+    for (i, add) in (0..).zip(counts) {
+        let held = new.get(&(STATS_LEN + i), 0)?;
+        let sum: Vec<Counter> = held.iter().zip(add).map(|(h, a)| h.add(*a)).collect();
         new.set(STATS_LEN + i, PerCpuValues::try_from(sum)?, 0)?;
     }
-    Ok(u64::from(STATS_LEN))
+    Ok(counts.len() as u64)
 }
 
 impl Upgrade {
@@ -354,7 +370,22 @@ impl Upgrade {
                 .or(first)
         };
         if self.carried.is_none() {
-            self.counters_from = source(maps::STATS);
+            // The counters by reason as they stand, at once: if this upgrade stops before its
+            // last swap, the next start carries from these maps and keeps them. What the old
+            // program counts from here on is added after the last swap (`carry_counters`).
+            let stats = source(maps::STATS).map(|from| {
+                let copied = old_totals(&from)
+                    .and_then(|t| add_carried(&self.staging.join(maps::STATS), &t).map(|_| t));
+                (from, copied)
+            });
+            self.counters_from = match stats {
+                Some((from, Ok(snapshot))) => Some((from, snapshot)),
+                Some((_, Err(e))) => {
+                    self.stats_not_carried = Some(format!("{e:#}"));
+                    None
+                }
+                None => None,
+            };
         }
         self.carried.get_or_insert_with(|| {
             CARRIED
@@ -372,16 +403,28 @@ impl Upgrade {
         })
     }
 
-    /// Adds the old counters by (action, reason) into the new maps, once every link runs the
-    /// new program and the old one has stopped counting (after [`OLD_RUNS_END`]): into the
-    /// half of the new array no program writes, so nothing either program counts is lost.
-    /// Noted with what [`Upgrade::carry`] carried.
+    /// Adds what the old counters by (action, reason) gained since [`Upgrade::carry`] copied
+    /// them, once every link runs the new program and the old one's last runs have ended
+    /// (after [`OLD_RUNS_END`]): into the half of the new array no program writes, so nothing
+    /// either program counts is lost. Noted with what [`Upgrade::carry`] carried.
     pub fn carry_counters(&mut self) {
-        let Some(from) = self.counters_from.take() else { return };
-        std::thread::sleep(OLD_RUNS_END);
-        let carried = match carry_stats(&from, &self.staging.join(maps::STATS)) {
-            Ok(entries) => Carried { map: maps::STATS, entries, not_carried: None },
-            Err(e) => Carried { map: maps::STATS, entries: 0, not_carried: Some(format!("{e:#}")) },
+        let carried = match (self.counters_from.take(), self.stats_not_carried.take()) {
+            (Some((from, snapshot)), _) => {
+                std::thread::sleep(OLD_RUNS_END);
+                // What the old program counted since the copy in `carry`.
+                let gained = old_totals(&from).map(|now| {
+                    now.iter()
+                        .zip(&snapshot)
+                        .map(|(n, s)| n.iter().zip(s).map(|(n, s)| n.minus(*s)).collect())
+                        .collect::<Vec<Vec<Counter>>>()
+                });
+                match gained.and_then(|g| add_carried(&self.staging.join(maps::STATS), &g)) {
+                    Ok(entries) => Carried { map: maps::STATS, entries, not_carried: None },
+                    Err(e) => Carried { map: maps::STATS, entries: 0, not_carried: Some(format!("{e:#}")) },
+                }
+            }
+            (None, Some(why)) => Carried { map: maps::STATS, entries: 0, not_carried: Some(why) },
+            (None, None) => return,
         };
         self.carried.get_or_insert_with(Vec::new).push(carried);
     }
