@@ -167,9 +167,9 @@ pub const STATS_LEN: u32 = Action::COUNT * Reason::SLOTS;
 
 /// Size of [`crate::maps::STATS`]: the program's [`STATS_LEN`] counters, then as many holding
 /// what upgrades carried over from the maps before (slot `STATS_LEN + stats_index`), which only
-/// the daemon writes: an upgrade copies the old totals there before its first swap and adds
-/// what the old program counted since after its last, so no count is lost between the copy and
-/// the swap, and none to a program counting while the daemon writes.
+/// the daemon writes: an upgrade copies the old totals there before its first swap and again
+/// after its last, so no count is lost between the copy and the swap, and none to a program
+/// counting while the daemon writes.
 pub const STATS_SLOTS: u32 = 2 * STATS_LEN;
 
 /// Packets and bytes, kept per CPU (no atomics on the fast path) and summed by the daemon.
@@ -189,16 +189,6 @@ impl Counter {
     #[must_use]
     pub const fn add(self, other: Self) -> Self {
         Self { packets: self.packets + other.packets, bytes: self.bytes + other.bytes }
-    }
-
-    /// What this counter gained since it read `earlier` (zero where it reads less: a counter
-    /// only grows, so less means it was reset).
-    #[must_use]
-    pub const fn minus(self, earlier: Self) -> Self {
-        Self {
-            packets: self.packets.saturating_sub(earlier.packets),
-            bytes: self.bytes.saturating_sub(earlier.bytes),
-        }
     }
 }
 

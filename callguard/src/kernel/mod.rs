@@ -380,7 +380,6 @@ impl Kernel {
                 changed,
                 carried: None,
                 counters_from: None,
-                stats_not_carried: None,
             })
         };
         let maps_dir = upgrade.as_ref().map_or(pin_dir, |u| u.staging.as_path());

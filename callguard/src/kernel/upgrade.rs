@@ -14,8 +14,8 @@
 //! What changes in the old state maps after the copy (it runs right before the first swap; the
 //! last swap follows once every guarded interface is attached) is not carried. The counters by
 //! (action, reason) are copied then too, into a half of the new array that no program writes
-//! (`STATS_SLOTS`), and what the old program counted since is added there after the last swap,
-//! once its last runs have ended (20 ms later: a run takes microseconds). A daemon killed half
+//! (`STATS_SLOTS`), and copied again over that after the last swap, once the old program's last
+//! runs have ended (20 ms later: a run takes microseconds). A daemon killed half
 //! way leaves the old program or the new one filtering with complete maps; the next start
 //! carries from whichever maps the links use and removes the crashed attempt's only after its
 //! own swap. Counters by rule and by signature start again from zero: their slots are handed
@@ -226,12 +226,9 @@ pub struct Upgrade {
     pub changed: Vec<Changed>,
     /// What [`Upgrade::carry`] copied; `None` until it ran.
     pub carried: Option<Vec<Carried>>,
-    /// The old counters by (action, reason) (the map the links' program used when
-    /// [`Upgrade::carry`] ran) and what it copied from them, per slot and CPU:
-    /// [`Upgrade::carry_counters`] adds what they gained since.
-    pub counters_from: Option<(PathBuf, Vec<Vec<Counter>>)>,
-    /// Why [`Upgrade::carry`] could not copy the counters by (action, reason).
-    pub stats_not_carried: Option<String>,
+    /// The old counters by (action, reason): the map the links' program used when
+    /// [`Upgrade::carry`] copied them, which [`Upgrade::carry_counters`] copies again.
+    pub counters_from: Option<PathBuf>,
 }
 
 /// Keys of a table walked at most this many times its capacity: a key the old program evicts
@@ -298,11 +295,12 @@ fn pinned_id(path: &Path) -> Option<u32> {
 /// Copies one map's entries from the old pin to the new; returns how many.
 type CarryFn = fn(&Path, &Path) -> anyhow::Result<u64>;
 
-/// The maps whose entries are worth carrying before the swap: state only the kernel holds.
-/// Rules, signatures, limits and ports are written from the store and the configuration
-/// instead; the counters by (action, reason) after the swap ([`Upgrade::carry_counters`]).
-const CARRIED: [(&str, CarryFn); 5] = [
+/// The maps whose entries are worth carrying: state only the kernel holds. Rules, signatures,
+/// limits and ports are written from the store and the configuration instead. The counters by
+/// (action, reason) are copied again after the last swap ([`Upgrade::carry_counters`]).
+const CARRIED: [(&str, CarryFn); 6] = [
     (maps::SOURCES, carry_sources),
+    (maps::STATS, carry_stats),
     (maps::REGISTERED, carry_hash::<[u8; 16], u64>),
     (maps::AUTH, carry_hash::<[u8; 16], AuthState>),
     (maps::AUTH_USERS, carry_hash::<u64, UserAuth>),
@@ -333,17 +331,18 @@ fn old_totals(from: &Path) -> anyhow::Result<Vec<Vec<Counter>>> {
         .collect()
 }
 
-/// Adds `counts` (per slot and CPU) to the second half of the new counters, which no program
-/// writes (`STATS_SLOTS`); returns the slots written.
-fn add_carried(to: &Path, counts: &[Vec<Counter>]) -> anyhow::Result<u64> {
+/// Writes the old counters' totals ([`old_totals`] of `from`) into the second half of the new
+/// counters at `to`, which only this writes (`STATS_SLOTS`; no program does): run again, it
+/// replaces what it wrote before. Returns the slots written.
+fn carry_stats(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    let totals = old_totals(from)?;
     let mut new: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(open(to)?)?;
     anyhow::ensure!(new.len() == STATS_SLOTS, "the new counters have no half for carried counts");
-    for (i, add) in (0..).zip(counts) {
-        let held = new.get(&(STATS_LEN + i), 0)?;
-        let sum: Vec<Counter> = held.iter().zip(add).map(|(h, a)| h.add(*a)).collect();
-        new.set(STATS_LEN + i, PerCpuValues::try_from(sum)?, 0)?;
+    let slots = totals.len() as u64;
+    for (i, per_cpu) in (0..).zip(totals) {
+        new.set(STATS_LEN + i, PerCpuValues::try_from(per_cpu)?, 0)?;
     }
-    Ok(counts.len() as u64)
+    Ok(slots)
 }
 
 impl Upgrade {
@@ -370,22 +369,7 @@ impl Upgrade {
                 .or(first)
         };
         if self.carried.is_none() {
-            // The counters by reason as they stand, at once: if this upgrade stops before its
-            // last swap, the next start carries from these maps and keeps them. What the old
-            // program counts from here on is added after the last swap (`carry_counters`).
-            let stats = source(maps::STATS).map(|from| {
-                let copied = old_totals(&from)
-                    .and_then(|t| add_carried(&self.staging.join(maps::STATS), &t).map(|_| t));
-                (from, copied)
-            });
-            self.counters_from = match stats {
-                Some((from, Ok(snapshot))) => Some((from, snapshot)),
-                Some((_, Err(e))) => {
-                    self.stats_not_carried = Some(format!("{e:#}"));
-                    None
-                }
-                None => None,
-            };
+            self.counters_from = source(maps::STATS);
         }
         self.carried.get_or_insert_with(|| {
             CARRIED
@@ -403,30 +387,20 @@ impl Upgrade {
         })
     }
 
-    /// Adds what the old counters by (action, reason) gained since [`Upgrade::carry`] copied
-    /// them, once every link runs the new program and the old one's last runs have ended
-    /// (after [`OLD_RUNS_END`]): into the half of the new array no program writes, so nothing
-    /// either program counts is lost. Noted with what [`Upgrade::carry`] carried.
+    /// Copies the old counters by (action, reason) again, as [`Upgrade::carry`] did, once every
+    /// link runs the new program and the old one's last runs have ended (after
+    /// [`OLD_RUNS_END`]): what the old program counted between the two copies is kept, and the
+    /// new program's counts are not touched (the copy goes to the half no program writes).
+    /// A failure replaces the note of the first copy.
     pub fn carry_counters(&mut self) {
-        let carried = match (self.counters_from.take(), self.stats_not_carried.take()) {
-            (Some((from, snapshot)), _) => {
-                std::thread::sleep(OLD_RUNS_END);
-                // What the old program counted since the copy in `carry`.
-                let gained = old_totals(&from).map(|now| {
-                    now.iter()
-                        .zip(&snapshot)
-                        .map(|(n, s)| n.iter().zip(s).map(|(n, s)| n.minus(*s)).collect())
-                        .collect::<Vec<Vec<Counter>>>()
-                });
-                match gained.and_then(|g| add_carried(&self.staging.join(maps::STATS), &g)) {
-                    Ok(entries) => Carried { map: maps::STATS, entries, not_carried: None },
-                    Err(e) => Carried { map: maps::STATS, entries: 0, not_carried: Some(format!("{e:#}")) },
-                }
-            }
-            (None, Some(why)) => Carried { map: maps::STATS, entries: 0, not_carried: Some(why) },
-            (None, None) => return,
-        };
-        self.carried.get_or_insert_with(Vec::new).push(carried);
+        let Some(from) = self.counters_from.take() else { return };
+        std::thread::sleep(OLD_RUNS_END);
+        if let Err(e) = carry_stats(&from, &self.staging.join(maps::STATS)) {
+            let note = Carried { map: maps::STATS, entries: 0, not_carried: Some(format!("{e:#}")) };
+            let carried = self.carried.get_or_insert_with(Vec::new);
+            carried.retain(|c| c.map != maps::STATS);
+            carried.push(note);
+        }
     }
 
     /// Moves the new maps' pins over the old ones (each `rename` replaces its target at once),

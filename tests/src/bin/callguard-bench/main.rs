@@ -100,14 +100,15 @@ fn builds(repeat: u32, svmap: &[u8], invite: &[u8]) {
         "the two builds, same frames: loops through may_goto (Linux 6.9+) and through bpf_loop callbacks"
     );
     println!("{:<48} {:>10} {:>10} {:>10}", "row", "may_goto", "callbacks", "ratio");
-    let rows: [(String, &[u8]); 3] = [
-        (format!("drop: sipvicious OPTIONS, signature ({} B)", svmap.len()), svmap),
-        (format!("pass: phone INVITE, inspected ({} B)", invite.len()), invite),
-        (format!("egress: the PBX's 401 to a REGISTER ({} B)", challenge.len()), &challenge),
+    // Name, frame, and whether the egress program (else the XDP program) reads it.
+    let rows: [(String, &[u8], bool); 3] = [
+        (format!("drop: sipvicious OPTIONS, signature ({} B)", svmap.len()), svmap, false),
+        (format!("pass: phone INVITE, inspected ({} B)", invite.len()), invite, false),
+        (format!("egress: the PBX's 401 to a REGISTER ({} B)", challenge.len()), &challenge, true),
     ];
-    for (i, (name, frame)) in rows.iter().enumerate() {
+    for (name, frame, egress) in &rows {
         let [fast, slow] = kernels.each_mut().map(|k| {
-            if i == 2 {
+            if *egress {
                 per_packet(k.kernel.egress(), frame, repeat)
             } else {
                 per_packet(k.kernel.program(), frame, repeat)
