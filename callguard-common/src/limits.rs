@@ -117,13 +117,17 @@ pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
 /// ([`crate::maps::SOURCE_CACHE`]): its ban, and the tick in which its requests were over its
 /// rate, direct-mapped by source and read with one load where [`crate::maps::SOURCES`] needs a
 /// lookup. A slot holds the last source written of those that share it; a source not in its
-/// slot is looked up in the sources' map as before. A ban's slot may outlive its source's
-/// state when the LRU map evicts it (a flood of new sources): the slot keeps the ban, and the
-/// next of the source's packets to look its state up (every [`TOUCH_EVERY`]th the slot drops)
-/// writes the state back, banned, so that the ban no longer depends on the slot. A source
-/// whose state is evicted and whose slot another ban takes before that loses its kernel ban
-/// (the daemon's stored ban, if it was stored, still holds), as it would have without the
-/// cache once its state was evicted.
+/// slot is looked up in the sources' map as before.
+///
+/// A signature ban of a source without state (a scanner's first request, each packet of a
+/// spoofed flood) is written only here; the first packet the slot then drops writes it into
+/// the source's state (inserted banned), so a source that sends again holds its ban in both.
+/// A ban's slot may also outlive its source's state when the LRU map evicts it (a flood of
+/// new sources): the slot keeps the ban, and the next of the source's packets to look its
+/// state up (every [`TOUCH_EVERY`]th the slot drops) writes the state back, banned. A ban held
+/// only by its slot ends early when another source's ban takes the slot: the source's next
+/// request is read again (and banned again, if it is a scanner's); the daemon's stored ban,
+/// once stored, holds regardless.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceSlot {
@@ -144,16 +148,16 @@ pub struct SourceSlot {
     /// none. (A note left 2^32 jiffies ago, 50 days at `HZ=1000`, reads as this jiffy's: one
     /// tick of one source's requests dropped as over its rate.)
     pub over_jiffy: u32,
-    /// Packets the slot's ban has dropped (wrapping): every [`TOUCH_EVERY`]th looks the
-    /// source's state up, which keeps it recently used in the LRU map, and writes it back
-    /// banned if the map has evicted it.
+    /// Packets the slot's ban has dropped (wrapping): the first, and every [`TOUCH_EVERY`]th
+    /// after it, looks the source's state up, which keeps it recently used in the LRU map, and
+    /// writes the ban into it (inserting the state if there is none).
     pub hits: u32,
 }
 
 /// How often a banned source that keeps sending has its state looked up, in packets its
 /// source cache slot drops: see [`SourceSlot::hits`]. An entry the LRU map has not seen used
-/// for a while is the first a flood of new sources evicts (262,144 entries last about a third
-/// of a second under the benchmark's spoofed flood). Counted in packets, not time: a lookup
+/// for a while is the first that new sources' states evict (a spoofed flood of requests that
+/// match no signature inserts one a packet). Counted in packets, not time: a lookup
 /// once a period would cost each rarely seen source (a spoofed flood's repeats) a lookup for
 /// nearly every packet.
 pub const TOUCH_EVERY: u32 = 256;

@@ -45,8 +45,8 @@ pub const VERDICT: &str = "CG_VERDICT";
 
 /// Per-source rate state: `LruHashMap<[u8; 16], limits::SourceState>`; see [`crate::limits`].
 pub const SOURCES: &str = "CG_SOURCES";
-/// Scratch for a new source's state (a signature ban inserts it): `PerCpuArray<limits::SourceState>`
-/// of one slot.
+/// Scratch for a new source's state (a ban the source cache holds writes it):
+/// `PerCpuArray<limits::SourceState>` of one slot.
 pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
 /// What the kernel decided about a source before reading its datagram (its ban, its requests
 /// over the rate), direct-mapped by source (`limits::SourceSlot`, `limits::SOURCE_CACHE_SLOTS`).

@@ -31,6 +31,9 @@ pub(crate) struct Handoff {
     pub(crate) profiled: u32,
     /// The first fragment of a fragmented datagram.
     pub(crate) fragmented: bool,
+    /// The source had no state in `CG_SOURCES` when `police::before_reading` looked (`false`
+    /// when it did not look): a signature ban need not look again (`police::ban_for_signature`).
+    pub(crate) stateless: bool,
 }
 
 /// The SIP inspection programs by slot (`maps::SIP_NEXT`), set by the daemon at load.
@@ -74,4 +77,11 @@ pub(crate) fn taken() -> Option<Handoff> {
 #[inline(always)]
 pub(crate) fn taken_src() -> Option<Src> {
     CG_SIP_HANDOFF.get(0).map(|h| h.src)
+}
+
+/// Whether the source of the datagram handed over had no state when it was looked up
+/// ([`Handoff::stateless`]).
+#[inline(always)]
+pub(crate) fn taken_stateless() -> bool {
+    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.stateless)
 }

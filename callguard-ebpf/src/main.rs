@@ -301,9 +301,13 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     let payload_off = l3.l4_off + 8;
     // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a deny
     // rule) will treat it; so do the requests of a source over its rate for all requests.
+    let mut stateless = false;
     if profiled == 0
-        && let Some(reason) =
-            before_reading(&l3.src, l4.udp_payload >= 4 && begins_like_request(ctx, payload_off))
+        && let Some(reason) = before_reading(
+            &l3.src,
+            l4.udp_payload >= 4 && begins_like_request(ctx, payload_off),
+            &mut stateless,
+        )
     {
         return Verdict::new(Action::Drop, reason, 0);
     }
@@ -315,6 +319,7 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
             udp_payload: l4.udp_payload as u32,
             profiled,
             fragmented: l3.first_fragment,
+            stateless,
         },
     )
 }

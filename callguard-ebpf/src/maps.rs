@@ -92,8 +92,8 @@ pub(crate) static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pi
 #[map]
 pub(crate) static CG_SOURCE_CACHE: Array<SourceSlot> = Array::pinned(SOURCE_CACHE_SLOTS, 0);
 
-/// A new source's state as a signature ban inserts it: all zero but `banned_until`, written in
-/// place before the insert (`maps::SOURCE_NEW`).
+/// A source's state as the ban its source cache slot holds writes it back (`police::keep_ban`):
+/// all zero but `banned_until`, written in place before the insert (`maps::SOURCE_NEW`).
 #[map]
 pub(crate) static CG_SOURCE_NEW: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
 

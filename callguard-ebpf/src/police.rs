@@ -20,8 +20,16 @@ use crate::{
 
 /// Bans a source whose request matched an enforcing signature, unless it is banned already (so a
 /// scanner's later requests raise no further events).
+///
+/// A source with state has the ban written into it. A source without (a scanner's first
+/// request, every packet of a spoofed flood) gets it only in its source cache slot: its state is
+/// written, banned, when it sends again (see [`before_reading`]), not for a source that may never
+/// send again. An insert into the full LRU map, which evicts another source, costs about as
+/// much as the inspection before it (see the README's flood figures). Until that second packet the ban is held only by the slot, which another source's
+/// ban may take: the first source's next request is then read again, and banned again if it
+/// is a scanner's.
 #[inline(always)]
-pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
+pub(crate) fn ban_for_signature(src: Src, stateless: bool, sig_slot: u16, info: &sip::Info) {
     let Some(lim) = CG_LIMITS.get(0) else { return };
     if lim.sig_ban_ns == 0 {
         return;
@@ -29,22 +37,9 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
     let src = &source_key(src);
     // As of this CPU's tick (see `tick_ns`), the clock the ban checks read.
     let now = tick_ns();
-    // A source without state (every packet of a spoofed flood) is inserted banned: one map
-    // operation where a lookup, an insert and a lookup were, each a cache miss in a full map. (A
-    // source with state costs the failed insert and a lookup; the early ban check has already
-    // dropped the banned ones.)
-    // The new value comes from a map (all zero but this field), not the stack, which is full.
-    let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's copy of a per-CPU value, used only here during this program run.
-    let fresh = unsafe { &mut *fresh };
-    fresh.banned_until = now + lim.sig_ban_ns;
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "by value, the state would be copied onto the stack, which has no room for it"
-    )]
-    let inserted = CG_SOURCES.insert(src, &*fresh, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
-    if inserted.is_err() {
-        let Some(st) = CG_SOURCES.get_ptr_mut(src) else { return };
+    // `stateless`: the source had no state a moment ago, when `before_reading` looked. (Another
+    // CPU may have written one since: the slot's first hit then writes the ban into it.)
+    if !stateless && let Some(st) = CG_SOURCES.get_ptr_mut(src) {
         // SAFETY: as in `police`: an LRU value, valid for this program run.
         let st = unsafe { &mut *st };
         if st.banned_until > now {
@@ -76,11 +71,12 @@ pub(crate) fn ban_for_signature(src: Src, sig_slot: u16, info: &sip::Info) {
 /// The source cache (`CG_SOURCE_CACHE`) answers first: a ban, or a request in a jiffy in which
 /// the state already said `Rate` (the limits run at the tick's grain, and the streak's last
 /// reading is that tick's: see `SourceSlot::over_jiffy` for when the state would have said
-/// otherwise). Anything else looks the state up.
+/// otherwise). Anything else looks the state up; `stateless` is set when the source has none
+/// (passed on to [`ban_for_signature`], which then need not look again).
 /// A function of its own: inlined, its key would grow the main program's stack past what the
 /// verifier allows with the deepest call below it.
 #[inline(never)]
-pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
+pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> Option<Reason> {
     let key = source_key(*src);
     let cached = limits::cache_key(&key);
     let slot = CG_SOURCE_CACHE.get_ptr_mut(limits::cache_slot(cached));
@@ -91,14 +87,13 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
         if slot.key == cached {
             if slot.banned_until > tick_ns() {
                 slot.hits = slot.hits.wrapping_add(1);
-                if slot.hits % TOUCH_EVERY == 0 {
-                    // The lookup that marks the state recently used: a banned source that keeps
-                    // sending must not be the one a flood of new sources evicts. Evicted
-                    // already, the state is written back banned, so that the ban does not hang
-                    // on the slot.
-                    if CG_SOURCES.get_ptr(key).is_none() {
-                        restore_ban(&key, slot.banned_until);
-                    }
+                if slot.hits % TOUCH_EVERY == 1 {
+                    // The first packet the ban drops, and every TOUCH_EVERY-th after it: the
+                    // ban goes into the source's state, so that it no longer hangs on the slot
+                    // (a signature ban was written only here), and the lookup marks the state
+                    // recently used (a banned source that keeps sending must not be the one a
+                    // flood of new sources evicts).
+                    keep_ban(&key, slot.banned_until);
                 }
                 return Some(Reason::Banned);
             }
@@ -108,7 +103,10 @@ pub(crate) fn before_reading(src: &Src, request: bool) -> Option<Reason> {
             }
         }
     }
-    let st = CG_SOURCES.get_ptr_mut(key)?;
+    let Some(st) = CG_SOURCES.get_ptr_mut(key) else {
+        *stateless = true;
+        return None;
+    };
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
     // an update, as in `police`.
     let st = unsafe { &mut *st };
@@ -266,13 +264,22 @@ pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, k
     emit(src, kind, Reason::Banned, info.method, 0, 0, info.user_agent);
 }
 
-/// Writes the kernel's ban of the source key `key` until `until` back into `CG_SOURCES`, the
-/// LRU map having evicted its state while its source cache slot held the ban.
+/// Writes the kernel's ban of the source key `key` until `until`, which its source cache slot
+/// holds, into its state in `CG_SOURCES`: inserted if it has none (a signature ban, or a state
+/// the LRU map evicted), its ban raised if it ends sooner.
 #[inline(never)]
-fn restore_ban(key: &[u8; 16], until: u64) {
+fn keep_ban(key: &[u8; 16], until: u64) {
+    if let Some(st) = CG_SOURCES.get_ptr_mut(key) {
+        // SAFETY: a value of the LRU hash, valid for this program run (RCU).
+        let st = unsafe { &mut *st };
+        if st.banned_until < until {
+            st.banned_until = until;
+        }
+        return;
+    }
     let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's copy of a per-CPU value (all zero but this field, see
-    // `ban_for_signature`), used only here during this program run.
+    // SAFETY: this CPU's copy of a per-CPU value (all zero but this field), used only here
+    // during this program run.
     unsafe { (*fresh).banned_until = until };
     // A state another CPU wrote meanwhile stays.
     #[expect(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use callguard::{
     config::{Bucket, Config},
-    kernel::datapath::Datapath as _,
+    kernel::{datapath::Datapath as _, tables},
     net::{NetAction, Scope},
 };
 use callguard_common::{
@@ -276,12 +276,26 @@ fn a_spoofed_signature_flood_is_reported_within_the_event_budget() {
         assert_eq!(k.run(&sip_frame(&source(i), &svmap)), Action::Drop);
     }
     let secs = t0.elapsed().as_secs_f64();
+    // Banned without a state each (no insert into the sources' table for a source that may
+    // never send again), and counted as banned all the same.
+    let pins = k.kernel.pin_dir().to_path_buf();
+    let tables = || tables::read(&pins, callguard::clock::boot_ns()).expect("the tables");
+    let sources =
+        |t: &tables::Tables| t.tables.iter().find(|t| t.map == "CG_SOURCES").expect("CG_SOURCES").entries;
+    let t = tables();
+    assert_eq!((sources(&t), t.banned), (0, u64::from(SOURCES)), "states and kernel bans after the flood");
     // Every source is banned by the kernel, reported or not: its next request, of any kind, is
-    // dropped as banned.
+    // dropped as banned, and has its ban written into a state.
     let phone = &sipmsg::phones()[0].1;
     for i in 0..SOURCES {
         assert_eq!(k.run(&sip_frame(&source(i), phone)), Action::Drop, "{}", source(i));
     }
+    let t = tables();
+    assert_eq!(
+        (sources(&t), t.banned),
+        (u64::from(SOURCES), u64::from(SOURCES)),
+        "after a second packet each"
+    );
     assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, u64::from(SOURCES));
     let ev = events(&mut k);
     let budget = k.kernel.event_budget().expect("the event budget");
@@ -381,9 +395,12 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 
 /// The kernel's bans are also kept in a direct-mapped cache (`CG_SOURCE_CACHE`, a slot per hash
 /// of the source), read before the sources' map. An attacker who knows the hash can pick sources
-/// that share a slot: a second ban there must not lift the first (it stays in the sources' map),
-/// lifting one must not lift the other, a ban lifted while its slot still names it ends at once,
-/// and a source that only shares a slot with a banned one is not banned (IPv4 and IPv6 alike).
+/// that share a slot: once the banned source has sent again (its state then holds the ban), a
+/// second ban there must not lift the first, lifting one must not lift the other, a ban lifted
+/// while its slot still names it ends at once, and a source that only shares a slot with a
+/// banned one is not banned (IPv4 and IPv6 alike). A scanner that sent one request holds its
+/// ban in the slot alone: another ban taking the slot ends it, and its next request is read,
+/// and banned again if it is a scanner's.
 #[test]
 fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
     use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
@@ -406,12 +423,20 @@ fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
     assert_eq!(k.run(&sip_frame(banned6, &svmap)), Action::Drop);
     assert_eq!(k.run(&sip_frame(banned6, &phone)), Action::Drop, "the banned /64");
     assert_eq!(k.run(&sip_frame(other6, &phone)), Action::Pass, "a /64 in the same slot");
-    // Two IPv4 scanners banned, the second in the first's slot: both stay banned.
+    // A scanner's ban after one request: held by its slot alone, which the next ban in the slot
+    // takes. Its next request is read: a phone's passes, a scanner's is banned again.
+    assert_eq!(k.run(&sip_frame(&a, &svmap)), Action::Drop, "{a}'s scanner");
+    assert!(k.kernel.source(&source_key_v4(first)).unwrap().is_none(), "{a}'s ban: the slot alone");
+    assert_eq!(k.run(&sip_frame(&b, &svmap)), Action::Drop, "{b}'s scanner");
+    assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Pass, "{a}'s ban was its slot's");
+    // Two IPv4 scanners banned, each sending again, the second in the first's slot: both stay
+    // banned (the first packet a slot drops writes the ban into the source's state).
     for src in [&a, &b] {
         assert_eq!(k.run(&sip_frame(src, &svmap)), Action::Drop, "{src}'s scanner");
+        assert_eq!(k.run(&sip_frame(src, &phone)), Action::Drop, "{src} is banned");
     }
     for src in [&a, &b] {
-        assert_eq!(k.run(&sip_frame(src, &phone)), Action::Drop, "{src} is banned");
+        assert_eq!(k.run(&sip_frame(src, &phone)), Action::Drop, "{src} is still banned");
     }
     // The slot names the second, and holds its ban when the LRU map evicts its state.
     assert_eq!(k.source_cache_slot(&source_key_v4(first)).key, cache_key(&source_key_v4(second)));
@@ -427,9 +452,9 @@ fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
     k.kernel.forget_source(&v6(banned6)).unwrap();
     assert_eq!(k.run(&sip_frame(banned6, &phone)), Action::Pass, "{banned6}'s ban lifted");
     k.assert_counters(&[
-        (Action::Drop, Reason::Signature, 3),
-        (Action::Drop, Reason::Banned, 5),
-        (Action::Pass, Reason::Clean, 4),
+        (Action::Drop, Reason::Signature, 5),
+        (Action::Drop, Reason::Banned, 7),
+        (Action::Pass, Reason::Clean, 5),
     ]);
 }
 
@@ -478,10 +503,12 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     ]);
 }
 
-/// A banned source whose state the LRU map evicts (a flood of new sources) keeps its ban: its
-/// source cache slot drops it, and the 256th packet the slot drops writes the state back,
-/// banned, so that a ban taking the slot later (one spoofed scanner packet from an address an
-/// attacker picked to share it) does not lift it. The ban still ends on time.
+/// A scanner's signature ban is written into its state by the first packet its source cache
+/// slot drops after the ban (a source that sent once has no state: the ban is the slot's). A
+/// banned source whose state the LRU map then evicts (a flood of new sources) keeps its ban:
+/// its slot drops it, and the 256th packet the slot drops after the first writes the state
+/// back, banned, so that a ban taking the slot later (one spoofed scanner packet from an
+/// address an attacker picked to share it) does not lift it. The ban still ends on time.
 #[test]
 fn an_evicted_ban_is_written_back_and_ends_on_time() {
     use callguard_common::limits::{TOUCH_EVERY, cache_key, source_key_v4};
@@ -498,6 +525,10 @@ fn an_evicted_ban_is_written_back_and_ends_on_time() {
     let key = source_key_v4(banned);
     assert_eq!(k.run(&sip_frame(&a, &svmap)), Action::Drop, "{a}'s scanner");
     let banned_at = Instant::now();
+    assert!(k.kernel.source(&key).unwrap().is_none(), "{a}'s first ban is its slot's alone");
+    assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Drop, "the first packet the slot drops");
+    let state = k.kernel.source(&key).unwrap().expect("the ban written into a state");
+    assert_eq!(state.banned_until, k.source_cache_slot(&key).banned_until, "the slot's ban");
     assert!(k.evict_source(&key), "{a} had state");
     for i in 1..=TOUCH_EVERY {
         assert_eq!(k.run(&sip_frame(&a, &phone)), Action::Drop, "packet {i} from {a}");

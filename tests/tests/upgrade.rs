@@ -29,6 +29,9 @@ const BANNED: &str = "198.18.0.12";
 const CLEAN: &str = "198.18.0.13";
 /// A scanner, after the upgrade.
 const SCANNER: &str = "198.18.0.77";
+/// A scanner that sends one request while no daemon runs: the kernel's ban of it is held only
+/// by its source cache slot (it never sent again), and must outlast the upgrade.
+const SCANNED_ONCE: &str = "198.18.0.78";
 
 /// Packets from one source that the host stack received on the SIP port.
 fn delivered(t: &Topology, name: &str) -> u64 {
@@ -125,11 +128,13 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
             counter denied {{}}
             counter banned {{}}
             counter clean {{}}
+            counter once {{}}
             chain in {{
                 type filter hook input priority 0;
                 ip saddr {DENIED} udp dport 5060 counter name \"denied\"
                 ip saddr {BANNED} udp dport 5060 counter name \"banned\"
                 ip saddr {CLEAN} udp dport 5060 counter name \"clean\"
+                ip saddr {SCANNED_ONCE} udp dport 5060 counter name \"once\"
             }}
         }}"
     ));
@@ -149,6 +154,10 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
     assert!(banned_before > 0, "the flooding source was never let through: is the harness sending?");
     settle();
     assert_eq!(delivered(&t, "banned"), banned_before, "the kernel did not ban the flooding source");
+    let pbx: SocketAddr = format!("{PBX}:5060").parse().unwrap();
+    t.peer.ip(&["addr", "add", &format!("{SCANNED_ONCE}/24"), "dev", &t.peer_if]);
+    let once = t.peer.udp(format!("{SCANNED_ONCE}:5070").parse().unwrap());
+    once.send_to(&sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", PBX, false), pbx).unwrap();
 
     // A start with other table sizes: no pinned map of the sources fits.
     std::fs::write(&inst.config, std::fs::read_to_string(&inst.config).unwrap().replace("65536", "131072"))
@@ -177,6 +186,9 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
         "the kernel's own ban (never stored: no daemon ran) was lost in the upgrade"
     );
     assert!(delivered(&t, "clean") > clean_before, "the clean source's packets stopped reaching the host");
+    once.send_to(&sipmsg::keepalive(SCANNED_ONCE, PBX, 1), pbx).unwrap();
+    settle();
+    assert_eq!(delivered(&t, "once"), 0, "the ban of a scanner that sent once was lost in the upgrade");
     assert_eq!(capacity(&inst, "CG_SOURCES"), 131_072);
     // The counters by reason were carried: they hold the old program's drops too.
     let denied = reason_packets(&inst.stats(), "drop", "denied");

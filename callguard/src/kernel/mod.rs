@@ -886,19 +886,21 @@ impl Datapath for Kernel {
     }
 
     fn forget_source(&mut self, key: &[u8; 16]) -> Result<()> {
-        match self.sources.remove(key) {
-            Ok(()) => {}
-            // The state may be gone already (the LRU map evicted it), while the cache's slot
-            // still holds the ban: a delete of no key is ENOENT.
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // After the state: the program tests the cache first, and a slot that still names the
-        // source a moment longer only keeps the ban that long.
+        // The slot before the state: a packet the slot drops writes its ban into the state
+        // (`police::keep_ban` in the program), so a slot cleared after the state could put the
+        // ban back. Cleared first, the source's packets in between are looked up in the state,
+        // which only drops them as banned until it is removed.
         let cached = limits::cache_key(key);
         let slot = limits::cache_slot(cached);
         if self.source_cache.get(&slot, 0)?.key == cached {
             self.source_cache.set(slot, SourceSlot::default(), 0)?;
+        }
+        match self.sources.remove(key) {
+            Ok(()) => {}
+            // The state may be gone already (the LRU map evicted it, or a signature ban was
+            // held only by the slot): a delete of no key is ENOENT.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -1,18 +1,20 @@
 //! What the kernel's tables of sources hold, read from their pins without the rule service: the
 //! metrics count them on a blocking thread, because a full table (a quarter of a million
-//! sources under a spoofed flood, one system call each) must not hold the service's lock.
+//! sources under a spoofed flood, one system call each, and the source cache's 65,536 slots)
+//! must not hold the service's lock.
 
 use std::{
+    collections::HashSet,
     path::Path,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use callguard_common::{
     auth::{AuthState, UserAuth},
-    limits::SourceState,
+    limits::{self, SourceSlot, SourceState},
     maps,
 };
 
@@ -35,7 +37,9 @@ pub struct Tables {
     /// Per-source rate state ([`maps::SOURCES`]), registered sources, failed authentications by
     /// source and by user.
     pub tables: Vec<Table>,
-    /// Sources the kernel bans now (in [`maps::SOURCES`], a ban not yet over).
+    /// Sources the kernel bans now: a ban not yet over in [`maps::SOURCES`], or held only by
+    /// the source's slot of [`maps::SOURCE_CACHE`] (a signature ban of a source that has not
+    /// sent again).
     pub banned: u64,
 }
 
@@ -75,17 +79,35 @@ fn count<K: aya::Pod, V: aya::Pod>(
     Ok(n.min(u64::from(capacity)))
 }
 
+/// Bans the source cache pinned in `pin_dir` holds for sources not in `banned` (source keys as
+/// the cache holds them): the signature bans of sources that have not sent again.
+fn cached_bans(pin_dir: &Path, now_ns: u64, banned: &HashSet<[u64; 2]>) -> anyhow::Result<u64> {
+    let path = pin_dir.join(maps::SOURCE_CACHE);
+    let data =
+        MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
+    let cache: Array<MapData, SourceSlot> = Array::try_from(Map::Array(data))
+        .with_context(|| format!("map {} has an unexpected type", maps::SOURCE_CACHE))?;
+    let mut n = 0;
+    for slot in cache.iter() {
+        let slot = slot?;
+        if slot.banned_until > now_ns && !banned.contains(&slot.key) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Counts the tables pinned in `pin_dir`; `now_ns` is `CLOCK_BOOTTIME`, the clock of the bans.
 pub fn read(pin_dir: &Path, now_ns: u64) -> anyhow::Result<Tables> {
     let mut out = Tables::default();
     let (sources, capacity): (HashMap<MapData, [u8; 16], SourceState>, _) = open(pin_dir, maps::SOURCES)?;
-    let mut banned = 0;
+    let mut banned = HashSet::new();
     let entries = count(&sources, capacity, |key| {
         if sources.get(key, 0).is_ok_and(|s| s.banned_until > now_ns) {
-            banned += 1;
+            banned.insert(limits::cache_key(key));
         }
     })?;
-    out.banned = banned;
+    out.banned = banned.len() as u64 + cached_bans(pin_dir, now_ns, &banned)?;
     out.tables.push(Table { map: maps::SOURCES.into(), entries, capacity });
     let (registered, capacity): (HashMap<MapData, [u8; 16], u64>, _) = open(pin_dir, maps::REGISTERED)?;
     let entries = count(&registered, capacity, |_| ())?;
@@ -136,7 +158,7 @@ pub fn heartbeat_ns(pin_dir: &Path) -> anyhow::Result<u64> {
     let path = pin_dir.join(maps::HEARTBEAT);
     let data =
         MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
-    let beat: aya::maps::Array<MapData, u64> =
-        aya::maps::Array::try_from(Map::Array(data)).context("the heartbeat map has an unexpected type")?;
+    let beat: Array<MapData, u64> =
+        Array::try_from(Map::Array(data)).context("the heartbeat map has an unexpected type")?;
     Ok(beat.get(&0, 0)?)
 }

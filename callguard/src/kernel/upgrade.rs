@@ -5,8 +5,8 @@
 //! size cannot reuse what the running program pins. The daemon then loads its program with a
 //! complete new set of maps pinned beside the old ones (in `upgrade_N` under the pin directory),
 //! writes the rules into them from its store, carries over the state the kernel alone holds
-//! (rate state and bans, registered sources, failed authentications, the packet counters) where
-//! the old layout can be read as the new one, and then swaps the program into each pinned link
+//! (rate state and bans, the bans the source cache holds, registered sources, failed
+//! authentications, the packet counters) where the old layout can be read as the new one, and then swaps the program into each pinned link
 //! with `bpf_link_update`: every packet meets either the old program with the old maps or the
 //! new one with the new maps. Last, the new pins are renamed over the old ones (one `rename` each
 //! on bpffs) and the old maps go with the old program.
@@ -27,11 +27,11 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap, Map, MapData, MapType, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, Map, MapData, MapType, PerCpuArray, PerCpuValues};
 use callguard_common::{
     Counter,
     auth::{AuthState, UserAuth},
-    limits::SourceState,
+    limits::{SourceSlot, SourceState},
     maps,
     stats::{STATS_LEN, STATS_SLOTS},
 };
@@ -276,6 +276,24 @@ fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
     carry_hash_ordered::<[u8; 16], SourceState>(from, to, |s| s.banned_until > now)
 }
 
+/// The source cache's live bans, slot by slot (a signature ban of a source that has not sent
+/// again is held only there); the notes of sources over their rate last a jiffy and are left.
+fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    let now = crate::clock::boot_ns();
+    let old: Array<MapData, SourceSlot> = Array::try_from(open(from)?)?;
+    let mut new: Array<MapData, SourceSlot> = Array::try_from(open(to)?)?;
+    anyhow::ensure!(old.len() == new.len(), "{} slots, now {}", old.len(), new.len());
+    let mut n = 0;
+    for i in 0..old.len() {
+        let slot = old.get(&i, 0)?;
+        if slot.banned_until > now {
+            new.set(i, SourceSlot { over_jiffy: 0, ..slot }, 0)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Copies each CPU's counters slot by slot, as many slots as both arrays have.
 fn carry_per_cpu<V: aya::Pod>(from: &Path, to: &Path) -> anyhow::Result<u64> {
     let old: PerCpuArray<MapData, V> = PerCpuArray::try_from(open(from)?)?;
@@ -298,8 +316,9 @@ type CarryFn = fn(&Path, &Path) -> anyhow::Result<u64>;
 /// The maps whose entries are worth carrying: state only the kernel holds. Rules, signatures,
 /// limits and ports are written from the store and the configuration instead. The counters by
 /// (action, reason) are copied again after the last swap ([`Upgrade::carry_counters`]).
-const CARRIED: [(&str, CarryFn); 6] = [
+const CARRIED: [(&str, CarryFn); 7] = [
     (maps::SOURCES, carry_sources),
+    (maps::SOURCE_CACHE, carry_source_cache),
     (maps::STATS, carry_stats),
     (maps::REGISTERED, carry_hash::<[u8; 16], u64>),
     (maps::AUTH, carry_hash::<[u8; 16], AuthState>),
