@@ -14,10 +14,10 @@
 //! The build with the `may-goto` feature (loaded on Linux 6.9+; the daemon needs 5.18 for other
 //! helpers) loops with `may_goto` where a loop keeps its count in map memory or needs none: the
 //! header-line walks of requests (`sip::Parse`) and of the PBX's answers
-//! (`answer::AnswerWalk`), the answers' search for `stale=true`, and the newline scan
-//! (`sip::next_newline`) of every reader, the first line and a value on a continuation line
-//! included. The build
-//! without it keeps the callbacks and counted loops older kernels verify. Both run the same
+//! (`answer::AnswerWalk`), the answers' search for `stale=true` (all three through [`walk`]),
+//! and the newline scan (`sip::next_newline`, through [`rounds`]) of every reader, the first
+//! line and a value on a continuation line included. The build without it keeps the callbacks
+//! and counted loops older kernels verify. Both run the same
 //! checks in the same order, so a packet gets the same verdict from either (the differential
 //! test runs both). In userspace [`rounds`] counts, and every scan ends by its own test first.
 //!
@@ -57,5 +57,69 @@ pub fn rounds(bound: usize) -> impl Iterator<Item = ()> {
     #[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
     {
         (0..bound).map(|_| ())
+    }
+}
+
+/// Steps the state at `state` with `step` until `step` returns `false`, each round checked once
+/// by the verifier: with `may-goto` in the kernel, a [`may_loop`] loop; in the other build, a
+/// `bpf_loop` callback a round, at most `bound` rounds; in userspace, at most `bound` rounds.
+///
+/// A walk that must take its state from the verifier's tracking keeps it in map memory (the
+/// state is map memory: a per-CPU value), and `step` carries nothing else from one round to the
+/// next. In the `may_goto` loop the pointer is read back from the stack each round, so that LLVM
+/// keeps no field of the state in a register, where the verifier would track it exactly and see
+/// each round's state as new (its walk of the request reader then ran past its limit).
+///
+/// # Safety
+///
+/// `state` points to a value that is valid, and used by nothing else, for the whole walk.
+#[inline(always)]
+pub unsafe fn walk<T, F: FnMut(&mut T) -> bool>(state: *mut T, bound: u32, step: F) {
+    #[cfg(all(target_arch = "bpf", feature = "may-goto"))]
+    {
+        let (_, mut step) = (bound, step);
+        while may_loop() {
+            // SAFETY: the caller's promise; the read only hides the pointer from LLVM.
+            let state = unsafe { &mut *core::ptr::read_volatile(&raw const state) };
+            if !step(state) {
+                break;
+            }
+        }
+    }
+    #[cfg(all(target_arch = "bpf", not(feature = "may-goto")))]
+    {
+        /// What the callback gets through `bpf_loop`'s context: the state and the step, on the
+        /// caller's stack for the loop's length.
+        struct Walk<T, F> {
+            state: *mut T,
+            step: F,
+        }
+        extern "C" fn round<T, F: FnMut(&mut T) -> bool>(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+            // SAFETY: `ctx` is the Walk that `walk` passed to bpf_loop, alive during the loop;
+            // its state is valid and unshared (the caller's promise).
+            let w = unsafe { &mut *ctx.cast::<Walk<T, F>>() };
+            // SAFETY: as above.
+            if (w.step)(unsafe { &mut *w.state }) { 0 } else { 1 }
+        }
+        let mut w = Walk { state, step };
+        // SAFETY: the callback matches bpf_loop's contract and only uses `w` during the call.
+        unsafe {
+            aya_ebpf::helpers::bpf_loop(
+                bound,
+                round::<T, F> as *mut core::ffi::c_void,
+                (&raw mut w).cast(),
+                0,
+            );
+        }
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        // SAFETY: the caller's promise.
+        let (state, mut step) = (unsafe { &mut *state }, step);
+        for _ in 0..bound {
+            if !step(state) {
+                break;
+            }
+        }
     }
 }

@@ -4,17 +4,11 @@
 //! their own (`handup.rs`), and the failed authentications of each source (`auth.rs`). It never
 //! changes, holds back or drops what the host sends.
 
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-use aya_ebpf::helpers::bpf_loop;
 use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_skb_load_bytes, macros::classifier, programs::TcContext};
-#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
-use callguard_common::loops::may_loop;
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-use callguard_common::sip::HEADER_LINES;
 use callguard_common::{
     answer::{AnswerWalk, CALLGUARD_MARK, counter},
-    limits,
-    sip::{self, SCAN_LEN, Scratch},
+    limits, loops,
+    sip::{self, HEADER_LINES, SCAN_LEN, Scratch},
 };
 
 use crate::{
@@ -30,16 +24,6 @@ use crate::{
 fn callguard_egress(ctx: TcContext) -> i32 {
     let _ = read_answer(&ctx);
     TC_ACT_OK
-}
-
-/// One header line of the answer per call (`bpf_loop` callback): the verifier checks this body
-/// once instead of every iteration.
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let (Some(buf), Some(walk)) = (CG_EG_SCRATCH.get_ptr(0), CG_EG_WALK.get_ptr_mut(0)) else { return 1 };
-    // SAFETY: this CPU's scratch buffer and walk, filled by read_answer in this program run.
-    let (walk, buf) = unsafe { (&mut *walk, &*buf) };
-    if walk.step(buf) { 0 } else { 1 }
 }
 
 #[inline(always)]
@@ -150,45 +134,17 @@ fn read_answer(ctx: &TcContext) -> Option<()> {
     Some(())
 }
 
-/// One position of the `stale=true` search in the challenge (`bpf_loop` callback).
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-extern "C" fn stale_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let (Some(buf), Some(walk)) = (CG_EG_SCRATCH.get_ptr(0), CG_EG_WALK.get_ptr_mut(0)) else { return 1 };
-    // SAFETY: as in answer_step.
-    let (walk, buf) = unsafe { (&mut *walk, &*buf) };
-    if walk.stale_step(buf) { 1 } else { 0 }
-}
-
 /// Reads the answer's header lines into `walk`, then, for a challenge, searches it for
-/// `stale=true`: a `bpf_loop` callback per line and per position.
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-#[inline(always)]
-fn walk_answer(_buf: &Scratch, _walk: *mut AnswerWalk, challenge: bool) {
-    // SAFETY: the callback finds its state in the maps.
-    unsafe { bpf_loop(HEADER_LINES, answer_step as *mut _, core::ptr::null_mut(), 0) };
-    if challenge {
-        // SAFETY: as above.
-        unsafe { bpf_loop(SCAN_LEN as u32, stale_step as *mut _, core::ptr::null_mut(), 0) };
-    }
-}
-
-/// As above, in `may_goto` loops (see `callguard_common::loops`): no call per line or position.
-/// The walk keeps its counts.
-#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
+/// `stale=true`, a line or a position a round (see `callguard_common::loops::walk`). The walk
+/// keeps its counts.
 #[inline(always)]
 fn walk_answer(buf: &Scratch, walk: *mut AnswerWalk, challenge: bool) {
-    // Read back from the stack each round, as the request walk does (`inspect::walk_lines`):
-    // LLVM then keeps no field of the walk in a register, where the verifier would track it.
     // SAFETY: this CPU's walk, filled by read_answer in this run; nothing else uses it.
-    let walk_of = || unsafe { &mut *core::ptr::read_volatile(&raw const walk) };
-    while may_loop() {
-        if !walk_of().step(buf) {
-            break;
-        }
-    }
-    while challenge && may_loop() {
-        if walk_of().stale_step(buf) {
-            break;
-        }
+    unsafe { loops::walk(walk, HEADER_LINES, |w| w.step(buf)) };
+    if challenge {
+        // Eight positions a round: in the build with callbacks a round is a call, which cost
+        // more than the position's test (a challenge line is 150 positions or so).
+        // SAFETY: as above.
+        unsafe { loops::walk(walk, (SCAN_LEN / 8) as u32, move |w| (0..8).all(|_| !w.stale_step(buf))) };
     }
 }

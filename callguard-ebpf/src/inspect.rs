@@ -1,24 +1,21 @@
 //! SIP inspection of a UDP datagram to a guarded port: the header-line walk (a `may_goto` loop,
 //! or in the build for kernels before 6.9 a `bpf_loop` callback per line; see
-//! `callguard_common::loops`), the signature automata and the To value (hash and tag), each a
-//! `bpf_loop` callback the verifier checks once.
+//! `callguard_common::loops::walk`), the signature automata and the To value (hash and tag),
+//! each a `bpf_loop` callback the verifier checks once.
 
 use aya_ebpf::{
     helpers::{bpf_loop, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
-#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
-use callguard_common::loops::may_loop;
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-use callguard_common::sip::HEADER_LINES;
 use callguard_common::{
     Action, Reason,
     config::{
         FLAG_BAN_SIGNATURE, FLAG_DROP_FRAGMENTED_SIP, FLAG_DROP_NOT_SIP, FLAG_HANDUP_INVITE,
         FLAG_HANDUP_REGISTER,
     },
+    loops,
     sig::{self, DfaBank, DfaHead, Hit, MODE_DRY_RUN, MODE_ENFORCE},
-    sip::{self, FIELD_MAX, Kind, Parse, SCAN_LEN, Scratch, Span},
+    sip::{self, FIELD_MAX, HEADER_LINES, Kind, Parse, SCAN_LEN, Scratch, Span},
 };
 
 use crate::{
@@ -29,28 +26,6 @@ use crate::{
     police::{ban_for_signature, police},
     verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
 };
-
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-/// What [`header_step`] works on: this CPU's scratch buffer and parse state, looked up once by
-/// [`parse_sip`] and handed to every step through `bpf_loop`'s context (on its stack), instead of
-/// two map lookups a line.
-struct Lines {
-    buf: *const Scratch,
-    parse: *mut Parse,
-}
-
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
-/// One header line per call (`bpf_loop` callback): the verifier checks this body once instead of
-/// every iteration of a 64-line loop, which is what keeps SIP inspection within its limits.
-extern "C" fn header_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the Lines that parse_sip passed to bpf_loop, alive during the loop; its
-    // pointers are this CPU's scratch buffer and parse state, filled by parse_sip in this run.
-    let (parse, buf) = unsafe {
-        let lines = &*ctx.cast::<Lines>();
-        (&mut *lines.parse, &*lines.buf)
-    };
-    if parse.step(buf) { 0 } else { 1 }
-}
 
 /// The signature walk of one packet: the inputs of [`sig_step`] and its result. Lives on the
 /// caller's stack; `bpf_loop` hands the callback a pointer to it.
@@ -166,32 +141,12 @@ pub(crate) fn parse_sip(
     None
 }
 
-/// Reads the header lines into the parse state: one [`header_step`] callback per line.
-#[cfg(not(all(target_arch = "bpf", feature = "may-goto")))]
+/// Reads the header lines into the parse state, a line a round (see
+/// `callguard_common::loops::walk`). `Parse::step` counts the lines in map memory.
 #[inline(always)]
 fn walk_lines(buf: &Scratch, parse: *mut Parse) {
-    let mut lines = Lines { buf, parse };
-    // SAFETY: the callback matches bpf_loop's contract and only uses `lines` during the call.
-    unsafe {
-        bpf_loop(HEADER_LINES, header_step as *mut core::ffi::c_void, (&raw mut lines).cast(), 0);
-    }
-}
-
-/// Reads the header lines into the parse state: a `may_goto` loop (see
-/// `callguard_common::loops`), no call per line. `Parse::step` counts the lines in map memory.
-#[cfg(all(target_arch = "bpf", feature = "may-goto"))]
-#[inline(always)]
-fn walk_lines(buf: &Scratch, parse: *mut Parse) {
-    while may_loop() {
-        // Read back from the stack each round: LLVM then keeps no field of the parse state in a
-        // register across rounds, where the verifier would track it exactly and see each round's
-        // state as new (its walk then ran past its limit).
-        // SAFETY: this CPU's parse state, filled by parse_sip in this run; nothing else uses it.
-        let parse = unsafe { &mut *core::ptr::read_volatile(&raw const parse) };
-        if !parse.step(buf) {
-            break;
-        }
-    }
+    // SAFETY: this CPU's parse state, filled by parse_sip in this run; nothing else uses it.
+    unsafe { loops::walk(parse, HEADER_LINES, |p| p.step(buf)) };
 }
 
 /// The second stage of SIP inspection: the verdict on what [`parse_sip`] left in the parse
