@@ -57,6 +57,7 @@ pub mod datapath;
 pub mod fake;
 mod hints;
 pub mod objects;
+mod syscall;
 pub mod tables;
 pub mod upgrade;
 
@@ -194,37 +195,13 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
 /// the kernel lets go of a link whose last reference is gone in a work item of its own, and
 /// until that runs the program still filters (a loaded machine took long enough for packets
 /// sent right after `callguard detach` to meet it). A kernel that cannot detach the link this
-/// way leaves it to the unpin; the log says so. Written with the raw syscall: aya 0.14 has no
-/// call for it.
+/// way leaves it to the unpin; the log says so. Through [`syscall`]: aya 0.14 has no call for
+/// it.
 fn detach_link(pin: &Path) {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    /// `union bpf_attr` for `BPF_OBJ_GET`: the path, then `bpf_fd` and `file_flags` (zero).
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let Ok(path) = CString::new(pin.as_os_str().as_encoded_bytes()) else { return };
-    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    // SAFETY: a valid BPF_OBJ_GET attribute of the size passed; `path` lives across the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const get, size_of::<ObjGet>()) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: `fd` is the descriptor the call above opened, owned by nothing else.
-    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let link_fd = link.as_raw_fd() as u32;
-    // SAFETY: `union bpf_attr` for BPF_LINK_DETACH is the link's descriptor, a u32.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, &raw const link_fd, size_of::<u32>()) };
-    if rc < 0 {
-        tracing::info!(
-            pin = %pin.display(),
-            error = %std::io::Error::last_os_error(),
-            "the kernel did not detach the link at once; it goes with its pin"
-        );
+    use std::os::fd::AsFd as _;
+    let Ok(link) = syscall::obj_get(pin) else { return };
+    if let Err(error) = syscall::link_detach(link.as_fd()) {
+        tracing::info!(pin = %pin.display(), %error, "the kernel did not detach the link at once; it goes with its pin");
     }
 }
 

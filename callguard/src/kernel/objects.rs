@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use super::syscall::{self, Insn};
+
 /// A build of the XDP object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loops {
@@ -41,29 +43,6 @@ impl Loops {
     }
 }
 
-/// The leading fields of the kernel's `union bpf_attr` for `BPF_PROG_LOAD`; the kernel reads
-/// those it was given and takes the rest as zero.
-#[repr(C)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-}
-
-/// A BPF instruction as the kernel reads it (`struct bpf_insn`).
-#[repr(C)]
-struct Insn {
-    code: u8,
-    /// Destination register in the low nibble, source in the high one (both 0 here).
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
 /// An instruction on registers r0 only: opcode, offset, immediate.
 const fn insn(code: u8, off: i16, imm: i32) -> Insn {
     Insn { code, regs: 0, off, imm }
@@ -73,7 +52,6 @@ const fn insn(code: u8, off: i16, imm: i32) -> Insn {
 /// `may_goto +1; r0 = XDP_PASS; r0 = XDP_PASS; exit`. A kernel that does not know the
 /// instruction rejects it as an unknown opcode. Written by hand: aya has no probe for it.
 fn may_goto_loads() -> bool {
-    const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_XDP: u32 = 6;
     let prog = [
         insn(0xe5, 1, 0), // BPF_JMP | BPF_JCOND, src BPF_MAY_GOTO: may_goto +1
@@ -81,26 +59,13 @@ fn may_goto_loads() -> bool {
         insn(0xb7, 0, 2),
         insn(0x95, 0, 0), // BPF_JMP | BPF_EXIT
     ];
-    let license = c"GPL";
-    let attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 0,
-        log_size: 0,
-        log_buf: 0,
-    };
-    // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute of the size passed, whose pointers
-    // (the instructions, the license) live across the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &raw const attr, size_of::<ProgLoad>()) };
-    if fd < 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "the kernel refused a program with may_goto");
-        return false;
+    match syscall::prog_load(BPF_PROG_TYPE_XDP, &prog, c"GPL") {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "the kernel refused a program with may_goto");
+            false
+        }
     }
-    // SAFETY: `fd` is the program's descriptor, which the call above opened and nothing else uses.
-    unsafe { libc::close(fd as libc::c_int) };
-    true
 }
 
 #[cfg(test)]
