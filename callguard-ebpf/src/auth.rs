@@ -18,7 +18,7 @@ use crate::{
     events::{emit, emit_from, source_key},
     maps::{CG_AUTH, CG_AUTH_USERS, CG_EG_SCRATCH, CG_LIMITS, CG_REGISTERED, CG_SCRATCH},
     parse::Src,
-    police::{cache_ban, source_state},
+    police::{cache_ban, cached_ban, source_state},
 };
 
 /// This source's state in `CG_AUTH`, inserted (evicting the least recently seen) when absent.
@@ -84,6 +84,12 @@ pub(crate) fn note_answer(key: &[u8; 16], method: u8, status: u16, stale: bool, 
     let Some(src) = source_state(key) else { return };
     // SAFETY: as above, a value of CG_SOURCES.
     let src = unsafe { &mut *src };
+    // A signature ban held by the source's cache slot alone (`police::ban_for_signature`)
+    // stands: written into the state, not shortened, and not banned twice.
+    let held = cached_ban(key);
+    if src.banned_until < held {
+        src.banned_until = held;
+    }
     if src.banned_until <= now {
         src.banned_until = now + lim.auth_ban_ns;
         cache_ban(key, src.banned_until);

@@ -31,9 +31,10 @@ pub(crate) struct Handoff {
     pub(crate) profiled: u32,
     /// The first fragment of a fragmented datagram.
     pub(crate) fragmented: bool,
-    /// The source had no state in `CG_SOURCES` when `police::before_reading` looked (`false`
-    /// when it did not look): a signature ban need not look again (`police::ban_for_signature`).
-    pub(crate) stateless: bool,
+    /// 1: the source had no state in `CG_SOURCES` when `police::before_reading` looked (0 when
+    /// it did not look): a signature ban need not look again (`police::ban_for_signature`). A
+    /// byte, not a `bool`: a pinned hand-off may hold what an earlier program left there.
+    pub(crate) stateless: u8,
 }
 
 /// The SIP inspection programs by slot (`maps::SIP_NEXT`), set by the daemon at load.
@@ -83,5 +84,5 @@ pub(crate) fn taken_src() -> Option<Src> {
 /// ([`Handoff::stateless`]).
 #[inline(always)]
 pub(crate) fn taken_stateless() -> bool {
-    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.stateless)
+    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.stateless != 0)
 }

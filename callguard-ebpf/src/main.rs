@@ -319,7 +319,7 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
             udp_payload: l4.udp_payload as u32,
             profiled,
             fragmented: l3.first_fragment,
-            stateless,
+            stateless: u8::from(stateless),
         },
     )
 }

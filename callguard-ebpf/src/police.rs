@@ -266,7 +266,9 @@ pub(crate) fn ban(st: &mut SourceState, src: &[u8; 16], now: u64, ban_ns: u64, k
 
 /// Writes the kernel's ban of the source key `key` until `until`, which its source cache slot
 /// holds, into its state in `CG_SOURCES`: inserted if it has none (a signature ban, or a state
-/// the LRU map evicted), its ban raised if it ends sooner.
+/// the LRU map evicted), its ban raised if it ends sooner. Not inserted once the slot no
+/// longer holds that ban: the daemon lifting it clears the slot before it removes the state,
+/// and an insert after that would bring the lifted ban back.
 #[inline(never)]
 fn keep_ban(key: &[u8; 16], until: u64) {
     if let Some(st) = CG_SOURCES.get_ptr_mut(key) {
@@ -275,6 +277,14 @@ fn keep_ban(key: &[u8; 16], until: u64) {
         if st.banned_until < until {
             st.banned_until = until;
         }
+        return;
+    }
+    let cached = limits::cache_key(key);
+    let Some(slot) = CG_SOURCE_CACHE.get_ptr(limits::cache_slot(cached)) else { return };
+    // SAFETY: a value of the array, valid for this program run; read afresh, as another CPU or
+    // the daemon may have written it since the caller read it.
+    let held = unsafe { core::ptr::read_volatile(slot) };
+    if held.key != cached || held.banned_until != until {
         return;
     }
     let Some(fresh) = CG_SOURCE_NEW.get_ptr_mut(0) else { return };
@@ -288,6 +298,17 @@ fn keep_ban(key: &[u8; 16], until: u64) {
     )]
     // SAFETY: as above; read only by the insert.
     let _ = CG_SOURCES.insert(key, unsafe { &*fresh }, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
+}
+
+/// Until when the source cache holds a ban of the source `src` (0: its slot names another
+/// source, or no ban): a signature ban of a source that has not sent again is held there alone.
+#[inline(always)]
+pub(crate) fn cached_ban(src: &[u8; 16]) -> u64 {
+    let key = limits::cache_key(src);
+    match CG_SOURCE_CACHE.get(limits::cache_slot(key)) {
+        Some(slot) if slot.key == key => slot.banned_until,
+        _ => 0,
+    }
 }
 
 /// Writes the kernel's ban of the source `src` until `until` to its slot of the source cache,

@@ -453,7 +453,9 @@ pub struct SipPolicy {
     /// A request that matches an enforcing signature also bans its source for
     /// `sip.signature_ban_secs` (stored as an `auto` deny rule). Default `true`: the default
     /// signatures name attack tools, and a banned scanner's next tools (svwar, svcrack) are
-    /// dropped by the cheapest lookup, whatever they send. Authorized sources are never banned.
+    /// dropped by the cheapest lookup, whatever they send (a ban after one request is held by
+    /// the source's cache slot alone until the source sends again: another ban in the slot
+    /// ends it, see the README's "How it decides"). Authorized sources are never banned.
     pub signature_ban: bool,
     /// How long a signature ban lasts. One UDP packet with a forged source address is enough
     /// for it, so it is short: a forger who keeps a victim out must keep sending, and the

@@ -395,14 +395,14 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 
 /// The kernel's bans are also kept in a direct-mapped cache (`CG_SOURCE_CACHE`, a slot per hash
 /// of the source), read before the sources' map. An attacker who knows the hash can pick sources
-/// that share a slot: once the banned source has sent again (its state then holds the ban), a
+/// that share a slot. Once the banned source has sent again (its state then holds the ban), a
 /// second ban there must not lift the first, lifting one must not lift the other, a ban lifted
 /// while its slot still names it ends at once, and a source that only shares a slot with a
 /// banned one is not banned (IPv4 and IPv6 alike). A scanner that sent one request holds its
 /// ban in the slot alone: another ban taking the slot ends it, and its next request is read,
 /// and banned again if it is a scanner's.
 #[test]
-fn sources_that_share_a_source_cache_slot_keep_their_own_bans() {
+fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
     use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
     let first = [198, 18, 0, 66];
     let second = slot_mate(first);

@@ -186,9 +186,15 @@ fn an_upgrade_that_changes_the_maps_lets_nothing_through() {
         "the kernel's own ban (never stored: no daemon ran) was lost in the upgrade"
     );
     assert!(delivered(&t, "clean") > clean_before, "the clean source's packets stopped reaching the host");
+    let banned = reason_packets(&inst.stats(), "drop", "banned");
     once.send_to(&sipmsg::keepalive(SCANNED_ONCE, PBX, 1), pbx).unwrap();
     settle();
     assert_eq!(delivered(&t, "once"), 0, "the ban of a scanner that sent once was lost in the upgrade");
+    assert_eq!(
+        reason_packets(&inst.stats(), "drop", "banned"),
+        banned + 1,
+        "its keepalive, dropped as banned"
+    );
     assert_eq!(capacity(&inst, "CG_SOURCES"), 131_072);
     // The counters by reason were carried: they hold the old program's drops too.
     let denied = reason_packets(&inst.stats(), "drop", "denied");

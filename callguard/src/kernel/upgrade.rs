@@ -279,13 +279,16 @@ fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
 /// The source cache's live bans, slot by slot (a signature ban of a source that has not sent
 /// again is held only there); the notes of sources over their rate last a jiffy and are left.
 fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
+    use std::os::fd::AsFd as _;
     let now = crate::clock::boot_ns();
-    let old: Array<MapData, SourceSlot> = Array::try_from(open(from)?)?;
+    let old =
+        MapData::from_pin(from).with_context(|| format!("opening the map pinned at {}", from.display()))?;
     let mut new: Array<MapData, SourceSlot> = Array::try_from(open(to)?)?;
-    anyhow::ensure!(old.len() == new.len(), "{} slots, now {}", old.len(), new.len());
+    let len = old.info()?.max_entries();
+    anyhow::ensure!(len == new.len(), "{len} slots, now {}", new.len());
+    let slots: Vec<SourceSlot> = super::syscall::array_values(old.fd().as_fd(), len)?;
     let mut n = 0;
-    for i in 0..old.len() {
-        let slot = old.get(&i, 0)?;
+    for (i, slot) in (0..).zip(slots) {
         if slot.banned_until > now {
             new.set(i, SourceSlot { over_jiffy: 0, ..slot }, 0)?;
             n += 1;
