@@ -110,8 +110,14 @@ unsafe impl aya::Pod for Limits {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SourceState {}
 
-/// Slots of the source cache ([`crate::maps::SOURCE_CACHE`]).
+/// Slots of the source cache ([`crate::maps::SOURCE_CACHE`]) that hold sources.
 pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
+
+/// The index of the source cache's one further entry, which holds the key of its hash (see
+/// [`cache_slot`]) in the first word of `key`: written by the daemon, at random, when it
+/// creates the map, and kept with the map (a program that adopts the map adopts its key). The
+/// map has `SOURCE_CACHE_SLOTS + 1` entries.
+pub const SOURCE_CACHE_SEED: u32 = SOURCE_CACHE_SLOTS;
 
 /// What the kernel decided about a source before reading its datagram, in the source cache
 /// ([`crate::maps::SOURCE_CACHE`]): its ban, and the tick in which its requests were over its
@@ -188,12 +194,19 @@ pub const fn cache_key(key: &[u8; 16]) -> [u64; 2] {
     }
 }
 
-/// The source cache slot of a source key (multiplicative hashing of its words folded).
+/// The source cache slot of a source key under the cache's hash key `seed` (see
+/// [`SOURCE_CACHE_SEED`]): the key's words folded to 32 bits, times an odd multiplier drawn from
+/// the seed, the top 16 bits (multiplicative hashing, universal over a random multiplier: two
+/// folded values share a slot for about one multiplier in 32,768). With a secret seed an
+/// attacker cannot pick a source that takes another's slot; folding is one-to-one on IPv4
+/// addresses and on the /64s of one /48. A seed of 0 (a map not yet given one) uses a fixed
+/// multiplier.
 #[inline(always)]
-pub const fn cache_slot(key: [u64; 2]) -> u32 {
+pub const fn cache_slot(key: [u64; 2], seed: u64) -> u32 {
     let x = key[0] ^ key[1];
     let x = (x ^ (x >> 32)) as u32;
-    x.wrapping_mul(0x9e37_79b1) >> (32 - SOURCE_CACHE_SLOTS.trailing_zeros())
+    let m = if seed == 0 { 0x9e37_79b1 } else { (seed as u32) | 1 };
+    x.wrapping_mul(m) >> (32 - SOURCE_CACHE_SLOTS.trailing_zeros())
 }
 
 /// The key of a source: an IPv4 address as `::ffff:a.b.c.d`, an IPv6 address cut to its /64.

@@ -49,7 +49,8 @@ pub const SOURCES: &str = "CG_SOURCES";
 /// `PerCpuArray<limits::SourceState>` of one slot.
 pub const SOURCE_NEW: &str = "CG_SOURCE_NEW";
 /// What the kernel decided about a source before reading its datagram (its ban, its requests
-/// over the rate), direct-mapped by source (`limits::SourceSlot`, `limits::SOURCE_CACHE_SLOTS`).
+/// over the rate), direct-mapped by source (`limits::SourceSlot`, `limits::SOURCE_CACHE_SLOTS`
+/// slots and, past them, the key of the slots' hash, `limits::SOURCE_CACHE_SEED`).
 pub const SOURCE_CACHE: &str = "CG_SOURCE_CACHE";
 /// Rate limits and ban settings: `Array<limits::Limits>` of one slot.
 pub const LIMITS: &str = "CG_LIMITS";

@@ -87,10 +87,11 @@ pub(crate) static CG_PARSE: PerCpuArray<Parse> = PerCpuArray::with_max_entries(1
 pub(crate) static CG_SOURCES: LruHashMap<[u8; 16], SourceState> = LruHashMap::pinned(SOURCES_MAX, 0);
 
 /// What the kernel decided about a source before reading its datagram, direct-mapped by source
-/// (`maps::SOURCE_CACHE`): one load where `CG_SOURCES` needs a lookup. Pinned, so that every
+/// (`maps::SOURCE_CACHE`): one load where `CG_SOURCES` needs a lookup. Its last entry holds
+/// the key of the slots' hash (`limits::SOURCE_CACHE_SEED`). Pinned, so that every
 /// program sharing `CG_SOURCES` shares it too, and lifting a ban clears it for all of them.
 #[map]
-pub(crate) static CG_SOURCE_CACHE: Array<SourceSlot> = Array::pinned(SOURCE_CACHE_SLOTS, 0);
+pub(crate) static CG_SOURCE_CACHE: Array<SourceSlot> = Array::pinned(SOURCE_CACHE_SLOTS + 1, 0);
 
 /// A source's state as the ban its source cache slot holds writes it back (`police::keep_ban`):
 /// all zero but `banned_until`, written in place before the insert (`maps::SOURCE_NEW`).

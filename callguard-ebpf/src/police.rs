@@ -79,7 +79,7 @@ pub(crate) fn ban_for_signature(src: Src, stateless: bool, sig_slot: u16, info: 
 pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> Option<Reason> {
     let key = source_key(*src);
     let cached = limits::cache_key(&key);
-    let slot = CG_SOURCE_CACHE.get_ptr_mut(limits::cache_slot(cached));
+    let slot = CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached));
     if let Some(slot) = slot {
         // SAFETY: a value of the array, valid for this program run; other CPUs may write it
         // at once (see `cache_ban`), and `hits` is only a count.
@@ -280,7 +280,7 @@ fn keep_ban(key: &[u8; 16], until: u64) {
         return;
     }
     let cached = limits::cache_key(key);
-    let Some(slot) = CG_SOURCE_CACHE.get_ptr(limits::cache_slot(cached)) else { return };
+    let Some(slot) = CG_SOURCE_CACHE.get_ptr(slot_of(cached)) else { return };
     // SAFETY: a value of the array, valid for this program run; read afresh, as another CPU or
     // the daemon may have written it since the caller read it.
     let held = unsafe { core::ptr::read_volatile(slot) };
@@ -300,12 +300,20 @@ fn keep_ban(key: &[u8; 16], until: u64) {
     let _ = CG_SOURCES.insert(key, unsafe { &*fresh }, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
 }
 
+/// The source cache slot of a source key, under the key of the cache's hash (its entry
+/// `SOURCE_CACHE_SEED`, which the daemon writes when it creates the map).
+#[inline(always)]
+fn slot_of(key: [u64; 2]) -> u32 {
+    let seed = CG_SOURCE_CACHE.get(limits::SOURCE_CACHE_SEED).map_or(0, |s| s.key[0]);
+    limits::cache_slot(key, seed)
+}
+
 /// Until when the source cache holds a ban of the source `src` (0: its slot names another
 /// source, or no ban): a signature ban of a source that has not sent again is held there alone.
 #[inline(always)]
 pub(crate) fn cached_ban(src: &[u8; 16]) -> u64 {
     let key = limits::cache_key(src);
-    match CG_SOURCE_CACHE.get(limits::cache_slot(key)) {
+    match CG_SOURCE_CACHE.get(slot_of(key)) {
         Some(slot) if slot.key == key => slot.banned_until,
         _ => 0,
     }
@@ -316,7 +324,7 @@ pub(crate) fn cached_ban(src: &[u8; 16]) -> u64 {
 #[inline(always)]
 pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
     let key = limits::cache_key(src);
-    if let Some(slot) = CG_SOURCE_CACHE.get_ptr_mut(limits::cache_slot(key)) {
+    if let Some(slot) = CG_SOURCE_CACHE.get_ptr_mut(slot_of(key)) {
         // SAFETY: a value of the array, valid for this program run. Another CPU may read it
         // half written, for a packet or two: this source with the slot's earlier ban time, or
         // the slot's earlier source (never a third: see `SourceSlot::key`) with this one's ban

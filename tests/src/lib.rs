@@ -216,14 +216,20 @@ impl TestKernel {
         map.remove(key).is_ok()
     }
 
+    /// The index of the source cache slot (`CG_SOURCE_CACHE`) the source key `key` maps to,
+    /// under this kernel's hash key.
+    pub fn cache_slot_of(&self, key: &[u8; 16]) -> u32 {
+        use callguard_common::limits::{cache_key, cache_slot};
+        cache_slot(cache_key(key), self.kernel.source_cache_seed().expect("reading CG_SOURCE_CACHE"))
+    }
+
     /// The slot of the source cache (`CG_SOURCE_CACHE`) that the source key `key` maps to.
     pub fn source_cache_slot(&self, key: &[u8; 16]) -> callguard_common::limits::SourceSlot {
-        use callguard_common::limits::{cache_key, cache_slot};
         let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCE_CACHE);
         let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCE_CACHE");
         let map: aya::maps::Array<_, callguard_common::limits::SourceSlot> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("CG_SOURCE_CACHE is an array");
-        map.get(&cache_slot(cache_key(key)), 0).expect("reading CG_SOURCE_CACHE")
+        map.get(&self.cache_slot_of(key), 0).expect("reading CG_SOURCE_CACHE")
     }
 
     /// What `CG_AUTH_USERS` holds: failed authentications by user key.

@@ -172,6 +172,48 @@ fn wrong_passwords(loops: Loops) {
     assert_eq!(ban_events(&mut events), [(INVITER.parse().unwrap(), event::BAN_AUTH)]);
 }
 
+/// A guesser whose scanner request got its source a signature ban before the PBX's answers to
+/// its guesses came back: that ban, held by the source cache's slot alone (the source had no
+/// state), stands when the failures reach the limit. It is written into the state the
+/// failures create, not replaced by the shorter failed-password ban, and the source is not
+/// reported banned twice.
+#[test]
+fn failed_passwords_do_not_shorten_a_signature_ban_held_by_the_source_cache() {
+    use callguard_tests::{
+        default_signatures,
+        sipmsg::{self, SvTool},
+    };
+    const GUESSER: &str = "198.18.0.24";
+    let mut cfg = TestKernel::quiet();
+    cfg.auth.user_failures = 0;
+    cfg.sip.signature_ban = true;
+    cfg.sip.signature_ban_secs = 7200;
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let mut events = k.kernel.take_events().expect("the event ring");
+    for guess in 1..=5 {
+        assert_eq!(k.run(&request(GUESSER, "REGISTER", true)), Action::Pass, "guess {guess}");
+    }
+    let scan = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", PBX, false);
+    assert_eq!(
+        k.run(&Frame { sport: 5090, ..Frame::udp(GUESSER, 5060) }.payload(&scan).build()),
+        Action::Drop
+    );
+    assert!(k.kernel.source(&key(GUESSER)).unwrap().is_none(), "the signature ban: the slot's alone");
+    let slot = k.source_cache_slot(&key(GUESSER));
+    assert!(slot.banned_until > callguard::clock::boot_ns() + 7000 * 1_000_000_000, "{slot:?}");
+    for _ in 0..5 {
+        k.run_egress(&answer(GUESSER, 401, "REGISTER", false));
+    }
+    // Each answer took its guess (the fifth failure reached the limit, which starts the count
+    // anew).
+    assert_eq!(k.auth_state(&key(GUESSER)).expect("the guesser's failures").pending, [0, 0]);
+    assert_eq!(ban_events(&mut events), [(GUESSER.parse().unwrap(), event::BAN_SIGNATURE)], "banned once");
+    let state = k.kernel.source(&key(GUESSER)).unwrap().expect("the state the failures made");
+    assert_eq!(state.banned_until, slot.banned_until, "the signature ban, not the shorter one");
+    assert_eq!(k.source_cache_slot(&key(GUESSER)).banned_until, slot.banned_until);
+}
+
 /// The kernel counts as the model does: random requests (REGISTER or INVITE, with or without
 /// credentials) and answers (2xx, 401, 407, 403, 404, 100, stale or not) from eight sources
 /// through both programs, and the same through `AuthState`; failures, pending requests and bans

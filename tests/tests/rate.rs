@@ -58,11 +58,11 @@ fn events(k: &mut TestKernel) -> Vec<Event> {
     out
 }
 
-/// An IPv4 address whose source cache slot is `a`'s (as an attacker who knows the hash picks
-/// one).
-fn slot_mate(a: [u8; 4]) -> [u8; 4] {
-    use callguard_common::limits::{cache_key, cache_slot, source_key_v4};
-    let slot = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)));
+/// An IPv4 address whose source cache slot is `a`'s in `k` (as an attacker who knew the
+/// cache's hash key would pick one).
+fn slot_mate(k: &TestKernel, a: [u8; 4]) -> [u8; 4] {
+    use callguard_common::limits::source_key_v4;
+    let slot = |a: [u8; 4]| k.cache_slot_of(&source_key_v4(a));
     (0..=u32::from(u16::MAX))
         .flat_map(|i| {
             let [_, _, c, d] = i.to_be_bytes();
@@ -394,8 +394,8 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 }
 
 /// The kernel's bans are also kept in a direct-mapped cache (`CG_SOURCE_CACHE`, a slot per hash
-/// of the source), read before the sources' map. An attacker who knows the hash can pick sources
-/// that share a slot. Once the banned source has sent again (its state then holds the ban), a
+/// of the source under a key drawn for each map), read before the sources' map. An attacker
+/// who learnt the key could pick sources that share a slot (the test knows it). Once the banned source has sent again (its state then holds the ban), a
 /// second ban there must not lift the first, lifting one must not lift the other, a ban lifted
 /// while its slot still names it ends at once, and a source that only shares a slot with a
 /// banned one is not banned (IPv4 and IPv6 alike). A scanner that sent one request holds its
@@ -403,19 +403,27 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 /// and banned again if it is a scanner's.
 #[test]
 fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
-    use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
-    let first = [198, 18, 0, 66];
-    let second = slot_mate(first);
-    let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
-    let (banned6, other6) = ("2001:db8:1:2::1", "1:2:2001:db8::1");
-    assert_eq!(cache_slot(cache_key(&v6(banned6))), cache_slot(cache_key(&v6(other6))), "one slot");
-    assert_ne!(v6(banned6), v6(other6));
-
+    use callguard_common::limits::{cache_key, source_key_v4, source_key_v6};
     let mut cfg = quiet();
     cfg.sip.signature_ban = true;
     cfg.rate.ban_secs = 60;
     let mut k = TestKernel::with_config(&cfg);
     k.set_signatures(&default_signatures());
+    // The cache's hash key, drawn when the map is made: another map has another.
+    let seed = k.kernel.source_cache_seed().expect("the key");
+    assert_ne!(seed, 0, "no hash key drawn");
+    assert_ne!(TestKernel::with_config(&cfg).kernel.source_cache_seed().expect("the key"), seed);
+    let first = [198, 18, 0, 66];
+    let second = slot_mate(&k, first);
+    let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
+    let banned6 = "2001:db8:1:2::1";
+    // A /64 of another /48 in the same slot (within one /48 each slot holds one /64).
+    let other6 = (0..=u16::MAX)
+        .flat_map(|y| [format!("2001:db8:0:{y:x}::1"), format!("2001:db8:2:{y:x}::1")])
+        .find(|o| k.cache_slot_of(&v6(o)) == k.cache_slot_of(&v6(banned6)))
+        .expect("a /64 in the banned one's slot");
+    let other6 = other6.as_str();
+    assert_ne!(v6(banned6), v6(other6));
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let phone = sipmsg::phones()[0].1.clone();
     let (a, b) = (dotted(first), dotted(second));
@@ -466,13 +474,13 @@ fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
 fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     use callguard_common::limits::{cache_key, source_key_v4};
     let over = [198, 18, 0, 66];
-    let neighbour = slot_mate(over);
     let mut cfg = quiet();
     cfg.rate.requests = Bucket { rate: 1, burst: 2 };
     cfg.rate.ban_after_secs = 60;
     cfg.sip.signature_ban = true;
     let mut k = TestKernel::with_config(&cfg);
     k.set_signatures(&default_signatures());
+    let neighbour = slot_mate(&k, over);
     let register =
         sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
@@ -513,12 +521,12 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
 fn an_evicted_ban_is_written_back_and_ends_on_time() {
     use callguard_common::limits::{TOUCH_EVERY, cache_key, source_key_v4};
     let banned = [198, 18, 0, 66];
-    let picked = slot_mate(banned);
     let mut cfg = quiet();
     cfg.sip.signature_ban = true;
     cfg.sip.signature_ban_secs = 1;
     let mut k = TestKernel::with_config(&cfg);
     k.set_signatures(&default_signatures());
+    let picked = slot_mate(&k, banned);
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let phone = sipmsg::phones()[0].1.clone();
     let (a, p) = (dotted(banned), dotted(picked));

@@ -473,7 +473,28 @@ impl Kernel {
         k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
         k.kcfg = k.config.get(&CONFIG_KEY, 0)?;
+        k.seed_source_cache()?;
         Ok(k)
+    }
+
+    /// Gives a source cache that has no hash key yet (a map just created) a random one
+    /// (`limits::SOURCE_CACHE_SEED`); a map adopted keeps its own, which its slots are placed by.
+    fn seed_source_cache(&mut self) -> Result<()> {
+        if self.source_cache_seed()? != 0 {
+            return Ok(());
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow!("drawing the source cache's hash key: {e}"))?;
+        // Never 0, which means "none yet".
+        let seed = u64::from_ne_bytes(bytes) | 1;
+        let entry = SourceSlot { key: [seed, 0], ..SourceSlot::default() };
+        self.source_cache.set(limits::SOURCE_CACHE_SEED, entry, 0)?;
+        Ok(())
+    }
+
+    /// The source cache's hash key (0: none yet).
+    pub fn source_cache_seed(&self) -> Result<u64> {
+        Ok(self.source_cache.get(&limits::SOURCE_CACHE_SEED, 0)?.key[0])
     }
 
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
@@ -868,7 +889,7 @@ impl Datapath for Kernel {
         // ban back. Cleared first, the source's packets in between are looked up in the state,
         // which only drops them as banned until it is removed.
         let cached = limits::cache_key(key);
-        let slot = limits::cache_slot(cached);
+        let slot = limits::cache_slot(cached, self.source_cache_seed()?);
         if self.source_cache.get(&slot, 0)?.key == cached {
             self.source_cache.set(slot, SourceSlot::default(), 0)?;
         }

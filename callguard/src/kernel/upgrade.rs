@@ -31,7 +31,7 @@ use aya::maps::{Array, HashMap, Map, MapData, MapType, PerCpuArray, PerCpuValues
 use callguard_common::{
     Counter,
     auth::{AuthState, UserAuth},
-    limits::{SourceSlot, SourceState},
+    limits::{self, SourceSlot, SourceState},
     maps,
     stats::{STATS_LEN, STATS_SLOTS},
 };
@@ -276,8 +276,10 @@ fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
     carry_hash_ordered::<[u8; 16], SourceState>(from, to, |s| s.banned_until > now)
 }
 
-/// The source cache's live bans, slot by slot (a signature ban of a source that has not sent
-/// again is held only there); the notes of sources over their rate last a jiffy and are left.
+/// The source cache's live bans (a signature ban of a source that has not sent again is held
+/// only there), each placed by the new map's hash key (a release before the key had one
+/// fixed; see `limits::cache_slot`); of two that meet in a slot, the later ban. The notes of
+/// sources over their rate last a jiffy and are left.
 fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
     use std::os::fd::AsFd as _;
     let now = crate::clock::boot_ns();
@@ -285,16 +287,22 @@ fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
         MapData::from_pin(from).with_context(|| format!("opening the map pinned at {}", from.display()))?;
     let mut new: Array<MapData, SourceSlot> = Array::try_from(open(to)?)?;
     let len = old.info()?.max_entries();
-    anyhow::ensure!(len == new.len(), "{len} slots, now {}", new.len());
-    let slots: Vec<SourceSlot> = super::syscall::array_values(old.fd().as_fd(), len)?;
-    let mut n = 0;
-    for (i, slot) in (0..).zip(slots) {
-        if slot.banned_until > now {
-            new.set(i, SourceSlot { over_jiffy: 0, ..slot }, 0)?;
-            n += 1;
+    let held: Vec<SourceSlot> = super::syscall::array_values(old.fd().as_fd(), len)?;
+    // Only slots that hold sources: a map with a hash key holds it past them.
+    let held = &held[..held.len().min(limits::SOURCE_CACHE_SLOTS as usize)];
+    let seed = new.get(&limits::SOURCE_CACHE_SEED, 0)?.key[0];
+    let mut placed: BTreeMap<u32, SourceSlot> = BTreeMap::new();
+    for slot in held.iter().filter(|s| s.banned_until > now) {
+        let at = limits::cache_slot(slot.key, seed);
+        let e = placed.entry(at).or_insert(SourceSlot { over_jiffy: 0, hits: 0, ..*slot });
+        if slot.banned_until > e.banned_until {
+            *e = SourceSlot { over_jiffy: 0, hits: 0, ..*slot };
         }
     }
-    Ok(n)
+    for (&at, slot) in &placed {
+        new.set(at, *slot, 0)?;
+    }
+    Ok(placed.len() as u64)
 }
 
 /// Copies each CPU's counters slot by slot, as many slots as both arrays have.
