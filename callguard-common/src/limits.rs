@@ -114,9 +114,10 @@ unsafe impl aya::Pod for SourceState {}
 pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
 
 /// The index of the source cache's one further entry, which holds the key of its hash (see
-/// [`cache_slot`]) in the first word of `key`: written by the daemon, at random, when it
-/// creates the map, and kept with the map (a program that adopts the map adopts its key). The
-/// map has `SOURCE_CACHE_SLOTS + 1` entries.
+/// [`cache_slot`]) in `key`: written by the daemon, at random, when it creates the map, and
+/// kept with the map (a program that adopts the map adopts its key; an upgrade's new map draws
+/// its own and the carried bans are placed by it). The map has `SOURCE_CACHE_SLOTS + 1`
+/// entries.
 pub const SOURCE_CACHE_SEED: u32 = SOURCE_CACHE_SLOTS;
 
 /// What the kernel decided about a source before reading its datagram, in the source cache
@@ -195,18 +196,23 @@ pub const fn cache_key(key: &[u8; 16]) -> [u64; 2] {
 }
 
 /// The source cache slot of a source key under the cache's hash key `seed` (see
-/// [`SOURCE_CACHE_SEED`]): the key's words folded to 32 bits, times an odd multiplier drawn from
-/// the seed, the top 16 bits (multiplicative hashing, universal over a random multiplier: two
-/// folded values share a slot for about one multiplier in 32,768). With a secret seed an
-/// attacker cannot pick a source that takes another's slot; folding is one-to-one on IPv4
-/// addresses and on the /64s of one /48. A seed of 0 (a map not yet given one) uses a fixed
-/// multiplier.
+/// [`SOURCE_CACHE_SEED`]): each word of the key times an odd multiplier of its own drawn from
+/// the seed, summed, the top 16 bits (multiply-shift hashing, universal over random
+/// multipliers: two keys share a slot for about one pair of multipliers in 32,768). The key
+/// goes into each word before anything is merged, so no two keys share a slot whatever the
+/// seed: an IPv4 key's one word and a /64 key's other each meet their own multiplier. Within
+/// an IPv4 /16, and among the /64s of one /48, each slot holds exactly one source (their
+/// varying bytes are the word's top 16 bits). A seed of `[0, 0]` (a map not given one yet)
+/// uses fixed multipliers.
 #[inline(always)]
-pub const fn cache_slot(key: [u64; 2], seed: u64) -> u32 {
-    let x = key[0] ^ key[1];
-    let x = (x ^ (x >> 32)) as u32;
-    let m = if seed == 0 { 0x9e37_79b1 } else { (seed as u32) | 1 };
-    x.wrapping_mul(m) >> (32 - SOURCE_CACHE_SLOTS.trailing_zeros())
+pub const fn cache_slot(key: [u64; 2], seed: [u64; 2]) -> u32 {
+    let (m0, m1) = if seed[0] == 0 && seed[1] == 0 {
+        (0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f)
+    } else {
+        (seed[0] | 1, seed[1] | 1)
+    };
+    let h = key[0].wrapping_mul(m0).wrapping_add(key[1].wrapping_mul(m1));
+    (h >> (64 - SOURCE_CACHE_SLOTS.trailing_zeros())) as u32
 }
 
 /// The key of a source: an IPv4 address as `::ffff:a.b.c.d`, an IPv6 address cut to its /64.

@@ -304,7 +304,7 @@ fn keep_ban(key: &[u8; 16], until: u64) {
 /// `SOURCE_CACHE_SEED`, which the daemon writes when it creates the map).
 #[inline(always)]
 fn slot_of(key: [u64; 2]) -> u32 {
-    let seed = CG_SOURCE_CACHE.get(limits::SOURCE_CACHE_SEED).map_or(0, |s| s.key[0]);
+    let seed = CG_SOURCE_CACHE.get(limits::SOURCE_CACHE_SEED).map_or([0; 2], |s| s.key);
     limits::cache_slot(key, seed)
 }
 

@@ -61,14 +61,16 @@ fn events(k: &mut TestKernel) -> Vec<Event> {
 /// An IPv4 address whose source cache slot is `a`'s in `k` (as an attacker who knew the
 /// cache's hash key would pick one).
 fn slot_mate(k: &TestKernel, a: [u8; 4]) -> [u8; 4] {
-    use callguard_common::limits::source_key_v4;
-    let slot = |a: [u8; 4]| k.cache_slot_of(&source_key_v4(a));
+    use callguard_common::limits::{cache_key, cache_slot, source_key_v4};
+    let seed = k.kernel.source_cache_seed().expect("the cache's hash key");
+    let slot = |a: [u8; 4]| cache_slot(cache_key(&source_key_v4(a)), seed);
+    let target = slot(a);
     (0..=u32::from(u16::MAX))
         .flat_map(|i| {
             let [_, _, c, d] = i.to_be_bytes();
             [[198, 19, c, d], [203, 0, c, d]]
         })
-        .find(|m| slot(*m) == slot(a))
+        .find(|m| slot(*m) == target)
         .expect("two IPv4 sources in one slot")
 }
 
@@ -403,7 +405,7 @@ fn a_banned_source_is_dropped_unread_whatever_it_sends() {
 /// and banned again if it is a scanner's.
 #[test]
 fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
-    use callguard_common::limits::{cache_key, source_key_v4, source_key_v6};
+    use callguard_common::limits::{cache_key, cache_slot, source_key_v4, source_key_v6};
     let mut cfg = quiet();
     cfg.sip.signature_ban = true;
     cfg.rate.ban_secs = 60;
@@ -411,16 +413,17 @@ fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
     k.set_signatures(&default_signatures());
     // The cache's hash key, drawn when the map is made: another map has another.
     let seed = k.kernel.source_cache_seed().expect("the key");
-    assert_ne!(seed, 0, "no hash key drawn");
+    assert_ne!(seed, [0; 2], "no hash key drawn");
     assert_ne!(TestKernel::with_config(&cfg).kernel.source_cache_seed().expect("the key"), seed);
     let first = [198, 18, 0, 66];
     let second = slot_mate(&k, first);
     let v6 = |s: &str| source_key_v6(s.parse::<std::net::Ipv6Addr>().expect("an address").octets());
     let banned6 = "2001:db8:1:2::1";
     // A /64 of another /48 in the same slot (within one /48 each slot holds one /64).
+    let target = k.cache_slot_of(&v6(banned6));
     let other6 = (0..=u16::MAX)
         .flat_map(|y| [format!("2001:db8:0:{y:x}::1"), format!("2001:db8:2:{y:x}::1")])
-        .find(|o| k.cache_slot_of(&v6(o)) == k.cache_slot_of(&v6(banned6)))
+        .find(|o| cache_slot(cache_key(&v6(o)), seed) == target)
         .expect("a /64 in the banned one's slot");
     let other6 = other6.as_str();
     assert_ne!(v6(banned6), v6(other6));
@@ -639,4 +642,31 @@ fn a_source_over_its_rate_for_all_requests_is_dropped_unread_and_still_banned() 
         (2, 0),
         "the /64's scanner dropped unread"
     );
+}
+
+/// Keys that the hash of an earlier release put in one slot whatever its key, because it
+/// folded a key's words to 32 bits before the key went in: any /64 whose two halves XOR to an
+/// IPv4 source's fold shared that source's slot, so one forged IPv6 packet could end its
+/// slot-only ban. Under the keyed hash such /64s fall in the slots their multipliers give.
+#[test]
+fn no_source_shares_a_slot_whatever_the_key() {
+    use callguard_common::limits::{cache_key, source_key_v4};
+    let mut k = TestKernel::with_config(&quiet());
+    k.set_signatures(&default_signatures());
+    let victim = source_key_v4([198, 18, 0, 66]);
+    let w = cache_key(&victim)[1];
+    let fold = (w ^ (w >> 32)) as u32;
+    let target = k.cache_slot_of(&victim);
+    // Sixteen /64s (q, q ^ fold): each folded to the victim's 32 bits under the old hash.
+    let shared = (1..=16u32)
+        .map(|i| {
+            let q = i.wrapping_mul(0x0101_0101) ^ 0x2001_0db8;
+            let word = u64::from(q) | (u64::from(q ^ fold) << 32);
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&word.to_ne_bytes());
+            key
+        })
+        .filter(|key| k.cache_slot_of(key) == target)
+        .count();
+    assert!(shared < 4, "{shared} of 16 crafted /64s share the victim's slot");
 }

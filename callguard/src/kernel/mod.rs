@@ -480,21 +480,22 @@ impl Kernel {
     /// Gives a source cache that has no hash key yet (a map just created) a random one
     /// (`limits::SOURCE_CACHE_SEED`); a map adopted keeps its own, which its slots are placed by.
     fn seed_source_cache(&mut self) -> Result<()> {
-        if self.source_cache_seed()? != 0 {
+        if self.source_cache_seed()? != [0; 2] {
             return Ok(());
         }
-        let mut bytes = [0u8; 8];
+        let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|e| anyhow!("drawing the source cache's hash key: {e}"))?;
-        // Never 0, which means "none yet".
-        let seed = u64::from_ne_bytes(bytes) | 1;
-        let entry = SourceSlot { key: [seed, 0], ..SourceSlot::default() };
+        let (a, b) = bytes.split_at(8);
+        // Odd, and so never [0, 0], which means "none yet".
+        let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or_default()) | 1;
+        let entry = SourceSlot { key: [word(a), word(b)], ..SourceSlot::default() };
         self.source_cache.set(limits::SOURCE_CACHE_SEED, entry, 0)?;
         Ok(())
     }
 
-    /// The source cache's hash key (0: none yet).
-    pub fn source_cache_seed(&self) -> Result<u64> {
-        Ok(self.source_cache.get(&limits::SOURCE_CACHE_SEED, 0)?.key[0])
+    /// The source cache's hash key (`[0, 0]`: none yet).
+    pub fn source_cache_seed(&self) -> Result<[u64; 2]> {
+        Ok(self.source_cache.get(&limits::SOURCE_CACHE_SEED, 0)?.key)
     }
 
     /// The XDP program (for `BPF_PROG_TEST_RUN`).

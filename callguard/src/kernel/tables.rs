@@ -86,8 +86,9 @@ fn cached_bans(pin_dir: &Path, now_ns: u64, banned: &HashSet<[u64; 2]>) -> anyho
     let path = pin_dir.join(maps::SOURCE_CACHE);
     let data =
         MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
-    let len = data.info()?.max_entries();
-    // One system call for the 65,536 slots, not one each: the metrics read this once a second.
+    // The slots, not the hash key past them. One system call for the 65,536, not one each:
+    // the metrics read this once a second.
+    let len = data.info()?.max_entries().min(limits::SOURCE_CACHE_SLOTS);
     let slots: Vec<SourceSlot> = super::syscall::array_values(data.fd().as_fd(), len)
         .with_context(|| format!("reading {}", maps::SOURCE_CACHE))?;
     Ok(slots.iter().filter(|s| s.banned_until > now_ns && !banned.contains(&s.key)).count() as u64)

@@ -290,7 +290,7 @@ fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
     let held: Vec<SourceSlot> = super::syscall::array_values(old.fd().as_fd(), len)?;
     // Only slots that hold sources: a map with a hash key holds it past them.
     let held = &held[..held.len().min(limits::SOURCE_CACHE_SLOTS as usize)];
-    let seed = new.get(&limits::SOURCE_CACHE_SEED, 0)?.key[0];
+    let seed = new.get(&limits::SOURCE_CACHE_SEED, 0)?.key;
     let mut placed: BTreeMap<u32, SourceSlot> = BTreeMap::new();
     for slot in held.iter().filter(|s| s.banned_until > now) {
         let at = limits::cache_slot(slot.key, seed);
