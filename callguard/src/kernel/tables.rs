@@ -82,16 +82,19 @@ fn count<K: aya::Pod, V: aya::Pod>(
 /// Bans the source cache pinned in `pin_dir` holds for sources not in `banned` (source keys as
 /// the cache holds them): the signature bans of sources that have not sent again.
 fn cached_bans(pin_dir: &Path, now_ns: u64, banned: &HashSet<[u64; 2]>) -> anyhow::Result<u64> {
-    use std::os::fd::AsFd as _;
-    let path = pin_dir.join(maps::SOURCE_CACHE);
-    let data =
-        MapData::from_pin(&path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
-    // The slots, not the hash key past them. One system call for the 65,536, not one each:
-    // the metrics read this once a second.
-    let len = data.info()?.max_entries().min(limits::SOURCE_CACHE_SLOTS);
-    let slots: Vec<SourceSlot> = super::syscall::array_values(data.fd().as_fd(), len)
-        .with_context(|| format!("reading {}", maps::SOURCE_CACHE))?;
+    let slots = source_cache_slots(&pin_dir.join(maps::SOURCE_CACHE))?;
     Ok(slots.iter().filter(|s| s.banned_until > now_ns && !banned.contains(&s.key)).count() as u64)
+}
+
+/// The slots of the source cache pinned at `path` (not the hash key past them), read with one
+/// system call, not one a slot: the metrics read them once a second, an upgrade carries them.
+pub fn source_cache_slots(path: &Path) -> anyhow::Result<Vec<SourceSlot>> {
+    use std::os::fd::AsFd as _;
+    let data =
+        MapData::from_pin(path).with_context(|| format!("opening the map pinned at {}", path.display()))?;
+    let len = data.info()?.max_entries().min(limits::SOURCE_CACHE_SLOTS);
+    super::syscall::array_values(data.fd().as_fd(), len)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Counts the tables pinned in `pin_dir`; `now_ns` is `CLOCK_BOOTTIME`, the clock of the bans.

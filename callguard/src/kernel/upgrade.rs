@@ -281,15 +281,9 @@ fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
 /// fixed; see `limits::cache_slot`); of two that meet in a slot, the later ban. The notes of
 /// sources over their rate last a jiffy and are left.
 fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
-    use std::os::fd::AsFd as _;
     let now = crate::clock::boot_ns();
-    let old =
-        MapData::from_pin(from).with_context(|| format!("opening the map pinned at {}", from.display()))?;
     let mut new: Array<MapData, SourceSlot> = Array::try_from(open(to)?)?;
-    let len = old.info()?.max_entries();
-    let held: Vec<SourceSlot> = super::syscall::array_values(old.fd().as_fd(), len)?;
-    // Only slots that hold sources: a map with a hash key holds it past them.
-    let held = &held[..held.len().min(limits::SOURCE_CACHE_SLOTS as usize)];
+    let held = super::tables::source_cache_slots(from)?;
     let seed = new.get(&limits::SOURCE_CACHE_SEED, 0)?.key;
     let mut placed: BTreeMap<u32, SourceSlot> = BTreeMap::new();
     for slot in held.iter().filter(|s| s.banned_until > now) {
