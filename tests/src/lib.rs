@@ -155,6 +155,11 @@ impl TestKernel {
         Self { kernel, dir }
     }
 
+    /// The pin directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Makes the kernel's network maps hold exactly `rules`, compiled as the daemon does.
     pub fn set_rules(&mut self, rules: &[NetRule]) {
         let compiled = net::compile(rules, &callguard::clock::Clock::now());

@@ -343,6 +343,35 @@ impl Instance {
         Self { dir, pin_dir, config, netns: netns.name.clone() }
     }
 
+    /// Another instance in the same namespace on the same pin directory, with a directory,
+    /// configuration, store and socket of its own.
+    pub fn sharing_pins(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("callguard.toml");
+        let text = std::fs::read_to_string(&self.config)
+            .expect("reading config")
+            .replace(&self.dir.path().display().to_string(), &dir.path().display().to_string());
+        std::fs::write(&config, text).expect("writing config");
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod config");
+        Self { dir, pin_dir: self.pin_dir.clone(), config, netns: self.netns.clone() }
+    }
+
+    /// Starts `callguard run` without waiting for it to come up: for a daemon that should not.
+    pub fn spawn_run(&self) -> Spawned {
+        let log = self.dir.path().join(format!("daemon-{}.log", unique("run")));
+        let file = File::create(&log).expect("log file");
+        let child = self
+            .command(&["run"])
+            .env("CALLGUARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("starting callguard run");
+        Spawned { child: Some(child), log }
+    }
+
     /// `callguard -c <config> <args>` run to completion in the namespace; returns stdout.
     /// Panics with stderr when it fails.
     pub fn cli(&self, args: &[&str]) -> String {

@@ -816,6 +816,21 @@ fn the_daemon_runs_with_exactly_the_units_capabilities() {
         .expect("setpriv");
     assert!(!nobody.status.success(), "uid 65534 was served: {}", String::from_utf8_lossy(&nobody.stdout));
     assert!(inst.cli_output(&["status"]).status.success(), "root still is");
+    // Nor can it take the filter off, and it is told why (not "nothing attached").
+    let detach = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(callguard_tests::netns::binary())
+        .args(["detach", "--pin-dir", inst.pin_dir.to_str().unwrap()])
+        .output()
+        .expect("setpriv");
+    let said = String::from_utf8_lossy(&detach.stderr);
+    assert!(!detach.status.success(), "uid 65534: {}", String::from_utf8_lossy(&detach.stdout));
+    assert!(said.contains("reading the pin directory") && said.contains("Permission denied"), "{said}");
+    assert_eq!(
+        callguard::kernel::pinned_interfaces(&inst.pin_dir),
+        std::slice::from_ref(&t.pbx_if),
+        "the link is still pinned"
+    );
 }
 
 /// The unit's capability bounding set as the kernel's bit mask (`linux/capability.h` numbers).

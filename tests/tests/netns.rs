@@ -191,6 +191,43 @@ fn filtering_survives_stop_restart_and_kill9_without_losing_rules() {
     assert_eq!(listeners.drain().values().sum::<usize>(), 2);
 }
 
+/// Two daemons on one pin directory would each write their own store's rules into the same maps
+/// (and swap their program into each other's links): a second `callguard run`, with a store and
+/// socket of its own (nothing but the pins shared, so its socket check cannot catch it), must
+/// refuse before it touches them, naming the first, and the first's rule keeps enforcing.
+#[test]
+fn a_second_daemon_on_the_same_pins_is_refused_and_changes_nothing() {
+    let t = Topology::new();
+    let inst = Instance::new(&t.pbx, &t.pbx_if, "");
+    let listeners = Listeners::new(&t);
+    let daemon = inst.start();
+    inst.cli(&["net", "deny", "198.18.0.10"]);
+
+    let second = inst.sharing_pins();
+    let (ok, log) = second.spawn_run().wait(Duration::from_secs(20));
+    // Its empty store wrote nothing: the first one's rule holds, in the kernel and in its API.
+    send(&t, "198.18.0.10", GUARDED, 3);
+    send(&t, "198.18.0.11", GUARDED, 3);
+    let got = listeners.drain();
+    assert_eq!(got.get(&("198.18.0.10".parse().unwrap(), GUARDED)), None, "{got:?}\n{log}");
+    assert_eq!(got.get(&("198.18.0.11".parse().unwrap(), GUARDED)), Some(&3), "{got:?}");
+    assert!(inst.cli(&["net", "list"]).contains("198.18.0.10/32"));
+    assert!(!ok, "a second daemon ran on the same pins:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "pin directory {} is held by process {}",
+            inst.pin_dir.display(),
+            daemon.pid()
+        )),
+        "{log}"
+    );
+
+    // Once the first has stopped, the pins are free: a daemon on them comes up and adopts them.
+    daemon.stop();
+    let daemon = second.start();
+    assert!(daemon.log().contains("Adopted"), "{}", daemon.log());
+}
+
 #[test]
 fn reload_applies_the_configuration_difference() {
     let t = Topology::new();

@@ -469,6 +469,39 @@ fn sources_sharing_a_source_cache_slot_keep_their_bans_once_they_send_again() {
     ]);
 }
 
+/// A restarted daemon adopts the pinned source cache with its hash key: its program finds each
+/// source in the slot the running one wrote, so a ban the cache alone holds (a scanner seen
+/// once, maybe forged) outlives the restart, and the key an attacker would have to learn by
+/// flooding is not drawn anew.
+#[test]
+fn a_restart_adopting_the_source_cache_keeps_its_key_and_its_bans() {
+    use callguard_common::limits::source_key_v4;
+    let mut cfg = quiet();
+    cfg.sip.signature_ban = true;
+    let mut before = TestKernel::with_config(&cfg);
+    before.set_signatures(&default_signatures());
+    let seed = before.kernel.source_cache_seed().expect("the key");
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let phone = sipmsg::phones()[0].1.clone();
+    let scanner = [198, 18, 0, 77];
+    assert_eq!(before.run(&sip_frame(&dotted(scanner), &svmap)), Action::Drop);
+    assert!(before.kernel.source(&source_key_v4(scanner)).unwrap().is_none(), "the slot alone holds the ban");
+    // The restart: the same build loaded again on the same pins, as the daemon does.
+    let mut after = TestKernel::in_dir(before.dir().to_owned(), &cfg);
+    assert_eq!(after.kernel.source_cache_seed().expect("the key"), seed, "the key was drawn again");
+    assert_eq!(
+        after.run(&sip_frame(&dotted(scanner), &phone)),
+        Action::Drop,
+        "the ban ended with the restart"
+    );
+    assert_eq!(after.run(&sip_frame("198.18.0.78", &phone)), Action::Pass, "another source");
+    after.assert_counters(&[
+        (Action::Drop, Reason::Signature, 1),
+        (Action::Drop, Reason::Banned, 1),
+        (Action::Pass, Reason::Clean, 1),
+    ]);
+}
+
 /// A source over its rate for all requests is noted in the source cache, so that its next
 /// requests in the same jiffy are dropped without a lookup. The note names the source whole: a
 /// source that shares its slot is not limited by it; and a live ban keeps its slot against

@@ -56,7 +56,8 @@ pub enum Command {
     ///
     /// Without a configuration file the built-in defaults apply (see `callguard config default`).
     /// The program, its link and maps are pinned, so filtering continues after the daemon
-    /// stops; a restarted daemon adopts them.
+    /// stops; a restarted daemon adopts them. One daemon at a time per pin directory: a second
+    /// one exits at once, naming the process that holds it.
     Run {
         /// Interface to guard (repeatable); added to the configuration file's list.
         #[arg(short, long = "interface", value_name = "IFACE")]

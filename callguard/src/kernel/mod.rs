@@ -104,6 +104,68 @@ pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's hold on its pin directory: an exclusive `flock` on the directory, which the
+/// kernel releases when the process ends, however it ends. One daemon at a time owns the maps
+/// and links pinned there: a second would write its own store's rules into the same maps (an
+/// empty store, none) and swap its program into the first one's links.
+#[derive(Debug)]
+pub struct PinDirLock {
+    _dir: std::fs::File,
+}
+
+impl PinDirLock {
+    /// Takes the lock on `dir` (made first, as [`ensure_pin_dir`] makes it), or fails naming
+    /// the process that holds it.
+    pub fn take(dir: &Path) -> anyhow::Result<Self> {
+        ensure_pin_dir(dir)?;
+        let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _dir: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holders = match holders_of(dir).as_slice() {
+                    [] => "another process".to_owned(),
+                    pids => format!(
+                        "process {}",
+                        pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                bail!(
+                    "the pin directory {} is held by {holders}, another callguard daemon: one daemon at \
+                     a time owns the filter pinned there (two would write their own rules into the same \
+                     maps). Stop that one first (systemctl stop callguard), or give this one a pin_dir \
+                     of its own",
+                    dir.display()
+                )
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking the pin directory {}", dir.display()))
+            }
+        }
+    }
+}
+
+/// The processes other than this one with `dir` open, from `/proc/*/fd` (std and libc say
+/// nothing of who holds a `flock`; the directory is opened only by a daemon's [`PinDirLock`]).
+fn holders_of(dir: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == dir))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Whether the bpffs holding the pins is private to this process's mount namespace, so that its
 /// pins, and the filter with them, end with the daemon. `ip netns exec NAME` gives its command a
 /// mount namespace with a /sys of its own (mounted with NAME as its source, which is how it is
@@ -158,8 +220,11 @@ fn egress_pin(dir: &Path, iface: &str) -> PathBuf {
 /// the filter is off when this returns. Returns the interfaces that were detached.
 pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut detached = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(detached);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(detached),
+        // Not "nothing attached": a user who may not read the pins cannot tell.
+        Err(e) => return Err(e).with_context(|| format!("reading the pin directory {}", dir.display())),
     };
     let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), Vec::new());
     for e in entries.flatten() {

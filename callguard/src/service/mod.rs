@@ -185,6 +185,8 @@ pub struct Service {
     reloads: Reloads,
     /// Sources proven to receive at their address (noted by the slow path).
     proven: Arc<crate::calls::proven::Proven>,
+    /// The daemon's hold on the pin directory ([`Service::start`]; none over a given datapath).
+    _pins: Option<crate::kernel::PinDirLock>,
 }
 
 impl Service {
@@ -222,11 +224,15 @@ impl Service {
             Some(p) => Config::load(p)?,
             None => Config::default(),
         };
+        // First: a second daemon must stop before it touches the store or the maps.
+        let pins = crate::kernel::PinDirLock::take(&cfg.pin_dir)?;
         let store = SqliteStore::open(&cfg.database)
             .with_context(|| format!("opening {}", cfg.database.display()))?;
         let mut kernel = Kernel::load(&cfg.pin_dir, &cfg.tables)?;
         kernel.pin_program()?;
-        Self::with_parts(opts, cfg, Box::new(store), Box::new(kernel))
+        let mut service = Self::with_parts(opts, cfg, Box::new(store), Box::new(kernel))?;
+        service._pins = Some(pins);
+        Ok(service)
     }
 
     /// The service over a given store and datapath: [`Service::start`] with the real ones, tests
@@ -258,6 +264,7 @@ impl Service {
             evicted_bans: 0,
             bans: BanCounts::default(),
             reloads: Reloads { applied: 0, refused: 0, last: Utc::now() },
+            _pins: None,
         };
         state.build_calls()?;
         state.push_policy()?;
