@@ -184,7 +184,9 @@ fn lint() -> anyhow::Result<()> {
             "--locked",
             "--release",
         ])
-        .args(["--", "-D", "warnings"]))?;
+        .args(["--", "-D", "warnings"])
+        // Lints need no XDP object (empty ones are embedded): its build is the test build's.
+        .env("AYA_BUILD_SKIP", "1"))?;
     // The eBPF crate is checked for its own target, as aya-build compiles it, in both builds
     // (`callguard_common::loops`).
     // `rustup run` rather than `cargo +nightly`: $CARGO is the stable toolchain's own binary.
@@ -214,20 +216,33 @@ const FUZZ_TARGETS: [&str; 4] = ["message", "sip_reader", "config", "list_query"
 /// a sanitizer: the code under test is safe Rust, and a panic is what is looked for) in cargo
 /// profile `profile`, writes the seeds, and runs each target for `secs`; one line per target
 /// with what it reached.
-fn fuzz(secs: u64, only: Option<&str>, profile: &str) -> anyhow::Result<()> {
+/// Whether the fuzz targets' seed writer (`callguard-fuzz-seeds`) is built already: the
+/// workspace's test build (`cargo xtask test`) builds it with the other binaries.
+#[derive(Clone, Copy)]
+enum Seeds {
+    Built,
+    Build,
+}
+
+fn fuzz(secs: u64, only: Option<&str>, profile: &str, seeds: Seeds) -> anyhow::Result<()> {
     let dir = root().join("target/fuzz");
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "--locked",
-            "-p",
-            "callguard-tests",
-            "--bin",
-            "callguard-fuzz-seeds",
-            "--",
-        ])
-        .arg(&dir))?;
+    match seeds {
+        // `cargo run -p callguard-tests` alone resolves other features than the workspace's test
+        // build, and so builds callguard and its dependencies again (a minute and a half here).
+        Seeds::Built => run(Command::new(root().join("target/release/callguard-fuzz-seeds")).arg(&dir))?,
+        Seeds::Build => run(cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "callguard-tests",
+                "--bin",
+                "callguard-fuzz-seeds",
+                "--",
+            ])
+            .arg(&dir))?,
+    }
     let flags = [
         "-Cpasses=sancov-module",
         "-Cllvm-args=-sanitizer-coverage-level=4",
@@ -551,11 +566,11 @@ fn main() -> anyhow::Result<()> {
             run_counting(&mut cmd)?;
             // Every fuzz target briefly, from its seeds: what a change broke in the parsers
             // shows here; longer runs are `cargo xtask fuzz`.
-            if whole && !no_fuzz { fuzz(10, None, "fuzz") } else { Ok(()) }
+            if whole && !no_fuzz { fuzz(10, None, "fuzz", Seeds::Built) } else { Ok(()) }
         }
         Task::Fuzz { secs, target } => {
             setup()?;
-            fuzz(secs, target.as_deref(), "release")
+            fuzz(secs, target.as_deref(), "release", Seeds::Build)
         }
         Task::Demo => {
             setup()?;
