@@ -194,7 +194,8 @@ fn filtering_survives_stop_restart_and_kill9_without_losing_rules() {
 /// Two daemons on one pin directory would each write their own store's rules into the same maps
 /// (and swap their program into each other's links): a second `callguard run`, with a store and
 /// socket of its own (nothing but the pins shared, so its socket check cannot catch it), must
-/// refuse before it touches them, naming the first, and the first's rule keeps enforcing.
+/// refuse before it touches them or its own store, naming the first, and the first's rule keeps
+/// enforcing.
 #[test]
 fn a_second_daemon_on_the_same_pins_is_refused_and_changes_nothing() {
     let t = Topology::new();
@@ -212,20 +213,24 @@ fn a_second_daemon_on_the_same_pins_is_refused_and_changes_nothing() {
     assert_eq!(got.get(&("198.18.0.10".parse().unwrap(), GUARDED)), None, "{got:?}\n{log}");
     assert_eq!(got.get(&("198.18.0.11".parse().unwrap(), GUARDED)), Some(&3), "{got:?}");
     assert!(inst.cli(&["net", "list"]).contains("198.18.0.10/32"));
+    let refused = format!("pin directory {} is held by process {}", inst.pin_dir.display(), daemon.pid());
     assert!(!ok, "a second daemon ran on the same pins:\n{log}");
-    assert!(
-        log.contains(&format!(
-            "pin directory {} is held by process {}",
-            inst.pin_dir.display(),
-            daemon.pid()
-        )),
-        "{log}"
-    );
+    assert!(log.contains(&refused), "{log}");
+    assert!(!second.dir.path().join("rules.db").exists(), "the second daemon opened its database");
 
-    // Once the first has stopped, the pins are free: a daemon on them comes up and adopts them.
+    // `callguard detach` beside the running daemon takes the filter off, and says the daemon
+    // still runs; the directory stays held, so a second daemon is still refused (were it
+    // removed, one would start on a new directory of the same name beside the first).
+    let said = inst.cli(&["detach"]);
+    assert!(said.contains(&format!("a daemon (process {}) holds", daemon.pid())), "{said}");
+    send(&t, "198.18.0.10", GUARDED, 2);
+    assert_eq!(listeners.drain().values().sum::<usize>(), 2, "the filter is off");
+    let (ok, log) = second.spawn_run().wait(Duration::from_secs(20));
+    assert!(!ok && log.contains(&refused), "{log}");
+
+    // Once the first has stopped, the pins are free.
     daemon.stop();
-    let daemon = second.start();
-    assert!(daemon.log().contains("Adopted"), "{}", daemon.log());
+    let _daemon = second.start();
 }
 
 #[test]

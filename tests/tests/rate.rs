@@ -486,7 +486,7 @@ fn a_restart_adopting_the_source_cache_keeps_its_key_and_its_bans() {
     let scanner = [198, 18, 0, 77];
     assert_eq!(before.run(&sip_frame(&dotted(scanner), &svmap)), Action::Drop);
     assert!(before.kernel.source(&source_key_v4(scanner)).unwrap().is_none(), "the slot alone holds the ban");
-    // The restart: the same build loaded again on the same pins, as the daemon does.
+    // The kernel half of a restart: the same build loaded again on the same pins.
     let mut after = TestKernel::in_dir(before.dir().to_owned(), &cfg);
     assert_eq!(after.kernel.source_cache_seed().expect("the key"), seed, "the key was drawn again");
     assert_eq!(

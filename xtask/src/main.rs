@@ -212,10 +212,6 @@ fn lint() -> anyhow::Result<()> {
 /// The fuzz targets of `fuzz/Cargo.toml`.
 const FUZZ_TARGETS: [&str; 4] = ["message", "sip_reader", "config", "list_query"];
 
-/// Builds the fuzz targets with coverage instrumentation (the flags cargo-fuzz passes, without
-/// a sanitizer: the code under test is safe Rust, and a panic is what is looked for) in cargo
-/// profile `profile`, writes the seeds, and runs each target for `secs`; one line per target
-/// with what it reached.
 /// Whether the fuzz targets' seed writer (`callguard-fuzz-seeds`) is built already: the
 /// workspace's test build (`cargo xtask test`) builds it with the other binaries.
 #[derive(Clone, Copy)]
@@ -224,12 +220,20 @@ enum Seeds {
     Build,
 }
 
+/// Builds the fuzz targets with coverage instrumentation (the flags cargo-fuzz passes, without
+/// a sanitizer: the code under test is safe Rust, and a panic is what is looked for) in cargo
+/// profile `profile`, writes the seeds, and runs each target for `secs`; one line per target
+/// with what it reached.
 fn fuzz(secs: u64, only: Option<&str>, profile: &str, seeds: Seeds) -> anyhow::Result<()> {
     let dir = root().join("target/fuzz");
     match seeds {
         // `cargo run -p callguard-tests` alone resolves other features than the workspace's test
         // build, and so builds callguard and its dependencies again (a minute and a half here).
-        Seeds::Built => run(Command::new(root().join("target/release/callguard-fuzz-seeds")).arg(&dir))?,
+        Seeds::Built => {
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+            run(Command::new(target.join("release/callguard-fuzz-seeds")).arg(&dir))?;
+        }
         Seeds::Build => run(cargo()
             .args([
                 "run",

@@ -361,11 +361,21 @@ impl Cli {
                     Some(d) => d.clone(),
                     None => self.file_config()?.pin_dir,
                 };
+                let daemon = crate::kernel::PinDirLock::holder_of(&dir);
                 let detached = daemon::detach(&dir)?;
                 if detached.is_empty() {
                     println!("nothing attached from {}", dir.display());
                 } else {
-                    println!("detached from {}; removed {}", detached.join(", "), dir.display());
+                    let done = if daemon.is_some() { "emptied" } else { "removed" };
+                    println!("detached from {}; {done} {}", detached.join(", "), dir.display());
+                }
+                if let Some(holder) = daemon {
+                    println!(
+                        "callguard: a daemon ({holder}) holds {}, which stays, empty: the filter is off until \
+                         that daemon restarts and attaches again; stop it (systemctl stop callguard) to keep \
+                         the filter off",
+                        dir.display()
+                    );
                 }
                 Ok(())
             }

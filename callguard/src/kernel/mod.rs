@@ -107,7 +107,9 @@ pub fn ensure_pin_dir(dir: &Path) -> anyhow::Result<()> {
 /// The daemon's hold on its pin directory: an exclusive `flock` on the directory, which the
 /// kernel releases when the process ends, however it ends. One daemon at a time owns the maps
 /// and links pinned there: a second would write its own store's rules into the same maps (an
-/// empty store, none) and swap its program into the first one's links.
+/// empty store, none) and swap its program into the first one's links. [`detach_all`] leaves a
+/// held directory in place (its pins go), so that no daemon starts on a new one of the same
+/// name beside the one that holds it.
 #[derive(Debug)]
 pub struct PinDirLock {
     _dir: std::fs::File,
@@ -118,52 +120,66 @@ impl PinDirLock {
     /// the process that holds it.
     pub fn take(dir: &Path) -> anyhow::Result<Self> {
         ensure_pin_dir(dir)?;
+        Self::try_take(dir)?.ok_or_else(|| {
+            anyhow!(
+                "the pin directory {} is held by {}, another callguard daemon: one daemon at a time owns \
+                 the filter pinned there (two would write their own rules into the same maps). Stop that \
+                 one first (systemctl stop callguard), or give this one a pin_dir of its own",
+                dir.display(),
+                holder(dir)
+            )
+        })
+    }
+
+    /// The lock on an existing `dir`, or `None` when another process holds it.
+    fn try_take(dir: &Path) -> anyhow::Result<Option<Self>> {
         let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _dir: file }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holders = match holders_of(dir).as_slice() {
-                    [] => "another process".to_owned(),
-                    pids => format!(
-                        "process {}",
-                        pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                    ),
-                };
-                bail!(
-                    "the pin directory {} is held by {holders}, another callguard daemon: one daemon at \
-                     a time owns the filter pinned there (two would write their own rules into the same \
-                     maps). Stop that one first (systemctl stop callguard), or give this one a pin_dir \
-                     of its own",
-                    dir.display()
-                )
-            }
+            Ok(()) => Ok(Some(Self { _dir: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("locking the pin directory {}", dir.display()))
             }
         }
     }
+
+    /// Who holds the lock on `dir` ("process N", or "another process" when no process can be
+    /// named), when a process other than this one does.
+    pub fn holder_of(dir: &Path) -> Option<String> {
+        match Self::try_take(dir) {
+            Ok(None) => Some(holder(dir)),
+            _ => None,
+        }
+    }
 }
 
-/// The processes other than this one with `dir` open, from `/proc/*/fd` (std and libc say
-/// nothing of who holds a `flock`; the directory is opened only by a daemon's [`PinDirLock`]).
-fn holders_of(dir: &Path) -> Vec<u32> {
+/// The processes other than this one with `dir` open, as text, from `/proc/*/fd`: no call says
+/// who holds a `flock`, and the pin directory stays open only in a daemon's [`PinDirLock`]
+/// (another starting daemon opens it for a moment). Without the capabilities to read another
+/// process's descriptors (the unit's set cannot read those of a root process with all of them),
+/// "another process".
+fn holder(dir: &Path) -> String {
     let me = std::process::id();
-    let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids: Vec<u32> = procs
-        .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .into_iter()
+    let pids: Vec<String> = match (std::fs::canonicalize(dir), std::fs::read_dir("/proc")) {
+        (Ok(dir), Ok(procs)) => {
+            let mut pids: Vec<u32> = procs
                 .flatten()
-                .flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == dir))
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
+                .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| pid != me)
+                .filter(|pid| {
+                    std::fs::read_dir(format!("/proc/{pid}/fd"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == dir))
+                })
+                .collect();
+            pids.sort_unstable();
+            pids.iter().map(ToString::to_string).collect()
+        }
+        _ => Vec::new(),
+    };
+    if pids.is_empty() { "another process".to_owned() } else { format!("process {}", pids.join(", ")) }
 }
 
 /// Whether the bpffs holding the pins is private to this process's mount namespace, so that its
@@ -216,8 +232,10 @@ fn egress_pin(dir: &Path, iface: &str) -> PathBuf {
 }
 
 /// Removes every pin callguard made in `dir` (links first, so nothing filters against half-removed
-/// maps), then the directory. Each link is detached before its pin goes ([`detach_link`]), so
-/// the filter is off when this returns. Returns the interfaces that were detached.
+/// maps), then the directory, unless a running daemon holds it ([`PinDirLock`]: it stays, empty,
+/// so that no second daemon can start beside that one). Each link is detached before its pin
+/// goes ([`detach_link`]), so the filter is off when this returns. Returns the interfaces that
+/// were detached.
 pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut detached = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -226,6 +244,8 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
         // Not "nothing attached": a user who may not read the pins cannot tell.
         Err(e) => return Err(e).with_context(|| format!("reading the pin directory {}", dir.display())),
     };
+    // Held while the pins go: no daemon starts on them half removed.
+    let lock = PinDirLock::try_take(dir)?;
     let (mut egress, mut others, mut staging) = (Vec::new(), Vec::new(), Vec::new());
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -251,7 +271,9 @@ pub fn detach_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     for s in staging {
         upgrade::remove(&s)?;
     }
-    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    if lock.is_some() {
+        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     Ok(detached)
 }
 
