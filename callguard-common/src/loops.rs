@@ -29,6 +29,10 @@
 //! short fails closed, counting a stale challenge as a failure). Neither can happen: a program
 //! run loops at most about 1,200 rounds, against a budget of millions.
 
+/// Whether a round of [`walk`] is a call and a return (the `bpf_loop` build): a walk whose
+/// rounds are short then does several steps a round.
+pub const CALL_PER_ROUND: bool = cfg!(all(target_arch = "bpf", not(feature = "may-goto")));
+
 /// `false` when the kernel's loop budget for this program run is spent (`may_goto` jumps), else
 /// `true`. A loop that calls this at its head, and carries nothing the verifier tracks
 /// exactly from one round to the next, is checked once instead of once per round.

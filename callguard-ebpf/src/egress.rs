@@ -142,9 +142,12 @@ fn walk_answer(buf: &Scratch, walk: *mut AnswerWalk, challenge: bool) {
     // SAFETY: this CPU's walk, filled by read_answer in this run; nothing else uses it.
     unsafe { loops::walk(walk, HEADER_LINES, |w| w.step(buf)) };
     if challenge {
-        // Eight positions a round: in the build with callbacks a round is a call, which cost
-        // more than the position's test (a challenge line is 150 positions or so).
+        let round = move |w: &mut AnswerWalk| (0..STALE_ROUND).all(|_| !w.stale_step(buf));
         // SAFETY: as above.
-        unsafe { loops::walk(walk, (SCAN_LEN / 8) as u32, move |w| (0..8).all(|_| !w.stale_step(buf))) };
+        unsafe { loops::walk(walk, (SCAN_LEN / STALE_ROUND) as u32, round) };
     }
 }
+
+/// Positions of the `stale=true` search a round: eight where a round is a call, which costs
+/// more than a position's test (a challenge line is 150 positions or so), else one.
+const STALE_ROUND: usize = if loops::CALL_PER_ROUND { 8 } else { 1 };
