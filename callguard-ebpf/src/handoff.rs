@@ -1,10 +1,15 @@
 //! The XDP program's hand-off to SIP inspection, which runs in three more programs, each
 //! tail-calling the next (slots of `maps::SIP_NEXT`): [`PARSE`] reads the payload, [`JUDGE`]
-//! decides from what it found, [`CONCLUDE`] takes a verdict made by either through the slow
-//! path to the exit. What the first program found travels in a per-CPU map, the verdict in
-//! `verdict::CG_VERDICT`. Several programs, because each has its own limit of a million
-//! instructions the verifier walks, and a tail call starts its walk afresh: in one program, SIP
-//! inspection alone went past the limit.
+//! decides from what it found (or passes on what the parse decided alone), [`CONCLUDE`] takes
+//! the verdict through the slow path to the exit. What the first program found travels in a
+//! per-CPU map, the verdict in `verdict::CG_VERDICT`. Several programs, because each has its
+//! own limit of a million instructions the verifier walks, and a tail call starts its walk
+//! afresh: in one program, SIP inspection alone went past the limit.
+//!
+//! Each program tail-calls one slot only. A tail call whose slot the verifier knows is a
+//! direct jump in the JIT; one instruction reached with two slots (LLVM merged the parse
+//! stage's two calls into one) is an indirect jump, through a retpoline where the kernel
+//! mitigates Spectre v2 that way, as on this project's machine.
 
 use aya_ebpf::{
     macros::map,
@@ -35,6 +40,9 @@ pub(crate) struct Handoff {
     /// it did not look): a signature ban need not look again (`police::ban_for_signature`). A
     /// byte, not a `bool`: a pinned hand-off may hold what an earlier program left there.
     pub(crate) stateless: u8,
+    /// 1: the parse decided the datagram alone (`inspect::parse_sip`); the judge passes its
+    /// verdict on. Written by the parse stage; the XDP program writes 0.
+    pub(crate) decided: u8,
 }
 
 /// The SIP inspection programs by slot (`maps::SIP_NEXT`), set by the daemon at load.
@@ -66,6 +74,15 @@ pub(crate) fn inspect_in_sip_program(ctx: &XdpContext, h: Handoff) -> Verdict {
 pub(crate) fn next(ctx: &XdpContext, slot: u32) {
     // SAFETY: the context is this program's; on success the call does not return.
     unsafe { CG_SIP_NEXT.tail_call(ctx, slot) };
+}
+
+/// Notes that the parse stage decided the datagram alone ([`Handoff::decided`]).
+#[inline(always)]
+pub(crate) fn note_decided() {
+    if let Some(p) = CG_SIP_HANDOFF.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; the programs of this run use it one after the other.
+        unsafe { (*p).decided = 1 };
+    }
 }
 
 /// What the XDP program handed over for this datagram.

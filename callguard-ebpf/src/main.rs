@@ -94,8 +94,8 @@ fn callguard(ctx: XdpContext) -> u32 {
 }
 
 /// SIP inspection of a UDP datagram to a guarded port, its first stage (see [`handoff`]):
-/// tail-called by [`callguard`], it reads the payload, then tail-calls the judge, or the
-/// conclusion with what needed no more.
+/// tail-called by [`callguard`], it reads the payload, then tail-calls the judge, with the
+/// verdict when what it read needed no more.
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard_sip(ctx: XdpContext) -> u32 {
@@ -106,24 +106,26 @@ fn callguard_sip(ctx: XdpContext) -> u32 {
         return finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src));
     }
     note_fragmented(h.fragmented);
-    match parse_sip(&ctx, h.payload_off as usize, h.udp_payload as usize, h.profiled) {
-        Some(verdict) => {
-            forget(verdict);
-            handoff::next(&ctx, handoff::CONCLUDE);
-        }
-        None => handoff::next(&ctx, handoff::JUDGE),
+    if let Some(verdict) = parse_sip(&ctx, h.payload_off as usize, h.udp_payload as usize, h.profiled) {
+        forget(verdict);
+        handoff::note_decided();
     }
+    // The judge in either case: one slot, a direct jump (see `handoff`).
+    handoff::next(&ctx, handoff::JUDGE);
     finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src))
 }
 
-/// SIP inspection, second stage (see [`handoff`]): the verdict on what the parse found.
+/// SIP inspection, second stage (see [`handoff`]): the verdict on what the parse found, unless
+/// the parse decided alone.
 #[xdp]
 #[expect(clippy::needless_pass_by_value, reason = "the #[xdp] macro hands the context over by value")]
 fn callguard_sip_judge(ctx: XdpContext) -> u32 {
-    let Some(src) = handoff::taken_src() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
-    forget(judge_sip(src));
+    let Some(h) = handoff::taken() else { return finish(&ctx, Verdict::pass(Reason::Clean), None) };
+    if h.decided == 0 {
+        forget(judge_sip(h.src));
+    }
     handoff::next(&ctx, handoff::CONCLUDE);
-    finish(&ctx, Verdict::pass(Reason::Clean), Some(src))
+    finish(&ctx, Verdict::pass(Reason::Clean), Some(h.src))
 }
 
 /// The last stage of SIP inspection (see [`handoff`]): the slow path, the credentials noted
@@ -320,6 +322,7 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
             profiled,
             fragmented: l3.first_fragment,
             stateless: u8::from(stateless),
+            decided: 0,
         },
     )
 }
