@@ -13,6 +13,9 @@ pub const NET_V4_LPM: &str = "CG_NET4_LPM";
 /// Where an IPv4 rule may apply, tested before the two IPv4 lookups: `Array<NetHints>` of
 /// [`crate::net::HINT_VALUES`]; see [`crate::net::HINT_EXACT_BITS`].
 pub const NET_V4_HINTS: &str = "CG_NET4_HINTS";
+/// IPv4 single-address rules direct-mapped, read before `NET_V4_EXACT`: `Array<DirectSlot>`
+/// of [`crate::net::DIRECT_SLOTS`]; see [`crate::net::DirectSlot`].
+pub const NET_V4_DIRECT: &str = "CG_NET4_DIRECT";
 /// IPv6 prefix rules (/0 to /127): `LpmTrie<[u8; 16], NetEntry>`.
 pub const NET_V6_LPM: &str = "CG_NET6_LPM";
 /// Guarded ports: `Array<u8>` indexed by destination port, [`crate::config::PORT_UDP`] and

@@ -174,6 +174,75 @@ pub const fn exact_hint_bit(addr: [u8; 4]) -> u32 {
     u32::from_be_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - HINT_EXACT_BITS.trailing_zeros())
 }
 
+/// Slots of the IPv4 single-address table (`maps::NET_V4_DIRECT`, see [`DirectSlot`]).
+pub const DIRECT_SLOTS: u32 = 1 << 16;
+
+// A slot is named by the top bits of the exact hint bit (see `direct_slot`).
+const _: () = assert!(DIRECT_SLOTS.is_power_of_two() && DIRECT_SLOTS <= HINT_EXACT_BITS);
+
+/// The slot of the single-address table an IPv4 address has: the top bits of its
+/// [`exact_hint_bit`], so that a hint bit and the slot are one multiplication.
+#[inline(always)]
+pub const fn direct_slot(addr: [u8; 4]) -> u32 {
+    exact_hint_bit(addr) >> (HINT_EXACT_BITS.trailing_zeros() - DIRECT_SLOTS.trailing_zeros())
+}
+
+/// One slot of the IPv4 single-address table (`maps::NET_V4_DIRECT`): the [`NetEntry`] of one
+/// address in the exact map (`maps::NET_V4_EXACT`), direct-mapped by [`direct_slot`], so that
+/// the program reads a single address's rule with a load where the exact map needs a lookup —
+/// a helper call, about 28 ns of a banned scanner's dropped packet on the development VM,
+/// measured in the flood benchmark (the call's return pays this VM's SRSO mitigation). The
+/// daemon writes it, and alone: of the addresses that share a slot, one has it, the others are
+/// looked up in the exact map as before (a cost, never another verdict).
+///
+/// The daemon writes a slot in three steps, each a write of the whole value: the version made
+/// even (the slot names no address), the new entry, then the address with the version made
+/// odd. The program reads the tag, the entry, and the tag again, and takes the entry only when
+/// both tags are the same odd version of its address: a read that overlapped a write reads two
+/// tags that differ, or an even one, and goes to the exact map. (Each tag is one aligned
+/// 8-byte word, which the kernel's copy of a map value writes whole.) A slot names an address
+/// only while the exact map holds it: the daemon fills it after writing the exact map and
+/// empties it before removing the address from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectSlot {
+    /// The address (its bytes as a native-order word) in the low half, the slot's version in
+    /// the high half: odd, the entry is the address's; even, the slot names no address.
+    pub tag: u64,
+    /// The address's entry, as the exact map holds it.
+    pub entry: NetEntry,
+}
+
+const _: () = assert!(size_of::<DirectSlot>() == 40);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), integers and a NetEntry (itself Pod), no padding (40 bytes, asserted).
+unsafe impl aya::Pod for DirectSlot {}
+
+impl DirectSlot {
+    /// The tag of `addr` at `version`.
+    #[inline(always)]
+    pub const fn tag_of(addr: [u8; 4], version: u32) -> u64 {
+        (version as u64) << 32 | u32::from_ne_bytes(addr) as u64
+    }
+
+    /// Whether `tag` says that the slot's entry is `addr`'s.
+    #[inline(always)]
+    pub const fn names(tag: u64, addr: [u8; 4]) -> bool {
+        tag as u32 == u32::from_ne_bytes(addr) && (tag >> 32) & 1 == 1
+    }
+
+    /// The slot's version.
+    pub const fn version(&self) -> u32 {
+        (self.tag >> 32) as u32
+    }
+
+    /// The address whose entry the slot holds, if it names one.
+    pub const fn address(&self) -> Option<[u8; 4]> {
+        if self.version() & 1 == 1 { Some((self.tag as u32).to_ne_bytes()) } else { None }
+    }
+}
+
 /// The bit of the prefix region for the /24 an address lies in.
 #[inline(always)]
 pub const fn prefix_hint_bit(addr: [u8; 4]) -> u32 {
@@ -251,6 +320,24 @@ mod tests {
         let bits: std::collections::BTreeSet<u32> =
             (0..=255).map(|i| exact_hint_bit([203, 0, 113, i])).collect();
         assert_eq!(bits.len(), 256);
+    }
+
+    #[test]
+    fn a_slot_names_its_address_only_at_an_odd_version() {
+        let a = [203, 0, 113, 9];
+        let named = DirectSlot { tag: DirectSlot::tag_of(a, 7), entry: NetEntry::default() };
+        assert!(DirectSlot::names(named.tag, a));
+        assert_eq!(named.address(), Some(a));
+        assert!(!DirectSlot::names(named.tag, [203, 0, 113, 7]));
+        let emptied = DirectSlot { tag: DirectSlot::tag_of(a, 8), ..named };
+        assert!(!DirectSlot::names(emptied.tag, a));
+        assert_eq!(emptied.address(), None);
+        // A map's zeroed slot names no address, 0.0.0.0 included.
+        assert!(!DirectSlot::names(0, [0, 0, 0, 0]));
+        assert_eq!(DirectSlot::default().address(), None);
+        // The slot is the top of the hint bit.
+        assert_eq!(direct_slot(a), exact_hint_bit(a) >> 4);
+        assert!((0..=255).map(|i| direct_slot([203, 0, 113, i])).all(|s| s < DIRECT_SLOTS));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use callguard_common::{
         AUTH_MAX, AUTH_USERS_MAX, BPF_F_NO_PREALLOC, EVENTS_BYTES, HANDUP_BYTES, HANDUP_REGISTERED_BYTES,
         NET_EXACT_MAX, NET_LPM_MAX, PORT_COUNT, REGISTERED_MAX, RULE_STATS_MAX, SOURCES_MAX,
     },
-    net::{HINT_VALUES, NetHints},
+    net::{DIRECT_SLOTS, DirectSlot, HINT_VALUES, NetHints},
     sig::{self, DfaBank, DfaHead},
     sip::{Parse, Scratch},
     stats::STATS_SLOTS,
@@ -38,6 +38,11 @@ pub(crate) static CG_NET4_LPM: LpmTrie<[u8; 4], NetEntry> = LpmTrie::pinned(NET_
 /// Where an IPv4 rule may apply (`maps::NET_V4_HINTS`): bits tested before the IPv4 lookups.
 #[map]
 pub(crate) static CG_NET4_HINTS: Array<NetHints> = Array::pinned(HINT_VALUES, 0);
+
+/// IPv4 single-address rules, direct-mapped (`maps::NET_V4_DIRECT`): read before
+/// `CG_NET4_EXACT`, written by the daemon alone.
+#[map]
+pub(crate) static CG_NET4_DIRECT: Array<DirectSlot> = Array::pinned(DIRECT_SLOTS, 0);
 
 /// IPv6 prefix rules (`maps::NET_V6_LPM`).
 #[map]

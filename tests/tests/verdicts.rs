@@ -138,6 +138,90 @@ fn rule_hints_never_hide_a_rule() {
     assert_eq!(k.run(&udp("192.0.2.70")), Action::Pass);
 }
 
+/// The program reads a single IPv4 address's rule from its slot of `CG_NET4_DIRECT` before the
+/// exact map; an attacker would want a slot to give one address another's verdict, or an old
+/// one. A source sharing a banned address's slot, a rule changed and removed while both send, a
+/// slot caught half written, and a table an older daemon left stale: each address still gets
+/// its own rule, as it stands.
+#[test]
+fn a_single_address_slot_never_gives_an_address_another_s_verdict() {
+    use callguard_common::net::{DIRECT_SLOTS, DirectSlot, NetEntry, SCOPE_ALL, direct_slot};
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let udp = |a: [u8; 4]| Frame::udp(&ip(a), SIP).build();
+    let banned = [203, 0, 113, 9];
+    // Above the banned address, so that the daemon, which writes in address order, gives the
+    // slot to the banned one.
+    let twin = (u32::from_be_bytes([204, 0, 0, 0])..=u32::MAX)
+        .map(u32::to_be_bytes)
+        .find(|a| direct_slot(*a) == direct_slot(banned))
+        .expect("another address with the same slot");
+    let ban = rule(1, &format!("{}/32", ip(banned)), NetAction::Deny, Scope::Sip);
+    let trusted = rule(2, &format!("{}/32", ip(twin)), NetAction::Allow, Scope::Sip);
+    let mut k = TestKernel::new();
+    let table = |k: &TestKernel| -> Array<MapData, DirectSlot> {
+        let data = MapData::from_pin(k.kernel.pin_dir().join(maps::NET_V4_DIRECT)).expect("the pinned table");
+        Array::try_from(aya::maps::Map::Array(data)).expect("CG_NET4_DIRECT is an array")
+    };
+    let named = |k: &TestKernel| table(k).get(&direct_slot(banned), 0).expect("the shared slot").address();
+
+    // The banned address has the slot; the twin, which shares it, is looked up in the exact map.
+    k.set_rules(&[ban.clone(), trusted.clone()]);
+    assert_eq!(named(&k), Some(banned));
+    assert_eq!(k.run(&udp(banned)), Action::Drop);
+    assert_eq!(k.run(&udp(twin)), Action::Pass);
+    assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (1, 1));
+
+    // A rule changed while the address sends applies to its next packet.
+    k.set_rules(&[rule(1, &format!("{}/32", ip(banned)), NetAction::Allow, Scope::Sip), trusted.clone()]);
+    assert_eq!(k.run(&udp(banned)), Action::Pass);
+    assert_eq!(count(&k, Action::Pass, Reason::Allowed), 2);
+
+    // Removed: the slot goes to the twin, with the twin's rule; the address meets no rule.
+    k.set_rules(std::slice::from_ref(&trusted));
+    assert_eq!(named(&k), Some(twin));
+    assert_eq!(k.run(&udp(banned)), Action::Pass);
+    assert_eq!(count(&k, Action::Pass, Reason::Clean), 1);
+    assert_eq!(k.run(&udp(twin)), Action::Pass);
+    assert_eq!(k.rule_counter(2).packets, 2);
+    // Banned again: the slot stays the twin's, the ban is the exact map's, and both hold.
+    k.set_rules(&[ban.clone(), trusted.clone()]);
+    assert_eq!(named(&k), Some(twin));
+    assert_eq!(k.run(&udp(banned)), Action::Drop);
+    assert_eq!(k.run(&udp(twin)), Action::Pass);
+    // (A rule removed and written again counts afresh.)
+    assert_eq!((k.rule_counter(1).packets, k.rule_counter(2).packets), (1, 3));
+
+    // The program reads the table: a slot written by hand to allow the banned address decides
+    // it (the next load puts it right, below). Caught half written (an even version), the same
+    // slot decides nothing: the exact map's ban holds.
+    k.set_rules(std::slice::from_ref(&ban));
+    assert_eq!(named(&k), Some(banned));
+    let slot = direct_slot(banned);
+    let held = table(&k).get(&slot, 0).expect("the slot");
+    let allow = NetEntry { allow_rule: 2, prefix_len: 32, ..NetEntry::default() };
+    let half = DirectSlot { tag: DirectSlot::tag_of(banned, held.version() + 1), entry: allow };
+    table(&k).set(slot, half, 0).expect("writing the slot");
+    assert_eq!(k.run(&udp(banned)), Action::Drop, "a slot being written is not read");
+    let forged = DirectSlot { tag: DirectSlot::tag_of(banned, held.version() + 2), entry: allow };
+    table(&k).set(slot, forged, 0).expect("writing the slot");
+    assert_eq!(k.run(&udp(banned)), Action::Pass, "the program does not read the table");
+    // What a daemon of an older release leaves: that slot, and one naming an address whose rule
+    // it removed from the exact map without emptying the slot.
+    let gone = [198, 51, 100, 7];
+    let deny_all = NetEntry { deny_rule: 3, deny_scope: SCOPE_ALL, prefix_len: 32, ..NetEntry::default() };
+    table(&k)
+        .set(direct_slot(gone), DirectSlot { tag: DirectSlot::tag_of(gone, 1), entry: deny_all }, 0)
+        .expect("writing the slot");
+    let dir = k.kernel.pin_dir().to_owned();
+    let _next = callguard::kernel::Kernel::load(&dir, &Config::default().tables).expect("a second load");
+    assert_eq!(k.run(&udp(banned)), Action::Drop, "after the next load");
+    assert_eq!(k.run(&udp(gone)), Action::Pass, "after the next load");
+    let t = table(&k);
+    let all: Vec<DirectSlot> = (0..DIRECT_SLOTS).map(|i| t.get(&i, 0).expect("a slot")).collect();
+    let names: Vec<[u8; 4]> = all.iter().filter_map(DirectSlot::address).collect();
+    assert_eq!(names, [banned], "only the one address of the exact map is named");
+}
+
 #[test]
 fn allow_inside_deny_and_deny_inside_allow() {
     let mut k = TestKernel::new();

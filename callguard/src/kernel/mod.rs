@@ -39,7 +39,7 @@ use callguard_common::{
     events::EventBudget,
     limits::{self, Limits, SourceSlot, SourceState},
     maps,
-    net::{HINT_VALUES, NetHints},
+    net::{DIRECT_SLOTS, DirectSlot, HINT_VALUES, NetHints},
     sig::{DfaBank, DfaHead},
     stats::{STATS_LEN, stats_index},
 };
@@ -47,6 +47,7 @@ use ipnet::IpNet;
 
 use self::{
     datapath::{Answers, Datapath, HandUpMaps, KernelError, Result},
+    direct::Direct,
     hints::Hints,
     objects::Loops,
     upgrade::{Upgrade, Upgraded},
@@ -54,6 +55,7 @@ use self::{
 use crate::config::{TableSizes, XdpModeSetting};
 
 pub mod datapath;
+mod direct;
 pub mod fake;
 mod hints;
 pub mod objects;
@@ -358,6 +360,10 @@ pub struct Kernel {
     /// A write of `v4_hints` failed: the map may hold less than `hints` says, so the next write
     /// is of every value.
     hints_unsure: bool,
+    /// The IPv4 single addresses direct-mapped, read by the program before `v4_exact`.
+    v4_direct: Array<MapData, DirectSlot>,
+    /// What `v4_direct` holds and should.
+    direct: Direct,
     /// Counter slots by rule id, rebuilt from the entries at load.
     slots: Slots,
     /// What `CG_PORTS` holds.
@@ -515,6 +521,8 @@ impl Kernel {
             v4_hints: take(&mut ebpf, maps::NET_V4_HINTS)?,
             hints: Hints::of(&BTreeMap::new()),
             hints_unsure: false,
+            v4_direct: take(&mut ebpf, maps::NET_V4_DIRECT)?,
+            direct: Direct::new(vec![DirectSlot::default(); DIRECT_SLOTS as usize], []),
             ports: take(&mut ebpf, maps::PORTS)?,
             config: take(&mut ebpf, maps::CONFIG)?,
             stats: take(&mut ebpf, maps::STATS)?,
@@ -557,6 +565,7 @@ impl Kernel {
             }
         }
         k.write_hints(0..HINT_VALUES)?;
+        k.settle_direct()?;
         k.slots = Slots::from_entries(k.nets.values());
         k.port_bits = k.ports.iter().collect::<Result<_, _>>()?;
         k.kcfg = k.config.get(&CONFIG_KEY, 0)?;
@@ -817,6 +826,19 @@ impl Kernel {
         Ok(())
     }
 
+    /// Reads `CG_NET4_DIRECT` and makes every slot hold what the exact map needs (see
+    /// [`Direct::settle`]).
+    fn settle_direct(&mut self) -> anyhow::Result<()> {
+        let held = (0..DIRECT_SLOTS)
+            .map(|i| self.v4_direct.get(&i, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the IPv4 single-address table")?;
+        let exact: Vec<[u8; 4]> = self.nets.keys().filter_map(|n| single_v4(*n)).collect();
+        self.direct = Direct::new(held, exact);
+        let (nets, map) = (&self.nets, &mut self.v4_direct);
+        self.direct.settle(&|a| exact_entry(nets, a), &mut |i, v| Ok(map.set(i, v, 0)?))
+    }
+
     fn read_nets(&self) -> anyhow::Result<BTreeMap<IpNet, NetEntry>> {
         let mut out = BTreeMap::new();
         for r in self.v4_exact.iter() {
@@ -848,6 +870,19 @@ impl Kernel {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The address of `net` when it is a single IPv4 address (an entry of the exact map).
+fn single_v4(net: IpNet) -> Option<[u8; 4]> {
+    match net {
+        IpNet::V4(n) if n.prefix_len() == 32 => Some(n.addr().octets()),
+        _ => None,
+    }
+}
+
+/// The exact map's entry of `addr`, as the copy `nets` holds it.
+fn exact_entry(nets: &BTreeMap<IpNet, NetEntry>, addr: [u8; 4]) -> Option<NetEntry> {
+    nets.get(&IpNet::V4(ipnet::Ipv4Net::from(std::net::Ipv4Addr::from(addr)))).copied()
 }
 
 impl Datapath for Kernel {
@@ -884,6 +919,10 @@ impl Datapath for Kernel {
             }
             self.write_net(*net, Some(&e))?;
             self.nets.insert(*net, e);
+            if let Some(addr) = single_v4(*net) {
+                let map = &mut self.v4_direct;
+                self.direct.written(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+            }
             self.slots.hold(&e);
             if let Some(old) = old {
                 self.slots.let_go(&old, &mut released);
@@ -897,6 +936,11 @@ impl Datapath for Kernel {
             if entry.is_none_or(|e| e.is_empty())
                 && let Some(&old) = self.nets.get(net)
             {
+                // Out of its direct slot before the exact map (see `direct`).
+                if let Some(addr) = single_v4(*net) {
+                    let map = &mut self.v4_direct;
+                    self.direct.removing(addr, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+                }
                 // Out of the copy only once out of the map: the hints are computed from the copy.
                 self.write_net(*net, None)?;
                 self.nets.remove(net);
@@ -906,6 +950,10 @@ impl Datapath for Kernel {
         }
         for rule in released {
             self.slots.release_unused(rule);
+        }
+        if removed != 0 {
+            let (nets, map) = (&self.nets, &mut self.v4_direct);
+            self.direct.refill(&|a| exact_entry(nets, a), &mut |i, v| Ok(map.set(i, v, 0)?))?;
         }
         // Bits cleared only now that no entry needs them: computed again from what is left.
         if removed != 0 {

@@ -256,7 +256,7 @@ fn kernel(repeat: u32) {
         },
     ]);
     row("drop: blocked IPv4 prefix (/24, LPM)", &mut k, &sip_v4);
-    row("drop: blocked IPv4 address (/32, exact hash)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
+    row("drop: blocked IPv4 address (/32, direct slot)", &mut k, &Frame::udp("198.18.88.8", 5060).build());
     row("drop: blocked IPv6 prefix (/48, LPM)", &mut k, &Frame::udp("2001:db8:66::1", 5060).build());
     row("drop: banned source, stored ban (/32, expiring)", &mut k, &Frame::udp("198.18.88.9", 5060).build());
     let authorized = row("pass: authorized IPv4 prefix", &mut k, &Frame::udp("198.18.77.7", 5060).build());
