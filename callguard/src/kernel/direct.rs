@@ -66,8 +66,26 @@ impl Direct {
         Ok(())
     }
 
+    /// `addr` is about to get `entry` in the exact map: its slot, if it names it with another
+    /// entry, is emptied first, so that it never holds the old entry once the exact map has the
+    /// new one (a daemon killed in between, a later write that fails).
+    pub(super) fn changing(
+        &mut self,
+        addr: [u8; 4],
+        entry: &NetEntry,
+        write: &mut Write<'_>,
+    ) -> anyhow::Result<()> {
+        let slot = direct_slot(addr);
+        let held = self.held[slot as usize];
+        if held.address() == Some(addr) && held.entry != *entry {
+            self.empty(slot, write)?;
+        }
+        Ok(())
+    }
+
     /// `addr` now has `entry` in the exact map: its slot holds it too, when the slot is its or
-    /// names no address.
+    /// names no address. A slot this fails to fill names no address (see [`Direct::changing`]):
+    /// the exact map decides.
     pub(super) fn written(
         &mut self,
         addr: [u8; 4],
@@ -231,6 +249,12 @@ mod tests {
         map.writes.clear();
         d.written(a, &deny(1), &mut map.write()).unwrap();
         assert!(map.writes.is_empty(), "an unchanged entry is not written");
+        d.changing(a, &deny(7), &mut map.write()).unwrap();
+        assert_eq!(
+            map.values[direct_slot(a) as usize].address(),
+            None,
+            "emptied before the exact map changes"
+        );
         d.written(a, &deny(7), &mut map.write()).unwrap();
         let steps: Vec<(Option<[u8; 4]>, u32)> =
             map.writes.iter().map(|(_, v)| (v.address(), v.entry.deny_rule)).collect();

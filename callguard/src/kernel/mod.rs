@@ -917,11 +917,20 @@ impl Datapath for Kernel {
             if old == Some(e) {
                 continue;
             }
+            let single = single_v4(*net);
+            if let Some(addr) = single {
+                let map = &mut self.v4_direct;
+                self.direct.changing(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+            }
             self.write_net(*net, Some(&e))?;
             self.nets.insert(*net, e);
-            if let Some(addr) = single_v4(*net) {
+            if let Some(addr) = single {
                 let map = &mut self.v4_direct;
-                self.direct.written(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+                // A slot left empty costs the exact map's lookup, never a verdict: not an error
+                // that should leave the copy and the counters' slots behind the map.
+                if let Err(err) = self.direct.written(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?)) {
+                    tracing::warn!("writing the single-address table: {err:#}");
+                }
             }
             self.slots.hold(&e);
             if let Some(old) = old {
