@@ -77,20 +77,29 @@ impl AnswerWalk {
     /// Reads the status line (`SIP/2.0 SP 3DIGIT SP …`, RFC 3261 §7.2) of the first `len`
     /// bytes of `s`.
     pub fn begin(s: &Scratch, len: usize) -> Self {
+        let mut w = Self::default();
+        w.begin_zeroed(s, len);
+        w
+    }
+
+    /// [`AnswerWalk::begin`] in place, in a walk whose every byte is zero (which is
+    /// `AnswerWalk::default()`): the kernel zeroes its map value with word stores, as it does
+    /// a request's parse (see `sip::Parse::begin_zeroed`).
+    pub fn begin_zeroed(&mut self, s: &Scratch, len: usize) {
         let len = if len > SCAN_LEN { SCAN_LEN } else { len };
-        let mut w = Self { len, start: SCAN_LEN + 1, ..Self::default() };
+        self.len = len;
+        self.start = SCAN_LEN + 1;
         const VERSION: &[u8; 8] = b"SIP/2.0 ";
         if len < 12 || !(0..8).all(|k| at(s, k) == VERSION[k]) {
-            return w;
+            return;
         }
         let (a, b, c) = (at(s, 8), at(s, 9), at(s, 10));
         if !(a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit()) || at(s, 11) != b' ' {
-            return w;
+            return;
         }
-        let Some(eol) = next_newline(s, 12, len) else { return w };
-        w.status = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
-        w.start = eol + 1;
-        w
+        let Some(eol) = next_newline(s, 12, len) else { return };
+        self.status = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+        self.start = eol + 1;
     }
 
     /// Reads one header line; `false` when there are no more, or [`HEADER_LINES`] were read.

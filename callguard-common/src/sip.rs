@@ -528,17 +528,27 @@ pub struct Parse {
 impl Parse {
     /// Checks for a keepalive and reads the first line.
     pub fn begin(s: &Scratch, len: usize) -> Self {
-        let len = if len > SCAN_LEN { SCAN_LEN } else { len };
-        let mut p = Self { len, start: SCAN_LEN + 1, ..Self::default() };
-        if is_keepalive(s, len) {
-            p.info.kind = Kind::Keepalive;
-            return p;
-        }
-        let Some(eol) = next_newline(s, 0, len) else { return p };
-        if first_line(s, eol, &mut p.info) {
-            p.start = eol + 1;
-        }
+        let mut p = Self::default();
+        p.begin_zeroed(s, len);
         p
+    }
+
+    /// [`Parse::begin`] in place, in a parse whose every byte is zero (which is
+    /// `Parse::default()`). The kernel zeroes its map value with word stores and begins there:
+    /// a zeroed value the compiler makes is a `memset`, which BPF code calls as a function of
+    /// its own, and on x86 the return of every call pays the CPU's SRSO mitigation.
+    pub fn begin_zeroed(&mut self, s: &Scratch, len: usize) {
+        let len = if len > SCAN_LEN { SCAN_LEN } else { len };
+        self.len = len;
+        self.start = SCAN_LEN + 1;
+        if is_keepalive(s, len) {
+            self.info.kind = Kind::Keepalive;
+            return;
+        }
+        let Some(eol) = next_newline(s, 0, len) else { return };
+        if first_line(s, eol, &mut self.info) {
+            self.start = eol + 1;
+        }
     }
 
     /// Reads one header line; `false` when there are no more, or [`HEADER_LINES`] were read.

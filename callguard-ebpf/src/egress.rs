@@ -14,7 +14,7 @@ use callguard_common::{
 use crate::{
     auth::note_answer,
     clock::boot_ns,
-    maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED},
+    maps::{CG_ANSWERS, CG_EG_SCRATCH, CG_EG_WALK, CG_REGISTERED, zero_words},
     net::is_guarded,
     parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
 };
@@ -107,7 +107,8 @@ fn read_answer(ctx: &TcContext) -> Option<()> {
     // whose contents the verifier does not track, so the shapes a walk can take reach the code
     // after it as one state (as `CG_PARSE` in the XDP program).
     let status = unsafe {
-        *walk = AnswerWalk::begin(buf, n);
+        zero_words(walk);
+        (*walk).begin_zeroed(buf, n);
         (*walk).status
     };
     if status == 0 {

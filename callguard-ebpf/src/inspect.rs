@@ -21,7 +21,7 @@ use callguard_common::{
 use crate::{
     auth::guarded_user,
     handoff::taken_stateless,
-    maps::{CG_PARSE, CG_SCRATCH, CG_SIG_DFA, CG_SIG_HEAD},
+    maps::{CG_PARSE, CG_SCRATCH, CG_SIG_DFA, CG_SIG_HEAD, zero_words},
     parse::Src,
     police::{ban_for_signature, police},
     verdict::{SLOW_CANDIDATE, Verdict, config, noted_fragmented},
@@ -135,8 +135,12 @@ pub(crate) fn parse_sip(
     buf.clear_tail(n);
     let buf = &*buf;
     let Some(parse) = CG_PARSE.get_ptr_mut(0) else { return Some(Verdict::pass(Reason::Clean)) };
-    // SAFETY: this CPU's parse state; nothing else uses it during this program run.
-    unsafe { *parse = Parse::begin(buf, n) };
+    // SAFETY: this CPU's parse state; nothing else uses it during this program run. Zeroed by
+    // words and begun in place: see `Parse::begin_zeroed`.
+    unsafe {
+        zero_words(parse);
+        (*parse).begin_zeroed(buf, n);
+    }
     walk_lines(buf, parse);
     None
 }
@@ -242,14 +246,17 @@ fn profiled_sip(
         return allowed;
     }
     let total = ctx.data_end() - ctx.data();
-    let mut head = [0u8; 16];
+    // Not zeroed first: that is a memset, a call in BPF (see `sip::Parse::begin_zeroed`); the
+    // helper writes all 16 bytes when it succeeds, and nothing reads them when it fails.
+    let mut head = core::mem::MaybeUninit::<[u8; 16]>::uninit();
     // A first fragment, or one too short to tell, goes up too: the hand-up drops what it
     // cannot take whole (`oversize`), so no part of an INVITE passes unread.
     let readable = noted_fragmented() == 0
         && payload_off + 16 <= total
         // SAFETY: 16 bytes into a 16-byte stack buffer; the context is this program's.
         && unsafe { bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, head.as_mut_ptr().cast(), 16) } == 0;
-    if readable && sip::passes_unread(&head) {
+    // SAFETY: read only when the helper filled it (`readable`).
+    if readable && sip::passes_unread(unsafe { head.assume_init_ref() }) {
         return allowed;
     }
     let mut v = allowed;

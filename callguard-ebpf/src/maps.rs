@@ -163,3 +163,24 @@ pub(crate) static CG_BENCH_SPOOF: Array<[u32; 2]> = Array::with_max_entries(1, 0
 /// The flood benchmark's spoofer: the filter under test, tail-called (`maps::BENCH_NEXT`).
 #[map]
 pub(crate) static CG_BENCH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Zeroes the value at `p` (a map value, or one on the stack) with one volatile store per 8-byte
+/// word, where a zeroed value the
+/// compiler writes is a `memset`: BPF code calls it as a function of its own (a byte loop), and
+/// on x86 the return of every call pays the CPU's SRSO mitigation. Volatile, so that the stores
+/// are not merged back into one.
+///
+/// # Safety
+///
+/// `p` points to a writable value, 8-aligned, that nothing else uses meanwhile (a map value:
+/// this CPU's, or one other CPUs may race on as they may on any store to it), of a type that
+/// all-zero bytes make valid.
+#[inline(always)]
+pub(crate) unsafe fn zero_words<T>(p: *mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(8)) };
+    let words = p.cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: word i of the value, inside it (the size is a whole number of words).
+        unsafe { words.add(i).write_volatile(0) };
+    }
+}

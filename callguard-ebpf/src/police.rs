@@ -14,7 +14,7 @@ use callguard_common::{
 use crate::{
     clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
-    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_CACHE, CG_SOURCE_NEW, CG_SOURCES},
+    maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_CACHE, CG_SOURCE_NEW, CG_SOURCES, zero_words},
     parse::Src,
 };
 
@@ -157,7 +157,13 @@ pub(crate) fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
     if let Some(st) = CG_SOURCES.get_ptr_mut(src) {
         return Some(st);
     }
-    let _ = CG_SOURCES.insert(src, SourceState::default(), 0);
+    let mut fresh = core::mem::MaybeUninit::<SourceState>::uninit();
+    // SAFETY: a value on this program's stack, zeroed (the default state) before it is read.
+    let fresh = unsafe {
+        zero_words(fresh.as_mut_ptr());
+        fresh.assume_init_ref()
+    };
+    let _ = CG_SOURCES.insert(src, fresh, 0);
     CG_SOURCES.get_ptr_mut(src)
 }
 
@@ -211,7 +217,8 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
     if lim.enum_users != 0 && info.to.is_some() {
         if now.saturating_sub(st.enum_start) > lim.enum_window_ns {
             st.enum_start = now;
-            st.sketch = [0; 4];
+            // SAFETY: the sketch's words, in the state this program holds (see `zero_words`).
+            unsafe { zero_words(&raw mut st.sketch) };
         }
         let mut th = ToHash { span: info.to, bit: 0 };
         // SAFETY: the callback matches bpf_loop's contract and only uses `th` during the call.
@@ -340,7 +347,8 @@ pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
 fn set_ban(st: &mut SourceState, now: u64, ban_ns: u64) {
     st.banned_until = now + ban_ns;
     st.over_since = 0;
-    st.sketch = [0; 4];
+    // SAFETY: the sketch's words, in the state this program holds (see `zero_words`).
+    unsafe { zero_words(&raw mut st.sketch) };
 }
 
 /// The To value hash (`bpf_loop` callback, one iteration): its own verifier pass, like
