@@ -57,7 +57,7 @@ impl Direct {
                 named.or_else(|| addrs.first().copied()).and_then(|a| Some((a, entries(a)?)))
             });
             match wanted {
-                Some((addr, entry)) if held.address() == Some(addr) && held.entry == entry => {}
+                Some((addr, entry)) if self.holds(slot, addr, &entry) => {}
                 Some((addr, entry)) => self.fill(slot, addr, &entry, write)?,
                 None if held.address().is_some() => self.empty(slot, write)?,
                 None => {}
@@ -76,8 +76,7 @@ impl Direct {
         write: &mut Write<'_>,
     ) -> anyhow::Result<()> {
         let slot = direct_slot(addr);
-        let held = self.held[slot as usize];
-        if held.address() == Some(addr) && held.entry != *entry {
+        if self.held[slot as usize].address() == Some(addr) && !self.holds(slot, addr, entry) {
             self.empty(slot, write)?;
         }
         Ok(())
@@ -94,10 +93,8 @@ impl Direct {
     ) -> anyhow::Result<()> {
         let slot = direct_slot(addr);
         self.by_slot.entry(slot).or_default().insert(addr);
-        let held = self.held[slot as usize];
-        match held.address() {
-            Some(a) if a == addr && held.entry == *entry => Ok(()),
-            Some(a) if a != addr => Ok(()),
+        match self.held[slot as usize].address() {
+            Some(a) if a != addr || self.holds(slot, addr, entry) => Ok(()),
             _ => self.fill(slot, addr, entry, write),
         }
     }
@@ -139,6 +136,12 @@ impl Direct {
             }
         }
         Ok(())
+    }
+
+    /// Whether slot `slot` names `addr` with `entry`, as the daemon last wrote it.
+    fn holds(&self, slot: u32, addr: [u8; 4], entry: &NetEntry) -> bool {
+        let held = &self.held[slot as usize];
+        held.address() == Some(addr) && held.entry == *entry
     }
 
     /// The address slot `slot` names, as the daemon last wrote it.
