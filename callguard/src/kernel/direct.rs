@@ -19,7 +19,9 @@ use callguard_common::{
 /// Writes value `i` of the map (the daemon's `CG_NET4_DIRECT`; in the tests, a copy).
 pub(super) type Write<'a> = dyn FnMut(u32, &DirectSlot) -> anyhow::Result<()> + 'a;
 
-/// What the daemon knows of `CG_NET4_DIRECT`.
+/// What the daemon knows of `CG_NET4_DIRECT` (the default: nothing yet, until [`Direct::new`]
+/// has what the map holds).
+#[derive(Default)]
 pub(super) struct Direct {
     /// What each slot of the map holds: what was read at load, then every write that succeeded.
     held: Vec<DirectSlot>,

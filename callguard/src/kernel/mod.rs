@@ -522,7 +522,8 @@ impl Kernel {
             hints: Hints::of(&BTreeMap::new()),
             hints_unsure: false,
             v4_direct: take(&mut ebpf, maps::NET_V4_DIRECT)?,
-            direct: Direct::new(vec![DirectSlot::default(); DIRECT_SLOTS as usize], []),
+            // Read from the map by `settle_direct` below.
+            direct: Direct::default(),
             ports: take(&mut ebpf, maps::PORTS)?,
             config: take(&mut ebpf, maps::CONFIG)?,
             stats: take(&mut ebpf, maps::STATS)?,
@@ -836,7 +837,7 @@ impl Kernel {
         let exact: Vec<[u8; 4]> = self.nets.keys().filter_map(|n| single_v4(*n)).collect();
         self.direct = Direct::new(held, exact);
         let (nets, map) = (&self.nets, &mut self.v4_direct);
-        self.direct.settle(&|a| exact_entry(nets, a), &mut |i, v| Ok(map.set(i, v, 0)?))
+        self.direct.settle(&|a| exact_entry(nets, a), &mut slot_writer(map))
     }
 
     fn read_nets(&self) -> anyhow::Result<BTreeMap<IpNet, NetEntry>> {
@@ -870,6 +871,13 @@ impl Kernel {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What writes value `i` of `CG_NET4_DIRECT` for [`Direct`].
+fn slot_writer(
+    map: &mut Array<MapData, DirectSlot>,
+) -> impl FnMut(u32, &DirectSlot) -> anyhow::Result<()> + '_ {
+    move |i, v| Ok(map.set(i, v, 0)?)
 }
 
 /// The address of `net` when it is a single IPv4 address (an entry of the exact map).
@@ -919,16 +927,14 @@ impl Datapath for Kernel {
             }
             let single = single_v4(*net);
             if let Some(addr) = single {
-                let map = &mut self.v4_direct;
-                self.direct.changing(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+                self.direct.changing(addr, &e, &mut slot_writer(&mut self.v4_direct))?;
             }
             self.write_net(*net, Some(&e))?;
             self.nets.insert(*net, e);
             if let Some(addr) = single {
-                let map = &mut self.v4_direct;
                 // A slot left empty costs the exact map's lookup, never a verdict: not an error
                 // that should leave the copy and the counters' slots behind the map.
-                if let Err(err) = self.direct.written(addr, &e, &mut |i, v| Ok(map.set(i, v, 0)?)) {
+                if let Err(err) = self.direct.written(addr, &e, &mut slot_writer(&mut self.v4_direct)) {
                     tracing::warn!("writing the single-address table: {err:#}");
                 }
             }
@@ -947,8 +953,7 @@ impl Datapath for Kernel {
             {
                 // Out of its direct slot before the exact map (see `direct`).
                 if let Some(addr) = single_v4(*net) {
-                    let map = &mut self.v4_direct;
-                    self.direct.removing(addr, &mut |i, v| Ok(map.set(i, v, 0)?))?;
+                    self.direct.removing(addr, &mut slot_writer(&mut self.v4_direct))?;
                 }
                 // Out of the copy only once out of the map: the hints are computed from the copy.
                 self.write_net(*net, None)?;
@@ -962,7 +967,7 @@ impl Datapath for Kernel {
         }
         if removed != 0 {
             let (nets, map) = (&self.nets, &mut self.v4_direct);
-            self.direct.refill(&|a| exact_entry(nets, a), &mut |i, v| Ok(map.set(i, v, 0)?))?;
+            self.direct.refill(&|a| exact_entry(nets, a), &mut slot_writer(map))?;
         }
         // Bits cleared only now that no entry needs them: computed again from what is left.
         if removed != 0 {
