@@ -203,13 +203,14 @@ fn calls_under_flood(short: bool) {
 /// profile invite`, then `perf report --sort sym` (with `net.core.bpf_jit_kallsyms = 1` the
 /// programs, their callbacks and the helpers they call are named).
 fn profile(repeat: u32, which: &str) {
-    let mut k = TestKernel::new();
+    let mut k =
+        if which == "rate" { TestKernel::with_config(&rate_limited(false)) } else { TestKernel::new() };
     k.set_signatures(&default_signatures());
     let payload = match which {
         "clean" => None,
         "options" => Some(sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false)),
-        "invite" => Some(sipmsg::phones()[0].1.clone()),
-        other => panic!("unknown row {other}: clean, options or invite"),
+        "invite" | "rate" => Some(sipmsg::phones()[0].1.clone()),
+        other => panic!("unknown row {other}: clean, options, invite or rate"),
     };
     let mut frame = Frame::udp("198.18.99.9", 5060);
     if let Some(p) = &payload {
@@ -222,6 +223,17 @@ fn profile(repeat: u32, which: &str) {
         best = best.min(per_packet(k.kernel.program(), &frame, repeat));
     }
     println!("{which}: {best:.1} ns/packet, fastest round of {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// The configuration of the rate-limit rows: the INVITE's own bucket one a second, no ban, and
+/// the bucket for all requests off, or (`all`) one a second too, so that a flood from one source
+/// has it used up.
+fn rate_limited(all: bool) -> Config {
+    let mut cfg = Config::default();
+    cfg.rate.invite = Bucket { rate: 1, burst: 1 };
+    cfg.rate.requests = Bucket { rate: u32::from(all), burst: 1 };
+    cfg.rate.ban_after_secs = 0;
+    cfg
 }
 
 fn kernel(repeat: u32) {
@@ -289,16 +301,11 @@ fn kernel(repeat: u32) {
     k.set_signatures(&default_signatures());
     // The INVITE's own bucket only: with the bucket for all requests used up too, as a flood
     // from one source soon has it, the request is dropped unread (the next row).
-    let mut cfg = Config::default();
-    cfg.rate.invite = Bucket { rate: 1, burst: 1 };
-    cfg.rate.requests = Bucket { rate: 0, burst: 1 };
-    cfg.rate.ban_after_secs = 0;
-    let mut limited = TestKernel::with_config(&cfg);
+    let mut limited = TestKernel::with_config(&rate_limited(false));
     limited.set_signatures(&default_signatures());
     let limited_ns =
         row(&format!("drop: phone INVITE over its rate limit ({} B)", invite.len()), &mut limited, &invite);
-    cfg.rate.requests = Bucket { rate: 1, burst: 1 };
-    let mut flooding = TestKernel::with_config(&cfg);
+    let mut flooding = TestKernel::with_config(&rate_limited(true));
     flooding.set_signatures(&default_signatures());
     row("drop: INVITE, unread (source over rate for all)", &mut flooding, &invite);
 
