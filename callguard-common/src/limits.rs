@@ -121,8 +121,9 @@ pub const SOURCE_CACHE_SLOTS: u32 = 1 << 16;
 pub const SOURCE_CACHE_SEED: u32 = SOURCE_CACHE_SLOTS;
 
 /// What the kernel decided about a source before reading its datagram, in the source cache
-/// ([`crate::maps::SOURCE_CACHE`]): its ban, and the tick in which its requests were over its
-/// rate, direct-mapped by source and read with one load where [`crate::maps::SOURCES`] needs a
+/// ([`crate::maps::SOURCE_CACHE`]): its ban, the tick in which its requests were over its
+/// rate, and the tick in which its state had nothing to decide before a request's read,
+/// direct-mapped by source and read with one load where [`crate::maps::SOURCES`] needs a
 /// lookup. A slot holds the last source written of those that share it; a source not in its
 /// slot is looked up in the sources' map as before.
 ///
@@ -155,10 +156,21 @@ pub struct SourceSlot {
     /// none. (A note left 2^32 jiffies ago, 50 days at `HZ=1000`, reads as this jiffy's: one
     /// tick of one source's requests dropped as over its rate.)
     pub over_jiffy: u32,
-    /// Packets the slot's ban has dropped (wrapping): the first, and every [`TOUCH_EVERY`]th
-    /// after it, looks the source's state up, which keeps it recently used in the LRU map, and
-    /// writes the ban into it (inserting the state if there is none).
-    pub hits: u32,
+    /// Packets the slot's ban has dropped (wrapping; 2^16 is a multiple of [`TOUCH_EVERY`]):
+    /// the first, and every [`TOUCH_EVERY`]th after it, looks the source's state up, which keeps
+    /// it recently used in the LRU map, and writes the ban into it (inserting the state if
+    /// there is none).
+    pub hits: u16,
+    /// The jiffy (as [`jiffy16`] gives it) in which the source's state, looked up for a
+    /// request, had nothing to decide before the read: no ban, no used-up bucket for all
+    /// requests. Its other requests in that jiffy are read without the lookup, and decided in
+    /// full after the read, as anything the lookup lets by is; so a note, even a stale one (a
+    /// 16-bit jiffy reads as this one's again after 2^16 jiffies) or one torn between two
+    /// writers, can only cost a request its early check, never change a verdict. Cleared by a
+    /// ban (the slot is rewritten) and by a request over the bucket for all requests (which
+    /// notes `over_jiffy` instead). 0: none. (Where a release before this field kept a 32-bit
+    /// `hits`, this is its upper half, which that count never reached.)
+    pub clear_jiffy: u16,
 }
 
 /// How often a banned source that keeps sending has its state looked up, in packets its
@@ -167,7 +179,7 @@ pub struct SourceSlot {
 /// match no signature inserts one a packet). Counted in packets, not time: a lookup
 /// once a period would cost each rarely seen source (a spoofed flood's repeats) a lookup for
 /// nearly every packet.
-pub const TOUCH_EVERY: u32 = 256;
+pub const TOUCH_EVERY: u16 = 256;
 
 // 32 bytes, so that a slot never straddles two cache lines.
 const _: () = assert!(size_of::<SourceSlot>() == 32);
@@ -177,6 +189,14 @@ const _: () = assert!(size_of::<SourceSlot>() == 32);
 #[inline(always)]
 pub const fn jiffy32(jiffies: u64) -> u32 {
     let j = jiffies as u32;
+    if j == 0 { 1 } else { j }
+}
+
+/// `jiffies_64` as [`SourceSlot::clear_jiffy`] keeps it: its low 16 bits, never 0 (as in
+/// [`jiffy32`]).
+#[inline(always)]
+pub const fn jiffy16(jiffies: u64) -> u16 {
+    let j = jiffies as u16;
     if j == 0 { 1 } else { j }
 }
 

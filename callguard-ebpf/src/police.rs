@@ -71,8 +71,11 @@ pub(crate) fn ban_for_signature(src: Src, stateless: bool, sig_slot: u16, info: 
 /// The source cache (`CG_SOURCE_CACHE`) answers first: a ban, or a request in a jiffy in which
 /// the state already said `Rate` (the limits run at the tick's grain, and the streak's last
 /// reading is that tick's: see `SourceSlot::over_jiffy` for when the state would have said
-/// otherwise). Anything else looks the state up; `stateless` is set when the source has none
-/// (passed on to [`ban_for_signature`], which then need not look again).
+/// otherwise), or `None` for a request in a jiffy in which the state had nothing to decide
+/// (`SourceSlot::clear_jiffy`: a source that sends many requests in a jiffy without being over
+/// the rate for all of them, such as one over its INVITE rate only, is looked up once a
+/// jiffy here, not once a request). Anything else looks the state up; `stateless` is set when
+/// the source has none (passed on to [`ban_for_signature`], which then need not look again).
 /// Inlined: as a function of its own, its return paid this VM's SRSO mitigation on every
 /// packet it decides (about 10 ns of a banned source's dropped packet in the flood benchmark).
 /// Its key once grew the main program's stack past what the verifier allows; since SIP
@@ -100,8 +103,13 @@ pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> 
                 return Some(Reason::Banned);
             }
             // SAFETY: the helper has no arguments; the verifier replaces the call with a load.
-            if request && slot.over_jiffy == limits::jiffy32(unsafe { bpf_jiffies64() }) {
+            let jiffies = unsafe { bpf_jiffies64() };
+            if request && slot.over_jiffy == limits::jiffy32(jiffies) {
                 return Some(Reason::Rate);
+            }
+            // Read, without the lookup: `police` decides it in full (see `clear_jiffy`).
+            if request && slot.clear_jiffy == limits::jiffy16(jiffies) {
+                return None;
             }
         }
     }
@@ -121,33 +129,62 @@ pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> 
     if st.banned_until > now {
         return Some(Reason::Banned);
     }
-    // Only a request, and only in a streak: anything else is read, without the limits' lookup.
-    if !request || st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+    if !request {
+        return None;
+    }
+    // Only in a streak: a request outside one is read, without the limits' lookup, and so are
+    // the source's other requests in this jiffy (the note), unless one of them is over the
+    // bucket for all requests (`police` then notes that instead).
+    if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+        note(slot, cached, now, Note::Clear);
         return None;
     }
     let lim = CG_LIMITS.get(0)?;
     let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
     if interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
+        note(slot, cached, now, Note::Clear);
         return None;
     }
     if exceeding(st, lim, now) {
         return None;
     }
-    if let Some(slot) = slot {
-        // SAFETY: as above.
-        let (slot, jiffies) = unsafe { (&mut *slot, limits::jiffy32(bpf_jiffies64())) };
-        if slot.key == cached {
-            slot.over_jiffy = jiffies;
-        } else if slot.banned_until <= now {
-            // A slot whose ban is over (or that never held one) is taken; a live ban keeps
-            // its slot against a note (not against another ban). A CPU reading the slot as it
-            // is written may see the earlier source with this jiffy (one request of it dropped
-            // as over its rate), or this source with the earlier ban time, if it had not
-            // passed on that CPU's clock (one packet of it dropped as banned).
-            *slot = SourceSlot { key: cached, banned_until: 0, over_jiffy: jiffies, hits: 0 };
-        }
-    }
+    note(slot, cached, now, Note::Over);
     Some(Reason::Rate)
+}
+
+/// What [`note`] writes into a source's cache slot for the rest of this jiffy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Note {
+    /// Its requests are over the rate for all requests (`SourceSlot::over_jiffy`).
+    Over,
+    /// Its state has nothing to decide before a request's read (`SourceSlot::clear_jiffy`).
+    Clear,
+}
+
+/// Notes `note` for the source `cached` in its source cache slot `slot` (the array's value
+/// for it, when there is one), the other note of this jiffy cleared.
+#[inline(always)]
+fn note(slot: Option<*mut SourceSlot>, cached: [u64; 2], now: u64, note: Note) {
+    let Some(slot) = slot else { return };
+    // SAFETY: a value of the array, valid for this program run; other CPUs may write it at
+    // once (see below), and the helper has no arguments (the verifier replaces it with a load).
+    let (slot, jiffies) = unsafe { (&mut *slot, bpf_jiffies64()) };
+    let (over_jiffy, clear_jiffy) = match note {
+        Note::Over => (limits::jiffy32(jiffies), 0),
+        Note::Clear => (0, limits::jiffy16(jiffies)),
+    };
+    if slot.key == cached {
+        slot.over_jiffy = over_jiffy;
+        slot.clear_jiffy = clear_jiffy;
+    } else if slot.banned_until <= now {
+        // A slot whose ban is over (or that never held one) is taken; a live ban keeps its
+        // slot against a note (not against another ban). A CPU reading the slot as it is
+        // written may see the earlier source with this jiffy (one request of it dropped as
+        // over its rate, or read without its early check), or this source with the earlier
+        // ban time, if it had not passed on that CPU's clock (one packet of it dropped as
+        // banned).
+        *slot = SourceSlot { key: cached, banned_until: 0, over_jiffy, hits: 0, clear_jiffy };
+    }
 }
 
 /// This source's state in `CG_SOURCES`, inserted (evicting the least recently seen) on its first
@@ -203,7 +240,8 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         sip::method::INVITE => Some(BUCKET_INVITE),
         _ => None,
     };
-    let mut over = !take(st, lim, BUCKET_ALL, now);
+    let all_over = !take(st, lim, BUCKET_ALL, now);
+    let mut over = all_over;
     if let Some(b) = own {
         over |= !take(st, lim, b, now);
     }
@@ -211,6 +249,12 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         if exceeding(st, lim, now) {
             ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
             return Some(Reason::Banned);
+        }
+        if all_over {
+            // What `before_reading` would find in the state for the source's next request,
+            // noted now: a clear note (which let this request by unlooked) must not stand.
+            let cached = limits::cache_key(src);
+            note(CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached)), cached, now, Note::Over);
         }
         return Some(Reason::Rate);
     }
@@ -338,7 +382,7 @@ pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
         // half written, for a packet or two: this source with the slot's earlier ban time, or
         // the slot's earlier source (never a third: see `SourceSlot::key`) with this one's ban
         // time, which may drop one of its packets after its own ban ended.
-        unsafe { *slot = SourceSlot { key, banned_until: until, over_jiffy: 0, hits: 0 } };
+        unsafe { *slot = SourceSlot { key, banned_until: until, ..SourceSlot::default() } };
     }
 }
 

@@ -211,14 +211,25 @@ impl TestKernel {
         map.get(key, 0).ok()
     }
 
+    /// `CG_SOURCES`, the sources' states, opened from its pin.
+    fn sources(
+        &self,
+    ) -> aya::maps::HashMap<aya::maps::MapData, [u8; 16], callguard_common::limits::SourceState> {
+        let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCES);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCES");
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("CG_SOURCES is a hash")
+    }
+
     /// Deletes the source key `key`'s state from `CG_SOURCES` behind the daemon's back, as the
     /// LRU map evicts a source's state when new sources need room; `false` if it had none.
     pub fn evict_source(&self, key: &[u8; 16]) -> bool {
-        let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCES);
-        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCES");
-        let mut map: aya::maps::HashMap<_, [u8; 16], callguard_common::limits::SourceState> =
-            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("CG_SOURCES is a hash");
-        map.remove(key).is_ok()
+        self.sources().remove(key).is_ok()
+    }
+
+    /// Writes the source key `key`'s state in `CG_SOURCES`, as an upgrade writes the states it
+    /// carries over (a ban there, and not in the source's cache slot).
+    pub fn set_source_state(&self, key: &[u8; 16], state: callguard_common::limits::SourceState) {
+        self.sources().insert(key, state, 0).expect("writing CG_SOURCES");
     }
 
     /// The index of the source cache slot (`CG_SOURCE_CACHE`) the source key `key` maps to,

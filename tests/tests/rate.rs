@@ -547,6 +547,71 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     ]);
 }
 
+/// A source that sends many requests without being over its rate for all of them (here: over
+/// its INVITE rate only) has its state looked up before the read once a jiffy, not once a
+/// request: its slot notes that the state had nothing to decide. The note only ever skips that
+/// early look: every request it lets by is read and policed in full, so a ban that reaches the
+/// state and not the slot (an upgrade's carried state) still drops the next request, a reply
+/// from the source is still looked up, and a request over the bucket for all requests replaces
+/// the note with the over-rate note, which drops the next requests unread.
+#[test]
+fn a_clear_note_skips_the_early_look_and_no_verdict() {
+    use callguard_common::limits::{cache_key, source_key_v4};
+    let a = [198, 18, 0, 71];
+    let key = source_key_v4(a);
+    let mut cfg = quiet();
+    cfg.rate.requests = Bucket { rate: 1, burst: 3 };
+    cfg.rate.invite = Bucket { rate: 1, burst: 1 };
+    let mut k = TestKernel::with_config(&cfg);
+    k.set_signatures(&default_signatures());
+    let invite = sipmsg::phones().into_iter().find(|(who, _)| who.contains("INVITE")).expect("an INVITE").1;
+    let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
+    let src = dotted(a);
+    assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Pass, "the first INVITE: its state begins");
+    assert_eq!(k.source_cache_slot(&key).key, [0, 0], "no note for a source without state");
+    assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Drop, "over its INVITE rate");
+    let slot = k.source_cache_slot(&key);
+    assert_eq!(slot.key, cache_key(&key), "noted");
+    assert!(slot.clear_jiffy != 0 && slot.over_jiffy == 0, "nothing to decide before the read: {slot:?}");
+    assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Drop, "still over its INVITE rate");
+    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 2);
+    // The scanner's request is read under the note, as it is without one.
+    assert_eq!(k.run(&sip_frame(&src, &svmap)), Action::Drop);
+    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "read: its signature");
+    // The fourth INVITE is over the bucket for all requests (three, one taken by each INVITE
+    // before it; the scanner's was dropped before its rates were counted): the over-rate note
+    // replaces the clear one, and the next request, a scanner's, is dropped unread.
+    assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Drop);
+    let slot = k.source_cache_slot(&key);
+    assert!(slot.over_jiffy != 0 && slot.clear_jiffy == 0, "over the rate for all: {slot:?}");
+    assert_eq!(k.run(&sip_frame(&src, &svmap)), Action::Drop);
+    assert_eq!(
+        (k.counter(Action::Drop, Reason::Rate).packets, k.counter(Action::Drop, Reason::Signature).packets),
+        (4, 1),
+        "the scanner's request dropped unread"
+    );
+
+    // Another source, noted clear, then banned in its state alone.
+    let b = [198, 18, 0, 72];
+    let (bkey, bsrc) = (source_key_v4(b), dotted(b));
+    let register =
+        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
+    for _ in 0..2 {
+        assert_eq!(k.run(&sip_frame(&bsrc, &register)), Action::Pass);
+    }
+    assert_ne!(k.source_cache_slot(&bkey).clear_jiffy, 0, "noted");
+    let mut state = k.kernel.source(&bkey).expect("reading CG_SOURCES").expect("its state");
+    state.banned_until = callguard::clock::boot_ns() + 60_000_000_000;
+    k.set_source_state(&bkey, state);
+    assert_eq!(k.run(&sip_frame(&bsrc, &register)), Action::Drop, "the request is read, and policed");
+    assert_eq!(
+        k.run(&sip_frame(&bsrc, &sipmsg::responses().remove(0))),
+        Action::Drop,
+        "a reply is looked up"
+    );
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, 2);
+}
+
 /// A scanner's signature ban is written into its state by the first packet its source cache
 /// slot drops after the ban (a source that sent once has no state: the ban is the slot's). A
 /// banned source whose state the LRU map then evicts (a flood of new sources) keeps its ban:

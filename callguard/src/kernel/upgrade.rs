@@ -279,7 +279,7 @@ fn carry_sources(from: &Path, to: &Path) -> anyhow::Result<u64> {
 /// The source cache's live bans (a signature ban of a source that has not sent again is held
 /// only there), each placed by the new map's hash key (a release before the key had one
 /// fixed; see `limits::cache_slot`); of two that meet in a slot, the later ban. The notes of
-/// sources over their rate last a jiffy and are left.
+/// a jiffy (a source over its rate, or with nothing to decide before a read) are left.
 fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
     let now = crate::clock::boot_ns();
     let mut new: Array<MapData, SourceSlot> = Array::try_from(open(to)?)?;
@@ -288,9 +288,10 @@ fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
     let mut placed: BTreeMap<u32, SourceSlot> = BTreeMap::new();
     for slot in held.iter().filter(|s| s.banned_until > now) {
         let at = limits::cache_slot(slot.key, seed);
-        let e = placed.entry(at).or_insert(SourceSlot { over_jiffy: 0, hits: 0, ..*slot });
+        let ban = SourceSlot { key: slot.key, banned_until: slot.banned_until, ..SourceSlot::default() };
+        let e = placed.entry(at).or_insert(ban);
         if slot.banned_until > e.banned_until {
-            *e = SourceSlot { over_jiffy: 0, hits: 0, ..*slot };
+            *e = ban;
         }
     }
     for (&at, slot) in &placed {
