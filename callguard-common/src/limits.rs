@@ -148,8 +148,9 @@ pub struct SourceSlot {
     /// banned.
     pub banned_until: u64,
     /// The jiffy (as [`jiffy32`] gives it) in which the source's state, looked up, found a
-    /// request over its rate for all requests, unread, in a streak not yet due for a ban: its
-    /// other requests in that jiffy are dropped alike without the lookup. The limits run at the
+    /// request over its rate for all requests in a streak not yet due for a ban (before the
+    /// read, or after it, where the rate limits take their tokens): its other requests in
+    /// that jiffy are dropped alike, unread, without the lookup. The limits run at the
     /// tick's grain, so the lookup would mostly decide the same; but each CPU reads the clock
     /// once a jiffy, and another CPU's later reading (or a change of the limits) could have let
     /// a request through or found the ban due: then the note holds them one jiffy longer. 0:
@@ -163,13 +164,16 @@ pub struct SourceSlot {
     pub hits: u16,
     /// The jiffy (as [`jiffy16`] gives it) in which the source's state, looked up for a
     /// request, had nothing to decide before the read: no ban, no used-up bucket for all
-    /// requests. Its other requests in that jiffy are read without the lookup, and decided in
-    /// full after the read, as anything the lookup lets by is; so a note, even a stale one (a
+    /// requests. The source's other requests in that jiffy leave that check for after the
+    /// read, where the rate limits look the state up anyway: so a note, even a stale one (a
     /// 16-bit jiffy reads as this one's again after 2^16 jiffies) or one torn between two
-    /// writers, can only cost a request its early check, never change a verdict. Cleared by a
-    /// ban (the slot is rewritten) and by a request over the bucket for all requests (which
-    /// notes `over_jiffy` instead). 0: none. (Where a release before this field kept a 32-bit
-    /// `hits`, this is its upper half, which that count never reached.)
+    /// writers, changes when the check is made, never whether a datagram is dropped (only,
+    /// at times, for what: a request the check would drop may be dropped for what the read
+    /// finds first, such as a scanner's signature).
+    /// Replaced by the over-rate note when a request is over the bucket for all requests, and
+    /// cleared by a ban (the slot is rewritten). 0: none. (Where a release before this field
+    /// kept a 32-bit `hits`, this is its upper half: a slot whose ban dropped 65,536 packets or
+    /// more under that release reads as noted in some jiffy, which changes nothing more.)
     pub clear_jiffy: u16,
 }
 

@@ -36,13 +36,27 @@ pub(crate) struct Handoff {
     pub(crate) profiled: u32,
     /// The first fragment of a fragmented datagram.
     pub(crate) fragmented: bool,
-    /// 1: the source had no state in `CG_SOURCES` when `police::before_reading` looked (0 when
-    /// it did not look): a signature ban need not look again (`police::ban_for_signature`). A
-    /// byte, not a `bool`: a pinned hand-off may hold what an earlier program left there.
-    pub(crate) stateless: u8,
+    /// What `police::before_reading` learnt of the source's state in `CG_SOURCES`: see
+    /// [`looked`]. A byte: a pinned hand-off may hold what an earlier program left there.
+    pub(crate) looked: u8,
     /// 1: the parse decided the datagram alone (`inspect::parse_sip`); the judge passes its
     /// verdict on. Written by the parse stage; the XDP program writes 0.
     pub(crate) decided: u8,
+}
+
+/// What `police::before_reading` learnt of the source's state ([`Handoff::looked`]).
+pub(crate) mod looked {
+    /// It found the state, or did not look (a source an allow rule's call profile admits,
+    /// which it does not check). A release before [`SKIPPED`] wrote 0 for these too.
+    pub(crate) const STATE: u8 = 0;
+    /// It looked, and the source has no state: a signature ban need not look again
+    /// (`police::ban_for_signature`).
+    pub(crate) const NO_STATE: u8 = 1;
+    /// It did not look, on its cache slot's note that the state had nothing to decide in this
+    /// jiffy (`SourceSlot::clear_jiffy`): `police` makes the check after the read, with the
+    /// lookup of its rate limits, and the conclusion for a datagram the read found is no
+    /// request and passed (`police::early_after_read`).
+    pub(crate) const SKIPPED: u8 = 2;
 }
 
 /// The SIP inspection programs by slot (`maps::SIP_NEXT`), set by the daemon at load.
@@ -97,9 +111,16 @@ pub(crate) fn taken_src() -> Option<Src> {
     CG_SIP_HANDOFF.get(0).map(|h| h.src)
 }
 
+/// What `police::before_reading` learnt of the state of the source of the datagram handed
+/// over ([`Handoff::looked`]).
+#[inline(always)]
+pub(crate) fn taken_looked() -> u8 {
+    CG_SIP_HANDOFF.get(0).map_or(looked::STATE, |h| h.looked)
+}
+
 /// Whether the source of the datagram handed over had no state when it was looked up
-/// ([`Handoff::stateless`]).
+/// ([`looked::NO_STATE`]).
 #[inline(always)]
 pub(crate) fn taken_stateless() -> bool {
-    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.stateless != 0)
+    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.looked == looked::NO_STATE)
 }

@@ -81,7 +81,7 @@ use crate::{
     handup::slow_path,
     inspect::{ALLOWED, judge_sip, parse_sip},
     net::{is_guarded, lookup_v4, lookup_v6},
-    police::before_reading,
+    police::{before_reading, early_after_read},
     verdict::{SLOW_CANDIDATE, SLOW_CREDENTIALS, Verdict, config, forget, note_fragmented, recall},
 };
 
@@ -136,6 +136,17 @@ fn callguard_conclude(ctx: XdpContext) -> u32 {
     let (Some(src), Some(verdict)) = (handoff::taken_src(), recall()) else {
         return finish(&ctx, Verdict::pass(Reason::Clean), None);
     };
+    // A datagram that began like a request and is none, from a source whose check before the
+    // read the source cache's note left for after it (`looked::SKIPPED`): that check, which
+    // would have dropped it whatever it held (`police` makes it for requests). Here, not in
+    // the judge, whose hot path its code would lengthen.
+    if verdict.action == Action::Pass
+        && matches!(verdict.reason, Reason::NotSip | Reason::Keepalive)
+        && handoff::taken_looked() == handoff::looked::SKIPPED
+        && let Some(reason) = early_after_read(src)
+    {
+        *verdict = Verdict::new(Action::Drop, reason, 0);
+    }
     let src = Some(src);
     if verdict.slow & SLOW_CANDIDATE != 0 {
         slow_path(&ctx, verdict, src);
@@ -303,13 +314,10 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
     let payload_off = l3.l4_off + 8;
     // Whatever a banned source sends to a guarded port goes unread, as its stored ban (a deny
     // rule) will treat it; so do the requests of a source over its rate for all requests.
-    let mut stateless = false;
+    let mut looked = handoff::looked::STATE;
     if profiled == 0
-        && let Some(reason) = before_reading(
-            &l3.src,
-            l4.udp_payload >= 4 && begins_like_request(ctx, payload_off),
-            &mut stateless,
-        )
+        && let Some(reason) =
+            before_reading(&l3.src, l4.udp_payload >= 4 && begins_like_request(ctx, payload_off), &mut looked)
     {
         return Verdict::new(Action::Drop, reason, 0);
     }
@@ -321,7 +329,7 @@ fn decide(ctx: &XdpContext, src: &mut Option<Src>) -> Verdict {
             udp_payload: l4.udp_payload as u32,
             profiled,
             fragmented: l3.first_fragment,
-            stateless: u8::from(stateless),
+            looked,
             decided: 0,
         },
     )

@@ -14,6 +14,7 @@ use callguard_common::{
 use crate::{
     clock::tick_ns,
     events::{Bucket, budget, emit, source_key, within_budget},
+    handoff::{looked, taken_looked},
     maps::{CG_LIMITS, CG_SCRATCH, CG_SOURCE_CACHE, CG_SOURCE_NEW, CG_SOURCES, zero_words},
     parse::Src,
 };
@@ -71,17 +72,21 @@ pub(crate) fn ban_for_signature(src: Src, stateless: bool, sig_slot: u16, info: 
 /// The source cache (`CG_SOURCE_CACHE`) answers first: a ban, or a request in a jiffy in which
 /// the state already said `Rate` (the limits run at the tick's grain, and the streak's last
 /// reading is that tick's: see `SourceSlot::over_jiffy` for when the state would have said
-/// otherwise), or `None` for a request in a jiffy in which the state had nothing to decide
-/// (`SourceSlot::clear_jiffy`: a source that sends many requests in a jiffy without being over
-/// the rate for all of them, such as one over its INVITE rate only, is looked up once a
-/// jiffy here, not once a request). Anything else looks the state up; `stateless` is set when
-/// the source has none (passed on to [`ban_for_signature`], which then need not look again).
+/// otherwise), or, for a request in a jiffy in which the state had nothing to decide
+/// (`SourceSlot::clear_jiffy`), that the state's check waits for the read ([`looked::SKIPPED`]):
+/// [`police`] makes it with the lookup of its rate limits, the conclusion for what the read
+/// found is no request and passed ([`early_after_read`]). A source that sends many requests in a jiffy without
+/// being over the rate for all of them, such as one over its INVITE rate only, is then looked
+/// up once a request, not twice. Whatever would have been dropped here is dropped there,
+/// though a request may be dropped for what the read finds first (a scanner's signature).
+/// Anything else looks the state up here; `looked` says what was learnt (see [`looked`];
+/// passed on to the judge).
 /// Inlined: as a function of its own, its return paid this VM's SRSO mitigation on every
 /// packet it decides (about 10 ns of a banned source's dropped packet in the flood benchmark).
 /// Its key once grew the main program's stack past what the verifier allows; since SIP
 /// inspection moved to programs of their own, the main program has the room.
 #[inline(always)]
-pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> Option<Reason> {
+pub(crate) fn before_reading(src: &Src, request: bool, looked: &mut u8) -> Option<Reason> {
     let key = source_key(*src);
     let cached = limits::cache_key(&key);
     let slot = CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached));
@@ -107,19 +112,48 @@ pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> 
             if request && slot.over_jiffy == limits::jiffy32(jiffies) {
                 return Some(Reason::Rate);
             }
-            // Read, without the lookup: `police` decides it in full (see `clear_jiffy`).
             if request && slot.clear_jiffy == limits::jiffy16(jiffies) {
+                *looked = looked::SKIPPED;
                 return None;
             }
         }
     }
     let Some(st) = CG_SOURCES.get_ptr_mut(key) else {
-        *stateless = true;
+        *looked = looked::NO_STATE;
         return None;
     };
     // SAFETY: a value of the LRU hash, valid for this program run (RCU); racing CPUs may lose
     // an update, as in `police`.
-    let st = unsafe { &mut *st };
+    early(unsafe { &mut *st }, request, slot, cached)
+}
+
+/// For a datagram whose check on its source's state [`before_reading`] left for after the read
+/// ([`looked::SKIPPED`]) and that the read found is no request, so that [`police`] does not
+/// make it: that check, on the state looked up now, with the outcome it would have had
+/// before the read (`Banned`, or `Rate` for what began like a request; `None` when the source
+/// has no state, say evicted since).
+#[inline(always)]
+pub(crate) fn early_after_read(src: Src) -> Option<Reason> {
+    let key = source_key(src);
+    let st = CG_SOURCES.get_ptr_mut(key)?;
+    let cached = limits::cache_key(&key);
+    let slot = CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached));
+    // SAFETY: as in `before_reading`.
+    early(unsafe { &mut *st }, true, slot, cached)
+}
+
+/// The check of [`before_reading`] on the source's state `st`, its cache slot `slot` (the
+/// array's value for the source key `cached`, when there is one) noted with what it found for
+/// the rest of the jiffy: a ban the slot does not hold is written back to it (as the kernel's
+/// bans always are, see [`recache`]); a request over the rate for all requests, the over-rate
+/// note; a request with nothing to decide, the clear note.
+#[inline(always)]
+fn early(
+    st: &mut SourceState,
+    request: bool,
+    slot: Option<*mut SourceSlot>,
+    cached: [u64; 2],
+) -> Option<Reason> {
     // The clock only for a source that was banned once or sends a request, and as of this CPU's
     // tick: on a VM a read of the clock is a good part of the cost of this check.
     if st.banned_until == 0 && !request {
@@ -127,21 +161,19 @@ pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> 
     }
     let now = tick_ns();
     if st.banned_until > now {
+        recache(slot, cached, st.banned_until, now);
         return Some(Reason::Banned);
     }
     if !request {
         return None;
     }
-    // Only in a streak: a request outside one is read, without the limits' lookup, and so are
-    // the source's other requests in this jiffy (the note), unless one of them is over the
-    // bucket for all requests (`police` then notes that instead).
-    if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+    // Only in a streak: a request outside one is read, without the limits' lookup.
+    if !in_streak(st, now) {
         note(slot, cached, now, Note::Clear);
         return None;
     }
     let lim = CG_LIMITS.get(0)?;
-    let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
-    if interval == 0 || limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_some() {
+    if !all_used_up(st, lim, now) {
         note(slot, cached, now, Note::Clear);
         return None;
     }
@@ -150,6 +182,29 @@ pub(crate) fn before_reading(src: &Src, request: bool, stateless: &mut bool) -> 
     }
     note(slot, cached, now, Note::Over);
     Some(Reason::Rate)
+}
+
+/// Writes the source `cached`'s live ban `until`, found in its state, back to its cache slot
+/// `slot` when the slot does not hold it: a slot taken by a note at the moment another CPU
+/// wrote the ban there loses it, and the next packets would otherwise each pay a lookup. As
+/// [`note`] takes a slot: not from another source's live ban.
+#[inline(always)]
+fn recache(slot: Option<*mut SourceSlot>, cached: [u64; 2], until: u64, now: u64) {
+    let Some(slot) = slot else { return };
+    // SAFETY: a value of the array, valid for this program run; see `note` for what other
+    // CPUs writing it at once may cause.
+    let slot = unsafe { &mut *slot };
+    if slot.key == cached || slot.banned_until <= now {
+        *slot = SourceSlot { key: cached, banned_until: until, ..SourceSlot::default() };
+    }
+}
+
+/// Notes in the source key `src`'s cache slot that its requests are over the rate for all
+/// requests for the rest of this jiffy (see [`note`]).
+#[inline(always)]
+fn note_over(src: &[u8; 16], now: u64) {
+    let cached = limits::cache_key(src);
+    note(CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached)), cached, now, Note::Over);
 }
 
 /// What [`note`] writes into a source's cache slot for the rest of this jiffy.
@@ -174,8 +229,11 @@ fn note(slot: Option<*mut SourceSlot>, cached: [u64; 2], now: u64, note: Note) {
         Note::Clear => (0, limits::jiffy16(jiffies)),
     };
     if slot.key == cached {
-        slot.over_jiffy = over_jiffy;
-        slot.clear_jiffy = clear_jiffy;
+        // Written only when it changes: the judge's check finds its own clear note standing.
+        if slot.over_jiffy != over_jiffy || slot.clear_jiffy != clear_jiffy {
+            slot.over_jiffy = over_jiffy;
+            slot.clear_jiffy = clear_jiffy;
+        }
     } else if slot.banned_until <= now {
         // A slot whose ban is over (or that never held one) is taken; a live ban keeps its
         // slot against a note (not against another ban). A CPU reading the slot as it is
@@ -205,7 +263,9 @@ pub(crate) fn source_state(src: &[u8; 16]) -> Option<*mut SourceState> {
 }
 
 /// Rate limits, bans and enumeration detection for a request from a source in neither list.
-/// `None`: within limits.
+/// `None`: within limits. For a request whose check before the read the source cache's note
+/// left for after it ([`looked::SKIPPED`]), this is that check too: the ban, and the bucket for
+/// all requests, which a request in a streak of requests over it finds used up.
 #[inline(always)]
 pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reason> {
     let lim = CG_LIMITS.get(0)?;
@@ -213,8 +273,8 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
     // `memcmp` in BPF, on every request.
     if lim.interval_ns.iter().fold(0, |all, &i| all | i) == 0 && lim.enum_users == 0 {
         // Nothing to count: only a signature or authentication ban to honour, on a source that
-        // already has state.
-        if !sig_bans && lim.auth_failures == 0 {
+        // already has state (and whatever ban the check the note skipped would have found).
+        if !sig_bans && lim.auth_failures == 0 && taken_looked() != looked::SKIPPED {
             return None;
         }
         // SAFETY: a value of the LRU hash, read once during this program run (RCU).
@@ -240,22 +300,21 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         sip::method::INVITE => Some(BUCKET_INVITE),
         _ => None,
     };
-    let all_over = !take(st, lim, BUCKET_ALL, now);
-    let mut over = all_over;
+    let mut over = !take(st, lim, BUCKET_ALL, now);
     if let Some(b) = own {
         over |= !take(st, lim, b, now);
     }
+    if over && exceeding(st, lim, now) {
+        ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
+        return Some(Reason::Banned);
+    }
+    // What `before_reading` would find for the source's next request, noted now: in a streak,
+    // with the bucket for all requests used up, it drops them unread (and a clear note, which
+    // let this one by unlooked, must not stand over them).
+    if in_streak(st, now) && all_used_up(st, lim, now) && !due_for_ban(st, lim, now) {
+        note_over(src, now);
+    }
     if over {
-        if exceeding(st, lim, now) {
-            ban(st, src, now, lim.ban_ns, event::BAN_RATE, info);
-            return Some(Reason::Banned);
-        }
-        if all_over {
-            // What `before_reading` would find in the state for the source's next request,
-            // noted now: a clear note (which let this request by unlooked) must not stand.
-            let cached = limits::cache_key(src);
-            note(CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached)), cached, now, Note::Over);
-        }
         return Some(Reason::Rate);
     }
     if lim.enum_users != 0 && info.to.is_some() {
@@ -285,11 +344,32 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
 /// `ban_after_ns`: the source is due for a ban.
 #[inline(always)]
 fn exceeding(st: &mut SourceState, lim: &Limits, now: u64) -> bool {
-    if st.over_since == 0 || now.saturating_sub(st.last_over) > STREAK_GAP_NS {
+    if !in_streak(st, now) {
         st.over_since = now;
     }
     st.last_over = now;
+    due_for_ban(st, lim, now)
+}
+
+/// Whether the source is in an exceeding streak at `now`: one began, and its last request over
+/// a limit came at most [`STREAK_GAP_NS`] before.
+#[inline(always)]
+fn in_streak(st: &SourceState, now: u64) -> bool {
+    st.over_since != 0 && now.saturating_sub(st.last_over) <= STREAK_GAP_NS
+}
+
+/// Whether the source's streak has lasted `ban_after_ns` at `now` (never, with that 0).
+#[inline(always)]
+fn due_for_ban(st: &SourceState, lim: &Limits, now: u64) -> bool {
     lim.ban_after_ns != 0 && now.saturating_sub(st.over_since) >= lim.ban_after_ns
+}
+
+/// Whether the source's bucket for all requests is on and used up at `now`: its next request
+/// would be over it.
+#[inline(always)]
+fn all_used_up(st: &SourceState, lim: &Limits, now: u64) -> bool {
+    let (interval, tau) = (lim.interval_ns[BUCKET_ALL], lim.tau_ns[BUCKET_ALL]);
+    interval != 0 && limits::gcra(st.tat[BUCKET_ALL], now, interval, tau).is_none()
 }
 
 /// Takes a token from bucket `b` (GCRA); `false` when the request exceeds it. A bucket that is

@@ -547,24 +547,55 @@ fn a_rate_note_in_the_source_cache_limits_no_other_source_and_evicts_no_ban() {
     ]);
 }
 
+/// The kernel's `jiffies`, as `/proc/timer_list` gives it (reading it takes about 0.1 ms; a
+/// jiffy is 1 to 10 ms).
+fn jiffies() -> u64 {
+    let list = std::fs::read_to_string("/proc/timer_list").expect("reading /proc/timer_list");
+    let line = list.lines().find(|l| l.starts_with("jiffies:")).expect("a jiffies line");
+    line["jiffies:".len()..].trim().parse().expect("jiffies, a number")
+}
+
+/// Runs `attempt` (with the attempt's number, from 0) until the kernel's jiffy is the same
+/// before and after it, so that every packet it sent fell in the jiffy of the notes it made;
+/// returns that attempt's result. At most 50 attempts.
+fn in_one_jiffy<T>(mut attempt: impl FnMut(u8) -> T) -> T {
+    for n in 0..50 {
+        let before = jiffies();
+        let out = attempt(n);
+        if jiffies() == before {
+            return out;
+        }
+    }
+    panic!("no attempt of 50 fell within one jiffy");
+}
+
 /// A source that sends many requests without being over its rate for all of them (here: over
-/// its INVITE rate only) has its state looked up before the read once a jiffy, not once a
-/// request: its slot notes that the state had nothing to decide. The note only ever skips that
-/// early look: every request it lets by is read and policed in full, so a ban that reaches the
-/// state and not the slot (an upgrade's carried state) still drops the next request, a reply
-/// from the source is still looked up, and a request over the bucket for all requests replaces
-/// the note with the over-rate note, which drops the next requests unread.
+/// its INVITE rate only) has its state looked up once a request, not twice: its slot notes
+/// that the state had nothing to decide before the read, and its next requests in that jiffy
+/// leave that check to the judge, after the read, with the lookup the rate limits use. The
+/// note moves the check, never changes whether a datagram is dropped: forged in the state
+/// behind the slot's back (as a ban is when another CPU's note takes the slot as the ban is
+/// written), a ban still drops what the source sends, even a datagram the read finds is no SIP
+/// (which this configuration passes), and the slot gets the ban back; a streak over the rate
+/// for all requests still drops what the source sends (a request may now be dropped for what
+/// the read finds first, such as a scanner's signature). Each of those packets falls in the
+/// jiffy of the note (checked), so the check after the read decides it; and so it does with
+/// nothing counted at all.
 #[test]
-fn a_clear_note_skips_the_early_look_and_no_verdict() {
-    use callguard_common::limits::{cache_key, source_key_v4};
+fn a_clear_note_moves_the_early_check_after_the_read_and_drops_the_same() {
+    use callguard::config::PassDrop;
+    use callguard_common::limits::{BUCKET_ALL, cache_key, source_key_v4};
     let a = [198, 18, 0, 71];
     let key = source_key_v4(a);
     let mut cfg = quiet();
     cfg.rate.requests = Bucket { rate: 1, burst: 3 };
     cfg.rate.invite = Bucket { rate: 1, burst: 1 };
+    cfg.sip.not_sip = PassDrop::Pass;
     let mut k = TestKernel::with_config(&cfg);
     k.set_signatures(&default_signatures());
     let invite = sipmsg::phones().into_iter().find(|(who, _)| who.contains("INVITE")).expect("an INVITE").1;
+    let register =
+        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
     let svmap = sipmsg::sipvicious(SvTool::Svmap, "OPTIONS", "", "198.18.0.1", false);
     let src = dotted(a);
     assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Pass, "the first INVITE: its state begins");
@@ -573,43 +604,83 @@ fn a_clear_note_skips_the_early_look_and_no_verdict() {
     let slot = k.source_cache_slot(&key);
     assert_eq!(slot.key, cache_key(&key), "noted");
     assert!(slot.clear_jiffy != 0 && slot.over_jiffy == 0, "nothing to decide before the read: {slot:?}");
+    // The third INVITE, over its own rate, takes the last of the bucket for all requests
+    // (three): the over-rate note replaces the clear one at once, and the next request, a
+    // scanner's, is dropped unread.
     assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Drop, "still over its INVITE rate");
-    assert_eq!(k.counter(Action::Drop, Reason::Rate).packets, 2);
-    // The scanner's request is read under the note, as it is without one.
-    assert_eq!(k.run(&sip_frame(&src, &svmap)), Action::Drop);
-    assert_eq!(k.counter(Action::Drop, Reason::Signature).packets, 1, "read: its signature");
-    // The fourth INVITE is over the bucket for all requests (three, one taken by each INVITE
-    // before it; the scanner's was dropped before its rates were counted): the over-rate note
-    // replaces the clear one, and the next request, a scanner's, is dropped unread.
-    assert_eq!(k.run(&sip_frame(&src, &invite)), Action::Drop);
     let slot = k.source_cache_slot(&key);
-    assert!(slot.over_jiffy != 0 && slot.clear_jiffy == 0, "over the rate for all: {slot:?}");
+    assert!(slot.over_jiffy != 0 && slot.clear_jiffy == 0, "the rate for all used up: {slot:?}");
     assert_eq!(k.run(&sip_frame(&src, &svmap)), Action::Drop);
     assert_eq!(
         (k.counter(Action::Drop, Reason::Rate).packets, k.counter(Action::Drop, Reason::Signature).packets),
-        (4, 1),
+        (3, 0),
         "the scanner's request dropped unread"
     );
 
-    // Another source, noted clear, then banned in its state alone.
-    let b = [198, 18, 0, 72];
-    let (bkey, bsrc) = (source_key_v4(b), dotted(b));
-    let register =
-        sipmsg::phones().into_iter().find(|(who, _)| who.contains("REGISTER")).expect("a REGISTER").1;
-    for _ in 0..2 {
-        assert_eq!(k.run(&sip_frame(&bsrc, &register)), Action::Pass);
-    }
-    assert_ne!(k.source_cache_slot(&bkey).clear_jiffy, 0, "noted");
-    let mut state = k.kernel.source(&bkey).expect("reading CG_SOURCES").expect("its state");
-    state.banned_until = callguard::clock::boot_ns() + 60_000_000_000;
-    k.set_source_state(&bkey, state);
-    assert_eq!(k.run(&sip_frame(&bsrc, &register)), Action::Drop, "the request is read, and policed");
-    assert_eq!(
-        k.run(&sip_frame(&bsrc, &sipmsg::responses().remove(0))),
-        Action::Drop,
-        "a reply is looked up"
-    );
-    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, 2);
+    // Noted clear, then banned in its state alone: what it sends is dropped as banned, and the
+    // ban is written back to its slot.
+    let not_sip = b"HELLO, this begins like a request line and is no SIP\r\n".to_vec();
+    let noted = |k: &mut TestKernel, s: [u8; 4]| {
+        let src = dotted(s);
+        for _ in 0..2 {
+            assert_eq!(k.run(&sip_frame(&src, &register)), Action::Pass, "{src}: within its rate");
+        }
+        assert_ne!(k.source_cache_slot(&source_key_v4(s)).clear_jiffy, 0, "{src} noted");
+    };
+    let banned = in_one_jiffy(|n| {
+        let s = [198, 18, 1, n];
+        noted(&mut k, s);
+        let mut state = k.kernel.source(&source_key_v4(s)).expect("reading CG_SOURCES").expect("its state");
+        state.banned_until = callguard::clock::boot_ns() + 60_000_000_000;
+        k.set_source_state(&source_key_v4(s), state);
+        (s, k.run(&sip_frame(&dotted(s), &not_sip)))
+    });
+    assert_eq!(banned.1, Action::Drop, "{}: no SIP, but banned", dotted(banned.0));
+    assert_eq!(k.counter(Action::Pass, Reason::NotSip).packets, 0);
+    let slot = k.source_cache_slot(&source_key_v4(banned.0));
+    assert!(slot.banned_until > callguard::clock::boot_ns(), "the ban written back to the slot: {slot:?}");
+
+    // Noted clear, then in a streak with its bucket for all requests used up (forged): what it
+    // sends is dropped, a datagram that is no SIP as over the rate (as it would have been
+    // unread), a request for what the read finds first (a scanner's for its signature) or as
+    // over the rate.
+    let rate = k.counter(Action::Drop, Reason::Rate).packets;
+    let over = in_one_jiffy(|n| {
+        let s = [198, 18, 2, n];
+        noted(&mut k, s);
+        let mut state = k.kernel.source(&source_key_v4(s)).expect("reading CG_SOURCES").expect("its state");
+        let now = callguard::clock::boot_ns();
+        (state.over_since, state.last_over) = (now - 1_000_000, now);
+        state.tat[BUCKET_ALL] = now + 3_600_000_000_000;
+        k.set_source_state(&source_key_v4(s), state);
+        [&not_sip, &svmap, &register].map(|p| k.run(&sip_frame(&dotted(s), p)))
+    });
+    assert_eq!(over, [Action::Drop; 3]);
+    assert_eq!(k.counter(Action::Pass, Reason::NotSip).packets, 0, "no SIP, but over the rate");
+    assert!(k.counter(Action::Drop, Reason::Rate).packets >= rate + 2, "the REGISTER over the rate too");
+    assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, u64::from(banned.0[3]) + 1);
+
+    // With nothing counted (no rates, no enumeration, no signature or password bans), the
+    // judge has no rate state to look up, and still makes the skipped check: a ban in the state
+    // of a source noted clear (its state, left by a ban that ended) drops its request.
+    let mut off = quiet();
+    off.auth.failures = 0;
+    let mut k = TestKernel::with_config(&off);
+    k.set_signatures(&default_signatures());
+    let verdict = in_one_jiffy(|n| {
+        let key = source_key_v4([198, 18, 3, n]);
+        let src = dotted([198, 18, 3, n]);
+        k.set_source_state(&key, Default::default());
+        assert_eq!(k.run(&sip_frame(&src, &register)), Action::Pass, "{src}: no ban");
+        assert_ne!(k.source_cache_slot(&key).clear_jiffy, 0, "{src} noted");
+        let state = callguard_common::limits::SourceState {
+            banned_until: callguard::clock::boot_ns() + 60_000_000_000,
+            ..Default::default()
+        };
+        k.set_source_state(&key, state);
+        k.run(&sip_frame(&src, &register))
+    });
+    assert_eq!(verdict, Action::Drop, "banned in its state");
 }
 
 /// A scanner's signature ban is written into its state by the first packet its source cache
