@@ -167,11 +167,11 @@ pub struct SourceSlot {
     /// requests. The source's other requests in that jiffy leave that check for after the
     /// read, where the rate limits look the state up anyway: so a note, even a stale one (a
     /// 16-bit jiffy reads as this one's again after 2^16 jiffies) or one torn between two
-    /// writers, changes when the check is made, never whether a datagram is dropped (only,
-    /// at times, for what: a request the check would drop may be dropped for what the read
-    /// finds first, such as a scanner's signature).
-    /// Replaced by the over-rate note when a request is over the bucket for all requests, and
-    /// cleared by a ban (the slot is rewritten). 0: none. (Where a release before this field
+    /// writers, changes when the check is made, never lets by what it would drop (only, at
+    /// times, the reason: a request the check would drop may be dropped for what the read
+    /// finds first, such as a scanner's signature, which then bans the scanner).
+    /// Replaced by the over-rate note when a request in a streak uses up the bucket for all
+    /// requests, and cleared by a ban (the slot is rewritten). 0: none. (Where a release before this field
     /// kept a 32-bit `hits`, this is its upper half: a slot whose ban dropped 65,536 packets or
     /// more under that release reads as noted in some jiffy, which changes nothing more.)
     pub clear_jiffy: u16,

@@ -141,7 +141,7 @@ fn callguard_conclude(ctx: XdpContext) -> u32 {
     // would have dropped it whatever it held (`police` makes it for requests). Here, not in
     // the judge, whose hot path its code would lengthen.
     if verdict.action == Action::Pass
-        && matches!(verdict.reason, Reason::NotSip | Reason::Keepalive)
+        && verdict.reason == Reason::NotSip
         && handoff::taken_looked() == handoff::looked::SKIPPED
         && let Some(reason) = early_after_read(src)
     {

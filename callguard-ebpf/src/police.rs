@@ -78,7 +78,8 @@ pub(crate) fn ban_for_signature(src: Src, stateless: bool, sig_slot: u16, info: 
 /// found is no request and passed ([`early_after_read`]). A source that sends many requests in a jiffy without
 /// being over the rate for all of them, such as one over its INVITE rate only, is then looked
 /// up once a request, not twice. Whatever would have been dropped here is dropped there,
-/// though a request may be dropped for what the read finds first (a scanner's signature).
+/// though a request may be dropped for what the read finds first (a scanner's signature,
+/// which then bans the scanner).
 /// Anything else looks the state up here; `looked` says what was learnt (see [`looked`];
 /// passed on to the judge).
 /// Inlined: as a function of its own, its return paid this VM's SRSO mitigation on every
@@ -161,7 +162,7 @@ fn early(
     }
     let now = tick_ns();
     if st.banned_until > now {
-        recache(slot, cached, st.banned_until, now);
+        recache(slot, cached, st.banned_until);
         return Some(Reason::Banned);
     }
     if !request {
@@ -185,18 +186,27 @@ fn early(
 }
 
 /// Writes the source `cached`'s live ban `until`, found in its state, back to its cache slot
-/// `slot` when the slot does not hold it: a slot taken by a note at the moment another CPU
-/// wrote the ban there loses it, and the next packets would otherwise each pay a lookup. As
-/// [`note`] takes a slot: not from another source's live ban.
+/// `slot` when the slot names the source without it: a note that took the slot as another CPU
+/// wrote the ban there, and its next packets would otherwise each pay a lookup (or, under a
+/// clear note, a read). Only a slot that names the source: one the daemon cleared to lift the
+/// ban (it clears the slot before it removes the state) must stay clear, or the ban would
+/// come back; a slot another source holds keeps it, as before the note.
 #[inline(always)]
-fn recache(slot: Option<*mut SourceSlot>, cached: [u64; 2], until: u64, now: u64) {
+fn recache(slot: Option<*mut SourceSlot>, cached: [u64; 2], until: u64) {
     let Some(slot) = slot else { return };
     // SAFETY: a value of the array, valid for this program run; see `note` for what other
     // CPUs writing it at once may cause.
     let slot = unsafe { &mut *slot };
-    if slot.key == cached || slot.banned_until <= now {
+    if slot.key == cached && slot.banned_until < until {
         *slot = SourceSlot { key: cached, banned_until: until, ..SourceSlot::default() };
     }
+}
+
+/// [`recache`] for the source key `src`, from `police`.
+#[inline(always)]
+fn recache_key(src: &[u8; 16], until: u64) {
+    let cached = limits::cache_key(src);
+    recache(CG_SOURCE_CACHE.get_ptr_mut(slot_of(cached)), cached, until);
 }
 
 /// Notes in the source key `src`'s cache slot that its requests are over the rate for all
@@ -277,9 +287,14 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
         if !sig_bans && lim.auth_failures == 0 && taken_looked() != looked::SKIPPED {
             return None;
         }
+        let src = &source_key(src);
         // SAFETY: a value of the LRU hash, read once during this program run (RCU).
-        let banned_until = unsafe { CG_SOURCES.get(source_key(src))?.banned_until };
-        return (banned_until > tick_ns()).then_some(Reason::Banned);
+        let banned_until = unsafe { CG_SOURCES.get(src)?.banned_until };
+        if banned_until > tick_ns() {
+            recache_key(src, banned_until);
+            return Some(Reason::Banned);
+        }
+        return None;
     }
     let src = &source_key(src);
     // As of this CPU's tick (see `tick_ns`): rates are measured at the tick's grain, as
@@ -292,7 +307,20 @@ pub(crate) fn police(src: Src, info: &sip::Info, sig_bans: bool) -> Option<Reaso
     // an update, which only lets a request more through.
     let st = unsafe { &mut *st };
     if st.banned_until > now {
+        recache_key(src, st.banned_until);
         return Some(Reason::Banned);
+    }
+    // The check the note left for after the read, as it would have been made before it: a
+    // request in a streak whose bucket for all requests is used up is over the rate, and takes
+    // no token from its method's bucket (when the streak is due for a ban, the takes below ban
+    // the source, as after a check that let it be read).
+    if in_streak(st, now)
+        && all_used_up(st, lim, now)
+        && taken_looked() == looked::SKIPPED
+        && !exceeding(st, lim, now)
+    {
+        note_over(src, now);
+        return Some(Reason::Rate);
     }
     // Every request takes from the bucket for all requests, REGISTER and INVITE also from their own.
     let own = match info.method {

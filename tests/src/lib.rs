@@ -239,6 +239,17 @@ impl TestKernel {
         cache_slot(cache_key(key), self.kernel.source_cache_seed().expect("reading CG_SOURCE_CACHE"))
     }
 
+    /// Clears the source cache slot of the source key `key`, as the daemon does first when it
+    /// lifts the source's ban (then it removes the state).
+    pub fn clear_source_cache_slot(&self, key: &[u8; 16]) {
+        let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCE_CACHE);
+        let data = aya::maps::MapData::from_pin(&path).expect("the pinned CG_SOURCE_CACHE");
+        let mut map: aya::maps::Array<_, callguard_common::limits::SourceSlot> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("CG_SOURCE_CACHE is an array");
+        map.set(self.cache_slot_of(key), callguard_common::limits::SourceSlot::default(), 0)
+            .expect("writing CG_SOURCE_CACHE");
+    }
+
     /// The slot of the source cache (`CG_SOURCE_CACHE`) that the source key `key` maps to.
     pub fn source_cache_slot(&self, key: &[u8; 16]) -> callguard_common::limits::SourceSlot {
         let path = self.kernel.pin_dir().join(callguard_common::maps::SOURCE_CACHE);

@@ -573,18 +573,20 @@ fn in_one_jiffy<T>(mut attempt: impl FnMut(u8) -> T) -> T {
 /// its INVITE rate only) has its state looked up once a request, not twice: its slot notes
 /// that the state had nothing to decide before the read, and its next requests in that jiffy
 /// leave that check to the judge, after the read, with the lookup the rate limits use. The
-/// note moves the check, never changes whether a datagram is dropped: forged in the state
+/// note moves the check, never lets by what the check would drop: forged in the state
 /// behind the slot's back (as a ban is when another CPU's note takes the slot as the ban is
 /// written), a ban still drops what the source sends, even a datagram the read finds is no SIP
 /// (which this configuration passes), and the slot gets the ban back; a streak over the rate
-/// for all requests still drops what the source sends (a request may now be dropped for what
-/// the read finds first, such as a scanner's signature). Each of those packets falls in the
-/// jiffy of the note (checked), so the check after the read decides it; and so it does with
-/// nothing counted at all.
+/// for all requests still drops what the source sends, a request as over the rate without a
+/// token from its method's bucket (a request may now be dropped for what the read finds
+/// first, such as a scanner's signature). Each of those packets falls in the jiffy of the
+/// note (checked), so the check after the read decides it; and so it does with nothing
+/// counted at all. A ban found after the read is not written back to a slot the daemon
+/// cleared to lift it.
 #[test]
 fn a_clear_note_moves_the_early_check_after_the_read_and_drops_the_same() {
     use callguard::config::PassDrop;
-    use callguard_common::limits::{BUCKET_ALL, cache_key, source_key_v4};
+    use callguard_common::limits::{BUCKET_ALL, BUCKET_REGISTER, cache_key, source_key_v4};
     let a = [198, 18, 0, 71];
     let key = source_key_v4(a);
     let mut cfg = quiet();
@@ -653,12 +655,26 @@ fn a_clear_note_moves_the_early_check_after_the_read_and_drops_the_same() {
         (state.over_since, state.last_over) = (now - 1_000_000, now);
         state.tat[BUCKET_ALL] = now + 3_600_000_000_000;
         k.set_source_state(&source_key_v4(s), state);
-        [&not_sip, &svmap, &register].map(|p| k.run(&sip_frame(&dotted(s), p)))
+        let tokens = state.tat[BUCKET_REGISTER];
+        let out = [&svmap, &register, &not_sip].map(|p| k.run(&sip_frame(&dotted(s), p)));
+        let after = k.kernel.source(&source_key_v4(s)).expect("reading CG_SOURCES").expect("its state");
+        (out, after.tat[BUCKET_REGISTER] == tokens)
     });
-    assert_eq!(over, [Action::Drop; 3]);
+    assert_eq!(over.0, [Action::Drop; 3]);
+    assert!(over.1, "the REGISTER over the rate took no token from its own bucket");
     assert_eq!(k.counter(Action::Pass, Reason::NotSip).packets, 0, "no SIP, but over the rate");
     assert!(k.counter(Action::Drop, Reason::Rate).packets >= rate + 2, "the REGISTER over the rate too");
     assert_eq!(k.counter(Action::Drop, Reason::Banned).packets, u64::from(banned.0[3]) + 1);
+
+    // A ban being lifted: the daemon clears the slot, then removes the state. A packet in
+    // between is dropped by the state's ban, which is not written back to the cleared slot;
+    // once the state is gone, the source is free.
+    let (key, src) = (source_key_v4(banned.0), dotted(banned.0));
+    k.clear_source_cache_slot(&key);
+    assert_eq!(k.run(&sip_frame(&src, &register)), Action::Drop, "the state's ban, until it is removed");
+    assert_eq!(k.source_cache_slot(&key).banned_until, 0, "the cleared slot stays clear");
+    assert!(k.evict_source(&key), "its state removed");
+    assert_eq!(k.run(&sip_frame(&src, &register)), Action::Pass, "the ban lifted");
 
     // With nothing counted (no rates, no enumeration, no signature or password bans), the
     // judge has no rate state to look up, and still makes the skipped check: a ban in the state
