@@ -196,6 +196,14 @@ pub const fn jiffy32(jiffies: u64) -> u32 {
     if j == 0 { 1 } else { j }
 }
 
+impl SourceSlot {
+    /// A slot that holds the source key `key`'s ban until `until` (`CLOCK_BOOTTIME` ns), and
+    /// nothing else: no note, no hits counted.
+    pub const fn ban(key: [u64; 2], until: u64) -> Self {
+        Self { key, banned_until: until, over_jiffy: 0, hits: 0, clear_jiffy: 0 }
+    }
+}
+
 /// `jiffies_64` as [`SourceSlot::clear_jiffy`] keeps it: its low 16 bits, never 0 (as in
 /// [`jiffy32`]).
 #[inline(always)]

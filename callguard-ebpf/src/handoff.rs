@@ -117,10 +117,3 @@ pub(crate) fn taken_src() -> Option<Src> {
 pub(crate) fn taken_looked() -> u8 {
     CG_SIP_HANDOFF.get(0).map_or(looked::STATE, |h| h.looked)
 }
-
-/// Whether the source of the datagram handed over had no state when it was looked up
-/// ([`looked::NO_STATE`]).
-#[inline(always)]
-pub(crate) fn taken_stateless() -> bool {
-    CG_SIP_HANDOFF.get(0).is_some_and(|h| h.looked == looked::NO_STATE)
-}

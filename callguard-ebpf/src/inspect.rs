@@ -20,7 +20,7 @@ use callguard_common::{
 
 use crate::{
     auth::guarded_user,
-    handoff::taken_stateless,
+    handoff::{looked, taken_looked},
     maps::{CG_PARSE, CG_SCRATCH, CG_SIG_DFA, CG_SIG_HEAD, zero_words},
     parse::Src,
     police::{ban_for_signature, police},
@@ -185,7 +185,7 @@ pub(crate) fn judge_sip(src: Src) -> Verdict {
     }
     if walk.hit.mode == MODE_ENFORCE {
         if info.kind == Kind::Request && cfg.flags & FLAG_BAN_SIGNATURE != 0 {
-            ban_for_signature(src, taken_stateless(), walk.hit.slot, &info);
+            ban_for_signature(src, taken_looked() == looked::NO_STATE, walk.hit.slot, &info);
         }
         return Verdict::sip(Action::Drop, Reason::Signature, walk.hit.slot, &info);
     }

@@ -198,7 +198,7 @@ fn recache(slot: Option<*mut SourceSlot>, cached: [u64; 2], until: u64) {
     // CPUs writing it at once may cause.
     let slot = unsafe { &mut *slot };
     if slot.key == cached && slot.banned_until < until {
-        *slot = SourceSlot { key: cached, banned_until: until, ..SourceSlot::default() };
+        *slot = SourceSlot::ban(cached, until);
     }
 }
 
@@ -239,11 +239,8 @@ fn note(slot: Option<*mut SourceSlot>, cached: [u64; 2], now: u64, note: Note) {
         Note::Clear => (0, limits::jiffy16(jiffies)),
     };
     if slot.key == cached {
-        // Written only when it changes: the judge's check finds its own clear note standing.
-        if slot.over_jiffy != over_jiffy || slot.clear_jiffy != clear_jiffy {
-            slot.over_jiffy = over_jiffy;
-            slot.clear_jiffy = clear_jiffy;
-        }
+        slot.over_jiffy = over_jiffy;
+        slot.clear_jiffy = clear_jiffy;
     } else if slot.banned_until <= now {
         // A slot whose ban is over (or that never held one) is taken; a live ban keeps its
         // slot against a note (not against another ban). A CPU reading the slot as it is
@@ -490,7 +487,7 @@ pub(crate) fn cache_ban(src: &[u8; 16], until: u64) {
         // half written, for a packet or two: this source with the slot's earlier ban time, or
         // the slot's earlier source (never a third: see `SourceSlot::key`) with this one's ban
         // time, which may drop one of its packets after its own ban ended.
-        unsafe { *slot = SourceSlot { key, banned_until: until, ..SourceSlot::default() } };
+        unsafe { *slot = SourceSlot::ban(key, until) };
     }
 }
 

@@ -288,7 +288,7 @@ fn carry_source_cache(from: &Path, to: &Path) -> anyhow::Result<u64> {
     let mut placed: BTreeMap<u32, SourceSlot> = BTreeMap::new();
     for slot in held.iter().filter(|s| s.banned_until > now) {
         let at = limits::cache_slot(slot.key, seed);
-        let ban = SourceSlot { key: slot.key, banned_until: slot.banned_until, ..SourceSlot::default() };
+        let ban = SourceSlot::ban(slot.key, slot.banned_until);
         let e = placed.entry(at).or_insert(ban);
         if slot.banned_until > e.banned_until {
             *e = ban;
